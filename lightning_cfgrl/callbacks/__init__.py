@@ -1,0 +1,6 @@
+"""Lightning callbacks: objective callbacks (loss terms) and utility callbacks."""
+
+from lightning_cfgrl.callbacks.distill import CFGDistillCallback
+from lightning_cfgrl.callbacks.objective import ObjectiveCallback
+
+__all__ = ["CFGDistillCallback", "ObjectiveCallback"]

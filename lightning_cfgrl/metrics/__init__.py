@@ -1,0 +1,5 @@
+"""Metrics over generated samples."""
+
+from lightning_cfgrl.metrics.pairwise import group_pairwise_diversity, pairwise_cosine_diversity
+
+__all__ = ["group_pairwise_diversity", "pairwise_cosine_diversity"]

@@ -1,0 +1,167 @@
+"""Reference model: a conditional decoder-only transformer over K codebooks (MusicGen-style).
+
+Summed codebook embeddings in, K output heads out, the codebook delay pattern so codebook k of a frame
+is predicted after codebooks < k of that frame. The prompt is a few attribute ids ``[B, A]`` (id 0 =
+"no prompt" in every slot); each slot's embedding becomes one prefix position the tokens attend to.
+Implements :class:`~lightning_cfgrl.generator.TokenGenerator` with a static KV cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from lightning_cfgrl.delay_pattern import DelayPattern
+from lightning_cfgrl.models.kv_cache import KVCache
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, cache: KVCache | None, layer: int) -> Tensor:
+        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+        past = 0
+        if cache is not None:
+            past = cache.length
+            k, v = cache.update(layer, k, v)
+        n_new, n_all = q.shape[2], k.shape[2]
+        if past == 0:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif n_new == 1:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:  # several new positions after a cached prefix: causal mask offset by `past`
+            mask = torch.ones(n_new, n_all, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(rearrange(out, "b h n d -> b n (h d)"))
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = SelfAttention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, cache: KVCache | None, layer: int) -> Tensor:
+        x = x + self.dropout(self.attn(self.norm1(x), cache, layer))
+        return x + self.dropout(self.mlp(self.norm2(x)))
+
+
+class AudioTokenTransformer(nn.Module):
+    """Conditional decoder over K codebooks.
+
+    Args:
+        num_codebooks: K.
+        vocab_size: V tokens per codebook (id V is the pad/start id in step tensors).
+        condition_sizes: number of values of each prompt attribute slot (ids 1..n; 0 = null).
+        dim, num_layers, num_heads: transformer size.
+        max_frames: longest sequence in frames (sets the positional table and cache size).
+        dropout: residual dropout.
+        delays: per-codebook delays; default ``(0, 1, ..., K-1)`` (MusicGen's delay pattern).
+    """
+
+    def __init__(
+        self,
+        num_codebooks: int = 2,
+        vocab_size: int = 32,
+        condition_sizes: Sequence[int] = (4, 4, 3),
+        dim: int = 64,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        max_frames: int = 64,
+        dropout: float = 0.0,
+        delays: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        self._init_args = dict(
+            num_codebooks=num_codebooks, vocab_size=vocab_size, condition_sizes=list(condition_sizes), dim=dim,
+            num_layers=num_layers, num_heads=num_heads, max_frames=max_frames, dropout=dropout,
+            delays=list(delays) if delays is not None else None,
+        )
+        if dim % num_heads:
+            raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
+        self.num_codebooks = num_codebooks
+        self.vocab_size = vocab_size
+        self.condition_sizes = tuple(int(n) for n in condition_sizes)
+        self.pattern = DelayPattern(delays) if delays is not None else DelayPattern.musicgen(num_codebooks)
+        self.max_steps = self.pattern.num_steps(max_frames)
+        self.num_heads = num_heads
+        num_slots = len(self.condition_sizes)
+
+        self.token_emb = nn.ModuleList(nn.Embedding(vocab_size + 1, dim) for _ in range(num_codebooks))
+        self.cond_emb = nn.ModuleList(nn.Embedding(n + 1, dim) for n in self.condition_sizes)
+        self.pos_emb = nn.Embedding(num_slots + self.max_steps, dim)
+        self.blocks = nn.ModuleList(Block(dim, num_heads, dropout) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(dim)
+        self.heads = nn.Linear(dim, num_codebooks * vocab_size)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def spec(self) -> dict:
+        """``class_path``/``init_args`` that rebuild this model (recorded in checkpoints' hparams)."""
+        return {"class_path": f"{type(self).__module__}.{type(self).__qualname__}", "init_args": dict(self._init_args)}
+
+    # -- TokenGenerator ---------------------------------------------------------------------------
+    def null_condition(self, condition: Tensor) -> Tensor:
+        return torch.zeros_like(condition)
+
+    def new_cache(self, batch_size: int, max_steps: int) -> KVCache:
+        p = self.heads.weight
+        return KVCache(
+            len(self.blocks), batch_size, self.num_heads, len(self.condition_sizes) + max_steps,
+            p.shape[1] // self.num_heads, p.device, p.dtype,
+        )
+
+    def forward(self, steps: Tensor, condition: Tensor, cache: KVCache | None = None) -> Tensor:
+        """``steps [B, K, S]``, ``condition [B, A]`` -> logits ``[B, K, S - cache.steps, V]``."""
+        if cache is None or cache.steps == 0:  # validate once per sequence, not once per decoded step
+            self._check_condition(condition)
+        if steps.shape[2] > self.max_steps:
+            raise ValueError(f"{steps.shape[2]} steps exceed max_steps {self.max_steps} (raise max_frames)")
+        start = cache.steps if cache is not None else 0
+        # position s reads the token of step s - 1 (the pad id at s = 0): the model shifts internally
+        shifted = F.pad(steps[:, :, :-1], (1, 0), value=self.vocab_size)[:, :, start:]
+        x = sum(emb(shifted[:, k]) for k, emb in enumerate(self.token_emb))  # [B, n, D]
+        num_slots = len(self.condition_sizes)
+        if start == 0:
+            prefix = torch.stack([emb(condition[:, a]) for a, emb in enumerate(self.cond_emb)], dim=1)
+            x = torch.cat([prefix, x], dim=1)
+            first = 0
+        else:
+            first = num_slots + start
+        x = x + self.pos_emb(torch.arange(first, first + x.shape[1], device=x.device))
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cache, layer)
+        if cache is not None:
+            cache.advance(x.shape[1], steps.shape[2] - start)
+        if start == 0:
+            x = x[:, num_slots:]
+        logits = self.heads(self.norm(x))
+        return rearrange(logits, "b s (k v) -> b k s v", k=self.num_codebooks)
+
+    def _check_condition(self, condition: Tensor) -> None:
+        if not isinstance(condition, Tensor) or condition.dim() != 2 or condition.shape[1] != len(self.condition_sizes):
+            shape = tuple(condition.shape) if isinstance(condition, Tensor) else type(condition).__name__
+            raise ValueError(f"condition must be attribute ids [B, {len(self.condition_sizes)}], got {shape}")
+        upper = torch.tensor(self.condition_sizes, device=condition.device)
+        if condition.dtype != torch.long or bool(((condition < 0) | (condition > upper)).any()):
+            raise ValueError(
+                f"condition ids must be int64 in [0, n] per slot with n = {self.condition_sizes}, "
+                f"got dtype {condition.dtype} and values in [{int(condition.min())}, {int(condition.max())}]"
+            )

@@ -1,0 +1,176 @@
+"""``CFGRLModule``: on-policy RL finetuning of a token generator, with objectives supplied by callbacks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+
+from lightning_cfgrl.callbacks.objective import ObjectiveCallback
+from lightning_cfgrl.condition import Condition, condition_batch_size, repeat_condition
+from lightning_cfgrl.generator_weights import load_generator_state
+from lightning_cfgrl.hparams import instantiate_spec, save_safe_hyperparameters
+from lightning_cfgrl.metrics.pairwise import group_pairwise_diversity
+from lightning_cfgrl.rollout import RolloutBatch
+from lightning_cfgrl.sampling import SamplingConfig, sample
+from lightning_cfgrl.scorers import Scorer
+
+
+class CFGRLModule(pl.LightningModule):
+    """Wraps a :class:`~lightning_cfgrl.generator.TokenGenerator` for on-policy finetuning.
+
+    Each training step: (1) sample G sequences per prompt from the student, no grad, KV cache;
+    (2) run the student with grad on that rollout; (3) ask every ``ObjectiveCallback`` on the Trainer
+    (``CFGDistillCallback``, ``DiversityRewardCallback``, ...) for its weighted loss terms; (4) sum them.
+    Every term is logged as ``train/<name>``.
+
+    Args:
+        generator: the student model (an ``nn.Module`` TokenGenerator, or a ``class_path``/``init_args``
+            dict).
+        num_frames: frames T per rollout sequence.
+        num_samples_per_prompt: G (the diversity reward needs G >= 2).
+        temperature, top_k, top_p: rollout sampling; the default (1, None, None) samples the student's
+            own distribution, which on-policy distillation and the policy gradient assume.
+        init_checkpoint: generator weights to start from (Lightning checkpoint or safetensors).
+        optimizer, scheduler: LightningCLI callables (default AdamW with ``learning_rate``).
+        learning_rate: used when ``optimizer`` is not given.
+        val_samples_per_prompt: samples per validation prompt.
+        val_scorers: per-sample quality scorers logged at validation (``val/<name>``).
+        seed: seeds the rollout sampling (combined with the step and the process rank).
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module | dict,
+        num_frames: int = 32,
+        num_samples_per_prompt: int = 2,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        init_checkpoint: str | None = None,
+        optimizer: OptimizerCallable | None = None,
+        scheduler: LRSchedulerCallable | None = None,
+        learning_rate: float = 3e-4,
+        val_samples_per_prompt: int = 4,
+        val_scorers: Sequence[Scorer] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if isinstance(generator, Mapping):
+            generator = instantiate_spec(generator)
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        if num_samples_per_prompt < 1:
+            raise ValueError(f"num_samples_per_prompt must be >= 1, got {num_samples_per_prompt}")
+        if not learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+        self.rollout_sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
+        save_safe_hyperparameters(
+            self, {"generator": generator, "optimizer": optimizer, "scheduler": scheduler, "val_scorers": val_scorers}
+        )
+        self.generator = generator
+        if init_checkpoint is not None:
+            self.generator.load_state_dict(load_generator_state(init_checkpoint))
+        self.num_frames = num_frames
+        self.group_size = num_samples_per_prompt
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.learning_rate = learning_rate
+        self.val_samples_per_prompt = val_samples_per_prompt
+        self.val_scorers = list(val_scorers or [])
+        self.seed = seed
+
+    # -- rollout ------------------------------------------------------------------------------------
+    @property
+    def objectives(self) -> list[ObjectiveCallback]:
+        return [cb for cb in self.trainer.callbacks if isinstance(cb, ObjectiveCallback)]
+
+    def on_fit_start(self) -> None:
+        if not self.objectives:
+            raise ValueError(
+                "CFGRLModule found no objective callback on the Trainer; add CFGDistillCallback and/or "
+                "DiversityRewardCallback to Trainer(callbacks=[...])"
+            )
+
+    def _rollout_seed(self, salt: int) -> int:
+        # distinct per step and per process, reproducible across resume
+        return (self.seed * 1_000_003 + self.global_step * 7919 + self.global_rank * 104_729 + salt) % (2**63)
+
+    def rollout(self, condition: Condition, num_samples: int, config: SamplingConfig, seed: int) -> Tensor:
+        """Sample ``[B * G, K, S]`` steps from the current generator without grad (eval mode)."""
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            return sample(self.generator, condition, self.num_frames, config, num_samples=num_samples, seed=seed)
+        finally:
+            self.generator.train(was_training)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        condition = _condition_of(batch)
+        steps = self.rollout(condition, self.group_size, self.rollout_sampling, self._rollout_seed(0))
+        condition = repeat_condition(condition, self.group_size)
+        logits = self.generator(steps, condition)
+        mask = self.generator.pattern.valid_mask(steps.shape[2], steps.device).expand_as(steps)
+        rollout = RolloutBatch(steps, condition, mask, self.group_size, logits, self.rollout_sampling)
+        terms: dict[str, Tensor] = {}
+        for objective in self.objectives:
+            for name, value in objective.loss_terms(self, rollout).items():
+                if name in terms:
+                    raise ValueError(f"two objective callbacks both returned a loss term named {name!r}")
+                terms[name] = value
+        loss = torch.stack(list(terms.values())).sum()
+        batch_size = condition_batch_size(condition)
+        for name, value in terms.items():
+            self.log(f"train/{name}", value.detach(), prog_bar=True, batch_size=batch_size)
+        self.log("train/loss", loss.detach(), batch_size=batch_size)
+        return loss
+
+    # -- validation -----------------------------------------------------------------------------------
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        condition = _condition_of(batch)
+        g = self.val_samples_per_prompt
+        steps = self.rollout(condition, g, SamplingConfig(), seed=self.seed + 17 * batch_idx)
+        frames = self.generator.pattern.steps_to_frames(steps)
+        repeated = repeat_condition(condition, g)
+        batch_size = frames.shape[0]
+        with torch.no_grad():
+            logits = self.generator(steps, repeated)
+            mask = self.generator.pattern.valid_mask(steps.shape[2], steps.device).expand_as(steps)
+            logp = torch.log_softmax(logits.float(), -1)
+            entropy = -(logp.exp() * logp).sum(-1)[mask].mean()
+        self.log("val/token_entropy", entropy, batch_size=batch_size, sync_dist=True)
+        self.log("val/distinct_tokens", _distinct_fraction(frames), batch_size=batch_size, sync_dist=True)
+        if g >= 2:
+            self.log("val/histogram_diversity", group_pairwise_diversity(frames, g, self.generator.vocab_size).mean(),
+                     batch_size=batch_size, sync_dist=True)
+        for scorer in self.val_scorers:
+            score = scorer(frames, repeated).float().mean()
+            self.log(f"val/{scorer.name}", score, batch_size=batch_size, sync_dist=True)
+
+    # -- optimisation ---------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.generator.parameters() if p.requires_grad]
+        if self.optimizer_factory is None:
+            optimizer = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=0.0)
+        else:
+            optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}}
+
+
+def _condition_of(batch: Any) -> Condition:
+    if isinstance(batch, Mapping) and "condition" in batch:
+        return batch["condition"]
+    raise ValueError(f"CFGRLModule expects batches as dicts with a 'condition' entry, got {type(batch).__name__}")
+
+
+def _distinct_fraction(frames: Tensor) -> Tensor:
+    """Mean fraction of distinct tokens per (sequence, codebook): ``[N, K, T] -> []``."""
+    sorted_ids = frames.sort(-1).values
+    distinct = 1 + (sorted_ids[..., 1:] != sorted_ids[..., :-1]).sum(-1)
+    return (distinct.float() / frames.shape[-1]).mean()
