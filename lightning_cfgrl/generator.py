@@ -120,6 +120,7 @@ class ModuleAdapter(nn.Module):
     def forward(self, steps: Tensor, condition: Condition, cache: Any | None = None) -> Tensor:
         if cache is not None:
             raise ValueError("ModuleAdapter has no KV cache; call it with cache=None")
+        check_condition_matches(condition, steps.shape[0])
         inputs = torch.cat([torch.full_like(steps[..., :1], self.bos_id), steps[..., :-1]], dim=-1)
         logits = self.module(inputs, condition)
         expected = (*steps.shape, self.vocab_size)

@@ -30,3 +30,13 @@ def load_generator_state(path: str | Path) -> dict[str, Tensor]:
     if not weights:
         raise ValueError(f"checkpoint {str(path)!r} has no '{GENERATOR_PREFIX}*' weights in its state_dict")
     return weights
+
+
+def load_generator_spec(path: str | Path) -> dict | None:
+    """The ``class_path``/``init_args`` spec a Lightning checkpoint recorded for its generator, if any."""
+    if Path(path).suffix == ".safetensors":
+        return None
+    from lightning_cfgrl.checkpointing import load_checkpoint
+
+    spec = load_checkpoint(path).get("hyper_parameters", {}).get("generator")
+    return dict(spec) if isinstance(spec, dict) and "class_path" in spec else None

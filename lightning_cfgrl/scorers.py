@@ -1,18 +1,21 @@
-"""The ``Scorer`` protocol: per-sample quality, ``scorer(frames [N, K, T], condition) -> [N]``."""
+"""Per-sample quality scorers: ``scorer(frames [N, K, T], condition) -> [N]``, higher is better."""
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from abc import ABC, abstractmethod
 
 from torch import Tensor
 
 from lightning_cfgrl.condition import Condition
 
 
-@runtime_checkable
-class Scorer(Protocol):
-    """Higher is better. ``name`` labels the logged metric (``val/<name>``)."""
+class Scorer(ABC):
+    """Base class of quality scorers; ``name`` labels the logged metric (``val/<name>``).
 
-    name: str
+    A base class rather than a Protocol so LightningCLI can build scorers from ``class_path`` YAML.
+    """
 
+    name: str = "score"
+
+    @abstractmethod
     def __call__(self, frames: Tensor, condition: Condition) -> Tensor: ...

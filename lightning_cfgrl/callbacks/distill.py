@@ -14,8 +14,9 @@ from lightning_cfgrl.callbacks.objective import ObjectiveCallback
 from lightning_cfgrl.condition import cat_conditions
 from lightning_cfgrl.divergences import DIVERGENCES, token_divergence
 from lightning_cfgrl.generator import check_compatible
-from lightning_cfgrl.generator_weights import load_generator_state
+from lightning_cfgrl.generator_weights import load_generator_spec, load_generator_state
 from lightning_cfgrl.guidance import cfg_logits, check_guidance_scale
+from lightning_cfgrl.hparams import instantiate_spec
 from lightning_cfgrl.rollout import RolloutBatch
 
 if TYPE_CHECKING:
@@ -70,13 +71,24 @@ class CFGDistillCallback(ObjectiveCallback):
         # `load_state_dict` then restores the saved teacher as well, whatever the module was built from.
         if stage != "fit" or self.teacher is not None:
             return
-        teacher = copy.deepcopy(pl_module.generator)
-        if self.teacher_checkpoint is not None:
-            teacher.load_state_dict(load_generator_state(self.teacher_checkpoint))
+        teacher = self._load_teacher(pl_module) if self.teacher_checkpoint else copy.deepcopy(pl_module.generator)
         check_compatible(pl_module.generator, teacher)
         if not callable(getattr(teacher, "null_condition", None)):
             raise ValueError("CFGDistillCallback needs a generator with null_condition() for the CFG teacher")
         self.teacher = teacher.eval().requires_grad_(False)
+
+    def _load_teacher(self, pl_module: CFGRLModule) -> torch.nn.Module:
+        """Teacher from ``teacher_checkpoint``: rebuilt from the checkpoint's generator spec when it has
+        one (so a mismatched architecture is reported as such), else the student's architecture."""
+        weights = load_generator_state(self.teacher_checkpoint)
+        spec = load_generator_spec(self.teacher_checkpoint)
+        teacher = instantiate_spec(spec) if spec is not None else copy.deepcopy(pl_module.generator)
+        check_compatible(pl_module.generator, teacher)
+        try:
+            teacher.load_state_dict(weights)
+        except RuntimeError as err:
+            raise ValueError(f"teacher_checkpoint {self.teacher_checkpoint!r} does not fit the generator: {err}") from err
+        return teacher
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: CFGRLModule) -> None:
         self.teacher.to(pl_module.device)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from torch import Tensor
 
 from lightning_cfgrl.domain.synthetic_music import SyntheticMusic
+from lightning_cfgrl.scorers import Scorer
 
 
-class PromptAdherence:
+class PromptAdherence(Scorer):
     """``log p*(prompt | frames)``, exact, uniform prompt prior; ``[N, 2, T], [N, A] -> [N]``."""
 
     name = "adherence"
@@ -19,7 +20,7 @@ class PromptAdherence:
         return self.domain.prompt_log_posterior(frames, condition).to(frames.device)
 
 
-class LogLikelihood:
+class LogLikelihood(Scorer):
     """``log p*(frames | prompt)`` per frame, exact (naturalness); ``[N, 2, T], [N, A] -> [N]``."""
 
     name = "log_likelihood"

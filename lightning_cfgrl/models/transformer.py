@@ -16,6 +16,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from lightning_cfgrl.delay_pattern import DelayPattern
+from lightning_cfgrl.generator import check_condition_matches, check_steps
 from lightning_cfgrl.models.kv_cache import KVCache
 
 
@@ -132,6 +133,8 @@ class AudioTokenTransformer(nn.Module):
         """``steps [B, K, S]``, ``condition [B, A]`` -> logits ``[B, K, S - cache.steps, V]``."""
         if cache is None or cache.steps == 0:  # validate once per sequence, not once per decoded step
             self._check_condition(condition)
+            check_condition_matches(condition, steps.shape[0])
+            check_steps(steps[:, :, :-1], self)  # the last step is never read (it may be a placeholder)
         if steps.shape[2] > self.max_steps:
             raise ValueError(f"{steps.shape[2]} steps exceed max_steps {self.max_steps} (raise max_frames)")
         start = cache.steps if cache is not None else 0

@@ -1,0 +1,40 @@
+"""The ``cfgrl`` console script: LightningCLI (``fit``/``validate``/``test``/``predict``) plus ``merge``.
+
+``cfgrl fit --config examples/configs/distill.yaml`` builds the model, data and callbacks from
+``class_path``/``init_args`` YAML; ``cfgrl fit --print_config`` prints the full resolved config.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from lightning.pytorch.cli import LightningCLI
+
+
+class CFGRLCLI(LightningCLI):
+    """LightningCLI in subclass mode: any LightningModule / LightningDataModule by ``class_path``."""
+
+
+def run_cli(args: list[str] | None = None, run: bool = True) -> CFGRLCLI:
+    """Run the Lightning part of ``cfgrl`` with ``args`` (``sys.argv[1:]`` when None)."""
+    return CFGRLCLI(
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=args,
+        run=run,
+        save_config_kwargs={"overwrite": True},
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "merge":
+        from lightning_cfgrl.merge_cli import merge_main
+
+        return merge_main(argv[1:])
+    run_cli(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
