@@ -27,12 +27,12 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> CFGRLCLI:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "merge":
+    command = sys.argv[1:] if argv is None else argv
+    if command and command[0] == "merge":
         from lightning_cfgrl.merge_cli import merge_main
 
-        return merge_main(argv[1:])
-    run_cli(argv)
+        return merge_main(command[1:])
+    run_cli(argv)  # None lets LightningCLI read sys.argv itself
     return 0
 
 
