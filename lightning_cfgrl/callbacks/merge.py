@@ -1,0 +1,167 @@
+"""``ModelMergeCallback``: at the end of fit, write models merged between an anchor and the trained one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch import Callback
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from torch import Tensor
+
+from lightning_cfgrl.checkpointing import file_sha256, load_generator_state
+from lightning_cfgrl.merging import (
+    MergeError,
+    check_compatible,
+    check_lambda,
+    check_method,
+    lambda_tag,
+    validate_merge,
+    write_merged,
+)
+
+GENERATOR_PREFIX = "generator."
+
+
+class ModelMergeCallback(Callback):
+    """Write theta(lam) = (1 - lam) * theta_anchor + lam * theta_trained for each lam, at fit end.
+
+    The anchor is typically the quality model (trained with beta = 0) and the module being trained the
+    diversity model; lam then steers quality vs diversity at no inference cost. Only the generator's
+    weights (``pl_module.generator``, keys ``generator.*``) are merged; integer buffers come from the
+    trained model. Per lam, in ``dirpath`` (default ``<trainer.log_dir>/merged``):
+
+    - ``merged_lambda=0.50.ckpt``: a Lightning checkpoint, ``Module.load_from_checkpoint`` works as
+      usual; it has no optimizer or callback state (those belong to the run, not to the merged model);
+    - ``merged_lambda=0.50.safetensors``: the generator's weights, keys without prefix;
+    - ``merged_lambda=0.50.json``: lam, method, sources with sha256, package version, key count.
+
+    The anchor is checked against the module at fit start, so a mismatch fails before training, not
+    after it; it must be readable from every rank (only global rank 0 writes).
+
+    Args:
+        anchor_checkpoint: a Lightning ``.ckpt`` (its ``generator.*`` weights) or a ``.safetensors``
+            file of generator weights (keys without prefix).
+        lambdas: values of lam to write; 0 reproduces the anchor and 1 the trained model exactly.
+        method: ``"lerp"`` or ``"slerp"`` (per tensor, see :func:`lightning_cfgrl.merging.slerp`).
+        dirpath: output directory.
+        allow_extrapolation: allow lam outside [0, 1].
+    """
+
+    def __init__(
+        self,
+        anchor_checkpoint: str,
+        lambdas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0),
+        method: str = "lerp",
+        dirpath: str | None = None,
+        allow_extrapolation: bool = False,
+    ) -> None:
+        if not lambdas:
+            raise ValueError("lambdas must name at least one value in [0, 1], got an empty sequence")
+        self.lambdas = tuple(check_lambda(lam, allow_extrapolation) for lam in lambdas)
+        tags = [lambda_tag(lam) for lam in self.lambdas]
+        duplicates = sorted({t for t in tags if tags.count(t) > 1})
+        if duplicates:
+            raise ValueError(f"lambdas must be distinct, got {list(lambdas)} (repeated: {duplicates})")
+        self.method = check_method(method)
+        self.anchor_checkpoint = str(anchor_checkpoint)
+        self.dirpath = dirpath
+        self.allow_extrapolation = allow_extrapolation
+        # Saved for resume: the anchor's hash when the run started (to warn if the file is swapped
+        # mid-run) and the files written by the last completed fit.
+        self.anchor_sha256: str | None = None
+        self.written: dict[str, str] = {}
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(anchor_checkpoint=self.anchor_checkpoint, method=self.method)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Every rank checks, so a bad anchor fails everywhere at once instead of hanging the others.
+        anchor = load_generator_state(self.anchor_checkpoint, GENERATOR_PREFIX)
+        try:
+            check_compatible(anchor, _generator_state(pl_module.state_dict()))
+        except MergeError as err:
+            raise MergeError(f"ModelMergeCallback: anchor {self.anchor_checkpoint} does not fit the module: {err}") from err
+        del anchor
+        if trainer.is_global_zero:
+            self._check_anchor_unchanged(file_sha256(self.anchor_checkpoint))
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Both calls may be collective (log_dir broadcasts; sharded strategies gather the state dict),
+        # so every rank makes them; only global rank 0 writes.
+        dirpath = Path(self.dirpath or os.path.join(trainer.log_dir or trainer.default_root_dir, "merged"))
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=True)
+        error: BaseException | None = None
+        written: dict[str, str] = {}
+        if trainer.is_global_zero:
+            try:
+                written = self._write_all(trainer, checkpoint, dirpath)
+            except Exception as err:
+                error = err
+        # One broadcast doubles as the barrier and tells the other ranks whether rank 0 failed.
+        outcome = trainer.strategy.broadcast((written, None if error is None else f"{type(error).__name__}: {error}"))
+        if error is not None:
+            raise error
+        if outcome[1] is not None:
+            raise RuntimeError(f"ModelMergeCallback failed on global rank 0: {outcome[1]}")
+        self.written = outcome[0]
+
+    def _write_all(self, trainer: pl.Trainer, checkpoint: dict[str, Any], dirpath: Path) -> dict[str, str]:
+        sha = file_sha256(self.anchor_checkpoint)
+        self._check_anchor_unchanged(sha)
+        current = {k: v.detach() for k, v in _generator_state(checkpoint["state_dict"]).items()}
+        anchor = load_generator_state(self.anchor_checkpoint, GENERATOR_PREFIX)
+        validate_merge(anchor, current, self.lambdas, self.allow_extrapolation)
+        del anchor  # reopened lazily per lambda, so at most one anchor copy is ever paged in
+        sources = {
+            "anchor": {"path": os.path.abspath(self.anchor_checkpoint), "sha256": sha},
+            "current": {"path": None, "trained_module": type(trainer.lightning_module).__qualname__,
+                        "global_step": trainer.global_step},
+        }
+        written: dict[str, str] = {}
+        for lam in self.lambdas:
+            files = write_merged(
+                anchor=lambda: load_generator_state(self.anchor_checkpoint, GENERATOR_PREFIX),
+                current=lambda: current,
+                lam=lam,
+                out_dir=dirpath,
+                method=self.method,
+                allow_extrapolation=self.allow_extrapolation,
+                checkpoint_template=lambda: checkpoint,
+                prefix=GENERATOR_PREFIX,
+                sidecar={"sources": sources, "created_by": "ModelMergeCallback"},
+                validate=False,
+            )
+            written[lambda_tag(lam)] = str(files.checkpoint)
+            rank_zero_info(f"ModelMergeCallback: wrote lambda={lam} ({self.method}) to {files.checkpoint}")
+        return written
+
+    def _check_anchor_unchanged(self, sha: str) -> None:
+        if self.anchor_sha256 is not None and self.anchor_sha256 != sha:
+            rank_zero_warn(
+                f"ModelMergeCallback: anchor {self.anchor_checkpoint} changed since this run started "
+                f"(sha256 {self.anchor_sha256[:12]}... then, {sha[:12]}... now); merging with the current file"
+            )
+        if self.anchor_sha256 is None:
+            self.anchor_sha256 = sha
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "anchor_checkpoint": self.anchor_checkpoint,
+            "anchor_sha256": self.anchor_sha256,
+            "lambdas": list(self.lambdas),
+            "method": self.method,
+            "written": dict(self.written),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Configuration comes from __init__ (the user may change lambdas on resume); only history is restored.
+        self.anchor_sha256 = state_dict.get("anchor_sha256")
+        self.written = dict(state_dict.get("written", {}))
+
+
+def _generator_state(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k[len(GENERATOR_PREFIX):]: v for k, v in state_dict.items() if k.startswith(GENERATOR_PREFIX)}
