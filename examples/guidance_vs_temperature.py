@@ -13,8 +13,7 @@ from lightning_cfgrl import SamplingConfig
 from lightning_cfgrl.domain import LogLikelihood, PromptAdherence, SyntheticMusic
 from lightning_cfgrl.embedders import TokenHistogramEmbedder
 from lightning_cfgrl.evaluation import evaluate_candidate, format_table
-from lightning_cfgrl.generator_weights import load_generator_spec, load_generator_state
-from lightning_cfgrl.hparams import instantiate_spec
+from lightning_cfgrl.generator_weights import load_generator
 
 
 def main() -> None:
@@ -22,8 +21,7 @@ def main() -> None:
     parser.add_argument("--ckpt", default="runs/base/checkpoints/last.ckpt")
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
-    base = instantiate_spec(load_generator_spec(args.ckpt))
-    base.load_state_dict(load_generator_state(args.ckpt))
+    base = load_generator(args.ckpt)
     domain = SyntheticMusic()
     configs = [(f"CFG g={g}", SamplingConfig(guidance_scale=g)) for g in (1, 1.5, 2, 3, 4, 5)]
     configs += [(f"temperature {t}", SamplingConfig(temperature=t)) for t in (0.8, 0.7, 0.6, 0.5, 0.4, 0.3)]

@@ -14,15 +14,12 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 from lightning_cfgrl import SamplingConfig
 from lightning_cfgrl.cli import run_cli
 from lightning_cfgrl.domain import LogLikelihood, PromptAdherence, SyntheticMusic, SyntheticPromptDataModule
 from lightning_cfgrl.embedders import TokenHistogramEmbedder
 from lightning_cfgrl.evaluation import evaluate_candidate, format_table
-from lightning_cfgrl.generator_weights import load_generator_spec, load_generator_state
-from lightning_cfgrl.hparams import instantiate_spec
+from lightning_cfgrl.generator_weights import load_generator
 
 CONFIGS = Path(__file__).parent / "configs"
 STAGES = [("base", "pretrain.yaml"), ("distill", "distill.yaml")]
@@ -38,12 +35,6 @@ def run_stage(name: str, config: str, runs: Path) -> Path:
     run_cli(["fit", "--config", str(CONFIGS / config), f"--trainer.default_root_dir={runs}"])
     print(f"[{name}] done in {time.perf_counter() - start:.0f} s -> {ckpt}")
     return ckpt
-
-
-def load_generator(ckpt: Path) -> torch.nn.Module:
-    generator = instantiate_spec(load_generator_spec(ckpt))
-    generator.load_state_dict(load_generator_state(ckpt))
-    return generator.eval()
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """Lightning callbacks: objective callbacks (loss terms) and utility callbacks."""
 
 from lightning_cfgrl.callbacks.distill import CFGDistillCallback
+from lightning_cfgrl.callbacks.merge import ModelMergeCallback
 from lightning_cfgrl.callbacks.objective import ObjectiveCallback
 
-__all__ = ["CFGDistillCallback", "ObjectiveCallback"]
+__all__ = ["CFGDistillCallback", "ModelMergeCallback", "ObjectiveCallback"]
