@@ -1,4 +1,4 @@
-"""The ``cfgrl`` console script: LightningCLI (``fit``/``validate``/``test``/``predict``) plus ``merge``.
+"""The ``cfgrl`` console script: LightningCLI (``fit``/``validate``/``test``/``predict``), ``merge``, ``evaluate``.
 
 ``cfgrl fit --config examples/configs/distill.yaml`` builds the model, data and callbacks from
 ``class_path``/``init_args`` YAML; ``cfgrl fit --print_config`` prints the full resolved config.
@@ -32,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         from lightning_cfgrl.merge_cli import merge_main
 
         return merge_main(command[1:])
+    if command and command[0] == "evaluate":
+        from lightning_cfgrl.evaluate_cli import evaluate_main
+
+        return evaluate_main(command[1:])
     run_cli(argv)  # None lets LightningCLI read sys.argv itself
     return 0
 

@@ -5,13 +5,17 @@ from lightning_cfgrl.domain.datamodules import (
     SyntheticPromptDataModule,
     split_prompts,
 )
+from lightning_cfgrl.domain.judge import JudgeAdherence, JudgeModule, PromptClassifier
 from lightning_cfgrl.domain.scorers import LogLikelihood, PromptAdherence
 from lightning_cfgrl.domain.synthetic_music import ATTRIBUTE_NAMES, SyntheticMusic
 
 __all__ = [
     "ATTRIBUTE_NAMES",
+    "JudgeAdherence",
+    "JudgeModule",
     "LogLikelihood",
     "PromptAdherence",
+    "PromptClassifier",
     "SyntheticMusic",
     "SyntheticMusicDataModule",
     "SyntheticPromptDataModule",
