@@ -41,12 +41,12 @@ def plot_quality_diversity(
         ax.errorbar(xs, ys, xerr=[r.metrics[quality][1] for r in members], yerr=[r.metrics["diversity"][1] for r in members],
                     fmt=style["marker"], color=style["color"], label=style["label"], capsize=2, markersize=7)
         if family in ("cfg", "temperature", "merged"):
-            for r, x, y in zip(members, xs, ys):
+            for r, x, y in zip(members, xs, ys, strict=True):
                 ax.annotate(r.name.split(" ")[-1], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     for family, indices in (fronts or {}).items():
         pts = sorted((results[i].metrics[quality][0], results[i].metrics["diversity"][0]) for i in indices)
         if len(pts) > 1:
-            ax.plot(*zip(*pts), color=FAMILY_STYLE[family]["color"], alpha=0.5, linewidth=1.5)
+            ax.plot(*zip(*pts, strict=True), color=FAMILY_STYLE[family]["color"], alpha=0.5, linewidth=1.5)
     if reference is not None:
         ax.plot(*reference, marker="+", color="black", markersize=10, label="hypervolume reference")
     ax.set_xlabel(f"quality: {quality} (higher is better)")
