@@ -1,71 +1,61 @@
-"""Quickstart: pretrain a base on the built-in synthetic domain, distil CFG into it, evaluate.
+"""Quickstart: the paper's recipe in miniature, on the built-in synthetic domain (no downloads).
 
-    python examples/quickstart.py [--runs runs] [--seeds 5]
+    python examples/quickstart.py        # from the repository root; everything goes to runs/
 
-Each training stage is the same ``cfgrl fit --config examples/configs/<stage>.yaml`` a user would run;
-a stage whose ``runs/<stage>/checkpoints/last.ckpt`` exists is skipped, so a rerun only evaluates.
-No downloads: the domain is generated on the fly. About 2 minutes on 2 CPU cores.
+Stages (each an ordinary CLI command; a stage whose output exists is skipped, so a rerun resumes):
+
+1. ``cfgrl fit --config examples/configs/pretrain.yaml``        the base model (condition dropout)
+2. ``cfgrl fit --config examples/configs/embedder.yaml``        the diversity reward's contrastive embedder
+3. ``cfgrl fit --config examples/configs/judge.yaml``           a prompt classifier (adherence judge)
+4. ``cfgrl fit --config examples/configs/distill_beta0.yaml``   quality model: CFG distillation, beta = 0
+5. ``cfgrl fit --config examples/configs/distill_beta15.yaml``  diversity model: beta = 15
+6. ``cfgrl fit --config examples/configs/distill_placebo.yaml`` placebo: beta = 15, shuffled rewards
+7. ``cfgrl merge --quality ... --diversity ... --lambdas 0,0.25,0.5,0.75,1 --out runs/merged``
+8. ``cfgrl evaluate --config examples/configs/evaluate.yaml``   table, claims, plot -> runs/eval
+
+Training stages whose ``last.ckpt`` exists are skipped, so a rerun only re-evaluates; delete a
+``runs/<stage>`` folder to redo that stage.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-from lightning_cfgrl import SamplingConfig
-from lightning_cfgrl.cli import run_cli
-from lightning_cfgrl.domain import LogLikelihood, PromptAdherence, SyntheticMusic, SyntheticPromptDataModule
-from lightning_cfgrl.embedders import TokenHistogramEmbedder
-from lightning_cfgrl.evaluation import evaluate_candidate, format_table
-from lightning_cfgrl.generator_weights import load_generator
+from lightning_cfgrl.cli import main as cfgrl
 
 CONFIGS = Path(__file__).parent / "configs"
-STAGES = [("base", "pretrain.yaml"), ("distill", "distill.yaml")]
+TRAINING = ["pretrain", "embedder", "judge", "distill_beta0", "distill_beta15", "distill_placebo"]
+OUTPUT = {"pretrain": "base"}  # run directory of a config, when it differs from the config's name
 
 
-def run_stage(name: str, config: str, runs: Path) -> Path:
-    ckpt = runs / name / "checkpoints" / "last.ckpt"
-    if ckpt.exists():
-        print(f"[{name}] cached: {ckpt}")
-        return ckpt
-    print(f"[{name}] cfgrl fit --config {CONFIGS / config}")
+def stage(name: str, done: Path, argv: list[str]) -> None:
+    if done.exists():
+        print(f"[{name}] cached ({done})")
+        return
+    print(f"[{name}] cfgrl {' '.join(argv)}", flush=True)
     start = time.perf_counter()
-    run_cli(["fit", "--config", str(CONFIGS / config), f"--trainer.default_root_dir={runs}"])
-    print(f"[{name}] done in {time.perf_counter() - start:.0f} s -> {ckpt}")
-    return ckpt
+    code = cfgrl(argv)
+    if code:
+        raise SystemExit(f"[{name}] failed with exit code {code}")
+    print(f"[{name}] done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", default="runs", help="where the stages write (the YAMLs say runs/)")
-    parser.add_argument("--seeds", type=int, default=5, help="evaluation seeds (mean ± standard error)")
-    parser.add_argument("--samples", type=int, default=16, help="samples per held-out prompt")
-    args = parser.parse_args()
-    runs = Path(args.runs)
-    ckpts = {name: run_stage(name, config, runs) for name, config in STAGES}
-
-    domain = SyntheticMusic()
-    prompts = SyntheticPromptDataModule(domain).heldout_prompts
-    base, student = load_generator(ckpts["base"]), load_generator(ckpts["distill"])
-    candidates = [("base, no CFG", base, SamplingConfig()),
-                  ("base, CFG g=3", base, SamplingConfig(guidance_scale=3.0)),
-                  ("base, temperature 0.7", base, SamplingConfig(temperature=0.7)),
-                  ("base, top-p 0.8", base, SamplingConfig(top_p=0.8)),
-                  ("distilled (beta=0), no CFG", student, SamplingConfig())]
-    scorers = [PromptAdherence(domain), LogLikelihood(domain)]
-    embedder = TokenHistogramEmbedder(domain.vocab_size)
-    results = [evaluate_candidate(name, gen, prompts, domain.num_frames, config, scorers, embedder,
-                                  num_samples=args.samples, seeds=range(args.seeds))
-               for name, gen, config in candidates]
-    print(f"\n{len(prompts)} held-out prompts x {args.samples} samples x {args.seeds} seeds (mean ± standard error)")
-    print("adherence = exact log p*(prompt | sample), log_likelihood = exact log p*(sample | prompt) per frame,")
-    print("diversity = mean pairwise 1 - cos of bigram histograms within a prompt\n")
-    print(format_table(results))
-    out = runs / "quickstart_results.json"
-    out.write_text(json.dumps([r.as_dict() for r in results], indent=2))
-    print(f"\nsaved {out}")
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    total = time.perf_counter()
+    for config in TRAINING:
+        run = OUTPUT.get(config, config)
+        stage(config, Path("runs", run, "checkpoints", "last.ckpt"), ["fit", "--config", str(CONFIGS / f"{config}.yaml")])
+    stage("merge", Path("runs/merged/merged_lambda=1.00.json"),
+          ["merge", "--quality", "runs/distill_beta0/checkpoints/last.ckpt",
+           "--diversity", "runs/distill_beta15/checkpoints/last.ckpt", "--lambdas", "0,0.25,0.5,0.75,1",
+           "--out", "runs/merged"])
+    print("[evaluate] cfgrl evaluate --config examples/configs/evaluate.yaml", flush=True)
+    cfgrl(["evaluate", "--config", str(CONFIGS / "evaluate.yaml")])
+    print(f"\nquickstart finished in {time.perf_counter() - total:.0f} s; plot: runs/eval/quality_diversity.png; "
+          "TensorBoard: tensorboard --logdir runs")
 
 
 if __name__ == "__main__":

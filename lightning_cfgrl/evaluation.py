@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from einops import rearrange
@@ -29,6 +29,7 @@ class CandidateResult:
     metrics: dict[str, tuple[float, float]]
     forward_passes_per_token: int
     tokens_per_s: float
+    per_seed: dict[str, list[float]] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -81,6 +82,7 @@ def evaluate_candidate(
         metrics={key: _mean_se(values) for key, values in per_seed.items()},
         forward_passes_per_token=config.forward_passes_per_step,
         tokens_per_s=tokens / seconds,
+        per_seed=per_seed,
     )
 
 
