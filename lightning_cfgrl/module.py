@@ -123,11 +123,22 @@ class CFGRLModule(pl.LightningModule):
                     raise ValueError(f"two objective callbacks both returned a loss term named {name!r}")
                 terms[name] = value
         loss = torch.stack(list(terms.values())).sum()
+        if not bool(torch.isfinite(loss)):  # the step's one host sync; diagnosis only on failure
+            raise FloatingPointError(self._non_finite_message(terms, logits))
         batch_size = condition_batch_size(condition)
         for name, value in terms.items():
             self.log(f"train/{name}", value.detach(), prog_bar=True, batch_size=batch_size)
         self.log("train/loss", loss.detach(), batch_size=batch_size)
         return loss
+
+    def _non_finite_message(self, terms: dict[str, Tensor], logits: Tensor) -> str:
+        bad = [f"{name}={value.item()}" for name, value in terms.items() if not bool(torch.isfinite(value))]
+        nan_logits = int(torch.isnan(logits).sum())
+        return (
+            f"non-finite loss at global step {self.global_step}: term(s) {', '.join(bad)}; "
+            f"student logits with NaN: {nan_logits} of {logits.numel()}. The run stops before the optimizer "
+            "step, so the weights and the last checkpoint are the last good ones."
+        )
 
     # -- validation -----------------------------------------------------------------------------------
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:

@@ -141,3 +141,25 @@ def test_end_to_end_distillation_closes_the_cfg_gap(pretrained_base, domain):
     base_cfg = _adherence(callback.teacher, domain, heldout, SamplingConfig(guidance_scale=3.0))
     student = _adherence(module.generator.eval(), domain, heldout, SamplingConfig())
     assert student - base_plain >= 0.5 * (base_cfg - base_plain), (base_plain, base_cfg, student)
+
+
+def test_non_finite_loss_stops_the_run_naming_step_and_term(pretrained_base, domain, tmp_path):
+    module = CFGRLModule(pretrained_base, num_frames=8, learning_rate=1e-3)
+    callback = CFGDistillCallback()
+    original = callback.loss_terms
+
+    def poisoned(pl_module, batch):
+        terms = original(pl_module, batch)
+        return {"distill": terms["distill"] * float("nan")} if pl_module.global_step == 2 else terms
+
+    callback.loss_terms = poisoned
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    ckpt = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=1, save_last=True)
+    trainer = quiet_trainer(max_steps=5, limit_val_batches=0, callbacks=[callback, ckpt], enable_checkpointing=True)
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at global step 2: term\(s\) distill=nan"):
+        trainer.fit(module, SyntheticPromptDataModule(domain, batch_size=4))
+    last = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 2  # the checkpoint of the last good step is intact and loadable
+    weights = {k.removeprefix("generator."): v for k, v in last["state_dict"].items()}
+    assert all(torch.equal(weights[k], v) for k, v in module.generator.state_dict().items())
