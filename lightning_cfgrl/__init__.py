@@ -4,7 +4,12 @@ Nothing here imports torchaudio (or encodec at import time), so the package impo
 torchaudio cannot be loaded.
 """
 
-from lightning_cfgrl.callbacks import CFGDistillCallback, ModelMergeCallback, ObjectiveCallback
+from lightning_cfgrl.callbacks import (
+    CFGDistillCallback,
+    DiversityRewardCallback,
+    ModelMergeCallback,
+    ObjectiveCallback,
+)
 from lightning_cfgrl.condition import Condition
 from lightning_cfgrl.delay_pattern import DelayPattern
 from lightning_cfgrl.divergences import forward_kl, generalized_jsd, reverse_kl, token_divergence
@@ -21,6 +26,7 @@ __all__ = [
     "CFGRLModule",
     "Condition",
     "DelayPattern",
+    "DiversityRewardCallback",
     "ModelMergeCallback",
     "ModuleAdapter",
     "ObjectiveCallback",
