@@ -1,0 +1,255 @@
+"""``MusicgenGenerator``: Hugging Face ``MusicgenForConditionalGeneration`` as a ``TokenGenerator``.
+
+What maps to what:
+
+* tokens: our step tensor ``[B, K, S]`` is HF's delayed decoder input without its leading start column:
+  HF feeds ``[start, step 0, ..., step S-2]`` (``decoder_start_token_id`` in the start column and
+  wherever the delay pattern has no token, as ``generate`` does) and its output at position s predicts
+  step s, which is this package's contract. Delays are ``(0, 1, ..., K-1)``, or ``(0, 0, 1, 1, ...)``
+  for stereo models whose left/right codebooks are interleaved.
+* condition: a dict with either ``input_ids`` (T5 token ids ``[B, L]``; the text encoder runs once per
+  sequence) or precomputed ``encoder_hidden_states`` (``[B, L, D]``, the text encoder's last hidden
+  state), plus ``attention_mask [B, L]``.
+* null condition (CFG): zeroed encoder states and a zeroed attention mask, exactly what HF's
+  ``generate(guidance_scale=...)`` builds for its unconditional half.
+* KV cache: HF's own (``EncoderDecoderCache``), returned by the model and kept in a :class:`MusicgenCache`.
+
+transformers is imported only when the adapter is built (``pip install lightning-cfgrl[musicgen]``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from lightning_cfgrl.condition import Condition, condition_batch_size
+from lightning_cfgrl.delay_pattern import DelayPattern
+from lightning_cfgrl.generator import check_condition_matches, check_steps
+
+_INSTALL_HINT = "pip install lightning-cfgrl[musicgen]"
+
+
+@dataclass
+class MusicgenCache:
+    """Incremental-decoding state: HF's key/value cache, cached steps, and the encoder states."""
+
+    past: Any = None
+    steps: int = 0
+    encoder_states: Tensor | None = None
+    encoder_mask: Tensor | None = None
+
+
+class MusicgenGenerator(nn.Module):
+    """A MusicGen model (text-to-music) behind the ``TokenGenerator`` protocol.
+
+    Args:
+        model: a ``MusicgenForConditionalGeneration``, or a local folder / hub id for ``from_pretrained``.
+        config: a ``MusicgenConfig`` as a dict (``config.to_dict()``): builds a randomly initialised
+            model (how checkpoints of this adapter rebuild it before loading weights).
+        local_files_only: passed to ``from_pretrained``; set False to allow downloading ``model``.
+        freeze_encoders: freeze the T5 text encoder and the EnCodec audio codec (RL finetunes the decoder).
+        use_cache: decode incrementally with HF's KV cache.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | str | None = None,
+        config: dict | None = None,
+        local_files_only: bool = True,
+        freeze_encoders: bool = True,
+        use_cache: bool = True,
+    ) -> None:
+        super().__init__()
+        if (model is None) == (config is None):
+            raise ValueError("MusicgenGenerator needs exactly one of model (a MusicgenForConditionalGeneration or a "
+                             f"pretrained name/path) or config (a MusicgenConfig dict), got model={model!r:.60}, "
+                             f"config={'a dict' if config is not None else None}")
+        hf = import_musicgen()
+        self._source = model if isinstance(model, str) else None
+        if isinstance(model, str):
+            model = hf.MusicgenForConditionalGeneration.from_pretrained(model, local_files_only=local_files_only)
+        elif config is not None:
+            model = hf.MusicgenForConditionalGeneration(hf.MusicgenConfig(**config))
+        if not isinstance(model, hf.MusicgenForConditionalGeneration):
+            raise TypeError(f"model must be a MusicgenForConditionalGeneration, got {type(model).__name__}")
+        self.model = model
+        self.local_files_only, self.freeze_encoders, self.use_cache = local_files_only, freeze_encoders, use_cache
+        decoder = model.config.decoder
+        self.num_codebooks = int(decoder.num_codebooks)
+        self.vocab_size = int(decoder.vocab_size)
+        if decoder.audio_channels == 2:  # left/right codebooks interleaved, each pair on one delay
+            self.pattern = DelayPattern([k // 2 for k in range(self.num_codebooks)])
+        else:
+            self.pattern = DelayPattern.musicgen(self.num_codebooks)
+        start = decoder.decoder_start_token_id if decoder.decoder_start_token_id is not None else decoder.pad_token_id
+        self.start_id = int(start) if start is not None else self.vocab_size
+        # transformers 5 renamed the cache argument; find the name this version uses
+        params = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        if freeze_encoders:
+            model.text_encoder.requires_grad_(False)
+            model.audio_encoder.requires_grad_(False)
+
+    def spec(self) -> dict:
+        """``class_path``/``init_args`` that rebuild this adapter (recorded in checkpoints' hparams)."""
+        source = {"model": self._source} if self._source is not None else {"config": self.model.config.to_dict()}
+        return {
+            "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
+            "init_args": {**source, "local_files_only": self.local_files_only,
+                          "freeze_encoders": self.freeze_encoders, "use_cache": self.use_cache},
+        }
+
+    # -- TokenGenerator ---------------------------------------------------------------------------
+    def null_condition(self, condition: Condition) -> dict[str, Tensor]:
+        """Zeroed ``attention_mask`` (and ``encoder_hidden_states``), as HF's CFG unconditional half."""
+        condition = self._check_condition(condition)
+        if "attention_mask" not in condition and "input_ids" in condition:
+            raise ValueError("a null (CFG) condition for input_ids needs an 'attention_mask' in the condition "
+                             "(ones for real tokens); HF's null prompt is a zeroed mask")
+        return {key: torch.zeros_like(value) if key in ("attention_mask", "encoder_hidden_states") else value
+                for key, value in condition.items()}
+
+    def new_cache(self, batch_size: int, max_steps: int) -> MusicgenCache | None:
+        return MusicgenCache() if self.use_cache else None
+
+    def forward(self, steps: Tensor, condition: Condition, cache: MusicgenCache | None = None) -> Tensor:
+        """``steps [B, K, S]`` -> logits ``[B, K, S - cache.steps, V]`` (all S without a cache)."""
+        start = cache.steps if cache is not None else 0
+        if start == 0:  # validate once per sequence, not once per decoded step
+            check_condition_matches(self._check_condition(condition), steps.shape[0])
+            check_steps(steps[:, :, :-1], self)  # the last step is never read (it may be a placeholder)
+        if steps.shape[2] <= start:
+            raise ValueError(f"got {steps.shape[2]} steps but {start} are already cached; pass at least one new step")
+        if cache is not None and cache.encoder_states is not None:
+            states, mask = cache.encoder_states, cache.encoder_mask
+        else:
+            states, mask = self.encoder_states(condition)
+            if cache is not None:
+                cache.encoder_states, cache.encoder_mask = states, mask
+        valid = self.pattern.valid_mask(steps.shape[2], steps.device)
+        ids = torch.where(valid, steps, self.start_id)
+        inputs = torch.cat([torch.full_like(ids[..., :1], self.start_id), ids[..., :-1]], dim=-1)[..., start:]
+        out = self.model(
+            encoder_outputs=(states,),
+            attention_mask=mask,
+            decoder_input_ids=rearrange(inputs, "b k s -> (b k) s"),
+            use_cache=cache is not None,
+            return_dict=True,
+            **{self._cache_arg: cache.past if cache is not None else None},
+        )
+        if cache is not None:
+            past = getattr(out, "cache", None)
+            cache.past = past if past is not None else getattr(out, "past_key_values", None)
+            cache.steps = steps.shape[2]
+        return rearrange(out.logits, "(b k) s v -> b k s v", k=self.num_codebooks)
+
+    # -- conditioning -------------------------------------------------------------------------------
+    def encoder_states(self, condition: Condition) -> tuple[Tensor, Tensor | None]:
+        """Condition -> (text-encoder states ``[B, L, D]``, attention mask ``[B, L]`` or None).
+
+        Masked positions are zeroed here (HF zeroes them after its projection too), so a fully masked
+        null prompt gives exactly HF's unconditional input whatever the encoder made of it.
+        """
+        condition = self._check_condition(condition)
+        mask = condition.get("attention_mask")
+        if "encoder_hidden_states" in condition:
+            states = condition["encoder_hidden_states"]
+        else:
+            states = self.model.text_encoder(input_ids=condition["input_ids"], attention_mask=mask).last_hidden_state
+            if mask is not None:
+                states = torch.where(mask[..., None].bool(), states, torch.zeros((), dtype=states.dtype,
+                                                                                   device=states.device))
+        return states, mask
+
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> dict[str, Tensor]:
+        """Precompute a condition ``{"encoder_hidden_states", "attention_mask"}`` from T5 ids ``[B, L]``
+        (run the text encoder once, e.g. for a fixed prompt set)."""
+        with torch.no_grad():
+            states, mask = self.encoder_states({"input_ids": input_ids, "attention_mask": attention_mask})
+        return {"encoder_hidden_states": states, "attention_mask": mask}
+
+    def _check_condition(self, condition: Condition) -> dict[str, Tensor]:
+        if not isinstance(condition, dict) or ("input_ids" in condition) == ("encoder_hidden_states" in condition):
+            got = sorted(condition) if isinstance(condition, dict) else type(condition).__name__
+            raise ValueError("MusicgenGenerator conditions are dicts with exactly one of 'input_ids' [B, L] or "
+                             f"'encoder_hidden_states' [B, L, D], plus 'attention_mask' [B, L]; got {got}")
+        condition_batch_size(condition)
+        return condition
+
+    # -- audio --------------------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return int(self.model.config.audio_encoder.sampling_rate)
+
+    @torch.no_grad()
+    def decode(self, frames: Tensor) -> Tensor:
+        """Frames ``[B, K, T]`` -> waveform ``[B, C, L]`` with the model's own EnCodec (C = 2 for stereo),
+        so this adapter can be the decoder of ``AudioSampleLogger``."""
+        codec = self.model.audio_encoder
+        if self.model.config.decoder.audio_channels == 2:
+            left, right = (codec.decode(frames[None, :, side::2], [None]).audio_values for side in (0, 1))
+            return torch.cat([left, right], dim=1)
+        return codec.decode(frames[None], [None]).audio_values
+
+
+def import_musicgen() -> Any:
+    """``transformers`` with its MusicGen classes loaded (``MusicgenForConditionalGeneration``,
+    ``MusicgenConfig``), coping with a torchaudio that cannot load; ImportError naming the extra if absent."""
+    try:
+        with _torchaudio_stub_if_broken():
+            transformers = importlib.import_module("transformers")
+            importlib.import_module("transformers.models.musicgen.modeling_musicgen")
+    except ImportError as err:
+        raise ImportError(f"MusicgenGenerator needs the transformers package ({err}); install it with "
+                          f"`{_INSTALL_HINT}`") from err
+    return transformers
+
+
+@contextmanager
+def _torchaudio_stub_if_broken() -> Iterator[None]:
+    # transformers imports torchaudio whenever it is installed (audio_utils), and a torchaudio built for
+    # another torch/CUDA raises OSError there; MusicGen needs none of it, so the import runs with the
+    # same stub encodec gets (see encodec_import), removed again afterwards.
+    if "torchaudio" in sys.modules and not _is_stub(sys.modules["torchaudio"]):
+        yield
+        return
+    try:
+        importlib.import_module("torchaudio")
+    except ImportError as err:
+        if getattr(err, "name", None) == "torchaudio":  # not installed: transformers will not import it
+            yield
+            return
+        broken: BaseException = err
+    except Exception as err:  # OSError (missing CUDA libs), RuntimeError (ABI mismatch)
+        broken = err
+    else:
+        yield
+        return
+    from lightning_cfgrl.encodec_import import _TorchaudioStub
+
+    saved = {n: sys.modules.pop(n) for n in list(sys.modules) if n == "torchaudio" or n.startswith("torchaudio.")}
+    stub = _TorchaudioStub(broken)
+    sys.modules["torchaudio"] = stub
+    try:
+        yield
+    finally:
+        if sys.modules.get("torchaudio") is stub:
+            del sys.modules["torchaudio"]
+        for name, module in saved.items():
+            sys.modules.setdefault(name, module)
+
+
+def _is_stub(module: Any) -> bool:
+    return type(module).__name__ == "_TorchaudioStub"
+
+
+__all__ = ["MusicgenCache", "MusicgenGenerator", "import_musicgen"]

@@ -1,0 +1,28 @@
+"""Real audio: EnCodec tokens on disk, audio datamodules, and a synthesizer for the synthetic domain.
+
+Nothing here imports torchaudio, and encodec is imported only when a tokenizer loads a codec.
+"""
+
+from lightning_cfgrl.audio.datamodule import (
+    AudioPromptDataModule,
+    AudioTokenDataModule,
+    PromptTable,
+    TokenCrops,
+)
+from lightning_cfgrl.audio.io import AudioFileError, convert_channels, read_audio, resample, write_audio
+from lightning_cfgrl.audio.synth import SyntheticSynth
+from lightning_cfgrl.audio.tokenizer import EncodecTokenizer
+
+__all__ = [
+    "AudioFileError",
+    "AudioPromptDataModule",
+    "AudioTokenDataModule",
+    "EncodecTokenizer",
+    "PromptTable",
+    "SyntheticSynth",
+    "TokenCrops",
+    "convert_channels",
+    "read_audio",
+    "resample",
+    "write_audio",
+]

@@ -1,0 +1,204 @@
+"""``AudioSampleLogger``: listen to the generator while it trains, in TensorBoard.
+
+Every ``every_n_steps`` training steps and at the end of each validation, samples ``num_samples``
+sequences for each of a few fixed prompts from ``pl_module.generator`` (same seed every time, so what
+changes between logs is the model), decodes them to audio and logs them with
+``SummaryWriter.add_audio`` (``<tag>/prompt<p>/sample<g>``), along with their within-prompt diversity
+(``<tag>/diversity``: mean pairwise ``1 - cos`` of ``embedder`` embeddings). Rank zero only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import lightning.pytorch as pl
+import torch
+from einops import rearrange
+from lightning.pytorch import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from torch import Tensor, nn
+
+from lightning_cfgrl.condition import Condition, condition_batch_size, condition_to, select_condition
+from lightning_cfgrl.metrics.pairwise import pairwise_cosine_diversity
+from lightning_cfgrl.sampling import SamplingConfig, sample
+
+# Strategies that shard parameters: a forward pass on rank zero alone would wait forever for the others.
+_SHARDED = ("FSDPStrategy", "ModelParallelStrategy", "DeepSpeedStrategy")
+
+
+@runtime_checkable
+class AudioDecoder(Protocol):
+    """Tokens ``[B, K, T]`` -> waveform ``[B, C, L]`` at ``sample_rate`` (e.g. ``EncodecTokenizer``,
+    ``SyntheticSynth``, ``MusicgenGenerator``)."""
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    def decode(self, tokens: Tensor) -> Tensor: ...
+
+
+class AudioSampleLogger(Callback):
+    """Log generated audio and its diversity to TensorBoard.
+
+    Args:
+        decoder: tokens -> audio. Default: the generator itself if it has ``decode`` and ``sample_rate``
+            (``MusicgenGenerator``), else a ``SyntheticSynth`` for the generator's vocabulary.
+        prompts: fixed prompt conditions ``[P, ...]`` (e.g. attribute ids ``[[1, 2, 3], [4, 1, 2]]``);
+            default: the first ``num_prompts`` conditions of the first batch seen.
+        num_prompts: prompts taken from the first batch when ``prompts`` is not given.
+        num_samples: samples per prompt (diversity needs >= 2).
+        num_frames: frames per sample; default ``pl_module.num_frames``.
+        every_n_steps: log every this many optimizer steps (0: never during training).
+        log_on_validation: also log at the end of each validation (not the sanity check).
+        guidance_scale, temperature: how to sample (default: the model's own distribution).
+        embedder: tokens ``[N, K, T]`` -> ``[N, D]`` for the diversity; default token-bigram histograms.
+        seed: sampling seed, the same at every log.
+        tag: TensorBoard tag prefix.
+    """
+
+    def __init__(
+        self,
+        decoder: AudioDecoder | None = None,
+        prompts: list[list[int]] | Tensor | None = None,
+        num_prompts: int = 2,
+        num_samples: int = 3,
+        num_frames: int | None = None,
+        every_n_steps: int = 500,
+        log_on_validation: bool = True,
+        guidance_scale: float = 1.0,
+        temperature: float = 1.0,
+        embedder: nn.Module | None = None,
+        seed: int = 0,
+        tag: str = "audio",
+    ) -> None:
+        super().__init__()
+        for name, value in (("num_prompts", num_prompts), ("num_samples", num_samples)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if every_n_steps < 0:
+            raise ValueError(f"every_n_steps must be >= 0 (0 = only at validation), got {every_n_steps}")
+        if num_frames is not None and num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1 or None, got {num_frames}")
+        if decoder is not None and not isinstance(decoder, AudioDecoder):
+            raise TypeError(f"decoder must have .decode(tokens) and .sample_rate, got {type(decoder).__name__}")
+        self.decoder, self.embedder = decoder, embedder
+        self.prompts: Condition | None = torch.as_tensor(prompts, dtype=torch.long) if prompts is not None else None
+        self.num_prompts, self.num_samples, self.num_frames = num_prompts, num_samples, num_frames
+        self.every_n_steps, self.log_on_validation = every_n_steps, log_on_validation
+        self.sampling = SamplingConfig(temperature=temperature, guidance_scale=guidance_scale)
+        self.seed, self.tag = seed, tag
+        self._disabled = False
+        self._last_step = -1
+
+    # -- hooks ---------------------------------------------------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        generator = getattr(pl_module, "generator", None)
+        if generator is None:
+            raise ValueError(f"AudioSampleLogger samples pl_module.generator; {type(pl_module).__name__} has none")
+        if self.decoder is None:
+            if isinstance(generator, AudioDecoder):
+                self.decoder = generator
+            else:
+                from lightning_cfgrl.audio.synth import SyntheticSynth
+
+                self.decoder = SyntheticSynth(vocab_size=generator.vocab_size)
+        size = getattr(self.decoder, "codebook_size", None)
+        if size is not None and size != generator.vocab_size:
+            raise ValueError(f"the decoder's codebook_size {size} differs from the generator's vocab_size "
+                             f"{generator.vocab_size}: its tokens would decode to the wrong sounds")
+        if self.num_frames is None:
+            self.num_frames = getattr(pl_module, "num_frames", None)
+            if self.num_frames is None:
+                raise ValueError(f"{type(pl_module).__name__} has no num_frames; pass AudioSampleLogger(num_frames=...)")
+        if self.embedder is None:
+            from lightning_cfgrl.embedders.histogram import TokenHistogramEmbedder
+
+            self.embedder = TokenHistogramEmbedder(generator.vocab_size)
+        if type(trainer.strategy).__name__ in _SHARDED:
+            self._disable(f"AudioSampleLogger is off under {type(trainer.strategy).__name__}: sampling a sharded "
+                          "model on rank zero alone would hang")
+        elif not any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers):
+            self._disable("AudioSampleLogger logs audio only to a TensorBoardLogger and the Trainer has none; "
+                          "no audio will be logged")
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._capture_prompts(batch)
+
+    def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                                  batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._capture_prompts(batch)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step = trainer.global_step
+        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0:
+            self.log_samples(trainer, pl_module)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.log_on_validation and not trainer.sanity_checking:
+            self.log_samples(trainer, pl_module)
+
+    # -- logging -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def log_samples(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Tensor] | None:
+        """Sample, decode and log now (once per global step); returns what was logged, or None."""
+        step = trainer.global_step
+        if self._disabled or not trainer.is_global_zero or self.prompts is None or step == self._last_step:
+            return None
+        self._last_step = step
+        generator = pl_module.generator
+        prompts = condition_to(self.prompts, pl_module.device)
+        was_training = generator.training
+        generator.eval()
+        try:
+            steps = sample(generator, prompts, self.num_frames, self.sampling, num_samples=self.num_samples,
+                           seed=self.seed)
+        finally:
+            generator.train(was_training)
+        frames = generator.pattern.steps_to_frames(steps)  # [P * G, K, T]
+        wav = self.decoder.decode(frames).float().cpu()  # [P * G, C, L]
+        wav = wav.mean(1, keepdim=True)  # TensorBoard plays mono
+        peak = wav.abs().amax(dim=(1, 2), keepdim=True)
+        wav = torch.where(peak > 1, wav / peak, wav)  # instead of TensorBoard's clipping
+        writer = next(lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)).experiment
+        num_prompts = condition_batch_size(self.prompts)
+        for i, clip in enumerate(wav):
+            p, g = divmod(i, self.num_samples)
+            writer.add_audio(f"{self.tag}/prompt{p}/sample{g}", clip, step, sample_rate=self.decoder.sample_rate)
+        logged = {"audio": rearrange(wav, "(p g) 1 l -> p g l", p=num_prompts)}
+        if self.num_samples >= 2:
+            param = next(self.embedder.parameters(), None)  # a frozen embedder may live elsewhere
+            embeddings = self.embedder(frames.to(param.device) if param is not None else frames).float().cpu()
+            diversity = pairwise_cosine_diversity(rearrange(embeddings, "(p g) d -> p g d", p=num_prompts))
+            writer.add_scalar(f"{self.tag}/diversity", float(diversity.mean()), step)
+            logged["diversity"] = diversity.cpu()
+        return logged
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _capture_prompts(self, batch: Any) -> None:
+        if self.prompts is not None or not isinstance(batch, dict) or "condition" not in batch:
+            return
+        condition = batch["condition"]
+        count = min(self.num_prompts, condition_batch_size(condition))
+        self.prompts = condition_to(select_condition(condition, slice(0, count)), "cpu")
+
+    def _disable(self, message: str) -> None:
+        self._disabled = True
+        rank_zero_warn(message)
+
+    @property
+    def state_key(self) -> str:
+        # one logger per tag can sit on a Trainer (e.g. one every N steps, one at validation)
+        return self._generate_state_key(tag=self.tag)
+
+    def state_dict(self) -> dict[str, Any]:
+        # the captured prompts are kept, so a resumed run goes on logging the same prompts
+        return {"prompts": self.prompts, "last_step": self._last_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.prompts = state_dict.get("prompts", self.prompts)
+        self._last_step = state_dict.get("last_step", -1)
+
+
+__all__ = ["AudioDecoder", "AudioSampleLogger"]

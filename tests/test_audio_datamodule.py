@@ -1,0 +1,155 @@
+"""Audio datamodules: prompt tables (CSV/JSON) -> conditions, token crops, RL prompts, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lightning_cfgrl.audio import (
+    AudioPromptDataModule,
+    AudioTokenDataModule,
+    EncodecTokenizer,
+    PromptTable,
+    write_audio,
+)
+from tests.test_audio_tokenizer import one_thread, small_codec, tones  # noqa: F401 (one_thread: autouse fixture)
+
+CSV = """file,genre,mood
+a.wav,jazz,calm
+b.wav,techno,dark
+c.wav,jazz,
+d.wav,ambient,calm
+e.wav,techno,calm
+f.wav,jazz,dark
+"""
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """Six 0.5 s clips at 8 kHz (125 token frames at the codec's 4 kHz / hop 16) and a prompts.csv."""
+    for i, name in enumerate("abcdef"):
+        write_audio(tmp_path / f"{name}.wav", tones(1, 0.5, sample_rate=8000, seed=i)[0], 8000)
+    (tmp_path / "prompts.csv").write_text(CSV)
+    return tmp_path
+
+
+def test_prompt_table_vocabularies_and_conditions(folder):
+    table = PromptTable.load(folder / "prompts.csv")
+    assert table.columns == ["genre", "mood"]
+    assert table.vocabularies == {"genre": ["ambient", "jazz", "techno"], "mood": ["calm", "dark"]}
+    assert table.condition_sizes == (3, 2)
+    expected = [[2, 1], [3, 2], [2, 0], [1, 1], [3, 1], [2, 2]]  # 1-based sorted ids; empty mood -> 0 (null)
+    assert table.conditions().tolist() == expected
+    assert table.encode({"genre": "techno"}).tolist() == [3, 0]
+    with pytest.raises(ValueError, match="genre='polka' is not in the vocabulary"):
+        table.encode({"genre": "polka"})
+
+    (folder / "text.json").write_text(json.dumps({"a.wav": "calm piano", "b.wav": "dark techno", "c.wav": "calm piano"}))
+    text = PromptTable.load(folder / "text.json")
+    assert text.columns == ["prompt"] and text.conditions().squeeze(1).tolist() == [1, 2, 1]
+    assert text.encode("dark techno").tolist() == [2]
+    (folder / "attrs.json").write_text(json.dumps([{"file": "a.wav", "genre": "jazz"}, {"file": "b.wav", "genre": "folk"}]))
+    same_ids = PromptTable.load(folder / "attrs.json", vocabularies={"genre": table.vocabularies["genre"] + ["folk"]})
+    assert same_ids.conditions().tolist() == [[2], [4]]
+
+
+def test_token_crops_for_pretraining(folder):
+    tok = EncodecTokenizer(small_codec(), bandwidth=2.5)
+    dm = AudioTokenDataModule(str(folder), tok, num_frames=40, batch_size=2, val_fraction=0.34, crops_per_file=3)
+    dm.setup("fit")
+    assert dm.condition_sizes == (3, 2)
+    assert (len(dm.train_set), len(dm.val_set)) == (4 * 3, 2 * 3)  # files split 4/2, never crops of one file
+    full = {tuple(c.tolist()): tok.encode_file(folder / name) for name, c in zip(dm.table.files, dm.table.conditions(), strict=True)}
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["frames"].shape == (2, 2, 40) and batch["frames"].dtype == torch.long
+    assert batch["condition"].shape == (2, 2)
+    for frames, condition in zip(batch["frames"], batch["condition"], strict=True):
+        codes = full[tuple(condition.tolist())]  # the crop is a contiguous window of that file's tokens
+        assert any(torch.equal(codes[:, s : s + 40], frames) for s in range(codes.shape[1] - 40 + 1))
+    val = [b["frames"] for b in dm.val_dataloader()]
+    assert all(torch.equal(x, y) for x, y in zip(val, [b["frames"] for b in dm.val_dataloader()], strict=True))
+    first_val = dm.val_set[0]
+    assert torch.equal(first_val["frames"], full[tuple(first_val["condition"].tolist())][:, :40])  # crop 0 at the start
+
+
+def test_pretraining_runs_on_audio_tokens(folder):
+    import lightning.pytorch as pl
+
+    from lightning_cfgrl.models import AudioTokenTransformer
+    from lightning_cfgrl.models.pretrain import PretrainModule
+
+    tok = EncodecTokenizer(small_codec(), bandwidth=2.5)
+    dm = AudioTokenDataModule(str(folder), tok, num_frames=16, batch_size=2, val_fraction=0.0)
+    generator = AudioTokenTransformer(num_codebooks=tok.num_codebooks, vocab_size=tok.codebook_size,
+                                      condition_sizes=dm.condition_sizes, dim=16, num_layers=1, num_heads=2, max_frames=16)
+    module = PretrainModule(generator)
+    before = generator.heads.weight.clone()
+    trainer = pl.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, dm)
+    assert trainer.global_step == 2 and not torch.equal(before, generator.heads.weight)
+
+
+def test_prepare_data_fills_the_cache_and_setup_reads_it(folder):
+    tok = EncodecTokenizer(small_codec(), cache_dir=str(folder / "cache"))
+    calls = []
+    tok.codec.encoder.register_forward_hook(lambda *args: calls.append(1))
+    dm = AudioTokenDataModule(str(folder), tok, num_frames=16, val_fraction=0.2)
+    dm.prepare_data()
+    assert calls and len(list((folder / "cache").rglob("*.pt"))) == 6
+    calls.clear()
+    dm.setup("fit")
+    assert calls == [] and len(dm.train_set) + len(dm.val_set) == 6
+
+
+def test_prompt_datamodule_for_rl(folder):
+    dm = AudioPromptDataModule(str(folder / "prompts.csv"), batch_size=2, heldout_fraction=0.34, repeats=3)
+    everything = torch.cat([dm.train_prompts, dm.heldout_prompts])
+    assert sorted(map(tuple, everything.tolist())) == sorted({(2, 1), (3, 2), (2, 0), (1, 1), (3, 1), (2, 2)})
+    assert (len(dm.train_prompts), len(dm.heldout_prompts)) == (4, 2)
+    batches = list(dm.train_dataloader())
+    assert len(batches) == 6 and set(batches[0]) == {"condition"} and batches[0]["condition"].shape == (2, 2)
+    assert dm.condition_sizes == (3, 2)
+
+
+def test_errors_name_the_offending_value(folder, tmp_path_factory):
+    tok = EncodecTokenizer(small_codec())
+    with pytest.raises(FileNotFoundError, match="audio_dir '.*nowhere' does not exist"):
+        AudioTokenDataModule(str(folder / "nowhere"), tok)
+    with pytest.raises(FileNotFoundError, match="prompt table .*other.csv' does not exist"):
+        AudioTokenDataModule(str(folder), tok, prompts=str(folder / "other.csv"))
+
+    (folder / "bad.csv").write_text("path,genre\na.wav,jazz\n")
+    with pytest.raises(ValueError, match=r"has columns \['path', 'genre'\]; expected a 'file' column"):
+        AudioTokenDataModule(str(folder), tok, prompts=str(folder / "bad.csv"))
+    with pytest.raises(ValueError, match=r"prompt columns \['tempo'\] are not prompt columns .* \['genre', 'mood'\]"):
+        AudioTokenDataModule(str(folder), tok, prompt_columns=["tempo"])
+    (folder / "empty.csv").write_text("file,genre\n")
+    with pytest.raises(ValueError, match="lists no files: the dataset would be empty"):
+        AudioTokenDataModule(str(folder), tok, prompts=str(folder / "empty.csv"))
+    (folder / "dup.csv").write_text("file,genre\na.wav,jazz\na.wav,folk\n")
+    with pytest.raises(ValueError, match="lists file 'a.wav' twice"):
+        AudioTokenDataModule(str(folder), tok, prompts=str(folder / "dup.csv"))
+
+    (folder / "missing.csv").write_text("file,genre\na.wav,jazz\nx.wav,jazz\nsub/y.flac,folk\n")
+    with pytest.raises(FileNotFoundError, match=r"2 file\(s\) listed in .*missing.csv.*'.*x.wav', '.*y.flac'"):
+        AudioTokenDataModule(str(folder), tok, prompts=str(folder / "missing.csv")).setup()
+
+    (folder / "junk.wav").write_bytes(b"this is not audio")
+    (folder / "junk.csv").write_text("file,genre\na.wav,jazz\njunk.wav,jazz\n")
+    with pytest.raises(ValueError, match="cannot read audio file .*junk.wav.*listed in prompt table .*junk.csv"):
+        AudioTokenDataModule(str(folder), tok, prompts=str(folder / "junk.csv")).setup()
+
+    with pytest.raises(ValueError, match=r"no file .* has num_frames=500 token frames \(2.00 s\); the longest has 125"):
+        AudioTokenDataModule(str(folder), tok, num_frames=500).setup()
+    write_audio(folder / "short.wav", tones(1, 0.1, sample_rate=8000)[0], 8000)
+    (folder / "short.csv").write_text(CSV + "short.wav,jazz,calm\n")
+    dm = AudioTokenDataModule(str(folder), tok, prompts=str(folder / "short.csv"), num_frames=100, val_fraction=0.0)
+    with pytest.warns(UserWarning, match=r"skipping 1 file\(s\) shorter than num_frames=100 frames: \['short.wav'\]"):
+        dm.setup()
+    assert len(dm.train_set) == 6
+    with pytest.raises(ValueError, match="has no non-empty prompt"):
+        (folder / "null.csv").write_text("file,genre\na.wav,\n")
+        AudioPromptDataModule(str(folder / "null.csv"))
