@@ -199,7 +199,7 @@ def test_pairwise_diversity_metric_merges_like_one_pass_over_all_data() -> None:
 
 def test_pairwise_diversity_metric_weights_prompts_equally_and_refuses_empty() -> None:
     metric = PairwiseDiversity()
-    with pytest.raises(ValueError, match="before any update"):
+    with pytest.warns(UserWarning, match="before the ``update``"), pytest.raises(ValueError, match="before any update"):
         metric.compute()
     same = torch.ones(2, 3, 4)  # two prompts whose 3 samples coincide: diversity 0
     opposite = torch.tensor([[[1.0, 0.0], [-1.0, 0.0]]])  # one prompt, 2 opposite samples: diversity 2
