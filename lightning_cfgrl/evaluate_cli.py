@@ -109,12 +109,13 @@ def run_evaluation(
 
     report = EvaluationReport(results, families)
     points = [(r.metrics[quality][0], r.metrics["diversity"][0]) for r in results]
-    for family in ("cfg", "temperature", "merged"):
-        members = [i for i, r in enumerate(results) if families[r.name] == family]
+    # the "temperature" front is everything a user could do instead of CFG: temperature and top-p
+    for front_name, members_of in (("cfg", ("cfg",)), ("temperature", ("temperature", "top_p")), ("merged", ("merged",))):
+        members = [i for i, r in enumerate(results) if families[r.name] in members_of]
         if members:
             front = [members[j] for j in pareto_front([points[i] for i in members])]
-            report.fronts[family] = front
-            report.hypervolumes[family] = hypervolume_2d([points[i] for i in front], reference)
+            report.fronts[front_name] = front
+            report.hypervolumes[front_name] = hypervolume_2d([points[i] for i in front], reference)
     if quality_student and diversity_student:
         report.claims = check_claims(results, families, quality, chance=DEFAULT_REFERENCE[0], reference=reference,
                                      quality_model=f"distilled {quality_student}",
