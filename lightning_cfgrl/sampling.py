@@ -12,7 +12,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-from einops import rearrange
 from torch import Tensor
 
 from lightning_cfgrl.condition import (
@@ -58,7 +57,8 @@ def process_logits(logits: Tensor, config: SamplingConfig) -> Tensor:
 
     Differentiable, so the policy gradient can use the log-probs of the distribution actually sampled.
     """
-    logits = logits / config.temperature
+    if config.temperature != 1.0:  # skip a full copy of the logits per sampled step
+        logits = logits / config.temperature
     if config.top_k is not None and config.top_k < logits.shape[-1]:
         kth = torch.topk(logits, config.top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -125,15 +125,18 @@ def sample(
     k = generator.num_codebooks
     num_steps = generator.pattern.num_steps(num_frames)
     valid = generator.pattern.valid_mask(num_steps, device)  # [K, S]
-    steps = torch.full((batch, k, num_steps), pad_id(generator), dtype=torch.long, device=device)
-    cache = generator.new_cache(2 * batch if guided else batch, num_steps) if use_cache else None
+    all_valid = valid.all(0).tolist()  # one host read up front, none per step
+    pad = torch.full((batch, k), pad_id(generator), dtype=torch.long, device=device)
+    # CFG runs [cond; null] on the same tokens: keep both halves in one buffer and write each new step
+    # into both, rather than concatenating the whole sequence again at every step
+    inputs = torch.full((2 if guided else 1, batch, k, num_steps), pad_id(generator), dtype=torch.long, device=device)
+    flat_inputs = inputs.view(-1, k, num_steps)
+    cache = generator.new_cache(flat_inputs.shape[0], num_steps) if use_cache else None
     for s in range(num_steps):
-        inputs = torch.cat([steps, steps]) if guided else steps
-        logits = generator(inputs[:, :, : s + 1], condition, cache=cache)[:, :, -1]  # [B(x2), K, V]
+        logits = generator(flat_inputs[:, :, : s + 1], condition, cache=cache)[:, :, -1]  # [B(x2), K, V]
         if guided:
-            cond, uncond = rearrange(logits, "(two b) k v -> two b k v", two=2)
-            logits = cfg_logits(cond, uncond, config.guidance_scale)
+            logits = cfg_logits(logits[:batch], logits[batch:], config.guidance_scale)
         uniforms = torch.rand(batch, k, generator=rng, device=device)
         ids = _draw(process_logits(logits, config), uniforms)
-        steps[:, :, s] = torch.where(valid[:, s], ids, steps[:, :, s])
-    return steps
+        inputs[:, :, :, s] = ids if all_valid[s] else torch.where(valid[:, s], ids, pad)
+    return inputs[0].clone() if guided else inputs[0]  # don't keep the null half alive

@@ -138,9 +138,15 @@ class AudioTokenTransformer(nn.Module):
         if steps.shape[2] > self.max_steps:
             raise ValueError(f"{steps.shape[2]} steps exceed max_steps {self.max_steps} (raise max_frames)")
         start = cache.steps if cache is not None else 0
-        # position s reads the token of step s - 1 (the pad id at s = 0): the model shifts internally
-        shifted = F.pad(steps[:, :, :-1], (1, 0), value=self.vocab_size)[:, :, start:]
-        x = sum(emb(shifted[:, k]) for k, emb in enumerate(self.token_emb))  # [B, n, D]
+        # position s reads the token of step s - 1 (the pad id at s = 0): the model shifts internally.
+        # With a cache only the new positions are shifted, so a decoded step costs O(1), not O(S).
+        if start == 0:
+            shifted = F.pad(steps[:, :, :-1], (1, 0), value=self.vocab_size)
+        else:
+            shifted = steps[:, :, start - 1 : -1]
+        x = self.token_emb[0](shifted[:, 0])  # [B, n, D]
+        for k in range(1, self.num_codebooks):
+            x = x + self.token_emb[k](shifted[:, k])
         num_slots = len(self.condition_sizes)
         if start == 0:
             prefix = torch.stack([emb(condition[:, a]) for a, emb in enumerate(self.cond_emb)], dim=1)
@@ -148,7 +154,8 @@ class AudioTokenTransformer(nn.Module):
             first = 0
         else:
             first = num_slots + start
-        x = x + self.pos_emb(torch.arange(first, first + x.shape[1], device=x.device))
+        # a slice of the table is the lookup of positions first.. without building the index tensor
+        x = x + self.pos_emb.weight[first : first + x.shape[1]]
         for layer, block in enumerate(self.blocks):
             x = block(x, cache, layer)
         if cache is not None:
