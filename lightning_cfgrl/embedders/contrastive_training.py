@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from lightning_cfgrl.embedders.contrastive import ContrastiveTokenEmbedder
 from lightning_cfgrl.hparams import instantiate_spec, save_safe_hyperparameters
+from lightning_cfgrl.optimization import build_optimizers
 
 
 def sample_chunk_pairs(frames: Tensor, chunk_frames: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
@@ -133,11 +134,5 @@ class ContrastiveEmbedderModule(pl.LightningModule):
         self.log("val/triplet_accuracy", accuracy, prog_bar=True, batch_size=frames.shape[0], sync_dist=True)
 
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.embedder.parameters() if p.requires_grad]
-        if self.optimizer_factory is None:
-            optimizer = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
-        else:
-            optimizer = self.optimizer_factory(params)
-        if self.scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}}
+        return build_optimizers(self.embedder.parameters(), self.optimizer_factory, self.scheduler_factory,
+                                self.learning_rate, self.weight_decay)

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from lightning_cfgrl.generator import pad_id
 from lightning_cfgrl.hparams import instantiate_spec, save_safe_hyperparameters
+from lightning_cfgrl.optimization import build_optimizers
 
 
 class PretrainModule(pl.LightningModule):
@@ -65,11 +66,5 @@ class PretrainModule(pl.LightningModule):
         self.log("val/nll", self._loss(batch, drop=False), prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.generator.parameters() if p.requires_grad]
-        if self.optimizer_factory is None:
-            optimizer = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
-        else:
-            optimizer = self.optimizer_factory(params)
-        if self.scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}}
+        return build_optimizers(self.generator.parameters(), self.optimizer_factory, self.scheduler_factory,
+                                self.learning_rate, self.weight_decay)
