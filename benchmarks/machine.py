@@ -1,0 +1,156 @@
+"""What the benchmark numbers were measured on, and how peak memory is read.
+
+Every benchmark saves :func:`describe_machine` beside its numbers: CPU model, cores, torch threads,
+torch version, device (GPU name on CUDA) and the load average, since a busy machine slows CPU timings
+(the 1-minute load above the core count means other processes competed for the cores) and the
+thread-related environment (``OMP_WAIT_POLICY=PASSIVE`` stops torch's OpenMP threads from spinning,
+which on an oversubscribed CPU can make 2-thread runs several times slower than 1-thread runs).
+
+Peak memory (:class:`PeakMemory`): on CUDA ``torch.cuda.max_memory_allocated`` over the block, net of
+what was allocated when it started. On CPU the peak resident set size (RSS) over the block, net of the
+RSS when it started: the C heap's free pages are first returned to the OS (``malloc_trim``, so memory
+an earlier block freed counts again when reused), and Linux lets a process reset its RSS high-water
+mark (``/proc/self/clear_refs``), so a block's own peak is read from ``VmHWM``; where that fails, ``ru_maxrss`` (the process's peak so
+far) is used, which is the block's peak only in a fresh process whose block allocates the most — run
+each configuration in its own subprocess. ``tracemalloc`` does not see torch's allocations.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+from typing import Any
+
+import torch
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:1"``...; a clear error when CUDA is asked for but absent."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name} asked for CUDA, but torch.cuda.is_available() is False")
+    return device
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads (None keeps torch's default); return the number in use."""
+    if threads is not None:
+        if threads < 1:
+            raise SystemExit(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def describe_machine(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """CPU, threads, torch version, device (with the GPU's name on CUDA) and the current load."""
+    device = torch.device(device)
+    info: dict[str, Any] = {
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        info["device"] = f"{device} ({torch.cuda.get_device_name(index)})"
+        info["gpu_name"] = torch.cuda.get_device_name(index)
+        info["cuda_version"] = torch.version.cuda
+    env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "GOMP_SPINCOUNT") if k in os.environ}
+    if env:
+        info["env"] = env
+    try:
+        info["load_average_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        pass
+    return info
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work so a timer reads the work's end, not its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _trim_heap() -> None:
+    """Give the C heap's free pages back to the OS (glibc ``malloc_trim``), so a block that reuses memory
+    an earlier block freed shows it in its RSS again. Best effort: a no-op where libc has no malloc_trim."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _reset_rss_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # "5" resets the peak RSS (VmHWM) to the current RSS
+        return True
+    except OSError:
+        return False
+
+
+class PeakMemory:
+    """``with PeakMemory(device) as peak: ...`` then ``peak.mb``: the block's peak memory in MiB, net of
+    the memory in use when it started (see the module docstring for how it is read)."""
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.mb = float("nan")
+        self.method = ""
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+            self.method = "cuda max_memory_allocated"
+        else:
+            _trim_heap()
+            self._hwm = _reset_rss_peak() and _status_kb("VmHWM") is not None
+            self._start = (_status_kb("VmRSS") or 0) * 1024
+            self.method = "rss VmHWM (reset per block)" if self._hwm else "rss ru_maxrss (process peak)"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            synchronize(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device)
+        elif self._hwm:
+            peak = (_status_kb("VmHWM") or 0) * 1024
+        else:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+        self.mb = max(0.0, peak - self._start) / 2**20
+
+
+def rss_mb() -> float:
+    """Current resident set size of this process in MiB (NaN where /proc is missing)."""
+    kb = _status_kb("VmRSS")
+    return kb / 1024 if kb is not None else float("nan")

@@ -1,0 +1,254 @@
+"""Sampler efficiency: ``lightning_cfgrl.sample`` against its floor and against HF ``generate()``.
+
+* **Floor**: the model's own incremental forward calls for the same tokens, timed alone — the bare loop
+  ``model(steps[..., :s + 1], cond, cache=cache)`` over a preallocated cache, on tokens sampled
+  beforehand. ``overhead = sampler / floor - 1`` is what the sampler adds (CFG mixing, drawing,
+  writing tokens); target: at most 10 % at batch 8. Measured without CFG and with CFG (guidance 3, the
+  floor then runs the doubled batch ``[cond; null]``).
+* **HF**: ``transformers``' ``GPT2LMHeadModel.generate()`` with the same layers / width / heads /
+  vocabulary / GELU, the same number of new tokens and batch, KV cache on, plain sampling
+  (``do_sample=True, top_k=0, top_p=1, temperature=1``), its default dynamic cache and its static cache.
+  The package's model has K = 1 codebook (so one token per step, as GPT-2) and a 3-slot prompt prefix;
+  GPT-2 gets a 3-token prompt. Target: the package's sampler at least as fast.
+
+Weights are random (cost does not depend on them). The compared calls run round-robin after a warm-up
+round, in the same process with the same threads; the table shows medians and the median of the
+per-round ratios. Needs ``pip install transformers`` (the ``bench`` extra) for the HF rows; without it
+they are skipped.
+
+    python benchmarks/sampler.py [--quick] [--device cpu|cuda] [--threads N] [--new-tokens 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe_machine, resolve_device, set_threads, synchronize  # noqa: E402
+
+import lightning_cfgrl  # noqa: E402
+from lightning_cfgrl.models import AudioTokenTransformer  # noqa: E402
+from lightning_cfgrl.sampling import SamplingConfig, sample  # noqa: E402
+
+CONDITION_SIZES = (4, 4, 3)  # 3 prompt slots -> a 3-position prefix, matched by a 3-token GPT-2 prompt
+GUIDANCE = 3.0
+
+
+def build_model(dim: int, layers: int, heads: int, vocab: int, frames: int, device: torch.device) -> AudioTokenTransformer:
+    torch.manual_seed(0)
+    return AudioTokenTransformer(
+        num_codebooks=1, vocab_size=vocab, condition_sizes=CONDITION_SIZES, dim=dim, num_layers=layers,
+        num_heads=heads, max_frames=frames,
+    ).to(device).eval()
+
+
+def floor_runner(model: AudioTokenTransformer, cond: torch.Tensor, frames: int, guided: bool, device: torch.device) -> Callable[[], None]:
+    """The bare loop of incremental forwards on pre-sampled tokens (doubled batch when guided)."""
+    config = SamplingConfig(guidance_scale=GUIDANCE if guided else 1.0)
+    steps = sample(model, cond, frames, config, seed=0)
+    if guided:
+        steps = torch.cat([steps, steps])
+        cond = torch.cat([cond, model.null_condition(cond)])
+
+    @torch.no_grad()
+    def run() -> None:
+        cache = model.new_cache(steps.shape[0], steps.shape[2])
+        for s in range(steps.shape[2]):
+            model(steps[..., : s + 1], cond, cache=cache)
+        synchronize(device)
+
+    return run
+
+
+def sampler_runner(model: AudioTokenTransformer, cond: torch.Tensor, frames: int, guided: bool, device: torch.device) -> Callable[[], None]:
+    config = SamplingConfig(guidance_scale=GUIDANCE if guided else 1.0)
+    seed = iter(range(1, 10**9))
+
+    def run() -> None:
+        sample(model, cond, frames, config, seed=next(seed))
+        synchronize(device)
+
+    return run
+
+
+def _import_gpt2() -> tuple[Any, Any, str]:
+    """``(GPT2Config, GPT2LMHeadModel, transformers version)``.
+
+    transformers imports torchaudio when it is installed; the CUDA torchaudio that pip pulls beside a
+    CPU-only torch cannot load (DESIGN.md section 5). GPT-2 needs no audio, so a torchaudio that fails
+    to load is made to look absent (and transformers' cached answer, taken when lightning imported it,
+    is cleared). This only runs in the benchmark's own process, for the HF rows.
+    """
+    try:
+        import torchaudio  # noqa: F401
+    except Exception:  # OSError (missing CUDA libs), ImportError, RuntimeError
+        for name in [m for m in sys.modules if m == "torchaudio" or m.startswith("torchaudio.")]:
+            del sys.modules[name]
+        sys.modules["torchaudio"] = None  # type: ignore[assignment]
+        try:
+            from transformers.utils import import_utils
+
+            for name in ("is_torchaudio_available", "_is_package_available"):
+                getattr(getattr(import_utils, name, None), "cache_clear", lambda: None)()
+        except ImportError:
+            pass
+    import transformers
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    return GPT2Config, GPT2LMHeadModel, transformers.__version__
+
+
+def hf_runner(args: argparse.Namespace, device: torch.device, static: bool) -> tuple[Callable[[], None], int, str]:
+    GPT2Config, GPT2LMHeadModel, version = _import_gpt2()  # noqa: N806
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=args.vocab, n_positions=len(CONDITION_SIZES) + args.new_tokens, n_embd=args.dim,
+        n_layer=args.layers, n_head=args.heads, activation_function="gelu", bos_token_id=None, eos_token_id=None,
+    )
+    model = GPT2LMHeadModel(config).to(device).eval()
+    prompt = torch.randint(0, args.vocab, (args.batch, len(CONDITION_SIZES)), device=device)
+    kwargs = dict(
+        attention_mask=torch.ones_like(prompt), max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
+        do_sample=True, top_k=0, top_p=1.0, temperature=1.0, use_cache=True, pad_token_id=0,
+    )
+    if static:
+        kwargs["cache_implementation"] = "static"
+
+    @torch.no_grad()
+    def run() -> None:
+        out = model.generate(prompt, **kwargs)
+        if out.shape[1] != len(CONDITION_SIZES) + args.new_tokens:
+            raise RuntimeError(f"HF generate returned {out.shape[1]} positions, expected {len(CONDITION_SIZES) + args.new_tokens}")
+        synchronize(device)
+
+    params = sum(p.numel() for p in model.parameters())
+    return run, params, version
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--dim", type=int, default=256)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--vocab", type=int, default=1024)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--new-tokens", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds (after one warm-up round)")
+    p.add_argument("--quick", action="store_true", help="64 new tokens, 3 rounds (about 30 s on 2 CPU cores)")
+    p.add_argument("--no-hf", action="store_true", help="skip the transformers comparison")
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "sampler.json"))
+    args = p.parse_args(argv)
+    if args.quick:
+        args.new_tokens, args.repeats = min(args.new_tokens, 64), min(args.repeats, 3)
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    set_threads(args.threads)
+    machine = describe_machine(device)
+    print(f"machine: {machine}", flush=True)
+
+    model = build_model(args.dim, args.layers, args.heads, args.vocab, args.new_tokens, device)
+    cond = torch.randint(1, 4, (args.batch, len(CONDITION_SIZES)), device=device)
+    runners: dict[str, Callable[[], None]] = {
+        "floor": floor_runner(model, cond, args.new_tokens, False, device),
+        "sampler": sampler_runner(model, cond, args.new_tokens, False, device),
+        "floor_cfg": floor_runner(model, cond, args.new_tokens, True, device),
+        "sampler_cfg": sampler_runner(model, cond, args.new_tokens, True, device),
+    }
+    hf_info: dict = {}
+    if not args.no_hf:
+        try:
+            runners["hf_generate"], hf_params, hf_version = hf_runner(args, device, static=False)
+            runners["hf_generate_static"], _, _ = hf_runner(args, device, static=True)
+            hf_info = {"transformers_version": hf_version, "hf_params": hf_params}
+        except ImportError as err:
+            print(f"skipping the HF comparison: {err} (pip install transformers)", flush=True)
+
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for rnd in range(args.repeats + 1):  # round 0 is the warm-up
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            seconds = time.perf_counter() - start
+            if rnd > 0:
+                times[name].append(seconds)
+            print(f"round {rnd}{' (warm-up)' if rnd == 0 else ''} {name}: {seconds:.3f} s", flush=True)
+
+    def med(name: str) -> float:
+        return statistics.median(times[name])
+
+    def paired(a: str, b: str) -> float:
+        return statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))
+
+    tokens = args.batch * args.new_tokens
+    rows = []
+    for name in runners:
+        rows.append({
+            "name": name, "median_s": med(name), "min_s": min(times[name]), "max_s": max(times[name]),
+            "tokens_per_s": tokens / med(name), "ms_per_step": 1e3 * med(name) / args.new_tokens, "times_s": times[name],
+        })
+    summary = {
+        "overhead_vs_floor": paired("sampler", "floor") - 1,
+        "overhead_vs_floor_cfg": paired("sampler_cfg", "floor_cfg") - 1,
+    }
+    if "hf_generate" in runners:
+        summary["sampler_speedup_vs_hf"] = paired("hf_generate", "sampler")
+        summary["sampler_speedup_vs_hf_static"] = paired("hf_generate_static", "sampler")
+    result = {
+        "benchmark": "sampler",
+        "command": "python benchmarks/sampler.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "config": {
+            "dim": args.dim, "layers": args.layers, "heads": args.heads, "vocab": args.vocab, "batch": args.batch,
+            "new_tokens": args.new_tokens, "codebooks": 1, "repeats": args.repeats, "guidance_scale": GUIDANCE,
+            "package_params": sum(p.numel() for p in model.parameters()), **hf_info,
+            "weights": "random init (cost does not depend on the weights)",
+            "package_path": str(Path(lightning_cfgrl.__file__).parent),
+        },
+        "machine": machine,
+        "machine_after": {"load_average_1_5_15": describe_machine(device).get("load_average_1_5_15")},
+        "records": rows,
+        "summary": summary,
+    }
+    print(markdown_table(result), flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"saved {args.out}", flush=True)
+    return result
+
+
+def markdown_table(result: dict) -> str:
+    c = result["config"]
+    lines = [
+        f"Sampler, batch {c['batch']}, {c['new_tokens']} new tokens, dim {c['dim']}, {c['layers']} layers, "
+        f"{c['heads']} heads, V {c['vocab']}, K 1 ({result['machine']['device']}, {result['machine']['torch_threads']} threads)",
+        "",
+        "| run | median s | ms / step | tokens/s |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in result["records"]:
+        lines.append(f"| {r['name']} | {r['median_s']:.3f} | {r['ms_per_step']:.2f} | {r['tokens_per_s']:.0f} |")
+    s = result["summary"]
+    lines += ["", f"- sampler overhead over its floor: {100 * s['overhead_vs_floor']:+.1f} % (plain), "
+                  f"{100 * s['overhead_vs_floor_cfg']:+.1f} % (CFG, guidance {c['guidance_scale']:g})"]
+    if "sampler_speedup_vs_hf" in s:
+        lines.append(f"- HF generate time / sampler time: {s['sampler_speedup_vs_hf']:.2f}x (dynamic cache), "
+                     f"{s['sampler_speedup_vs_hf_static']:.2f}x (static cache)")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
