@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -62,19 +63,26 @@ class CFGRLModule(pl.LightningModule):
         super().__init__()
         if isinstance(generator, Mapping):
             generator = instantiate_spec(generator)
+        _check_generator(generator)
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         if num_samples_per_prompt < 1:
             raise ValueError(f"num_samples_per_prompt must be >= 1, got {num_samples_per_prompt}")
-        if not learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+        if not (math.isfinite(learning_rate) and learning_rate > 0):
+            raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate}")
+        if val_samples_per_prompt < 1:
+            raise ValueError(f"val_samples_per_prompt must be >= 1, got {val_samples_per_prompt}")
+        _check_frames_fit(generator, num_frames)
         self.rollout_sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
         save_safe_hyperparameters(
             self, {"generator": generator, "optimizer": optimizer, "scheduler": scheduler, "val_scorers": val_scorers}
         )
         self.generator = generator
         if init_checkpoint is not None:
-            self.generator.load_state_dict(load_generator_state(init_checkpoint))
+            try:
+                self.generator.load_state_dict(load_generator_state(init_checkpoint))
+            except RuntimeError as err:  # torch's size-mismatch report, with the file named
+                raise ValueError(f"init_checkpoint {init_checkpoint!r} does not fit the generator: {err}") from err
         self.num_frames = num_frames
         self.group_size = num_samples_per_prompt
         self.optimizer_factory = optimizer
@@ -83,6 +91,7 @@ class CFGRLModule(pl.LightningModule):
         self.val_samples_per_prompt = val_samples_per_prompt
         self.val_scorers = list(val_scorers or [])
         self.seed = seed
+        self._rng_to_restore: dict[str, Tensor] | None = None
 
     # -- rollout ------------------------------------------------------------------------------------
     @property
@@ -123,7 +132,10 @@ class CFGRLModule(pl.LightningModule):
                     raise ValueError(f"two objective callbacks both returned a loss term named {name!r}")
                 terms[name] = value
         loss = torch.stack(list(terms.values())).sum()
-        if not bool(torch.isfinite(loss)):  # the step's one host sync; diagnosis only on failure
+        # the logits are checked too: a divergence may mask a NaN probability to 0 and so return a
+        # finite loss whose gradient is NaN (-inf logits are legitimate: masked tokens). One host sync
+        # per step; diagnosis only on failure
+        if not bool(torch.isfinite(loss) & ~_bad_logits(logits.detach()).any()):
             raise FloatingPointError(self._non_finite_message(terms, logits))
         batch_size = condition_batch_size(condition)
         for name, value in terms.items():
@@ -133,11 +145,20 @@ class CFGRLModule(pl.LightningModule):
 
     def _non_finite_message(self, terms: dict[str, Tensor], logits: Tensor) -> str:
         bad = [f"{name}={value.item()}" for name, value in terms.items() if not bool(torch.isfinite(value))]
-        nan_logits = int(torch.isnan(logits).sum())
+        nan_logits, inf_logits = int(torch.isnan(logits).sum()), int(torch.isposinf(logits).sum())
+        stop = ("The run stops before the optimizer step, so the weights and the last checkpoint are the last "
+                "good ones.")
+        if not bad:
+            finite = ", ".join(f"{name}={value.item():.4g}" for name, value in terms.items())
+            return (
+                f"non-finite student logits at global step {self.global_step}: {nan_logits} NaN and {inf_logits} "
+                f"+inf of {logits.numel()}, although the loss term(s) {finite} are finite (their gradients are "
+                f"not). {stop}"
+            )
+        infs = f" (and {inf_logits} +inf)" if inf_logits else ""
         return (
             f"non-finite loss at global step {self.global_step}: term(s) {', '.join(bad)}; "
-            f"student logits with NaN: {nan_logits} of {logits.numel()}. The run stops before the optimizer "
-            "step, so the weights and the last checkpoint are the last good ones."
+            f"student logits with NaN: {nan_logits} of {logits.numel()}{infs}. {stop}"
         )
 
     # -- validation -----------------------------------------------------------------------------------
@@ -162,6 +183,22 @@ class CFGRLModule(pl.LightningModule):
             score = scorer(frames, repeated).float().mean()
             self.log(f"val/{scorer.name}", score, batch_size=batch_size, sync_dist=True)
 
+    # -- resume -------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning saves no RNG state. Rollouts use their own seeded generators, but dropout in the
+        # student draws from the global RNG, so an exact resume needs it back
+        checkpoint["rng_states"] = _rng_states(self.device)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # applied at the first resumed batch, not now: the sanity check and the dataloaders' iterators
+        # draw from the global RNG in between, which the uninterrupted run did before the checkpoint
+        self._rng_to_restore = checkpoint.get("rng_states")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._rng_to_restore is not None:
+            _set_rng_states(self._rng_to_restore, self.device)
+            self._rng_to_restore = None
+
     # -- optimisation ---------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         params = [p for p in self.generator.parameters() if p.requires_grad]
@@ -172,6 +209,46 @@ class CFGRLModule(pl.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}}
+
+
+def _bad_logits(logits: Tensor) -> Tensor:
+    """NaN or +inf (softmax turns either into NaN); -inf is a masked token and fine."""
+    return torch.isnan(logits) | torch.isposinf(logits)
+
+
+def _check_generator(generator: Any) -> None:
+    """Fail at construction, not at the first rollout, on something that is not a TokenGenerator."""
+    missing = [name for name in ("num_codebooks", "vocab_size", "pattern") if not hasattr(generator, name)]
+    if not isinstance(generator, nn.Module) or missing:
+        raise TypeError(
+            f"generator must be an nn.Module implementing TokenGenerator (num_codebooks, vocab_size, pattern, "
+            f"forward(steps, condition)); got {type(generator).__name__}"
+            + (f" without {', '.join(missing)}" if missing and isinstance(generator, nn.Module) else "")
+        )
+
+
+def _check_frames_fit(generator: nn.Module, num_frames: int) -> None:
+    """A generator with a fixed ``max_steps`` (positional table, KV cache) cannot sample longer rollouts."""
+    max_steps, pattern = getattr(generator, "max_steps", None), getattr(generator, "pattern", None)
+    if isinstance(max_steps, int) and pattern is not None and pattern.num_steps(num_frames) > max_steps:
+        raise ValueError(
+            f"num_frames={num_frames} needs {pattern.num_steps(num_frames)} decoding steps, more than the "
+            f"generator's max_steps={max_steps}; lower num_frames or build the generator with a larger max_frames"
+        )
+
+
+def _rng_states(device: torch.device) -> dict[str, Tensor]:
+    states = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _set_rng_states(states: Mapping[str, Tensor], device: torch.device) -> None:
+    if isinstance(states.get("torch"), Tensor):
+        torch.set_rng_state(states["torch"])
+    if device.type == "cuda" and isinstance(states.get("cuda"), Tensor):
+        torch.cuda.set_rng_state(states["cuda"], device)
 
 
 def _condition_of(batch: Any) -> Condition:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from typing import TYPE_CHECKING, Any, Literal
 
 import lightning.pytorch as pl
@@ -57,8 +58,10 @@ class CFGDistillCallback(ObjectiveCallback):
             raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
         if reduction not in ("sum", "mean"):
             raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
-        if not weight >= 0:
-            raise ValueError(f"weight must be >= 0, got {weight}")
+        if not (math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"weight must be a finite number >= 0, got {weight}")
+        if not 0.0 < jsd_beta < 1.0:  # checked here, not at the first "jsd" step
+            raise ValueError(f"jsd_beta must be in (0, 1), got {jsd_beta}")
         self.divergence = divergence
         self.jsd_beta = jsd_beta
         self.weight = weight
@@ -91,7 +94,10 @@ class CFGDistillCallback(ObjectiveCallback):
         return teacher
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: CFGRLModule) -> None:
-        self.teacher.to(pl_module.device)
+        # the precision plugin converts the teacher like the student ("bf16-true" halves its memory;
+        # a no-op for "32-true" and the AMP precisions, whose autocast covers the teacher's forward)
+        self.teacher = trainer.precision_plugin.convert_module(self.teacher.to(pl_module.device))
+        self.teacher.eval().requires_grad_(False)
 
     @torch.no_grad()
     def teacher_logits(self, batch: RolloutBatch) -> Tensor:
@@ -114,8 +120,30 @@ class CFGDistillCallback(ObjectiveCallback):
 
     def state_dict(self) -> dict[str, Any]:
         # the teacher travels with the checkpoint so a resumed run gets the original teacher back
-        return {"teacher": self.teacher.state_dict() if self.teacher is not None else None}
+        if self.teacher is None:
+            return {"teacher": None}
+        if not _is_sharded(self.teacher):
+            return {"teacher": self.teacher.state_dict()}
+        # FSDP2-sharded (ModelParallelStrategy): Lightning torch.saves callback state on rank 0 only,
+        # so gather whole tensors there (every rank must call this: it is a collective)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return {"teacher": get_model_state_dict(self.teacher, options=options)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict.get("teacher") is not None and self.teacher is not None:
+        if state_dict.get("teacher") is None or self.teacher is None:
+            return
+        if not _is_sharded(self.teacher):
             self.teacher.load_state_dict(state_dict["teacher"])
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        # every rank read the whole checkpoint file; each keeps its own shard
+        set_model_state_dict(self.teacher, state_dict["teacher"], options=StateDictOptions(full_state_dict=True))
+
+
+def _is_sharded(module: torch.nn.Module) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in module.parameters())

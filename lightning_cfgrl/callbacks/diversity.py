@@ -115,6 +115,12 @@ class DiversityRewardCallback(ObjectiveCallback):
                              "use 'running_mean' for pairs")
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: CFGRLModule) -> None:
+        if self.log_grad_norm and _has_sharded_params(pl_module):
+            raise ValueError(
+                "DiversityRewardCallback(log_grad_norm=True) does not support FSDP-sharded parameters "
+                "(ModelParallelStrategy): this term's gradient would bypass FSDP's reduce-scatter. Expected "
+                "log_grad_norm=False under sharding (DDP and single-device runs support it)"
+            )
         # the precision plugin converts the embedder like the module (a no-op for "32-true" and AMP)
         self.embedder = trainer.precision_plugin.convert_module(self.embedder.to(pl_module.device))
         self.embedder.eval().requires_grad_(False)
@@ -141,6 +147,7 @@ class DiversityRewardCallback(ObjectiveCallback):
     def loss_terms(self, pl_module: CFGRLModule, batch: RolloutBatch) -> dict[str, Tensor]:
         self._warn_if_tempered(batch)
         distances, rewards = self.rewards(pl_module, batch)
+        self._check_finite(pl_module, rewards)
         baselines = compute_baseline(self.baseline, distances, rewards, self.running)
         advantages = (rewards - baselines).flatten()  # [N], prompt-major like the rollout
         if self.shuffle_rewards:
@@ -174,6 +181,9 @@ class DiversityRewardCallback(ObjectiveCallback):
         params = self._params(pl_module)
         grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
         grads = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(params, grads, strict=True)]
+        # under DDP each rank holds its half-batch's gradient; average it as DDP averages p.grad, so the
+        # norms describe the update actually applied and "other_terms" subtracts like from like
+        grads = [pl_module.trainer.strategy.reduce(g, reduce_op="mean") for g in grads]
         pl_module.log(f"train/grad_norm/{self.name}", _norm(grads), batch_size=1)
         # Lightning divides the loss by accumulate_grad_batches before backward; mirror it so the
         # buffer matches this term's share of p.grad at optimizer time
@@ -194,6 +204,17 @@ class DiversityRewardCallback(ObjectiveCallback):
         self._grad_buffer = None
 
     # -- checks ---------------------------------------------------------------------------------------
+    def _check_finite(self, pl_module: CFGRLModule, rewards: Tensor) -> None:
+        # before the running baseline sees them: a NaN there would poison every later advantage
+        finite = torch.isfinite(rewards)
+        if not bool(finite.all()):
+            raise FloatingPointError(
+                f"non-finite diversity reward at global step {pl_module.global_step}: term {self.name!r}, "
+                f"{int((~finite).sum())} of {finite.numel()} rewards are NaN or inf (the embedder "
+                f"{type(self.embedder).__name__} returned non-finite embeddings). The run stops before the "
+                "optimizer step, so the weights and the last checkpoint are the last good ones."
+            )
+
     @staticmethod
     def _check_group_size(group_size: int) -> None:
         if group_size < 2:
@@ -221,6 +242,12 @@ class DiversityRewardCallback(ObjectiveCallback):
             self.running.load_state_dict(state_dict["running_baseline"])
         if state_dict.get("embedder") is not None:
             self.embedder.load_state_dict(state_dict["embedder"])
+
+
+def _has_sharded_params(pl_module: pl.LightningModule) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in pl_module.parameters())
 
 
 def _norm(tensors: list[Tensor]) -> Tensor:

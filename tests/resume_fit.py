@@ -1,0 +1,98 @@
+"""A deterministic CPU fit for the kill-and-resume test (run as a subprocess)::
+
+    python -m tests.resume_fit --out DIR --steps 10 --kill-at 5       # dies by SIGKILL after step 5
+    python -m tests.resume_fit --out DIR --steps 10 --resume --uninterrupted
+
+``--kill-at k`` checkpoints every step (``last.ckpt``) and kills its own process with SIGKILL at the
+start of step k + 1, so ``last.ckpt`` holds step k and nothing gets to clean up. ``--resume`` continues
+from that ``last.ckpt`` into a module and callbacks built from *other* random weights (only the
+checkpoint can bring back the student, teacher, embedder, optimizer, baseline and data order);
+``--uninterrupted`` runs all steps in one go. Each writes ``DIR/<mode>.pt``.
+
+The run is the real thing: ``CFGRLModule``'s own rollout seeding, AdamW, both objective callbacks,
+dropout in the student (global RNG), and ``SyntheticPromptDataModule``'s shuffled order with 4 batches
+per epoch, so the kill lands mid-epoch and the resumed run crosses an epoch boundary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from lightning_cfgrl import CFGRLModule
+from lightning_cfgrl.callbacks.diversity import DiversityRewardCallback
+from lightning_cfgrl.domain import SyntheticPromptDataModule
+from tests.tiny_fit import RecordPrompts, objective_callbacks, tiny_embedder, tiny_generator
+
+
+class KillAt(Callback):
+    """SIGKILLs this process when step ``k + 1`` starts (after step k's checkpoint is on disk)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run(out: Path, steps: int, mode: str, kill_at: int | None = None) -> None:
+    pl.seed_everything(0, verbose=False)
+    seed = 123 if mode == "resumed" else 0  # the resumed run must get everything from the checkpoint
+    module = CFGRLModule(tiny_generator(seed, dropout=0.1), num_frames=8, num_samples_per_prompt=2, learning_rate=1e-2)
+    callbacks = objective_callbacks(tiny_embedder(seed + 1))
+    recorder = RecordPrompts()
+    extra: list[Callback] = [recorder]
+    if mode == "killed":
+        assert kill_at is not None
+        extra += [ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, every_n_train_steps=1), KillAt(kill_at)]
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=steps, limit_val_batches=0, logger=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=mode == "killed", callbacks=[*callbacks, *extra])
+    data = SyntheticPromptDataModule(batch_size=8, repeats=1)  # 36 train prompts: 4 batches per epoch
+    ckpt = out / "checkpoints" / "last.ckpt" if mode == "resumed" else None
+    trainer.fit(module, data, ckpt_path=ckpt)
+    diversity = callbacks[1]
+    assert isinstance(diversity, DiversityRewardCallback)
+    optimizer = trainer.optimizers[0].state_dict()["state"]
+    torch.save({
+        "global_step": trainer.global_step,
+        "epoch": trainer.current_epoch,
+        "generator": module.generator.state_dict(),
+        "teacher": callbacks[0].teacher.state_dict(),
+        "embedder": diversity.embedder.state_dict(),
+        "running": (diversity.running.ema, diversity.running.count),
+        "adam_exp_avg": [state["exp_avg"] for _, state in sorted(optimizer.items())],
+        "prompts": torch.stack(recorder.prompts),  # the batches this process trained on
+        "rng": torch.get_rng_state(),
+    }, out / f"{mode}.pt")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--kill-at", type=int, default=None)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--uninterrupted", action="store_true")
+    args = parser.parse_args()
+    # bitwise-reproducible CPU math: one thread (reduction order) and deterministic kernels
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    if args.kill_at is not None:
+        run(args.out, args.steps, "killed", args.kill_at)
+    if args.resume:
+        run(args.out, args.steps, "resumed")
+    if args.uninterrupted:
+        run(args.out, args.steps, "uninterrupted")
+
+
+if __name__ == "__main__":
+    main()
