@@ -16,6 +16,7 @@ from lightning_cfgrl.condition import Condition, condition_batch_size, repeat_co
 from lightning_cfgrl.generator_weights import load_generator_state
 from lightning_cfgrl.hparams import instantiate_spec, save_safe_hyperparameters
 from lightning_cfgrl.metrics.pairwise import group_pairwise_diversity
+from lightning_cfgrl.optimization import build_optimizers
 from lightning_cfgrl.rollout import RolloutBatch
 from lightning_cfgrl.sampling import SamplingConfig, sample
 from lightning_cfgrl.scorers import Scorer
@@ -201,14 +202,8 @@ class CFGRLModule(pl.LightningModule):
 
     # -- optimisation ---------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.generator.parameters() if p.requires_grad]
-        if self.optimizer_factory is None:
-            optimizer = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=0.0)
-        else:
-            optimizer = self.optimizer_factory(params)
-        if self.scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}}
+        return build_optimizers(self.generator.parameters(), self.optimizer_factory, self.scheduler_factory,
+                                self.learning_rate)
 
 
 def _bad_logits(logits: Tensor) -> Tensor:
