@@ -9,7 +9,10 @@ from torch import Tensor
 
 def check_guidance_scale(scale: float) -> float:
     """Validate a guidance scale: a finite float >= 0 (1 means no guidance, 0 the unconditional model)."""
-    scale = float(scale)
+    try:
+        scale = float(scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"guidance_scale must be a finite number >= 0, got {scale!r}") from None
     if not math.isfinite(scale) or scale < 0:
         raise ValueError(f"guidance_scale must be a finite number >= 0, got {scale}")
     return scale

@@ -15,7 +15,10 @@ def instantiate_spec(spec: Mapping[str, Any]) -> Any:
     if "class_path" not in spec:
         raise ValueError(f"a generator spec needs a 'class_path' entry, got keys {sorted(spec)}")
     module_name, _, class_name = str(spec["class_path"]).rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ValueError(f"class_path {spec['class_path']!r} cannot be imported ({err}); expected 'package.module.Class'") from err
     return cls(**dict(spec.get("init_args") or {}))
 
 

@@ -12,6 +12,7 @@ import inspect
 import os
 from typing import Any
 
+import torch
 from einops import rearrange
 from torch import Tensor, nn
 
@@ -96,6 +97,8 @@ class ContrastiveTokenEmbedder(nn.Module):
         """``[B, K, T]`` int64 -> ``[B, embed_dim]``."""
         if tokens.dim() != 3 or tokens.shape[1] != self.num_codebooks:
             raise ValueError(f"tokens must be [B, {self.num_codebooks}, T] frames, got shape {tuple(tokens.shape)}")
+        if tokens.dtype != torch.long:
+            raise ValueError(f"tokens must be int64 token ids, got dtype {tokens.dtype}")
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
             raise ValueError(f"token ids must be in [0, {self.vocab_size}), got [{int(tokens.min())}, {int(tokens.max())}]")
         x = sum(emb(tokens[:, k]) for k, emb in enumerate(self.token_emb))  # [B, T, D]

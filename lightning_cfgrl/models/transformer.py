@@ -132,6 +132,8 @@ class AudioTokenTransformer(nn.Module):
     def forward(self, steps: Tensor, condition: Tensor, cache: KVCache | None = None) -> Tensor:
         """``steps [B, K, S]``, ``condition [B, A]`` -> logits ``[B, K, S - cache.steps, V]``."""
         if cache is None or cache.steps == 0:  # validate once per sequence, not once per decoded step
+            if steps.dim() != 3:
+                raise ValueError(f"tokens must have shape [B, K, S], got {tuple(steps.shape)}")
             self._check_condition(condition)
             check_condition_matches(condition, steps.shape[0])
             check_steps(steps[:, :, :-1], self)  # the last step is never read (it may be a placeholder)
