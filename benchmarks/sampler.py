@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
             "new_tokens": args.new_tokens, "codebooks": 1, "repeats": args.repeats, "guidance_scale": GUIDANCE,
             "package_params": sum(p.numel() for p in model.parameters()), **hf_info,
             "weights": "random init (cost does not depend on the weights)",
-            "package_path": str(Path(lightning_cfgrl.__file__).parent),
+            "package_version": lightning_cfgrl.__version__,
         },
         "machine": machine,
         "machine_after": {"load_average_1_5_15": describe_machine(device).get("load_average_1_5_15")},
