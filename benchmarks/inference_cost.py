@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import PeakMemory, describe_machine, resolve_device, set_threads, synchronize  # noqa: E402
+from machine import PeakMemory, describe_machine, resolve_device, save_result, set_threads, synchronize  # noqa: E402
 
 CONDITION_SIZES = (8, 8, 4)
 GUIDANCE = 3.0
@@ -172,10 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
         "records": records,
         "ratios": ratios,
     }
-    print(markdown_table(result), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"saved {args.out}", flush=True)
+    save_result(result, args.out, markdown_table(result))
     return result
 
 

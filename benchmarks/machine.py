@@ -80,6 +80,17 @@ def describe_machine(device: torch.device | str = "cpu") -> dict[str, Any]:
     return info
 
 
+def save_result(result: dict[str, Any], out: str, table: str) -> None:
+    """Print the markdown table and write the result JSON (creating the results folder)."""
+    import json
+    from pathlib import Path
+
+    print(table, flush=True)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"saved {out}", flush=True)
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work so a timer reads the work's end, not its launch."""
     if device.type == "cuda":

@@ -22,7 +22,6 @@ they are skipped.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -33,7 +32,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe_machine, resolve_device, set_threads, synchronize  # noqa: E402
+from machine import describe_machine, resolve_device, save_result, set_threads, synchronize  # noqa: E402
 
 import lightning_cfgrl  # noqa: E402
 from lightning_cfgrl.models import AudioTokenTransformer  # noqa: E402
@@ -223,10 +222,7 @@ def main(argv: list[str] | None = None) -> dict:
         "records": rows,
         "summary": summary,
     }
-    print(markdown_table(result), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"saved {args.out}", flush=True)
+    save_result(result, args.out, markdown_table(result))
     return result
 
 

@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import PeakMemory, describe_machine, resolve_device, set_threads, synchronize  # noqa: E402
+from machine import PeakMemory, describe_machine, resolve_device, save_result, set_threads, synchronize  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = REPO / "examples" / "configs" / "distill.yaml"
@@ -293,10 +293,7 @@ def main(argv: list[str] | None = None) -> dict:
         "weights": "random init (cost does not depend on the weights)",
         "records": records,
     }
-    print(markdown_tables(result), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"saved {args.out}", flush=True)
+    save_result(result, args.out, markdown_tables(result))
     return result
 
 

@@ -294,8 +294,11 @@ def _dtype_of(file: Path, name: str, spec: dict[str, Any]) -> torch.dtype:
     return _SAFETENSORS_DTYPES[spec["dtype"]]
 
 
+GENERATOR_PREFIX = "generator."  # where a CFGRLModule / PretrainModule keeps its model in state_dict
+
+
 def load_generator_state(
-    path: str | os.PathLike[str], prefix: str = "generator.", *, mmap: bool = True
+    path: str | os.PathLike[str], prefix: str = GENERATOR_PREFIX, *, mmap: bool = True
 ) -> dict[str, Tensor]:
     """The generator's weights from a Lightning checkpoint or a safetensors file, keys without prefix.
 

@@ -18,6 +18,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from tqdm import tqdm
 
 from lightning_cfgrl.checkpointing import (
+    GENERATOR_PREFIX,
     CheckpointError,
     file_sha256,
     is_safetensors_file,
@@ -33,8 +34,6 @@ from lightning_cfgrl.merging import (
     validate_merge,
     write_merged,
 )
-
-GENERATOR_PREFIX = "generator."
 
 
 def merge_checkpoints(

@@ -11,7 +11,7 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
-from lightning_cfgrl.checkpointing import file_sha256, load_generator_state
+from lightning_cfgrl.checkpointing import GENERATOR_PREFIX, file_sha256, load_generator_state
 from lightning_cfgrl.merging import (
     MergeError,
     check_compatible,
@@ -21,8 +21,6 @@ from lightning_cfgrl.merging import (
     validate_merge,
     write_merged,
 )
-
-GENERATOR_PREFIX = "generator."
 
 
 class ModelMergeCallback(Callback):
