@@ -48,10 +48,6 @@ def pad_id(generator: TokenGenerator) -> int:
     return generator.vocab_size
 
 
-def supports_cfg(generator: TokenGenerator) -> bool:
-    return callable(getattr(generator, "null_condition", None))
-
-
 def check_steps(steps: Tensor, generator: TokenGenerator, name: str = "tokens") -> None:
     """Validate a step tensor ``[B, K, S]`` against the generator: dtype, codebooks, token range."""
     if not isinstance(steps, Tensor):
