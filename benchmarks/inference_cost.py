@@ -50,17 +50,26 @@ def run_pair(spec: dict) -> list[dict]:
     rounds alternate the order (cfg, distilled), (distilled, cfg), ... Peak memory is read on round 0,
     CFG first (the larger), each over its own generation (the RSS high-water mark is reset per run).
     """
+    from lightning_cfgrl.core.sampling import SamplingConfig, sample
     from lightning_cfgrl.models import AudioTokenTransformer
-    from lightning_cfgrl.sampling import SamplingConfig, sample
 
     device = torch.device(spec["device"])
     set_threads(spec["threads"])
     torch.manual_seed(0)
     frames, batch = spec["new_tokens"], spec["batch"]
-    model = AudioTokenTransformer(
-        num_codebooks=spec["codebooks"], vocab_size=spec["vocab"], condition_sizes=CONDITION_SIZES, dim=spec["dim"],
-        num_layers=spec["layers"], num_heads=spec["heads"], max_frames=frames,
-    ).to(device).eval()
+    model = (
+        AudioTokenTransformer(
+            num_codebooks=spec["codebooks"],
+            vocab_size=spec["vocab"],
+            condition_sizes=CONDITION_SIZES,
+            dim=spec["dim"],
+            num_layers=spec["layers"],
+            num_heads=spec["heads"],
+            max_frames=frames,
+        )
+        .to(device)
+        .eval()
+    )
     configs = {"cfg": SamplingConfig(guidance_scale=GUIDANCE), "distilled": SamplingConfig()}
     cond = torch.randint(1, 4, (batch, len(CONDITION_SIZES)), device=device)
     for config in configs.values():  # warm-up: same batch, a few frames (first-call costs, kernels)
@@ -69,7 +78,7 @@ def run_pair(spec: dict) -> list[dict]:
     latencies: dict[str, list[float]] = {mode: [] for mode in configs}
     peaks: dict[str, tuple[float, str]] = {}
     for r in range(spec["repeats"]):
-        for mode in (("cfg", "distilled") if r % 2 == 0 else ("distilled", "cfg")):
+        for mode in ("cfg", "distilled") if r % 2 == 0 else ("distilled", "cfg"):
             with PeakMemory(device) as mem:
                 start = time.perf_counter()
                 sample(model, cond, frames, configs[mode], seed=r + 1)
@@ -84,19 +93,32 @@ def run_pair(spec: dict) -> list[dict]:
         positions = len(CONDITION_SIZES) + num_steps
         kv_bytes = 2 * spec["layers"] * streams * batch * positions * spec["dim"] * 4
         latency = statistics.median(latencies[mode])
-        records.append({
-            "mode": mode, "batch": batch, "new_tokens": frames,
-            "tokens_per_s": batch * frames / latency, "codebook_tokens_per_s": batch * frames * spec["codebooks"] / latency,
-            "latency_s": latency, "latencies_s": latencies[mode], "ms_per_step": 1e3 * latency / num_steps,
-            "peak_mem_mb": peaks[mode][0], "peak_mem_method": peaks[mode][1], "kv_cache_mb": kv_bytes / 2**20,
-            "forward_batch": streams * batch, "params": sum(p.numel() for p in model.parameters()),
-        })
+        records.append(
+            {
+                "mode": mode,
+                "batch": batch,
+                "new_tokens": frames,
+                "tokens_per_s": batch * frames / latency,
+                "codebook_tokens_per_s": batch * frames * spec["codebooks"] / latency,
+                "latency_s": latency,
+                "latencies_s": latencies[mode],
+                "ms_per_step": 1e3 * latency / num_steps,
+                "peak_mem_mb": peaks[mode][0],
+                "peak_mem_method": peaks[mode][1],
+                "kv_cache_mb": kv_bytes / 2**20,
+                "forward_batch": streams * batch,
+                "params": sum(p.numel() for p in model.parameters()),
+            }
+        )
     return records
 
 
 def run_in_subprocess(spec: dict) -> list[dict]:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, check=False,
+        [sys.executable, __file__, "--child", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if out.returncode != 0:
         raise RuntimeError(f"configuration {spec} failed:\n{out.stderr[-3000:]}")
@@ -104,17 +126,23 @@ def run_in_subprocess(spec: dict) -> list[dict]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="64 and 256 frames")
     size.add_argument("--full", action="store_true", help="dim 512, 6 layers, 8 heads, 3 repeats")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
-    p.add_argument("--new-tokens", type=int, nargs="+", default=None, help="frames per sequence (preset's by default)")
+    p.add_argument(
+        "--new-tokens", type=int, nargs="+", default=None, help="frames per sequence (preset's by default)"
+    )
     for name in ("dim", "layers", "heads", "codebooks", "vocab", "repeats"):
         p.add_argument(f"--{name}", type=int, default=None, help="override the preset")
-    p.add_argument("--in-process", action="store_true", help="no subprocess per (batch, frames) (smoke tests)")
+    p.add_argument(
+        "--in-process", action="store_true", help="no subprocess per (batch, frames) (smoke tests)"
+    )
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "inference_cost.json"))
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -135,8 +163,16 @@ def main(argv: list[str] | None = None) -> dict:
     threads = set_threads(args.threads)
     machine = describe_machine(device)
     print(f"machine: {machine}", flush=True)
-    common = dict(device=str(device), threads=threads, dim=args.dim, layers=args.layers, heads=args.heads,
-                  codebooks=args.codebooks, vocab=args.vocab, repeats=args.repeats)
+    common = dict(
+        device=str(device),
+        threads=threads,
+        dim=args.dim,
+        layers=args.layers,
+        heads=args.heads,
+        codebooks=args.codebooks,
+        vocab=args.vocab,
+        repeats=args.repeats,
+    )
     records = []
     begin = time.perf_counter()
     for frames in args.new_tokens:
@@ -145,27 +181,45 @@ def main(argv: list[str] | None = None) -> dict:
             pair = run_pair(spec) if args.in_process else run_in_subprocess(spec)
             records += pair
             for record in pair:
-                print(f"[{time.perf_counter() - begin:6.0f} s] {record['mode']:9s} batch {batch:3d} frames {frames:5d}: "
-                      f"{record['latency_s']:.2f} s, {record['tokens_per_s']:.0f} tokens/s, "
-                      f"peak {record['peak_mem_mb']:.0f} MB", flush=True)
+                print(
+                    f"[{time.perf_counter() - begin:6.0f} s] {record['mode']:9s} batch {batch:3d} frames {frames:5d}: "
+                    f"{record['latency_s']:.2f} s, {record['tokens_per_s']:.0f} tokens/s, "
+                    f"peak {record['peak_mem_mb']:.0f} MB",
+                    flush=True,
+                )
     ratios = []
     for frames in args.new_tokens:
         for batch in args.batches:
-            cfg, dist = (next(r for r in records if (r["mode"], r["batch"], r["new_tokens"]) == (m, batch, frames))
-                         for m in ("cfg", "distilled"))
-            ratios.append({
-                "batch": batch, "new_tokens": frames, "latency_ratio_cfg_over_distilled": cfg["latency_s"] / dist["latency_s"],
-                "tokens_per_s_ratio_distilled_over_cfg": dist["tokens_per_s"] / cfg["tokens_per_s"],
-                "peak_mem_ratio_cfg_over_distilled": cfg["peak_mem_mb"] / dist["peak_mem_mb"] if dist["peak_mem_mb"] >= 1 else None,
-            })
+            cfg, dist = (
+                next(r for r in records if (r["mode"], r["batch"], r["new_tokens"]) == (m, batch, frames))
+                for m in ("cfg", "distilled")
+            )
+            ratios.append(
+                {
+                    "batch": batch,
+                    "new_tokens": frames,
+                    "latency_ratio_cfg_over_distilled": cfg["latency_s"] / dist["latency_s"],
+                    "tokens_per_s_ratio_distilled_over_cfg": dist["tokens_per_s"] / cfg["tokens_per_s"],
+                    "peak_mem_ratio_cfg_over_distilled": cfg["peak_mem_mb"] / dist["peak_mem_mb"]
+                    if dist["peak_mem_mb"] >= 1
+                    else None,
+                }
+            )
     argv_used = sys.argv[1:] if argv is None else argv
     result = {
         "benchmark": "inference_cost",
         "command": "python benchmarks/inference_cost.py " + " ".join(argv_used),
         "preset": args.preset,
-        "config": {**{k: v for k, v in common.items() if k not in ("device", "threads")}, "guidance_scale": GUIDANCE,
-                   "condition_slots": len(CONDITION_SIZES), "kv_cache": True, "subprocess_per_batch_and_length": not args.in_process, "modes_interleaved": True,
-                   "weights": "random init (cost does not depend on the weights)", "params": records[0]["params"]},
+        "config": {
+            **{k: v for k, v in common.items() if k not in ("device", "threads")},
+            "guidance_scale": GUIDANCE,
+            "condition_slots": len(CONDITION_SIZES),
+            "kv_cache": True,
+            "subprocess_per_batch_and_length": not args.in_process,
+            "modes_interleaved": True,
+            "weights": "random init (cost does not depend on the weights)",
+            "params": records[0]["params"],
+        },
         "machine": machine,
         "machine_after": {"load_average_1_5_15": describe_machine(device).get("load_average_1_5_15")},
         "wall_s": time.perf_counter() - begin,
@@ -188,12 +242,22 @@ def markdown_table(result: dict) -> str:
     ]
     for ratio in result["ratios"]:
         for mode in ("cfg", "distilled"):
-            r = next(r for r in result["records"] if (r["mode"], r["batch"], r["new_tokens"]) == (mode, ratio["batch"], ratio["new_tokens"]))
+            r = next(
+                r
+                for r in result["records"]
+                if (r["mode"], r["batch"], r["new_tokens"]) == (mode, ratio["batch"], ratio["new_tokens"])
+            )
             mem = ratio["peak_mem_ratio_cfg_over_distilled"]
-            extra = (f"{ratio['latency_ratio_cfg_over_distilled']:.2f}x | " + (f"{mem:.2f}x" if mem is not None else "n/a (< 1 MB)")
-                     if mode == "cfg" else " | ")
-            lines.append(f"| {r['batch']} | {r['new_tokens']} | {mode} | {r['latency_s']:.2f} | {r['tokens_per_s']:.0f} | "
-                         f"{r['peak_mem_mb']:.0f} | {extra} |")
+            extra = (
+                f"{ratio['latency_ratio_cfg_over_distilled']:.2f}x | "
+                + (f"{mem:.2f}x" if mem is not None else "n/a (< 1 MB)")
+                if mode == "cfg"
+                else " | "
+            )
+            lines.append(
+                f"| {r['batch']} | {r['new_tokens']} | {mode} | {r['latency_s']:.2f} | {r['tokens_per_s']:.0f} | "
+                f"{r['peak_mem_mb']:.0f} | {extra} |"
+            )
     return "\n".join(lines)
 
 

@@ -70,7 +70,11 @@ def describe_machine(device: torch.device | str = "cpu") -> dict[str, Any]:
         info["device"] = f"{device} ({torch.cuda.get_device_name(index)})"
         info["gpu_name"] = torch.cuda.get_device_name(index)
         info["cuda_version"] = torch.version.cuda
-    env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "GOMP_SPINCOUNT") if k in os.environ}
+    env = {
+        k: os.environ[k]
+        for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "GOMP_SPINCOUNT")
+        if k in os.environ
+    }
     if env:
         info["env"] = env
     try:

@@ -1,7 +1,7 @@
 """Cost of `cfgrl merge` on a ~100M-parameter model: wall time and peak memory (RSS).
 
 Two Lightning-style checkpoints (generator weights plus Adam-like optimizer state, random values) are
-merged at 1 and at 5 lambdas by :func:`lightning_cfgrl.merge_cli.merge_checkpoints`, each run in a
+merged at 1 and at 5 lambdas by :func:`lightning_cfgrl.cli.merge.merge_checkpoints`, each run in a
 fresh subprocess. Peak RSS is the child's ``VmHWM`` (Linux): ``ru_maxrss`` is kept too, but Linux
 carries the parent's RSS at fork into a child's ``ru_maxrss``, so the parent here never imports torch or
 holds tensors (the checkpoints are built in a child as well). A naive merge (load both checkpoints into
@@ -33,8 +33,8 @@ args = json.loads(sys.argv[1])
 sys.path.insert(0, args["bench_dir"])
 import torch
 from safetensors.torch import save_file
-from lightning_cfgrl.merge_cli import merge_checkpoints
-from lightning_cfgrl.merging import merge_state_dicts, merged_checkpoint
+from lightning_cfgrl.cli.merge import merge_checkpoints
+from lightning_cfgrl.merging.streaming import merge_state_dicts, merged_checkpoint
 torch.set_num_threads(args["threads"])
 start = time.perf_counter()
 if args["mode"] == "prepare":
@@ -81,14 +81,23 @@ def save_lightning_checkpoint(state: dict[str, torch.Tensor], path: str, seed: i
 
     g = torch.Generator().manual_seed(seed + 1000)
     floats = [t for t in state.values() if t.is_floating_point()]
-    moments = {i: {"exp_avg": torch.randn(t.shape, generator=g), "exp_avg_sq": torch.rand(t.shape, generator=g)}
-               for i, t in enumerate(floats)}
-    torch.save({
-        "state_dict": {f"generator.{k}": v for k, v in state.items()},
-        "optimizer_states": [{"state": moments, "param_groups": [{"lr": 1e-4, "params": list(moments)}]}],
-        "callbacks": {}, "lr_schedulers": [], "hyper_parameters": {}, "pytorch-lightning_version": "2.6.6",
-        "epoch": 0, "global_step": 1,
-    }, path)
+    moments = {
+        i: {"exp_avg": torch.randn(t.shape, generator=g), "exp_avg_sq": torch.rand(t.shape, generator=g)}
+        for i, t in enumerate(floats)
+    }
+    torch.save(
+        {
+            "state_dict": {f"generator.{k}": v for k, v in state.items()},
+            "optimizer_states": [{"state": moments, "param_groups": [{"lr": 1e-4, "params": list(moments)}]}],
+            "callbacks": {},
+            "lr_schedulers": [],
+            "hyper_parameters": {},
+            "pytorch-lightning_version": "2.6.6",
+            "epoch": 0,
+            "global_step": 1,
+        },
+        path,
+    )
 
 
 def run_child(args: dict) -> dict:
@@ -129,8 +138,14 @@ def main() -> None:
     if not opts.skip_naive:
         runs.append(("naive (load all, merge, save)", "naive", five))
     with tempfile.TemporaryDirectory(prefix="merge_cost_") as tmp:
-        common = {"quality": f"{tmp}/quality.ckpt", "diversity": f"{tmp}/diversity.ckpt", "method": opts.method,
-                  "threads": opts.threads, "params_millions": opts.params_millions, "width": opts.width}
+        common = {
+            "quality": f"{tmp}/quality.ckpt",
+            "diversity": f"{tmp}/diversity.ckpt",
+            "method": opts.method,
+            "threads": opts.threads,
+            "params_millions": opts.params_millions,
+            "width": opts.width,
+        }
         run_child({**common, "mode": "prepare", "lambdas": [], "out": tmp})
         source_mb = os.path.getsize(common["quality"]) / 2**20
         per_layer = opts.width * opts.width + opts.width  # as build_generator_state lays it out
@@ -145,34 +160,55 @@ def main() -> None:
             out_dir.mkdir()
             report = run_child({**common, "mode": mode, "lambdas": lambdas, "out": str(out_dir)})
             peak_mb = report["vmhwm_kb"] / 1024
-            rows.append({
-                "method": label, "merge": opts.method, "num_lambdas": len(lambdas),
-                "seconds": round(report["seconds"], 2), "seconds_per_lambda": round(report["seconds"] / len(lambdas), 2),
-                "peak_rss_mb": round(peak_mb, 1), "peak_rss_net_mb": round(peak_mb - baseline_mb, 1),
-                "net_peak_over_model": round((peak_mb - baseline_mb) / model_mb, 2),
-                "ru_maxrss_mb": round(report["ru_maxrss_kb"] / 1024, 1),
-                "rusage_children_maxrss_mb": round(report["children_maxrss_kb"] / 1024, 1),
-            })
+            rows.append(
+                {
+                    "method": label,
+                    "merge": opts.method,
+                    "num_lambdas": len(lambdas),
+                    "seconds": round(report["seconds"], 2),
+                    "seconds_per_lambda": round(report["seconds"] / len(lambdas), 2),
+                    "peak_rss_mb": round(peak_mb, 1),
+                    "peak_rss_net_mb": round(peak_mb - baseline_mb, 1),
+                    "net_peak_over_model": round((peak_mb - baseline_mb) / model_mb, 2),
+                    "ru_maxrss_mb": round(report["ru_maxrss_kb"] / 1024, 1),
+                    "rusage_children_maxrss_mb": round(report["children_maxrss_kb"] / 1024, 1),
+                }
+            )
             for f in out_dir.iterdir():  # keep the disk footprint to one run's outputs
                 f.unlink()
 
-    machine = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "threads": baseline["threads"],
-               "torch": baseline["torch"], "python": platform.python_version(), "platform": platform.platform(),
-               "device": "cpu", "loadavg_1min_before": round(load_before, 2),
-               "loadavg_1min_after": round(os.getloadavg()[0], 2)}
-    result = {
-        "benchmark": "merge_cost", "params": params, "model_mb": round(model_mb, 1),
-        "source_checkpoint_mb": round(source_mb, 1), "import_baseline_rss_mb": round(baseline_mb, 1),
-        "machine": machine, "runs": rows,
+    machine = {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threads": baseline["threads"],
+        "torch": baseline["torch"],
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": "cpu",
+        "loadavg_1min_before": round(load_before, 2),
+        "loadavg_1min_after": round(os.getloadavg()[0], 2),
     }
-    print(f"model: {params / 1e6:.1f}M params, {model_mb:.0f} MB of weights; each source checkpoint {source_mb:.0f} MB "
-          f"(with optimizer state); import-only RSS {baseline_mb:.0f} MB; {machine['cpu']}, {machine['threads']} threads")
+    result = {
+        "benchmark": "merge_cost",
+        "params": params,
+        "model_mb": round(model_mb, 1),
+        "source_checkpoint_mb": round(source_mb, 1),
+        "import_baseline_rss_mb": round(baseline_mb, 1),
+        "machine": machine,
+        "runs": rows,
+    }
+    print(
+        f"model: {params / 1e6:.1f}M params, {model_mb:.0f} MB of weights; each source checkpoint {source_mb:.0f} MB "
+        f"(with optimizer state); import-only RSS {baseline_mb:.0f} MB; {machine['cpu']}, {machine['threads']} threads"
+    )
     header = f"{'method':32} {'lambdas':>7} {'seconds':>8} {'s/lambda':>9} {'peak MB':>8} {'net MB':>8} {'net/model':>9}"
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['method']:32} {r['num_lambdas']:>7} {r['seconds']:>8.2f} {r['seconds_per_lambda']:>9.2f} "
-              f"{r['peak_rss_mb']:>8.0f} {r['peak_rss_net_mb']:>8.0f} {r['net_peak_over_model']:>9.2f}")
+        print(
+            f"{r['method']:32} {r['num_lambdas']:>7} {r['seconds']:>8.2f} {r['seconds_per_lambda']:>9.2f} "
+            f"{r['peak_rss_mb']:>8.0f} {r['peak_rss_net_mb']:>8.0f} {r['net_peak_over_model']:>9.2f}"
+        )
     Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
     Path(opts.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"saved {opts.out}")

@@ -35,22 +35,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe_machine, resolve_device, save_result, set_threads, synchronize  # noqa: E402
 
 import lightning_cfgrl  # noqa: E402
+from lightning_cfgrl.core.sampling import SamplingConfig, sample  # noqa: E402
 from lightning_cfgrl.models import AudioTokenTransformer  # noqa: E402
-from lightning_cfgrl.sampling import SamplingConfig, sample  # noqa: E402
 
 CONDITION_SIZES = (4, 4, 3)  # 3 prompt slots -> a 3-position prefix, matched by a 3-token GPT-2 prompt
 GUIDANCE = 3.0
 
 
-def build_model(dim: int, layers: int, heads: int, vocab: int, frames: int, device: torch.device) -> AudioTokenTransformer:
+def build_model(
+    dim: int, layers: int, heads: int, vocab: int, frames: int, device: torch.device
+) -> AudioTokenTransformer:
     torch.manual_seed(0)
-    return AudioTokenTransformer(
-        num_codebooks=1, vocab_size=vocab, condition_sizes=CONDITION_SIZES, dim=dim, num_layers=layers,
-        num_heads=heads, max_frames=frames,
-    ).to(device).eval()
+    return (
+        AudioTokenTransformer(
+            num_codebooks=1,
+            vocab_size=vocab,
+            condition_sizes=CONDITION_SIZES,
+            dim=dim,
+            num_layers=layers,
+            num_heads=heads,
+            max_frames=frames,
+        )
+        .to(device)
+        .eval()
+    )
 
 
-def floor_runner(model: AudioTokenTransformer, cond: torch.Tensor, frames: int, guided: bool, device: torch.device) -> Callable[[], None]:
+def floor_runner(
+    model: AudioTokenTransformer, cond: torch.Tensor, frames: int, guided: bool, device: torch.device
+) -> Callable[[], None]:
     """The bare loop of incremental forwards on pre-sampled tokens (doubled batch when guided)."""
     config = SamplingConfig(guidance_scale=GUIDANCE if guided else 1.0)
     steps = sample(model, cond, frames, config, seed=0)
@@ -68,7 +81,9 @@ def floor_runner(model: AudioTokenTransformer, cond: torch.Tensor, frames: int, 
     return run
 
 
-def sampler_runner(model: AudioTokenTransformer, cond: torch.Tensor, frames: int, guided: bool, device: torch.device) -> Callable[[], None]:
+def sampler_runner(
+    model: AudioTokenTransformer, cond: torch.Tensor, frames: int, guided: bool, device: torch.device
+) -> Callable[[], None]:
     config = SamplingConfig(guidance_scale=GUIDANCE if guided else 1.0)
     seed = iter(range(1, 10**9))
 
@@ -106,18 +121,33 @@ def _import_gpt2() -> tuple[Any, Any, str]:
     return GPT2Config, GPT2LMHeadModel, transformers.__version__
 
 
-def hf_runner(args: argparse.Namespace, device: torch.device, static: bool) -> tuple[Callable[[], None], int, str]:
+def hf_runner(
+    args: argparse.Namespace, device: torch.device, static: bool
+) -> tuple[Callable[[], None], int, str]:
     GPT2Config, GPT2LMHeadModel, version = _import_gpt2()  # noqa: N806
     torch.manual_seed(0)
     config = GPT2Config(
-        vocab_size=args.vocab, n_positions=len(CONDITION_SIZES) + args.new_tokens, n_embd=args.dim,
-        n_layer=args.layers, n_head=args.heads, activation_function="gelu", bos_token_id=None, eos_token_id=None,
+        vocab_size=args.vocab,
+        n_positions=len(CONDITION_SIZES) + args.new_tokens,
+        n_embd=args.dim,
+        n_layer=args.layers,
+        n_head=args.heads,
+        activation_function="gelu",
+        bos_token_id=None,
+        eos_token_id=None,
     )
     model = GPT2LMHeadModel(config).to(device).eval()
     prompt = torch.randint(0, args.vocab, (args.batch, len(CONDITION_SIZES)), device=device)
     kwargs = dict(
-        attention_mask=torch.ones_like(prompt), max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
-        do_sample=True, top_k=0, top_p=1.0, temperature=1.0, use_cache=True, pad_token_id=0,
+        attention_mask=torch.ones_like(prompt),
+        max_new_tokens=args.new_tokens,
+        min_new_tokens=args.new_tokens,
+        do_sample=True,
+        top_k=0,
+        top_p=1.0,
+        temperature=1.0,
+        use_cache=True,
+        pad_token_id=0,
     )
     if static:
         kwargs["cache_implementation"] = "static"
@@ -126,7 +156,9 @@ def hf_runner(args: argparse.Namespace, device: torch.device, static: bool) -> t
     def run() -> None:
         out = model.generate(prompt, **kwargs)
         if out.shape[1] != len(CONDITION_SIZES) + args.new_tokens:
-            raise RuntimeError(f"HF generate returned {out.shape[1]} positions, expected {len(CONDITION_SIZES) + args.new_tokens}")
+            raise RuntimeError(
+                f"HF generate returned {out.shape[1]} positions, expected {len(CONDITION_SIZES) + args.new_tokens}"
+            )
         synchronize(device)
 
     params = sum(p.numel() for p in model.parameters())
@@ -134,7 +166,9 @@ def hf_runner(args: argparse.Namespace, device: torch.device, static: bool) -> t
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--dim", type=int, default=256)
@@ -196,10 +230,17 @@ def main(argv: list[str] | None = None) -> dict:
     tokens = args.batch * args.new_tokens
     rows = []
     for name in runners:
-        rows.append({
-            "name": name, "median_s": med(name), "min_s": min(times[name]), "max_s": max(times[name]),
-            "tokens_per_s": tokens / med(name), "ms_per_step": 1e3 * med(name) / args.new_tokens, "times_s": times[name],
-        })
+        rows.append(
+            {
+                "name": name,
+                "median_s": med(name),
+                "min_s": min(times[name]),
+                "max_s": max(times[name]),
+                "tokens_per_s": tokens / med(name),
+                "ms_per_step": 1e3 * med(name) / args.new_tokens,
+                "times_s": times[name],
+            }
+        )
     summary = {
         "overhead_vs_floor": paired("sampler", "floor") - 1,
         "overhead_vs_floor_cfg": paired("sampler_cfg", "floor_cfg") - 1,
@@ -211,9 +252,17 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "sampler",
         "command": "python benchmarks/sampler.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "config": {
-            "dim": args.dim, "layers": args.layers, "heads": args.heads, "vocab": args.vocab, "batch": args.batch,
-            "new_tokens": args.new_tokens, "codebooks": 1, "repeats": args.repeats, "guidance_scale": GUIDANCE,
-            "package_params": sum(p.numel() for p in model.parameters()), **hf_info,
+            "dim": args.dim,
+            "layers": args.layers,
+            "heads": args.heads,
+            "vocab": args.vocab,
+            "batch": args.batch,
+            "new_tokens": args.new_tokens,
+            "codebooks": 1,
+            "repeats": args.repeats,
+            "guidance_scale": GUIDANCE,
+            "package_params": sum(p.numel() for p in model.parameters()),
+            **hf_info,
             "weights": "random init (cost does not depend on the weights)",
             "package_version": lightning_cfgrl.__version__,
         },
@@ -236,13 +285,20 @@ def markdown_table(result: dict) -> str:
         "|---|---:|---:|---:|",
     ]
     for r in result["records"]:
-        lines.append(f"| {r['name']} | {r['median_s']:.3f} | {r['ms_per_step']:.2f} | {r['tokens_per_s']:.0f} |")
+        lines.append(
+            f"| {r['name']} | {r['median_s']:.3f} | {r['ms_per_step']:.2f} | {r['tokens_per_s']:.0f} |"
+        )
     s = result["summary"]
-    lines += ["", f"- sampler overhead over its floor: {100 * s['overhead_vs_floor']:+.1f} % (plain), "
-                  f"{100 * s['overhead_vs_floor_cfg']:+.1f} % (CFG, guidance {c['guidance_scale']:g})"]
+    lines += [
+        "",
+        f"- sampler overhead over its floor: {100 * s['overhead_vs_floor']:+.1f} % (plain), "
+        f"{100 * s['overhead_vs_floor_cfg']:+.1f} % (CFG, guidance {c['guidance_scale']:g})",
+    ]
     if "sampler_speedup_vs_hf" in s:
-        lines.append(f"- HF generate time / sampler time: {s['sampler_speedup_vs_hf']:.2f}x (dynamic cache), "
-                     f"{s['sampler_speedup_vs_hf_static']:.2f}x (static cache)")
+        lines.append(
+            f"- HF generate time / sampler time: {s['sampler_speedup_vs_hf']:.2f}x (dynamic cache), "
+            f"{s['sampler_speedup_vs_hf_static']:.2f}x (static cache)"
+        )
     return "\n".join(lines)
 
 

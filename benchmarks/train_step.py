@@ -48,8 +48,14 @@ from machine import PeakMemory, describe_machine, resolve_device, save_result, s
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = REPO / "examples" / "configs" / "distill.yaml"
 FALLBACK_EXAMPLE = dict(
-    generator=dict(num_codebooks=2, vocab_size=32, condition_sizes=[4, 4, 3], dim=64, num_layers=2, num_heads=4),
-    num_frames=32, prompts=8, group_size=2, learning_rate=3e-4, guidance_scale=3.0,
+    generator=dict(
+        num_codebooks=2, vocab_size=32, condition_sizes=[4, 4, 3], dim=64, num_layers=2, num_heads=4
+    ),
+    num_frames=32,
+    prompts=8,
+    group_size=2,
+    learning_rate=3e-4,
+    guidance_scale=3.0,
 )
 SIZES = {
     "M": dict(num_codebooks=4, vocab_size=1024, dim=256, num_layers=4, num_heads=4),
@@ -66,15 +72,25 @@ def example_config() -> dict:
 
         cfg = yaml.safe_load(EXAMPLE_CONFIG.read_text())
         model = cfg["model"]["init_args"]
-        distill = next(cb["init_args"] for cb in cfg["trainer"]["callbacks"] if cb["class_path"].endswith("CFGDistillCallback"))
+        distill = next(
+            cb["init_args"]
+            for cb in cfg["trainer"]["callbacks"]
+            if cb["class_path"].endswith("CFGDistillCallback")
+        )
         generator = {k: v for k, v in model["generator"]["init_args"].items() if k != "max_frames"}
         return dict(
-            generator=generator, num_frames=model["num_frames"], prompts=cfg["data"]["init_args"]["batch_size"],
-            group_size=model["num_samples_per_prompt"], learning_rate=model["learning_rate"],
+            generator=generator,
+            num_frames=model["num_frames"],
+            prompts=cfg["data"]["init_args"]["batch_size"],
+            group_size=model["num_samples_per_prompt"],
+            learning_rate=model["learning_rate"],
             guidance_scale=distill.get("guidance_scale", 3.0),
         )
     except (OSError, KeyError, StopIteration, ImportError) as err:
-        print(f"could not read {EXAMPLE_CONFIG} ({err!r}); using the values it had when this was written", flush=True)
+        print(
+            f"could not read {EXAMPLE_CONFIG} ({err!r}); using the values it had when this was written",
+            flush=True,
+        )
         return dict(FALLBACK_EXAMPLE)
 
 
@@ -91,10 +107,10 @@ def run_config(spec: dict) -> dict:
     import warnings
 
     from lightning_cfgrl import CFGDistillCallback, CFGRLModule
-    from lightning_cfgrl.condition import repeat_condition
-    from lightning_cfgrl.divergences import token_divergence
+    from lightning_cfgrl.core.condition import repeat_condition
+    from lightning_cfgrl.core.divergences import token_divergence
     from lightning_cfgrl.models import AudioTokenTransformer
-    from lightning_cfgrl.rollout import RolloutBatch
+    from lightning_cfgrl.training.rollout import RolloutBatch
 
     warnings.filterwarnings("ignore")
     device = torch.device(spec["device"])
@@ -102,7 +118,9 @@ def run_config(spec: dict) -> dict:
     torch.manual_seed(0)
     frames, prompts, group = spec["num_frames"], spec["prompts"], spec["group_size"]
     generator = AudioTokenTransformer(**spec["generator"], max_frames=frames)
-    module = CFGRLModule(generator, num_frames=frames, num_samples_per_prompt=group, learning_rate=spec["learning_rate"])
+    module = CFGRLModule(
+        generator, num_frames=frames, num_samples_per_prompt=group, learning_rate=spec["learning_rate"]
+    )
     module.to(device).train()
     optimizer = module.configure_optimizers()
     k, vocab = generator.num_codebooks, generator.vocab_size
@@ -124,7 +142,9 @@ def run_config(spec: dict) -> dict:
 
     def distill_step(seed: int) -> dict[str, float]:
         times: dict[str, float] = {}
-        steps, times["rollout"] = _timed(device, lambda: module.rollout(condition, group, module.rollout_sampling, seed))
+        steps, times["rollout"] = _timed(
+            device, lambda: module.rollout(condition, group, module.rollout_sampling, seed)
+        )
         logits, times["student_forward"] = _timed(device, lambda: module.generator(steps, repeated))
         batch = RolloutBatch(steps, repeated, mask, group, logits, module.rollout_sampling)
         teacher, times["teacher"] = _timed(device, lambda: distill.teacher_logits(batch))
@@ -137,7 +157,7 @@ def run_config(spec: dict) -> dict:
             per_token = token_divergence(batch.student_logits, teacher, distill.divergence)
             loss = torch.where(batch.mask, per_token, torch.zeros_like(per_token)).sum(dim=(1, 2)).mean()
             if advantages is not None:
-                from lightning_cfgrl.diversity_reward import diversity_surrogate
+                from lightning_cfgrl.core.diversity import diversity_surrogate
 
                 loss = loss - diversity.beta * diversity_surrogate(advantages, batch.sequence_logprobs)
             loss.backward()
@@ -180,12 +200,23 @@ def run_config(spec: dict) -> dict:
     step_s = statistics.median(sum(run.values()) for run in runs)
     tokens = int(mask.sum())
     return {
-        "kind": spec["kind"], "sweep": spec["sweep"], "size": spec["size"], "num_frames": frames,
-        "sequences": prompts * group, "trained_tokens": tokens, "step_s": step_s, "phases_s": phases,
+        "kind": spec["kind"],
+        "sweep": spec["sweep"],
+        "size": spec["size"],
+        "num_frames": frames,
+        "sequences": prompts * group,
+        "trained_tokens": tokens,
+        "step_s": step_s,
+        "phases_s": phases,
         "phase_fraction": {name: t / sum(phases.values()) for name, t in phases.items()},
-        "trained_tokens_per_s": tokens / step_s, "peak_mem_mb": peak, "peak_mem_method": method,
-        "params": sum(p.numel() for p in generator.parameters()), "generator": spec["generator"],
-        "repeats": spec["repeats"], "step_times_s": [sum(run.values()) for run in runs], "notes": notes,
+        "trained_tokens_per_s": tokens / step_s,
+        "peak_mem_mb": peak,
+        "peak_mem_method": method,
+        "params": sum(p.numel() for p in generator.parameters()),
+        "generator": spec["generator"],
+        "repeats": spec["repeats"],
+        "step_times_s": [sum(run.values()) for run in runs],
+        "notes": notes,
     }
 
 
@@ -195,10 +226,12 @@ def _diversity_callback(k: int, vocab: int, device: torch.device) -> tuple[Any, 
         try:
             from lightning_cfgrl import DiversityRewardCallback
         except ImportError:
-            from lightning_cfgrl.callbacks.diversity import DiversityRewardCallback
+            from lightning_cfgrl.training.diversity import DiversityRewardCallback
         from lightning_cfgrl.embedders import ContrastiveTokenEmbedder
 
-        callback = DiversityRewardCallback(ContrastiveTokenEmbedder(num_codebooks=k, vocab_size=vocab), beta=15.0, baseline="none")
+        callback = DiversityRewardCallback(
+            ContrastiveTokenEmbedder(num_codebooks=k, vocab_size=vocab), beta=15.0, baseline="none"
+        )
         callback.embedder.to(device)
         return callback, ""
     except Exception as err:  # the callback may not exist yet, or have another signature
@@ -206,22 +239,46 @@ def _diversity_callback(k: int, vocab: int, device: torch.device) -> tuple[Any, 
 
 
 def run_in_subprocess(spec: dict) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, check=False
+    )
     if out.returncode != 0:
-        raise RuntimeError(f"configuration {spec['sweep']}/{spec['size']}/{spec['num_frames']} failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(
+            f"configuration {spec['sweep']}/{spec['size']}/{spec['num_frames']} failed:\n{out.stderr[-3000:]}"
+        )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def plan(args: argparse.Namespace, example: dict) -> list[dict]:
     """The configurations of the three sweeps (each run as "distill" and as "finetune")."""
-    base = dict(prompts=example["prompts"], group_size=example["group_size"], learning_rate=example["learning_rate"],
-                guidance_scale=example["guidance_scale"], repeats=args.repeats)
-    configs = [dict(base, sweep="example", size="S", generator=example["generator"], num_frames=example["num_frames"])]
+    base = dict(
+        prompts=example["prompts"],
+        group_size=example["group_size"],
+        learning_rate=example["learning_rate"],
+        guidance_scale=example["guidance_scale"],
+        repeats=args.repeats,
+    )
+    configs = [
+        dict(
+            base, sweep="example", size="S", generator=example["generator"], num_frames=example["num_frames"]
+        )
+    ]
     for frames in args.lengths:
-        configs.append(dict(base, sweep="length", size=args.length_size, num_frames=frames,
-                            generator=example["generator"] if args.length_size == "S" else SIZES[args.length_size]))
+        configs.append(
+            dict(
+                base,
+                sweep="length",
+                size=args.length_size,
+                num_frames=frames,
+                generator=example["generator"] if args.length_size == "S" else SIZES[args.length_size],
+            )
+        )
     for size in args.sizes:
-        generator = example["generator"] if size == "S" else {**SIZES[size], "condition_sizes": example["generator"]["condition_sizes"]}
+        generator = (
+            example["generator"]
+            if size == "S"
+            else {**SIZES[size], "condition_sizes": example["generator"]["condition_sizes"]}
+        )
         configs.append(dict(base, sweep="size", size=size, num_frames=args.size_frames, generator=generator))
     for c in configs:
         c["generator"] = {**c["generator"], "condition_sizes": list(example["generator"]["condition_sizes"])}
@@ -229,15 +286,23 @@ def plan(args: argparse.Namespace, example: dict) -> list[dict]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="lengths 64/128, sizes S/M, 1 repeat")
     size.add_argument("--full", action="store_true", help="length sweep on the M model, 3 repeats")
-    p.add_argument("--lengths", type=int, nargs="+", default=None, help="frames of the length sweep (256 512 1024)")
-    p.add_argument("--length-size", choices=["S", "M", "L"], default=None, help="model of the length sweep (S)")
-    p.add_argument("--sizes", nargs="+", choices=["S", "M", "L"], default=None, help="models of the size sweep")
+    p.add_argument(
+        "--lengths", type=int, nargs="+", default=None, help="frames of the length sweep (256 512 1024)"
+    )
+    p.add_argument(
+        "--length-size", choices=["S", "M", "L"], default=None, help="model of the length sweep (S)"
+    )
+    p.add_argument(
+        "--sizes", nargs="+", choices=["S", "M", "L"], default=None, help="models of the size sweep"
+    )
     p.add_argument("--size-frames", type=int, default=None, help="frames of the size sweep (64)")
     p.add_argument("--prompts", type=int, default=None, help="override the example's prompts per batch")
     p.add_argument("--repeats", type=int, default=None, help="timed steps after the warm-up step (default 3)")
@@ -248,8 +313,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     preset = "quick" if args.quick else "full" if args.full else "default"
     defaults = {
         "quick": dict(lengths=[64, 128], length_size="S", sizes=["S", "M"], size_frames=32, repeats=1),
-        "default": dict(lengths=[256, 512, 1024], length_size="S", sizes=["S", "M", "L"], size_frames=64, repeats=3),
-        "full": dict(lengths=[256, 512, 1024], length_size="M", sizes=["S", "M", "L"], size_frames=256, repeats=3),
+        "default": dict(
+            lengths=[256, 512, 1024], length_size="S", sizes=["S", "M", "L"], size_frames=64, repeats=3
+        ),
+        "full": dict(
+            lengths=[256, 512, 1024], length_size="M", sizes=["S", "M", "L"], size_frames=256, repeats=3
+        ),
     }[preset]
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -278,9 +347,12 @@ def main(argv: list[str] | None = None) -> dict:
             record = run_config(spec) if args.in_process else run_in_subprocess(spec)
             records.append(record)
             phases = ", ".join(f"{k} {1e3 * v:.0f}" for k, v in record["phases_s"].items())
-            print(f"[{time.perf_counter() - begin:6.0f} s] {record['sweep']:7s} {record['size']} {record['num_frames']:5d} frames "
-                  f"{kind:8s}: step {record['step_s']:.2f} s ({phases} ms), peak {record['peak_mem_mb']:.0f} MB"
-                  + (f"; {'; '.join(record['notes'])}" if record["notes"] else ""), flush=True)
+            print(
+                f"[{time.perf_counter() - begin:6.0f} s] {record['sweep']:7s} {record['size']} {record['num_frames']:5d} frames "
+                f"{kind:8s}: step {record['step_s']:.2f} s ({phases} ms), peak {record['peak_mem_mb']:.0f} MB"
+                + (f"; {'; '.join(record['notes'])}" if record["notes"] else ""),
+                flush=True,
+            )
     argv_used = sys.argv[1:] if argv is None else argv
     result = {
         "benchmark": "train_step",
@@ -300,24 +372,44 @@ def main(argv: list[str] | None = None) -> dict:
 def markdown_tables(result: dict) -> str:
     m = result["machine"]
     distill = [r for r in result["records"] if r["kind"] == "distill"]
-    lines = [f"Training step ({m['device']}, {m['torch_threads']} threads); times in ms, medians", "",
-             "| sweep | model | params | frames | seqs | " + " | ".join(PHASES) + " | step | trained tokens/s |",
-             "|---|---|---:|---:|---:|" + "---:|" * (len(PHASES) + 2)]
+    lines = [
+        f"Training step ({m['device']}, {m['torch_threads']} threads); times in ms, medians",
+        "",
+        "| sweep | model | params | frames | seqs | " + " | ".join(PHASES) + " | step | trained tokens/s |",
+        "|---|---|---:|---:|---:|" + "---:|" * (len(PHASES) + 2),
+    ]
     for r in distill:
-        cells = [f"{1e3 * r['phases_s'][p]:.0f} ({100 * r['phase_fraction'][p]:.0f} %)" if p in r["phases_s"] else "skipped"
-                 for p in PHASES]
-        lines.append(f"| {r['sweep']} | {r['size']} | {r['params'] / 1e6:.2f} M | {r['num_frames']} | {r['sequences']} | "
-                     + " | ".join(cells) + f" | {1e3 * r['step_s']:.0f} | {r['trained_tokens_per_s']:.0f} |")
-    lines += ["", "Peak memory of one step (MB, net of model/teacher/optimizer state) and step time against plain "
-              "fine-tuning (teacher-forced cross-entropy on the same tokens)", "",
-              "| sweep | model | frames | distill MB | fine-tune MB | memory ratio | distill step s | fine-tune step s | time ratio |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        cells = [
+            f"{1e3 * r['phases_s'][p]:.0f} ({100 * r['phase_fraction'][p]:.0f} %)"
+            if p in r["phases_s"]
+            else "skipped"
+            for p in PHASES
+        ]
+        lines.append(
+            f"| {r['sweep']} | {r['size']} | {r['params'] / 1e6:.2f} M | {r['num_frames']} | {r['sequences']} | "
+            + " | ".join(cells)
+            + f" | {1e3 * r['step_s']:.0f} | {r['trained_tokens_per_s']:.0f} |"
+        )
+    lines += [
+        "",
+        "Peak memory of one step (MB, net of model/teacher/optimizer state) and step time against plain "
+        "fine-tuning (teacher-forced cross-entropy on the same tokens)",
+        "",
+        "| sweep | model | frames | distill MB | fine-tune MB | memory ratio | distill step s | fine-tune step s | time ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in distill:
-        f = next(x for x in result["records"] if x["kind"] == "finetune" and
-                 (x["sweep"], x["size"], x["num_frames"]) == (r["sweep"], r["size"], r["num_frames"]))
-        lines.append(f"| {r['sweep']} | {r['size']} | {r['num_frames']} | {r['peak_mem_mb']:.0f} | {f['peak_mem_mb']:.0f} | "
-                     f"{_ratio(r['peak_mem_mb'], f['peak_mem_mb'])} | {r['step_s']:.2f} | {f['step_s']:.2f} | "
-                     f"{r['step_s'] / f['step_s']:.1f}x |")
+        f = next(
+            x
+            for x in result["records"]
+            if x["kind"] == "finetune"
+            and (x["sweep"], x["size"], x["num_frames"]) == (r["sweep"], r["size"], r["num_frames"])
+        )
+        lines.append(
+            f"| {r['sweep']} | {r['size']} | {r['num_frames']} | {r['peak_mem_mb']:.0f} | {f['peak_mem_mb']:.0f} | "
+            f"{_ratio(r['peak_mem_mb'], f['peak_mem_mb'])} | {r['step_s']:.2f} | {f['step_s']:.2f} | "
+            f"{r['step_s'] / f['step_s']:.1f}x |"
+        )
     return "\n".join(lines)
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 
 from lightning_cfgrl import SamplingConfig
-from lightning_cfgrl.domain import LogLikelihood, PromptAdherence, SyntheticMusic
 from lightning_cfgrl.embedders import TokenHistogramEmbedder
-from lightning_cfgrl.evaluation import evaluate_candidate, format_table
-from lightning_cfgrl.generator_weights import load_generator
+from lightning_cfgrl.eval.candidates import evaluate_candidate, format_table
+from lightning_cfgrl.experiments import LogLikelihood, PromptAdherence, SyntheticMusic
+from lightning_cfgrl.io.generators import load_generator
 
 
 def main() -> None:
@@ -27,9 +27,20 @@ def main() -> None:
     configs += [(f"temperature {t}", SamplingConfig(temperature=t)) for t in (0.8, 0.7, 0.6, 0.5, 0.4, 0.3)]
     configs += [(f"top-p {p}", SamplingConfig(top_p=p)) for p in (0.9, 0.8, 0.6)]
     scorers = [PromptAdherence(domain), LogLikelihood(domain)]
-    results = [evaluate_candidate(name, base, domain.prompts, domain.num_frames, config, scorers,
-                                  TokenHistogramEmbedder(domain.vocab_size), num_samples=16, seeds=range(args.seeds))
-               for name, config in configs]
+    results = [
+        evaluate_candidate(
+            name,
+            base,
+            domain.prompts,
+            domain.num_frames,
+            config,
+            scorers,
+            TokenHistogramEmbedder(domain.vocab_size),
+            num_samples=16,
+            seeds=range(args.seeds),
+        )
+        for name, config in configs
+    ]
     print(f"all {domain.num_prompts} prompts x 16 samples x {args.seeds} seeds")
     print(format_table(results))
 

@@ -23,7 +23,7 @@ import argparse
 import time
 from pathlib import Path
 
-from lightning_cfgrl.cli import main as cfgrl
+from lightning_cfgrl.cli.main import main as cfgrl
 
 CONFIGS = Path(__file__).parent / "configs"
 TRAINING = ["pretrain", "embedder", "judge", "distill_beta0", "distill_beta15", "distill_placebo"]
@@ -43,19 +43,38 @@ def stage(name: str, done: Path, argv: list[str]) -> None:
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()
     total = time.perf_counter()
     for config in TRAINING:
         run = OUTPUT.get(config, config)
-        stage(config, Path("runs", run, "checkpoints", "last.ckpt"), ["fit", "--config", str(CONFIGS / f"{config}.yaml")])
-    stage("merge", Path("runs/merged/merged_lambda=1.00.json"),
-          ["merge", "--quality", "runs/distill_beta0/checkpoints/last.ckpt",
-           "--diversity", "runs/distill_beta15/checkpoints/last.ckpt", "--lambdas", "0,0.25,0.5,0.75,1",
-           "--out", "runs/merged"])
+        stage(
+            config,
+            Path("runs", run, "checkpoints", "last.ckpt"),
+            ["fit", "--config", str(CONFIGS / f"{config}.yaml")],
+        )
+    stage(
+        "merge",
+        Path("runs/merged/merged_lambda=1.00.json"),
+        [
+            "merge",
+            "--quality",
+            "runs/distill_beta0/checkpoints/last.ckpt",
+            "--diversity",
+            "runs/distill_beta15/checkpoints/last.ckpt",
+            "--lambdas",
+            "0,0.25,0.5,0.75,1",
+            "--out",
+            "runs/merged",
+        ],
+    )
     print("[evaluate] cfgrl evaluate --config examples/configs/evaluate.yaml", flush=True)
     cfgrl(["evaluate", "--config", str(CONFIGS / "evaluate.yaml")])
-    print(f"\nquickstart finished in {time.perf_counter() - total:.0f} s; plot: runs/eval/quality_diversity.png; "
-          "TensorBoard: tensorboard --logdir runs")
+    print(
+        f"\nquickstart finished in {time.perf_counter() - total:.0f} s; plot: runs/eval/quality_diversity.png; "
+        "TensorBoard: tensorboard --logdir runs"
+    )
 
 
 if __name__ == "__main__":

@@ -1,27 +1,47 @@
 """lightning_cfgrl: diversity-rewarded CFG distillation for autoregressive audio-token models.
 
+The entry points for Lightning users live here; the plain-torch math is in :mod:`lightning_cfgrl.core`.
 Nothing here imports torchaudio (or encodec at import time), so the package imports even where
 torchaudio cannot be loaded.
 """
 
-from lightning_cfgrl.callbacks import (
-    CFGDistillCallback,
-    DiversityRewardCallback,
-    ModelMergeCallback,
-    ObjectiveCallback,
-)
-from lightning_cfgrl.condition import Condition
-from lightning_cfgrl.delay_pattern import DelayPattern
-from lightning_cfgrl.divergences import forward_kl, generalized_jsd, reverse_kl, token_divergence
-from lightning_cfgrl.generator import ModuleAdapter, TokenGenerator
-from lightning_cfgrl.guidance import cfg_logits
-from lightning_cfgrl.module import CFGRLModule
-from lightning_cfgrl.rollout import RolloutBatch
-from lightning_cfgrl.sampling import SamplingConfig, sample
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
-__version__ = "0.1.0"
+from lightning_cfgrl.callbacks import AudioSampleLogger, ModelMergeCallback
+from lightning_cfgrl.core import (
+    Condition,
+    DelayPattern,
+    ModuleAdapter,
+    SamplingConfig,
+    TokenGenerator,
+    cfg_logits,
+    forward_kl,
+    generalized_jsd,
+    reverse_kl,
+    sample,
+    token_divergence,
+)
+from lightning_cfgrl.eval import Scorer
+from lightning_cfgrl.io import AtomicCheckpointIO, load_generator
+from lightning_cfgrl.merging import merge_state_dicts
+from lightning_cfgrl.training import (
+    CFGDistillCallback,
+    CFGRLModule,
+    DiversityRewardCallback,
+    ObjectiveCallback,
+    PretrainModule,
+    RolloutBatch,
+)
+
+try:
+    __version__ = _version("lightning-cfgrl")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
+    "AtomicCheckpointIO",
+    "AudioSampleLogger",
     "CFGDistillCallback",
     "CFGRLModule",
     "Condition",
@@ -30,12 +50,16 @@ __all__ = [
     "ModelMergeCallback",
     "ModuleAdapter",
     "ObjectiveCallback",
+    "PretrainModule",
     "RolloutBatch",
     "SamplingConfig",
+    "Scorer",
     "TokenGenerator",
     "cfg_logits",
     "forward_kl",
     "generalized_jsd",
+    "load_generator",
+    "merge_state_dicts",
     "reverse_kl",
     "sample",
     "token_divergence",

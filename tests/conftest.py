@@ -6,17 +6,31 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from lightning_cfgrl.domain import SyntheticMusic, SyntheticMusicDataModule
+from lightning_cfgrl.experiments import SyntheticMusic, SyntheticMusicDataModule
 from lightning_cfgrl.models import AudioTokenTransformer
-from lightning_cfgrl.models.pretrain import PretrainModule
+from lightning_cfgrl.training.pretrain import PretrainModule
 
-BASE_ARGS = dict(num_codebooks=2, vocab_size=32, condition_sizes=(4, 4, 3), dim=64, num_layers=2, num_heads=4, max_frames=32)
+BASE_ARGS = dict(
+    num_codebooks=2,
+    vocab_size=32,
+    condition_sizes=(4, 4, 3),
+    dim=64,
+    num_layers=2,
+    num_heads=4,
+    max_frames=32,
+)
 
 
 def quiet_trainer(**kwargs) -> pl.Trainer:
     """A CPU Trainer without logger, checkpoints, progress bar or summary (tests)."""
-    defaults = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                    enable_progress_bar=False, enable_model_summary=False)
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     return pl.Trainer(**{**defaults, **kwargs})
 
 
@@ -43,3 +57,16 @@ def pretrained_base(pretrained_base_state: dict[str, torch.Tensor]) -> AudioToke
     generator = AudioTokenTransformer(**BASE_ARGS)
     generator.load_state_dict(pretrained_base_state)
     return generator.eval()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--full", action="store_true", help="also run the tests marked slow (what CI runs)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--full"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with `pytest --full`")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

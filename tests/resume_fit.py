@@ -27,8 +27,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from lightning_cfgrl import CFGRLModule
-from lightning_cfgrl.callbacks.diversity import DiversityRewardCallback
-from lightning_cfgrl.domain import SyntheticPromptDataModule
+from lightning_cfgrl.experiments import SyntheticPromptDataModule
+from lightning_cfgrl.training.diversity import DiversityRewardCallback
 from tests.tiny_fit import RecordPrompts, objective_callbacks, tiny_embedder, tiny_generator
 
 
@@ -38,7 +38,9 @@ class KillAt(Callback):
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
 
@@ -46,33 +48,49 @@ class KillAt(Callback):
 def run(out: Path, steps: int, mode: str, kill_at: int | None = None) -> None:
     pl.seed_everything(0, verbose=False)
     seed = 123 if mode == "resumed" else 0  # the resumed run must get everything from the checkpoint
-    module = CFGRLModule(tiny_generator(seed, dropout=0.1), num_frames=8, num_samples_per_prompt=2, learning_rate=1e-2)
+    module = CFGRLModule(
+        tiny_generator(seed, dropout=0.1), num_frames=8, num_samples_per_prompt=2, learning_rate=1e-2
+    )
     callbacks = objective_callbacks(tiny_embedder(seed + 1))
     recorder = RecordPrompts()
     extra: list[Callback] = [recorder]
     if mode == "killed":
         assert kill_at is not None
-        extra += [ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, every_n_train_steps=1), KillAt(kill_at)]
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=steps, limit_val_batches=0, logger=False,
-                         enable_progress_bar=False, enable_model_summary=False,
-                         enable_checkpointing=mode == "killed", callbacks=[*callbacks, *extra])
+        extra += [
+            ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, every_n_train_steps=1),
+            KillAt(kill_at),
+        ]
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=mode == "killed",
+        callbacks=[*callbacks, *extra],
+    )
     data = SyntheticPromptDataModule(batch_size=8, repeats=1)  # 36 train prompts: 4 batches per epoch
     ckpt = out / "checkpoints" / "last.ckpt" if mode == "resumed" else None
     trainer.fit(module, data, ckpt_path=ckpt)
     diversity = callbacks[1]
     assert isinstance(diversity, DiversityRewardCallback)
     optimizer = trainer.optimizers[0].state_dict()["state"]
-    torch.save({
-        "global_step": trainer.global_step,
-        "epoch": trainer.current_epoch,
-        "generator": module.generator.state_dict(),
-        "teacher": callbacks[0].teacher.state_dict(),
-        "embedder": diversity.embedder.state_dict(),
-        "running": (diversity.running.ema, diversity.running.count),
-        "adam_exp_avg": [state["exp_avg"] for _, state in sorted(optimizer.items())],
-        "prompts": torch.stack(recorder.prompts),  # the batches this process trained on
-        "rng": torch.get_rng_state(),
-    }, out / f"{mode}.pt")
+    torch.save(
+        {
+            "global_step": trainer.global_step,
+            "epoch": trainer.current_epoch,
+            "generator": module.generator.state_dict(),
+            "teacher": callbacks[0].teacher.state_dict(),
+            "embedder": diversity.embedder.state_dict(),
+            "running": (diversity.running.ema, diversity.running.count),
+            "adam_exp_avg": [state["exp_avg"] for _, state in sorted(optimizer.items())],
+            "prompts": torch.stack(recorder.prompts),  # the batches this process trained on
+            "rng": torch.get_rng_state(),
+        },
+        out / f"{mode}.pt",
+    )
 
 
 def main() -> None:

@@ -46,22 +46,33 @@ def test_prompt_table_vocabularies_and_conditions(folder):
     with pytest.raises(ValueError, match="genre='polka' is not in the vocabulary"):
         table.encode({"genre": "polka"})
 
-    (folder / "text.json").write_text(json.dumps({"a.wav": "calm piano", "b.wav": "dark techno", "c.wav": "calm piano"}))
+    (folder / "text.json").write_text(
+        json.dumps({"a.wav": "calm piano", "b.wav": "dark techno", "c.wav": "calm piano"})
+    )
     text = PromptTable.load(folder / "text.json")
     assert text.columns == ["prompt"] and text.conditions().squeeze(1).tolist() == [1, 2, 1]
     assert text.encode("dark techno").tolist() == [2]
-    (folder / "attrs.json").write_text(json.dumps([{"file": "a.wav", "genre": "jazz"}, {"file": "b.wav", "genre": "folk"}]))
-    same_ids = PromptTable.load(folder / "attrs.json", vocabularies={"genre": table.vocabularies["genre"] + ["folk"]})
+    (folder / "attrs.json").write_text(
+        json.dumps([{"file": "a.wav", "genre": "jazz"}, {"file": "b.wav", "genre": "folk"}])
+    )
+    same_ids = PromptTable.load(
+        folder / "attrs.json", vocabularies={"genre": table.vocabularies["genre"] + ["folk"]}
+    )
     assert same_ids.conditions().tolist() == [[2], [4]]
 
 
 def test_token_crops_for_pretraining(folder):
     tok = EncodecTokenizer(small_codec(), bandwidth=2.5)
-    dm = AudioTokenDataModule(str(folder), tok, num_frames=40, batch_size=2, val_fraction=0.34, crops_per_file=3)
+    dm = AudioTokenDataModule(
+        str(folder), tok, num_frames=40, batch_size=2, val_fraction=0.34, crops_per_file=3
+    )
     dm.setup("fit")
     assert dm.condition_sizes == (3, 2)
     assert (len(dm.train_set), len(dm.val_set)) == (4 * 3, 2 * 3)  # files split 4/2, never crops of one file
-    full = {tuple(c.tolist()): tok.encode_file(folder / name) for name, c in zip(dm.table.files, dm.table.conditions(), strict=True)}
+    full = {
+        tuple(c.tolist()): tok.encode_file(folder / name)
+        for name, c in zip(dm.table.files, dm.table.conditions(), strict=True)
+    }
     batch = next(iter(dm.train_dataloader()))
     assert batch["frames"].shape == (2, 2, 40) and batch["frames"].dtype == torch.long
     assert batch["condition"].shape == (2, 2)
@@ -69,25 +80,42 @@ def test_token_crops_for_pretraining(folder):
         codes = full[tuple(condition.tolist())]  # the crop is a contiguous window of that file's tokens
         assert any(torch.equal(codes[:, s : s + 40], frames) for s in range(codes.shape[1] - 40 + 1))
     val = [b["frames"] for b in dm.val_dataloader()]
-    assert all(torch.equal(x, y) for x, y in zip(val, [b["frames"] for b in dm.val_dataloader()], strict=True))
+    assert all(
+        torch.equal(x, y) for x, y in zip(val, [b["frames"] for b in dm.val_dataloader()], strict=True)
+    )
     first_val = dm.val_set[0]
-    assert torch.equal(first_val["frames"], full[tuple(first_val["condition"].tolist())][:, :40])  # crop 0 at the start
+    assert torch.equal(
+        first_val["frames"], full[tuple(first_val["condition"].tolist())][:, :40]
+    )  # crop 0 at the start
 
 
 def test_pretraining_runs_on_audio_tokens(folder):
     import lightning.pytorch as pl
 
     from lightning_cfgrl.models import AudioTokenTransformer
-    from lightning_cfgrl.models.pretrain import PretrainModule
+    from lightning_cfgrl.training.pretrain import PretrainModule
 
     tok = EncodecTokenizer(small_codec(), bandwidth=2.5)
     dm = AudioTokenDataModule(str(folder), tok, num_frames=16, batch_size=2, val_fraction=0.0)
-    generator = AudioTokenTransformer(num_codebooks=tok.num_codebooks, vocab_size=tok.codebook_size,
-                                      condition_sizes=dm.condition_sizes, dim=16, num_layers=1, num_heads=2, max_frames=16)
+    generator = AudioTokenTransformer(
+        num_codebooks=tok.num_codebooks,
+        vocab_size=tok.codebook_size,
+        condition_sizes=dm.condition_sizes,
+        dim=16,
+        num_layers=1,
+        num_heads=2,
+        max_frames=16,
+    )
     module = PretrainModule(generator)
     before = generator.heads.weight.clone()
-    trainer = pl.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(module, dm)
     assert trainer.global_step == 2 and not torch.equal(before, generator.heads.weight)
 
@@ -124,7 +152,9 @@ def test_errors_name_the_offending_value(folder, tmp_path_factory):
     (folder / "bad.csv").write_text("path,genre\na.wav,jazz\n")
     with pytest.raises(ValueError, match=r"has columns \['path', 'genre'\]; expected a 'file' column"):
         AudioTokenDataModule(str(folder), tok, prompts=str(folder / "bad.csv"))
-    with pytest.raises(ValueError, match=r"prompt columns \['tempo'\] are not prompt columns .* \['genre', 'mood'\]"):
+    with pytest.raises(
+        ValueError, match=r"prompt columns \['tempo'\] are not prompt columns .* \['genre', 'mood'\]"
+    ):
         AudioTokenDataModule(str(folder), tok, prompt_columns=["tempo"])
     (folder / "empty.csv").write_text("file,genre\n")
     with pytest.raises(ValueError, match="lists no files: the dataset would be empty"):
@@ -134,20 +164,30 @@ def test_errors_name_the_offending_value(folder, tmp_path_factory):
         AudioTokenDataModule(str(folder), tok, prompts=str(folder / "dup.csv"))
 
     (folder / "missing.csv").write_text("file,genre\na.wav,jazz\nx.wav,jazz\nsub/y.flac,folk\n")
-    with pytest.raises(FileNotFoundError, match=r"2 file\(s\) listed in .*missing.csv.*'.*x.wav', '.*y.flac'"):
+    with pytest.raises(
+        FileNotFoundError, match=r"2 file\(s\) listed in .*missing.csv.*'.*x.wav', '.*y.flac'"
+    ):
         AudioTokenDataModule(str(folder), tok, prompts=str(folder / "missing.csv")).setup()
 
     (folder / "junk.wav").write_bytes(b"this is not audio")
     (folder / "junk.csv").write_text("file,genre\na.wav,jazz\njunk.wav,jazz\n")
-    with pytest.raises(ValueError, match="cannot read audio file .*junk.wav.*listed in prompt table .*junk.csv"):
+    with pytest.raises(
+        ValueError, match="cannot read audio file .*junk.wav.*listed in prompt table .*junk.csv"
+    ):
         AudioTokenDataModule(str(folder), tok, prompts=str(folder / "junk.csv")).setup()
 
-    with pytest.raises(ValueError, match=r"no file .* has num_frames=500 token frames \(2.00 s\); the longest has 125"):
+    with pytest.raises(
+        ValueError, match=r"no file .* has num_frames=500 token frames \(2.00 s\); the longest has 125"
+    ):
         AudioTokenDataModule(str(folder), tok, num_frames=500).setup()
     write_audio(folder / "short.wav", tones(1, 0.1, sample_rate=8000)[0], 8000)
     (folder / "short.csv").write_text(CSV + "short.wav,jazz,calm\n")
-    dm = AudioTokenDataModule(str(folder), tok, prompts=str(folder / "short.csv"), num_frames=100, val_fraction=0.0)
-    with pytest.warns(UserWarning, match=r"skipping 1 file\(s\) shorter than num_frames=100 frames: \['short.wav'\]"):
+    dm = AudioTokenDataModule(
+        str(folder), tok, prompts=str(folder / "short.csv"), num_frames=100, val_fraction=0.0
+    )
+    with pytest.warns(
+        UserWarning, match=r"skipping 1 file\(s\) shorter than num_frames=100 frames: \['short.wav'\]"
+    ):
         dm.setup()
     assert len(dm.train_set) == 6
     with pytest.raises(ValueError, match="has no non-empty prompt"):

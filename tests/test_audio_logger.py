@@ -16,10 +16,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from lightning_cfgrl import SamplingConfig, sample
 from lightning_cfgrl.audio import EncodecTokenizer, SyntheticSynth
 from lightning_cfgrl.callbacks.audio_logger import AudioSampleLogger
-from lightning_cfgrl.domain import SyntheticMusic, SyntheticMusicDataModule
-from lightning_cfgrl.metrics.pairwise import pairwise_cosine_diversity
+from lightning_cfgrl.eval.diversity import pairwise_cosine_diversity
+from lightning_cfgrl.experiments import SyntheticMusic, SyntheticMusicDataModule
 from lightning_cfgrl.models import AudioTokenTransformer
-from lightning_cfgrl.models.pretrain import PretrainModule
+from lightning_cfgrl.training.pretrain import PretrainModule
 from tests.test_audio_tokenizer import one_thread, small_codec  # noqa: F401 (one_thread: autouse fixture)
 
 # -- SyntheticSynth ------------------------------------------------------------------------------------
@@ -47,10 +47,13 @@ def test_synth_pitch_timbre_silence_and_smooth_joins():
     def centroid(frame):
         freqs, mags = _spectrum(frame, synth.sample_rate)
         return float((freqs * mags).sum() / mags.sum())
+
     assert centroid(frames[2]) < centroid(frames[4]) < centroid(frames[5]), "codebook 1 brightens the timbre"
 
     assert float(frames[:, [0, -1]].abs().max()) < 0.01, "each note fades in and out: no clicks at the joins"
-    assert float(wav.diff().abs().max()) < 2 * math.pi * 6 * 1000 / 16_000, "no jump steeper than its partials"
+    assert float(wav.diff().abs().max()) < 2 * math.pi * 6 * 1000 / 16_000, (
+        "no jump steeper than its partials"
+    )
     assert torch.equal(synth.decode(tokens[0]), wav[0])  # [K, T] in, [1, L] out
 
 
@@ -68,15 +71,32 @@ NUM_FRAMES = 4
 
 def _module(vocab_size: int = 32) -> PretrainModule:
     torch.manual_seed(0)
-    generator = AudioTokenTransformer(num_codebooks=2, vocab_size=vocab_size, condition_sizes=(4, 4, 3), dim=16,
-                                      num_layers=1, num_heads=2, max_frames=32)
+    generator = AudioTokenTransformer(
+        num_codebooks=2,
+        vocab_size=vocab_size,
+        condition_sizes=(4, 4, 3),
+        dim=16,
+        num_layers=1,
+        num_heads=2,
+        max_frames=32,
+    )
     return PretrainModule(generator, learning_rate=1e-2)
 
 
 def _trainer(tmp_path, callbacks, logger, **kwargs) -> pl.Trainer:
-    settings = dict(accelerator="cpu", max_steps=2, limit_val_batches=1, num_sanity_val_steps=1, logger=logger,
-                    callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False,
-                    enable_model_summary=False, default_root_dir=tmp_path, log_every_n_steps=1)
+    settings = dict(
+        accelerator="cpu",
+        max_steps=2,
+        limit_val_batches=1,
+        num_sanity_val_steps=1,
+        logger=logger,
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        log_every_n_steps=1,
+    )
     return pl.Trainer(**{**settings, **kwargs})
 
 
@@ -91,10 +111,23 @@ def _pcm(event) -> np.ndarray:
 
 
 def test_logs_audio_and_diversity_to_tensorboard(tmp_path):
-    every_step = AudioSampleLogger(num_prompts=2, num_samples=3, num_frames=NUM_FRAMES, every_n_steps=1,
-                                   log_on_validation=False, seed=5, tag="train_audio")
-    at_validation = AudioSampleLogger(prompts=[[1, 2, 3]], num_samples=2, num_frames=NUM_FRAMES, every_n_steps=0,
-                                      guidance_scale=3.0, tag="val_audio")
+    every_step = AudioSampleLogger(
+        num_prompts=2,
+        num_samples=3,
+        num_frames=NUM_FRAMES,
+        every_n_steps=1,
+        log_on_validation=False,
+        seed=5,
+        tag="train_audio",
+    )
+    at_validation = AudioSampleLogger(
+        prompts=[[1, 2, 3]],
+        num_samples=2,
+        num_frames=NUM_FRAMES,
+        every_n_steps=0,
+        guidance_scale=3.0,
+        tag="val_audio",
+    )
     module = _module()
     logger = TensorBoardLogger(tmp_path, name="tb")
     _trainer(tmp_path, [every_step, at_validation], logger).fit(module, _data())  # 2 steps, then validation
@@ -103,11 +136,15 @@ def test_logs_audio_and_diversity_to_tensorboard(tmp_path):
     events.Reload()
     tags = set(events.Tags()["audio"])
     assert tags == {f"train_audio/prompt{p}/sample{g}" for p in range(2) for g in range(3)} | {
-        "val_audio/prompt0/sample0", "val_audio/prompt0/sample1"}
+        "val_audio/prompt0/sample0",
+        "val_audio/prompt0/sample1",
+    }
     clip = events.Audio("train_audio/prompt1/sample2")
     assert [e.step for e in clip] == [1, 2]
     assert clip[-1].sample_rate == 16_000 and clip[-1].length_frames == NUM_FRAMES * 2000
-    assert [e.step for e in events.Audio("val_audio/prompt0/sample0")] == [2], "validation only, no sanity check"
+    assert [e.step for e in events.Audio("val_audio/prompt0/sample0")] == [2], (
+        "validation only, no sanity check"
+    )
 
     # the last clips are exactly what the final generator samples with that seed, rendered by the synth
     prompts = every_step.prompts
@@ -122,6 +159,7 @@ def test_logs_audio_and_diversity_to_tensorboard(tmp_path):
     diversity = events.Scalars("train_audio/diversity")
     assert [e.step for e in diversity] == [1, 2]
     from lightning_cfgrl.embedders import TokenHistogramEmbedder
+
     reference = pairwise_cosine_diversity(TokenHistogramEmbedder(32)(frames).reshape(2, 3, -1)).mean()
     assert diversity[-1].value == pytest.approx(float(reference), abs=1e-6)
     assert 0.0 < diversity[-1].value <= 2.0
@@ -129,8 +167,14 @@ def test_logs_audio_and_diversity_to_tensorboard(tmp_path):
 
 def test_encodec_decoder_and_other_loggers(tmp_path):
     tokenizer = EncodecTokenizer(small_codec(), bandwidth=2.5)  # 2 codebooks of 32, 4 kHz, hop 16
-    callback = AudioSampleLogger(tokenizer, num_prompts=1, num_samples=2, num_frames=NUM_FRAMES, every_n_steps=1,
-                                 log_on_validation=False)
+    callback = AudioSampleLogger(
+        tokenizer,
+        num_prompts=1,
+        num_samples=2,
+        num_frames=NUM_FRAMES,
+        every_n_steps=1,
+        log_on_validation=False,
+    )
     logger = TensorBoardLogger(tmp_path, name="tb")
     _trainer(tmp_path, [callback], logger, max_steps=1, limit_val_batches=0).fit(_module(), _data())
     events = EventAccumulator(logger.log_dir, size_guidance={"audio": 0})
@@ -145,6 +189,8 @@ def test_encodec_decoder_and_other_loggers(tmp_path):
     assert sum("TensorBoardLogger" in str(w.message) for w in record) == 1, "one warning, not one per step"
 
     with pytest.raises(ValueError, match="codebook_size 32 differs from the generator's vocab_size 16"):
-        _trainer(tmp_path, [AudioSampleLogger(tokenizer, num_frames=NUM_FRAMES)], False).fit(_module(16), _data())
+        _trainer(tmp_path, [AudioSampleLogger(tokenizer, num_frames=NUM_FRAMES)], False).fit(
+            _module(16), _data()
+        )
     with pytest.raises(ValueError, match="num_samples must be >= 1, got 0"):
         AudioSampleLogger(num_samples=0)

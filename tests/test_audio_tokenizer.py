@@ -43,16 +43,19 @@ def tones(n: int, seconds: float, sample_rate: int = SR, seed: int = 0) -> torch
 
 
 def _seanet_architecture() -> nn.Module:
-    from lightning_cfgrl.encodec_import import import_encodec
+    from lightning_cfgrl.audio.encodec_import import import_encodec
 
     encodec = import_encodec()
     seanet = dict(channels=1, dimension=16, n_filters=4, n_residual_layers=1, ratios=[4, 4], lstm=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch's weight_norm deprecation, inside encodec
         return encodec.EncodecModel(
-            encodec.modules.SEANetEncoder(**seanet), encodec.modules.SEANetDecoder(**seanet),
+            encodec.modules.SEANetEncoder(**seanet),
+            encodec.modules.SEANetDecoder(**seanet),
             encodec.quantization.ResidualVectorQuantizer(dimension=16, n_q=2, bins=32, kmeans_iters=5),
-            target_bandwidths=[1.25, 2.5], sample_rate=SR, channels=1,  # 5 bits x 250 frames/s per codebook
+            target_bandwidths=[1.25, 2.5],
+            sample_rate=SR,
+            channels=1,  # 5 bits x 250 frames/s per codebook
         )
 
 
@@ -92,23 +95,29 @@ def invertible_codec() -> nn.Module:
     """An ``EncodecModel`` whose encoder/decoder invert each other exactly (an orthonormal frame
     transform) around the real residual VQ: what a trained codec approximates. A random SEANet pair
     does not invert at all, so token round trips can only be tested on a codec like this one."""
+    from lightning_cfgrl.audio.encodec_import import import_encodec
     from lightning_cfgrl.embedders.encodec_audio import init_codebooks
-    from lightning_cfgrl.encodec_import import import_encodec
 
     encodec = import_encodec()
     torch.manual_seed(0)
     basis = torch.linalg.qr(torch.randn(HOP, HOP))[0]
     codec = encodec.EncodecModel(
-        _Analysis(basis), _Synthesis(basis),
+        _Analysis(basis),
+        _Synthesis(basis),
         encodec.quantization.ResidualVectorQuantizer(dimension=HOP, n_q=2, bins=32, kmeans_iters=10),
-        target_bandwidths=[1.25, 2.5], sample_rate=SR, channels=1,
+        target_bandwidths=[1.25, 2.5],
+        sample_rate=SR,
+        channels=1,
     )
     return init_codebooks(codec, tones(16, 1.0, seed=1)).eval()
 
 
 # -- resampling and file I/O ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("orig, new, freq", [(44100, 16000, 440.0), (16000, 24000, 1000.0), (48000, 24000, 3000.0)])
+
+@pytest.mark.parametrize(
+    "orig, new, freq", [(44100, 16000, 440.0), (16000, 24000, 1000.0), (48000, 24000, 3000.0)]
+)
 def test_resample_matches_the_analytic_sine(orig, new, freq):
     x = torch.sin(2 * math.pi * freq * torch.arange(orig) / orig + 0.3)
     y = resample(x, orig, new)
@@ -131,8 +140,15 @@ def test_resample_removes_what_the_new_rate_cannot_hold():
 
 def _wav_bytes(samples: np.ndarray, sample_rate: int, code: int, bits: int) -> bytes:
     data = samples.tobytes()
-    fmt = struct.pack("<HHIIHH", code, samples.shape[1], sample_rate, sample_rate * samples.shape[1] * bits // 8,
-                      samples.shape[1] * bits // 8, bits)
+    fmt = struct.pack(
+        "<HHIIHH",
+        code,
+        samples.shape[1],
+        sample_rate,
+        sample_rate * samples.shape[1] * bits // 8,
+        samples.shape[1] * bits // 8,
+        bits,
+    )
     chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"LIST" + struct.pack("<I", 3) + b"abc\0"
     chunks += b"data" + struct.pack("<I", len(data)) + data
     return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
@@ -146,7 +162,9 @@ def test_wav_read_write_without_torchaudio(tmp_path, monkeypatch):
     assert sr == 8000 and back.shape == (2, 500)
     assert float((back - wav).abs().max()) <= 0.5 / 32768
     samples = np.ascontiguousarray(wav.numpy().T)  # [L, C] interleaved
-    (tmp_path / "f32.wav").write_bytes(_wav_bytes(samples.astype("<f4"), 22050, 3, 32))  # odd-sized LIST chunk too
+    (tmp_path / "f32.wav").write_bytes(
+        _wav_bytes(samples.astype("<f4"), 22050, 3, 32)
+    )  # odd-sized LIST chunk too
     back, sr = read_audio(tmp_path / "f32.wav")
     assert sr == 22050 and torch.equal(back, wav)
     ints = np.round(samples * (2**23 - 1)).astype(np.int32)
@@ -176,6 +194,7 @@ def test_flac_needs_soundfile_and_errors_name_the_file(tmp_path, monkeypatch):
 
 
 # -- tokenizer -----------------------------------------------------------------------------------------
+
 
 def test_encode_decode_encode_reproduces_tokens():
     tok = EncodecTokenizer(invertible_codec(), bandwidth=2.5)

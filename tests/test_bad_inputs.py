@@ -24,12 +24,12 @@ import torch
 from torch import Tensor, nn
 
 from lightning_cfgrl import CFGDistillCallback, CFGRLModule, ModuleAdapter, RolloutBatch, SamplingConfig
-from lightning_cfgrl.callbacks.diversity import DiversityRewardCallback
-from lightning_cfgrl.checkpointing import CheckpointError
-from lightning_cfgrl.condition import condition_batch_size, repeat_condition
-from lightning_cfgrl.domain import SyntheticMusic, SyntheticPromptDataModule
+from lightning_cfgrl.core.condition import condition_batch_size, repeat_condition
 from lightning_cfgrl.embedders import ContrastiveTokenEmbedder
+from lightning_cfgrl.experiments import SyntheticMusic, SyntheticPromptDataModule
+from lightning_cfgrl.io.checkpoints import CheckpointError
 from lightning_cfgrl.models import AudioTokenTransformer
+from lightning_cfgrl.training.diversity import DiversityRewardCallback
 from tests.tiny_fit import TINY_ARGS
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md"
@@ -59,7 +59,9 @@ def _rollout(group_size: int = 2, num_prompts: int = 2) -> tuple[CFGRLModule, Ro
     steps = module.rollout(prompts, group_size, SamplingConfig(), seed=0)
     condition = repeat_condition(prompts, group_size)
     mask = module.generator.pattern.valid_mask(steps.shape[2]).expand_as(steps)
-    return module, RolloutBatch(steps, condition, mask, group_size, module.generator(steps, condition), SamplingConfig())
+    return module, RolloutBatch(
+        steps, condition, mask, group_size, module.generator(steps, condition), SamplingConfig()
+    )
 
 
 def _steps() -> tuple[AudioTokenTransformer, Tensor, Tensor]:
@@ -76,15 +78,25 @@ def _diversity_loss(embedder: nn.Module, **kwargs: Any) -> None:
 
 def _generator_ckpt(path: Path, **overrides: Any) -> Path:
     generator = _generator(**overrides)
-    torch.save({"state_dict": {f"generator.{k}": v for k, v in generator.state_dict().items()},
-                "hyper_parameters": {"generator": generator.spec()}}, path)
+    torch.save(
+        {
+            "state_dict": {f"generator.{k}": v for k, v in generator.state_dict().items()},
+            "hyper_parameters": {"generator": generator.spec()},
+        },
+        path,
+    )
     return path
 
 
 def _embedder_ckpt(path: Path) -> Path:
     embedder = _embedder()
-    torch.save({"state_dict": {f"embedder.{k}": v for k, v in embedder.state_dict().items()},
-                "hyper_parameters": {"embedder": embedder.spec()}}, path)
+    torch.save(
+        {
+            "state_dict": {f"embedder.{k}": v for k, v in embedder.state_dict().items()},
+            "hyper_parameters": {"embedder": embedder.spec()},
+        },
+        path,
+    )
     return path
 
 
@@ -99,8 +111,13 @@ class _RunsCode:
 
 
 def _malicious_ckpt(path: Path) -> Path:
-    torch.save({"state_dict": {"generator.heads.bias": torch.zeros(64)}, "x": _RunsCode(str(path.parent / "code_ran"))},
-               path)
+    torch.save(
+        {
+            "state_dict": {"generator.heads.bias": torch.zeros(64)},
+            "x": _RunsCode(str(path.parent / "code_ran")),
+        },
+        path,
+    )
     return path
 
 
@@ -125,6 +142,7 @@ def _bad_file(kind: str) -> Callable[[Path], Path]:
             header = b"{}      "
             path.write_bytes(struct.pack("<Q", len(header)) + header)
         return path
+
     return make
 
 
@@ -179,8 +197,15 @@ class Case:
     not_clean: str | None = None  # why the input is not caught cleanly yet (xfail)
 
 
-def _c(id: str, input: str, where: str, build: Callable[[Path], Any], error: type[BaseException], match: str,
-       not_clean: str | None = None) -> Case:
+def _c(
+    id: str,
+    input: str,
+    where: str,
+    build: Callable[[Path], Any],
+    error: type[BaseException],
+    match: str,
+    not_clean: str | None = None,
+) -> Case:
     return Case(id, input, where, build, error, match, not_clean)
 
 
@@ -188,178 +213,567 @@ CONSTRUCT, SETUP, STEP, LOAD = "construction", "fit setup", "first training step
 
 CASES: list[Case] = [
     # -- configuration values
-    _c("guidance_scale_negative", "CFGDistillCallback(guidance_scale=-1.0)", CONSTRUCT,
-       lambda t: CFGDistillCallback(guidance_scale=-1.0), ValueError, "guidance_scale must be a finite number >= 0, got -1.0"),
-    _c("guidance_scale_nan", "CFGDistillCallback(guidance_scale=nan)", CONSTRUCT,
-       lambda t: CFGDistillCallback(guidance_scale=float("nan")), ValueError, "guidance_scale must be a finite number >= 0, got nan"),
-    _c("guidance_scale_string", "CFGDistillCallback(guidance_scale='abc') (Python API; the CLI's type check rejects it first)",
-       CONSTRUCT, lambda t: CFGDistillCallback(guidance_scale="abc"),  # type: ignore[arg-type]
-       ValueError, "guidance_scale must be a finite number >= 0, got 'abc'"),
-    _c("divergence_unknown", "CFGDistillCallback(divergence='l2')", CONSTRUCT,
-       lambda t: CFGDistillCallback(divergence="l2"),  # type: ignore[arg-type]
-       ValueError, "divergence must be one of ('reverse_kl', 'forward_kl', 'jsd'), got 'l2'"),
-    _c("jsd_beta_out_of_range", "CFGDistillCallback(divergence='jsd', jsd_beta=1.5)", CONSTRUCT,
-       lambda t: CFGDistillCallback(divergence="jsd", jsd_beta=1.5), ValueError, "jsd_beta must be in (0, 1), got 1.5"),
-    _c("distill_weight_inf", "CFGDistillCallback(weight=inf)", CONSTRUCT,
-       lambda t: CFGDistillCallback(weight=float("inf")), ValueError, "weight must be a finite number >= 0, got inf"),
-    _c("reduction_unknown", "CFGDistillCallback(reduction='max')", CONSTRUCT,
-       lambda t: CFGDistillCallback(reduction="max"),  # type: ignore[arg-type]
-       ValueError, "reduction must be 'sum' or 'mean', got 'max'"),
-    _c("beta_negative", "DiversityRewardCallback(beta=-1.0)", CONSTRUCT,
-       lambda t: DiversityRewardCallback(_embedder(), beta=-1.0), ValueError, "beta must be a finite number >= 0, got -1.0"),
-    _c("beta_inf", "DiversityRewardCallback(beta=inf)", CONSTRUCT,
-       lambda t: DiversityRewardCallback(_embedder(), beta=float("inf")), ValueError, "beta must be a finite number >= 0, got inf"),
-    _c("baseline_unknown", "DiversityRewardCallback(baseline='leave_one_out')", CONSTRUCT,
-       lambda t: DiversityRewardCallback(_embedder(), baseline="leave_one_out"),  # type: ignore[arg-type]
-       ValueError, "baseline must be one of ('running_mean', 'other_pairs', 'other_prompts', 'none'), got 'leave_one_out'"),
-    _c("baseline_decay_one", "DiversityRewardCallback(baseline_decay=1.0)", CONSTRUCT,
-       lambda t: DiversityRewardCallback(_embedder(), baseline_decay=1.0), ValueError, "baseline decay must be in [0, 1), got 1.0"),
-    _c("embed_batch_size_zero", "DiversityRewardCallback(embed_batch_size=0)", CONSTRUCT,
-       lambda t: DiversityRewardCallback(_embedder(), embed_batch_size=0), ValueError, "embed_batch_size must be >= 1 or None, got 0"),
-    _c("embedder_not_a_module", "DiversityRewardCallback(embedder='histogram')", CONSTRUCT,
-       lambda t: DiversityRewardCallback("histogram"),  # type: ignore[arg-type]
-       TypeError, "embedder must be an nn.Module mapping tokens [B, K, T] to [B, D], got str"),
-    _c("diversity_with_G1", "DiversityRewardCallback with CFGRLModule(num_samples_per_prompt=1)", SETUP,
-       lambda t: DiversityRewardCallback(_embedder()).setup(None, _module(num_samples_per_prompt=1), "fit"),  # type: ignore[arg-type]
-       ValueError, "needs G >= 2 samples per prompt (CFGRLModule(num_samples_per_prompt=...)), got G = 1"),
-    _c("other_pairs_baseline_with_G2", "DiversityRewardCallback(baseline='other_pairs'), num_samples_per_prompt=2", SETUP,
-       lambda t: DiversityRewardCallback(_embedder(), baseline="other_pairs").setup(None, _module(), "fit"),  # type: ignore[arg-type]
-       ValueError, "baseline='other_pairs' needs num_samples_per_prompt >= 3, got 2"),
-    _c("other_prompts_baseline_one_prompt", "DiversityRewardCallback(baseline='other_prompts'), batch of 1 prompt", STEP,
-       lambda t: DiversityRewardCallback(_embedder(), baseline="other_prompts").loss_terms(*_rollout(num_prompts=1)),
-       ValueError, "the 'other_prompts' baseline needs >= 2 prompts per batch, got 1"),
-    _c("temperature_zero", "CFGRLModule(temperature=0.0)", CONSTRUCT,
-       lambda t: _module(temperature=0.0), ValueError, "temperature must be a finite number > 0, got 0.0"),
-    _c("temperature_nan", "CFGRLModule(temperature=nan)", CONSTRUCT,
-       lambda t: _module(temperature=float("nan")), ValueError, "temperature must be a finite number > 0, got nan"),
-    _c("top_k_zero", "CFGRLModule(top_k=0)", CONSTRUCT, lambda t: _module(top_k=0), ValueError, "top_k must be >= 1 or None, got 0"),
-    _c("top_p_zero", "CFGRLModule(top_p=0.0)", CONSTRUCT, lambda t: _module(top_p=0.0), ValueError, "top_p must be in (0, 1] or None, got 0.0"),
-    _c("top_p_above_one", "CFGRLModule(top_p=1.5)", CONSTRUCT, lambda t: _module(top_p=1.5), ValueError, "top_p must be in (0, 1] or None, got 1.5"),
-    _c("num_frames_zero", "CFGRLModule(num_frames=0)", CONSTRUCT,
-       lambda t: CFGRLModule(_generator(), num_frames=0), ValueError, "num_frames must be >= 1, got 0"),
-    _c("num_frames_beyond_max_frames", "CFGRLModule(num_frames=100) with a generator of max_frames=8", CONSTRUCT,
-       lambda t: CFGRLModule(_generator(), num_frames=100), ValueError,
-       "num_frames=100 needs 101 decoding steps, more than the generator's max_steps=9"),
-    _c("samples_per_prompt_zero", "CFGRLModule(num_samples_per_prompt=0)", CONSTRUCT,
-       lambda t: _module(num_samples_per_prompt=0), ValueError, "num_samples_per_prompt must be >= 1, got 0"),
-    _c("val_samples_per_prompt_zero", "CFGRLModule(val_samples_per_prompt=0)", CONSTRUCT,
-       lambda t: _module(val_samples_per_prompt=0), ValueError, "val_samples_per_prompt must be >= 1, got 0"),
-    _c("learning_rate_zero", "CFGRLModule(learning_rate=0.0)", CONSTRUCT,
-       lambda t: _module(learning_rate=0.0), ValueError, "learning_rate must be a finite number > 0, got 0.0"),
-    _c("learning_rate_inf", "CFGRLModule(learning_rate=inf)", CONSTRUCT,
-       lambda t: _module(learning_rate=float("inf")), ValueError, "learning_rate must be a finite number > 0, got inf"),
-    _c("generator_not_a_module", "CFGRLModule(generator=42)", CONSTRUCT,
-       lambda t: CFGRLModule(42), TypeError,  # type: ignore[arg-type]
-       "generator must be an nn.Module implementing TokenGenerator (num_codebooks, vocab_size, pattern, forward(steps, condition)); got int"),
-    _c("generator_spec_without_class_path", "CFGRLModule(generator={'init_args': {}})", CONSTRUCT,
-       lambda t: CFGRLModule({"init_args": {}}), ValueError, "a generator spec needs a 'class_path' entry, got keys ['init_args']"),
-    _c("generator_spec_unknown_class", "CFGRLModule(generator={'class_path': 'lightning_cfgrl.models.Nope'})", CONSTRUCT,
-       lambda t: CFGRLModule({"class_path": "lightning_cfgrl.models.Nope"}), ValueError,
-       "class_path 'lightning_cfgrl.models.Nope'"),
-    _c("datamodule_batch_size_zero", "SyntheticPromptDataModule(batch_size=0)", CONSTRUCT,
-       lambda t: SyntheticPromptDataModule(batch_size=0), ValueError, "batch_size must be >= 1, got 0"),
-    _c("datamodule_repeats_zero", "SyntheticPromptDataModule(repeats=0)", CONSTRUCT,
-       lambda t: SyntheticPromptDataModule(repeats=0), ValueError, "repeats must be >= 1, got 0"),
-    _c("heldout_fraction_one", "SyntheticPromptDataModule(heldout_fraction=1.0)", CONSTRUCT,
-       lambda t: SyntheticPromptDataModule(heldout_fraction=1.0), ValueError, "heldout_fraction must be in [0, 1), got 1.0"),
+    _c(
+        "guidance_scale_negative",
+        "CFGDistillCallback(guidance_scale=-1.0)",
+        CONSTRUCT,
+        lambda t: CFGDistillCallback(guidance_scale=-1.0),
+        ValueError,
+        "guidance_scale must be a finite number >= 0, got -1.0",
+    ),
+    _c(
+        "guidance_scale_nan",
+        "CFGDistillCallback(guidance_scale=nan)",
+        CONSTRUCT,
+        lambda t: CFGDistillCallback(guidance_scale=float("nan")),
+        ValueError,
+        "guidance_scale must be a finite number >= 0, got nan",
+    ),
+    _c(
+        "guidance_scale_string",
+        "CFGDistillCallback(guidance_scale='abc') (Python API; the CLI's type check rejects it first)",
+        CONSTRUCT,
+        lambda t: CFGDistillCallback(guidance_scale="abc"),  # type: ignore[arg-type]
+        ValueError,
+        "guidance_scale must be a finite number >= 0, got 'abc'",
+    ),
+    _c(
+        "divergence_unknown",
+        "CFGDistillCallback(divergence='l2')",
+        CONSTRUCT,
+        lambda t: CFGDistillCallback(divergence="l2"),  # type: ignore[arg-type]
+        ValueError,
+        "divergence must be one of ('reverse_kl', 'forward_kl', 'jsd'), got 'l2'",
+    ),
+    _c(
+        "jsd_beta_out_of_range",
+        "CFGDistillCallback(divergence='jsd', jsd_beta=1.5)",
+        CONSTRUCT,
+        lambda t: CFGDistillCallback(divergence="jsd", jsd_beta=1.5),
+        ValueError,
+        "jsd_beta must be in (0, 1), got 1.5",
+    ),
+    _c(
+        "distill_weight_inf",
+        "CFGDistillCallback(weight=inf)",
+        CONSTRUCT,
+        lambda t: CFGDistillCallback(weight=float("inf")),
+        ValueError,
+        "weight must be a finite number >= 0, got inf",
+    ),
+    _c(
+        "reduction_unknown",
+        "CFGDistillCallback(reduction='max')",
+        CONSTRUCT,
+        lambda t: CFGDistillCallback(reduction="max"),  # type: ignore[arg-type]
+        ValueError,
+        "reduction must be 'sum' or 'mean', got 'max'",
+    ),
+    _c(
+        "beta_negative",
+        "DiversityRewardCallback(beta=-1.0)",
+        CONSTRUCT,
+        lambda t: DiversityRewardCallback(_embedder(), beta=-1.0),
+        ValueError,
+        "beta must be a finite number >= 0, got -1.0",
+    ),
+    _c(
+        "beta_inf",
+        "DiversityRewardCallback(beta=inf)",
+        CONSTRUCT,
+        lambda t: DiversityRewardCallback(_embedder(), beta=float("inf")),
+        ValueError,
+        "beta must be a finite number >= 0, got inf",
+    ),
+    _c(
+        "baseline_unknown",
+        "DiversityRewardCallback(baseline='leave_one_out')",
+        CONSTRUCT,
+        lambda t: DiversityRewardCallback(_embedder(), baseline="leave_one_out"),  # type: ignore[arg-type]
+        ValueError,
+        "baseline must be one of ('running_mean', 'other_pairs', 'other_prompts', 'none'), got 'leave_one_out'",
+    ),
+    _c(
+        "baseline_decay_one",
+        "DiversityRewardCallback(baseline_decay=1.0)",
+        CONSTRUCT,
+        lambda t: DiversityRewardCallback(_embedder(), baseline_decay=1.0),
+        ValueError,
+        "baseline decay must be in [0, 1), got 1.0",
+    ),
+    _c(
+        "embed_batch_size_zero",
+        "DiversityRewardCallback(embed_batch_size=0)",
+        CONSTRUCT,
+        lambda t: DiversityRewardCallback(_embedder(), embed_batch_size=0),
+        ValueError,
+        "embed_batch_size must be >= 1 or None, got 0",
+    ),
+    _c(
+        "embedder_not_a_module",
+        "DiversityRewardCallback(embedder='histogram')",
+        CONSTRUCT,
+        lambda t: DiversityRewardCallback("histogram"),  # type: ignore[arg-type]
+        TypeError,
+        "embedder must be an nn.Module mapping tokens [B, K, T] to [B, D], got str",
+    ),
+    _c(
+        "diversity_with_G1",
+        "DiversityRewardCallback with CFGRLModule(num_samples_per_prompt=1)",
+        SETUP,
+        lambda t: DiversityRewardCallback(_embedder()).setup(None, _module(num_samples_per_prompt=1), "fit"),  # type: ignore[arg-type]
+        ValueError,
+        "needs G >= 2 samples per prompt (CFGRLModule(num_samples_per_prompt=...)), got G = 1",
+    ),
+    _c(
+        "other_pairs_baseline_with_G2",
+        "DiversityRewardCallback(baseline='other_pairs'), num_samples_per_prompt=2",
+        SETUP,
+        lambda t: DiversityRewardCallback(_embedder(), baseline="other_pairs").setup(None, _module(), "fit"),  # type: ignore[arg-type]
+        ValueError,
+        "baseline='other_pairs' needs num_samples_per_prompt >= 3, got 2",
+    ),
+    _c(
+        "other_prompts_baseline_one_prompt",
+        "DiversityRewardCallback(baseline='other_prompts'), batch of 1 prompt",
+        STEP,
+        lambda t: DiversityRewardCallback(_embedder(), baseline="other_prompts").loss_terms(
+            *_rollout(num_prompts=1)
+        ),
+        ValueError,
+        "the 'other_prompts' baseline needs >= 2 prompts per batch, got 1",
+    ),
+    _c(
+        "temperature_zero",
+        "CFGRLModule(temperature=0.0)",
+        CONSTRUCT,
+        lambda t: _module(temperature=0.0),
+        ValueError,
+        "temperature must be a finite number > 0, got 0.0",
+    ),
+    _c(
+        "temperature_nan",
+        "CFGRLModule(temperature=nan)",
+        CONSTRUCT,
+        lambda t: _module(temperature=float("nan")),
+        ValueError,
+        "temperature must be a finite number > 0, got nan",
+    ),
+    _c(
+        "top_k_zero",
+        "CFGRLModule(top_k=0)",
+        CONSTRUCT,
+        lambda t: _module(top_k=0),
+        ValueError,
+        "top_k must be >= 1 or None, got 0",
+    ),
+    _c(
+        "top_p_zero",
+        "CFGRLModule(top_p=0.0)",
+        CONSTRUCT,
+        lambda t: _module(top_p=0.0),
+        ValueError,
+        "top_p must be in (0, 1] or None, got 0.0",
+    ),
+    _c(
+        "top_p_above_one",
+        "CFGRLModule(top_p=1.5)",
+        CONSTRUCT,
+        lambda t: _module(top_p=1.5),
+        ValueError,
+        "top_p must be in (0, 1] or None, got 1.5",
+    ),
+    _c(
+        "num_frames_zero",
+        "CFGRLModule(num_frames=0)",
+        CONSTRUCT,
+        lambda t: CFGRLModule(_generator(), num_frames=0),
+        ValueError,
+        "num_frames must be >= 1, got 0",
+    ),
+    _c(
+        "num_frames_beyond_max_frames",
+        "CFGRLModule(num_frames=100) with a generator of max_frames=8",
+        CONSTRUCT,
+        lambda t: CFGRLModule(_generator(), num_frames=100),
+        ValueError,
+        "num_frames=100 needs 101 decoding steps, more than the generator's max_steps=9",
+    ),
+    _c(
+        "samples_per_prompt_zero",
+        "CFGRLModule(num_samples_per_prompt=0)",
+        CONSTRUCT,
+        lambda t: _module(num_samples_per_prompt=0),
+        ValueError,
+        "num_samples_per_prompt must be >= 1, got 0",
+    ),
+    _c(
+        "val_samples_per_prompt_zero",
+        "CFGRLModule(val_samples_per_prompt=0)",
+        CONSTRUCT,
+        lambda t: _module(val_samples_per_prompt=0),
+        ValueError,
+        "val_samples_per_prompt must be >= 1, got 0",
+    ),
+    _c(
+        "learning_rate_zero",
+        "CFGRLModule(learning_rate=0.0)",
+        CONSTRUCT,
+        lambda t: _module(learning_rate=0.0),
+        ValueError,
+        "learning_rate must be a finite number > 0, got 0.0",
+    ),
+    _c(
+        "learning_rate_inf",
+        "CFGRLModule(learning_rate=inf)",
+        CONSTRUCT,
+        lambda t: _module(learning_rate=float("inf")),
+        ValueError,
+        "learning_rate must be a finite number > 0, got inf",
+    ),
+    _c(
+        "generator_not_a_module",
+        "CFGRLModule(generator=42)",
+        CONSTRUCT,
+        lambda t: CFGRLModule(42),
+        TypeError,  # type: ignore[arg-type]
+        "generator must be an nn.Module implementing TokenGenerator (num_codebooks, vocab_size, pattern, forward(steps, condition)); got int",
+    ),
+    _c(
+        "generator_spec_without_class_path",
+        "CFGRLModule(generator={'init_args': {}})",
+        CONSTRUCT,
+        lambda t: CFGRLModule({"init_args": {}}),
+        ValueError,
+        "a generator spec needs a 'class_path' entry, got keys ['init_args']",
+    ),
+    _c(
+        "generator_spec_unknown_class",
+        "CFGRLModule(generator={'class_path': 'lightning_cfgrl.models.Nope'})",
+        CONSTRUCT,
+        lambda t: CFGRLModule({"class_path": "lightning_cfgrl.models.Nope"}),
+        ValueError,
+        "class_path 'lightning_cfgrl.models.Nope'",
+    ),
+    _c(
+        "datamodule_batch_size_zero",
+        "SyntheticPromptDataModule(batch_size=0)",
+        CONSTRUCT,
+        lambda t: SyntheticPromptDataModule(batch_size=0),
+        ValueError,
+        "batch_size must be >= 1, got 0",
+    ),
+    _c(
+        "datamodule_repeats_zero",
+        "SyntheticPromptDataModule(repeats=0)",
+        CONSTRUCT,
+        lambda t: SyntheticPromptDataModule(repeats=0),
+        ValueError,
+        "repeats must be >= 1, got 0",
+    ),
+    _c(
+        "heldout_fraction_one",
+        "SyntheticPromptDataModule(heldout_fraction=1.0)",
+        CONSTRUCT,
+        lambda t: SyntheticPromptDataModule(heldout_fraction=1.0),
+        ValueError,
+        "heldout_fraction must be in [0, 1), got 1.0",
+    ),
     # -- shapes, ids and dtypes of conditions and tokens
-    _c("condition_attribute_count", "condition [B, 2] for a model with 3 attribute slots", STEP,
-       lambda t: _module().rollout(PROMPTS[:2, :2], 2, SamplingConfig(), 0), ValueError,
-       "condition must be attribute ids [B, 3], got (4, 2)"),  # the 2 prompts repeated for G = 2
-    _c("condition_ids_out_of_range", "condition id 9 in a slot with 4 values", STEP,
-       lambda t: _module().rollout(torch.tensor([[9, 1, 1]]), 2, SamplingConfig(), 0), ValueError,
-       "condition ids must be int64 in [0, n] per slot with n = (4, 4, 3), got dtype torch.int64 and values in [1, 9]"),
-    _c("condition_ids_negative", "condition id -1", STEP,
-       lambda t: _module().rollout(torch.tensor([[-1, 1, 1]]), 2, SamplingConfig(), 0), ValueError,
-       "condition ids must be int64 in [0, n] per slot with n = (4, 4, 3), got dtype torch.int64 and values in [-1, 1]"),
-    _c("condition_float_dtype", "condition as float32", STEP,
-       lambda t: _module().rollout(PROMPTS[:2].float(), 2, SamplingConfig(), 0), ValueError,
-       "condition ids must be int64 in [0, n] per slot with n = (4, 4, 3), got dtype torch.float32"),
-    _c("condition_dict_for_tensor_model", "condition {'genre': ...} for a model taking a tensor", STEP,
-       lambda t: _module().rollout({"genre": PROMPTS[:2, 0]}, 2, SamplingConfig(), 0), ValueError,
-       "condition must be attribute ids [B, 3], got dict"),
-    _c("condition_dict_batch_sizes_disagree", "condition dict with batch sizes 2 and 3", STEP,
-       lambda t: condition_batch_size({"a": torch.zeros(2, 1), "b": torch.zeros(3, 1)}), ValueError,
-       "condition tensors disagree on the batch size: {'a': 2, 'b': 3}"),
-    _c("condition_vs_token_batch", "tokens [4, 2, 9] with condition [2, 3]", STEP,
-       lambda t: (lambda g, s, c: g(s, c[:2]))(*_steps()), ValueError, "condition batch size 2 differs from the token batch size 4"),
-    _c("token_id_out_of_range", "token id 40 with vocab_size 32", STEP,
-       lambda t: (lambda g, s, c: g(s.index_fill(2, torch.tensor([1]), 40), c))(*_steps()), ValueError,
-       "tokens contain id 40, outside [0, 32) (vocab_size)"),
-    _c("token_dtype_int32", "tokens as int32", STEP,
-       lambda t: (lambda g, s, c: g(s.int(), c))(*_steps()), ValueError, "tokens must be int64 token ids, got dtype torch.int32"),
-    _c("token_codebook_count", "tokens with 3 codebooks for a 2-codebook model", STEP,
-       lambda t: (lambda g, s, c: g(torch.cat([s, s[:, :1]], 1), c))(*_steps()), ValueError,
-       "tokens have 3 codebooks, the generator expects 2"),
-    _c("token_tensor_2d", "tokens [B, S] (codebook dim missing)", STEP,
-       lambda t: (lambda g, s, c: g(s[:, 0], c))(*_steps()), ValueError, "tokens must have shape [B, K, S], got (4, 9)"),
-    _c("embedder_token_out_of_range", "ContrastiveTokenEmbedder given token id 40 (vocab_size 32)", STEP,
-       lambda t: _embedder()(torch.full((2, 2, 8), 40)), ValueError, "token ids must be in [0, 32), got [40, 40]"),
-    _c("embedder_float_tokens", "ContrastiveTokenEmbedder given float32 tokens", STEP,
-       lambda t: _embedder()(torch.zeros(2, 2, 8)), ValueError, "tokens must be int64"),
-    _c("embedder_codebook_mismatch", "ContrastiveTokenEmbedder(num_codebooks=3) with a 2-codebook generator", STEP,
-       lambda t: _diversity_loss(_embedder(num_codebooks=3)), ValueError, "tokens must be [B, 3, T] frames, got shape (4, 2, 8)"),
-    _c("embedder_vocab_smaller", "ContrastiveTokenEmbedder(vocab_size=16) with a 32-token generator", STEP,
-       lambda t: _diversity_loss(_embedder(vocab_size=16)), ValueError, "token ids must be in [0, 16), got [0, 31]"),
-    _c("embedder_wrong_output_shape", "an embedder returning [N] instead of [N, D]", STEP,
-       lambda t: _diversity_loss(_Flat()), ValueError, "embedder must return [N, D] = [4, D], got shape (4,)"),
+    _c(
+        "condition_attribute_count",
+        "condition [B, 2] for a model with 3 attribute slots",
+        STEP,
+        lambda t: _module().rollout(PROMPTS[:2, :2], 2, SamplingConfig(), 0),
+        ValueError,
+        "condition must be attribute ids [B, 3], got (4, 2)",
+    ),  # the 2 prompts repeated for G = 2
+    _c(
+        "condition_ids_out_of_range",
+        "condition id 9 in a slot with 4 values",
+        STEP,
+        lambda t: _module().rollout(torch.tensor([[9, 1, 1]]), 2, SamplingConfig(), 0),
+        ValueError,
+        "condition ids must be int64 in [0, n] per slot with n = (4, 4, 3), got dtype torch.int64 and values in [1, 9]",
+    ),
+    _c(
+        "condition_ids_negative",
+        "condition id -1",
+        STEP,
+        lambda t: _module().rollout(torch.tensor([[-1, 1, 1]]), 2, SamplingConfig(), 0),
+        ValueError,
+        "condition ids must be int64 in [0, n] per slot with n = (4, 4, 3), got dtype torch.int64 and values in [-1, 1]",
+    ),
+    _c(
+        "condition_float_dtype",
+        "condition as float32",
+        STEP,
+        lambda t: _module().rollout(PROMPTS[:2].float(), 2, SamplingConfig(), 0),
+        ValueError,
+        "condition ids must be int64 in [0, n] per slot with n = (4, 4, 3), got dtype torch.float32",
+    ),
+    _c(
+        "condition_dict_for_tensor_model",
+        "condition {'genre': ...} for a model taking a tensor",
+        STEP,
+        lambda t: _module().rollout({"genre": PROMPTS[:2, 0]}, 2, SamplingConfig(), 0),
+        ValueError,
+        "condition must be attribute ids [B, 3], got dict",
+    ),
+    _c(
+        "condition_dict_batch_sizes_disagree",
+        "condition dict with batch sizes 2 and 3",
+        STEP,
+        lambda t: condition_batch_size({"a": torch.zeros(2, 1), "b": torch.zeros(3, 1)}),
+        ValueError,
+        "condition tensors disagree on the batch size: {'a': 2, 'b': 3}",
+    ),
+    _c(
+        "condition_vs_token_batch",
+        "tokens [4, 2, 9] with condition [2, 3]",
+        STEP,
+        lambda t: (lambda g, s, c: g(s, c[:2]))(*_steps()),
+        ValueError,
+        "condition batch size 2 differs from the token batch size 4",
+    ),
+    _c(
+        "token_id_out_of_range",
+        "token id 40 with vocab_size 32",
+        STEP,
+        lambda t: (lambda g, s, c: g(s.index_fill(2, torch.tensor([1]), 40), c))(*_steps()),
+        ValueError,
+        "tokens contain id 40, outside [0, 32) (vocab_size)",
+    ),
+    _c(
+        "token_dtype_int32",
+        "tokens as int32",
+        STEP,
+        lambda t: (lambda g, s, c: g(s.int(), c))(*_steps()),
+        ValueError,
+        "tokens must be int64 token ids, got dtype torch.int32",
+    ),
+    _c(
+        "token_codebook_count",
+        "tokens with 3 codebooks for a 2-codebook model",
+        STEP,
+        lambda t: (lambda g, s, c: g(torch.cat([s, s[:, :1]], 1), c))(*_steps()),
+        ValueError,
+        "tokens have 3 codebooks, the generator expects 2",
+    ),
+    _c(
+        "token_tensor_2d",
+        "tokens [B, S] (codebook dim missing)",
+        STEP,
+        lambda t: (lambda g, s, c: g(s[:, 0], c))(*_steps()),
+        ValueError,
+        "tokens must have shape [B, K, S], got (4, 9)",
+    ),
+    _c(
+        "embedder_token_out_of_range",
+        "ContrastiveTokenEmbedder given token id 40 (vocab_size 32)",
+        STEP,
+        lambda t: _embedder()(torch.full((2, 2, 8), 40)),
+        ValueError,
+        "token ids must be in [0, 32), got [40, 40]",
+    ),
+    _c(
+        "embedder_float_tokens",
+        "ContrastiveTokenEmbedder given float32 tokens",
+        STEP,
+        lambda t: _embedder()(torch.zeros(2, 2, 8)),
+        ValueError,
+        "tokens must be int64",
+    ),
+    _c(
+        "embedder_codebook_mismatch",
+        "ContrastiveTokenEmbedder(num_codebooks=3) with a 2-codebook generator",
+        STEP,
+        lambda t: _diversity_loss(_embedder(num_codebooks=3)),
+        ValueError,
+        "tokens must be [B, 3, T] frames, got shape (4, 2, 8)",
+    ),
+    _c(
+        "embedder_vocab_smaller",
+        "ContrastiveTokenEmbedder(vocab_size=16) with a 32-token generator",
+        STEP,
+        lambda t: _diversity_loss(_embedder(vocab_size=16)),
+        ValueError,
+        "token ids must be in [0, 16), got [0, 31]",
+    ),
+    _c(
+        "embedder_wrong_output_shape",
+        "an embedder returning [N] instead of [N, D]",
+        STEP,
+        lambda t: _diversity_loss(_Flat()),
+        ValueError,
+        "embedder must return [N, D] = [4, D], got shape (4,)",
+    ),
     # -- dataset contents
-    _c("batch_without_condition", "batch {'prompt': ...} (no 'condition')", STEP,
-       lambda t: _module().training_step({"prompt": PROMPTS[:2]}, 0), ValueError,
-       "CFGRLModule expects batches as dicts with a 'condition' entry, got dict"),
-    _c("batch_not_a_dict", "batch as a bare tensor", STEP,
-       lambda t: _module().training_step(PROMPTS[:2], 0), ValueError,
-       "CFGRLModule expects batches as dicts with a 'condition' entry, got Tensor"),
-    _c("batch_prompt_ids_out_of_range", "batch {'condition': [[9, 1, 1]]}", STEP,
-       lambda t: _module().training_step({"condition": torch.tensor([[9, 1, 1]])}, 0), ValueError,
-       "condition ids must be int64 in [0, n] per slot with n = (4, 4, 3), got dtype torch.int64 and values in [1, 9]"),
+    _c(
+        "batch_without_condition",
+        "batch {'prompt': ...} (no 'condition')",
+        STEP,
+        lambda t: _module().training_step({"prompt": PROMPTS[:2]}, 0),
+        ValueError,
+        "CFGRLModule expects batches as dicts with a 'condition' entry, got dict",
+    ),
+    _c(
+        "batch_not_a_dict",
+        "batch as a bare tensor",
+        STEP,
+        lambda t: _module().training_step(PROMPTS[:2], 0),
+        ValueError,
+        "CFGRLModule expects batches as dicts with a 'condition' entry, got Tensor",
+    ),
+    _c(
+        "batch_prompt_ids_out_of_range",
+        "batch {'condition': [[9, 1, 1]]}",
+        STEP,
+        lambda t: _module().training_step({"condition": torch.tensor([[9, 1, 1]])}, 0),
+        ValueError,
+        "condition ids must be int64 in [0, n] per slot with n = (4, 4, 3), got dtype torch.int64 and values in [1, 9]",
+    ),
     # -- files
-    _c("init_checkpoint_missing", "CFGRLModule(init_checkpoint='<tmp>/missing.ckpt')", CONSTRUCT,
-       lambda t: _module(init_checkpoint=str(t / "missing.ckpt")), CheckpointError,
-       "missing.ckpt does not exist; expected a Lightning .ckpt or a .safetensors file of generator weights"),
-    _c("init_checkpoint_corrupt", "init_checkpoint: a text file", CONSTRUCT,
-       lambda t: _module(init_checkpoint=str(_bad_file("corrupt")(t))), CheckpointError, "corrupt.ckpt is corrupt or truncated"),
-    _c("init_checkpoint_truncated", "init_checkpoint: first half of a good checkpoint", CONSTRUCT,
-       lambda t: _module(init_checkpoint=str(_bad_file("truncated")(t))), CheckpointError, "truncated.ckpt is corrupt or truncated"),
-    _c("init_checkpoint_foreign", "init_checkpoint: an embedder checkpoint", CONSTRUCT,
-       lambda t: _module(init_checkpoint=str(_bad_file("foreign")(t))), CheckpointError,
-       "foreign.ckpt has no 'generator.*' entries in its state_dict; expected the generator's weights there"),
-    _c("init_checkpoint_pickled_code", "init_checkpoint: a pickle that calls os.mkdir when loaded", CONSTRUCT,
-       lambda t: _module(init_checkpoint=str(_bad_file("pickled_code")(t))), CheckpointError,
-       "pickled_code.ckpt was refused for safety"),
-    _c("init_checkpoint_directory", "init_checkpoint: a directory (e.g. a sharded checkpoint)", CONSTRUCT,
-       lambda t: _module(init_checkpoint=str(_bad_file("directory")(t))), CheckpointError,
-       "directory.ckpt is a directory; expected a Lightning .ckpt or a .safetensors file of generator weights"),
-    _c("init_checkpoint_wrong_architecture", "init_checkpoint of a dim=64 model into a dim=32 model", CONSTRUCT,
-       lambda t: _module(init_checkpoint=str(_bad_file("wrong_architecture")(t))), ValueError,
-       "wrong_architecture.ckpt' does not fit the generator: Error(s) in loading state_dict for AudioTokenTransformer"),
-    _c("init_checkpoint_empty_safetensors", "init_checkpoint: a safetensors file with no tensors", CONSTRUCT,
-       lambda t: _module(init_checkpoint=str(_bad_file("empty_safetensors")(t))), CheckpointError,
-       "empty.safetensors holds no tensors; expected the generator's weights"),
-    _c("teacher_checkpoint_missing", "CFGDistillCallback(teacher_checkpoint='<tmp>/missing.ckpt')", SETUP,
-       lambda t: _teacher_setup(t), CheckpointError, "missing.ckpt does not exist; expected a Lightning .ckpt"),
-    _c("teacher_vocab_mismatch", "teacher_checkpoint of a vocab_size=16 model, student vocab_size=32", SETUP,
-       lambda t: _teacher_setup(t, vocab_size=16), ValueError, "teacher vocab_size=16 does not match the student's vocab_size=32"),
-    _c("teacher_codebook_mismatch", "teacher_checkpoint of a 3-codebook model, student 2 codebooks", SETUP,
-       lambda t: _teacher_setup(t, num_codebooks=3), ValueError,
-       "teacher num_codebooks=3 does not match the student's num_codebooks=2"),
-    _c("teacher_without_cfg", "CFGDistillCallback on a ModuleAdapter built without null_condition", STEP,
-       _teacher_without_cfg, ValueError, "this ModuleAdapter was built without null_condition, so it cannot do CFG"),
-    _c("embedder_checkpoint_missing", "ContrastiveTokenEmbedder(checkpoint='<tmp>/missing.ckpt')", CONSTRUCT,
-       lambda t: ContrastiveTokenEmbedder(checkpoint=str(t / "missing.ckpt")), FileNotFoundError,
-       "missing.ckpt' does not exist"),
-    _c("embedder_checkpoint_pickled_code", "ContrastiveTokenEmbedder(checkpoint=<a pickle that runs code>)", CONSTRUCT,
-       lambda t: ContrastiveTokenEmbedder(checkpoint=str(_bad_file("pickled_code")(t))), CheckpointError,
-       "pickled_code.ckpt was refused for safety"),
-    _c("embedder_checkpoint_foreign", "ContrastiveTokenEmbedder(checkpoint=<a generator checkpoint>)", CONSTRUCT,
-       lambda t: ContrastiveTokenEmbedder(checkpoint=str(_generator_ckpt(t / "generator.ckpt"))), ValueError,
-       "has no 'embedder.*' weights in its state_dict; expected a checkpoint of ContrastiveEmbedderModule"),
+    _c(
+        "init_checkpoint_missing",
+        "CFGRLModule(init_checkpoint='<tmp>/missing.ckpt')",
+        CONSTRUCT,
+        lambda t: _module(init_checkpoint=str(t / "missing.ckpt")),
+        CheckpointError,
+        "missing.ckpt does not exist; expected a Lightning .ckpt or a .safetensors file of generator weights",
+    ),
+    _c(
+        "init_checkpoint_corrupt",
+        "init_checkpoint: a text file",
+        CONSTRUCT,
+        lambda t: _module(init_checkpoint=str(_bad_file("corrupt")(t))),
+        CheckpointError,
+        "corrupt.ckpt is corrupt or truncated",
+    ),
+    _c(
+        "init_checkpoint_truncated",
+        "init_checkpoint: first half of a good checkpoint",
+        CONSTRUCT,
+        lambda t: _module(init_checkpoint=str(_bad_file("truncated")(t))),
+        CheckpointError,
+        "truncated.ckpt is corrupt or truncated",
+    ),
+    _c(
+        "init_checkpoint_foreign",
+        "init_checkpoint: an embedder checkpoint",
+        CONSTRUCT,
+        lambda t: _module(init_checkpoint=str(_bad_file("foreign")(t))),
+        CheckpointError,
+        "foreign.ckpt has no 'generator.*' entries in its state_dict; expected the generator's weights there",
+    ),
+    _c(
+        "init_checkpoint_pickled_code",
+        "init_checkpoint: a pickle that calls os.mkdir when loaded",
+        CONSTRUCT,
+        lambda t: _module(init_checkpoint=str(_bad_file("pickled_code")(t))),
+        CheckpointError,
+        "pickled_code.ckpt was refused for safety",
+    ),
+    _c(
+        "init_checkpoint_directory",
+        "init_checkpoint: a directory (e.g. a sharded checkpoint)",
+        CONSTRUCT,
+        lambda t: _module(init_checkpoint=str(_bad_file("directory")(t))),
+        CheckpointError,
+        "directory.ckpt is a directory; expected a Lightning .ckpt or a .safetensors file of generator weights",
+    ),
+    _c(
+        "init_checkpoint_wrong_architecture",
+        "init_checkpoint of a dim=64 model into a dim=32 model",
+        CONSTRUCT,
+        lambda t: _module(init_checkpoint=str(_bad_file("wrong_architecture")(t))),
+        ValueError,
+        "wrong_architecture.ckpt' does not fit the generator: Error(s) in loading state_dict for AudioTokenTransformer",
+    ),
+    _c(
+        "init_checkpoint_empty_safetensors",
+        "init_checkpoint: a safetensors file with no tensors",
+        CONSTRUCT,
+        lambda t: _module(init_checkpoint=str(_bad_file("empty_safetensors")(t))),
+        CheckpointError,
+        "empty.safetensors holds no tensors; expected the generator's weights",
+    ),
+    _c(
+        "teacher_checkpoint_missing",
+        "CFGDistillCallback(teacher_checkpoint='<tmp>/missing.ckpt')",
+        SETUP,
+        lambda t: _teacher_setup(t),
+        CheckpointError,
+        "missing.ckpt does not exist; expected a Lightning .ckpt",
+    ),
+    _c(
+        "teacher_vocab_mismatch",
+        "teacher_checkpoint of a vocab_size=16 model, student vocab_size=32",
+        SETUP,
+        lambda t: _teacher_setup(t, vocab_size=16),
+        ValueError,
+        "teacher vocab_size=16 does not match the student's vocab_size=32",
+    ),
+    _c(
+        "teacher_codebook_mismatch",
+        "teacher_checkpoint of a 3-codebook model, student 2 codebooks",
+        SETUP,
+        lambda t: _teacher_setup(t, num_codebooks=3),
+        ValueError,
+        "teacher num_codebooks=3 does not match the student's num_codebooks=2",
+    ),
+    _c(
+        "teacher_without_cfg",
+        "CFGDistillCallback on a ModuleAdapter built without null_condition",
+        STEP,
+        _teacher_without_cfg,
+        ValueError,
+        "this ModuleAdapter was built without null_condition, so it cannot do CFG",
+    ),
+    _c(
+        "embedder_checkpoint_missing",
+        "ContrastiveTokenEmbedder(checkpoint='<tmp>/missing.ckpt')",
+        CONSTRUCT,
+        lambda t: ContrastiveTokenEmbedder(checkpoint=str(t / "missing.ckpt")),
+        FileNotFoundError,
+        "missing.ckpt' does not exist",
+    ),
+    _c(
+        "embedder_checkpoint_pickled_code",
+        "ContrastiveTokenEmbedder(checkpoint=<a pickle that runs code>)",
+        CONSTRUCT,
+        lambda t: ContrastiveTokenEmbedder(checkpoint=str(_bad_file("pickled_code")(t))),
+        CheckpointError,
+        "pickled_code.ckpt was refused for safety",
+    ),
+    _c(
+        "embedder_checkpoint_foreign",
+        "ContrastiveTokenEmbedder(checkpoint=<a generator checkpoint>)",
+        CONSTRUCT,
+        lambda t: ContrastiveTokenEmbedder(checkpoint=str(_generator_ckpt(t / "generator.ckpt"))),
+        ValueError,
+        "has no 'embedder.*' weights in its state_dict; expected a checkpoint of ContrastiveEmbedderModule",
+    ),
     # -- trainer wiring
-    _c("no_objective_callback", "Trainer(callbacks=[]) fitting a CFGRLModule", SETUP, _no_objectives, ValueError,
-       "CFGRLModule found no objective callback on the Trainer; add CFGDistillCallback and/or DiversityRewardCallback"),
-    _c("two_diversity_callbacks_same_name", "two DiversityRewardCallback(name='diversity') on one Trainer", CONSTRUCT,
-       lambda t: pl.Trainer(logger=False, callbacks=[DiversityRewardCallback(_embedder()), DiversityRewardCallback(_embedder())]),
-       Exception, "Found more than one stateful callback of type `DiversityRewardCallback`"),
+    _c(
+        "no_objective_callback",
+        "Trainer(callbacks=[]) fitting a CFGRLModule",
+        SETUP,
+        _no_objectives,
+        ValueError,
+        "CFGRLModule found no objective callback on the Trainer; add CFGDistillCallback and/or DiversityRewardCallback",
+    ),
+    _c(
+        "two_diversity_callbacks_same_name",
+        "two DiversityRewardCallback(name='diversity') on one Trainer",
+        CONSTRUCT,
+        lambda t: pl.Trainer(
+            logger=False,
+            callbacks=[DiversityRewardCallback(_embedder()), DiversityRewardCallback(_embedder())],
+        ),
+        Exception,
+        "Found more than one stateful callback of type `DiversityRewardCallback`",
+    ),
 ]
 
 
@@ -423,8 +837,13 @@ def table() -> str:
         for i, case in enumerate(CASES):
             tmp = Path(root) / str(i)
             tmp.mkdir()
-            cells = [f"`{case.id}`", case.input, case.where, observed(case, tmp),
-                     f"no: {case.not_clean}" if case.not_clean else "yes"]
+            cells = [
+                f"`{case.id}`",
+                case.input,
+                case.where,
+                observed(case, tmp),
+                f"no: {case.not_clean}" if case.not_clean else "yes",
+            ]
             rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(rows)
 
@@ -434,11 +853,15 @@ def test_docs_table_is_current() -> None:
     text = DOC.read_text()
     block = re.search(r"<!-- table:start -->\n(.*?)\n<!-- table:end -->", text, re.S)
     assert block, f"{DOC} has no table block"
-    assert block.group(1) == table(), "docs/bad_inputs.md is stale: regenerate with python -m tests.test_bad_inputs"
+    assert block.group(1) == table(), (
+        "docs/bad_inputs.md is stale: regenerate with python -m tests.test_bad_inputs"
+    )
 
 
-@pytest.mark.parametrize("load", ["init_checkpoint", "teacher_checkpoint", "embedder_checkpoint", "fit_ckpt_path",
-                                  "load_from_checkpoint"])
+@pytest.mark.parametrize(
+    "load",
+    ["init_checkpoint", "teacher_checkpoint", "embedder_checkpoint", "fit_ckpt_path", "load_from_checkpoint"],
+)
 def test_malicious_checkpoint_is_refused_without_running_code(tmp_path: Path, load: str) -> None:
     """Every way a checkpoint enters a run loads it weights_only: the payload's os.mkdir never runs."""
     path = str(_malicious_ckpt(tmp_path / "evil.ckpt"))
@@ -451,8 +874,15 @@ def test_malicious_checkpoint_is_refused_without_running_code(tmp_path: Path, lo
         elif load == "embedder_checkpoint":
             ContrastiveTokenEmbedder(checkpoint=path)
         elif load == "fit_ckpt_path":  # resuming: Lightning's own load (torch's weights_only default)
-            trainer = pl.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
-                                 enable_progress_bar=False, enable_model_summary=False, callbacks=[CFGDistillCallback()])
+            trainer = pl.Trainer(
+                accelerator="cpu",
+                max_steps=1,
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                callbacks=[CFGDistillCallback()],
+            )
             trainer.fit(_module(), SyntheticPromptDataModule(batch_size=2), ckpt_path=path)
         else:
             CFGRLModule.load_from_checkpoint(path)

@@ -27,10 +27,30 @@ def load(name: str):
 
 def test_inference_cost_records_both_modes(tmp_path):
     out = tmp_path / "inference.json"
-    result = load("inference_cost").main([
-        "--in-process", "--threads", "1", "--dim", "16", "--layers", "1", "--heads", "2", "--codebooks", "2", "--vocab", "8",
-        "--batches", "1", "2", "--new-tokens", "4", "--out", str(out),
-    ])
+    result = load("inference_cost").main(
+        [
+            "--in-process",
+            "--threads",
+            "1",
+            "--dim",
+            "16",
+            "--layers",
+            "1",
+            "--heads",
+            "2",
+            "--codebooks",
+            "2",
+            "--vocab",
+            "8",
+            "--batches",
+            "1",
+            "2",
+            "--new-tokens",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
     saved = json.loads(out.read_text())
     assert saved["machine"]["torch_version"] and saved["machine"]["cpu_model"]
     keys = {(r["mode"], r["batch"], r["new_tokens"]) for r in saved["records"]}
@@ -41,8 +61,29 @@ def test_inference_cost_records_both_modes(tmp_path):
 
 def test_sampler_reports_overhead_against_floor(tmp_path):
     out = tmp_path / "sampler.json"
-    load("sampler").main(["--no-hf", "--threads", "1", "--dim", "16", "--layers", "1", "--heads", "2", "--vocab", "8",
-                          "--batch", "2", "--new-tokens", "4", "--repeats", "1", "--out", str(out)])
+    load("sampler").main(
+        [
+            "--no-hf",
+            "--threads",
+            "1",
+            "--dim",
+            "16",
+            "--layers",
+            "1",
+            "--heads",
+            "2",
+            "--vocab",
+            "8",
+            "--batch",
+            "2",
+            "--new-tokens",
+            "4",
+            "--repeats",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     saved = json.loads(out.read_text())
     assert {r["name"] for r in saved["records"]} == {"floor", "sampler", "floor_cfg", "sampler_cfg"}
     assert "overhead_vs_floor" in saved["summary"]
@@ -51,10 +92,29 @@ def test_sampler_reports_overhead_against_floor(tmp_path):
 @pytest.mark.filterwarnings("ignore")
 def test_train_step_times_every_phase(tmp_path):
     out = tmp_path / "train.json"
-    load("train_step").main(["--in-process", "--threads", "1", "--lengths", "4", "--sizes", "S", "--size-frames", "4",
-                             "--prompts", "2", "--repeats", "1", "--out", str(out)])
+    load("train_step").main(
+        [
+            "--in-process",
+            "--threads",
+            "1",
+            "--lengths",
+            "4",
+            "--sizes",
+            "S",
+            "--size-frames",
+            "4",
+            "--prompts",
+            "2",
+            "--repeats",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     saved = json.loads(out.read_text())
     distill = [r for r in saved["records"] if r["kind"] == "distill"]
     assert {r["sweep"] for r in distill} == {"example", "length", "size"}
-    assert {"rollout", "student_forward", "teacher", "loss_backward", "optimizer"} <= set(distill[0]["phases_s"])
+    assert {"rollout", "student_forward", "teacher", "loss_backward", "optimizer"} <= set(
+        distill[0]["phases_s"]
+    )
     assert all(r["step_s"] > 0 for r in saved["records"])

@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lightning_cfgrl import checkpointing
-from lightning_cfgrl.checkpointing import (
+from lightning_cfgrl.io import checkpoints as checkpointing
+from lightning_cfgrl.io.checkpoints import (
     CheckpointError,
     atomic_save,
     atomic_save_json,
@@ -152,7 +152,9 @@ def test_load_checkpoint_round_trip_with_and_without_mmap(tmp_path: Path) -> Non
     torch.save(ckpt, tmp_path / "a.ckpt")
     for mmap in (False, True):
         loaded = load_checkpoint(tmp_path / "a.ckpt", mmap=mmap)
-        assert loaded["epoch"] == 3 and torch.equal(loaded["state_dict"]["generator.w"], ckpt["state_dict"]["generator.w"])
+        assert loaded["epoch"] == 3 and torch.equal(
+            loaded["state_dict"]["generator.w"], ckpt["state_dict"]["generator.w"]
+        )
     generator = load_generator_state(tmp_path / "a.ckpt")
     assert list(generator) == ["w"]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_cfgrl.checkpointing import load_checkpoint
+from lightning_cfgrl.io.checkpoints import load_checkpoint
 from tests.tiny_fit import (
     GRAD_METRICS,
     VAL_METRICS,
@@ -105,17 +105,24 @@ def test_ddp_writes_one_checkpoint_holding_the_final_state(ddp_run: tuple[Path, 
 def test_ddp_example_config_resolves(tmp_path: Path) -> None:
     from lightning.pytorch.strategies import DDPStrategy
 
-    from lightning_cfgrl.checkpoint_io import AtomicCheckpointIO
-    from lightning_cfgrl.cli import run_cli
+    from lightning_cfgrl.cli.main import run_cli
     from lightning_cfgrl.embedders import ContrastiveTokenEmbedder
+    from lightning_cfgrl.io.checkpoint_io import AtomicCheckpointIO
 
     embedder = ContrastiveTokenEmbedder()
-    torch.save({"state_dict": {f"embedder.{k}": v for k, v in embedder.state_dict().items()},
-                "hyper_parameters": {"embedder": embedder.spec()}}, tmp_path / "embedder.ckpt")
+    torch.save(
+        {
+            "state_dict": {f"embedder.{k}": v for k, v in embedder.state_dict().items()},
+            "hyper_parameters": {"embedder": embedder.spec()},
+        },
+        tmp_path / "embedder.ckpt",
+    )
     config = Path(__file__).resolve().parents[1] / "examples" / "configs" / "distill_ddp.yaml"
     text = config.read_text().replace("runs/embedder/checkpoints/last.ckpt", str(tmp_path / "embedder.ckpt"))
     (tmp_path / "distill_ddp.yaml").write_text(text.replace("save_dir: runs", f"save_dir: {tmp_path}"))
-    cli = run_cli(["--config", str(tmp_path / "distill_ddp.yaml"), "--model.init_args.init_checkpoint=null"], run=False)
+    cli = run_cli(
+        ["--config", str(tmp_path / "distill_ddp.yaml"), "--model.init_args.init_checkpoint=null"], run=False
+    )
     assert isinstance(cli.trainer.strategy, DDPStrategy) and cli.trainer.num_devices == 2
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
     assert cli.datamodule.batch_size * cli.trainer.num_devices == 8  # the global batch of distill_beta15.yaml

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from lightning_cfgrl import CFGDistillCallback, CFGRLModule, SamplingConfig, sample
-from lightning_cfgrl.domain import SyntheticPromptDataModule
+from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.models import AudioTokenTransformer
-from lightning_cfgrl.rollout import RolloutBatch
+from lightning_cfgrl.training.rollout import RolloutBatch
 from tests.conftest import BASE_ARGS, quiet_trainer
 
 
@@ -30,7 +30,9 @@ def _rollout_batch(module, condition, group_size=2):
     steps = module.rollout(condition, group_size, SamplingConfig(), seed=0)
     repeated = condition.repeat_interleave(group_size, 0)
     mask = module.generator.pattern.valid_mask(steps.shape[2]).expand_as(steps)
-    return RolloutBatch(steps, repeated, mask, group_size, module.generator(steps, repeated), SamplingConfig())
+    return RolloutBatch(
+        steps, repeated, mask, group_size, module.generator(steps, repeated), SamplingConfig()
+    )
 
 
 def test_guidance_one_gives_zero_divergence_at_step_zero(pretrained_base, domain):
@@ -81,8 +83,10 @@ def test_loaded_checkpoint_rebuilds_generator(pretrained_base, domain, tmp_path)
 
 
 def test_teacher_vocab_or_codebook_mismatch_is_reported(pretrained_base, domain, tmp_path):
-    for override, message in ((dict(vocab_size=16), "teacher vocab_size=16 does not match the student's vocab_size=32"),
-                              (dict(num_codebooks=3), "teacher num_codebooks=3 does not match the student's num_codebooks=2")):
+    for override, message in (
+        (dict(vocab_size=16), "teacher vocab_size=16 does not match the student's vocab_size=32"),
+        (dict(num_codebooks=3), "teacher num_codebooks=3 does not match the student's num_codebooks=2"),
+    ):
         other = CFGRLModule(AudioTokenTransformer(**{**BASE_ARGS, **override}), num_frames=8)
         trainer = _fit(other, [CFGDistillCallback()], 1, domain, default_root_dir=tmp_path)
         trainer.save_checkpoint(tmp_path / "other.ckpt")
@@ -92,12 +96,15 @@ def test_teacher_vocab_or_codebook_mismatch_is_reported(pretrained_base, domain,
             callback.setup(None, module, "fit")
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(guidance_scale=-1.0), "guidance_scale must be a finite number >= 0, got -1.0"),
-    (dict(guidance_scale=float("nan")), "guidance_scale must be a finite number >= 0, got nan"),
-    (dict(divergence="l2"), "divergence must be one of"),
-    (dict(reduction="max"), "reduction must be 'sum' or 'mean', got 'max'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(guidance_scale=-1.0), "guidance_scale must be a finite number >= 0, got -1.0"),
+        (dict(guidance_scale=float("nan")), "guidance_scale must be a finite number >= 0, got nan"),
+        (dict(divergence="l2"), "divergence must be one of"),
+        (dict(reduction="max"), "reduction must be 'sum' or 'mean', got 'max'"),
+    ],
+)
 def test_bad_distill_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CFGDistillCallback(**kwargs)
@@ -113,7 +120,9 @@ def test_module_without_objective_or_with_bad_batch(pretrained_base, domain):
 
 
 def _adherence(generator, domain, prompts, config, num_samples=16):
-    frames = generator.pattern.steps_to_frames(sample(generator, prompts, 32, config, num_samples=num_samples, seed=1))
+    frames = generator.pattern.steps_to_frames(
+        sample(generator, prompts, 32, config, num_samples=num_samples, seed=1)
+    )
     return domain.prompt_log_posterior(frames, prompts.repeat_interleave(num_samples, 0)).mean().item()
 
 
@@ -156,7 +165,9 @@ def test_non_finite_loss_stops_the_run_naming_step_and_term(pretrained_base, dom
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     ckpt = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=1, save_last=True)
-    trainer = quiet_trainer(max_steps=5, limit_val_batches=0, callbacks=[callback, ckpt], enable_checkpointing=True)
+    trainer = quiet_trainer(
+        max_steps=5, limit_val_batches=0, callbacks=[callback, ckpt], enable_checkpointing=True
+    )
     with pytest.raises(FloatingPointError, match=r"non-finite loss at global step 2: term\(s\) distill=nan"):
         trainer.fit(module, SyntheticPromptDataModule(domain, batch_size=4))
     last = torch.load(tmp_path / "last.ckpt", weights_only=True)

@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from lightning_cfgrl import CFGDistillCallback, CFGRLModule, RolloutBatch, SamplingConfig
-from lightning_cfgrl.callbacks.diversity import DiversityRewardCallback
-from lightning_cfgrl.condition import repeat_condition
-from lightning_cfgrl.diversity_reward import diversity_rewards, grouped, pairwise_distances
-from lightning_cfgrl.domain import SyntheticMusic, SyntheticPromptDataModule
+from lightning_cfgrl.core.condition import repeat_condition
+from lightning_cfgrl.core.diversity import diversity_rewards, grouped, pairwise_distances
+from lightning_cfgrl.core.sampling import sample
 from lightning_cfgrl.embedders import ContrastiveTokenEmbedder, TokenHistogramEmbedder
+from lightning_cfgrl.experiments import SyntheticMusic, SyntheticPromptDataModule
 from lightning_cfgrl.models import AudioTokenTransformer
-from lightning_cfgrl.sampling import sample
+from lightning_cfgrl.training.diversity import DiversityRewardCallback
 from tests.conftest import BASE_ARGS, quiet_trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
@@ -30,7 +30,9 @@ class _StubModule:
         self.generator = generator
         self.logged: dict[str, float] = {}
         self.global_step, self.global_rank = 3, 0
-        self.trainer = SimpleNamespace(strategy=SimpleNamespace(reduce=lambda t, reduce_op: t), accumulate_grad_batches=1)
+        self.trainer = SimpleNamespace(
+            strategy=SimpleNamespace(reduce=lambda t, reduce_op: t), accumulate_grad_batches=1
+        )
 
     def log(self, name: str, value: torch.Tensor, **kwargs) -> None:
         self.logged[name] = float(value)
@@ -44,7 +46,9 @@ def _rollout(group_size: int = 4, sampling: SamplingConfig | None = None) -> tup
     steps = sample(generator, prompts, 16, sampling, num_samples=group_size, seed=0)
     condition = repeat_condition(prompts, group_size)
     mask = generator.pattern.valid_mask(steps.shape[2]).expand_as(steps)
-    return _StubModule(generator), RolloutBatch(steps, condition, mask, group_size, generator(steps, condition), sampling)
+    return _StubModule(generator), RolloutBatch(
+        steps, condition, mask, group_size, generator(steps, condition), sampling
+    )
 
 
 def _rewards(module: _StubModule, batch: RolloutBatch, embedder: torch.nn.Module) -> torch.Tensor:
@@ -59,12 +63,26 @@ def test_term_is_minus_beta_times_twice_the_advantage_weighted_logprob_of_the_sa
     callback = DiversityRewardCallback(embedder, beta=15.0, baseline="other_pairs")
     with pytest.warns(UserWarning, match="not the student's own distribution"):
         term = callback.loss_terms(module, batch)["diversity"]
-    distances = pairwise_distances(grouped(embedder(module.generator.pattern.steps_to_frames(batch.steps)), 4))
+    distances = pairwise_distances(
+        grouped(embedder(module.generator.pattern.steps_to_frames(batch.steps)), 4)
+    )
     rewards = diversity_rewards(distances)
-    others = torch.stack([torch.stack([distances[b][[j for j in range(4) if j != i]][:, [j for j in range(4) if j != i]].sum() / 6
-                                       for i in range(4)]) for b in range(3)])
+    others = torch.stack(
+        [
+            torch.stack(
+                [
+                    distances[b][[j for j in range(4) if j != i]][:, [j for j in range(4) if j != i]].sum()
+                    / 6
+                    for i in range(4)
+                ]
+            )
+            for b in range(3)
+        ]
+    )
     advantages = (rewards - others).flatten()
-    tempered = torch.log_softmax(batch.student_logits.float() / 0.7, -1).gather(-1, batch.steps.clamp(max=31)[..., None])[..., 0]
+    tempered = torch.log_softmax(batch.student_logits.float() / 0.7, -1).gather(
+        -1, batch.steps.clamp(max=31)[..., None]
+    )[..., 0]
     logp = torch.where(batch.mask, tempered, torch.zeros_like(tempered)).sum(dim=(1, 2))
     expected = -15.0 * 2 * (advantages * logp).mean()
     # float32 rewards minus baselines cancel to ~1e-2, so compare at that precision
@@ -74,7 +92,9 @@ def test_term_is_minus_beta_times_twice_the_advantage_weighted_logprob_of_the_sa
     torch.testing.assert_close(grad, expected_grad, rtol=1e-3, atol=1e-6)
     assert module.logged["train/reward_mean"] == pytest.approx(float(rewards.mean()), abs=1e-6)
     assert module.logged["train/group_diversity"] == pytest.approx(float(rewards.mean()), abs=1e-6)
-    assert module.logged["train/reward_std"] == pytest.approx(float(rewards.flatten().std(correction=0)), abs=1e-6)
+    assert module.logged["train/reward_std"] == pytest.approx(
+        float(rewards.flatten().std(correction=0)), abs=1e-6
+    )
     assert module.logged["train/reward_baseline"] == pytest.approx(float(others.mean()), abs=1e-6)
 
 
@@ -96,7 +116,9 @@ def test_running_baseline_lags_one_batch_and_shuffle_permutes_advantages() -> No
     assert not torch.equal(perm, torch.arange(rewards.shape[0]))
     torch.testing.assert_close(shuffled, -2.0 * 2 * (rewards[perm] * logp).mean())
     assert not torch.allclose(shuffled, -2.0 * 2 * (rewards * logp).mean())
-    assert module.logged["train/reward_mean"] == pytest.approx(float(rewards.mean()), abs=1e-6)  # logs the truth
+    assert module.logged["train/reward_mean"] == pytest.approx(
+        float(rewards.mean()), abs=1e-6
+    )  # logs the truth
 
 
 def test_needs_two_samples_per_prompt_and_three_for_other_pairs() -> None:
@@ -106,19 +128,24 @@ def test_needs_two_samples_per_prompt_and_three_for_other_pairs() -> None:
     data = SyntheticPromptDataModule(batch_size=4)
     generator = AudioTokenTransformer(**BASE_ARGS)
     with pytest.raises(ValueError, match="got G = 1"):
-        quiet_trainer(max_steps=1, limit_val_batches=0, callbacks=[DiversityRewardCallback(TokenHistogramEmbedder(32))]).fit(
-            CFGRLModule(generator, num_frames=8, num_samples_per_prompt=1), data)
+        quiet_trainer(
+            max_steps=1, limit_val_batches=0, callbacks=[DiversityRewardCallback(TokenHistogramEmbedder(32))]
+        ).fit(CFGRLModule(generator, num_frames=8, num_samples_per_prompt=1), data)
     with pytest.raises(ValueError, match="'other_pairs' needs num_samples_per_prompt >= 3, got 2"):
-        quiet_trainer(max_steps=1, limit_val_batches=0,
-                      callbacks=[DiversityRewardCallback(TokenHistogramEmbedder(32), baseline="other_pairs")]).fit(
-            CFGRLModule(generator, num_frames=8, num_samples_per_prompt=2), data)
+        quiet_trainer(
+            max_steps=1,
+            limit_val_batches=0,
+            callbacks=[DiversityRewardCallback(TokenHistogramEmbedder(32), baseline="other_pairs")],
+        ).fit(CFGRLModule(generator, num_frames=8, num_samples_per_prompt=2), data)
     with pytest.raises(ValueError, match="beta must be a finite number >= 0, got -1.0"):
         DiversityRewardCallback(TokenHistogramEmbedder(32), beta=-1.0)
     with pytest.raises(ValueError, match="baseline must be one of"):
         DiversityRewardCallback(TokenHistogramEmbedder(32), baseline="leave_one_out")
 
 
-def _fit(base_state: dict, callbacks: list, steps: int = 4, group_size: int = 2, **trainer_kwargs) -> tuple[CFGRLModule, pl.Trainer]:
+def _fit(
+    base_state: dict, callbacks: list, steps: int = 4, group_size: int = 2, **trainer_kwargs
+) -> tuple[CFGRLModule, pl.Trainer]:
     pl.seed_everything(0)
     generator = AudioTokenTransformer(**BASE_ARGS)
     generator.load_state_dict(base_state)
@@ -131,9 +158,13 @@ def _fit(base_state: dict, callbacks: list, steps: int = 4, group_size: int = 2,
 def test_beta_zero_gives_exactly_the_gradients_of_distillation_alone(pretrained_base_state) -> None:
     alone, _ = _fit(pretrained_base_state, [CFGDistillCallback()])
     torch.manual_seed(0)
-    with_zero, trainer = _fit(pretrained_base_state, [CFGDistillCallback(),
-                                                     DiversityRewardCallback(ContrastiveTokenEmbedder(), beta=0.0)])
-    for (name, a), b in zip(alone.generator.state_dict().items(), with_zero.generator.state_dict().values(), strict=True):
+    with_zero, trainer = _fit(
+        pretrained_base_state,
+        [CFGDistillCallback(), DiversityRewardCallback(ContrastiveTokenEmbedder(), beta=0.0)],
+    )
+    for (name, a), b in zip(
+        alone.generator.state_dict().items(), with_zero.generator.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b), name
     assert "train/reward_mean" in trainer.callback_metrics  # the reward was computed and logged all the same
 
@@ -164,38 +195,65 @@ def test_embedder_is_frozen_never_optimised_and_saved_for_resume(pretrained_base
     generator = AudioTokenTransformer(**BASE_ARGS)
     fresh = CFGRLModule(generator, num_frames=16, num_samples_per_prompt=2, learning_rate=1e-3)
     quiet_trainer(max_steps=5, limit_val_batches=0, callbacks=[CFGDistillCallback(), resumed]).fit(
-        fresh, SyntheticPromptDataModule(batch_size=4), ckpt_path=str(path))
+        fresh, SyntheticPromptDataModule(batch_size=4), ckpt_path=str(path)
+    )
     assert resumed.running.count == 5  # 3 restored + 2 new steps
     assert all(torch.equal(before[k], v) for k, v in resumed.embedder.state_dict().items())
 
 
 def test_grad_norm_logging_splits_the_total(pretrained_base_state) -> None:
     # diversity alone: every bit of the total gradient is this term's
-    _, trainer = _fit(pretrained_base_state, [DiversityRewardCallback(ContrastiveTokenEmbedder(), beta=15.0, log_grad_norm=True)],
-                      steps=2, group_size=3)
+    _, trainer = _fit(
+        pretrained_base_state,
+        [DiversityRewardCallback(ContrastiveTokenEmbedder(), beta=15.0, log_grad_norm=True)],
+        steps=2,
+        group_size=3,
+    )
     metrics = trainer.callback_metrics
     assert float(metrics["train/grad_norm/diversity"]) > 0
-    assert float(metrics["train/grad_norm/total"]) == pytest.approx(float(metrics["train/grad_norm/diversity"]), rel=1e-4)
+    assert float(metrics["train/grad_norm/total"]) == pytest.approx(
+        float(metrics["train/grad_norm/diversity"]), rel=1e-4
+    )
     assert float(metrics["train/grad_norm/other_terms"]) < 1e-4 * float(metrics["train/grad_norm/total"])
     # with distillation too, the other terms' share is distillation's, and the logs are all there
-    _, trainer = _fit(pretrained_base_state, [CFGDistillCallback(),
-                                              DiversityRewardCallback(ContrastiveTokenEmbedder(), beta=15.0, log_grad_norm=True)],
-                      steps=2)
+    _, trainer = _fit(
+        pretrained_base_state,
+        [
+            CFGDistillCallback(),
+            DiversityRewardCallback(ContrastiveTokenEmbedder(), beta=15.0, log_grad_norm=True),
+        ],
+        steps=2,
+    )
     metrics = trainer.callback_metrics
     assert float(metrics["train/grad_norm/other_terms"]) > 0
-    for name in ("train/reward_mean", "train/reward_std", "train/group_diversity", "train/reward_baseline", "train/diversity"):
+    for name in (
+        "train/reward_mean",
+        "train/reward_std",
+        "train/group_diversity",
+        "train/reward_baseline",
+        "train/diversity",
+    ):
         assert name in metrics, name
 
 
 def test_yaml_configs_resolve_the_diversity_callback(tmp_path) -> None:
-    from lightning_cfgrl.cli import run_cli
+    from lightning_cfgrl.cli.main import run_cli
 
     torch.manual_seed(0)
     embedder_ckpt = tmp_path / "embedder.ckpt"
     embedder = ContrastiveTokenEmbedder()
-    torch.save({"state_dict": {f"embedder.{k}": v for k, v in embedder.state_dict().items()},
-                "hyper_parameters": {"embedder": embedder.spec()}}, embedder_ckpt)
-    for name, beta in (("distill_beta0.yaml", 0.0), ("distill_beta15.yaml", 15.0), ("distill_placebo.yaml", 15.0)):
+    torch.save(
+        {
+            "state_dict": {f"embedder.{k}": v for k, v in embedder.state_dict().items()},
+            "hyper_parameters": {"embedder": embedder.spec()},
+        },
+        embedder_ckpt,
+    )
+    for name, beta in (
+        ("distill_beta0.yaml", 0.0),
+        ("distill_beta15.yaml", 15.0),
+        ("distill_placebo.yaml", 15.0),
+    ):
         text = (CONFIGS / name).read_text().replace("runs/embedder/checkpoints/last.ckpt", str(embedder_ckpt))
         config = tmp_path / name
         config.write_text(text)

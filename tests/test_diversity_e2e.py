@@ -11,13 +11,18 @@ import torch
 from einops import rearrange
 
 from lightning_cfgrl import CFGDistillCallback, CFGRLModule, SamplingConfig
-from lightning_cfgrl.callbacks.diversity import DiversityRewardCallback
-from lightning_cfgrl.condition import repeat_condition
-from lightning_cfgrl.domain import LogLikelihood, PromptAdherence, SyntheticMusic, SyntheticPromptDataModule
+from lightning_cfgrl.core.condition import repeat_condition
+from lightning_cfgrl.core.sampling import sample
 from lightning_cfgrl.embedders import ContrastiveTokenEmbedder
-from lightning_cfgrl.metrics import group_pairwise_diversity, pairwise_cosine_diversity
+from lightning_cfgrl.eval import group_pairwise_diversity, pairwise_cosine_diversity
+from lightning_cfgrl.experiments import (
+    LogLikelihood,
+    PromptAdherence,
+    SyntheticMusic,
+    SyntheticPromptDataModule,
+)
 from lightning_cfgrl.models import AudioTokenTransformer
-from lightning_cfgrl.sampling import sample
+from lightning_cfgrl.training.diversity import DiversityRewardCallback
 from tests.conftest import BASE_ARGS, quiet_trainer
 from tests.test_embedders import trained_contrastive_embedder
 
@@ -31,33 +36,48 @@ def reward_embedder() -> ContrastiveTokenEmbedder:
     return trained_contrastive_embedder()[0]
 
 
-def train(base_state: dict, embedder: ContrastiveTokenEmbedder, beta: float, shuffle_rewards: bool = False,
-          seed: int = 0) -> AudioTokenTransformer:
+def train(
+    base_state: dict,
+    embedder: ContrastiveTokenEmbedder,
+    beta: float,
+    shuffle_rewards: bool = False,
+    seed: int = 0,
+) -> AudioTokenTransformer:
     """RL_STEPS of distillation (guidance 3) + diversity reward from the base; returns the generator."""
     pl.seed_everything(seed)
     generator = AudioTokenTransformer(**BASE_ARGS)
     generator.load_state_dict(base_state)
     module = CFGRLModule(generator, num_frames=32, num_samples_per_prompt=2, learning_rate=3e-4, seed=seed)
-    callbacks = [CFGDistillCallback(guidance_scale=3.0),
-                 DiversityRewardCallback(embedder, beta=beta, shuffle_rewards=shuffle_rewards, seed=seed)]
+    callbacks = [
+        CFGDistillCallback(guidance_scale=3.0),
+        DiversityRewardCallback(embedder, beta=beta, shuffle_rewards=shuffle_rewards, seed=seed),
+    ]
     quiet_trainer(max_steps=RL_STEPS, limit_val_batches=0, callbacks=callbacks).fit(
-        module, SyntheticPromptDataModule(batch_size=8, heldout_fraction=0.25))
+        module, SyntheticPromptDataModule(batch_size=8, heldout_fraction=0.25)
+    )
     return generator.eval()
 
 
-def evaluate(generator: AudioTokenTransformer, embedder: torch.nn.Module, heldout_only: bool = False,
-             seed: int = 1234) -> dict[str, torch.Tensor]:
+def evaluate(
+    generator: AudioTokenTransformer, embedder: torch.nn.Module, heldout_only: bool = False, seed: int = 1234
+) -> dict[str, torch.Tensor]:
     """Per prompt ``[P]`` (all 48 of the domain, or the 12 held out of RL training): histogram
     (evaluation) and reward-embedder diversity of EVAL_SAMPLES samples, and the exact quality scores
     (adherence log p*(prompt | x), log-likelihood per frame)."""
     domain = SyntheticMusic()
-    prompts = SyntheticPromptDataModule(domain, heldout_fraction=0.25).heldout_prompts if heldout_only else domain.prompts
+    prompts = (
+        SyntheticPromptDataModule(domain, heldout_fraction=0.25).heldout_prompts
+        if heldout_only
+        else domain.prompts
+    )
     steps = sample(generator, prompts, 32, SamplingConfig(), num_samples=EVAL_SAMPLES, seed=seed)
     frames = generator.pattern.steps_to_frames(steps)
     condition = repeat_condition(prompts, EVAL_SAMPLES)
     per_prompt = lambda x: rearrange(x.float(), "(p g) -> p g", g=EVAL_SAMPLES).mean(-1)  # noqa: E731
     with torch.no_grad():
-        reward_space = pairwise_cosine_diversity(rearrange(embedder(frames), "(p g) d -> p g d", g=EVAL_SAMPLES))
+        reward_space = pairwise_cosine_diversity(
+            rearrange(embedder(frames), "(p g) d -> p g d", g=EVAL_SAMPLES)
+        )
     return {
         "diversity": group_pairwise_diversity(frames, EVAL_SAMPLES, generator.vocab_size),
         "reward_diversity": reward_space,
@@ -72,7 +92,9 @@ def _paired(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     return float(diff.mean()), float(diff.std() / diff.numel() ** 0.5)
 
 
-def test_diversity_reward_raises_diversity_beyond_beta0_and_placebo(pretrained_base_state, reward_embedder) -> None:
+def test_diversity_reward_raises_diversity_beyond_beta0_and_placebo(
+    pretrained_base_state, reward_embedder
+) -> None:
     runs = {
         "beta0": train(pretrained_base_state, reward_embedder, 0.0),
         "beta15": train(pretrained_base_state, reward_embedder, BETA),

@@ -8,7 +8,7 @@ import itertools
 import pytest
 import torch
 
-from lightning_cfgrl.diversity_reward import (
+from lightning_cfgrl.core.diversity import (
     RunningMeanBaseline,
     compute_baseline,
     diversity_rewards,
@@ -19,7 +19,7 @@ from lightning_cfgrl.diversity_reward import (
     other_prompts_baseline,
     pairwise_distances,
 )
-from lightning_cfgrl.metrics import PairwiseDiversity, pairwise_cosine_diversity
+from lightning_cfgrl.eval import PairwiseDiversity, pairwise_cosine_diversity
 
 
 def _reference(embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -59,7 +59,9 @@ def test_rewards_and_baselines_match_float64_reference() -> None:
 
 def test_identical_samples_get_zero_reward_and_opposite_ones_two() -> None:
     e = torch.tensor([[[1.0, 2.0], [1.0, 2.0]], [[1.0, 0.0], [-3.0, 0.0]]])
-    torch.testing.assert_close(diversity_rewards(pairwise_distances(e)), torch.tensor([[0.0, 0.0], [2.0, 2.0]]))
+    torch.testing.assert_close(
+        diversity_rewards(pairwise_distances(e)), torch.tensor([[0.0, 0.0], [2.0, 2.0]])
+    )
 
 
 def test_baseline_errors_name_the_problem() -> None:
@@ -122,14 +124,23 @@ def _exact_gradient(theta: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
     return grad
 
 
-def _estimates(theta: torch.Tensor, emb: torch.Tensor, group_size: int, baseline: str, num_prompts: int = 20_000,
-               prompts_per_batch: int = 16, loo: bool = False) -> torch.Tensor:
+def _estimates(
+    theta: torch.Tensor,
+    emb: torch.Tensor,
+    group_size: int,
+    baseline: str,
+    num_prompts: int = 20_000,
+    prompts_per_batch: int = 16,
+    loo: bool = False,
+) -> torch.Tensor:
     """Per-prompt gradient estimates ``[R, M]`` of the surrogate, as the callback computes it: batches of
     ``prompts_per_batch`` prompts x G samples, the running baseline updated after each batch's loss."""
     g = torch.Generator().manual_seed(2)
     # one leaf row of logits per prompt, so autograd hands back each prompt's own gradient
     rows = theta.expand(num_prompts, -1).clone().requires_grad_(True)
-    ys = torch.multinomial(theta.softmax(-1).expand(num_prompts, -1), group_size, replacement=True, generator=g)
+    ys = torch.multinomial(
+        theta.softmax(-1).expand(num_prompts, -1), group_size, replacement=True, generator=g
+    )
     logp = rows.log_softmax(-1).gather(1, ys)  # [R, G]
     distances = pairwise_distances(emb[ys])  # [R, G, G]
     rewards = diversity_rewards(distances)
@@ -194,12 +205,18 @@ def test_pairwise_diversity_metric_merges_like_one_pass_over_all_data() -> None:
     rank0.merge_state(rank1)
     torch.testing.assert_close(rank0.compute(), expected)
     # across processes the states are summed, which is what merge_state did
-    assert {name: fx.__name__ for name, fx in rank0._reductions.items()} == {"total": "dim_zero_sum", "count": "dim_zero_sum"}
+    assert {name: fx.__name__ for name, fx in rank0._reductions.items()} == {
+        "total": "dim_zero_sum",
+        "count": "dim_zero_sum",
+    }
 
 
 def test_pairwise_diversity_metric_weights_prompts_equally_and_refuses_empty() -> None:
     metric = PairwiseDiversity()
-    with pytest.warns(UserWarning, match="before the ``update``"), pytest.raises(ValueError, match="before any update"):
+    with (
+        pytest.warns(UserWarning, match="before the ``update``"),
+        pytest.raises(ValueError, match="before any update"),
+    ):
         metric.compute()
     same = torch.ones(2, 3, 4)  # two prompts whose 3 samples coincide: diversity 0
     opposite = torch.tensor([[[1.0, 0.0], [-1.0, 0.0]]])  # one prompt, 2 opposite samples: diversity 2

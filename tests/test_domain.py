@@ -6,13 +6,15 @@ import pytest
 import torch
 
 from lightning_cfgrl import SamplingConfig, sample
-from lightning_cfgrl.domain import SyntheticMusic, SyntheticMusicDataModule, SyntheticPromptDataModule
-from lightning_cfgrl.metrics import group_pairwise_diversity
+from lightning_cfgrl.eval import group_pairwise_diversity
+from lightning_cfgrl.experiments import SyntheticMusic, SyntheticMusicDataModule, SyntheticPromptDataModule
 
 
 def test_exact_likelihood_sums_to_one_and_posterior_normalises():
     domain = SyntheticMusic(vocab_size=3, num_frames=2, num_modes=2, attribute_sizes=(2, 2), seed=1)
-    every = torch.tensor(list(itertools.product(range(3), repeat=4))).reshape(-1, 2, 2)  # all [2, T=2] sequences
+    every = torch.tensor(list(itertools.product(range(3), repeat=4))).reshape(
+        -1, 2, 2
+    )  # all [2, T=2] sequences
     for prompt in domain.prompts:
         prompts = prompt.expand(len(every), -1)
         total = domain.log_likelihood(every, prompts).exp().sum()
@@ -51,7 +53,10 @@ def test_prompts_overlap_so_adherence_is_not_trivial(domain):
 
 
 def test_datamodules_are_deterministic_and_split_prompts(domain):
-    a, b = SyntheticMusicDataModule(domain, num_train=64, num_val=8), SyntheticMusicDataModule(domain, num_train=64, num_val=8)
+    a, b = (
+        SyntheticMusicDataModule(domain, num_train=64, num_val=8),
+        SyntheticMusicDataModule(domain, num_train=64, num_val=8),
+    )
     a.setup(), b.setup()
     assert torch.equal(a.train_set.tensors["frames"], b.train_set.tensors["frames"])
     prompts = SyntheticPromptDataModule(domain, heldout_fraction=0.25)
@@ -80,7 +85,10 @@ def test_guidance_raises_adherence_where_temperature_cannot(pretrained_base, dom
     assert adh_g3 > adh_g1 + 1.0, (adh_g1, adh_g3)
     assert div_g3 < div_g1 - 0.03, (div_g1, div_g3)
 
-    sweep = {t: _evaluate(pretrained_base, domain, SamplingConfig(temperature=t)) for t in (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)}
+    sweep = {
+        t: _evaluate(pretrained_base, domain, SamplingConfig(temperature=t))
+        for t in (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
+    }
     at_g3_diversity = [adh for adh, div in sweep.values() if div <= div_g3 + 0.01]
     # if no temperature is as low in diversity, compare with the best temperature at any diversity
     best_temperature_adherence = max(at_g3_diversity or [adh for adh, _ in sweep.values()])

@@ -15,7 +15,6 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from lightning_cfgrl.domain import SyntheticMusic, SyntheticMusicDataModule
 from lightning_cfgrl.embedders import (
     ContrastiveEmbedderModule,
     ContrastiveTokenEmbedder,
@@ -23,6 +22,7 @@ from lightning_cfgrl.embedders import (
 )
 from lightning_cfgrl.embedders.contrastive_training import info_nce, sample_chunk_pairs, triplet_accuracy
 from lightning_cfgrl.embedders.encodec_audio import codebooks_initialised, init_codebooks, load_encodec
+from lightning_cfgrl.experiments import SyntheticMusic, SyntheticMusicDataModule
 from tests.conftest import quiet_trainer
 
 EMBEDDER_STEPS = 400
@@ -35,7 +35,9 @@ def trained_contrastive_embedder() -> tuple[ContrastiveTokenEmbedder, str]:
     InfoNCE on chunks of synthetic-domain sequences. Also used by the end-to-end test as the reward."""
     pl.seed_everything(0)
     module = ContrastiveEmbedderModule(ContrastiveTokenEmbedder(), chunk_frames=CHUNK_FRAMES)
-    data = SyntheticMusicDataModule(SyntheticMusic(), num_train=EMBEDDER_STEPS * 64, num_val=64, batch_size=64, seed=1)
+    data = SyntheticMusicDataModule(
+        SyntheticMusic(), num_train=EMBEDDER_STEPS * 64, num_val=64, batch_size=64, seed=1
+    )
     trainer = quiet_trainer(max_steps=EMBEDDER_STEPS, limit_val_batches=0)
     trainer.fit(module, data)
     directory = tempfile.mkdtemp(prefix="cfgrl-embedder-")
@@ -66,18 +68,26 @@ def test_trained_embedder_puts_chunks_of_one_sequence_closer(contrastive_embedde
     assert float(trained) >= 0.90
     # the training is what did it: the same architecture untrained is far worse
     torch.manual_seed(0)
-    untrained = triplet_accuracy(ContrastiveTokenEmbedder().eval(), frames, 16, torch.Generator().manual_seed(0))
+    untrained = triplet_accuracy(
+        ContrastiveTokenEmbedder().eval(), frames, 16, torch.Generator().manual_seed(0)
+    )
     assert float(untrained) < float(trained) - 0.1
 
 
 def test_checkpoint_loads_weights_only_and_rebuilds_the_embedder(contrastive_embedder) -> None:
     embedder, path = contrastive_embedder
     ckpt = torch.load(path, weights_only=True)  # nothing pickled but tensors and containers
-    assert ckpt["hyper_parameters"]["embedder"]["class_path"] == "lightning_cfgrl.embedders.contrastive.ContrastiveTokenEmbedder"
+    assert (
+        ckpt["hyper_parameters"]["embedder"]["class_path"]
+        == "lightning_cfgrl.embedders.contrastive.ContrastiveTokenEmbedder"
+    )
     tokens = _heldout_frames(8)
     expected = embedder(tokens)
     assert not ContrastiveTokenEmbedder.from_checkpoint(path).training
-    for loaded in (ContrastiveTokenEmbedder.from_checkpoint(path), ContrastiveTokenEmbedder(checkpoint=path).eval()):
+    for loaded in (
+        ContrastiveTokenEmbedder.from_checkpoint(path),
+        ContrastiveTokenEmbedder(checkpoint=path).eval(),
+    ):
         torch.testing.assert_close(loaded(tokens), expected, rtol=0, atol=0)
 
 
@@ -85,8 +95,13 @@ def test_checkpoint_architecture_wins_and_mismatches_are_named(tmp_path) -> None
     torch.manual_seed(0)
     small = ContrastiveTokenEmbedder(dim=16, embed_dim=8, num_layers=1)
     path = tmp_path / "small.ckpt"
-    torch.save({"state_dict": {f"embedder.{k}": v for k, v in small.state_dict().items()},
-                "hyper_parameters": {"embedder": small.spec()}}, path)
+    torch.save(
+        {
+            "state_dict": {f"embedder.{k}": v for k, v in small.state_dict().items()},
+            "hyper_parameters": {"embedder": small.spec()},
+        },
+        path,
+    )
     tokens = torch.randint(32, (3, 2, 20))
     loaded = ContrastiveTokenEmbedder(checkpoint=str(path))  # defaults given: the checkpoint's architecture
     assert loaded(tokens).shape == (3, 8)
@@ -97,7 +112,9 @@ def test_checkpoint_architecture_wins_and_mismatches_are_named(tmp_path) -> None
     from safetensors.torch import save_file
 
     save_file(small.state_dict(), str(tmp_path / "small.safetensors"))
-    fitted = ContrastiveTokenEmbedder(dim=16, embed_dim=8, num_layers=1, checkpoint=str(tmp_path / "small.safetensors"))
+    fitted = ContrastiveTokenEmbedder(
+        dim=16, embed_dim=8, num_layers=1, checkpoint=str(tmp_path / "small.safetensors")
+    )
     torch.testing.assert_close(fitted(tokens), small(tokens))
     with pytest.raises(ValueError, match="does not fit ContrastiveTokenEmbedder"):
         ContrastiveTokenEmbedder(checkpoint=str(tmp_path / "small.safetensors"))
@@ -141,7 +158,7 @@ SAMPLE_RATE = 4000
 
 def _small_codec(num_codebooks: int = 2, bins: int = 32):
     """A tiny EnCodec (hop 16 samples) whose codebooks are k-means-initialised on 3 s of synthetic audio."""
-    from lightning_cfgrl.encodec_import import import_encodec
+    from lightning_cfgrl.audio.encodec_import import import_encodec
 
     encodec = import_encodec()
     torch.manual_seed(0)
@@ -149,14 +166,20 @@ def _small_codec(num_codebooks: int = 2, bins: int = 32):
     codec = encodec.EncodecModel(
         encodec.modules.SEANetEncoder(**seanet),
         encodec.modules.SEANetDecoder(**seanet),
-        encodec.quantization.ResidualVectorQuantizer(dimension=16, n_q=num_codebooks, bins=bins, kmeans_iters=5),
-        target_bandwidths=[1.0], sample_rate=SAMPLE_RATE, channels=1,
+        encodec.quantization.ResidualVectorQuantizer(
+            dimension=16, n_q=num_codebooks, bins=bins, kmeans_iters=5
+        ),
+        target_bandwidths=[1.0],
+        sample_rate=SAMPLE_RATE,
+        channels=1,
     )
     assert not codebooks_initialised(codec)
     g = torch.Generator().manual_seed(0)
     t = torch.arange(3 * SAMPLE_RATE) / SAMPLE_RATE
     freqs = 100 + 900 * torch.rand(8, 1, 1, generator=g)
-    audio = torch.rand(8, 1, 1, generator=g) * torch.sin(2 * torch.pi * freqs * t) + 0.05 * torch.randn(8, 1, t.numel(), generator=g)
+    audio = torch.rand(8, 1, 1, generator=g) * torch.sin(2 * torch.pi * freqs * t) + 0.05 * torch.randn(
+        8, 1, t.numel(), generator=g
+    )
     return init_codebooks(codec, audio).eval()
 
 
@@ -166,11 +189,11 @@ def test_encodec_imports_lazily_and_without_a_loadable_torchaudio() -> None:
     # stub behind, and encodec's audio file helpers fail with an error that names torchaudio
     code = (
         "import sys\n"
-        "import lightning_cfgrl, lightning_cfgrl.embedders, lightning_cfgrl.callbacks.diversity\n"
+        "import lightning_cfgrl, lightning_cfgrl.embedders, lightning_cfgrl.training.diversity\n"
         "early = [m for m in sys.modules if m.split('.')[0] in ('encodec', 'torchaudio')]\n"
         "assert not early, early\n"
         "try:\n    import torchaudio; broken = False\nexcept Exception:\n    broken = True\n"
-        "from lightning_cfgrl.encodec_import import import_encodec\n"
+        "from lightning_cfgrl.audio.encodec_import import import_encodec\n"
         "enc = import_encodec()\n"
         "assert enc.EncodecModel.__name__ == 'EncodecModel'\n"
         "ta = sys.modules.get('torchaudio')\n"
@@ -219,19 +242,22 @@ def test_encodec_embedder_errors() -> None:
         EncodecAudioEmbedder(codec)(torch.full((2, 2, 8), 40))
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
         load_encodec("/nonexistent/encodec_24khz.th")
-    from lightning_cfgrl.encodec_import import import_encodec
+    from lightning_cfgrl.audio.encodec_import import import_encodec
 
     untrained = import_encodec().EncodecModel(
-        codec.encoder, codec.decoder,
+        codec.encoder,
+        codec.decoder,
         import_encodec().quantization.ResidualVectorQuantizer(dimension=16, n_q=2, bins=32),
-        target_bandwidths=[1.0], sample_rate=SAMPLE_RATE, channels=1,
+        target_bandwidths=[1.0],
+        sample_rate=SAMPLE_RATE,
+        channels=1,
     )
     with pytest.raises(ValueError, match="codebooks are uninitialised"):
         EncodecAudioEmbedder(untrained)(torch.zeros(1, 2, 8, dtype=torch.long))
 
 
 def test_encodec_checkpoint_is_loaded_weights_only(tmp_path) -> None:
-    from lightning_cfgrl.encodec_import import import_encodec
+    from lightning_cfgrl.audio.encodec_import import import_encodec
 
     reference = import_encodec().EncodecModel.encodec_model_24khz(pretrained=False)
     torch.manual_seed(0)

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from lightning_cfgrl.checkpointing import atomic_save
-from lightning_cfgrl.evaluate_cli import run_evaluation
-from lightning_cfgrl.pareto import hypervolume_2d, pareto_front
+from lightning_cfgrl.cli.evaluate import run_evaluation
+from lightning_cfgrl.eval.pareto import hypervolume_2d, pareto_front
+from lightning_cfgrl.io.checkpoints import atomic_save
 
 
 @pytest.fixture
@@ -22,8 +22,17 @@ def base_ckpt(pretrained_base, tmp_path):
 
 def test_tiny_evaluation_writes_consistent_outputs(base_ckpt, tmp_path):
     out = tmp_path / "eval"
-    report = run_evaluation(str(base_ckpt), students={"copy": str(base_ckpt)}, guidance_scales=(1.0, 3.0),
-                            temperatures=(0.6,), top_ps=(), num_samples=4, num_seeds=2, out=str(out), progress=False)
+    report = run_evaluation(
+        str(base_ckpt),
+        students={"copy": str(base_ckpt)},
+        guidance_scales=(1.0, 3.0),
+        temperatures=(0.6,),
+        top_ps=(),
+        num_samples=4,
+        num_seeds=2,
+        out=str(out),
+        progress=False,
+    )
     names = [r.name for r in report.results]
     assert names == ["CFG g=1", "CFG g=3", "temperature 0.6", "distilled copy"]
     cfg1, cfg3 = report.results[0], report.results[1]
@@ -37,13 +46,26 @@ def test_tiny_evaluation_writes_consistent_outputs(base_ckpt, tmp_path):
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["candidate"] for r in rows] == names and float(rows[1]["adherence_mean"]) == pytest.approx(
-        cfg3.metrics["adherence"][0], rel=1e-5)
+        cfg3.metrics["adherence"][0], rel=1e-5
+    )
     assert (out / "quality_diversity.png").stat().st_size > 10_000
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_evaluate_cli_rejects_bad_values(base_ckpt, tmp_path):
-    cmd = [sys.executable, "-m", "lightning_cfgrl.cli", "evaluate", "--base", str(base_ckpt), "--num_seeds", "1",
-           "--out", str(tmp_path / "e")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lightning_cfgrl.cli.main",
+        "evaluate",
+        "--base",
+        str(base_ckpt),
+        "--num_seeds",
+        "1",
+        "--out",
+        str(tmp_path / "e"),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0 and "num_seeds must be >= 2 to report standard errors, got 1" in result.stderr
+    assert (
+        result.returncode != 0 and "num_seeds must be >= 2 to report standard errors, got 1" in result.stderr
+    )

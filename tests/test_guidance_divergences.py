@@ -40,8 +40,12 @@ def test_cfg_logits_shape_mismatch():
 def test_kl_divergences_match_torch_distributions():
     s, t = _random_logits(3, 2, 7, 13, seed=3), _random_logits(3, 2, 7, 13, seed=4)
     ps, pt = Categorical(logits=s.double()), Categorical(logits=t.double())
-    torch.testing.assert_close(reverse_kl(s.double(), t.double()), kl_divergence(ps, pt), rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(forward_kl(s.double(), t.double()), kl_divergence(pt, ps), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        reverse_kl(s.double(), t.double()), kl_divergence(ps, pt), rtol=1e-10, atol=1e-12
+    )
+    torch.testing.assert_close(
+        forward_kl(s.double(), t.double()), kl_divergence(pt, ps), rtol=1e-10, atol=1e-12
+    )
     # float32 inputs are computed in float32 and agree to float32 precision
     torch.testing.assert_close(reverse_kl(s, t).double(), kl_divergence(ps, pt), rtol=1e-4, atol=1e-5)
 
@@ -51,7 +55,9 @@ def test_generalized_jsd_matches_mixture_reference(beta):
     s, t = _random_logits(5, 9, seed=5).double(), _random_logits(5, 9, seed=6).double()
     ps, pt = Categorical(logits=s).probs, Categorical(logits=t).probs
     mixture = Categorical(probs=beta * pt + (1 - beta) * ps)
-    reference = beta * kl_divergence(Categorical(probs=pt), mixture) + (1 - beta) * kl_divergence(Categorical(probs=ps), mixture)
+    reference = beta * kl_divergence(Categorical(probs=pt), mixture) + (1 - beta) * kl_divergence(
+        Categorical(probs=ps), mixture
+    )
     torch.testing.assert_close(generalized_jsd(s, t, beta), reference, rtol=1e-10, atol=1e-12)
     assert bool((generalized_jsd(s, t, 0.5) <= math.log(2) + 1e-12).all())
 

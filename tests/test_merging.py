@@ -17,10 +17,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_cfgrl import merging
 from lightning_cfgrl.callbacks.merge import ModelMergeCallback
-from lightning_cfgrl.merge_cli import merge_main
-from lightning_cfgrl.merging import (
+from lightning_cfgrl.cli.merge import merge_main
+from lightning_cfgrl.merging import streaming as merging
+from lightning_cfgrl.merging.streaming import (
     MergeError,
     iter_merged,
     lambda_tag,
@@ -77,8 +77,12 @@ def test_slerp_matches_numpy_reference(t: float) -> None:
     np.testing.assert_allclose(slerp(a64, b64, t).numpy(), expected, rtol=1e-12, atol=1e-12)
     got32 = slerp(a64.float(), b64.float(), t)
     assert got32.dtype == torch.float32 and got32.shape == (6, 5)
-    np.testing.assert_allclose(got32.numpy(), _slerp_reference(a64.float().double().numpy(),
-                                                               b64.float().double().numpy(), t), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        got32.numpy(),
+        _slerp_reference(a64.float().double().numpy(), b64.float().double().numpy(), t),
+        rtol=1e-6,
+        atol=1e-6,
+    )
     assert not torch.allclose(slerp(a64, b64, t), lerp(a64, b64, t))  # the test can tell them apart
 
 
@@ -126,7 +130,10 @@ def test_merge_state_dicts_endpoints_mean_and_integer_buffers() -> None:
 
 def test_incompatible_state_dicts_list_the_mismatches() -> None:
     anchor, current = _states()
-    with pytest.raises(MergeError, match=r"1 key\(s\) only in the anchor: \['b'\].*1 key\(s\) only in the current model: \['c'\]"):
+    with pytest.raises(
+        MergeError,
+        match=r"1 key\(s\) only in the anchor: \['b'\].*1 key\(s\) only in the current model: \['c'\]",
+    ):
         merge_state_dicts(anchor, {**{k: v for k, v in current.items() if k != "b"}, "c": torch.ones(1)}, 0.5)
     with pytest.raises(MergeError, match=r"shape mismatch.*w: \(4, 3\) vs \(3, 4\)"):
         merge_state_dicts(anchor, {**current, "w": current["w"].T.contiguous()}, 0.5)
@@ -176,7 +183,12 @@ def test_iter_merged_validates_before_the_first_tensor() -> None:
 
 def test_lambda_tag() -> None:
     assert [lambda_tag(x) for x in (0.0, 0.5, 1.0, 0.125, -0.25, -0.0)] == [
-        "0.00", "0.50", "1.00", "0.125", "-0.25", "0.00"
+        "0.00",
+        "0.50",
+        "1.00",
+        "0.125",
+        "-0.25",
+        "0.00",
     ]
 
 
@@ -249,18 +261,28 @@ class TinyModule(pl.LightningModule):
 
 def _trainer(root: Path, max_steps: int = 2, callbacks: list | None = None, **kwargs) -> pl.Trainer:
     return pl.Trainer(
-        max_steps=max_steps, accelerator="cpu", logger=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=root, callbacks=callbacks or [], **kwargs,
+        max_steps=max_steps,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        callbacks=callbacks or [],
+        **kwargs,
     )
 
 
 def _generator_of(ckpt: dict) -> dict[str, torch.Tensor]:
-    return {k[len("generator."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("generator.")}
+    return {k[len("generator.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("generator.")}
 
 
 def _lightning_ckpt(module: TinyModule, **extra) -> dict:
-    return {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
-            "pytorch-lightning_version": pl.__version__, **extra}
+    return {
+        "state_dict": module.state_dict(),
+        "hyper_parameters": dict(module.hparams),
+        "pytorch-lightning_version": pl.__version__,
+        **extra,
+    }
 
 
 def _assert_merge_of(merged: dict, anchor: dict, current: dict, lam: float) -> None:
@@ -348,12 +370,19 @@ def test_callback_state_survives_resume(tmp_path: Path) -> None:
     saver = ModelCheckpoint(dirpath=tmp_path / "ckpts2", save_last=True, every_n_train_steps=1)
     resumed = TinyModule()
     with pytest.warns(UserWarning, match="changed since this run started"):
-        _trainer(tmp_path, max_steps=4, callbacks=[saver, second]).fit(resumed, ckpt_path=tmp_path / "ckpts" / "last.ckpt")
+        _trainer(tmp_path, max_steps=4, callbacks=[saver, second]).fit(
+            resumed, ckpt_path=tmp_path / "ckpts" / "last.ckpt"
+        )
     assert second.anchor_sha256 == first_sha  # restored from the checkpoint, not recomputed
     assert set(second.written) == {"0.00", "0.50"}
     merged = load_file(tmp_path / "m2" / "merged_lambda=0.50.safetensors")
     _assert_merge_of(merged, new_anchor.generator.state_dict(), resumed.generator.state_dict(), 0.5)
-    assert json.loads((tmp_path / "m2" / "merged_lambda=0.50.json").read_text())["sources"]["current"]["global_step"] == 4
+    assert (
+        json.loads((tmp_path / "m2" / "merged_lambda=0.50.json").read_text())["sources"]["current"][
+            "global_step"
+        ]
+        == 4
+    )
 
 
 # --------------------------------------------------------------------------------------------- CLI
@@ -378,14 +407,23 @@ def two_checkpoints(tmp_path: Path) -> tuple[Path, Path, TinyModule, TinyModule]
 def test_cli_merges_checkpoints(two_checkpoints, tmp_path: Path) -> None:
     q_path, d_path, quality, diversity = two_checkpoints
     out = tmp_path / "out"
-    assert merge_main(["--quality", str(q_path), "--diversity", str(d_path), "--lambdas", "0,0.5,1", "--out", str(out)]) == 0
+    assert (
+        merge_main(
+            ["--quality", str(q_path), "--diversity", str(d_path), "--lambdas", "0,0.5,1", "--out", str(out)]
+        )
+        == 0
+    )
     for lam in (0.0, 0.5, 1.0):
         path = out / f"merged_lambda={lam:.2f}.ckpt"
         ckpt = torch.load(path, weights_only=True)
         assert not {"optimizer_states", "lr_schedulers", "callbacks"} & set(ckpt)
         loaded = TinyModule.load_from_checkpoint(path)
-        _assert_merge_of(loaded.generator.state_dict(), quality.generator.state_dict(),
-                         diversity.generator.state_dict(), lam)
+        _assert_merge_of(
+            loaded.generator.state_dict(),
+            quality.generator.state_dict(),
+            diversity.generator.state_dict(),
+            lam,
+        )
         info = json.loads((out / f"merged_lambda={lam:.2f}.json").read_text())
         assert info["sources"]["quality"]["sha256"] == hashlib.sha256(q_path.read_bytes()).hexdigest()
         assert info["sources"]["diversity"]["sha256"] == hashlib.sha256(d_path.read_bytes()).hexdigest()
@@ -395,7 +433,9 @@ def test_cli_merges_checkpoints(two_checkpoints, tmp_path: Path) -> None:
 def test_cli_from_yaml_config_with_slerp(two_checkpoints, tmp_path: Path) -> None:
     q_path, d_path, quality, diversity = two_checkpoints
     config = tmp_path / "merge.yaml"
-    config.write_text(f"quality: {q_path}\ndiversity: {d_path}\nlambdas: [0.25]\nout: {tmp_path / 'y'}\nmethod: slerp\n")
+    config.write_text(
+        f"quality: {q_path}\ndiversity: {d_path}\nlambdas: [0.25]\nout: {tmp_path / 'y'}\nmethod: slerp\n"
+    )
     assert merge_main(["--config", str(config)]) == 0
     merged = load_file(tmp_path / "y" / "merged_lambda=0.25.safetensors")
     a, b = quality.generator.state_dict(), diversity.generator.state_dict()
@@ -408,15 +448,43 @@ def test_cli_errors_write_nothing(two_checkpoints, tmp_path: Path, capsys) -> No
     q_path, d_path, _, _ = two_checkpoints
     out = tmp_path / "bad"
     torch.save(_lightning_ckpt(TinyModule(hidden=6)), tmp_path / "wide.ckpt")
-    assert merge_main(["--quality", str(q_path), "--diversity", str(tmp_path / "wide.ckpt"), "--out", str(out)]) == 1
+    assert (
+        merge_main(["--quality", str(q_path), "--diversity", str(tmp_path / "wide.ckpt"), "--out", str(out)])
+        == 1
+    )
     assert "shape mismatch" in capsys.readouterr().err
-    assert merge_main(["--quality", str(q_path), "--diversity", str(d_path), "--lambdas", "0.5,1.5", "--out", str(out)]) == 1
+    assert (
+        merge_main(
+            ["--quality", str(q_path), "--diversity", str(d_path), "--lambdas", "0.5,1.5", "--out", str(out)]
+        )
+        == 1
+    )
     assert "allow_extrapolation" in capsys.readouterr().err
-    assert merge_main(["--quality", str(q_path), "--diversity", str(tmp_path / "missing.ckpt"), "--out", str(out)]) == 1
+    assert (
+        merge_main(
+            ["--quality", str(q_path), "--diversity", str(tmp_path / "missing.ckpt"), "--out", str(out)]
+        )
+        == 1
+    )
     assert "missing.ckpt does not exist" in capsys.readouterr().err
     assert not out.exists()
-    assert merge_main(["--quality", str(q_path), "--diversity", str(d_path), "--lambdas", "1.5",
-                       "--allow_extrapolation", "true", "--out", str(out)]) == 0
+    assert (
+        merge_main(
+            [
+                "--quality",
+                str(q_path),
+                "--diversity",
+                str(d_path),
+                "--lambdas",
+                "1.5",
+                "--allow_extrapolation",
+                "true",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert (out / "merged_lambda=1.50.ckpt").exists()
 
 
@@ -426,10 +494,23 @@ def test_cli_with_safetensors_sources_writes_no_ckpt(two_checkpoints, tmp_path: 
     save_file(diversity.generator.state_dict(), tmp_path / "d.safetensors")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        code = merge_main(["--quality", str(tmp_path / "q.safetensors"), "--diversity", str(tmp_path / "d.safetensors"),
-                           "--lambdas", "0.5", "--out", str(tmp_path / "st")])
+        code = merge_main(
+            [
+                "--quality",
+                str(tmp_path / "q.safetensors"),
+                "--diversity",
+                str(tmp_path / "d.safetensors"),
+                "--lambdas",
+                "0.5",
+                "--out",
+                str(tmp_path / "st"),
+            ]
+        )
     assert code == 0
-    assert sorted(p.name for p in (tmp_path / "st").iterdir()) == ["merged_lambda=0.50.json", "merged_lambda=0.50.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "st").iterdir()) == [
+        "merged_lambda=0.50.json",
+        "merged_lambda=0.50.safetensors",
+    ]
 
 
 # ------------------------------------------------------------------------------ with CFGRLModule
@@ -437,18 +518,26 @@ def test_cli_with_safetensors_sources_writes_no_ckpt(two_checkpoints, tmp_path: 
 
 def test_callback_with_cfgrl_module(tmp_path: Path) -> None:
     from lightning_cfgrl import CFGDistillCallback, CFGRLModule
-    from lightning_cfgrl.domain import SyntheticPromptDataModule
+    from lightning_cfgrl.experiments import SyntheticPromptDataModule
     from lightning_cfgrl.models import AudioTokenTransformer
 
     torch.manual_seed(4)
-    generator = AudioTokenTransformer(num_codebooks=2, vocab_size=16, condition_sizes=(4, 4, 3), dim=32,
-                                      num_layers=1, num_heads=2, max_frames=8)
+    generator = AudioTokenTransformer(
+        num_codebooks=2,
+        vocab_size=16,
+        condition_sizes=(4, 4, 3),
+        dim=32,
+        num_layers=1,
+        num_heads=2,
+        max_frames=8,
+    )
     anchor = {k: v.detach().clone() for k, v in generator.state_dict().items()}
     save_file(anchor, tmp_path / "anchor.safetensors")
     module = CFGRLModule(generator, num_frames=8, learning_rate=1e-2)
     merge = ModelMergeCallback(str(tmp_path / "anchor.safetensors"), lambdas=(0.0, 0.5, 1.0))
-    _trainer(tmp_path, callbacks=[CFGDistillCallback(), merge], enable_checkpointing=False,
-             limit_val_batches=0).fit(module, SyntheticPromptDataModule(batch_size=4))
+    _trainer(
+        tmp_path, callbacks=[CFGDistillCallback(), merge], enable_checkpointing=False, limit_val_batches=0
+    ).fit(module, SyntheticPromptDataModule(batch_size=4))
     trained = {k: v.detach().clone() for k, v in module.generator.state_dict().items()}
     for lam in (0.0, 0.5, 1.0):
         path = tmp_path / "merged" / f"merged_lambda={lam:.2f}.ckpt"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_cfgrl.checkpointing import load_checkpoint
+from lightning_cfgrl.io.checkpoints import load_checkpoint
 from tests.tiny_fit import VAL_METRICS, launch, single_process_reference, tiny_embedder, tiny_generator
 
 
@@ -32,11 +32,17 @@ def fsdp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]
     out = tmp_path_factory.mktemp("fsdp")
     done = launch("tests.tiny_fit", "--strategy", "fsdp", "--out", str(out), "--resume-to", "4")
     assert done.returncode == 0, done.stderr[-4000:]
-    load = [torch.load(out / f"rank{r}{suffix}.pt", weights_only=True) for suffix in ("", "_resumed") for r in (0, 1)]
+    load = [
+        torch.load(out / f"rank{r}{suffix}.pt", weights_only=True)
+        for suffix in ("", "_resumed")
+        for r in (0, 1)
+    ]
     return out, load[:2], load[2:]
 
 
-def test_fsdp_matches_one_process_with_a_sharded_teacher(fsdp_run: tuple[Path, list[dict], list[dict]]) -> None:
+def test_fsdp_matches_one_process_with_a_sharded_teacher(
+    fsdp_run: tuple[Path, list[dict], list[dict]],
+) -> None:
     _, ranks, _ = fsdp_run
     single, _ = single_process_reference()
     for rank in ranks:  # states gathered from the shards on each rank

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lightning_cfgrl import CFGDistillCallback, CFGRLModule, SamplingConfig, cfg_logits, sample
-from lightning_cfgrl.condition import cat_conditions
+from lightning_cfgrl.core.condition import cat_conditions
 
 pytest.importorskip("transformers")
 
@@ -40,18 +40,41 @@ def hf():
 
 
 def tiny_config(hf, num_codebooks: int = 2, channels: int = 1):
-    text = hf.T5Config(vocab_size=TEXT_VOCAB, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_decoder_layers=1, num_heads=2)
+    text = hf.T5Config(
+        vocab_size=TEXT_VOCAB, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_decoder_layers=1, num_heads=2
+    )
     # EnCodec: hop 4 at 800 Hz -> 200 frames/s; num_quantizers = bandwidth * 1000 // (200 * 10) = K
     codec_codebooks = num_codebooks // channels
-    audio = hf.EncodecConfig(hidden_size=8, num_filters=4, upsampling_ratios=[2, 2], codebook_size=V, codebook_dim=8,
-                             num_residual_layers=1, compress=1, sampling_rate=800,
-                             target_bandwidths=[2.0 * codec_codebooks], audio_channels=1)
-    decoder = hf.MusicgenDecoderConfig(vocab_size=V, num_codebooks=num_codebooks, hidden_size=24, num_hidden_layers=2,
-                                       num_attention_heads=2, ffn_dim=32, max_position_embeddings=64, pad_token_id=V,
-                                       decoder_start_token_id=V, bos_token_id=V, audio_channels=channels,
-                                       initializer_factor=20.0)  # peaky logits: greedy paths differ with CFG
+    audio = hf.EncodecConfig(
+        hidden_size=8,
+        num_filters=4,
+        upsampling_ratios=[2, 2],
+        codebook_size=V,
+        codebook_dim=8,
+        num_residual_layers=1,
+        compress=1,
+        sampling_rate=800,
+        target_bandwidths=[2.0 * codec_codebooks],
+        audio_channels=1,
+    )
+    decoder = hf.MusicgenDecoderConfig(
+        vocab_size=V,
+        num_codebooks=num_codebooks,
+        hidden_size=24,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        ffn_dim=32,
+        max_position_embeddings=64,
+        pad_token_id=V,
+        decoder_start_token_id=V,
+        bos_token_id=V,
+        audio_channels=channels,
+        initializer_factor=20.0,
+    )  # peaky logits: greedy paths differ with CFG
     # sub-configs as dicts: what both transformers 4.x and 5.x accept
-    return hf.MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict())
+    return hf.MusicgenConfig(
+        text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +101,11 @@ def test_logits_equal_hf_forward(hf_model):
     cond = _condition()
     steps = sample(gen, cond, 6, seed=0)  # pads where the delay pattern has no token
     ours = gen(steps, cond)
-    ref = hf_model(input_ids=cond["input_ids"], attention_mask=cond["attention_mask"],
-                   decoder_input_ids=_hf_decoder_input(steps, V)).logits
+    ref = hf_model(
+        input_ids=cond["input_ids"],
+        attention_mask=cond["attention_mask"],
+        decoder_input_ids=_hf_decoder_input(steps, V),
+    ).logits
     assert ours.shape == (2, 2, 7, V)
     torch.testing.assert_close(ours, ref.reshape(2, 2, 7, V), rtol=0, atol=0)
     assert gen.pattern.delays == (0, 1) and gen.vocab_size == V and gen.num_codebooks == 2
@@ -91,7 +117,9 @@ def test_kv_cache_and_precomputed_encoder_states_match(hf_model):
     steps = sample(gen, cond, 8, seed=1)
     full = gen(steps, cond)
     cache = gen.new_cache(2, steps.shape[2])
-    incremental = torch.cat([gen(steps[..., : s + 1], cond, cache=cache) for s in range(steps.shape[2])], dim=2)
+    incremental = torch.cat(
+        [gen(steps[..., : s + 1], cond, cache=cache) for s in range(steps.shape[2])], dim=2
+    )
     torch.testing.assert_close(incremental, full, atol=1e-4, rtol=1e-4)  # logits ~ 1e2 (initializer_factor)
     config = SamplingConfig(guidance_scale=3.0)
     a = sample(gen, cond, 8, config, num_samples=2, seed=3, use_cache=True)
@@ -113,14 +141,20 @@ def test_greedy_cfg_tokens_equal_hf_generate(hf_model):
 
     hf_model.audio_encoder.decode = capture
     try:
-        hf_model.generate(**cond, do_sample=False, guidance_scale=scale, max_length=1 + gen.pattern.num_steps(frames))
+        hf_model.generate(
+            **cond, do_sample=False, guidance_scale=scale, max_length=1 + gen.pattern.num_steps(frames)
+        )
     finally:
         del hf_model.audio_encoder.decode
     hf_frames = captured["codes"][0]  # [B, K, T]
-    ours = gen.pattern.steps_to_frames(sample(gen, cond, frames, SamplingConfig(top_k=1, guidance_scale=scale)))
+    ours = gen.pattern.steps_to_frames(
+        sample(gen, cond, frames, SamplingConfig(top_k=1, guidance_scale=scale))
+    )
     assert torch.equal(ours, hf_frames)
     plain = gen.pattern.steps_to_frames(sample(gen, cond, frames, SamplingConfig(top_k=1)))
-    assert not torch.equal(plain, hf_frames), "guidance must change the greedy path, or this test proves nothing"
+    assert not torch.equal(plain, hf_frames), (
+        "guidance must change the greedy path, or this test proves nothing"
+    )
 
 
 def test_cfg_logits_equal_hf_logits_processor_at_every_step(hf, hf_model):
@@ -168,20 +202,28 @@ def test_trains_with_cfg_distillation_and_checkpoint_rebuilds_it(hf, hf_model, t
     import lightning.pytorch as pl
     from torch.utils.data import DataLoader
 
-    from lightning_cfgrl.generator_weights import load_generator
+    from lightning_cfgrl.io.generators import load_generator
 
     gen = MusicgenGenerator(copy.deepcopy(hf_model)).train()
     frozen = {name for name, p in gen.named_parameters() if not p.requires_grad}
     assert frozen and all(name.startswith(("model.text_encoder", "model.audio_encoder")) for name in frozen)
     cond = _condition(batch=4)
-    data = DataLoader([{"input_ids": cond["input_ids"][i], "attention_mask": cond["attention_mask"][i]}
-                       for i in range(4)], batch_size=2, collate_fn=lambda rows: {"condition": {
-                           k: torch.stack([r[k] for r in rows]) for k in rows[0]}})
+    data = DataLoader(
+        [{"input_ids": cond["input_ids"][i], "attention_mask": cond["attention_mask"][i]} for i in range(4)],
+        batch_size=2,
+        collate_fn=lambda rows: {"condition": {k: torch.stack([r[k] for r in rows]) for k in rows[0]}},
+    )
     module = CFGRLModule(gen, num_frames=4, learning_rate=1e-2)
     before = {k: v.clone() for k, v in gen.state_dict().items()}
-    trainer = pl.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=tmp_path,
-                         callbacks=[CFGDistillCallback(guidance_scale=3.0)])
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=[CFGDistillCallback(guidance_scale=3.0)],
+    )
     trainer.fit(module, data)
     after = gen.state_dict()
     changed = {k for k in after if not torch.equal(before[k], after[k])}

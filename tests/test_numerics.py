@@ -18,12 +18,12 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import Tensor
 
 from lightning_cfgrl import CFGDistillCallback, CFGRLModule
-from lightning_cfgrl.callbacks.diversity import DiversityRewardCallback
-from lightning_cfgrl.checkpoint_io import AtomicCheckpointIO
-from lightning_cfgrl.checkpointing import CheckpointError, load_checkpoint
-from lightning_cfgrl.domain import SyntheticPromptDataModule
 from lightning_cfgrl.embedders import ContrastiveTokenEmbedder
+from lightning_cfgrl.experiments import SyntheticPromptDataModule
+from lightning_cfgrl.io.checkpoint_io import AtomicCheckpointIO
+from lightning_cfgrl.io.checkpoints import CheckpointError, load_checkpoint
 from lightning_cfgrl.models import AudioTokenTransformer
+from lightning_cfgrl.training.diversity import DiversityRewardCallback
 from tests.conftest import quiet_trainer
 from tests.tiny_fit import TINY_ARGS, tiny_embedder
 
@@ -54,12 +54,15 @@ class PoisonAt(Callback):
     def __init__(self, target: Any) -> None:
         self.target = target
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self.target(trainer, pl_module).poisoned = trainer.global_step >= POISON_STEP
 
 
-def _fit_until_poisoned(tmp_path: Path, target: Any, with_diversity: bool = True,
-                        **trainer_kwargs: Any) -> tuple[CFGRLModule, list[Callback], pytest.ExceptionInfo]:
+def _fit_until_poisoned(
+    tmp_path: Path, target: Any, with_diversity: bool = True, **trainer_kwargs: Any
+) -> tuple[CFGRLModule, list[Callback], pytest.ExceptionInfo]:
     torch.manual_seed(0)
     module = CFGRLModule(PoisonableGenerator(**TINY_ARGS), num_frames=8, learning_rate=1e-3)
     torch.manual_seed(1)
@@ -68,8 +71,13 @@ def _fit_until_poisoned(tmp_path: Path, target: Any, with_diversity: bool = True
     if with_diversity:
         objectives.append(DiversityRewardCallback(embedder, beta=1.0))
     checkpoint = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=1, save_last=True)
-    trainer = quiet_trainer(max_steps=5, limit_val_batches=0, enable_checkpointing=True,
-                            callbacks=[*objectives, PoisonAt(target), checkpoint], **trainer_kwargs)
+    trainer = quiet_trainer(
+        max_steps=5,
+        limit_val_batches=0,
+        enable_checkpointing=True,
+        callbacks=[*objectives, PoisonAt(target), checkpoint],
+        **trainer_kwargs,
+    )
     with pytest.raises(FloatingPointError) as error:
         trainer.fit(module, SyntheticPromptDataModule(batch_size=4))
     return module, objectives, error
@@ -86,8 +94,9 @@ def _assert_last_checkpoint_is_the_last_good_step(tmp_path: Path, module: CFGRLM
 
 
 def test_nan_student_logits_stop_the_run_naming_step_terms_and_logits(tmp_path: Path) -> None:
-    module, _, error = _fit_until_poisoned(tmp_path, lambda trainer, m: m.generator,
-                                           plugins=[AtomicCheckpointIO()])
+    module, _, error = _fit_until_poisoned(
+        tmp_path, lambda trainer, m: m.generator, plugins=[AtomicCheckpointIO()]
+    )
     message = str(error.value)
     # reverse KL masks NaN probabilities to 0, so only the diversity term shows the NaN
     assert f"non-finite loss at global step {POISON_STEP}: term(s) diversity=nan;" in message
@@ -100,8 +109,11 @@ def test_nan_student_logits_behind_a_finite_distillation_loss_still_stop_the_run
     # distillation alone: the loss is a finite 0 with NaN gradients; the logits check catches it
     module, _, error = _fit_until_poisoned(tmp_path, lambda trainer, m: m.generator, with_diversity=False)
     message = str(error.value)
-    assert re.search(rf"non-finite student logits at global step {POISON_STEP}: (\d+) NaN and 0 \+inf of \1, "
-                     r"although the loss term\(s\) distill=0 are finite", message), message
+    assert re.search(
+        rf"non-finite student logits at global step {POISON_STEP}: (\d+) NaN and 0 \+inf of \1, "
+        r"although the loss term\(s\) distill=0 are finite",
+        message,
+    ), message
     module.generator.poisoned = False
     _assert_last_checkpoint_is_the_last_good_step(tmp_path, module)
 
@@ -124,7 +136,10 @@ def test_nan_reward_stops_before_the_baseline_sees_it(tmp_path: Path) -> None:
 
     module, objectives, error = _fit_until_poisoned(tmp_path, embedder)
     message = str(error.value)
-    assert f"non-finite diversity reward at global step {POISON_STEP}: term 'diversity', 8 of 8 rewards" in message
+    assert (
+        f"non-finite diversity reward at global step {POISON_STEP}: term 'diversity', 8 of 8 rewards"
+        in message
+    )
     assert "PoisonableEmbedder" in message
     diversity = objectives[1]
     assert isinstance(diversity, DiversityRewardCallback)
@@ -155,16 +170,23 @@ class RecordDtypes(Callback):
             for name, value in terms.items():
                 self.seen.setdefault(name, set()).add(value.dtype)
             return terms
+
         return recorded
 
 
-@pytest.mark.parametrize("precision, student_dtype", [("bf16-mixed", torch.bfloat16), ("bf16-true", torch.bfloat16)])
-def test_bf16_on_cpu_keeps_divergences_and_rewards_in_float32(precision: str, student_dtype: torch.dtype) -> None:
+@pytest.mark.parametrize(
+    "precision, student_dtype", [("bf16-mixed", torch.bfloat16), ("bf16-true", torch.bfloat16)]
+)
+def test_bf16_on_cpu_keeps_divergences_and_rewards_in_float32(
+    precision: str, student_dtype: torch.dtype
+) -> None:
     torch.manual_seed(0)
     module = CFGRLModule(AudioTokenTransformer(**TINY_ARGS), num_frames=8, learning_rate=1e-3)
     distill, diversity = CFGDistillCallback(), DiversityRewardCallback(tiny_embedder(), beta=1.0)
     recorder = RecordDtypes()
-    trainer = quiet_trainer(max_steps=2, limit_val_batches=0, precision=precision, callbacks=[distill, diversity, recorder])
+    trainer = quiet_trainer(
+        max_steps=2, limit_val_batches=0, precision=precision, callbacks=[distill, diversity, recorder]
+    )
     trainer.fit(module, SyntheticPromptDataModule(batch_size=4))
     assert recorder.seen["student_logits"] == {student_dtype}  # the low precision really was in use
     for name in ("teacher_logits", "sequence_logprobs", "distill", "diversity"):
@@ -185,7 +207,9 @@ def _good_checkpoint(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def test_atomic_checkpoint_io_keeps_the_old_file_when_a_save_fails_midway(tmp_path: Path, monkeypatch) -> None:
+def test_atomic_checkpoint_io_keeps_the_old_file_when_a_save_fails_midway(
+    tmp_path: Path, monkeypatch
+) -> None:
     target = tmp_path / "last.ckpt"
     good = _good_checkpoint(target)
     real_save = torch.save
@@ -198,7 +222,9 @@ def test_atomic_checkpoint_io_keeps_the_old_file_when_a_save_fails_midway(tmp_pa
 
     monkeypatch.setattr(torch, "save", dies_halfway)
     with pytest.raises(OSError, match="No space left on device"):
-        AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.zeros(4096)}, "global_step": 2}, target)
+        AtomicCheckpointIO().save_checkpoint(
+            {"state_dict": {"w": torch.zeros(4096)}, "global_step": 2}, target
+        )
     monkeypatch.undo()
     assert target.read_bytes() == good
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # the temporary file is gone
@@ -209,16 +235,23 @@ def test_atomic_checkpoint_io_keeps_the_old_file_when_a_save_fails_midway(tmp_pa
 
 def _other_filesystem_dir() -> str | None:
     shm = "/dev/shm"
-    if os.path.isdir(shm) and os.access(shm, os.W_OK) and os.stat(shm).st_dev != os.stat(tempfile.gettempdir()).st_dev:
+    if (
+        os.path.isdir(shm)
+        and os.access(shm, os.W_OK)
+        and os.stat(shm).st_dev != os.stat(tempfile.gettempdir()).st_dev
+    ):
         return shm
     return None
 
 
-@pytest.mark.skipif(_other_filesystem_dir() is None or not hasattr(shutil, "_fastcopy_sendfile"),
-                    reason="needs a writable /dev/shm on another filesystem and CPython's sendfile copy path")
+@pytest.mark.skipif(
+    _other_filesystem_dir() is None or not hasattr(shutil, "_fastcopy_sendfile"),
+    reason="needs a writable /dev/shm on another filesystem and CPython's sendfile copy path",
+)
 @pytest.mark.parametrize("io_class, survives", [(TorchCheckpointIO, False), (AtomicCheckpointIO, True)])
-def test_a_copy_that_dies_midway_with_tmp_on_another_filesystem(tmp_path: Path, monkeypatch, io_class: type,
-                                                                survives: bool) -> None:
+def test_a_copy_that_dies_midway_with_tmp_on_another_filesystem(
+    tmp_path: Path, monkeypatch, io_class: type, survives: bool
+) -> None:
     """Why ``AtomicCheckpointIO`` exists: with the temp dir on another filesystem, Lightning 2.6.6's
     writer moves its temporary file by *copying* into ``last.ckpt``; a copy that dies halfway (killed,
     disk full) truncates the good checkpoint. Ours never leaves the target's directory."""

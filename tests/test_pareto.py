@@ -2,7 +2,7 @@
 
 import pytest
 
-from lightning_cfgrl.pareto import hypervolume_2d, pareto_front
+from lightning_cfgrl.eval.pareto import hypervolume_2d, pareto_front
 
 
 def test_front_drops_dominated_points_and_sorts_by_x():
@@ -21,7 +21,9 @@ def test_hypervolume_hand_computed():
     assert hypervolume_2d([(1, 3), (2, 2), (3, 1)], (0, 0)) == pytest.approx(6.0)
     # a dominated point adds nothing; the reference shifts every slab
     assert hypervolume_2d([(1, 3), (2, 2), (3, 1), (1.5, 1.5)], (0, 0)) == pytest.approx(6.0)
-    assert hypervolume_2d([(1, 3), (2, 2), (3, 1)], (0.5, 0.5)) == pytest.approx(0.5 * 2.5 + 1 * 1.5 + 1 * 0.5)
+    assert hypervolume_2d([(1, 3), (2, 2), (3, 1)], (0.5, 0.5)) == pytest.approx(
+        0.5 * 2.5 + 1 * 1.5 + 1 * 0.5
+    )
     # points below the reference on either axis count for nothing
     assert hypervolume_2d([(1, 3), (-1, 10)], (0, 0)) == pytest.approx(3.0)
     assert hypervolume_2d([], (0, 0)) == 0.0

@@ -22,9 +22,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from lightning_cfgrl.checkpointing import load_checkpoint
-from lightning_cfgrl.domain import SyntheticPromptDataModule
-from lightning_cfgrl.domain.datamodules import ResumableShuffle, _DictDataset
+from lightning_cfgrl.experiments import SyntheticPromptDataModule
+from lightning_cfgrl.experiments.datamodules import ResumableShuffle, _DictDataset
+from lightning_cfgrl.io.checkpoints import load_checkpoint
 from tests.tiny_fit import launch
 
 KILL_AT, STEPS = 5, 10  # 4 batches per epoch: killed in epoch 1, resumed through epoch 2
@@ -38,7 +38,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict]:
     assert not (out / "killed.pt").exists()
     done = launch("tests.resume_fit", "--out", str(out), "--steps", str(STEPS), "--resume", "--uninterrupted")
     assert done.returncode == 0, done.stderr[-4000:]
-    return out, torch.load(out / "resumed.pt", weights_only=True), torch.load(out / "uninterrupted.pt", weights_only=True)
+    return (
+        out,
+        torch.load(out / "resumed.pt", weights_only=True),
+        torch.load(out / "uninterrupted.pt", weights_only=True),
+    )
 
 
 def test_killed_run_left_a_complete_last_checkpoint_of_step_k(runs: tuple[Path, dict, dict]) -> None:
@@ -59,7 +63,9 @@ def test_resumed_run_reaches_the_uninterrupted_weights_bit_for_bit(runs: tuple[P
         for name, value in uninterrupted[part].items():
             assert torch.equal(resumed[part][name], value), (part, name)
     assert resumed["running"] == uninterrupted["running"]  # (ema, count), exact
-    assert all(torch.equal(a, b) for a, b in zip(resumed["adam_exp_avg"], uninterrupted["adam_exp_avg"], strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(resumed["adam_exp_avg"], uninterrupted["adam_exp_avg"], strict=True)
+    )
     assert torch.equal(resumed["rng"], uninterrupted["rng"])
 
 
@@ -79,7 +85,9 @@ def test_fresh_prompt_order_is_unchanged_from_shuffle_true() -> None:
     # without a checkpoint the seed is drawn where RandomSampler drew it: seeded runs keep their order
     prompts = SyntheticPromptDataModule(batch_size=8, repeats=2)
     torch.manual_seed(3)
-    old = DataLoader(_DictDataset(condition=prompts.train_prompts.repeat(2, 1)), batch_size=8, shuffle=True, drop_last=True)
+    old = DataLoader(
+        _DictDataset(condition=prompts.train_prompts.repeat(2, 1)), batch_size=8, shuffle=True, drop_last=True
+    )
     expected, after_old = [b["condition"] for b in old], torch.rand(3)
     torch.manual_seed(3)
     got, after_new = [b["condition"] for b in prompts.train_dataloader()], torch.rand(3)

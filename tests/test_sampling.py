@@ -5,25 +5,30 @@ import torch
 from torch import nn
 
 from lightning_cfgrl import DelayPattern, ModuleAdapter, SamplingConfig, sample
+from lightning_cfgrl.core.sampling import process_logits
 from lightning_cfgrl.models import AudioTokenTransformer
-from lightning_cfgrl.sampling import process_logits
 
 
 @pytest.fixture
 def model():
     torch.manual_seed(0)
-    return AudioTokenTransformer(num_codebooks=3, vocab_size=16, condition_sizes=(4, 4, 3), dim=32, max_frames=24).eval()
+    return AudioTokenTransformer(
+        num_codebooks=3, vocab_size=16, condition_sizes=(4, 4, 3), dim=32, max_frames=24
+    ).eval()
 
 
 CONDITION = torch.tensor([[1, 2, 3], [4, 1, 2]])
 
 
-@pytest.mark.parametrize("config", [
-    SamplingConfig(),
-    SamplingConfig(guidance_scale=3.0),
-    SamplingConfig(temperature=0.7, top_k=5, guidance_scale=2.0),
-    SamplingConfig(top_p=0.8),
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        SamplingConfig(),
+        SamplingConfig(guidance_scale=3.0),
+        SamplingConfig(temperature=0.7, top_k=5, guidance_scale=2.0),
+        SamplingConfig(top_p=0.8),
+    ],
+)
 def test_kv_cache_gives_identical_tokens(model, config):
     cached = sample(model, CONDITION, 20, config, num_samples=3, seed=11, use_cache=True)
     recomputed = sample(model, CONDITION, 20, config, num_samples=3, seed=11, use_cache=False)
@@ -34,7 +39,9 @@ def test_incremental_logits_equal_teacher_forced_logits(model):
     steps = sample(model, CONDITION, 12, seed=0)
     full = model(steps, CONDITION)
     cache = model.new_cache(2, steps.shape[2])
-    incremental = torch.cat([model(steps[:, :, : s + 1], CONDITION, cache=cache) for s in range(steps.shape[2])], dim=2)
+    incremental = torch.cat(
+        [model(steps[:, :, : s + 1], CONDITION, cache=cache) for s in range(steps.shape[2])], dim=2
+    )
     torch.testing.assert_close(incremental, full, atol=1e-5, rtol=1e-5)
 
 
@@ -86,13 +93,16 @@ def test_guidance_changes_samples_toward_condition(model):
     assert not torch.equal(plain, guided)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(temperature=0.0), "temperature must be a finite number > 0, got 0.0"),
-    (dict(top_k=0), "top_k must be >= 1 or None, got 0"),
-    (dict(top_p=1.5), r"top_p must be in \(0, 1\] or None, got 1.5"),
-    (dict(guidance_scale=-2.0), "guidance_scale must be a finite number >= 0, got -2.0"),
-    (dict(guidance_scale=float("nan")), "guidance_scale must be a finite number >= 0, got nan"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(temperature=0.0), "temperature must be a finite number > 0, got 0.0"),
+        (dict(top_k=0), "top_k must be >= 1 or None, got 0"),
+        (dict(top_p=1.5), r"top_p must be in \(0, 1\] or None, got 1.5"),
+        (dict(guidance_scale=-2.0), "guidance_scale must be a finite number >= 0, got -2.0"),
+        (dict(guidance_scale=float("nan")), "guidance_scale must be a finite number >= 0, got nan"),
+    ],
+)
 def test_bad_sampling_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SamplingConfig(**kwargs)

@@ -27,15 +27,16 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import Tensor
 
 from lightning_cfgrl import CFGDistillCallback, CFGRLModule
-from lightning_cfgrl.callbacks.diversity import DiversityRewardCallback
-from lightning_cfgrl.condition import Condition
-from lightning_cfgrl.domain import SyntheticPromptDataModule
+from lightning_cfgrl.core.condition import Condition
+from lightning_cfgrl.core.sampling import SamplingConfig, sample
 from lightning_cfgrl.embedders import ContrastiveTokenEmbedder
+from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.models import AudioTokenTransformer
-from lightning_cfgrl.sampling import SamplingConfig, sample
+from lightning_cfgrl.training.diversity import DiversityRewardCallback
 
-TINY_ARGS: dict[str, Any] = dict(num_codebooks=2, vocab_size=32, condition_sizes=(4, 4, 3), dim=32, num_layers=1,
-                                 num_heads=2, max_frames=8)
+TINY_ARGS: dict[str, Any] = dict(
+    num_codebooks=2, vocab_size=32, condition_sizes=(4, 4, 3), dim=32, num_layers=1, num_heads=2, max_frames=8
+)
 NUM_FRAMES = 8
 GLOBAL_BATCH = 8  # prompts per optimizer step, over all processes
 VAL_METRICS = ("val/token_entropy", "val/distinct_tokens", "val/histogram_diversity")
@@ -52,12 +53,16 @@ def tiny_embedder(seed: int = 1) -> ContrastiveTokenEmbedder:
     return ContrastiveTokenEmbedder(num_codebooks=2, vocab_size=32, dim=16, embed_dim=16, num_layers=1)
 
 
-def objective_callbacks(embedder: torch.nn.Module | None = None, beta: float = 1.0,
-                        log_grad_norm: bool = False) -> list[Callback]:
+def objective_callbacks(
+    embedder: torch.nn.Module | None = None, beta: float = 1.0, log_grad_norm: bool = False
+) -> list[Callback]:
     """Distillation at guidance 3 plus the diversity reward with the running-mean baseline."""
-    return [CFGDistillCallback(guidance_scale=3.0),
-            DiversityRewardCallback(embedder if embedder is not None else tiny_embedder(), beta=beta,
-                                    log_grad_norm=log_grad_norm)]
+    return [
+        CFGDistillCallback(guidance_scale=3.0),
+        DiversityRewardCallback(
+            embedder if embedder is not None else tiny_embedder(), beta=beta, log_grad_norm=log_grad_norm
+        ),
+    ]
 
 
 class PerPromptSeedModule(CFGRLModule):
@@ -75,11 +80,19 @@ class PerPromptSeedModule(CFGRLModule):
         phase = 0 if self.trainer.training else 500_009
         base = self.seed * 1_000_003 + self.global_step * 7919 + phase
         try:
-            return torch.cat([
-                sample(self.generator, prompt[None], self.num_frames, config, num_samples=num_samples,
-                       seed=base + _prompt_code(prompt))
-                for prompt in condition
-            ])
+            return torch.cat(
+                [
+                    sample(
+                        self.generator,
+                        prompt[None],
+                        self.num_frames,
+                        config,
+                        num_samples=num_samples,
+                        seed=base + _prompt_code(prompt),
+                    )
+                    for prompt in condition
+                ]
+            )
         finally:
             self.generator.train(was_training)
 
@@ -112,7 +125,9 @@ class RecordPrompts(Callback):
     def __init__(self) -> None:
         self.prompts: list[Tensor] = []
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self.prompts.append(batch["condition"].detach().cpu().clone())
 
 
@@ -126,8 +141,13 @@ def build_module(strategy: str, seed: int = 0, learning_rate: float = 0.05) -> C
     # (Adam's first step, g / (|g| + eps), would magnify rounding in near-zero gradients). Momentum
     # because Lightning 2.6.6's ModelParallelStrategy cannot resume an optimizer with empty state
     # (IndexError: list index out of range, in fabric's _rekey_optimizer_state_if_needed)
-    return cls(tiny_generator(seed), num_frames=NUM_FRAMES, num_samples_per_prompt=2, val_samples_per_prompt=2,
-               optimizer=functools.partial(torch.optim.SGD, lr=learning_rate, momentum=0.9))
+    return cls(
+        tiny_generator(seed),
+        num_frames=NUM_FRAMES,
+        num_samples_per_prompt=2,
+        val_samples_per_prompt=2,
+        optimizer=functools.partial(torch.optim.SGD, lr=learning_rate, momentum=0.9),
+    )
 
 
 def fit(strategy: str, out: Path, steps: int = 3, resume_to: int | None = None) -> dict[str, Any]:
@@ -140,19 +160,31 @@ def fit(strategy: str, out: Path, steps: int = 3, resume_to: int | None = None) 
     """
     pl.seed_everything(0, verbose=False)
     processes = 1 if strategy == "single" else 2
-    module, callbacks, recorder = build_module(strategy), objective_callbacks(log_grad_norm=strategy != "fsdp"), RecordPrompts()
+    module, callbacks, recorder = (
+        build_module(strategy),
+        objective_callbacks(log_grad_norm=strategy != "fsdp"),
+        RecordPrompts(),
+    )
     trainer = _trainer(strategy, processes, steps, out / "checkpoints", [*callbacks, recorder])
     trainer.fit(module, prompt_data(processes))
     result = _dump(trainer, module, callbacks, recorder, out, f"rank{trainer.global_rank}.pt")
     if resume_to is not None:
-        module, callbacks, recorder = build_module(strategy, seed=123), objective_callbacks(tiny_embedder(99)), RecordPrompts()
-        trainer = _trainer(strategy, processes, resume_to, out / "resumed_checkpoints", [*callbacks, recorder])
+        module, callbacks, recorder = (
+            build_module(strategy, seed=123),
+            objective_callbacks(tiny_embedder(99)),
+            RecordPrompts(),
+        )
+        trainer = _trainer(
+            strategy, processes, resume_to, out / "resumed_checkpoints", [*callbacks, recorder]
+        )
         trainer.fit(module, prompt_data(processes), ckpt_path=out / "checkpoints" / "last.ckpt")
         _dump(trainer, module, callbacks, recorder, out, f"rank{trainer.global_rank}_resumed.pt")
     return result
 
 
-def _trainer(strategy: str, processes: int, steps: int, checkpoints: Path, callbacks: list[Callback]) -> pl.Trainer:
+def _trainer(
+    strategy: str, processes: int, steps: int, checkpoints: Path, callbacks: list[Callback]
+) -> pl.Trainer:
     kwargs: dict[str, Any] = dict(accelerator="cpu", devices=processes, strategy="auto")
     if strategy == "ddp":
         kwargs["strategy"] = "ddp"
@@ -160,16 +192,31 @@ def _trainer(strategy: str, processes: int, steps: int, checkpoints: Path, callb
         from lightning.pytorch.strategies import ModelParallelStrategy
 
         # one consolidated checkpoint file (the default writes a directory of shards)
-        kwargs["strategy"] = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1,
-                                                   save_distributed_checkpoint=False)
+        kwargs["strategy"] = ModelParallelStrategy(
+            data_parallel_size=2, tensor_parallel_size=1, save_distributed_checkpoint=False
+        )
     checkpoint = ModelCheckpoint(dirpath=checkpoints, save_last=True, save_top_k=0, every_n_train_steps=steps)
-    return pl.Trainer(max_steps=steps, val_check_interval=steps, limit_val_batches=1, num_sanity_val_steps=0,
-                      logger=False, enable_progress_bar=False, enable_model_summary=False,
-                      callbacks=[*callbacks, checkpoint], **kwargs)
+    return pl.Trainer(
+        max_steps=steps,
+        val_check_interval=steps,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[*callbacks, checkpoint],
+        **kwargs,
+    )
 
 
-def _dump(trainer: pl.Trainer, module: CFGRLModule, callbacks: list[Callback], recorder: RecordPrompts, out: Path,
-          name: str) -> dict[str, Any]:
+def _dump(
+    trainer: pl.Trainer,
+    module: CFGRLModule,
+    callbacks: list[Callback],
+    recorder: RecordPrompts,
+    out: Path,
+    name: str,
+) -> dict[str, Any]:
     distill, diversity = callbacks
     assert isinstance(distill, CFGDistillCallback) and isinstance(diversity, DiversityRewardCallback)
     result = {
@@ -180,9 +227,16 @@ def _dump(trainer: pl.Trainer, module: CFGRLModule, callbacks: list[Callback], r
         "teacher": _full_state(distill.teacher),
         "embedder": {k: v.detach().clone() for k, v in diversity.embedder.state_dict().items()},
         "running": (diversity.running.ema, diversity.running.count),
-        "val": {name: float(trainer.callback_metrics[name]) for name in VAL_METRICS if name in trainer.callback_metrics},
-        "grad_norms": {name: float(trainer.callback_metrics[name]) for name in GRAD_METRICS
-                       if name in trainer.callback_metrics},
+        "val": {
+            name: float(trainer.callback_metrics[name])
+            for name in VAL_METRICS
+            if name in trainer.callback_metrics
+        },
+        "grad_norms": {
+            name: float(trainer.callback_metrics[name])
+            for name in GRAD_METRICS
+            if name in trainer.callback_metrics
+        },
         "prompts": torch.stack(recorder.prompts),
         "checkpoints": sorted(p.name for p in (out / "checkpoints").iterdir()),
     }
@@ -195,7 +249,10 @@ def _full_state(model: torch.nn.Module) -> dict[str, Tensor]:
     """The whole state dict on every rank, gathered from shards when ``model`` is FSDP2-sharded."""
     from torch.distributed.tensor import DTensor
 
-    return {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().clone() for k, v in model.state_dict().items()}
+    return {
+        k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().clone()
+        for k, v in model.state_dict().items()
+    }
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -207,8 +264,14 @@ def launch(module: str, *args: str, timeout: float = 240) -> subprocess.Complete
     torch.distributed variables, one thread per process) and return the finished process."""
     env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_VARS}
     env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @functools.cache
@@ -222,7 +285,10 @@ def single_process_reference() -> tuple[dict[str, Any], dict[str, Any]]:
         fit("single", out, steps=3, resume_to=4)
     finally:
         torch.set_num_threads(threads)
-    return (torch.load(out / "rank0.pt", weights_only=True), torch.load(out / "rank0_resumed.pt", weights_only=True))
+    return (
+        torch.load(out / "rank0.pt", weights_only=True),
+        torch.load(out / "rank0_resumed.pt", weights_only=True),
+    )
 
 
 def main() -> None:

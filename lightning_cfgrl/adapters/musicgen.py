@@ -31,9 +31,9 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from lightning_cfgrl.condition import Condition, condition_batch_size
-from lightning_cfgrl.delay_pattern import DelayPattern
-from lightning_cfgrl.generator import check_condition_matches, check_steps
+from lightning_cfgrl.core.condition import Condition, condition_batch_size
+from lightning_cfgrl.core.delay_pattern import DelayPattern
+from lightning_cfgrl.core.generator import check_condition_matches, check_steps
 
 _INSTALL_HINT = "pip install lightning-cfgrl[musicgen]"
 
@@ -70,19 +70,27 @@ class MusicgenGenerator(nn.Module):
     ) -> None:
         super().__init__()
         if (model is None) == (config is None):
-            raise ValueError("MusicgenGenerator needs exactly one of model (a MusicgenForConditionalGeneration or a "
-                             f"pretrained name/path) or config (a MusicgenConfig dict), got model={model!r:.60}, "
-                             f"config={'a dict' if config is not None else None}")
+            raise ValueError(
+                "MusicgenGenerator needs exactly one of model (a MusicgenForConditionalGeneration or a "
+                f"pretrained name/path) or config (a MusicgenConfig dict), got model={model!r:.60}, "
+                f"config={'a dict' if config is not None else None}"
+            )
         hf = import_musicgen()
         self._source = model if isinstance(model, str) else None
         if isinstance(model, str):
-            model = hf.MusicgenForConditionalGeneration.from_pretrained(model, local_files_only=local_files_only)
+            model = hf.MusicgenForConditionalGeneration.from_pretrained(
+                model, local_files_only=local_files_only
+            )
         elif config is not None:
             model = hf.MusicgenForConditionalGeneration(hf.MusicgenConfig(**config))
         if not isinstance(model, hf.MusicgenForConditionalGeneration):
             raise TypeError(f"model must be a MusicgenForConditionalGeneration, got {type(model).__name__}")
         self.model = model
-        self.local_files_only, self.freeze_encoders, self.use_cache = local_files_only, freeze_encoders, use_cache
+        self.local_files_only, self.freeze_encoders, self.use_cache = (
+            local_files_only,
+            freeze_encoders,
+            use_cache,
+        )
         decoder = model.config.decoder
         self.num_codebooks = int(decoder.num_codebooks)
         self.vocab_size = int(decoder.vocab_size)
@@ -90,7 +98,11 @@ class MusicgenGenerator(nn.Module):
             self.pattern = DelayPattern([k // 2 for k in range(self.num_codebooks)])
         else:
             self.pattern = DelayPattern.musicgen(self.num_codebooks)
-        start = decoder.decoder_start_token_id if decoder.decoder_start_token_id is not None else decoder.pad_token_id
+        start = (
+            decoder.decoder_start_token_id
+            if decoder.decoder_start_token_id is not None
+            else decoder.pad_token_id
+        )
         self.start_id = int(start) if start is not None else self.vocab_size
         # transformers 5 renamed the cache argument; find the name this version uses
         params = inspect.signature(model.forward).parameters
@@ -101,11 +113,17 @@ class MusicgenGenerator(nn.Module):
 
     def spec(self) -> dict:
         """``class_path``/``init_args`` that rebuild this adapter (recorded in checkpoints' hparams)."""
-        source = {"model": self._source} if self._source is not None else {"config": self.model.config.to_dict()}
+        source = (
+            {"model": self._source} if self._source is not None else {"config": self.model.config.to_dict()}
+        )
         return {
             "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
-            "init_args": {**source, "local_files_only": self.local_files_only,
-                          "freeze_encoders": self.freeze_encoders, "use_cache": self.use_cache},
+            "init_args": {
+                **source,
+                "local_files_only": self.local_files_only,
+                "freeze_encoders": self.freeze_encoders,
+                "use_cache": self.use_cache,
+            },
         }
 
     # -- TokenGenerator ---------------------------------------------------------------------------
@@ -113,10 +131,14 @@ class MusicgenGenerator(nn.Module):
         """Zeroed ``attention_mask`` (and ``encoder_hidden_states``), as HF's CFG unconditional half."""
         condition = self._check_condition(condition)
         if "attention_mask" not in condition and "input_ids" in condition:
-            raise ValueError("a null (CFG) condition for input_ids needs an 'attention_mask' in the condition "
-                             "(ones for real tokens); HF's null prompt is a zeroed mask")
-        return {key: torch.zeros_like(value) if key in ("attention_mask", "encoder_hidden_states") else value
-                for key, value in condition.items()}
+            raise ValueError(
+                "a null (CFG) condition for input_ids needs an 'attention_mask' in the condition "
+                "(ones for real tokens); HF's null prompt is a zeroed mask"
+            )
+        return {
+            key: torch.zeros_like(value) if key in ("attention_mask", "encoder_hidden_states") else value
+            for key, value in condition.items()
+        }
 
     def new_cache(self, batch_size: int, max_steps: int) -> MusicgenCache | None:
         return MusicgenCache() if self.use_cache else None
@@ -128,7 +150,9 @@ class MusicgenGenerator(nn.Module):
             check_condition_matches(self._check_condition(condition), steps.shape[0])
             check_steps(steps[:, :, :-1], self)  # the last step is never read (it may be a placeholder)
         if steps.shape[2] <= start:
-            raise ValueError(f"got {steps.shape[2]} steps but {start} are already cached; pass at least one new step")
+            raise ValueError(
+                f"got {steps.shape[2]} steps but {start} are already cached; pass at least one new step"
+            )
         if cache is not None and cache.encoder_states is not None:
             states, mask = cache.encoder_states, cache.encoder_mask
         else:
@@ -164,10 +188,13 @@ class MusicgenGenerator(nn.Module):
         if "encoder_hidden_states" in condition:
             states = condition["encoder_hidden_states"]
         else:
-            states = self.model.text_encoder(input_ids=condition["input_ids"], attention_mask=mask).last_hidden_state
+            states = self.model.text_encoder(
+                input_ids=condition["input_ids"], attention_mask=mask
+            ).last_hidden_state
             if mask is not None:
-                states = torch.where(mask[..., None].bool(), states, torch.zeros((), dtype=states.dtype,
-                                                                                   device=states.device))
+                states = torch.where(
+                    mask[..., None].bool(), states, torch.zeros((), dtype=states.dtype, device=states.device)
+                )
         return states, mask
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> dict[str, Tensor]:
@@ -178,10 +205,14 @@ class MusicgenGenerator(nn.Module):
         return {"encoder_hidden_states": states, "attention_mask": mask}
 
     def _check_condition(self, condition: Condition) -> dict[str, Tensor]:
-        if not isinstance(condition, dict) or ("input_ids" in condition) == ("encoder_hidden_states" in condition):
+        if not isinstance(condition, dict) or ("input_ids" in condition) == (
+            "encoder_hidden_states" in condition
+        ):
             got = sorted(condition) if isinstance(condition, dict) else type(condition).__name__
-            raise ValueError("MusicgenGenerator conditions are dicts with exactly one of 'input_ids' [B, L] or "
-                             f"'encoder_hidden_states' [B, L, D], plus 'attention_mask' [B, L]; got {got}")
+            raise ValueError(
+                "MusicgenGenerator conditions are dicts with exactly one of 'input_ids' [B, L] or "
+                f"'encoder_hidden_states' [B, L, D], plus 'attention_mask' [B, L]; got {got}"
+            )
         condition_batch_size(condition)
         return condition
 
@@ -209,8 +240,9 @@ def import_musicgen() -> Any:
             transformers = importlib.import_module("transformers")
             importlib.import_module("transformers.models.musicgen.modeling_musicgen")
     except ImportError as err:
-        raise ImportError(f"MusicgenGenerator needs the transformers package ({err}); install it with "
-                          f"`{_INSTALL_HINT}`") from err
+        raise ImportError(
+            f"MusicgenGenerator needs the transformers package ({err}); install it with `{_INSTALL_HINT}`"
+        ) from err
     return transformers
 
 
@@ -234,9 +266,11 @@ def _torchaudio_stub_if_broken() -> Iterator[None]:
     else:
         yield
         return
-    from lightning_cfgrl.encodec_import import _TorchaudioStub
+    from lightning_cfgrl.audio.encodec_import import _TorchaudioStub
 
-    saved = {n: sys.modules.pop(n) for n in list(sys.modules) if n == "torchaudio" or n.startswith("torchaudio.")}
+    saved = {
+        n: sys.modules.pop(n) for n in list(sys.modules) if n == "torchaudio" or n.startswith("torchaudio.")
+    }
     stub = _TorchaudioStub(broken)
     sys.modules["torchaudio"] = stub
     try:

@@ -58,7 +58,9 @@ class PromptTable:
         source: str = "prompt table",
     ) -> None:
         if not columns:
-            raise ValueError(f"{source} has no prompt columns; expected a {FILE_COLUMN!r} column plus at least one more")
+            raise ValueError(
+                f"{source} has no prompt columns; expected a {FILE_COLUMN!r} column plus at least one more"
+            )
         seen: set[str] = set()
         for name in files:
             if name in seen:
@@ -91,13 +93,17 @@ class PromptTable:
         elif suffix == ".json":
             records, available = _read_json(path)
         else:
-            raise ValueError(f"prompt table {str(path)!r} must be a .csv or .json file, got {suffix or 'no suffix'!r}")
+            raise ValueError(
+                f"prompt table {str(path)!r} must be a .csv or .json file, got {suffix or 'no suffix'!r}"
+            )
         if columns is None:
             columns = [c for c in available if c != FILE_COLUMN]
         unknown = [c for c in columns if c not in available or c == FILE_COLUMN]
         if unknown:
-            raise ValueError(f"prompt columns {unknown} are not prompt columns of {str(path)!r}; it has "
-                             f"{[c for c in available if c != FILE_COLUMN]}")
+            raise ValueError(
+                f"prompt columns {unknown} are not prompt columns of {str(path)!r}; it has "
+                f"{[c for c in available if c != FILE_COLUMN]}"
+            )
         files = [r[FILE_COLUMN] for r in records]
         return cls(files, records, columns, vocabularies, source=f"prompt table {str(path)!r}")
 
@@ -114,14 +120,18 @@ class PromptTable:
         single-column table."""
         if isinstance(prompt, str):
             if len(self.columns) != 1:
-                raise ValueError(f"a string prompt needs a one-column table; this one has columns {self.columns}")
+                raise ValueError(
+                    f"a string prompt needs a one-column table; this one has columns {self.columns}"
+                )
             prompt = {self.columns[0]: prompt}
         ids = []
         for c in self.columns:
             value = str(prompt.get(c) or "").strip()
             if value and value not in self._ids[c]:
-                raise ValueError(f"{c}={value!r} is not in the vocabulary of column {c!r} "
-                                 f"({len(self._ids[c])} values, e.g. {self.vocabularies[c][:5]})")
+                raise ValueError(
+                    f"{c}={value!r} is not in the vocabulary of column {c!r} "
+                    f"({len(self._ids[c])} values, e.g. {self.vocabularies[c][:5]})"
+                )
             ids.append(self._ids[c].get(value, 0))
         return torch.tensor(ids, dtype=torch.long)
 
@@ -139,8 +149,14 @@ class TokenCrops(Dataset):
     evenly spread over the file (validation, deterministic).
     """
 
-    def __init__(self, tokens: Sequence[Tensor], conditions: Tensor, num_frames: int, crops_per_file: int = 1,
-                 random: bool = True) -> None:
+    def __init__(
+        self,
+        tokens: Sequence[Tensor],
+        conditions: Tensor,
+        num_frames: int,
+        crops_per_file: int = 1,
+        random: bool = True,
+    ) -> None:
         self.tokens, self.conditions = list(tokens), conditions
         self.num_frames, self.crops_per_file, self.random = num_frames, crops_per_file, random
 
@@ -202,7 +218,11 @@ class AudioTokenDataModule(pl.LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        for name, value in (("num_frames", num_frames), ("batch_size", batch_size), ("crops_per_file", crops_per_file)):
+        for name, value in (
+            ("num_frames", num_frames),
+            ("batch_size", batch_size),
+            ("crops_per_file", crops_per_file),
+        ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if not 0.0 <= val_fraction < 1.0:
@@ -210,7 +230,9 @@ class AudioTokenDataModule(pl.LightningDataModule):
         self.audio_dir = Path(audio_dir)
         if not self.audio_dir.is_dir():
             raise FileNotFoundError(f"audio_dir {str(self.audio_dir)!r} does not exist or is not a folder")
-        self.table = PromptTable.load(prompts if prompts is not None else self.audio_dir / "prompts.csv", prompt_columns)
+        self.table = PromptTable.load(
+            prompts if prompts is not None else self.audio_dir / "prompts.csv", prompt_columns
+        )
         if len(self.table) == 0:
             raise ValueError(f"{self.table.source} lists no files: the dataset would be empty")
         self.tokenizer, self.num_frames = tokenizer, num_frames
@@ -226,9 +248,13 @@ class AudioTokenDataModule(pl.LightningDataModule):
         paths = [self.audio_dir / name for name in self.table.files]
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
-            shown = ", ".join(repr(m) for m in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            raise FileNotFoundError(f"{len(missing)} file(s) listed in {self.table.source} are missing from "
-                                    f"{str(self.audio_dir)!r}: {shown}")
+            shown = ", ".join(repr(m) for m in missing[:5]) + (
+                f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            )
+            raise FileNotFoundError(
+                f"{len(missing)} file(s) listed in {self.table.source} are missing from "
+                f"{str(self.audio_dir)!r}: {shown}"
+            )
         return paths
 
     def _encode(self) -> list[Tensor]:
@@ -255,21 +281,34 @@ class AudioTokenDataModule(pl.LightningDataModule):
         if len(keep) < len(tokens):
             kept = set(keep)
             short = [self.table.files[i] for i in range(len(tokens)) if i not in kept]
-            warnings.warn(f"skipping {len(short)} file(s) shorter than num_frames={self.num_frames} frames: "
-                          f"{short[:5]}", stacklevel=2)
+            warnings.warn(
+                f"skipping {len(short)} file(s) shorter than num_frames={self.num_frames} frames: "
+                f"{short[:5]}",
+                stacklevel=2,
+            )
         order = torch.randperm(len(keep), generator=torch.Generator().manual_seed(self.seed)).tolist()
         num_val = max(1, round(self.val_fraction * len(keep))) if self.val_fraction > 0 else 0
         if num_val >= len(keep):
-            raise ValueError(f"val_fraction={self.val_fraction} leaves no training file out of {len(keep)}; "
-                             "lower it or add files")
+            raise ValueError(
+                f"val_fraction={self.val_fraction} leaves no training file out of {len(keep)}; "
+                "lower it or add files"
+            )
         val, train = [keep[i] for i in order[:num_val]], [keep[i] for i in order[num_val:]]
-        self.train_set = TokenCrops([tokens[i] for i in train], conditions[train], self.num_frames, self.crops_per_file)
-        self.val_set = TokenCrops([tokens[i] for i in val], conditions[val], self.num_frames, self.crops_per_file,
-                                  random=False)
+        self.train_set = TokenCrops(
+            [tokens[i] for i in train], conditions[train], self.num_frames, self.crops_per_file
+        )
+        self.val_set = TokenCrops(
+            [tokens[i] for i in val], conditions[val], self.num_frames, self.crops_per_file, random=False
+        )
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers,
-                          drop_last=len(self.train_set) > self.batch_size)
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            shuffle=True,
+            num_workers=self.num_workers,
+            drop_last=len(self.train_set) > self.batch_size,
+        )
 
     def val_dataloader(self) -> DataLoader | list:
         if len(self.val_set) == 0:
@@ -307,7 +346,10 @@ class AudioPromptDataModule(pl.LightningDataModule):
             raise ValueError(f"{self.table.source} has no non-empty prompt: nothing to train on")
         order = torch.randperm(len(distinct), generator=torch.Generator().manual_seed(split_seed))
         num_heldout = round(heldout_fraction * len(distinct))
-        self.train_prompts, self.heldout_prompts = distinct[order[num_heldout:]], distinct[order[:num_heldout]]
+        self.train_prompts, self.heldout_prompts = (
+            distinct[order[num_heldout:]],
+            distinct[order[:num_heldout]],
+        )
         self.batch_size, self.repeats = batch_size, repeats
 
     @property
@@ -316,8 +358,12 @@ class AudioPromptDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         prompts = self.train_prompts.repeat(self.repeats, 1)
-        return DataLoader(_Prompts(prompts), batch_size=self.batch_size, shuffle=True,
-                          drop_last=len(prompts) > self.batch_size)
+        return DataLoader(
+            _Prompts(prompts),
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=len(prompts) > self.batch_size,
+        )
 
     def val_dataloader(self) -> DataLoader:
         prompts = self.heldout_prompts if len(self.heldout_prompts) else self.train_prompts
@@ -329,12 +375,16 @@ def _read_csv(path: Path) -> tuple[list[dict[str, str]], list[str]]:
         reader = csv.DictReader(f)
         columns = [c.strip() for c in (reader.fieldnames or [])]
         if FILE_COLUMN not in columns:
-            raise ValueError(f"prompt table {str(path)!r} has columns {columns}; expected a {FILE_COLUMN!r} column "
-                             "(audio paths relative to the audio folder) plus prompt columns")
+            raise ValueError(
+                f"prompt table {str(path)!r} has columns {columns}; expected a {FILE_COLUMN!r} column "
+                "(audio paths relative to the audio folder) plus prompt columns"
+            )
         records = []
         for line, raw in enumerate(reader, start=2):
             if None in raw:  # DictReader files surplus fields under the key None
-                raise ValueError(f"prompt table {str(path)!r} line {line} has more fields than the header {columns}")
+                raise ValueError(
+                    f"prompt table {str(path)!r} line {line} has more fields than the header {columns}"
+                )
             row = {k.strip(): (v or "").strip() for k, v in raw.items()}
             if not row.get(FILE_COLUMN):
                 raise ValueError(f"prompt table {str(path)!r} line {line} has an empty {FILE_COLUMN!r} field")
@@ -355,13 +405,17 @@ def _read_json(path: Path) -> tuple[list[dict[str, str]], list[str]]:
             elif isinstance(prompt, dict):
                 records.append({FILE_COLUMN: name, **{str(k): str(v) for k, v in prompt.items()}})
             else:
-                raise ValueError(f"prompt table {str(path)!r}: the prompt of {name!r} must be a string or an object of "
-                                 f"column values, got {type(prompt).__name__}")
+                raise ValueError(
+                    f"prompt table {str(path)!r}: the prompt of {name!r} must be a string or an object of "
+                    f"column values, got {type(prompt).__name__}"
+                )
     elif isinstance(data, list) and all(isinstance(r, dict) and FILE_COLUMN in r for r in data):
         records = [{str(k): str(v) for k, v in r.items()} for r in data]
     else:
-        raise ValueError(f"prompt table {str(path)!r} must be a JSON object {{file: prompt}} or a list of objects "
-                         f"with a {FILE_COLUMN!r} key, got {type(data).__name__}")
+        raise ValueError(
+            f"prompt table {str(path)!r} must be a JSON object {{file: prompt}} or a list of objects "
+            f"with a {FILE_COLUMN!r} key, got {type(data).__name__}"
+        )
     columns = list(dict.fromkeys(c for r in records for c in r))
     return records, columns or [FILE_COLUMN]
 

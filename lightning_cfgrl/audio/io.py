@@ -82,8 +82,10 @@ def write_audio(path: str | os.PathLike[str], wav: Tensor, sample_rate: int) -> 
         return
     sf = _soundfile()
     if sf is None:
-        raise AudioFileError(f"writing {str(path)!r} needs the soundfile package (pip install soundfile); "
-                             "only .wav is written without it")
+        raise AudioFileError(
+            f"writing {str(path)!r} needs the soundfile package (pip install soundfile); "
+            "only .wav is written without it"
+        )
     sf.write(str(path), pcm.T, int(sample_rate), subtype="PCM_16")
 
 
@@ -186,8 +188,10 @@ def _read_wav(data: bytes) -> tuple[Tensor, int]:
         ints = np.where(ints >= 1 << 23, ints - (1 << 24), ints)  # sign-extend
         samples = ints.astype(np.float32) / float(1 << 23)
     else:
-        raise AudioFileError(f"unsupported WAV encoding (format code {code:#06x}, {bits} bits); "
-                             "PCM 8/16/24/32-bit and float 32/64 are read natively, others need soundfile")
+        raise AudioFileError(
+            f"unsupported WAV encoding (format code {code:#06x}, {bits} bits); "
+            "PCM 8/16/24/32-bit and float 32/64 are read natively, others need soundfile"
+        )
     wav = rearrange(torch.from_numpy(samples.copy()), "(l c) -> c l", c=channels)
     return wav, int(sample_rate)
 

@@ -44,8 +44,10 @@ class SyntheticSynth:
         self.samples_per_frame = round(frame_seconds * sample_rate)
         self.fade = round(fade_seconds * sample_rate)
         if self.samples_per_frame < 2 * self.fade + 1 or self.fade < 1:
-            raise ValueError(f"frame_seconds ({frame_seconds}) must exceed 2 * fade_seconds ({fade_seconds}) "
-                             f"and fade_seconds must be >= 1 sample at {sample_rate} Hz")
+            raise ValueError(
+                f"frame_seconds ({frame_seconds}) must exceed 2 * fade_seconds ({fade_seconds}) "
+                f"and fade_seconds must be >= 1 sample at {sample_rate} Hz"
+            )
         if num_harmonics < 1:
             raise ValueError(f"num_harmonics must be >= 1, got {num_harmonics}")
         self.vocab_size, self.sample_rate = vocab_size, sample_rate
@@ -67,7 +69,9 @@ class SyntheticSynth:
     def envelope(self) -> Tensor:
         """``[samples_per_frame]``: raised-cosine fade in and out, 1 in between."""
         env = torch.ones(self.samples_per_frame, dtype=torch.float64)
-        ramp = 0.5 - 0.5 * torch.cos(math.pi * (torch.arange(self.fade, dtype=torch.float64) + 0.5) / self.fade)
+        ramp = 0.5 - 0.5 * torch.cos(
+            math.pi * (torch.arange(self.fade, dtype=torch.float64) + 0.5) / self.fade
+        )
         env[: self.fade] = ramp
         env[-self.fade :] = ramp.flip(0)
         return env
@@ -80,7 +84,9 @@ class SyntheticSynth:
         single = tokens.dim() == 2
         tokens = tokens[None] if single else tokens
         if tokens.is_floating_point() or tokens.shape[1] < 1:
-            raise ValueError(f"tokens must be integer ids [B, K >= 1, T], got dtype {tokens.dtype}, shape {tuple(tokens.shape)}")
+            raise ValueError(
+                f"tokens must be integer ids [B, K >= 1, T], got dtype {tokens.dtype}, shape {tuple(tokens.shape)}"
+            )
         pitch_ids = tokens[:, 0]
         timbre_ids = tokens[:, 1] if tokens.shape[1] > 1 else torch.zeros_like(pitch_ids)
         audible = (pitch_ids >= 0) & (pitch_ids < self.vocab_size)  # [B, T]

@@ -73,7 +73,9 @@ class EncodecTokenizer:
             codec = _load_codec(checkpoint, model, download)
         for part in ("encoder", "decoder", "quantizer", "sample_rate", "channels", "target_bandwidths"):
             if not hasattr(codec, part):
-                raise TypeError(f"codec must be an encodec.EncodecModel; {type(codec).__name__} has no .{part}")
+                raise TypeError(
+                    f"codec must be an encodec.EncodecModel; {type(codec).__name__} has no .{part}"
+                )
         if getattr(codec, "segment", None) is not None:
             raise ValueError(
                 f"codec {getattr(codec, 'name', type(codec).__name__)!r} encodes in overlapping segments of "
@@ -83,7 +85,9 @@ class EncodecTokenizer:
         bandwidths = [float(b) for b in codec.target_bandwidths]
         bandwidth = min(bandwidths) if bandwidth is None else float(bandwidth)
         if bandwidth not in bandwidths:
-            raise ValueError(f"bandwidth {bandwidth} kbps is not one of the codec's target_bandwidths {bandwidths}")
+            raise ValueError(
+                f"bandwidth {bandwidth} kbps is not one of the codec's target_bandwidths {bandwidths}"
+            )
         self.codec = codec.to(device).eval().requires_grad_(False)
         self.codec.set_target_bandwidth(bandwidth)
         self.bandwidth = bandwidth
@@ -156,7 +160,9 @@ class EncodecTokenizer:
         self._check_tokens(tokens)
         self._check_initialised()
         device = next(self.codec.parameters()).device
-        wav = torch.cat([self.codec.decode([(chunk.to(device), None)]) for chunk in tokens.split(self.batch_size)])
+        wav = torch.cat(
+            [self.codec.decode([(chunk.to(device), None)]) for chunk in tokens.split(self.batch_size)]
+        )
         return wav[0] if single else wav
 
     # -- files ---------------------------------------------------------------------------------------
@@ -215,16 +221,20 @@ class EncodecTokenizer:
     def _check_tokens(self, tokens: Tensor) -> None:
         n_q = int(self.codec.quantizer.n_q)
         if tokens.dtype not in (torch.int64, torch.int32, torch.int16) or not 1 <= tokens.shape[1] <= n_q:
-            raise ValueError(f"tokens must be integer [B, K, T] with 1 <= K <= {n_q} (the codec's codebooks), "
-                             f"got dtype {tokens.dtype} and shape {tuple(tokens.shape)}")
+            raise ValueError(
+                f"tokens must be integer [B, K, T] with 1 <= K <= {n_q} (the codec's codebooks), "
+                f"got dtype {tokens.dtype} and shape {tuple(tokens.shape)}"
+            )
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.codebook_size):
-            raise ValueError(f"token ids must be in [0, {self.codebook_size}) (the codebook size), got "
-                             f"[{int(tokens.min())}, {int(tokens.max())}]")
+            raise ValueError(
+                f"token ids must be in [0, {self.codebook_size}) (the codebook size), got "
+                f"[{int(tokens.min())}, {int(tokens.max())}]"
+            )
 
     def _cache_path(self, path: Path) -> Path | None:
         if self.cache_dir is None:
             return None
-        from lightning_cfgrl.checkpointing import file_sha256
+        from lightning_cfgrl.io.checkpoints import file_sha256
 
         if not path.is_file():
             raise AudioFileError(f"audio file {str(path)!r} does not exist")
@@ -236,15 +246,23 @@ class EncodecTokenizer:
         try:
             entry = torch.load(key, map_location="cpu", weights_only=True)
             codes = entry["codes"]
-            if entry.get("version") != _CACHE_VERSION or codes.dim() != 2 or codes.shape[0] != self.num_codebooks:
-                raise ValueError(f"unexpected entry (version {entry.get('version')}, shape {tuple(codes.shape)})")
+            if (
+                entry.get("version") != _CACHE_VERSION
+                or codes.dim() != 2
+                or codes.shape[0] != self.num_codebooks
+            ):
+                raise ValueError(
+                    f"unexpected entry (version {entry.get('version')}, shape {tuple(codes.shape)})"
+                )
         except Exception as err:  # a corrupt or stale entry is re-encoded, not fatal
-            warnings.warn(f"ignoring unreadable token cache entry {str(key)!r} ({err}); re-encoding", stacklevel=3)
+            warnings.warn(
+                f"ignoring unreadable token cache entry {str(key)!r} ({err}); re-encoding", stacklevel=3
+            )
             return None
         return codes.long()
 
     def _save_cached(self, key: Path, codes: Tensor) -> None:
-        from lightning_cfgrl.checkpointing import atomic_save
+        from lightning_cfgrl.io.checkpoints import atomic_save
 
         small = codes.to(torch.int16) if self.codebook_size <= 2**15 else codes  # a quarter of the disk
         atomic_save({"codes": small.contiguous(), "version": _CACHE_VERSION}, key)
@@ -255,7 +273,7 @@ def _load_codec(checkpoint: str | None, model: str, download: bool) -> nn.Module
         from lightning_cfgrl.embedders.encodec_audio import load_encodec
 
         return load_encodec(checkpoint, model)
-    from lightning_cfgrl.encodec_import import import_encodec
+    from lightning_cfgrl.audio.encodec_import import import_encodec
 
     factories = {"encodec_24khz": "encodec_model_24khz", "encodec_48khz": "encodec_model_48khz"}
     if model not in factories:

@@ -1,9 +1,16 @@
-"""Lightning callbacks: objective callbacks (loss terms) and utility callbacks."""
+"""Lightning callbacks: the objective callbacks (re-exported from :mod:`lightning_cfgrl.training`),
+weight merging at the end of fit and audio sample logging."""
 
 from lightning_cfgrl.callbacks.audio_logger import AudioSampleLogger
-from lightning_cfgrl.callbacks.distill import CFGDistillCallback
-from lightning_cfgrl.callbacks.diversity import DiversityRewardCallback
 from lightning_cfgrl.callbacks.merge import ModelMergeCallback
-from lightning_cfgrl.callbacks.objective import ObjectiveCallback
+from lightning_cfgrl.training.distill import CFGDistillCallback
+from lightning_cfgrl.training.diversity import DiversityRewardCallback
+from lightning_cfgrl.training.objective import ObjectiveCallback
 
-__all__ = ["AudioSampleLogger", "CFGDistillCallback", "DiversityRewardCallback", "ModelMergeCallback", "ObjectiveCallback"]
+__all__ = [
+    "AudioSampleLogger",
+    "CFGDistillCallback",
+    "DiversityRewardCallback",
+    "ModelMergeCallback",
+    "ObjectiveCallback",
+]

@@ -19,9 +19,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
-from lightning_cfgrl.condition import Condition, condition_batch_size, condition_to, select_condition
-from lightning_cfgrl.metrics.pairwise import pairwise_cosine_diversity
-from lightning_cfgrl.sampling import SamplingConfig, sample
+from lightning_cfgrl.core.condition import Condition, condition_batch_size, condition_to, select_condition
+from lightning_cfgrl.core.sampling import SamplingConfig, sample
+from lightning_cfgrl.eval.diversity import pairwise_cosine_diversity
 
 # Strategies that shard parameters: a forward pass on rank zero alone would wait forever for the others.
 _SHARDED = ("FSDPStrategy", "ModelParallelStrategy", "DeepSpeedStrategy")
@@ -81,9 +81,13 @@ class AudioSampleLogger(Callback):
         if num_frames is not None and num_frames < 1:
             raise ValueError(f"num_frames must be >= 1 or None, got {num_frames}")
         if decoder is not None and not isinstance(decoder, AudioDecoder):
-            raise TypeError(f"decoder must have .decode(tokens) and .sample_rate, got {type(decoder).__name__}")
+            raise TypeError(
+                f"decoder must have .decode(tokens) and .sample_rate, got {type(decoder).__name__}"
+            )
         self.decoder, self.embedder = decoder, embedder
-        self.prompts: Condition | None = torch.as_tensor(prompts, dtype=torch.long) if prompts is not None else None
+        self.prompts: Condition | None = (
+            torch.as_tensor(prompts, dtype=torch.long) if prompts is not None else None
+        )
         self.num_prompts, self.num_samples, self.num_frames = num_prompts, num_samples, num_frames
         self.every_n_steps, self.log_on_validation = every_n_steps, log_on_validation
         self.sampling = SamplingConfig(temperature=temperature, guidance_scale=guidance_scale)
@@ -95,7 +99,9 @@ class AudioSampleLogger(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         generator = getattr(pl_module, "generator", None)
         if generator is None:
-            raise ValueError(f"AudioSampleLogger samples pl_module.generator; {type(pl_module).__name__} has none")
+            raise ValueError(
+                f"AudioSampleLogger samples pl_module.generator; {type(pl_module).__name__} has none"
+            )
         if self.decoder is None:
             if isinstance(generator, AudioDecoder):
                 self.decoder = generator
@@ -105,32 +111,49 @@ class AudioSampleLogger(Callback):
                 self.decoder = SyntheticSynth(vocab_size=generator.vocab_size)
         size = getattr(self.decoder, "codebook_size", None)
         if size is not None and size != generator.vocab_size:
-            raise ValueError(f"the decoder's codebook_size {size} differs from the generator's vocab_size "
-                             f"{generator.vocab_size}: its tokens would decode to the wrong sounds")
+            raise ValueError(
+                f"the decoder's codebook_size {size} differs from the generator's vocab_size "
+                f"{generator.vocab_size}: its tokens would decode to the wrong sounds"
+            )
         if self.num_frames is None:
             self.num_frames = getattr(pl_module, "num_frames", None)
             if self.num_frames is None:
-                raise ValueError(f"{type(pl_module).__name__} has no num_frames; pass AudioSampleLogger(num_frames=...)")
+                raise ValueError(
+                    f"{type(pl_module).__name__} has no num_frames; pass AudioSampleLogger(num_frames=...)"
+                )
         if self.embedder is None:
             from lightning_cfgrl.embedders.histogram import TokenHistogramEmbedder
 
             self.embedder = TokenHistogramEmbedder(generator.vocab_size)
         if type(trainer.strategy).__name__ in _SHARDED:
-            self._disable(f"AudioSampleLogger is off under {type(trainer.strategy).__name__}: sampling a sharded "
-                          "model on rank zero alone would hang")
+            self._disable(
+                f"AudioSampleLogger is off under {type(trainer.strategy).__name__}: sampling a sharded "
+                "model on rank zero alone would hang"
+            )
         elif not any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers):
-            self._disable("AudioSampleLogger logs audio only to a TensorBoardLogger and the Trainer has none; "
-                          "no audio will be logged")
+            self._disable(
+                "AudioSampleLogger logs audio only to a TensorBoardLogger and the Trainer has none; "
+                "no audio will be logged"
+            )
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self._capture_prompts(batch)
 
-    def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
-                                  batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_start(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         self._capture_prompts(batch)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         if self.every_n_steps and step > 0 and step % self.every_n_steps == 0:
             self.log_samples(trainer, pl_module)
@@ -152,8 +175,14 @@ class AudioSampleLogger(Callback):
         was_training = generator.training
         generator.eval()
         try:
-            steps = sample(generator, prompts, self.num_frames, self.sampling, num_samples=self.num_samples,
-                           seed=self.seed)
+            steps = sample(
+                generator,
+                prompts,
+                self.num_frames,
+                self.sampling,
+                num_samples=self.num_samples,
+                seed=self.seed,
+            )
         finally:
             generator.train(was_training)
         frames = generator.pattern.steps_to_frames(steps)  # [P * G, K, T]
@@ -165,7 +194,9 @@ class AudioSampleLogger(Callback):
         num_prompts = condition_batch_size(self.prompts)
         for i, clip in enumerate(wav):
             p, g = divmod(i, self.num_samples)
-            writer.add_audio(f"{self.tag}/prompt{p}/sample{g}", clip, step, sample_rate=self.decoder.sample_rate)
+            writer.add_audio(
+                f"{self.tag}/prompt{p}/sample{g}", clip, step, sample_rate=self.decoder.sample_rate
+            )
         logged = {"audio": rearrange(wav, "(p g) 1 l -> p g l", p=num_prompts)}
         if self.num_samples >= 2:
             param = next(self.embedder.parameters(), None)  # a frozen embedder may live elsewhere

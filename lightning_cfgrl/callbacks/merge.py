@@ -11,8 +11,8 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
-from lightning_cfgrl.checkpointing import GENERATOR_PREFIX, file_sha256, load_generator_state
-from lightning_cfgrl.merging import (
+from lightning_cfgrl.io.checkpoints import GENERATOR_PREFIX, file_sha256, load_generator_state
+from lightning_cfgrl.merging.streaming import (
     MergeError,
     check_compatible,
     check_lambda,
@@ -43,7 +43,7 @@ class ModelMergeCallback(Callback):
         anchor_checkpoint: a Lightning ``.ckpt`` (its ``generator.*`` weights) or a ``.safetensors``
             file of generator weights (keys without prefix).
         lambdas: values of lam to write; 0 reproduces the anchor and 1 the trained model exactly.
-        method: ``"lerp"`` or ``"slerp"`` (per tensor, see :func:`lightning_cfgrl.merging.slerp`).
+        method: ``"lerp"`` or ``"slerp"`` (per tensor, see :func:`lightning_cfgrl.merging.streaming.slerp`).
         dirpath: output directory.
         allow_extrapolation: allow lam outside [0, 1].
     """
@@ -82,7 +82,9 @@ class ModelMergeCallback(Callback):
         try:
             check_compatible(anchor, _generator_state(pl_module.state_dict()))
         except MergeError as err:
-            raise MergeError(f"ModelMergeCallback: anchor {self.anchor_checkpoint} does not fit the module: {err}") from err
+            raise MergeError(
+                f"ModelMergeCallback: anchor {self.anchor_checkpoint} does not fit the module: {err}"
+            ) from err
         del anchor
         if trainer.is_global_zero:
             self._check_anchor_unchanged(file_sha256(self.anchor_checkpoint))
@@ -100,7 +102,9 @@ class ModelMergeCallback(Callback):
             except Exception as err:
                 error = err
         # One broadcast doubles as the barrier and tells the other ranks whether rank 0 failed.
-        outcome = trainer.strategy.broadcast((written, None if error is None else f"{type(error).__name__}: {error}"))
+        outcome = trainer.strategy.broadcast(
+            (written, None if error is None else f"{type(error).__name__}: {error}")
+        )
         if error is not None:
             raise error
         if outcome[1] is not None:
@@ -116,8 +120,11 @@ class ModelMergeCallback(Callback):
         del anchor  # reopened lazily per lambda, so at most one anchor copy is ever paged in
         sources = {
             "anchor": {"path": os.path.abspath(self.anchor_checkpoint), "sha256": sha},
-            "current": {"path": None, "trained_module": type(trainer.lightning_module).__qualname__,
-                        "global_step": trainer.global_step},
+            "current": {
+                "path": None,
+                "trained_module": type(trainer.lightning_module).__qualname__,
+                "global_step": trainer.global_step,
+            },
         }
         written: dict[str, str] = {}
         for lam in self.lambdas:
@@ -162,4 +169,4 @@ class ModelMergeCallback(Callback):
 
 
 def _generator_state(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
-    return {k[len(GENERATOR_PREFIX):]: v for k, v in state_dict.items() if k.startswith(GENERATOR_PREFIX)}
+    return {k[len(GENERATOR_PREFIX) :]: v for k, v in state_dict.items() if k.startswith(GENERATOR_PREFIX)}

@@ -59,19 +59,40 @@ class ContrastiveTokenEmbedder(nn.Module):
         if checkpoint is not None:
             state, spec = load_embedder_checkpoint(checkpoint)
             if spec is not None:
-                given = dict(num_codebooks=num_codebooks, vocab_size=vocab_size, dim=dim, embed_dim=embed_dim,
-                             num_layers=num_layers, kernel_size=kernel_size)
+                given = dict(
+                    num_codebooks=num_codebooks,
+                    vocab_size=vocab_size,
+                    dim=dim,
+                    embed_dim=embed_dim,
+                    num_layers=num_layers,
+                    kernel_size=kernel_size,
+                )
                 arch = _architecture_from(spec, given, checkpoint)
                 num_codebooks, vocab_size, dim = arch["num_codebooks"], arch["vocab_size"], arch["dim"]
-                embed_dim, num_layers, kernel_size = arch["embed_dim"], arch["num_layers"], arch["kernel_size"]
-        for name, value in (("num_codebooks", num_codebooks), ("vocab_size", vocab_size), ("dim", dim),
-                            ("embed_dim", embed_dim), ("num_layers", num_layers)):
+                embed_dim, num_layers, kernel_size = (
+                    arch["embed_dim"],
+                    arch["num_layers"],
+                    arch["kernel_size"],
+                )
+        for name, value in (
+            ("num_codebooks", num_codebooks),
+            ("vocab_size", vocab_size),
+            ("dim", dim),
+            ("embed_dim", embed_dim),
+            ("num_layers", num_layers),
+        ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size}")
-        self._init_args = dict(num_codebooks=num_codebooks, vocab_size=vocab_size, dim=dim, embed_dim=embed_dim,
-                               num_layers=num_layers, kernel_size=kernel_size)
+        self._init_args = dict(
+            num_codebooks=num_codebooks,
+            vocab_size=vocab_size,
+            dim=dim,
+            embed_dim=embed_dim,
+            num_layers=num_layers,
+            kernel_size=kernel_size,
+        )
         self.num_codebooks, self.vocab_size = num_codebooks, vocab_size
         self.token_emb = nn.ModuleList(nn.Embedding(vocab_size, dim) for _ in range(num_codebooks))
         self.blocks = nn.Sequential(*(_ConvBlock(dim, kernel_size, 2**i) for i in range(num_layers)))
@@ -81,12 +102,17 @@ class ContrastiveTokenEmbedder(nn.Module):
             try:
                 self.load_state_dict(state)
             except RuntimeError as err:
-                raise ValueError(f"checkpoint {checkpoint!r} does not fit ContrastiveTokenEmbedder"
-                                 f"({self._init_args}): {err}") from err
+                raise ValueError(
+                    f"checkpoint {checkpoint!r} does not fit ContrastiveTokenEmbedder"
+                    f"({self._init_args}): {err}"
+                ) from err
 
     def spec(self) -> dict[str, Any]:
         """``class_path``/``init_args`` that rebuild this architecture (recorded in checkpoints)."""
-        return {"class_path": f"{type(self).__module__}.{type(self).__qualname__}", "init_args": dict(self._init_args)}
+        return {
+            "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
+            "init_args": dict(self._init_args),
+        }
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str]) -> ContrastiveTokenEmbedder:
@@ -96,24 +122,30 @@ class ContrastiveTokenEmbedder(nn.Module):
     def forward(self, tokens: Tensor) -> Tensor:
         """``[B, K, T]`` int64 -> ``[B, embed_dim]``."""
         if tokens.dim() != 3 or tokens.shape[1] != self.num_codebooks:
-            raise ValueError(f"tokens must be [B, {self.num_codebooks}, T] frames, got shape {tuple(tokens.shape)}")
+            raise ValueError(
+                f"tokens must be [B, {self.num_codebooks}, T] frames, got shape {tuple(tokens.shape)}"
+            )
         if tokens.dtype != torch.long:
             raise ValueError(f"tokens must be int64 token ids, got dtype {tokens.dtype}")
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
-            raise ValueError(f"token ids must be in [0, {self.vocab_size}), got [{int(tokens.min())}, {int(tokens.max())}]")
+            raise ValueError(
+                f"token ids must be in [0, {self.vocab_size}), got [{int(tokens.min())}, {int(tokens.max())}]"
+            )
         x = sum(emb(tokens[:, k]) for k, emb in enumerate(self.token_emb))  # [B, T, D]
         x = self.norm(self.blocks(rearrange(x, "b t d -> b d t")))
         return self.proj(x.mean(dim=-1))
 
 
-def load_embedder_checkpoint(path: str | os.PathLike[str], prefix: str = "embedder.") -> tuple[dict[str, Tensor], dict | None]:
+def load_embedder_checkpoint(
+    path: str | os.PathLike[str], prefix: str = "embedder."
+) -> tuple[dict[str, Tensor], dict | None]:
     """(state dict, recorded ``class_path``/``init_args`` spec or None) of a trained embedder.
 
     Reads a Lightning checkpoint (its ``state_dict`` entries under ``prefix``, its
     ``hyper_parameters["embedder"]`` spec), a ``.safetensors`` file or a plain ``torch.save`` state
     dict; never unpickles code (``weights_only`` loading).
     """
-    from lightning_cfgrl.checkpointing import is_safetensors_file, load_checkpoint, load_safetensors
+    from lightning_cfgrl.io.checkpoints import is_safetensors_file, load_checkpoint, load_safetensors
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"embedder checkpoint {str(path)!r} does not exist")
@@ -121,10 +153,12 @@ def load_embedder_checkpoint(path: str | os.PathLike[str], prefix: str = "embedd
         return dict(load_safetensors(path, mmap=False)), None
     ckpt = load_checkpoint(path, require_state_dict=False)
     if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict):
-        state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+        state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
         if not state:
-            raise ValueError(f"checkpoint {str(path)!r} has no '{prefix}*' weights in its state_dict; expected a "
-                             "checkpoint of ContrastiveEmbedderModule")
+            raise ValueError(
+                f"checkpoint {str(path)!r} has no '{prefix}*' weights in its state_dict; expected a "
+                "checkpoint of ContrastiveEmbedderModule"
+            )
         spec = (ckpt.get("hyper_parameters") or {}).get("embedder")
         return state, dict(spec) if isinstance(spec, dict) and "init_args" in spec else None
     if isinstance(ckpt, dict) and all(isinstance(v, Tensor) for v in ckpt.values()):
@@ -134,11 +168,16 @@ def load_embedder_checkpoint(path: str | os.PathLike[str], prefix: str = "embedd
 
 def _architecture_from(spec: dict, given: dict[str, int], path: str) -> dict[str, int]:
     """The checkpoint's architecture; an explicitly different (non-default) given value is an error."""
-    defaults = {name: p.default for name, p in inspect.signature(ContrastiveTokenEmbedder).parameters.items()
-                if name in given}
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(ContrastiveTokenEmbedder).parameters.items()
+        if name in given
+    }
     recorded = {k: int(spec["init_args"].get(k, defaults[k])) for k in defaults}
     for key, value in given.items():
         if value != defaults[key] and value != recorded[key]:
-            raise ValueError(f"{key}={value} was given, but checkpoint {path!r} holds an embedder with "
-                             f"{key}={recorded[key]}; omit it or pass the checkpoint's value")
+            raise ValueError(
+                f"{key}={value} was given, but checkpoint {path!r} holds an embedder with "
+                f"{key}={recorded[key]}; omit it or pass the checkpoint's value"
+            )
     return recorded

@@ -19,11 +19,13 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_cfgrl.embedders.contrastive import ContrastiveTokenEmbedder
-from lightning_cfgrl.hparams import instantiate_spec, save_safe_hyperparameters
-from lightning_cfgrl.optimization import build_optimizers
+from lightning_cfgrl.io.specs import instantiate_spec, save_safe_hyperparameters
+from lightning_cfgrl.training.optimization import build_optimizers
 
 
-def sample_chunk_pairs(frames: Tensor, chunk_frames: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def sample_chunk_pairs(
+    frames: Tensor, chunk_frames: int, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """Two non-overlapping chunks per sequence: ``[B, K, T]`` -> two ``[B, K, L]`` (L = ``chunk_frames``).
 
     The first chunk starts uniformly in ``[0, T - 2L]``, the second uniformly after it ends; which one
@@ -31,7 +33,9 @@ def sample_chunk_pairs(frames: Tensor, chunk_frames: int, generator: torch.Gener
     """
     b, k, t = frames.shape
     if chunk_frames < 1 or 2 * chunk_frames > t:
-        raise ValueError(f"chunk_frames must be in [1, T / 2] = [1, {t // 2}] for T = {t} frames, got {chunk_frames}")
+        raise ValueError(
+            f"chunk_frames must be in [1, T / 2] = [1, {t // 2}] for T = {t} frames, got {chunk_frames}"
+        )
     device = frames.device
 
     def uniform(high: Tensor) -> Tensor:  # integers in [0, high] per row
@@ -59,7 +63,9 @@ def info_nce(a: Tensor, b: Tensor, temperature: float) -> Tensor:
 
 
 @torch.no_grad()
-def triplet_accuracy(embedder: nn.Module, frames: Tensor, chunk_frames: int, generator: torch.Generator | None = None) -> Tensor:
+def triplet_accuracy(
+    embedder: nn.Module, frames: Tensor, chunk_frames: int, generator: torch.Generator | None = None
+) -> Tensor:
     """Fraction of triplets (chunk of sequence i, other chunk of i, chunk of another sequence) where
     the two chunks of i are the closer pair by cosine. ``frames [B, K, T]`` with B >= 2; the negative of
     row i is row ``(i + 1) % B``, so ``frames`` should be in random order."""
@@ -103,7 +109,9 @@ class ContrastiveEmbedderModule(pl.LightningModule):
             raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        save_safe_hyperparameters(self, {"embedder": embedder, "optimizer": optimizer, "scheduler": scheduler})
+        save_safe_hyperparameters(
+            self, {"embedder": embedder, "optimizer": optimizer, "scheduler": scheduler}
+        )
         if hasattr(embedder, "spec"):  # rebuildable from the checkpoint alone (weights_only-safe)
             self.hparams["embedder"] = embedder.spec()
         self.embedder = embedder
@@ -129,10 +137,17 @@ class ContrastiveEmbedderModule(pl.LightningModule):
         rng = torch.Generator().manual_seed(batch_idx)
         first, second = sample_chunk_pairs(frames, self.chunk_frames, rng)
         loss = info_nce(self.embedder(first), self.embedder(second), self.temperature)
-        accuracy = triplet_accuracy(self.embedder, frames, self.chunk_frames, torch.Generator().manual_seed(batch_idx))
+        accuracy = triplet_accuracy(
+            self.embedder, frames, self.chunk_frames, torch.Generator().manual_seed(batch_idx)
+        )
         self.log("val/info_nce", loss, batch_size=frames.shape[0], sync_dist=True)
         self.log("val/triplet_accuracy", accuracy, prog_bar=True, batch_size=frames.shape[0], sync_dist=True)
 
     def configure_optimizers(self) -> Any:
-        return build_optimizers(self.embedder.parameters(), self.optimizer_factory, self.scheduler_factory,
-                                self.learning_rate, self.weight_decay)
+        return build_optimizers(
+            self.embedder.parameters(),
+            self.optimizer_factory,
+            self.scheduler_factory,
+            self.learning_rate,
+            self.weight_decay,
+        )

@@ -4,7 +4,7 @@ tokens ``[B, K, T]`` -> EnCodec quantizer + decoder -> waveform ``[B, C, L]`` ->
 (default: the same EnCodec's encoder) -> latents ``[B, D, T']`` pooled over time -> ``[B, D]`` (or
 ``[B, 2D]`` with mean and std). Unlike a token-level embedder it compares what the tokens *sound like*.
 
-encodec is imported lazily through :func:`lightning_cfgrl.encodec_import.import_encodec` (which copes
+encodec is imported lazily through :func:`lightning_cfgrl.audio.encodec_import.import_encodec` (which copes
 with a broken torchaudio), only when an embedder is built from a checkpoint or codebooks are initialised.
 Nothing is downloaded: pass a constructed EnCodec model or a local checkpoint file.
 """
@@ -58,8 +58,10 @@ class EncodecAudioEmbedder(nn.Module):
         self.codec = codec if codec is not None else load_encodec(checkpoint, model)
         for part in ("quantizer", "decoder"):
             if not hasattr(self.codec, part):
-                raise TypeError(f"codec must have .quantizer and .decoder like encodec.EncodecModel; "
-                                f"{type(self.codec).__name__} has no .{part}")
+                raise TypeError(
+                    f"codec must have .quantizer and .decoder like encodec.EncodecModel; "
+                    f"{type(self.codec).__name__} has no .{part}"
+                )
         if audio_encoder is None and not hasattr(self.codec, "encoder"):
             raise TypeError(f"codec {type(self.codec).__name__} has no .encoder; pass audio_encoder")
         self.audio_encoder = audio_encoder  # None: the codec's encoder, not registered twice
@@ -80,8 +82,10 @@ class EncodecAudioEmbedder(nn.Module):
         """``[B, K, T]`` codes -> waveform ``[B, C, L]`` (K may be fewer than the codec's codebooks)."""
         self._check_tokens(tokens)
         if not codebooks_initialised(self.codec):
-            raise ValueError("the codec's codebooks are uninitialised (all zeros, every code sounds the same): "
-                             "load trained EnCodec weights or call init_codebooks(codec, audio) first")
+            raise ValueError(
+                "the codec's codebooks are uninitialised (all zeros, every code sounds the same): "
+                "load trained EnCodec weights or call init_codebooks(codec, audio) first"
+            )
         latents = self.codec.quantizer.decode(rearrange(tokens, "b k t -> k b t"))  # [B, D, T]
         return self.codec.decoder(latents)
 
@@ -92,7 +96,9 @@ class EncodecAudioEmbedder(nn.Module):
         if latents.dim() == 2:
             return latents
         if latents.dim() != 3:
-            raise ValueError(f"audio encoder must return [B, D] or [B, D, T'], got shape {tuple(latents.shape)}")
+            raise ValueError(
+                f"audio encoder must return [B, D] or [B, D, T'], got shape {tuple(latents.shape)}"
+            )
         if self.pooling == "mean":
             return latents.mean(-1)
         return torch.cat([latents.mean(-1), latents.std(-1, correction=0)], dim=-1)
@@ -105,23 +111,29 @@ class EncodecAudioEmbedder(nn.Module):
 
     def _check_tokens(self, tokens: Tensor) -> None:
         if tokens.dim() != 3 or not 1 <= tokens.shape[1] <= self.num_codebooks:
-            raise ValueError(f"tokens must be [B, K, T] codes with 1 <= K <= {self.num_codebooks} (the codec's "
-                             f"codebooks), got shape {tuple(tokens.shape)}")
+            raise ValueError(
+                f"tokens must be [B, K, T] codes with 1 <= K <= {self.num_codebooks} (the codec's "
+                f"codebooks), got shape {tuple(tokens.shape)}"
+            )
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.codebook_size):
-            raise ValueError(f"token ids must be in [0, {self.codebook_size}) (the codec's codebook size), got "
-                             f"[{int(tokens.min())}, {int(tokens.max())}]")
+            raise ValueError(
+                f"token ids must be in [0, {self.codebook_size}) (the codec's codebook size), got "
+                f"[{int(tokens.min())}, {int(tokens.max())}]"
+            )
 
 
 def load_encodec(checkpoint: str | os.PathLike[str], model: str = "encodec_24khz") -> nn.Module:
     """``EncodecModel.<model>(pretrained=False)`` with weights from a local state dict file (eval mode)."""
-    from lightning_cfgrl.checkpointing import load_checkpoint
-    from lightning_cfgrl.encodec_import import import_encodec
+    from lightning_cfgrl.audio.encodec_import import import_encodec
+    from lightning_cfgrl.io.checkpoints import load_checkpoint
 
     factories = {"encodec_24khz": "encodec_model_24khz", "encodec_48khz": "encodec_model_48khz"}
     if model not in factories:
         raise ValueError(f"model must be one of {sorted(factories)}, got {model!r}")
     if not os.path.isfile(checkpoint):
-        raise FileNotFoundError(f"EnCodec checkpoint {str(checkpoint)!r} does not exist (nothing is downloaded)")
+        raise FileNotFoundError(
+            f"EnCodec checkpoint {str(checkpoint)!r} does not exist (nothing is downloaded)"
+        )
     codec = getattr(import_encodec().EncodecModel, factories[model])(pretrained=False)
     state = load_checkpoint(checkpoint, require_state_dict=False)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
@@ -135,7 +147,9 @@ def load_encodec(checkpoint: str | os.PathLike[str], model: str = "encodec_24khz
 
 def codebooks_initialised(codec: nn.Module) -> bool:
     """False while any EnCodec codebook still waits for its k-means initialisation (``inited == 0``)."""
-    return all(bool(m.inited.item()) for m in codec.modules() if isinstance(getattr(m, "inited", None), Tensor))
+    return all(
+        bool(m.inited.item()) for m in codec.modules() if isinstance(getattr(m, "inited", None), Tensor)
+    )
 
 
 @torch.no_grad()

@@ -1,7 +1,6 @@
-"""Built-in token models."""
+"""Built-in token models (the reference transformer and its KV cache)."""
 
 from lightning_cfgrl.models.kv_cache import KVCache
-from lightning_cfgrl.models.pretrain import PretrainModule
 from lightning_cfgrl.models.transformer import AudioTokenTransformer
 
-__all__ = ["AudioTokenTransformer", "KVCache", "PretrainModule"]
+__all__ = ["AudioTokenTransformer", "KVCache"]

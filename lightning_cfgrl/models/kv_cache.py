@@ -14,8 +14,14 @@ class KVCache:
     """
 
     def __init__(
-        self, num_layers: int, batch_size: int, num_heads: int, max_len: int, head_dim: int,
-        device: torch.device, dtype: torch.dtype,
+        self,
+        num_layers: int,
+        batch_size: int,
+        num_heads: int,
+        max_len: int,
+        head_dim: int,
+        device: torch.device,
+        dtype: torch.dtype,
     ) -> None:
         shape = (batch_size, num_heads, max_len, head_dim)
         self.keys = [torch.empty(shape, device=device, dtype=dtype) for _ in range(num_layers)]

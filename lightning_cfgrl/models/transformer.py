@@ -3,7 +3,7 @@
 Summed codebook embeddings in, K output heads out, the codebook delay pattern so codebook k of a frame
 is predicted after codebooks < k of that frame. The prompt is a few attribute ids ``[B, A]`` (id 0 =
 "no prompt" in every slot); each slot's embedding becomes one prefix position the tokens attend to.
-Implements :class:`~lightning_cfgrl.generator.TokenGenerator` with a static KV cache.
+Implements :class:`~lightning_cfgrl.core.generator.TokenGenerator` with a static KV cache.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from lightning_cfgrl.delay_pattern import DelayPattern
-from lightning_cfgrl.generator import check_condition_matches, check_steps
+from lightning_cfgrl.core.delay_pattern import DelayPattern
+from lightning_cfgrl.core.generator import check_condition_matches, check_steps
 from lightning_cfgrl.models.kv_cache import KVCache
 
 
@@ -85,8 +85,14 @@ class AudioTokenTransformer(nn.Module):
     ) -> None:
         super().__init__()
         self._init_args = dict(
-            num_codebooks=num_codebooks, vocab_size=vocab_size, condition_sizes=list(condition_sizes), dim=dim,
-            num_layers=num_layers, num_heads=num_heads, max_frames=max_frames, dropout=dropout,
+            num_codebooks=num_codebooks,
+            vocab_size=vocab_size,
+            condition_sizes=list(condition_sizes),
+            dim=dim,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            max_frames=max_frames,
+            dropout=dropout,
             delays=list(delays) if delays is not None else None,
         )
         if dim % num_heads:
@@ -116,7 +122,10 @@ class AudioTokenTransformer(nn.Module):
 
     def spec(self) -> dict:
         """``class_path``/``init_args`` that rebuild this model (recorded in checkpoints' hparams)."""
-        return {"class_path": f"{type(self).__module__}.{type(self).__qualname__}", "init_args": dict(self._init_args)}
+        return {
+            "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
+            "init_args": dict(self._init_args),
+        }
 
     # -- TokenGenerator ---------------------------------------------------------------------------
     def null_condition(self, condition: Tensor) -> Tensor:
@@ -125,8 +134,13 @@ class AudioTokenTransformer(nn.Module):
     def new_cache(self, batch_size: int, max_steps: int) -> KVCache:
         p = self.heads.weight
         return KVCache(
-            len(self.blocks), batch_size, self.num_heads, len(self.condition_sizes) + max_steps,
-            p.shape[1] // self.num_heads, p.device, p.dtype,
+            len(self.blocks),
+            batch_size,
+            self.num_heads,
+            len(self.condition_sizes) + max_steps,
+            p.shape[1] // self.num_heads,
+            p.device,
+            p.dtype,
         )
 
     def forward(self, steps: Tensor, condition: Tensor, cache: KVCache | None = None) -> Tensor:
@@ -168,7 +182,11 @@ class AudioTokenTransformer(nn.Module):
         return rearrange(logits, "b s (k v) -> b k s v", k=self.num_codebooks)
 
     def _check_condition(self, condition: Tensor) -> None:
-        if not isinstance(condition, Tensor) or condition.dim() != 2 or condition.shape[1] != len(self.condition_sizes):
+        if (
+            not isinstance(condition, Tensor)
+            or condition.dim() != 2
+            or condition.shape[1] != len(self.condition_sizes)
+        ):
             shape = tuple(condition.shape) if isinstance(condition, Tensor) else type(condition).__name__
             raise ValueError(f"condition must be attribute ids [B, {len(self.condition_sizes)}], got {shape}")
         upper = torch.tensor(self.condition_sizes, device=condition.device)

@@ -1,0 +1,151 @@
+"""``cfgrl merge``: merge a quality and a diversity checkpoint at several lambdas, offline.
+
+    cfgrl merge --quality Q.ckpt --diversity D.ckpt --lambdas 0,0.5,1 --out merged/ [--method slerp]
+    cfgrl merge --config merge.yaml
+
+lam = 0 is the quality model, lam = 1 the diversity model. Per lam, ``--out`` gets the same three files
+as :class:`~lightning_cfgrl.callbacks.merge.ModelMergeCallback` writes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import Union
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+from tqdm import tqdm
+
+from lightning_cfgrl.io.checkpoints import (
+    GENERATOR_PREFIX,
+    CheckpointError,
+    file_sha256,
+    is_safetensors_file,
+    load_checkpoint,
+    load_generator_state,
+)
+from lightning_cfgrl.merging.streaming import (
+    MergedFiles,
+    MergeError,
+    check_lambda,
+    check_method,
+    lambda_tag,
+    validate_merge,
+    write_merged,
+)
+
+
+def merge_checkpoints(
+    quality: str,
+    diversity: str,
+    lambdas: Sequence[float],
+    out: str,
+    method: str = "lerp",
+    allow_extrapolation: bool = False,
+    progress: bool = False,
+) -> list[MergedFiles]:
+    """Write theta(lam) = (1 - lam) * theta_quality + lam * theta_diversity for each lam into ``out``.
+
+    Each source is a Lightning ``.ckpt`` (its ``generator.*`` weights) or a ``.safetensors`` file of
+    generator weights. The ``.ckpt`` output is the quality checkpoint with its generator weights
+    replaced and optimizer/callback states dropped; it is only written when ``quality`` is a Lightning
+    checkpoint. Everything is validated before the first file is written; each lambda's files appear
+    atomically. Memory stays about two models whatever the number of lambdas.
+    """
+    check_method(method)
+    if not lambdas:
+        raise MergeError("lambdas must name at least one value, got none")
+    lams = [check_lambda(lam, allow_extrapolation) for lam in lambdas]
+    tags = [lambda_tag(lam) for lam in lams]
+    if len(set(tags)) != len(tags):
+        raise MergeError(f"lambdas must be distinct, got {list(lambdas)}")
+
+    def open_quality() -> dict:
+        return load_generator_state(quality, GENERATOR_PREFIX)
+
+    def open_diversity() -> dict:
+        return load_generator_state(diversity, GENERATOR_PREFIX)
+
+    validate_merge(open_quality(), open_diversity(), lams, allow_extrapolation)
+    template = None if is_safetensors_file(quality) else lambda: load_checkpoint(quality, mmap=True)
+    sources = {
+        name: {"path": os.path.abspath(path), "sha256": file_sha256(path)}
+        for name, path in (("quality", quality), ("diversity", diversity))
+    }
+    written = []
+    for lam in tqdm(lams, desc="cfgrl merge", unit="model", disable=not progress):
+        written.append(
+            write_merged(
+                anchor=open_quality,
+                current=open_diversity,
+                lam=lam,
+                out_dir=out,
+                method=method,
+                allow_extrapolation=allow_extrapolation,
+                checkpoint_template=template,
+                prefix=GENERATOR_PREFIX,
+                sidecar={"sources": sources, "created_by": "cfgrl merge"},
+                validate=False,
+            )
+        )
+    return written
+
+
+def build_parser() -> ArgumentParser:
+    """The ``cfgrl merge`` argument parser (every option can also come from ``--config``)."""
+    parser = ArgumentParser(prog="cfgrl merge", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
+    parser.add_argument("--quality", type=str, required=True, help="anchor checkpoint (lambda = 0)")
+    parser.add_argument("--diversity", type=str, required=True, help="checkpoint at lambda = 1")
+    parser.add_argument(
+        "--lambdas",
+        type=Union[list[float], float, str],
+        default="0,0.25,0.5,0.75,1",
+        help="comma-separated list (0,0.5,1) or a YAML list",
+    )
+    parser.add_argument("--out", type=str, required=True, help="output directory")
+    parser.add_argument("--method", type=str, default="lerp", help="lerp or slerp")
+    parser.add_argument(
+        "--allow_extrapolation", type=bool, default=False, help="allow lambdas outside [0, 1]"
+    )
+    return parser
+
+
+def parse_lambdas(value: list[float] | float | str) -> list[float]:
+    """``"0,0.5,1"``, ``0.5`` or ``[0, 0.5, 1]`` -> ``[0.0, 0.5, 1.0]``."""
+    if isinstance(value, str):
+        try:
+            return [float(part) for part in value.split(",") if part.strip()]
+        except ValueError as err:
+            raise MergeError(
+                f"--lambdas must be comma-separated numbers like 0,0.5,1, got {value!r}"
+            ) from err
+    if isinstance(value, (int, float)):
+        return [float(value)]
+    return [float(v) for v in value]
+
+
+def merge_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``cfgrl merge``; returns the process exit code (0 ok, 1 invalid inputs)."""
+    args = build_parser().parse_args(argv)
+    try:
+        written = merge_checkpoints(
+            quality=args.quality,
+            diversity=args.diversity,
+            lambdas=parse_lambdas(args.lambdas),
+            out=args.out,
+            method=args.method,
+            allow_extrapolation=args.allow_extrapolation,
+            progress=True,
+        )
+    except (MergeError, CheckpointError) as err:
+        print(f"cfgrl merge: error: {err}", file=sys.stderr)
+        return 1
+    for files in written:
+        print(f"lambda={files.lam}: {files.checkpoint or files.safetensors}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(merge_main())

@@ -1,0 +1,141 @@
+"""The ``TokenGenerator`` protocol: what ``CFGRLModule`` needs from any autoregressive token model.
+
+Tokens live in the generator's *step* domain ``[B, K, S]`` int64: its ``pattern``
+(:class:`~lightning_cfgrl.core.delay_pattern.DelayPattern`) maps frames ``[B, K, T]`` to steps, and positions
+with no token hold ``pad_id == vocab_size``. The contract of ``forward``:
+
+``logits = generator(steps, condition, cache=None)`` -> ``[B, K, S - cached, V]`` where
+``logits[:, :, s]`` is the distribution of ``steps[:, :, s]`` given ``steps[:, :, :s]`` and the
+condition; ``steps[:, :, s]`` itself is never read for its own logits (the model shifts internally).
+With a cache (from ``new_cache``) only the positions not yet in the cache are computed, so the sampler
+feeds one new step at a time. A generator without a cache returns ``None`` from ``new_cache`` and
+sampling recomputes the prefix every step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from lightning_cfgrl.core.condition import Condition, condition_batch_size
+from lightning_cfgrl.core.delay_pattern import DelayPattern
+
+
+@runtime_checkable
+class TokenGenerator(Protocol):
+    """Structural type of a token model; any ``nn.Module`` with these members works."""
+
+    num_codebooks: int
+    vocab_size: int
+    pattern: DelayPattern
+
+    def __call__(self, steps: Tensor, condition: Condition, cache: Any | None = None) -> Tensor: ...
+
+    def null_condition(self, condition: Condition) -> Condition:
+        """The "no prompt" condition for CFG, same structure and batch size as ``condition``."""
+        ...
+
+    def new_cache(self, batch_size: int, max_steps: int) -> Any | None:
+        """An empty KV cache for incremental decoding, or ``None`` if unsupported."""
+        ...
+
+
+def pad_id(generator: TokenGenerator) -> int:
+    """Id used in step tensors where the delay pattern has no token."""
+    return generator.vocab_size
+
+
+def check_steps(steps: Tensor, generator: TokenGenerator, name: str = "tokens") -> None:
+    """Validate a step tensor ``[B, K, S]`` against the generator: dtype, codebooks, token range."""
+    if not isinstance(steps, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor [B, K, S], got {type(steps).__name__}")
+    if steps.dim() != 3:
+        raise ValueError(f"{name} must have shape [B, K, S], got {tuple(steps.shape)}")
+    if steps.dtype != torch.long:
+        raise ValueError(f"{name} must be int64 token ids, got dtype {steps.dtype}")
+    if steps.shape[1] != generator.num_codebooks:
+        raise ValueError(
+            f"{name} have {steps.shape[1]} codebooks, the generator expects {generator.num_codebooks}"
+        )
+    mask = generator.pattern.valid_mask(steps.shape[2], steps.device)
+    real = steps[:, mask] if mask.any() else steps.new_zeros(0)
+    if real.numel() and (real.min() < 0 or real.max() >= generator.vocab_size):
+        bad = real[(real < 0) | (real >= generator.vocab_size)][0].item()
+        raise ValueError(f"{name} contain id {bad}, outside [0, {generator.vocab_size}) (vocab_size)")
+
+
+def check_condition_matches(condition: Condition, batch_size: int) -> None:
+    size = condition_batch_size(condition)
+    if size != batch_size:
+        raise ValueError(f"condition batch size {size} differs from the token batch size {batch_size}")
+
+
+def check_compatible(student: TokenGenerator, teacher: TokenGenerator) -> None:
+    """Teacher and student must share codebooks, vocabulary and delay pattern."""
+    for attr in ("num_codebooks", "vocab_size", "pattern"):
+        s, t = getattr(student, attr), getattr(teacher, attr)
+        if s != t:
+            raise ValueError(f"teacher {attr}={t!r} does not match the student's {attr}={s!r}")
+
+
+class ModuleAdapter(nn.Module):
+    """Wrap a plain ``nn.Module`` with ``forward(tokens [B, K, T], condition) -> logits [B, K, T, V]``.
+
+    The wrapped module is a standard next-token model: its output at position t predicts the token at
+    t + 1. The adapter prepends ``bos_id`` so the output at position s predicts ``steps[:, :, s]``,
+    which is this package's contract. No KV cache: sampling recomputes each step.
+
+    Args:
+        module: the model.
+        num_codebooks: K.
+        vocab_size: V, the last dim of the module's logits.
+        bos_id: the id fed at the first position (the module must embed it; ``vocab_size`` is typical).
+        null_condition: the CFG "no prompt" condition: a callable ``condition -> condition``, or a
+            number to fill a tensor condition with. ``None`` means the model cannot do CFG.
+        delays: per-codebook delays if the module was trained on a delay pattern (default: flat).
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        num_codebooks: int,
+        vocab_size: int,
+        bos_id: int,
+        null_condition: Callable[[Condition], Condition] | float | None = None,
+        delays: tuple[int, ...] | None = None,
+    ) -> None:
+        super().__init__()
+        self.module = module
+        self.num_codebooks = num_codebooks
+        self.vocab_size = vocab_size
+        self.bos_id = bos_id
+        self.pattern = DelayPattern(delays) if delays is not None else DelayPattern.flat(num_codebooks)
+        self._null = null_condition
+
+    def forward(self, steps: Tensor, condition: Condition, cache: Any | None = None) -> Tensor:
+        if cache is not None:
+            raise ValueError("ModuleAdapter has no KV cache; call it with cache=None")
+        check_condition_matches(condition, steps.shape[0])
+        inputs = torch.cat([torch.full_like(steps[..., :1], self.bos_id), steps[..., :-1]], dim=-1)
+        logits = self.module(inputs, condition)
+        expected = (*steps.shape, self.vocab_size)
+        if tuple(logits.shape) != expected:
+            raise ValueError(
+                f"wrapped module returned logits of shape {tuple(logits.shape)}, expected {expected}"
+            )
+        return logits
+
+    def new_cache(self, batch_size: int, max_steps: int) -> None:
+        return None
+
+    def null_condition(self, condition: Condition) -> Condition:
+        if self._null is None:
+            raise ValueError("this ModuleAdapter was built without null_condition, so it cannot do CFG")
+        if callable(self._null):
+            return self._null(condition)
+        if isinstance(condition, Tensor):
+            return torch.full_like(condition, self._null)
+        return {key: torch.full_like(value, self._null) for key, value in condition.items()}

@@ -1,0 +1,144 @@
+"""Autoregressive sampling with temperature, top-k, top-p and classifier-free guidance.
+
+CFG doubles the batch (``[cond; null]``) so each step is one forward pass. Sampling draws one uniform
+number per (sequence, codebook, step) from a seeded ``torch.Generator`` and inverts the CDF, so the
+random stream does not depend on the logits: with and without the KV cache the same seed gives the
+same tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lightning_cfgrl.core.condition import (
+    Condition,
+    cat_conditions,
+    condition_batch_size,
+    repeat_condition,
+)
+from lightning_cfgrl.core.generator import TokenGenerator, pad_id
+from lightning_cfgrl.core.guidance import cfg_logits, check_guidance_scale
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How to turn logits into tokens. ``guidance_scale = 1`` means no CFG (one pass, no null batch)."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    guidance_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1] or None, got {self.top_p}")
+        check_guidance_scale(self.guidance_scale)
+
+    @property
+    def is_plain(self) -> bool:
+        """True when sampling is from the model's own distribution (what on-policy RL assumes)."""
+        return self.temperature == 1.0 and self.top_k is None and self.top_p in (None, 1.0)
+
+    @property
+    def forward_passes_per_step(self) -> int:
+        return 1 if self.guidance_scale == 1.0 else 2
+
+
+def process_logits(logits: Tensor, config: SamplingConfig) -> Tensor:
+    """Temperature, then top-k, then top-p on ``[..., V]``; removed tokens get ``-inf``.
+
+    Differentiable, so the policy gradient can use the log-probs of the distribution actually sampled.
+    """
+    if config.temperature != 1.0:  # skip a full copy of the logits per sampled step
+        logits = logits / config.temperature
+    if config.top_k is not None and config.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, config.top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if config.top_p is not None and config.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        # drop a token when the mass strictly before it already reaches top_p (the top token always stays)
+        drop_sorted = (cum - sorted_logits.softmax(-1)) >= config.top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def _draw(logits: Tensor, uniforms: Tensor) -> Tensor:
+    """Inverse-CDF sampling: ``[..., V]`` logits and ``[...]`` uniforms -> ``[...]`` ids."""
+    cdf = logits.float().softmax(-1).cumsum(-1)
+    ids = torch.searchsorted(cdf, uniforms.unsqueeze(-1).to(cdf.dtype)).squeeze(-1)
+    return ids.clamp_(max=logits.shape[-1] - 1)
+
+
+def make_rng(seed: int | torch.Generator | None, device: torch.device) -> torch.Generator | None:
+    if seed is None or isinstance(seed, torch.Generator):
+        return seed
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+@torch.no_grad()
+def sample(
+    generator: TokenGenerator,
+    condition: Condition,
+    num_frames: int,
+    config: SamplingConfig = SamplingConfig(),
+    num_samples: int = 1,
+    seed: int | torch.Generator | None = None,
+    use_cache: bool = True,
+) -> Tensor:
+    """Sample ``num_samples`` sequences per prompt.
+
+    Args:
+        generator: any :class:`TokenGenerator` (in eval mode, usually).
+        condition: ``[B, ...]`` prompts (tensor or dict of tensors).
+        num_frames: frames T to generate per sequence.
+        config: temperature / top-k / top-p / guidance.
+        num_samples: G samples per prompt; the G samples of a prompt are adjacent in the output.
+        seed: int or ``torch.Generator`` for reproducible sampling.
+        use_cache: use the generator's KV cache when it has one.
+
+    Returns:
+        steps ``[B * G, K, T + max_delay]`` int64 in the generator's step domain (``pad_id`` where the
+        delay pattern has no token); ``generator.pattern.steps_to_frames`` gives ``[B * G, K, T]``.
+    """
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    device = next(generator.parameters()).device
+    condition = repeat_condition(condition, num_samples)
+    batch = condition_batch_size(condition)
+    guided = config.guidance_scale != 1.0
+    if guided:
+        condition = cat_conditions(condition, generator.null_condition(condition))
+    rng = make_rng(seed, device)
+
+    k = generator.num_codebooks
+    num_steps = generator.pattern.num_steps(num_frames)
+    valid = generator.pattern.valid_mask(num_steps, device)  # [K, S]
+    all_valid = valid.all(0).tolist()  # one host read up front, none per step
+    pad = torch.full((batch, k), pad_id(generator), dtype=torch.long, device=device)
+    # CFG runs [cond; null] on the same tokens: keep both halves in one buffer and write each new step
+    # into both, rather than concatenating the whole sequence again at every step
+    inputs = torch.full(
+        (2 if guided else 1, batch, k, num_steps), pad_id(generator), dtype=torch.long, device=device
+    )
+    flat_inputs = inputs.view(-1, k, num_steps)
+    cache = generator.new_cache(flat_inputs.shape[0], num_steps) if use_cache else None
+    for s in range(num_steps):
+        logits = generator(flat_inputs[:, :, : s + 1], condition, cache=cache)[:, :, -1]  # [B(x2), K, V]
+        if guided:
+            logits = cfg_logits(logits[:batch], logits[batch:], config.guidance_scale)
+        uniforms = torch.rand(batch, k, generator=rng, device=device)
+        ids = _draw(process_logits(logits, config), uniforms)
+        inputs[:, :, :, s] = ids if all_valid[s] else torch.where(valid[:, s], ids, pad)
+    return inputs[0].clone() if guided else inputs[0]  # don't keep the null half alive

@@ -1,0 +1,13 @@
+"""Weight-space merging: LERP/SLERP of tensors and state dicts, and streamed, atomic file merging."""
+
+from lightning_cfgrl.merging.streaming import (
+    METHODS,
+    MergeError,
+    lerp,
+    merge_state_dicts,
+    merge_tensor,
+    slerp,
+    write_merged,
+)
+
+__all__ = ["METHODS", "MergeError", "lerp", "merge_state_dicts", "merge_tensor", "slerp", "write_merged"]

@@ -1,0 +1,18 @@
+"""The thin Lightning layer: ``CFGRLModule``, the rollout it hands to objectives, the objective
+callbacks (distillation, diversity reward), the pretraining module and the optimizer factory."""
+
+from lightning_cfgrl.training.distill import CFGDistillCallback
+from lightning_cfgrl.training.diversity import DiversityRewardCallback
+from lightning_cfgrl.training.module import CFGRLModule
+from lightning_cfgrl.training.objective import ObjectiveCallback
+from lightning_cfgrl.training.pretrain import PretrainModule
+from lightning_cfgrl.training.rollout import RolloutBatch
+
+__all__ = [
+    "CFGDistillCallback",
+    "CFGRLModule",
+    "DiversityRewardCallback",
+    "ObjectiveCallback",
+    "PretrainModule",
+    "RolloutBatch",
+]

@@ -1,0 +1,157 @@
+"""CFG distillation: the student, sampled without CFG, learns to match the frozen teacher *with* CFG."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import TYPE_CHECKING, Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from einops import rearrange
+from torch import Tensor
+
+from lightning_cfgrl.core.condition import cat_conditions
+from lightning_cfgrl.core.divergences import DIVERGENCES, token_divergence
+from lightning_cfgrl.core.generator import check_compatible
+from lightning_cfgrl.core.guidance import cfg_logits, check_guidance_scale
+from lightning_cfgrl.io.generators import load_generator_spec, load_generator_state
+from lightning_cfgrl.io.specs import instantiate_spec
+from lightning_cfgrl.training.objective import ObjectiveCallback
+from lightning_cfgrl.training.rollout import RolloutBatch
+
+if TYPE_CHECKING:
+    from lightning_cfgrl.training.module import CFGRLModule
+
+
+class CFGDistillCallback(ObjectiveCallback):
+    """Adds ``weight * D(student || teacher_cfg)`` on the student's own samples (on-policy).
+
+    The teacher is a frozen copy of the generator as it is when fit starts (the base weights), or the
+    generator weights of ``teacher_checkpoint``. Per step its cond and uncond logits come from one
+    batched no-grad forward on ``[cond; null]``, are mixed with ``cfg_logits`` and compared per token
+    with the student's logits (in float32). The per-token divergence is masked to generated positions,
+    then ``reduction="sum"`` sums it over a sequence's positions and averages over sequences, as in the
+    paper; ``reduction="mean"`` averages per token instead (the loss is then ~``K * T`` times smaller,
+    so a diversity weight ``beta`` tuned for "sum" must be divided by that many tokens).
+
+    Args:
+        guidance_scale: the teacher's CFG scale g (paper: 3).
+        divergence: ``"reverse_kl"`` (paper, mode seeking), ``"forward_kl"`` or ``"jsd"`` (GKD).
+        jsd_beta: the mixture weight of the generalized JSD.
+        weight: multiplies the term.
+        reduction: ``"sum"`` over a sequence's tokens (default) or ``"mean"`` per token.
+        teacher_checkpoint: a checkpoint or safetensors file with the teacher's generator weights.
+    """
+
+    def __init__(
+        self,
+        guidance_scale: float = 3.0,
+        divergence: Literal["reverse_kl", "forward_kl", "jsd"] = "reverse_kl",
+        jsd_beta: float = 0.5,
+        weight: float = 1.0,
+        reduction: Literal["sum", "mean"] = "sum",
+        teacher_checkpoint: str | None = None,
+    ) -> None:
+        self.guidance_scale = check_guidance_scale(guidance_scale)
+        if divergence not in DIVERGENCES:
+            raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+        if not (math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"weight must be a finite number >= 0, got {weight}")
+        if not 0.0 < jsd_beta < 1.0:  # checked here, not at the first "jsd" step
+            raise ValueError(f"jsd_beta must be in (0, 1), got {jsd_beta}")
+        self.divergence = divergence
+        self.jsd_beta = jsd_beta
+        self.weight = weight
+        self.reduction = reduction
+        self.teacher_checkpoint = teacher_checkpoint
+        self.teacher: torch.nn.Module | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: CFGRLModule, stage: str) -> None:
+        # `setup` runs before a resumed run restores the student, so the copy is of the base weights;
+        # `load_state_dict` then restores the saved teacher as well, whatever the module was built from.
+        if stage != "fit" or self.teacher is not None:
+            return
+        teacher = (
+            self._load_teacher(pl_module) if self.teacher_checkpoint else copy.deepcopy(pl_module.generator)
+        )
+        check_compatible(pl_module.generator, teacher)
+        if not callable(getattr(teacher, "null_condition", None)):
+            raise ValueError("CFGDistillCallback needs a generator with null_condition() for the CFG teacher")
+        self.teacher = teacher.eval().requires_grad_(False)
+
+    def _load_teacher(self, pl_module: CFGRLModule) -> torch.nn.Module:
+        """Teacher from ``teacher_checkpoint``: rebuilt from the checkpoint's generator spec when it has
+        one (so a mismatched architecture is reported as such), else the student's architecture."""
+        weights = load_generator_state(self.teacher_checkpoint)
+        spec = load_generator_spec(self.teacher_checkpoint)
+        teacher = instantiate_spec(spec) if spec is not None else copy.deepcopy(pl_module.generator)
+        check_compatible(pl_module.generator, teacher)
+        try:
+            teacher.load_state_dict(weights)
+        except RuntimeError as err:
+            raise ValueError(
+                f"teacher_checkpoint {self.teacher_checkpoint!r} does not fit the generator: {err}"
+            ) from err
+        return teacher
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: CFGRLModule) -> None:
+        # the precision plugin converts the teacher like the student ("bf16-true" halves its memory;
+        # a no-op for "32-true" and the AMP precisions, whose autocast covers the teacher's forward)
+        self.teacher = trainer.precision_plugin.convert_module(self.teacher.to(pl_module.device))
+        self.teacher.eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def teacher_logits(self, batch: RolloutBatch) -> Tensor:
+        """``[N, K, S, V]`` CFG-mixed teacher logits from one batched ``[cond; null]`` forward (float32)."""
+        condition = cat_conditions(batch.condition, self.teacher.null_condition(batch.condition))
+        logits = self.teacher(torch.cat([batch.steps, batch.steps]), condition).float()
+        cond, uncond = rearrange(logits, "(two n) k s v -> two n k s v", two=2)
+        return cfg_logits(cond, uncond, self.guidance_scale)
+
+    def loss_terms(self, pl_module: CFGRLModule, batch: RolloutBatch) -> dict[str, Tensor]:
+        per_token = token_divergence(
+            batch.student_logits, self.teacher_logits(batch), self.divergence, self.jsd_beta
+        )
+        per_token = torch.where(batch.mask, per_token, torch.zeros_like(per_token))
+        per_sequence = per_token.sum(dim=(1, 2))
+        tokens = batch.mask.sum(dim=(1, 2)).clamp(min=1)
+        if self.reduction == "mean":
+            per_sequence = per_sequence / tokens
+        divergence = per_sequence.mean()
+        pl_module.log("train/distill_divergence_per_token", (per_token.sum() / tokens.sum()).detach())
+        return {"distill": self.weight * divergence}
+
+    def state_dict(self) -> dict[str, Any]:
+        # the teacher travels with the checkpoint so a resumed run gets the original teacher back
+        if self.teacher is None:
+            return {"teacher": None}
+        if not _is_sharded(self.teacher):
+            return {"teacher": self.teacher.state_dict()}
+        # FSDP2-sharded (ModelParallelStrategy): Lightning torch.saves callback state on rank 0 only,
+        # so gather whole tensors there (every rank must call this: it is a collective)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return {"teacher": get_model_state_dict(self.teacher, options=options)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("teacher") is None or self.teacher is None:
+            return
+        if not _is_sharded(self.teacher):
+            self.teacher.load_state_dict(state_dict["teacher"])
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        # every rank read the whole checkpoint file; each keeps its own shard
+        set_model_state_dict(
+            self.teacher, state_dict["teacher"], options=StateDictOptions(full_state_dict=True)
+        )
+
+
+def _is_sharded(module: torch.nn.Module) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in module.parameters())

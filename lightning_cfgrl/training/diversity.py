@@ -1,0 +1,268 @@
+"""Diversity reward (RL term): raise the log-probability of samples that differ from their siblings."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from torch import Tensor, nn
+
+from lightning_cfgrl.core.diversity import (
+    BASELINES,
+    Baseline,
+    RunningMeanBaseline,
+    compute_baseline,
+    diversity_rewards,
+    diversity_surrogate,
+    group_diversity,
+    grouped,
+    pairwise_distances,
+)
+from lightning_cfgrl.training.objective import ObjectiveCallback
+from lightning_cfgrl.training.rollout import RolloutBatch
+
+if TYPE_CHECKING:
+    from lightning_cfgrl.training.module import CFGRLModule
+
+
+class DiversityRewardCallback(ObjectiveCallback):
+    """Adds ``-beta * 2 * mean_i (r_i - b_i) * log pi(y_i | x)``, whose gradient is ``-beta`` times an
+    unbiased estimate of the gradient of the expected pairwise diversity ``E[1 - cos(E(y), E(y'))]``
+    of two samples of a prompt (see :mod:`lightning_cfgrl.core.diversity`).
+
+    r_i is sample i's mean ``1 - cos`` to the other samples of its prompt (the module's G >= 2 samples
+    per prompt); the frozen ``embedder`` maps frames ``[N, K, T]`` (the rollout's steps through the
+    generator's delay pattern) to ``[N, D]``. ``log pi`` is ``batch.sequence_logprobs``: summed over
+    generated tokens, under the distribution actually sampled from (temperature/top-k/top-p included).
+
+    The embedder is put in eval mode with ``requires_grad=False``, is never a submodule of the
+    LightningModule (so never in its optimizer), follows the module's device and precision from fit
+    start, and is saved in this callback's state so a resumed run uses the same reward.
+
+    Logs ``train/reward_mean``, ``train/reward_std``, ``train/group_diversity`` and
+    ``train/reward_baseline`` (prefixed by ``name`` when it is not ``"diversity"``), and with
+    ``log_grad_norm`` ``train/grad_norm/<name>``, ``train/grad_norm/total`` and
+    ``train/grad_norm/other_terms`` (total minus this term: the distillation term's when it is the only
+    other one).
+
+    Args:
+        embedder: any ``nn.Module`` mapping ``[B, K, T]`` int64 frames to ``[B, D]`` (e.g. a trained
+            :class:`~lightning_cfgrl.embedders.ContrastiveTokenEmbedder`).
+        beta: weight of the diversity objective (paper: 15; 0 gives distillation's gradients exactly).
+        baseline: ``"running_mean"`` (EMA of past batches' mean reward; works with G = 2),
+            ``"other_pairs"`` (mean diversity of the prompt's pairs without i; G >= 3),
+            ``"other_prompts"`` (mean reward of the other prompts' samples; >= 2 prompts per batch) or
+            ``"none"``.
+        baseline_decay: EMA decay of ``"running_mean"``.
+        shuffle_rewards: placebo: advantages are permuted across the whole batch before the surrogate,
+            which keeps the update's scale and noise but breaks the link between a sample and its
+            reward. Compare a real run with this to tell reward signal from REINFORCE noise.
+        log_grad_norm: also log gradient norms (costs one extra backward of this term per step).
+        embed_batch_size: embed at most this many sequences at once (bounds memory of big embedders).
+        seed: seeds the placebo permutation (combined with the global step and rank).
+        name: the loss term's name (``train/<name>``).
+    """
+
+    def __init__(
+        self,
+        embedder: nn.Module,
+        beta: float = 15.0,
+        baseline: Baseline = "running_mean",
+        baseline_decay: float = 0.9,
+        shuffle_rewards: bool = False,
+        log_grad_norm: bool = False,
+        embed_batch_size: int | None = None,
+        seed: int = 0,
+        name: str = "diversity",
+    ) -> None:
+        if not isinstance(embedder, nn.Module):
+            raise TypeError(
+                f"embedder must be an nn.Module mapping tokens [B, K, T] to [B, D], got {type(embedder).__name__}"
+            )
+        if not (math.isfinite(beta) and beta >= 0):
+            raise ValueError(f"beta must be a finite number >= 0, got {beta}")
+        if baseline not in BASELINES:
+            raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+        if embed_batch_size is not None and embed_batch_size < 1:
+            raise ValueError(f"embed_batch_size must be >= 1 or None, got {embed_batch_size}")
+        self.embedder = embedder.eval().requires_grad_(False)
+        self.beta = float(beta)
+        self.baseline = baseline
+        self.running = RunningMeanBaseline(baseline_decay)
+        self.shuffle_rewards = shuffle_rewards
+        self.log_grad_norm = log_grad_norm
+        self.embed_batch_size = embed_batch_size
+        self.seed = seed
+        self.name = name
+        self._prefix = "" if name == "diversity" else f"{name}_"
+        self._grad_buffer: list[Tensor] | None = None
+        self._warned_sampling = False
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(name=self.name)
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: CFGRLModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        group_size = getattr(pl_module, "group_size", None)
+        if group_size is not None:
+            self._check_group_size(group_size)
+        if self.baseline == "other_pairs" and group_size is not None and group_size < 3:
+            raise ValueError(
+                f"baseline='other_pairs' needs num_samples_per_prompt >= 3, got {group_size}; "
+                "use 'running_mean' for pairs"
+            )
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: CFGRLModule) -> None:
+        if self.log_grad_norm and _has_sharded_params(pl_module):
+            raise ValueError(
+                "DiversityRewardCallback(log_grad_norm=True) does not support FSDP-sharded parameters "
+                "(ModelParallelStrategy): this term's gradient would bypass FSDP's reduce-scatter. Expected "
+                "log_grad_norm=False under sharding (DDP and single-device runs support it)"
+            )
+        # the precision plugin converts the embedder like the module (a no-op for "32-true" and AMP)
+        self.embedder = trainer.precision_plugin.convert_module(self.embedder.to(pl_module.device))
+        self.embedder.eval().requires_grad_(False)
+
+    # -- the loss term --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def embed(self, frames: Tensor) -> Tensor:
+        """``[N, K, T]`` frames -> ``[N, D]`` float32 embeddings (in chunks of ``embed_batch_size``)."""
+        if (
+            self.embedder.training
+        ):  # someone called .train() on it: a frozen reward must not use dropout/BN updates
+            self.embedder.eval()
+        size = self.embed_batch_size or frames.shape[0]
+        out = torch.cat([self.embedder(chunk) for chunk in frames.split(size)]).float()
+        if out.dim() != 2 or out.shape[0] != frames.shape[0]:
+            raise ValueError(
+                f"embedder must return [N, D] = [{frames.shape[0]}, D], got shape {tuple(out.shape)}"
+            )
+        return out
+
+    def rewards(self, pl_module: CFGRLModule, batch: RolloutBatch) -> tuple[Tensor, Tensor]:
+        """(``[B, G, G]`` pair distances, ``[B, G]`` rewards) of the rollout's samples (no grad)."""
+        self._check_group_size(batch.group_size)
+        frames = pl_module.generator.pattern.steps_to_frames(batch.steps)
+        distances = pairwise_distances(grouped(self.embed(frames), batch.group_size))
+        return distances, diversity_rewards(distances)
+
+    def loss_terms(self, pl_module: CFGRLModule, batch: RolloutBatch) -> dict[str, Tensor]:
+        self._warn_if_tempered(batch)
+        distances, rewards = self.rewards(pl_module, batch)
+        self._check_finite(pl_module, rewards)
+        baselines = compute_baseline(self.baseline, distances, rewards, self.running)
+        advantages = (rewards - baselines).flatten()  # [N], prompt-major like the rollout
+        if self.shuffle_rewards:
+            advantages = advantages[self._permutation(pl_module, advantages.shape[0]).to(advantages.device)]
+        term = -self.beta * diversity_surrogate(advantages, batch.sequence_logprobs)
+
+        num_prompts = rewards.shape[0]
+        p = self._prefix
+        pl_module.log(f"train/{p}reward_mean", rewards.mean(), batch_size=num_prompts)
+        pl_module.log(f"train/{p}reward_std", rewards.flatten().std(correction=0), batch_size=num_prompts)
+        pl_module.log(f"train/{p}group_diversity", group_diversity(distances).mean(), batch_size=num_prompts)
+        pl_module.log(f"train/{p}reward_baseline", baselines.mean(), batch_size=num_prompts)
+        if self.log_grad_norm:
+            self._log_term_grad(pl_module, term)
+        if self.baseline == "running_mean":
+            # after the loss is built, so the baseline of this batch never saw its rewards; averaged over
+            # processes so every rank holds (and checkpoints) the same baseline
+            batch_mean = pl_module.trainer.strategy.reduce(rewards.mean(), reduce_op="mean")
+            self.running.update(float(batch_mean))
+        return {self.name: term}
+
+    def _permutation(self, pl_module: CFGRLModule, n: int) -> Tensor:
+        seed = (self.seed * 1_000_003 + pl_module.global_step * 7919 + pl_module.global_rank * 104_729) % (
+            2**63
+        )
+        return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+    # -- gradient norms -------------------------------------------------------------------------------
+    def _params(self, pl_module: CFGRLModule) -> list[Tensor]:
+        return [p for p in pl_module.generator.parameters() if p.requires_grad]
+
+    def _log_term_grad(self, pl_module: CFGRLModule, term: Tensor) -> None:
+        params = self._params(pl_module)
+        grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(params, grads, strict=True)]
+        # under DDP each rank holds its half-batch's gradient; average it as DDP averages p.grad, so the
+        # norms describe the update actually applied and "other_terms" subtracts like from like
+        grads = [pl_module.trainer.strategy.reduce(g, reduce_op="mean") for g in grads]
+        pl_module.log(f"train/grad_norm/{self.name}", _norm(grads), batch_size=1)
+        # Lightning divides the loss by accumulate_grad_batches before backward; mirror it so the
+        # buffer matches this term's share of p.grad at optimizer time
+        scale = 1.0 / pl_module.trainer.accumulate_grad_batches
+        if self._grad_buffer is None:
+            self._grad_buffer = [g * scale for g in grads]
+        else:
+            for buf, g in zip(self._grad_buffer, grads, strict=True):
+                buf.add_(g, alpha=scale)
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: CFGRLModule, optimizer: Any) -> None:
+        if not self.log_grad_norm or self._grad_buffer is None:
+            return
+        params = self._params(pl_module)
+        total = [torch.zeros_like(p) if p.grad is None else p.grad.detach() for p in params]
+        pl_module.log("train/grad_norm/total", _norm(total), batch_size=1)
+        pl_module.log(
+            "train/grad_norm/other_terms",
+            _norm([t - b for t, b in zip(total, self._grad_buffer, strict=True)]),
+            batch_size=1,
+        )
+        self._grad_buffer = None
+
+    # -- checks ---------------------------------------------------------------------------------------
+    def _check_finite(self, pl_module: CFGRLModule, rewards: Tensor) -> None:
+        # before the running baseline sees them: a NaN there would poison every later advantage
+        finite = torch.isfinite(rewards)
+        if not bool(finite.all()):
+            raise FloatingPointError(
+                f"non-finite diversity reward at global step {pl_module.global_step}: term {self.name!r}, "
+                f"{int((~finite).sum())} of {finite.numel()} rewards are NaN or inf (the embedder "
+                f"{type(self.embedder).__name__} returned non-finite embeddings). The run stops before the "
+                "optimizer step, so the weights and the last checkpoint are the last good ones."
+            )
+
+    @staticmethod
+    def _check_group_size(group_size: int) -> None:
+        if group_size < 2:
+            raise ValueError(
+                f"DiversityRewardCallback needs G >= 2 samples per prompt (CFGRLModule(num_samples_per_prompt=...)), "
+                f"got G = {group_size}"
+            )
+
+    def _warn_if_tempered(self, batch: RolloutBatch) -> None:
+        if not self._warned_sampling and not batch.sampling.is_plain:
+            rank_zero_warn(
+                f"DiversityRewardCallback: rollouts are sampled with {batch.sampling}, not the student's own "
+                "distribution; the policy gradient is then that of the diversity of the *processed* "
+                "distribution (sequence_logprobs include temperature/top-k/top-p)."
+            )
+            self._warned_sampling = True
+
+    # -- state ----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        # the embedder travels with the checkpoint so a resumed run scores with the same reward
+        return {"running_baseline": self.running.state_dict(), "embedder": self.embedder.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "running_baseline" in state_dict:
+            self.running.load_state_dict(state_dict["running_baseline"])
+        if state_dict.get("embedder") is not None:
+            self.embedder.load_state_dict(state_dict["embedder"])
+
+
+def _has_sharded_params(pl_module: pl.LightningModule) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in pl_module.parameters())
+
+
+def _norm(tensors: list[Tensor]) -> Tensor:
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors]))

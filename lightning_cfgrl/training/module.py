@@ -1,0 +1,278 @@
+"""``CFGRLModule``: on-policy RL finetuning of a token generator, with objectives supplied by callbacks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+
+from lightning_cfgrl.core.condition import Condition, condition_batch_size, repeat_condition
+from lightning_cfgrl.core.sampling import SamplingConfig, sample
+from lightning_cfgrl.eval.diversity import group_pairwise_diversity
+from lightning_cfgrl.eval.scorers import Scorer
+from lightning_cfgrl.io.generators import load_generator_state
+from lightning_cfgrl.io.specs import instantiate_spec, save_safe_hyperparameters
+from lightning_cfgrl.training.objective import ObjectiveCallback
+from lightning_cfgrl.training.optimization import build_optimizers
+from lightning_cfgrl.training.rollout import RolloutBatch
+
+
+class CFGRLModule(pl.LightningModule):
+    """Wraps a :class:`~lightning_cfgrl.core.generator.TokenGenerator` for on-policy finetuning.
+
+    Each training step: (1) sample G sequences per prompt from the student, no grad, KV cache;
+    (2) run the student with grad on that rollout; (3) ask every ``ObjectiveCallback`` on the Trainer
+    (``CFGDistillCallback``, ``DiversityRewardCallback``, ...) for its weighted loss terms; (4) sum them.
+    Every term is logged as ``train/<name>``.
+
+    Args:
+        generator: the student model (an ``nn.Module`` TokenGenerator, or a ``class_path``/``init_args``
+            dict).
+        num_frames: frames T per rollout sequence.
+        num_samples_per_prompt: G (the diversity reward needs G >= 2).
+        temperature, top_k, top_p: rollout sampling; the default (1, None, None) samples the student's
+            own distribution, which on-policy distillation and the policy gradient assume.
+        init_checkpoint: generator weights to start from (Lightning checkpoint or safetensors).
+        optimizer, scheduler: LightningCLI callables (default AdamW with ``learning_rate``).
+        learning_rate: used when ``optimizer`` is not given.
+        val_samples_per_prompt: samples per validation prompt.
+        val_scorers: per-sample quality scorers logged at validation (``val/<name>``).
+        seed: seeds the rollout sampling (combined with the step and the process rank).
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module | dict,
+        num_frames: int = 32,
+        num_samples_per_prompt: int = 2,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        init_checkpoint: str | None = None,
+        optimizer: OptimizerCallable | None = None,
+        scheduler: LRSchedulerCallable | None = None,
+        learning_rate: float = 3e-4,
+        val_samples_per_prompt: int = 4,
+        val_scorers: Sequence[Scorer] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if isinstance(generator, Mapping):
+            generator = instantiate_spec(generator)
+        _check_generator(generator)
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        if num_samples_per_prompt < 1:
+            raise ValueError(f"num_samples_per_prompt must be >= 1, got {num_samples_per_prompt}")
+        if not (math.isfinite(learning_rate) and learning_rate > 0):
+            raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate}")
+        if val_samples_per_prompt < 1:
+            raise ValueError(f"val_samples_per_prompt must be >= 1, got {val_samples_per_prompt}")
+        _check_frames_fit(generator, num_frames)
+        self.rollout_sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
+        save_safe_hyperparameters(
+            self,
+            {
+                "generator": generator,
+                "optimizer": optimizer,
+                "scheduler": scheduler,
+                "val_scorers": val_scorers,
+            },
+        )
+        self.generator = generator
+        if init_checkpoint is not None:
+            try:
+                self.generator.load_state_dict(load_generator_state(init_checkpoint))
+            except RuntimeError as err:  # torch's size-mismatch report, with the file named
+                raise ValueError(
+                    f"init_checkpoint {init_checkpoint!r} does not fit the generator: {err}"
+                ) from err
+        self.num_frames = num_frames
+        self.group_size = num_samples_per_prompt
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.learning_rate = learning_rate
+        self.val_samples_per_prompt = val_samples_per_prompt
+        self.val_scorers = list(val_scorers or [])
+        self.seed = seed
+        self._rng_to_restore: dict[str, Tensor] | None = None
+
+    # -- rollout ------------------------------------------------------------------------------------
+    @property
+    def objectives(self) -> list[ObjectiveCallback]:
+        return [cb for cb in self.trainer.callbacks if isinstance(cb, ObjectiveCallback)]
+
+    def on_fit_start(self) -> None:
+        if not self.objectives:
+            raise ValueError(
+                "CFGRLModule found no objective callback on the Trainer; add CFGDistillCallback and/or "
+                "DiversityRewardCallback to Trainer(callbacks=[...])"
+            )
+
+    def _rollout_seed(self, salt: int) -> int:
+        # distinct per step and per process, reproducible across resume
+        return (self.seed * 1_000_003 + self.global_step * 7919 + self.global_rank * 104_729 + salt) % (2**63)
+
+    def rollout(self, condition: Condition, num_samples: int, config: SamplingConfig, seed: int) -> Tensor:
+        """Sample ``[B * G, K, S]`` steps from the current generator without grad (eval mode)."""
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            return sample(
+                self.generator, condition, self.num_frames, config, num_samples=num_samples, seed=seed
+            )
+        finally:
+            self.generator.train(was_training)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        condition = _condition_of(batch)
+        steps = self.rollout(condition, self.group_size, self.rollout_sampling, self._rollout_seed(0))
+        condition = repeat_condition(condition, self.group_size)
+        logits = self.generator(steps, condition)
+        mask = self.generator.pattern.valid_mask(steps.shape[2], steps.device).expand_as(steps)
+        rollout = RolloutBatch(steps, condition, mask, self.group_size, logits, self.rollout_sampling)
+        terms: dict[str, Tensor] = {}
+        for objective in self.objectives:
+            for name, value in objective.loss_terms(self, rollout).items():
+                if name in terms:
+                    raise ValueError(f"two objective callbacks both returned a loss term named {name!r}")
+                terms[name] = value
+        loss = torch.stack(list(terms.values())).sum()
+        # the logits are checked too: a divergence may mask a NaN probability to 0 and so return a
+        # finite loss whose gradient is NaN (-inf logits are legitimate: masked tokens). One host sync
+        # per step; diagnosis only on failure
+        if not bool(torch.isfinite(loss) & ~_bad_logits(logits.detach()).any()):
+            raise FloatingPointError(self._non_finite_message(terms, logits))
+        batch_size = condition_batch_size(condition)
+        for name, value in terms.items():
+            self.log(f"train/{name}", value.detach(), prog_bar=True, batch_size=batch_size)
+        self.log("train/loss", loss.detach(), batch_size=batch_size)
+        return loss
+
+    def _non_finite_message(self, terms: dict[str, Tensor], logits: Tensor) -> str:
+        bad = [f"{name}={value.item()}" for name, value in terms.items() if not bool(torch.isfinite(value))]
+        nan_logits, inf_logits = int(torch.isnan(logits).sum()), int(torch.isposinf(logits).sum())
+        stop = (
+            "The run stops before the optimizer step, so the weights and the last checkpoint are the last "
+            "good ones."
+        )
+        if not bad:
+            finite = ", ".join(f"{name}={value.item():.4g}" for name, value in terms.items())
+            return (
+                f"non-finite student logits at global step {self.global_step}: {nan_logits} NaN and {inf_logits} "
+                f"+inf of {logits.numel()}, although the loss term(s) {finite} are finite (their gradients are "
+                f"not). {stop}"
+            )
+        infs = f" (and {inf_logits} +inf)" if inf_logits else ""
+        return (
+            f"non-finite loss at global step {self.global_step}: term(s) {', '.join(bad)}; "
+            f"student logits with NaN: {nan_logits} of {logits.numel()}{infs}. {stop}"
+        )
+
+    # -- validation -----------------------------------------------------------------------------------
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        condition = _condition_of(batch)
+        g = self.val_samples_per_prompt
+        steps = self.rollout(condition, g, SamplingConfig(), seed=self.seed + 17 * batch_idx)
+        frames = self.generator.pattern.steps_to_frames(steps)
+        repeated = repeat_condition(condition, g)
+        batch_size = frames.shape[0]
+        with torch.no_grad():
+            logits = self.generator(steps, repeated)
+            mask = self.generator.pattern.valid_mask(steps.shape[2], steps.device).expand_as(steps)
+            logp = torch.log_softmax(logits.float(), -1)
+            entropy = -(logp.exp() * logp).sum(-1)[mask].mean()
+        self.log("val/token_entropy", entropy, batch_size=batch_size, sync_dist=True)
+        self.log("val/distinct_tokens", _distinct_fraction(frames), batch_size=batch_size, sync_dist=True)
+        if g >= 2:
+            self.log(
+                "val/histogram_diversity",
+                group_pairwise_diversity(frames, g, self.generator.vocab_size).mean(),
+                batch_size=batch_size,
+                sync_dist=True,
+            )
+        for scorer in self.val_scorers:
+            score = scorer(frames, repeated).float().mean()
+            self.log(f"val/{scorer.name}", score, batch_size=batch_size, sync_dist=True)
+
+    # -- resume -------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning saves no RNG state. Rollouts use their own seeded generators, but dropout in the
+        # student draws from the global RNG, so an exact resume needs it back
+        checkpoint["rng_states"] = _rng_states(self.device)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # applied at the first resumed batch, not now: the sanity check and the dataloaders' iterators
+        # draw from the global RNG in between, which the uninterrupted run did before the checkpoint
+        self._rng_to_restore = checkpoint.get("rng_states")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._rng_to_restore is not None:
+            _set_rng_states(self._rng_to_restore, self.device)
+            self._rng_to_restore = None
+
+    # -- optimisation ---------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        return build_optimizers(
+            self.generator.parameters(), self.optimizer_factory, self.scheduler_factory, self.learning_rate
+        )
+
+
+def _bad_logits(logits: Tensor) -> Tensor:
+    """NaN or +inf (softmax turns either into NaN); -inf is a masked token and fine."""
+    return torch.isnan(logits) | torch.isposinf(logits)
+
+
+def _check_generator(generator: Any) -> None:
+    """Fail at construction, not at the first rollout, on something that is not a TokenGenerator."""
+    missing = [name for name in ("num_codebooks", "vocab_size", "pattern") if not hasattr(generator, name)]
+    if not isinstance(generator, nn.Module) or missing:
+        raise TypeError(
+            f"generator must be an nn.Module implementing TokenGenerator (num_codebooks, vocab_size, pattern, "
+            f"forward(steps, condition)); got {type(generator).__name__}"
+            + (f" without {', '.join(missing)}" if missing and isinstance(generator, nn.Module) else "")
+        )
+
+
+def _check_frames_fit(generator: nn.Module, num_frames: int) -> None:
+    """A generator with a fixed ``max_steps`` (positional table, KV cache) cannot sample longer rollouts."""
+    max_steps, pattern = getattr(generator, "max_steps", None), getattr(generator, "pattern", None)
+    if isinstance(max_steps, int) and pattern is not None and pattern.num_steps(num_frames) > max_steps:
+        raise ValueError(
+            f"num_frames={num_frames} needs {pattern.num_steps(num_frames)} decoding steps, more than the "
+            f"generator's max_steps={max_steps}; lower num_frames or build the generator with a larger max_frames"
+        )
+
+
+def _rng_states(device: torch.device) -> dict[str, Tensor]:
+    states = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _set_rng_states(states: Mapping[str, Tensor], device: torch.device) -> None:
+    if isinstance(states.get("torch"), Tensor):
+        torch.set_rng_state(states["torch"])
+    if device.type == "cuda" and isinstance(states.get("cuda"), Tensor):
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
+def _condition_of(batch: Any) -> Condition:
+    if isinstance(batch, Mapping) and "condition" in batch:
+        return batch["condition"]
+    raise ValueError(
+        f"CFGRLModule expects batches as dicts with a 'condition' entry, got {type(batch).__name__}"
+    )
+
+
+def _distinct_fraction(frames: Tensor) -> Tensor:
+    """Mean fraction of distinct tokens per (sequence, codebook): ``[N, K, T] -> []``."""
+    sorted_ids = frames.sort(-1).values
+    distinct = 1 + (sorted_ids[..., 1:] != sorted_ids[..., :-1]).sum(-1)
+    return (distinct.float() / frames.shape[-1]).mean()

@@ -1,0 +1,27 @@
+"""Base class of the callbacks that contribute loss terms to ``CFGRLModule.training_step``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lightning.pytorch import Callback
+from torch import Tensor
+
+from lightning_cfgrl.training.rollout import RolloutBatch
+
+if TYPE_CHECKING:
+    from lightning_cfgrl.training.module import CFGRLModule
+
+
+class ObjectiveCallback(Callback):
+    """A Lightning ``Callback`` that also returns named loss terms for each rollout.
+
+    ``CFGRLModule`` finds every ``ObjectiveCallback`` among ``trainer.callbacks``, calls
+    :meth:`loss_terms` once per training step, sums the returned (already weighted) terms into the loss
+    and logs each as ``train/<name>``. Frozen helpers (teacher, embedder) belong to the callback, which
+    moves them with the module and never hands them to the optimizer.
+    """
+
+    def loss_terms(self, pl_module: CFGRLModule, batch: RolloutBatch) -> dict[str, Tensor]:
+        """Return ``{name: scalar loss}``; gradients flow through ``batch.student_logits``."""
+        raise NotImplementedError

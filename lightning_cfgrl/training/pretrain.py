@@ -1,0 +1,77 @@
+"""Teacher-forced pretraining of a token generator, with condition dropout so CFG works afterwards."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+
+from lightning_cfgrl.core.generator import pad_id
+from lightning_cfgrl.io.specs import instantiate_spec, save_safe_hyperparameters
+from lightning_cfgrl.training.optimization import build_optimizers
+
+
+class PretrainModule(pl.LightningModule):
+    """Maximum likelihood on ``{"frames": [B, K, T], "condition": ...}`` batches.
+
+    Args:
+        generator: the token model (an ``nn.Module`` TokenGenerator or a ``class_path`` spec dict).
+        condition_dropout: probability of replacing a sample's prompt by the null prompt, so the same
+            network also learns the unconditional distribution that CFG needs.
+        learning_rate, weight_decay: AdamW settings when no ``optimizer`` is given.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module | dict,
+        condition_dropout: float = 0.2,
+        learning_rate: float = 2e-3,
+        weight_decay: float = 0.01,
+        optimizer: OptimizerCallable | None = None,
+        scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(generator, Mapping):
+            generator = instantiate_spec(generator)
+        if not 0.0 <= condition_dropout <= 1.0:
+            raise ValueError(f"condition_dropout must be in [0, 1], got {condition_dropout}")
+        save_safe_hyperparameters(
+            self, {"generator": generator, "optimizer": optimizer, "scheduler": scheduler}
+        )
+        self.generator = generator
+        self.condition_dropout = condition_dropout
+        self.learning_rate, self.weight_decay = learning_rate, weight_decay
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+
+    def _loss(self, batch: dict[str, Tensor], drop: bool) -> Tensor:
+        frames, condition = batch["frames"], batch["condition"]
+        if drop and self.condition_dropout > 0:
+            keep = torch.rand(frames.shape[0], device=frames.device) >= self.condition_dropout
+            null = self.generator.null_condition(condition)
+            condition = torch.where(keep[:, None], condition, null)
+        steps = self.generator.pattern.frames_to_steps(frames, pad_id(self.generator))
+        logits = self.generator(steps, condition)  # [B, K, S, V]
+        mask = self.generator.pattern.valid_mask(steps.shape[2], steps.device).expand_as(steps)
+        return F.cross_entropy(logits[mask].float(), steps[mask])
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self._loss(batch, drop=True)
+        self.log("train/nll", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self.log("val/nll", self._loss(batch, drop=False), prog_bar=True, sync_dist=True)
+
+    def configure_optimizers(self) -> Any:
+        return build_optimizers(
+            self.generator.parameters(),
+            self.optimizer_factory,
+            self.scheduler_factory,
+            self.learning_rate,
+            self.weight_decay,
+        )

@@ -1,0 +1,53 @@
+"""What the objectives see each training step: the on-policy rollout and the student's logits on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from lightning_cfgrl.core.condition import Condition
+from lightning_cfgrl.core.sampling import SamplingConfig, process_logits
+
+
+@dataclass
+class RolloutBatch:
+    """One training step's data, shared by every objective callback.
+
+    Attributes:
+        steps: ``[N, K, S]`` sampled tokens in the generator's step domain, ``N = B * G``.
+        condition: the prompts repeated per sample, batch ``N``.
+        mask: ``[N, K, S]`` bool, True on generated token positions (delay padding is False).
+        group_size: G samples per prompt; samples of one prompt are adjacent.
+        student_logits: ``[N, K, S, V]`` the student's logits on ``steps`` (with grad).
+        sampling: how the rollout was sampled (temperature, top-k/p).
+    """
+
+    steps: Tensor
+    condition: Condition
+    mask: Tensor
+    group_size: int
+    student_logits: Tensor
+    sampling: SamplingConfig
+    _cache: dict[str, Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def num_prompts(self) -> int:
+        return self.steps.shape[0] // self.group_size
+
+    @property
+    def token_logprobs(self) -> Tensor:
+        """``[N, K, S]`` log-probs of the sampled tokens under the distribution actually sampled from
+        (the student's logits after temperature / top-k / top-p), 0 where masked. Differentiable."""
+        if "token_logprobs" not in self._cache:
+            logp = torch.log_softmax(process_logits(self.student_logits.float(), self.sampling), dim=-1)
+            ids = self.steps.clamp(max=logp.shape[-1] - 1).unsqueeze(-1)
+            picked = logp.gather(-1, ids).squeeze(-1)
+            self._cache["token_logprobs"] = torch.where(self.mask, picked, torch.zeros_like(picked))
+        return self._cache["token_logprobs"]
+
+    @property
+    def sequence_logprobs(self) -> Tensor:
+        """``[N]`` log pi(y | x) summed over generated tokens."""
+        return self.token_logprobs.sum(dim=(1, 2))
