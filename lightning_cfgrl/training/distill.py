@@ -11,10 +11,11 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from lightning_cfgrl.core.condition import cat_conditions
+from lightning_cfgrl.core.condition import Condition, cat_conditions, condition_batch_size, select_condition
 from lightning_cfgrl.core.divergences import DIVERGENCES, token_divergence
 from lightning_cfgrl.core.generator import check_compatible
 from lightning_cfgrl.core.guidance import cfg_logits, check_guidance_scale
+from lightning_cfgrl.core.sampling import SamplingConfig, sample
 from lightning_cfgrl.io.generators import load_generator_spec, load_generator_state
 from lightning_cfgrl.io.specs import instantiate_spec
 from lightning_cfgrl.training.objective import ObjectiveCallback
@@ -42,6 +43,12 @@ class CFGDistillCallback(ObjectiveCallback):
         weight: multiplies the term.
         reduction: ``"sum"`` over a sequence's tokens (default) or ``"mean"`` per token.
         teacher_checkpoint: a checkpoint or safetensors file with the teacher's generator weights.
+        teacher_fraction: GKD's on/off-policy mix: this fraction of the rows the term averages over
+            are sampled from the CFG teacher (``round(f N / (1 - f))`` rows added to the student's N,
+            prompts taken in turn from the batch). They show the student the high-adherence regions it
+            rarely visits itself; they are off-policy, so a policy gradient skips them
+            (``RolloutBatch.num_on_policy``). 0 is pure on-policy distillation. TRL's ``lmbda`` is the
+            on-policy fraction, ``1 - teacher_fraction``.
     """
 
     def __init__(
@@ -52,6 +59,7 @@ class CFGDistillCallback(ObjectiveCallback):
         weight: float = 1.0,
         reduction: Literal["sum", "mean"] = "sum",
         teacher_checkpoint: str | None = None,
+        teacher_fraction: float = 0.0,
     ) -> None:
         self.guidance_scale = check_guidance_scale(guidance_scale)
         if divergence not in DIVERGENCES:
@@ -62,6 +70,9 @@ class CFGDistillCallback(ObjectiveCallback):
             raise ValueError(f"weight must be a finite number >= 0, got {weight}")
         if not 0.0 < jsd_beta < 1.0:  # checked here, not at the first "jsd" step
             raise ValueError(f"jsd_beta must be in (0, 1), got {jsd_beta}")
+        if not (math.isfinite(teacher_fraction) and 0.0 <= teacher_fraction < 1.0):
+            raise ValueError(f"teacher_fraction must be in [0, 1), got {teacher_fraction}")
+        self.teacher_fraction = teacher_fraction
         self.divergence = divergence
         self.jsd_beta = jsd_beta
         self.weight = weight
@@ -102,6 +113,20 @@ class CFGDistillCallback(ObjectiveCallback):
         # a no-op for "32-true" and the AMP precisions, whose autocast covers the teacher's forward)
         self.teacher = trainer.precision_plugin.convert_module(self.teacher.to(pl_module.device))
         self.teacher.eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def extra_rollouts(
+        self, pl_module: CFGRLModule, condition: Condition, seed: int
+    ) -> tuple[Tensor, Condition] | None:
+        """``round(f N / (1 - f))`` sequences sampled from the teacher with CFG (``teacher_fraction`` f)."""
+        n = pl_module.group_size * condition_batch_size(condition)
+        rows = round(self.teacher_fraction * n / (1.0 - self.teacher_fraction))
+        if rows == 0:
+            return None
+        b = condition_batch_size(condition)
+        prompts = select_condition(condition, torch.arange(rows, device=pl_module.device) % b)
+        config = SamplingConfig(guidance_scale=self.guidance_scale)
+        return sample(self.teacher, prompts, pl_module.num_frames, config, seed=seed), prompts
 
     @torch.no_grad()
     def teacher_logits(self, batch: RolloutBatch) -> Tensor:

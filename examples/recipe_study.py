@@ -1,0 +1,966 @@
+"""The recipe study (issue 12): what makes CFG distillation and the diversity reward work, on both
+built-in domains, with a protocol fixed before any result.
+
+    python examples/recipe_study.py prepare --domain music      # base + reward embedder (cached)
+    python examples/recipe_study.py ablate --study distill      # domain A, training prompts only
+    python examples/recipe_study.py ablate --study diversity
+    python examples/recipe_study.py curve --domain music        # shipped defaults, held-out prompts
+    python examples/recipe_study.py claims --domain music       # the final claims table
+    python examples/recipe_study.py claims --domain hmm         # ... confirmed on domain B, unchanged
+    python examples/recipe_study.py plot                        # docs/images/recipe_curve.png
+
+Protocol (fixed in code before any run):
+
+* Settings are chosen on domain A ("music", ``SyntheticMusic``) only, on its TRAINING prompts
+  (``SyntheticPromptDataModule(heldout_fraction=0.25).train_prompts``), sampled with SELECTION_SEEDS and
+  trained with SELECTION_TRAIN_SEEDS. Domain B ("hmm") is then run with the same defaults, unchanged.
+* Claims are measured on the HELD-OUT prompts with EVAL_SEEDS (5 evaluation seeds) and TRAIN_SEEDS (3
+  training seeds per trained model). The best temperature/top-p point is chosen on SELECTION_SEEDS and
+  tested on EVAL_SEEDS.
+* Chance adherence is log(1 / number of prompts) (a sample that carries no information about its
+  prompt); the hypervolume reference point is (chance, 0 diversity).
+* A claim holds when its mean margin exceeds 2 standard errors; a one-sided paired t-test p-value is
+  reported beside it. Diversity is reported with an independent evaluation embedder (bigram
+  histograms, no parameters) and with the reward's own embedder: a gain seen only by the latter is
+  reward hacking.
+
+Results go to ``benchmarks/results/recipe_*.json`` (with the machine), cached models to
+``runs/recipe_study/<domain>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks.machine from a checkout
+
+from benchmarks.machine import describe_machine  # noqa: E402
+from lightning_cfgrl import CFGDistillCallback, CFGRLModule, DiversityRewardCallback  # noqa: E402
+from lightning_cfgrl.core.diversity import diversity_rewards, grouped, pairwise_distances  # noqa: E402
+from lightning_cfgrl.core.sampling import SamplingConfig  # noqa: E402
+from lightning_cfgrl.embedders import (  # noqa: E402
+    ContrastiveEmbedderModule,
+    ContrastiveTokenEmbedder,
+    TokenHistogramEmbedder,
+)
+from lightning_cfgrl.embedders.contrastive_training import triplet_accuracy  # noqa: E402
+from lightning_cfgrl.eval.candidates import CandidateResult, evaluate_candidate  # noqa: E402
+from lightning_cfgrl.eval.pareto import hypervolume_2d, pareto_front  # noqa: E402
+from lightning_cfgrl.eval.scorers import Scorer  # noqa: E402
+from lightning_cfgrl.experiments import (  # noqa: E402
+    PromptAdherence,
+    SyntheticMusic,
+    SyntheticMusicDataModule,
+    SyntheticPromptDataModule,
+)
+from lightning_cfgrl.io.checkpoints import atomic_save_json  # noqa: E402
+from lightning_cfgrl.merging.streaming import merge_state_dicts  # noqa: E402
+from lightning_cfgrl.models import AudioTokenTransformer  # noqa: E402
+from lightning_cfgrl.training.pretrain import PretrainModule  # noqa: E402
+
+# -- the protocol, fixed before any run ----------------------------------------------------------------
+SELECTION_SEEDS = (100, 101, 102)  # sampling seeds for choosing settings and the best temperature point
+SELECTION_TRAIN_SEEDS = (10, 11)  # training seeds of the ablations (never the claims' seeds)
+EVAL_SEEDS = (1000, 1001, 1002, 1003, 1004)  # sampling seeds of every claim
+TRAIN_SEEDS = (0, 1, 2)  # training seeds of the claims' models
+EVAL_SAMPLES = 16  # samples per prompt
+GUIDANCE_SWEEP = (1.0, 1.5, 2.0, 3.0, 5.0)
+TEMPERATURES = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
+TOP_PS = (0.9, 0.8, 0.6)
+MERGE_LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+REFERENCE_GUIDANCE = 3.0
+FRACTION = 0.95
+RESULTS = Path("benchmarks/results")
+CACHE = Path("runs/recipe_study")
+
+
+# -- domains ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DomainSpec:
+    """A built-in domain and the settings of its base model and reward embedder (as in its configs)."""
+
+    name: str
+    make_domain: Callable[[], object]
+    generator_args: dict
+    pretrain_steps: int
+    pretrain_lr: float
+    embedder_args: dict
+    embedder_steps: int
+    chunk_frames: int
+
+    def domain(self):
+        return self.make_domain()
+
+    def generator(self) -> AudioTokenTransformer:
+        return AudioTokenTransformer(**self.generator_args)
+
+
+def _hmm_domain():
+    from lightning_cfgrl.experiments.hmm_music import HMMMusic
+
+    return HMMMusic()
+
+
+DOMAINS: dict[str, DomainSpec] = {
+    # examples/configs/pretrain.yaml and embedder.yaml
+    "music": DomainSpec(
+        "music",
+        SyntheticMusic,
+        dict(
+            num_codebooks=2,
+            vocab_size=32,
+            condition_sizes=(4, 4, 3),
+            dim=64,
+            num_layers=2,
+            num_heads=4,
+            max_frames=32,
+        ),
+        pretrain_steps=600,
+        pretrain_lr=3e-3,
+        embedder_args=dict(num_codebooks=2, vocab_size=32, dim=96, embed_dim=64, num_layers=2, kernel_size=5),
+        embedder_steps=400,
+        chunk_frames=12,
+    ),
+    # domain B: 3 codebooks, 64 frames, V = 64
+    "hmm": DomainSpec(
+        "hmm",
+        _hmm_domain,
+        dict(
+            num_codebooks=3,
+            vocab_size=64,
+            condition_sizes=(4, 4, 3),
+            dim=64,
+            num_layers=2,
+            num_heads=4,
+            max_frames=64,
+        ),
+        pretrain_steps=600,
+        pretrain_lr=3e-3,
+        embedder_args=dict(num_codebooks=3, vocab_size=64, dim=96, embed_dim=64, num_layers=2, kernel_size=5),
+        embedder_steps=400,
+        chunk_frames=24,
+    ),
+}
+
+
+def quiet_trainer(**kwargs) -> pl.Trainer:
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    return pl.Trainer(**{**defaults, **kwargs})
+
+
+def base_state(spec: DomainSpec) -> dict[str, Tensor]:
+    """The domain's pretrained base (cached): condition dropout 0.2, as examples/configs/pretrain.yaml."""
+    path = CACHE / spec.name / "base.pt"
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    pl.seed_everything(0)
+    generator = spec.generator()
+    module = PretrainModule(generator, condition_dropout=0.2, learning_rate=spec.pretrain_lr)
+    data = SyntheticMusicDataModule(spec.domain(), num_train=20_000, num_val=256, batch_size=64, seed=0)
+    start = time.perf_counter()
+    quiet_trainer(max_steps=spec.pretrain_steps).fit(module, data)
+    print(f"[{spec.name}] base pretrained in {time.perf_counter() - start:.0f} s", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(generator.state_dict(), path)
+    return generator.state_dict()
+
+
+def reward_embedder(spec: DomainSpec) -> ContrastiveTokenEmbedder:
+    """The reward's contrastive embedder (cached), trained as examples/configs/embedder.yaml."""
+    path = CACHE / spec.name / "embedder.pt"
+    embedder = ContrastiveTokenEmbedder(**spec.embedder_args)
+    if path.exists():
+        embedder.load_state_dict(torch.load(path, weights_only=True))
+        return embedder.eval()
+    pl.seed_everything(0)
+    module = ContrastiveEmbedderModule(embedder, chunk_frames=spec.chunk_frames, learning_rate=3e-3)
+    data = SyntheticMusicDataModule(
+        spec.domain(), num_train=spec.embedder_steps * 64, num_val=64, batch_size=64, seed=1
+    )
+    quiet_trainer(max_steps=spec.embedder_steps).fit(module, data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(embedder.state_dict(), path)
+    return embedder.eval()
+
+
+def heldout_triplet_accuracy(spec: DomainSpec, embedder: nn.Module, n: int = 2048) -> float:
+    """Triplet accuracy on fresh sequences of the true process (seed never used for training)."""
+    domain = spec.domain()
+    g = torch.Generator().manual_seed(4242)
+    frames = domain.sample(domain.prompts[torch.randint(domain.num_prompts, (n,), generator=g)], g)
+    return float(
+        triplet_accuracy(embedder.eval(), frames, spec.chunk_frames, torch.Generator().manual_seed(0))
+    )
+
+
+# -- recipes -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Recipe:
+    """One training configuration. ``None`` means the package default (CFGRLModule, CFGDistillCallback,
+    DiversityRewardCallback), so ``Recipe()`` is the shipped recipe."""
+
+    steps: int | None = None
+    learning_rate: float | None = None
+    lr_warmup_steps: int | None = None
+    lr_decay: str | None = None
+    prompts_per_batch: int | None = None
+    group_size: int | None = None
+    reduction: str | None = None
+    gradient_clip_val: float | None = None
+    teacher_fraction: float | None = None
+    beta: float = 0.0
+    baseline: str | None = None
+    advantage_norm: str | None = None
+    beta_scale: str | None = None
+    shuffle_rewards: bool = False
+
+
+# What the example configs use beyond the class defaults (examples/configs/distill_*.yaml); a test
+# checks the two agree.
+SHIPPED_TRAINER = dict(steps=150, prompts_per_batch=8, gradient_clip_val=None)
+# the recipe of the first round (and of the issue's failing run)
+PAPER = Recipe(
+    steps=150,
+    learning_rate=3e-4,
+    lr_warmup_steps=0,
+    lr_decay="constant",
+    prompts_per_batch=8,
+    group_size=2,
+    reduction="sum",
+    teacher_fraction=0.0,
+    baseline="running_mean",
+    advantage_norm="none",
+    beta_scale="paper",
+)
+
+
+def _given(recipe: Recipe, *names: str) -> dict:
+    return {n: getattr(recipe, n) for n in names if getattr(recipe, n) is not None}
+
+
+class StepClock(pl.Callback):
+    """Wall time of training steps only, and an optional curve measured every ``every`` steps (the
+    measurement's own time excluded)."""
+
+    def __init__(self, measure: Callable[[nn.Module], float] | None = None, every: int = 0) -> None:
+        self.measure, self.every = measure, every
+        self.seconds, self.cpu_seconds, self.tokens, self.curve = 0.0, 0.0, 0, []
+        self._start = self._cpu_start = 0.0
+
+    def _point(self, pl_module: CFGRLModule, step: int) -> None:
+        if self.measure is not None and self.every and step % self.every == 0:
+            value = self.measure(pl_module.generator)
+            self.curve.append(
+                {
+                    "step": step,
+                    "tokens": self.tokens,
+                    "seconds": self.seconds,
+                    "cpu_seconds": self.cpu_seconds,
+                    "value": value,
+                }
+            )
+            pl_module.generator.train()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._point(pl_module, 0)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._start, self._cpu_start = time.perf_counter(), time.process_time()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.seconds += time.perf_counter() - self._start
+        self.cpu_seconds += time.process_time() - self._cpu_start
+        # trained tokens: every generated token the loss was computed on (teacher rows included)
+        self.tokens += int(self.last_tokens(pl_module, batch))
+        self._point(pl_module, trainer.global_step)
+
+    @staticmethod
+    def last_tokens(pl_module: CFGRLModule, batch) -> int:
+        rows = batch["condition"].shape[0] * pl_module.group_size
+        for cb in pl_module.objectives:
+            f = getattr(cb, "teacher_fraction", 0.0)
+            rows += round(f * rows / (1 - f)) if f else 0
+        return rows * pl_module.generator.num_codebooks * pl_module.num_frames
+
+
+def train_student(
+    spec: DomainSpec,
+    state: dict[str, Tensor],
+    embedder: nn.Module | None,
+    recipe: Recipe,
+    seed: int,
+    clock: StepClock | None = None,
+) -> tuple[AudioTokenTransformer, dict]:
+    """Train one student from the base; returns it (eval mode) and {seconds, tokens, curve}."""
+    merged = {**SHIPPED_TRAINER, **{k: v for k, v in asdict(recipe).items() if v is not None}}
+    pl.seed_everything(seed)
+    generator = spec.generator()
+    generator.load_state_dict(state)
+    module = CFGRLModule(
+        generator,
+        num_frames=spec.generator_args["max_frames"],
+        num_samples_per_prompt=merged.get("group_size", 2),
+        seed=seed,
+        **_given(recipe, "learning_rate", "lr_warmup_steps", "lr_decay"),
+    )
+    callbacks: list[pl.Callback] = [
+        CFGDistillCallback(
+            guidance_scale=REFERENCE_GUIDANCE, **_given(recipe, "reduction", "teacher_fraction")
+        )
+    ]
+    if recipe.beta > 0:
+        callbacks.append(
+            DiversityRewardCallback(
+                embedder,
+                beta=recipe.beta,
+                shuffle_rewards=recipe.shuffle_rewards,
+                seed=seed,
+                log_grad_norm=False,
+                **_given(recipe, "baseline", "advantage_norm", "beta_scale"),
+            )
+        )
+    clock = clock or StepClock()
+    data = SyntheticPromptDataModule(
+        spec.domain(), batch_size=merged["prompts_per_batch"], heldout_fraction=0.25, shuffle_seed=seed
+    )
+    quiet_trainer(
+        max_steps=merged["steps"],
+        gradient_clip_val=merged["gradient_clip_val"],
+        callbacks=[*callbacks, clock],
+    ).fit(module, data)
+    info = {
+        "seconds": clock.seconds,
+        "cpu_seconds": clock.cpu_seconds,
+        "tokens": clock.tokens,
+        "curve": clock.curve,
+    }
+    return generator.eval(), info
+
+
+# -- evaluation ----------------------------------------------------------------------------------------
+class EmbedderDiversity(Scorer):
+    """Per sample: its mean ``1 - cos`` to the other samples of its prompt under ``embedder`` (the
+    reward ``r_i``); the mean over samples is the prompt-averaged pairwise diversity. Lets one sampling
+    pass report diversity in a second embedder beside ``evaluate_candidate``'s own."""
+
+    def __init__(self, embedder: nn.Module, num_samples: int, name: str) -> None:
+        self.embedder, self.num_samples, self.name = embedder, num_samples, name
+
+    @torch.no_grad()
+    def __call__(self, frames: Tensor, condition) -> Tensor:
+        distances = pairwise_distances(grouped(self.embedder(frames).float(), self.num_samples))
+        return diversity_rewards(distances).flatten()
+
+
+@dataclass
+class Evaluator:
+    """Samples candidates on fixed prompts and seeds; quality = exact adherence, diversity = bigram
+    histograms (``diversity``) and the reward embedder (``reward_diversity``)."""
+
+    spec: DomainSpec
+    prompts: Tensor
+    seeds: Sequence[int]
+    reward: nn.Module | None = None
+    num_samples: int = EVAL_SAMPLES
+    domain: object = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.domain = self.spec.domain()
+
+    def __call__(
+        self, name: str, generator: nn.Module, config: SamplingConfig | None = None
+    ) -> CandidateResult:
+        config = config or SamplingConfig()
+        scorers: list[Scorer] = [PromptAdherence(self.domain)]
+        if self.reward is not None:
+            scorers.append(EmbedderDiversity(self.reward, self.num_samples, "reward_diversity"))
+        return evaluate_candidate(
+            name,
+            generator,
+            self.prompts,
+            self.spec.generator_args["max_frames"],
+            config,
+            scorers,
+            TokenHistogramEmbedder(self.spec.generator_args["vocab_size"]),
+            num_samples=self.num_samples,
+            seeds=self.seeds,
+        )
+
+    def adherence(self, generator: nn.Module, config: SamplingConfig | None = None) -> float:
+        return self("", generator, config).metrics["adherence"][0]
+
+    @property
+    def chance(self) -> float:
+        return math.log(1.0 / self.domain.num_prompts)
+
+
+def prompts_of(spec: DomainSpec, split: str) -> Tensor:
+    data = SyntheticPromptDataModule(spec.domain(), heldout_fraction=0.25)
+    return data.train_prompts if split == "train" else data.heldout_prompts
+
+
+# -- statistics ----------------------------------------------------------------------------------------
+def mean_se(values: Sequence[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, float("nan")
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta I_x(a, b) (continued fraction, Numerical Recipes' betacf)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    if x > (a + 1) / (a + b + 2):
+        return 1.0 - _betainc(b, a, 1.0 - x)
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > 1e-300 else 1e-300)
+    h = d
+    for m in range(1, 300):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > 1e-300 else 1e-300)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > 1e-300 else 1e-300
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-14:
+            break
+    return front * h / a
+
+
+def t_test_greater(differences: Sequence[float]) -> float:
+    """One-sided paired t-test p-value of H1: mean(differences) > 0 (Student t, n - 1 dof)."""
+    mean, se = mean_se(differences)
+    n = len(differences)
+    if n < 2 or not se > 0:
+        return 0.0 if mean > 0 else 1.0
+    t, dof = mean / se, n - 1
+    tail = 0.5 * _betainc(dof / 2, 0.5, dof / (dof + t * t))  # P(T > |t|)
+    return tail if t > 0 else 1.0 - tail
+
+
+@dataclass
+class ClaimResult:
+    claim: str
+    embedder: str
+    margin: float
+    se: float
+    p_value: float
+    n: int
+    unit: str
+    detail: str
+
+    @property
+    def holds(self) -> bool:
+        return self.margin > 2 * self.se
+
+    def row(self) -> str:
+        return (
+            f"| {self.claim} | {self.embedder} | {'**yes**' if self.holds else 'no'} | "
+            f"{self.margin:+.4f} ± {self.se:.4f} | {self.p_value:.2g} | {self.n} {self.unit} | {self.detail} |"
+        )
+
+
+def claim(name: str, embedder: str, diffs: Sequence[float], unit: str, detail: str) -> ClaimResult:
+    mean, se = mean_se(diffs)
+    return ClaimResult(name, embedder, mean, se, t_test_greater(diffs), len(diffs), unit, detail)
+
+
+def front_hypervolume(points: Sequence[tuple[float, float]], reference: tuple[float, float]) -> float:
+    return hypervolume_2d([points[i] for i in pareto_front(points)], reference)
+
+
+# -- subcommands -----------------------------------------------------------------------------------------
+def cmd_prepare(args: argparse.Namespace) -> None:
+    spec = DOMAINS[args.domain]
+    state, embedder = base_state(spec), reward_embedder(spec)
+    accuracy = heldout_triplet_accuracy(spec, embedder)
+    evaluator = Evaluator(spec, prompts_of(spec, "heldout"), EVAL_SEEDS)
+    base = spec.generator()
+    base.load_state_dict(state)
+    rows = []
+    for g in GUIDANCE_SWEEP:
+        r = evaluator(f"CFG g={g:g}", base, SamplingConfig(guidance_scale=g))
+        rows.append((r.name, r.metrics["adherence"], r.metrics["diversity"]))
+    for t in (0.7, 0.5):
+        r = evaluator(f"temperature {t:g}", base, SamplingConfig(temperature=t))
+        rows.append((r.name, r.metrics["adherence"], r.metrics["diversity"]))
+    print(
+        f"[{spec.name}] reward embedder held-out triplet accuracy {accuracy:.3f}; chance adherence {evaluator.chance:.3f}"
+    )
+    for name, (q, qs), (d, ds) in rows:
+        print(f"  {name:18s} adherence {q:.3f} ± {qs:.3f}   diversity {d:.3f} ± {ds:.3f}")
+
+
+def _run_variants(
+    spec: DomainSpec,
+    variants: dict[str, Recipe],
+    embedder: nn.Module,
+    state: dict,
+    evaluator: Evaluator,
+    cfg: CandidateResult,
+) -> list[dict]:
+    chance = evaluator.chance
+    cfg_gain = cfg.metrics["adherence"][0] - chance
+    rows = []
+    for name, recipe in variants.items():
+        per_seed = []
+        for seed in SELECTION_TRAIN_SEEDS:
+            start = time.perf_counter()
+            model, info = train_student(spec, state, embedder, recipe, seed)
+            wall = time.perf_counter() - start
+            r = evaluator(name, model)
+            per_seed.append(
+                {
+                    "seed": seed,
+                    "adherence": r.metrics["adherence"][0],
+                    "fraction": (r.metrics["adherence"][0] - chance) / cfg_gain,
+                    "diversity": r.metrics["diversity"][0],
+                    "reward_diversity": r.metrics.get("reward_diversity", (float("nan"),))[0],
+                    "train_seconds": info["seconds"],
+                    "train_cpu_seconds": info["cpu_seconds"],
+                    "wall_seconds": wall,
+                    "tokens": info["tokens"],
+                }
+            )
+        summary = {k: mean_se([p[k] for p in per_seed]) for k in per_seed[0] if k != "seed"}
+        rows.append({"variant": name, "recipe": asdict(recipe), "per_seed": per_seed, "summary": summary})
+        s = summary
+        print(
+            f"| {name} | {s['fraction'][0]:.3f} ± {s['fraction'][1]:.3f} | {s['adherence'][0]:.3f} | "
+            f"{s['diversity'][0]:.4f} ± {s['diversity'][1]:.4f} | {s['reward_diversity'][0]:.4f} ± "
+            f"{s['reward_diversity'][1]:.4f} | {s['train_cpu_seconds'][0]:.0f} |",
+            flush=True,
+        )
+    return rows
+
+
+def distill_variants() -> dict[str, Recipe]:
+    base = PAPER
+    return {
+        "paper (lr 3e-4 const, 150 steps, 8x2)": base,
+        "lr 1e-3 const": replace(base, learning_rate=1e-3),
+        "lr 1e-3, warm-up 10 + cosine": replace(
+            base, learning_rate=1e-3, lr_warmup_steps=10, lr_decay="cosine"
+        ),
+        "lr 2e-3, warm-up 10 + cosine": replace(
+            base, learning_rate=2e-3, lr_warmup_steps=10, lr_decay="cosine"
+        ),
+        "lr 1e-3, warm-up 10 + linear": replace(
+            base, learning_rate=1e-3, lr_warmup_steps=10, lr_decay="linear"
+        ),
+        "lr 1e-3 cosine, 300 steps": replace(
+            base, learning_rate=1e-3, lr_warmup_steps=10, lr_decay="cosine", steps=300
+        ),
+        "lr 1e-3 cosine, 16 prompts x 2": replace(
+            base, learning_rate=1e-3, lr_warmup_steps=10, lr_decay="cosine", prompts_per_batch=16
+        ),
+        "lr 1e-3 cosine, 4 prompts x 4": replace(
+            base, learning_rate=1e-3, lr_warmup_steps=10, lr_decay="cosine", prompts_per_batch=4, group_size=4
+        ),
+        "lr 1e-3 cosine, reduction mean": replace(
+            base, learning_rate=1e-3, lr_warmup_steps=10, lr_decay="cosine", reduction="mean"
+        ),
+        "lr 1e-3 cosine, clip 1.0": replace(
+            base, learning_rate=1e-3, lr_warmup_steps=10, lr_decay="cosine", gradient_clip_val=1.0
+        ),
+        "lr 1e-3 cosine, teacher fraction 0.25": replace(
+            base, learning_rate=1e-3, lr_warmup_steps=10, lr_decay="cosine", teacher_fraction=0.25
+        ),
+        "lr 1e-3 cosine, teacher fraction 0.5": replace(
+            base, learning_rate=1e-3, lr_warmup_steps=10, lr_decay="cosine", teacher_fraction=0.5
+        ),
+    }
+
+
+def diversity_variants(beta: float) -> dict[str, Recipe]:
+    base = Recipe()  # the shipped distillation defaults
+    out = {}
+    for label, kw in {
+        "G=2 running mean, paper scale": dict(
+            group_size=2, baseline="running_mean", advantage_norm="none", beta_scale="paper"
+        ),
+        "G=4 other_pairs, paper scale": dict(
+            group_size=4,
+            prompts_per_batch=4,
+            baseline="other_pairs",
+            advantage_norm="none",
+            beta_scale="paper",
+        ),
+        "G=2 running mean, per-token, batch norm": dict(
+            group_size=2, baseline="running_mean", advantage_norm="batch", beta_scale="per_token"
+        ),
+        "G=4 other_pairs, per-token, batch norm": dict(
+            group_size=4,
+            prompts_per_batch=4,
+            baseline="other_pairs",
+            advantage_norm="batch",
+            beta_scale="per_token",
+        ),
+        "G=4 other_pairs, per-token, group norm": dict(
+            group_size=4,
+            prompts_per_batch=4,
+            baseline="other_pairs",
+            advantage_norm="group",
+            beta_scale="per_token",
+        ),
+    }.items():
+        out[label] = replace(base, beta=beta, **kw)
+        out[label + " [placebo]"] = replace(base, beta=beta, shuffle_rewards=True, **kw)
+    return out
+
+
+def cmd_ablate(args: argparse.Namespace) -> None:
+    spec = DOMAINS[args.domain]
+    state, embedder = base_state(spec), reward_embedder(spec)
+    evaluator = Evaluator(spec, prompts_of(spec, "train"), SELECTION_SEEDS, reward=embedder)
+    base = spec.generator()
+    base.load_state_dict(state)
+    cfg = evaluator(f"CFG g={REFERENCE_GUIDANCE:g}", base, SamplingConfig(guidance_scale=REFERENCE_GUIDANCE))
+    plain = evaluator("CFG g=1", base)
+    print(
+        f"[{spec.name}] TRAINING prompts, selection seeds {SELECTION_SEEDS}, training seeds {SELECTION_TRAIN_SEEDS}; "
+        f"CFG g=3 adherence {cfg.metrics['adherence'][0]:.3f} diversity {cfg.metrics['diversity'][0]:.4f}; "
+        f"plain {plain.metrics['adherence'][0]:.3f} / {plain.metrics['diversity'][0]:.4f}; chance {evaluator.chance:.3f}"
+    )
+    print(
+        "| variant | fraction of CFG gain | adherence | diversity (bigram) | diversity (reward emb.) | train CPU s |"
+    )
+    print("|---|---|---|---|---|---|")
+    if args.study == "distill":
+        variants = distill_variants()
+    elif args.study == "diversity":
+        variants = diversity_variants(args.beta)
+    else:
+        variants = {v: eval_recipe(v) for v in args.variants}  # noqa: S307 - only our own Recipe(...) literals
+    if args.only:
+        variants = {k: v for k, v in variants.items() if any(o in k for o in args.only)}
+    rows = _run_variants(spec, variants, embedder, state, evaluator, cfg)
+    out = RESULTS / f"recipe_ablation_{args.study}_{spec.name}{args.tag}.json"
+    atomic_save_json(
+        {
+            "domain": spec.name,
+            "prompts": "train",
+            "selection_seeds": SELECTION_SEEDS,
+            "train_seeds": SELECTION_TRAIN_SEEDS,
+            "cfg_reference": cfg.as_dict(),
+            "plain": plain.as_dict(),
+            "chance": evaluator.chance,
+            "variants": rows,
+            "machine": describe_machine(),
+        },
+        out,
+    )
+    print(f"saved {out}")
+
+
+def eval_recipe(text: str) -> Recipe:
+    """``key=value,key=value`` -> Recipe (no code is evaluated)."""
+    kwargs: dict = {}
+    for part in filter(None, text.split(",")):
+        key, _, value = part.partition("=")
+        typ = Recipe.__dataclass_fields__[key].type
+        if value == "None":
+            kwargs[key] = None
+        elif "bool" in str(typ):
+            kwargs[key] = value.lower() in ("1", "true", "yes")
+        elif "int" in str(typ) and "float" not in str(typ):
+            kwargs[key] = int(value)
+        elif "float" in str(typ):
+            kwargs[key] = float(value)
+        else:
+            kwargs[key] = value
+    return Recipe(**kwargs)
+
+
+def cmd_curve(args: argparse.Namespace) -> None:
+    spec = DOMAINS[args.domain]
+    state = base_state(spec)
+    evaluator = Evaluator(spec, prompts_of(spec, "heldout"), EVAL_SEEDS)
+    base = spec.generator()
+    base.load_state_dict(state)
+    cfg = evaluator.adherence(base, SamplingConfig(guidance_scale=REFERENCE_GUIDANCE))
+    chance = evaluator.chance
+    recipes = {
+        "shipped": Recipe(steps=args.steps) if args.steps else Recipe(),
+        "paper (first round)": replace(PAPER, steps=args.steps or PAPER.steps),
+    }
+    curves = {}
+    for name, recipe in recipes.items():
+        clock = StepClock(lambda g: (evaluator.adherence(g) - chance) / (cfg - chance), every=args.every)
+        _, info = train_student(spec, state, None, recipe, TRAIN_SEEDS[0], clock)
+        curves[name] = {"recipe": asdict(recipe), **info}
+        last = info["curve"][-1]
+        print(
+            f"[{spec.name}] {name}: fraction {last['value']:.3f} after {last['step']} steps, {last['tokens']} tokens, {last['seconds']:.0f} s"
+        )
+    atomic_save_json(
+        {
+            "domain": spec.name,
+            "cfg_adherence": cfg,
+            "chance": chance,
+            "seeds": EVAL_SEEDS,
+            "curves": curves,
+            "machine": describe_machine(),
+        },
+        RESULTS / f"recipe_curve_{spec.name}.json",
+    )
+
+
+def cmd_claims(args: argparse.Namespace) -> None:
+    spec = DOMAINS[args.domain]
+    state, embedder = base_state(spec), reward_embedder(spec)
+    heldout = prompts_of(spec, "heldout")
+    evaluator = Evaluator(spec, heldout, EVAL_SEEDS, reward=embedder)
+    selector = Evaluator(spec, heldout, SELECTION_SEEDS)
+    chance = evaluator.chance
+    reference = (chance, 0.0)
+    base = spec.generator()
+    base.load_state_dict(state)
+    results: dict[str, CandidateResult] = {}
+    families: dict[str, str] = {}
+
+    def add(name: str, family: str, result: CandidateResult) -> None:
+        results[name], families[name] = result, family
+
+    for g in GUIDANCE_SWEEP:
+        add(f"CFG g={g:g}", "cfg", evaluator(f"CFG g={g:g}", base, SamplingConfig(guidance_scale=g)))
+    sweep = [(f"temperature {t:g}", SamplingConfig(temperature=t)) for t in TEMPERATURES]
+    sweep += [(f"top-p {p:g}", SamplingConfig(top_p=p)) for p in TOP_PS]
+    for name, config in sweep:
+        add(name, "temperature", evaluator(name, base, config))
+    # the best temperature/top-p point by adherence, chosen on the selection seeds
+    best_name = max(sweep, key=lambda item: selector.adherence(base, item[1]))[0]
+
+    recipe = Recipe(steps=args.steps) if args.steps else Recipe()
+    trained: dict[str, list[dict[str, Tensor]]] = {"beta0": [], "beta": [], "placebo": []}
+    seconds: dict[str, list[float]] = {k: [] for k in trained}
+    for seed in TRAIN_SEEDS:
+        for key, r in (
+            ("beta0", recipe),
+            ("beta", replace(recipe, beta=args.beta)),
+            ("placebo", replace(recipe, beta=args.beta, shuffle_rewards=True)),
+        ):
+            model, info = train_student(spec, state, embedder, r, seed)
+            trained[key].append({k: v.clone() for k, v in model.state_dict().items()})
+            seconds[key].append(info["seconds"])
+            add(f"{key} seed {seed}", key, evaluator(f"{key} seed {seed}", model))
+            print(f"[{spec.name}] trained {key} seed {seed} in {info['seconds']:.0f} s", flush=True)
+        for lam in MERGE_LAMBDAS:
+            merged = spec.generator()
+            merged.load_state_dict(merge_state_dicts(trained["beta0"][-1], trained["beta"][-1], lam))
+            add(
+                f"merged lambda={lam:g} seed {seed}",
+                "merged",
+                evaluator(f"merged {lam:g} {seed}", merged.eval()),
+            )
+
+    claims: list[ClaimResult] = []
+    seeds = range(len(EVAL_SEEDS))
+
+    def per_seed(name: str, key: str) -> list[float]:
+        return results[name].per_seed[key]
+
+    def trained_mean(kind: str, key: str) -> list[float]:  # per evaluation seed, mean over training seeds
+        return [
+            sum(per_seed(f"{kind} seed {t}", key)[s] for t in TRAIN_SEEDS) / len(TRAIN_SEEDS) for s in seeds
+        ]
+
+    def trained_per_train_seed(kind: str, key: str) -> list[float]:  # per training seed, mean over eval seeds
+        return [results[f"{kind} seed {t}"].metrics[key][0] for t in TRAIN_SEEDS]
+
+    cfg = f"CFG g={REFERENCE_GUIDANCE:g}"
+    q_student, q_cfg, q_best = (
+        trained_mean("beta0", "adherence"),
+        per_seed(cfg, "adherence"),
+        per_seed(best_name, "adherence"),
+    )
+    gap = [(a - chance) - FRACTION * (c - chance) for a, c in zip(q_student, q_cfg, strict=True)]
+    fraction = (mean_se(q_student)[0] - chance) / (mean_se(q_cfg)[0] - chance)
+    per_train = [
+        (q - chance) / (mean_se(q_cfg)[0] - chance) for q in trained_per_train_seed("beta0", "adherence")
+    ]
+    claims.append(
+        claim(
+            "(a) beta=0 >= 95% of CFG g=3's adherence gain",
+            "-",
+            gap,
+            "eval seeds",
+            f"{fraction:.1%} of the gain (per training seed {', '.join(f'{f:.1%}' for f in per_train)})",
+        )
+    )
+    claims.append(
+        claim(
+            "(a) beta=0 >= 95% of the best temperature/top-p gain",
+            "-",
+            [(a - chance) - FRACTION * (c - chance) for a, c in zip(q_student, q_best, strict=True)],
+            "eval seeds",
+            f"best by selection seeds: {best_name}",
+        )
+    )
+    for key, label in (("diversity", "bigram (independent)"), ("reward_diversity", "reward's own")):
+        beta_div, placebo_div, cfg_div = (
+            trained_per_train_seed("beta", key),
+            trained_per_train_seed("placebo", key),
+            results[cfg].metrics[key][0],
+        )
+        claims.append(
+            claim(
+                f"(b) beta={args.beta:g} more diverse than its placebo",
+                label,
+                [b - p for b, p in zip(beta_div, placebo_div, strict=True)],
+                "training seeds",
+                f"{mean_se(beta_div)[0]:.4f} vs {mean_se(placebo_div)[0]:.4f}",
+            )
+        )
+        claims.append(
+            claim(
+                f"(b) beta={args.beta:g} more diverse than CFG g=3",
+                label,
+                [b - c for b, c in zip(trained_mean("beta", key), per_seed(cfg, key), strict=True)],
+                "eval seeds",
+                f"{mean_se(beta_div)[0]:.4f} vs {cfg_div:.4f}",
+            )
+        )
+    # (b) adherence of the diversity model vs the temperature front at equal diversity
+    beta_q, beta_d = (
+        mean_se(trained_mean("beta", "adherence"))[0],
+        mean_se(trained_mean("beta", "diversity"))[0],
+    )
+    temps = sorted(
+        ((results[n].metrics["diversity"][0], results[n].metrics["adherence"][0]) for n, _ in sweep)
+    )
+    front_q = max((q for d, q in temps if d >= beta_d), default=float("-inf"))
+    # (c) hypervolumes, per evaluation seed; the merged front's averaged over training seeds
+    for key, label in (("diversity", "bigram (independent)"), ("reward_diversity", "reward's own")):
+
+        def hv(names: Sequence[str], s: int, key: str = key) -> float:
+            return front_hypervolume(
+                [(per_seed(n, "adherence")[s], per_seed(n, key)[s]) for n in names], reference
+            )
+
+        cfg_names = [n for n in results if families[n] == "cfg"]
+        temp_names = [n for n, _ in sweep]
+        merged_hv = [
+            sum(hv([f"merged lambda={lam:g} seed {t}" for lam in MERGE_LAMBDAS], s) for t in TRAIN_SEEDS)
+            / len(TRAIN_SEEDS)
+            for s in seeds
+        ]
+        cfg_hv = [hv(cfg_names, s) for s in seeds]
+        temp_hv = [hv(temp_names, s) for s in seeds]
+        claims.append(
+            claim(
+                "(c) merged front hypervolume > CFG front",
+                label,
+                [m - c for m, c in zip(merged_hv, cfg_hv, strict=True)],
+                "eval seeds",
+                f"{mean_se(merged_hv)[0]:.3f} vs {mean_se(cfg_hv)[0]:.3f}",
+            )
+        )
+        claims.append(
+            claim(
+                "(c) merged front hypervolume > temperature/top-p front",
+                label,
+                [m - c for m, c in zip(merged_hv, temp_hv, strict=True)],
+                "eval seeds",
+                f"{mean_se(merged_hv)[0]:.3f} vs {mean_se(temp_hv)[0]:.3f}",
+            )
+        )
+
+    table = ["| candidate | adherence | diversity (bigram) | diversity (reward emb.) |", "|---|---|---|---|"]
+    for name, r in results.items():
+        m = r.metrics
+        table.append(
+            f"| {name} | {m['adherence'][0]:.3f} ± {m['adherence'][1]:.3f} | {m['diversity'][0]:.4f} ± "
+            f"{m['diversity'][1]:.4f} | {m['reward_diversity'][0]:.4f} ± {m['reward_diversity'][1]:.4f} |"
+        )
+    claims_table = [
+        "| claim | diversity embedder | holds (> 2 SE) | margin ± SE | p (one-sided t) | n | numbers |",
+        "|---|---|---|---|---|---|---|",
+    ] + [c.row() for c in claims]
+    print("\n".join(table))
+    print(
+        f"\nchance adherence {chance:.3f}; beta={args.beta:g} model at adherence {beta_q:.3f}, diversity {beta_d:.4f}; "
+        f"best temperature/top-p adherence at >= that diversity: {front_q:.3f}"
+    )
+    print("\n".join(claims_table))
+    atomic_save_json(
+        {
+            "domain": spec.name,
+            "protocol": {
+                "eval_seeds": EVAL_SEEDS,
+                "selection_seeds": SELECTION_SEEDS,
+                "train_seeds": TRAIN_SEEDS,
+                "prompts": heldout.tolist(),
+                "samples": EVAL_SAMPLES,
+                "chance": chance,
+                "reference": reference,
+            },
+            "recipe": asdict(recipe),
+            "beta": args.beta,
+            "train_seconds": seconds,
+            "results": [dict(r.as_dict(), family=families[n]) for n, r in results.items()],
+            "claims": [dict(asdict(c), holds=c.holds) for c in claims],
+            "temperature_front_adherence_at_beta_diversity": front_q if math.isfinite(front_q) else None,
+            "machine": describe_machine(),
+        },
+        RESULTS / f"recipe_claims_{spec.name}{args.tag}.json",
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("prepare", "ablate", "curve", "claims"):
+        p = sub.add_parser(name)
+        p.add_argument("--domain", choices=sorted(DOMAINS), default="music")
+        p.add_argument("--tag", default="", help="suffix of the result file")
+        if name == "ablate":
+            p.add_argument("--study", choices=("distill", "diversity", "custom"), default="distill")
+            p.add_argument("--beta", type=float, default=15.0)
+            p.add_argument("--only", nargs="*", help="run only the variants whose name contains one of these")
+            p.add_argument("--variants", nargs="*", default=[], help="custom: key=value,... recipes")
+        if name == "curve":
+            p.add_argument("--every", type=int, default=25)
+            p.add_argument("--steps", type=int, default=None)
+        if name == "claims":
+            p.add_argument("--beta", type=float, default=15.0)
+            p.add_argument("--steps", type=int, default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    {"prepare": cmd_prepare, "ablate": cmd_ablate, "curve": cmd_curve, "claims": cmd_claims}[args.command](
+        args
+    )
+
+
+if __name__ == "__main__":
+    main()
