@@ -28,7 +28,7 @@ from torch import Tensor
 
 from lightning_cfgrl import CFGDistillCallback, CFGRLModule
 from lightning_cfgrl.core.condition import Condition
-from lightning_cfgrl.core.sampling import SamplingConfig, sample
+from lightning_cfgrl.core.sampling import SamplingConfig, sample, step_seed
 from lightning_cfgrl.embedders import ContrastiveTokenEmbedder
 from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.models import AudioTokenTransformer
@@ -78,7 +78,7 @@ class PerPromptSeedModule(CFGRLModule):
         was_training = self.generator.training
         self.generator.eval()
         phase = 0 if self.trainer.training else 500_009
-        base = self.seed * 1_000_003 + self.global_step * 7919 + phase
+        base = step_seed(self.seed, self.global_step, salt=phase)
         try:
             return torch.cat(
                 [

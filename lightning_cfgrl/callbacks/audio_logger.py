@@ -16,6 +16,7 @@ import torch
 from einops import rearrange
 from lightning.pytorch import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
@@ -24,7 +25,6 @@ from lightning_cfgrl.core.sampling import SamplingConfig, sample
 from lightning_cfgrl.eval.diversity import pairwise_cosine_diversity
 
 # Strategies that shard parameters: a forward pass on rank zero alone would wait forever for the others.
-_SHARDED = ("FSDPStrategy", "ModelParallelStrategy", "DeepSpeedStrategy")
 
 
 @runtime_checkable
@@ -125,7 +125,7 @@ class AudioSampleLogger(Callback):
             from lightning_cfgrl.embedders.histogram import TokenHistogramEmbedder
 
             self.embedder = TokenHistogramEmbedder(generator.vocab_size)
-        if type(trainer.strategy).__name__ in _SHARDED:
+        if isinstance(trainer.strategy, (FSDPStrategy, ModelParallelStrategy, DeepSpeedStrategy)):
             self._disable(
                 f"AudioSampleLogger is off under {type(trainer.strategy).__name__}: sampling a sharded "
                 "model on rank zero alone would hang"

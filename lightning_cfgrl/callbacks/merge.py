@@ -11,7 +11,7 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
-from lightning_cfgrl.io.checkpoints import GENERATOR_PREFIX, file_sha256, load_generator_state
+from lightning_cfgrl.io.checkpoints import GENERATOR_PREFIX, file_sha256, load_generator_state, strip_prefix
 from lightning_cfgrl.merging.streaming import (
     MergeError,
     check_compatible,
@@ -169,4 +169,4 @@ class ModelMergeCallback(Callback):
 
 
 def _generator_state(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
-    return {k[len(GENERATOR_PREFIX) :]: v for k, v in state_dict.items() if k.startswith(GENERATOR_PREFIX)}
+    return strip_prefix(state_dict, GENERATOR_PREFIX)

@@ -145,7 +145,12 @@ def load_embedder_checkpoint(
     ``hyper_parameters["embedder"]`` spec), a ``.safetensors`` file or a plain ``torch.save`` state
     dict; never unpickles code (``weights_only`` loading).
     """
-    from lightning_cfgrl.io.checkpoints import is_safetensors_file, load_checkpoint, load_safetensors
+    from lightning_cfgrl.io.checkpoints import (
+        is_safetensors_file,
+        load_checkpoint,
+        load_safetensors,
+        strip_prefix,
+    )
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"embedder checkpoint {str(path)!r} does not exist")
@@ -153,7 +158,7 @@ def load_embedder_checkpoint(
         return dict(load_safetensors(path, mmap=False)), None
     ckpt = load_checkpoint(path, require_state_dict=False)
     if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict):
-        state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+        state = strip_prefix(ckpt["state_dict"], prefix)
         if not state:
             raise ValueError(
                 f"checkpoint {str(path)!r} has no '{prefix}*' weights in its state_dict; expected a "

@@ -72,11 +72,11 @@ class SyntheticMusic:
         self.num_frames = num_frames
         self.num_modes = num_modes
         self.attribute_sizes = tuple(attribute_sizes)
-        g = torch.Generator().manual_seed(seed)
+        rng = torch.Generator().manual_seed(seed)
         v, m = vocab_size, num_modes
 
         def randn(*shape: int) -> Tensor:
-            return torch.randn(*shape, generator=g, dtype=torch.float64)
+            return torch.randn(*shape, generator=rng, dtype=torch.float64)
 
         self.init_logits = prior_scale * randn(m, v)  # [M, V]
         self.transition_logits = prior_scale * randn(m, v, v)  # [M, V_prev, V_next]
@@ -133,22 +133,20 @@ class SyntheticMusic:
         )
 
     # -- sampling -----------------------------------------------------------------------------------
-    def sample(self, prompts: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, prompts: Tensor, rng: torch.Generator | None = None) -> Tensor:
         """Draw one sequence per prompt: ``[B, A]`` -> frames ``[B, 2, T]`` int64."""
         index = self.prompt_index(prompts)
         b, t_len = index.shape[0], self.num_frames
-        z = torch.randint(self.num_modes, (b,), generator=generator)
+        z = torch.randint(self.num_modes, (b,), generator=rng)
         c0 = torch.empty(b, t_len, dtype=torch.long)
         c1 = torch.empty(b, t_len, dtype=torch.long)
-        c0[:, 0] = torch.multinomial(self._log_init[index, z].exp(), 1, generator=generator)[:, 0]
+        c0[:, 0] = torch.multinomial(self._log_init[index, z].exp(), 1, generator=rng)[:, 0]
         for t in range(1, t_len):
             probs = self._log_trans[index, z, c0[:, t - 1]].exp()
-            c0[:, t] = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            c0[:, t] = torch.multinomial(probs, 1, generator=rng)[:, 0]
         prev = torch.full((b,), self.vocab_size, dtype=torch.long)
         for t in range(t_len):
-            c1[:, t] = torch.multinomial(self._log_residual[prev, c0[:, t]].exp(), 1, generator=generator)[
-                :, 0
-            ]
+            c1[:, t] = torch.multinomial(self._log_residual[prev, c0[:, t]].exp(), 1, generator=rng)[:, 0]
             prev = c1[:, t]
         return torch.stack([c0, c1], dim=1)
 

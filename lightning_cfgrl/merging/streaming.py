@@ -25,6 +25,7 @@ from lightning_cfgrl.io.checkpoints import (
     atomic_write,
     load_safetensors,
     safetensors_order,
+    strip_prefix,
     write_safetensors,
 )
 
@@ -273,7 +274,7 @@ def merged_checkpoint(
     template (and callback state may hold a teacher or embedder), not to the merged model.
     """
     state_dict = dict(template["state_dict"])
-    have = {k[len(prefix) :] for k in state_dict if k.startswith(prefix)}
+    have = set(strip_prefix(state_dict, prefix))
     if have != set(generator_state):
         diff = sorted(have.symmetric_difference(generator_state))
         raise MergeError(f"checkpoint template's '{prefix}*' keys differ from the merged weights: {diff[:5]}")

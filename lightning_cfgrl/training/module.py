@@ -12,7 +12,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_cfgrl.core.condition import Condition, condition_batch_size, repeat_condition
-from lightning_cfgrl.core.sampling import SamplingConfig, sample
+from lightning_cfgrl.core.sampling import SamplingConfig, sample, step_seed
 from lightning_cfgrl.eval.diversity import group_pairwise_diversity
 from lightning_cfgrl.eval.scorers import Scorer
 from lightning_cfgrl.io.generators import load_generator_state
@@ -116,7 +116,7 @@ class CFGRLModule(pl.LightningModule):
 
     def _rollout_seed(self, salt: int) -> int:
         # distinct per step and per process, reproducible across resume
-        return (self.seed * 1_000_003 + self.global_step * 7919 + self.global_rank * 104_729 + salt) % (2**63)
+        return step_seed(self.seed, self.global_step, self.global_rank, salt)
 
     def rollout(self, condition: Condition, num_samples: int, config: SamplingConfig, seed: int) -> Tensor:
         """Sample ``[B * G, K, S]`` steps from the current generator without grad (eval mode)."""
