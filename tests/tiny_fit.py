@@ -28,6 +28,7 @@ from torch import Tensor
 
 from lightning_cfgrl import CFGDistillCallback, CFGRLModule
 from lightning_cfgrl.core.condition import Condition
+from lightning_cfgrl.core.eval_mode import eval_mode
 from lightning_cfgrl.core.sampling import SamplingConfig, sample, step_seed
 from lightning_cfgrl.embedders import ContrastiveTokenEmbedder
 from lightning_cfgrl.experiments import SyntheticPromptDataModule
@@ -75,11 +76,9 @@ class PerPromptSeedModule(CFGRLModule):
 
     def rollout(self, condition: Condition, num_samples: int, config: SamplingConfig, seed: int) -> Tensor:
         assert isinstance(condition, Tensor)
-        was_training = self.generator.training
-        self.generator.eval()
         phase = 0 if self.trainer.training else 500_009
         base = step_seed(self.seed, self.global_step, salt=phase)
-        try:
+        with eval_mode(self.generator):
             return torch.cat(
                 [
                     sample(
@@ -93,8 +92,6 @@ class PerPromptSeedModule(CFGRLModule):
                     for prompt in condition
                 ]
             )
-        finally:
-            self.generator.train(was_training)
 
 
 def _prompt_code(prompt: Tensor) -> int:

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from lightning_cfgrl.audio.encodec_import import torchaudio_stub_if_broken
 from lightning_cfgrl.core.condition import Condition, condition_batch_size
 from lightning_cfgrl.core.delay_pattern import DelayPattern
-from lightning_cfgrl.core.generator import check_condition_matches, check_steps
+from lightning_cfgrl.core.generator import check_condition_matches, check_steps, class_spec
 
 _INSTALL_HINT = "pip install lightning-cfgrl[musicgen]"
 
@@ -114,15 +114,15 @@ class MusicgenGenerator(nn.Module):
         source = (
             {"model": self._source} if self._source is not None else {"config": self.model.config.to_dict()}
         )
-        return {
-            "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
-            "init_args": {
+        return class_spec(
+            self,
+            {
                 **source,
                 "local_files_only": self.local_files_only,
                 "freeze_encoders": self.freeze_encoders,
                 "use_cache": self.use_cache,
             },
-        }
+        )
 
     # -- TokenGenerator ---------------------------------------------------------------------------
     def null_condition(self, condition: Condition) -> dict[str, Tensor]:

@@ -75,6 +75,16 @@ def torchaudio_stub_if_broken(stub_if_missing: bool = False) -> Iterator[None]:
             sys.modules.setdefault(name, module)
 
 
+ENCODEC_MODELS = {"encodec_24khz": "encodec_model_24khz", "encodec_48khz": "encodec_model_48khz"}
+
+
+def build_encodec(model: str, pretrained: bool = False) -> Any:
+    """``EncodecModel.<factory>(pretrained=...)`` for a name in ``ENCODEC_MODELS`` (pretrained downloads)."""
+    if model not in ENCODEC_MODELS:
+        raise ValueError(f"model must be one of {sorted(ENCODEC_MODELS)}, got {model!r}")
+    return getattr(import_encodec().EncodecModel, ENCODEC_MODELS[model])(pretrained=pretrained)
+
+
 @functools.cache
 def import_encodec() -> types.ModuleType:
     """The ``encodec`` package, imported with a temporary torchaudio stub if the real one fails to load.

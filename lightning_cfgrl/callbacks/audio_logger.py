@@ -21,6 +21,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_cfgrl.core.condition import Condition, condition_batch_size, condition_to, select_condition
+from lightning_cfgrl.core.eval_mode import eval_mode
 from lightning_cfgrl.core.sampling import SamplingConfig, sample
 from lightning_cfgrl.eval.diversity import pairwise_cosine_diversity
 
@@ -172,9 +173,7 @@ class AudioSampleLogger(Callback):
         self._last_step = step
         generator = pl_module.generator
         prompts = condition_to(self.prompts, pl_module.device)
-        was_training = generator.training
-        generator.eval()
-        try:
+        with eval_mode(generator):
             steps = sample(
                 generator,
                 prompts,
@@ -183,8 +182,6 @@ class AudioSampleLogger(Callback):
                 num_samples=self.num_samples,
                 seed=self.seed,
             )
-        finally:
-            generator.train(was_training)
         frames = generator.pattern.steps_to_frames(steps)  # [P * G, K, T]
         wav = self.decoder.decode(frames).float().cpu()  # [P * G, C, L]
         wav = wav.mean(1, keepdim=True)  # TensorBoard plays mono

@@ -16,6 +16,8 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from lightning_cfgrl.core.generator import class_spec
+
 
 class _ConvBlock(nn.Module):
     def __init__(self, dim: int, kernel_size: int, dilation: int) -> None:
@@ -109,10 +111,7 @@ class ContrastiveTokenEmbedder(nn.Module):
 
     def spec(self) -> dict[str, Any]:
         """``class_path``/``init_args`` that rebuild this architecture (recorded in checkpoints)."""
-        return {
-            "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
-            "init_args": dict(self._init_args),
-        }
+        return class_spec(self, self._init_args)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str]) -> ContrastiveTokenEmbedder:

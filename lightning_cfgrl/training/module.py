@@ -12,6 +12,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_cfgrl.core.condition import Condition, condition_batch_size, repeat_condition
+from lightning_cfgrl.core.eval_mode import eval_mode
 from lightning_cfgrl.core.sampling import SamplingConfig, sample, step_seed
 from lightning_cfgrl.eval.diversity import group_pairwise_diversity
 from lightning_cfgrl.eval.scorers import Scorer
@@ -120,14 +121,10 @@ class CFGRLModule(pl.LightningModule):
 
     def rollout(self, condition: Condition, num_samples: int, config: SamplingConfig, seed: int) -> Tensor:
         """Sample ``[B * G, K, S]`` steps from the current generator without grad (eval mode)."""
-        was_training = self.generator.training
-        self.generator.eval()
-        try:
+        with eval_mode(self.generator):
             return sample(
                 self.generator, condition, self.num_frames, config, num_samples=num_samples, seed=seed
             )
-        finally:
-            self.generator.train(was_training)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         condition = _condition_of(batch)
