@@ -9,7 +9,7 @@ from lightning_cfgrl import CFGDistillCallback, CFGRLModule, SamplingConfig, sam
 from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.models import AudioTokenTransformer
 from lightning_cfgrl.training.rollout import RolloutBatch
-from tests.conftest import BASE_ARGS, quiet_trainer
+from tests.helpers.models import BASE_ARGS, quiet_trainer
 
 
 def param_hash(module: torch.nn.Module) -> str:

@@ -1,6 +1,6 @@
 """Kill -9 at step k, resume from ``last.ckpt``: the same weights, bit for bit, as an uninterrupted run.
 
-``tests/resume_fit.py`` runs in subprocesses with one thread and ``torch.use_deterministic_algorithms``.
+``tests/helpers/resume_fit.py`` runs in subprocesses with one thread and ``torch.use_deterministic_algorithms``.
 What has to come back for the runs to agree, and where it comes from:
 
 * student weights and AdamW state: Lightning's checkpoint;
@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.experiments.datamodules import ResumableShuffle, _DictDataset
 from lightning_cfgrl.io.checkpoints import load_checkpoint
-from tests.tiny_fit import launch
+from tests.helpers.tiny_fit import launch
 
 KILL_AT, STEPS = 5, 10  # 4 batches per epoch: killed in epoch 1, resumed through epoch 2
 
@@ -33,10 +33,14 @@ KILL_AT, STEPS = 5, 10  # 4 batches per epoch: killed in epoch 1, resumed throug
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict]:
     out = tmp_path_factory.mktemp("resume")
-    killed = launch("tests.resume_fit", "--out", str(out), "--steps", str(STEPS), "--kill-at", str(KILL_AT))
+    killed = launch(
+        "tests.helpers.resume_fit", "--out", str(out), "--steps", str(STEPS), "--kill-at", str(KILL_AT)
+    )
     assert killed.returncode == -9, (killed.returncode, killed.stderr[-3000:])  # died by SIGKILL
     assert not (out / "killed.pt").exists()
-    done = launch("tests.resume_fit", "--out", str(out), "--steps", str(STEPS), "--resume", "--uninterrupted")
+    done = launch(
+        "tests.helpers.resume_fit", "--out", str(out), "--steps", str(STEPS), "--resume", "--uninterrupted"
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     return (
         out,

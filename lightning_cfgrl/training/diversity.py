@@ -151,7 +151,8 @@ class DiversityRewardCallback(ObjectiveCallback):
         """(``[B, G, G]`` pair distances, ``[B, G]`` rewards) of the rollout's samples (no grad)."""
         self._check_group_size(batch.group_size)
         frames = pl_module.generator.pattern.steps_to_frames(batch.steps)
-        distances = pairwise_distances(grouped(self.embed(frames), batch.group_size))
+        # float64: [B, G, G] is tiny, and rewards minus baselines cancel to a small fraction of each reward
+        distances = pairwise_distances(grouped(self.embed(frames).double(), batch.group_size))
         return distances, diversity_rewards(distances)
 
     def loss_terms(self, pl_module: CFGRLModule, batch: RolloutBatch) -> dict[str, Tensor]:

@@ -4,7 +4,7 @@ numerics tests.
 Run as a script for the multi-process runs (Lightning launches the other ranks by re-running the same
 command)::
 
-    python -m tests.tiny_fit --strategy ddp --out DIR
+    python -m tests.helpers.tiny_fit --strategy ddp --out DIR
 
 Every rank writes ``DIR/rank<r>.pt`` (final weights, teacher, embedder, running baseline, metrics,
 the prompts it trained on), loadable with ``torch.load(weights_only=True)``.
