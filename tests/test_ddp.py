@@ -33,6 +33,8 @@ from tests.helpers.tiny_fit import (
     tiny_generator,
 )
 
+pytestmark = pytest.mark.slow
+
 
 def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     assert a.keys() == b.keys()

@@ -29,6 +29,8 @@ RL_STEPS = 150
 BETA = 15.0
 EVAL_SAMPLES = 16
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="session")
 def reward_embedder(contrastive_embedder) -> ContrastiveTokenEmbedder:
