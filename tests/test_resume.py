@@ -23,8 +23,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from lightning_cfgrl.experiments import SyntheticPromptDataModule
-from lightning_cfgrl.experiments.datamodules import ResumableShuffle, _DictDataset
 from lightning_cfgrl.io.checkpoints import load_checkpoint
+from lightning_cfgrl.training.prompts import ResumableShuffle, TensorDictDataset
 from tests.helpers.tiny_fit import launch
 
 KILL_AT, STEPS = 5, 10  # 4 batches per epoch: killed in epoch 1, resumed through epoch 2
@@ -76,7 +76,7 @@ def test_resumed_run_reaches_the_uninterrupted_weights_bit_for_bit(runs: tuple[P
 
 
 def test_resumable_shuffle_skips_into_the_epoch_and_reshuffles_per_epoch() -> None:
-    data = _DictDataset(condition=torch.arange(40)[:, None])
+    data = TensorDictDataset(condition=torch.arange(40)[:, None])
     whole = list(ResumableShuffle(data, num_replicas=1, rank=0, seed=7, epoch=3))
     resumed = ResumableShuffle(data, num_replicas=1, rank=0, seed=7, epoch=3, skip=16)
     assert list(resumed) == whole[16:]
@@ -92,7 +92,10 @@ def test_fresh_prompt_order_is_unchanged_from_shuffle_true() -> None:
     prompts = SyntheticPromptDataModule(batch_size=8, repeats=2)
     torch.manual_seed(3)
     old = DataLoader(
-        _DictDataset(condition=prompts.train_prompts.repeat(2, 1)), batch_size=8, shuffle=True, drop_last=True
+        TensorDictDataset(condition=prompts.train_prompts.repeat(2, 1)),
+        batch_size=8,
+        shuffle=True,
+        drop_last=True,
     )
     expected, after_old = [b["condition"] for b in old], torch.rand(3)
     torch.manual_seed(3)
