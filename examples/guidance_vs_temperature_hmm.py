@@ -18,9 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from lightning_cfgrl import SamplingConfig
-from lightning_cfgrl.domain import LogLikelihood, PromptAdherence, SyntheticMusicDataModule
 from lightning_cfgrl.embedders import TokenHistogramEmbedder
-from lightning_cfgrl.evaluation import evaluate_candidate, format_table
+from lightning_cfgrl.eval.candidates import evaluate_candidate, format_table
+from lightning_cfgrl.experiments import LogLikelihood, PromptAdherence, SyntheticMusicDataModule
 from lightning_cfgrl.experiments.hmm_music import HMMMusic
 from lightning_cfgrl.models import AudioTokenTransformer, PretrainModule
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lightning_cfgrl.domain import LogLikelihood, PromptAdherence, SyntheticMusicDataModule
+from lightning_cfgrl.experiments import LogLikelihood, PromptAdherence, SyntheticMusicDataModule
 from lightning_cfgrl.experiments.hmm_music import HMMMusic
 
 TINY = dict(

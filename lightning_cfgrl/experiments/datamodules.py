@@ -6,12 +6,13 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
+from lightning_cfgrl.experiments.domain import TokenDomain
 from lightning_cfgrl.experiments.synthetic_music import SyntheticMusic
 from lightning_cfgrl.training.prompts import PromptDataModule, TensorDictDataset, split_rows
 
 
 def split_prompts(
-    domain: SyntheticMusic, heldout_fraction: float, seed: int
+    domain: TokenDomain, heldout_fraction: float, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fixed split of the domain's prompts into (train ``[P_train, A]``, held-out ``[P_heldout, A]``)."""
     return split_rows(domain.prompts, heldout_fraction, seed)
@@ -23,7 +24,7 @@ class SyntheticMusicDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        domain: SyntheticMusic | None = None,
+        domain: TokenDomain | None = None,
         num_train: int = 20_000,
         num_val: int = 1_000,
         batch_size: int = 64,
@@ -59,7 +60,7 @@ class SyntheticPromptDataModule(PromptDataModule):
 
     def __init__(
         self,
-        domain: SyntheticMusic | None = None,
+        domain: TokenDomain | None = None,
         batch_size: int = 8,
         heldout_fraction: float = 0.25,
         repeats: int = 100,

@@ -2,7 +2,7 @@
 
 Prompts are compositional: ``style x harmony x density`` (4 x 4 x 3 = 48 by default), given to models as
 attribute ids ``[B, 3]`` (1-based; 0 is the null prompt). A sequence has K = 3 codebooks over T frames.
-Unlike :class:`~lightning_cfgrl.domain.synthetic_music.SyntheticMusic`, whose coarse tokens are
+Unlike :class:`~lightning_cfgrl.experiments.SyntheticMusic`, whose coarse tokens are
 themselves a Markov chain, here the tokens are *emissions* of a hidden section chain s_t (S states,
 e.g. "chords") that no codebook reveals: the next token depends on the whole past through the belief
 over s_t, and exact scores need the forward algorithm.
@@ -35,13 +35,14 @@ scores, by the forward algorithm over s and a sum over m (vectorised over ``[P, 
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 
 import torch
 from einops import rearrange
 from torch import Tensor
+
+from lightning_cfgrl.experiments.domain import TokenDomain
 
 HMM_ATTRIBUTE_NAMES: dict[str, tuple[str, ...]] = {
     "style": ("ballad", "funk", "waltz", "march"),
@@ -50,7 +51,7 @@ HMM_ATTRIBUTE_NAMES: dict[str, tuple[str, ...]] = {
 }
 
 
-class HMMMusic:
+class HMMMusic(TokenDomain):
     """The hidden-section process and its exact scores (plain torch float64, CPU, deterministic from ``seed``).
 
     Args:
@@ -67,6 +68,7 @@ class HMMMusic:
     """
 
     num_codebooks = 3
+    attribute_names = HMM_ATTRIBUTE_NAMES
 
     def __init__(
         self,
@@ -89,18 +91,14 @@ class HMMMusic:
         ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
-        if len(attribute_sizes) < 1 or any(n < 1 for n in attribute_sizes):
-            raise ValueError(
-                f"attribute_sizes must be a non-empty list of sizes >= 1, got {tuple(attribute_sizes)}"
-            )
         self.vocab_size, self.num_frames = vocab_size, num_frames
         self.num_states, self.num_modes = num_states, num_modes
-        self.attribute_sizes = tuple(int(n) for n in attribute_sizes)
-        g = torch.Generator().manual_seed(seed)
+        self._init_prompts(attribute_sizes)
+        rng = torch.Generator().manual_seed(seed)
         v, s, m = vocab_size, num_states, num_modes
 
         def randn(*shape: int) -> Tensor:
-            return torch.randn(*shape, generator=g, dtype=torch.float64)
+            return torch.randn(*shape, generator=rng, dtype=torch.float64)
 
         self.start_logits = prior_scale * randn(m, s)  # [M, S]
         self.transition_logits = prior_scale * randn(m, s, s) + stay * torch.eye(s, dtype=torch.float64)
@@ -112,9 +110,6 @@ class HMMMusic:
         self.residual2 = residual_scale * randn(v, v)  # R2[c1_t, c2_t]
         self.memory2 = randn(m, v + 1, v)  # Q[m, c2_{t-1} or start, c2_t]
 
-        self.prompts = torch.tensor(
-            list(itertools.product(*[range(1, n + 1) for n in self.attribute_sizes])), dtype=torch.long
-        )  # [P, A], every attribute combination
         a_bias = sum(t[self.prompts[:, i] - 1] for i, t in enumerate(self.state_bias))  # [P, S]
         e_bias = sum(t[self.prompts[:, i] - 1] for i, t in enumerate(self.token_bias))  # [P, V]
         self._log_start = torch.log_softmax(self.start_logits[None] + a_bias[:, None], -1)  # [P, M, S]
@@ -139,54 +134,17 @@ class HMMMusic:
         self._step = rearrange((a_bias[:, None] - log_zt - log_ze).exp(), "p m s -> m s p").contiguous()
         self._last = rearrange(log_zt.exp(), "p m s -> m s p").contiguous()
 
-    @property
-    def num_prompts(self) -> int:
-        return self.prompts.shape[0]
-
-    def prompt_index(self, prompts: Tensor) -> Tensor:
-        """``[B, A]`` attribute ids -> ``[B]`` row index into ``self.prompts``."""
-        self.check_prompts(prompts)
-        index = torch.zeros(prompts.shape[0], dtype=torch.long)
-        for a, n in enumerate(self.attribute_sizes):
-            index = index * n + (prompts[:, a].cpu() - 1)
-        return index
-
-    def check_prompts(self, prompts: Tensor) -> None:
-        if (
-            not isinstance(prompts, Tensor)
-            or prompts.dim() != 2
-            or prompts.shape[1] != len(self.attribute_sizes)
-        ):
-            shape = tuple(prompts.shape) if isinstance(prompts, Tensor) else type(prompts).__name__
-            raise ValueError(f"prompts must be attribute ids [B, {len(self.attribute_sizes)}], got {shape}")
-        p = prompts.cpu()
-        if p.dtype != torch.long:
-            raise ValueError(f"prompts must be int64 attribute ids, got dtype {p.dtype}")
-        upper = torch.tensor(self.attribute_sizes)
-        if bool(((p < 1) | (p > upper)).any()):
-            raise ValueError(
-                f"prompt ids must be in [1, n] per slot with n = {self.attribute_sizes}, got {p.tolist()[:4]}..."
-            )
-
-    def describe(self, prompt: Tensor) -> str:
-        """``[A]`` ids -> "funk, minor, dense"."""
-        names = list(HMM_ATTRIBUTE_NAMES.values())
-        return ", ".join(
-            names[a][i - 1] if a < len(names) and 0 < i <= len(names[a]) else f"{a}:{i}"
-            for a, i in enumerate(prompt.tolist())
-        )
-
     # -- sampling -----------------------------------------------------------------------------------
-    def sample(self, prompts: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, prompts: Tensor, rng: torch.Generator | None = None) -> Tensor:
         """Draw one sequence per prompt: ``[B, A]`` -> frames ``[B, 3, T]`` int64."""
         index = self.prompt_index(prompts)
         b = index.shape[0]
         frames = torch.empty(b, 3, self.num_frames, dtype=torch.long)
 
         def draw(log_probs: Tensor) -> Tensor:
-            return torch.multinomial(log_probs.exp(), 1, generator=generator)[:, 0]
+            return torch.multinomial(log_probs.exp(), 1, generator=rng)[:, 0]
 
-        m = torch.randint(self.num_modes, (b,), generator=generator)
+        m = torch.randint(self.num_modes, (b,), generator=rng)
         state = draw(self._log_start[index, m])
         c2_prev = torch.full((b,), self.vocab_size, dtype=torch.long)
         for t in range(self.num_frames):
@@ -212,7 +170,7 @@ class HMMMusic:
         ``beta [M, S, G, N]``: G = P prompts x N = B samples, or G = 1 x N = B (each its own prompt); states
         before samples so that the matmul is one wide GEMM per mode (a skinny one is 3x slower here).
         """
-        self._check_frames(frames)
+        self.check_frames(frames)
         c0, c1, c2 = frames.cpu().unbind(1)  # each [B, T]
         # prompt-free per-frame factor: c0 given (m, s) before the prompt bias, c1 given (c0, s),
         # c2 given (c1, c2 prev, m); rescaled per frame so exp() cannot underflow
@@ -252,7 +210,7 @@ class HMMMusic:
     def log_likelihood(self, frames: Tensor, prompts: Tensor) -> Tensor:
         """Exact ``log p*(frames | prompt)``: ``[B, 3, T]``, ``[B, A]`` -> ``[B]`` float64 (nats)."""
         index = self.prompt_index(prompts)
-        self._check_frames(frames)
+        self.check_frames(frames)
         if frames.shape[0] != index.shape[0]:
             raise ValueError(
                 f"frames and prompts must have the same batch size, got {frames.shape[0]} and {index.shape[0]}"
@@ -262,21 +220,13 @@ class HMMMusic:
     def prompt_log_posterior(self, frames: Tensor, prompts: Tensor) -> Tensor:
         """Exact adherence ``log p*(prompt | frames)`` under a uniform prompt prior: ``[B]`` float64 (<= 0)."""
         index = self.prompt_index(prompts)
-        self._check_frames(frames)
+        self.check_frames(frames)
         if frames.shape[0] != index.shape[0]:
             raise ValueError(
                 f"frames and prompts must have the same batch size, got {frames.shape[0]} and {index.shape[0]}"
             )
         every = self._forward(frames, None)  # [B, P]
         return every[torch.arange(len(index)), index] - torch.logsumexp(every, dim=1)
-
-    def _check_frames(self, frames: Tensor) -> None:
-        expected = (self.num_codebooks, self.num_frames)
-        if not isinstance(frames, Tensor) or frames.dim() != 3 or tuple(frames.shape[1:]) != expected:
-            shape = tuple(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__
-            raise ValueError(f"frames must have shape [B, {expected[0]}, {expected[1]}], got {shape}")
-        if frames.dtype != torch.long or bool(((frames < 0) | (frames >= self.vocab_size)).any()):
-            raise ValueError(f"frames must be int64 ids in [0, {self.vocab_size}), got dtype {frames.dtype}")
 
 
 __all__ = ["HMM_ATTRIBUTE_NAMES", "HMMMusic"]
