@@ -13,7 +13,8 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_cfgrl.core.condition import Condition, cat_conditions, condition_batch_size, repeat_condition
-from lightning_cfgrl.core.sampling import SamplingConfig, sample
+from lightning_cfgrl.core.eval_mode import eval_mode
+from lightning_cfgrl.core.sampling import SamplingConfig, sample, step_seed
 from lightning_cfgrl.eval.diversity import group_pairwise_diversity
 from lightning_cfgrl.eval.scorers import Scorer
 from lightning_cfgrl.io.generators import load_generator_state
@@ -142,18 +143,14 @@ class CFGRLModule(pl.LightningModule):
 
     def _rollout_seed(self, salt: int) -> int:
         # distinct per step and per process, reproducible across resume
-        return (self.seed * 1_000_003 + self.global_step * 7919 + self.global_rank * 104_729 + salt) % (2**63)
+        return step_seed(self.seed, self.global_step, self.global_rank, salt)
 
     def rollout(self, condition: Condition, num_samples: int, config: SamplingConfig, seed: int) -> Tensor:
         """Sample ``[B * G, K, S]`` steps from the current generator without grad (eval mode)."""
-        was_training = self.generator.training
-        self.generator.eval()
-        try:
+        with eval_mode(self.generator):
             return sample(
                 self.generator, condition, self.num_frames, config, num_samples=num_samples, seed=seed
             )
-        finally:
-            self.generator.train(was_training)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         prompts = _condition_of(batch)
@@ -193,11 +190,8 @@ class CFGRLModule(pl.LightningModule):
     @torch.no_grad()
     def _warn_if_train_mode_differs(self, steps: Tensor, condition: Condition, logits: Tensor) -> None:
         """Once: the gradient pass (train mode) must score the rollout like the sampler (eval mode)."""
-        self.generator.eval()
-        try:
+        with eval_mode(self.generator):
             reference = self.generator(steps, condition)
-        finally:
-            self.generator.train()
         if not torch.equal(reference, logits.detach()):
             gap = (reference.float() - logits.detach().float()).abs().max().item()
             rank_zero_warn(
