@@ -33,16 +33,18 @@ class CFGDistillCallback(ObjectiveCallback):
     generator weights of ``teacher_checkpoint``. Per step its cond and uncond logits come from one
     batched no-grad forward on ``[cond; null]``, are mixed with ``cfg_logits`` and compared per token
     with the student's logits (in float32). The per-token divergence is masked to generated positions,
-    then ``reduction="sum"`` sums it over a sequence's positions and averages over sequences, as in the
-    paper; ``reduction="mean"`` averages per token instead (the loss is then ~``K * T`` times smaller,
-    so a diversity weight ``beta`` tuned for "sum" must be divided by that many tokens).
+    then ``reduction="mean"`` (default) averages it per token, which pairs with
+    ``DiversityRewardCallback(beta_scale="per_token")`` so that beta means the same balance at any
+    sequence length; ``reduction="sum"`` sums it over a sequence's positions and averages over
+    sequences, as in the paper (pair it with ``beta_scale="paper"``). Under Adam the two give the same
+    updates for distillation alone (every sequence has the same number of generated tokens).
 
     Args:
         guidance_scale: the teacher's CFG scale g (paper: 3).
         divergence: ``"reverse_kl"`` (paper, mode seeking), ``"forward_kl"`` or ``"jsd"`` (GKD).
         jsd_beta: the mixture weight of the generalized JSD.
         weight: multiplies the term.
-        reduction: ``"sum"`` over a sequence's tokens (default) or ``"mean"`` per token.
+        reduction: ``"mean"`` per token (default) or ``"sum"`` over a sequence's tokens (the paper's).
         teacher_checkpoint: a checkpoint or safetensors file with the teacher's generator weights.
         teacher_fraction: GKD's on/off-policy mix: this fraction of the rows the term averages over
             are sampled from the CFG teacher (``round(f N / (1 - f))`` rows added to the student's N,
@@ -58,7 +60,7 @@ class CFGDistillCallback(ObjectiveCallback):
         divergence: Literal["reverse_kl", "forward_kl", "jsd"] = "reverse_kl",
         jsd_beta: float = 0.5,
         weight: float = 1.0,
-        reduction: Literal["sum", "mean"] = "sum",
+        reduction: Literal["sum", "mean"] = "mean",
         teacher_checkpoint: str | None = None,
         teacher_fraction: float = 0.0,
     ) -> None:

@@ -68,12 +68,12 @@ class CFGRLModule(pl.LightningModule):
         init_checkpoint: str | None = None,
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
-        learning_rate: float = 3e-4,
+        learning_rate: float = 1e-3,
         val_samples_per_prompt: int = 4,
         val_scorers: Sequence[Scorer] | None = None,
         seed: int = 0,
-        lr_warmup_steps: int = 0,
-        lr_decay: Literal["cosine", "linear", "constant"] = "constant",
+        lr_warmup_steps: int = 10,
+        lr_decay: Literal["cosine", "linear", "constant"] = "cosine",
         disable_dropout: bool = True,
     ) -> None:
         super().__init__()
