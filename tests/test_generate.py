@@ -136,3 +136,24 @@ def test_bad_generate_arguments_fail_before_sampling(case, checkpoint, tmp_path,
     assert code == 2 and no_sampling == []
     assert last_line.startswith("cfgrl generate: error:") and message in last_line, last_line
     assert not (tmp_path / "o").exists()
+
+
+def test_generate_decodes_with_encodec(checkpoint, tmp_path):
+    from lightning_cfgrl.audio import EncodecTokenizer, generate
+    from tests.test_audio_tokenizer import small_codec
+
+    tokenizer = EncodecTokenizer(codec=small_codec(), bandwidth=2.5)  # K = 2 codebooks of 32
+    files = generate(
+        str(checkpoint),
+        torch.tensor([[1, 2, 3]]),
+        tmp_path / "enc",
+        num_samples=2,
+        decoder=tokenizer,
+        progress=False,
+    )
+    assert [p.name for p in files.audio] == ["prompt000_sample00.wav", "prompt000_sample01.wav"]
+    expected = tokenizer.decode(files.frames)  # [2, 1, 12 * hop]
+    for path, reference in zip(files.audio, expected, strict=True):
+        wav, rate = read_audio(path)
+        assert rate == tokenizer.sample_rate and wav.shape == (1, 12 * tokenizer.hop_length)
+        assert (wav - reference.clamp(-1, 1)).abs().max() <= 1 / 32768 + 1e-6
