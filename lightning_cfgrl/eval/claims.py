@@ -71,44 +71,56 @@ class ClaimInputs:
 
 
 def check_claims(inputs: ClaimInputs) -> list[Claim]:
-    """Every claim whose candidates are present (see the module docs)."""
-    x = inputs
-    claims: list[Claim] = []
-    if x.quality_model is not None:
-        for ref, key, versus in (
-            (x.cfg_reference, "a", "the CFG reference"),
-            (x.best_sampling, "a_vs_sampling", "the best temperature/top-p point"),
-        ):
-            if ref is not None:
-                claims.append(_quality_claim(x, x.quality_model, ref, key, versus))
-    for metric in x.diversity_metrics:
-        if x.diversity_model is not None:
-            for ref, key in ((x.cfg_reference, "b"), (x.placebo, "b_vs_placebo")):
-                if ref is not None:
-                    differences = _paired(x.diversity_model, ref, metric)
-                    detail = f"{x.diversity_model.mean(metric):.4g} vs {ref.mean(metric):.4g}"
-                    statement = f"{x.diversity_model.name} is more diverse than {ref.name}"
-                    claims.append(_claim(key, statement, differences, metric, detail))
-        if x.merged:
-            hv_merged = front_hypervolumes(x.merged, x.quality, metric, x.sign, x.reference)
-            for others, key, label in (
-                (x.cfg, "c", "the CFG front"),
-                (x.sampling, "c_vs_sampling", "the temperature/top-p front"),
-            ):
-                if others:
-                    _same_seeds(x.merged[0], others[0])
-                    hv_other = front_hypervolumes(others, x.quality, metric, x.sign, x.reference)
-                    differences = [m - o for m, o in zip(hv_merged, hv_other, strict=True)]
-                    detail = f"hypervolume {mean_se(hv_merged)[0]:.4g} vs {mean_se(hv_other)[0]:.4g} (per-seed fronts)"
-                    claims.append(
-                        _claim(
-                            key,
-                            f"the merged front's hypervolume exceeds {label}'s",
-                            differences,
-                            metric,
-                            detail,
-                        )
-                    )
+    """Every claim whose candidates are present (see the module docs), in the order a, b, c."""
+    claims = _quality_claims(inputs)
+    for metric in inputs.diversity_metrics:
+        claims += _diversity_claims(inputs, metric) + _front_claims(inputs, metric)
+    return claims
+
+
+def _quality_claims(x: ClaimInputs) -> list[Claim]:
+    """(a): the quality model against the CFG reference and the selected temperature/top-p point."""
+    if x.quality_model is None:
+        return []
+    versus = (
+        (x.cfg_reference, "a", "the CFG reference"),
+        (x.best_sampling, "a_vs_sampling", "the best temperature/top-p point"),
+    )
+    return [
+        _quality_claim(x, x.quality_model, ref, key, label) for ref, key, label in versus if ref is not None
+    ]
+
+
+def _diversity_claims(x: ClaimInputs, metric: str) -> list[Claim]:
+    """(b): the diversity model against the CFG reference and the placebo, on one diversity metric."""
+    if x.diversity_model is None:
+        return []
+    claims = []
+    for ref, key in ((x.cfg_reference, "b"), (x.placebo, "b_vs_placebo")):
+        if ref is not None:
+            detail = f"{x.diversity_model.mean(metric):.4g} vs {ref.mean(metric):.4g}"
+            statement = f"{x.diversity_model.name} is more diverse than {ref.name}"
+            claims.append(_claim(key, statement, _paired(x.diversity_model, ref, metric), metric, detail))
+    return claims
+
+
+def _front_claims(x: ClaimInputs, metric: str) -> list[Claim]:
+    """(c): the merged front's per-seed hypervolume against the CFG and temperature/top-p fronts'."""
+    if not x.merged:
+        return []
+    claims = []
+    merged = front_hypervolumes(x.merged, x.quality, metric, x.sign, x.reference)
+    for others, key, label in (
+        (x.cfg, "c", "the CFG front"),
+        (x.sampling, "c_vs_sampling", "the temperature/top-p front"),
+    ):
+        if others:
+            _same_seeds(x.merged[0], others[0])
+            other = front_hypervolumes(others, x.quality, metric, x.sign, x.reference)
+            differences = [m - o for m, o in zip(merged, other, strict=True)]
+            detail = f"hypervolume {mean_se(merged)[0]:.4g} vs {mean_se(other)[0]:.4g} (per-seed fronts)"
+            statement = f"the merged front's hypervolume exceeds {label}'s"
+            claims.append(_claim(key, statement, differences, metric, detail))
     return claims
 
 

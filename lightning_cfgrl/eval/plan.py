@@ -62,11 +62,7 @@ class PlannedCandidate:
     family: str
     checkpoint: str
     config: SamplingConfig
-    setting: dict
-
-    @property
-    def is_cfg_reference(self) -> bool:
-        return self.setting.get("cfg_reference", False)
+    setting: dict  # what distinguishes it in its family; "cfg_reference" and "roles" mark the claims' roles
 
 
 def plan_candidates(candidates: Candidates) -> list[PlannedCandidate]:
