@@ -12,7 +12,6 @@ and the figure to TensorBoard (``<out>/tensorboard``).
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from lightning_cfgrl.experiments import (
 from lightning_cfgrl.experiments.judge import JudgeAdherence
 from lightning_cfgrl.io.checkpoints import atomic_save_json
 from lightning_cfgrl.io.generators import load_generator
+from lightning_cfgrl.merging.streaming import complete_merged_sets
 
 # Fixed before any result was seen: adherence at chance (log 1/48: a sample that carries no prompt
 # information) and zero diversity (all samples of a prompt identical).
@@ -54,12 +54,8 @@ class EvaluationReport:
 def _merged_checkpoints(merged_dir: str | None) -> list[tuple[float, Path]]:
     if merged_dir is None:
         return []
-    found = []
-    for path in sorted(Path(merged_dir).glob("*.ckpt")):
-        sidecar = path.with_suffix(".json")
-        lam = json.loads(sidecar.read_text())["lambda"] if sidecar.exists() else None
-        if lam is not None:
-            found.append((float(lam), path))
+    # only sets whose sidecar's sha256 match the files beside it (an interrupted merge leaves none)
+    found = [(lam, files.checkpoint) for lam, files in complete_merged_sets(merged_dir) if files.checkpoint]
     if not found:
         raise ValueError(
             f"merged_dir {merged_dir!r} holds no merged checkpoints (*.ckpt with a .json sidecar)"
