@@ -16,7 +16,7 @@ from lightning_cfgrl.core.eval_mode import eval_mode
 from lightning_cfgrl.core.sampling import SamplingConfig, sample, step_seed
 from lightning_cfgrl.eval.diversity import group_pairwise_diversity
 from lightning_cfgrl.eval.scorers import Scorer
-from lightning_cfgrl.io.generators import load_generator_state
+from lightning_cfgrl.io.generators import load_init_checkpoint
 from lightning_cfgrl.io.specs import instantiate_spec, save_safe_hyperparameters
 from lightning_cfgrl.training.objective import ObjectiveCallback
 from lightning_cfgrl.training.optimization import build_optimizers
@@ -87,12 +87,7 @@ class CFGRLModule(pl.LightningModule):
         )
         self.generator = generator
         if init_checkpoint is not None:
-            try:
-                self.generator.load_state_dict(load_generator_state(init_checkpoint))
-            except RuntimeError as err:  # torch's size-mismatch report, with the file named
-                raise ValueError(
-                    f"init_checkpoint {init_checkpoint!r} does not fit the generator: {err}"
-                ) from err
+            load_init_checkpoint(self.generator, init_checkpoint)
         self.num_frames = num_frames
         self.group_size = num_samples_per_prompt
         self.optimizer_factory = optimizer
