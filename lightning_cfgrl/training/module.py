@@ -18,7 +18,7 @@ from lightning_cfgrl.eval.diversity import group_pairwise_diversity
 from lightning_cfgrl.eval.scorers import Scorer
 from lightning_cfgrl.io.generators import load_init_checkpoint
 from lightning_cfgrl.io.specs import instantiate_spec, save_safe_hyperparameters
-from lightning_cfgrl.training.objective import ObjectiveCallback
+from lightning_cfgrl.training.objective import ObjectiveCallback, log_objective_hyperparameters
 from lightning_cfgrl.training.optimization import build_optimizers
 from lightning_cfgrl.training.rollout import RolloutBatch
 
@@ -109,6 +109,7 @@ class CFGRLModule(pl.LightningModule):
                 "CFGRLModule found no objective callback on the Trainer; add CFGDistillCallback and/or "
                 "DiversityRewardCallback to Trainer(callbacks=[...])"
             )
+        log_objective_hyperparameters(self.trainer, self)  # guidance scale, beta, ... beside the hparams
 
     def _rollout_seed(self, salt: int) -> int:
         # distinct per step and per process, reproducible across resume
