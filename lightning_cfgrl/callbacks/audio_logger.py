@@ -106,7 +106,7 @@ class AudioSampleLogger(Callback):
         self.every_n_steps, self.log_on_validation = every_n_steps, log_on_validation
         self.sampling = SamplingConfig(temperature=temperature, guidance_scale=guidance_scale)
         self.seed, self.tag = seed, tag
-        self.describe = describe
+        self.describe, self._describe_given = describe, describe
         self._disabled = False
         self._wav_dir: str | None = None  # set when no TensorBoardLogger: WAV files instead
         self._warned: set[str] = set()
@@ -142,8 +142,7 @@ class AudioSampleLogger(Callback):
             from lightning_cfgrl.embedders.histogram import TokenHistogramEmbedder
 
             self.embedder = TokenHistogramEmbedder(generator.vocab_size)
-        if self.describe is None:
-            self.describe = getattr(trainer.datamodule, "describe_prompt", None)
+        self.describe = self._describe_given or getattr(trainer.datamodule, "describe_prompt", None)
         self._disabled, self._wav_dir = False, None
         if isinstance(trainer.strategy, (FSDPStrategy, ModelParallelStrategy, DeepSpeedStrategy)):
             self._disable(
