@@ -9,7 +9,7 @@ from torch import nn
 from lightning_cfgrl.io.checkpoints import is_safetensors_file, load_checkpoint, load_generator_state
 from lightning_cfgrl.io.specs import instantiate_spec
 
-__all__ = ["load_generator", "load_generator_spec", "load_generator_state"]
+__all__ = ["load_generator", "load_generator_spec", "load_generator_state", "load_init_checkpoint"]
 
 
 def load_generator_spec(path: str | Path) -> dict | None:
@@ -30,3 +30,12 @@ def load_generator(path: str | Path) -> nn.Module:
     generator = instantiate_spec(spec, f"the generator spec of checkpoint {path}")
     generator.load_state_dict(load_generator_state(path))
     return generator.eval()
+
+
+def load_init_checkpoint(generator: nn.Module, path: str | Path) -> None:
+    """Load the generator weights of ``path`` (Lightning checkpoint or safetensors) into ``generator``:
+    what ``init_checkpoint=`` does in ``CFGRLModule`` and ``PretrainModule``."""
+    try:
+        generator.load_state_dict(load_generator_state(path))
+    except RuntimeError as err:  # torch's size-mismatch report, with the file named
+        raise ValueError(f"init_checkpoint {str(path)!r} does not fit the generator: {err}") from err

@@ -119,6 +119,18 @@ class CFGDistillCallback(ObjectiveCallback):
         self.teacher = trainer.precision_plugin.convert_module(self.teacher.to(pl_module.device))
         self.teacher.eval().requires_grad_(False)
 
+    def hyperparameters(self) -> dict[str, Any]:
+        settings = {
+            "distill/guidance_scale": self.guidance_scale,
+            "distill/divergence": self.divergence,
+            "distill/reduction": self.reduction,
+            "distill/weight": self.weight,
+            "distill/teacher": self.teacher_checkpoint or "the generator at fit start",
+        }
+        if self.divergence == "jsd":
+            settings["distill/jsd_beta"] = self.jsd_beta
+        return settings
+
     @torch.no_grad()
     def teacher_logits(self, batch: RolloutBatch) -> Tensor:
         """``[N, K, S, V]`` CFG-mixed teacher logits from one batched ``[cond; null]`` forward (float32)."""

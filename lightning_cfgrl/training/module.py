@@ -17,10 +17,10 @@ from lightning_cfgrl.core.generator import check_logits
 from lightning_cfgrl.core.sampling import SamplingConfig, sample, step_seed
 from lightning_cfgrl.eval.diversity import group_pairwise_diversity
 from lightning_cfgrl.eval.scorers import Scorer
-from lightning_cfgrl.io.generators import load_generator_state
+from lightning_cfgrl.io.generators import load_init_checkpoint
 from lightning_cfgrl.io.specs import instantiate_spec, save_safe_hyperparameters
 from lightning_cfgrl.training.checkpoint_safety import SafeCheckpointLoading
-from lightning_cfgrl.training.objective import ObjectiveCallback
+from lightning_cfgrl.training.objective import ObjectiveCallback, log_objective_hyperparameters
 from lightning_cfgrl.training.optimization import build_optimizers
 from lightning_cfgrl.training.rollout import RolloutBatch
 
@@ -90,12 +90,7 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
         )
         self.generator = generator
         if init_checkpoint is not None:
-            try:
-                self.generator.load_state_dict(load_generator_state(init_checkpoint))
-            except RuntimeError as err:  # torch's size-mismatch report, with the file named
-                raise ValueError(
-                    f"init_checkpoint {init_checkpoint!r} does not fit the generator: {err}"
-                ) from err
+            load_init_checkpoint(self.generator, init_checkpoint)
         self.init_checkpoint = init_checkpoint  # a teacher copied from the student can be rebuilt from it
         self.num_frames = num_frames
         self.group_size = num_samples_per_prompt
@@ -117,6 +112,7 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
                 "CFGRLModule found no objective callback on the Trainer; add CFGDistillCallback and/or "
                 "DiversityRewardCallback to Trainer(callbacks=[...])"
             )
+        log_objective_hyperparameters(self.trainer, self)  # guidance scale, beta, ... beside the hparams
 
     def _rollout_seed(self, salt: int) -> int:
         # distinct per step and per process, reproducible across resume
