@@ -32,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         from lightning_cfgrl.cli.merge import merge_main
 
         return merge_main(command[1:])
+    if command and command[0] == "export":
+        from lightning_cfgrl.cli.export import export_main
+
+        return export_main(command[1:])
     if command and command[0] == "evaluate":
         from lightning_cfgrl.cli.evaluate import evaluate_main
 

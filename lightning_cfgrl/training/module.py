@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from lightning_cfgrl.adapters.peft import ADAPTERS_KEY, AdapterLayout, is_peft_model
 from lightning_cfgrl.core.condition import Condition, condition_batch_size, repeat_condition
 from lightning_cfgrl.core.eval_mode import eval_mode
 from lightning_cfgrl.core.sampling import SamplingConfig, sample, step_seed
@@ -44,6 +45,11 @@ class CFGRLModule(pl.LightningModule):
         val_samples_per_prompt: samples per validation prompt.
         val_scorers: per-sample quality scorers logged at validation (``val/<name>``).
         seed: seeds the rollout sampling (combined with the step and the process rank).
+        peft_config: train LoRA/PEFT adapters instead of the whole generator (a ``peft.LoraConfig`` or its
+            fields as a dict, e.g. ``{"r": 8, "lora_alpha": 16, "target_modules": ["qkv", "proj"]}``); a
+            generator already wrapped by peft is used as is. Only the adapters are trained and saved (with
+            a fingerprint of the base), and ``CFGDistillCallback``'s teacher is the base itself, adapters
+            disabled. Needs ``pip install lightning-cfgrl[lora]``.
     """
 
     def __init__(
@@ -61,11 +67,22 @@ class CFGRLModule(pl.LightningModule):
         val_samples_per_prompt: int = 4,
         val_scorers: Sequence[Scorer] | None = None,
         seed: int = 0,
+        peft_config: dict | None = None,
     ) -> None:
         super().__init__()
         if isinstance(generator, Mapping):
             generator = instantiate_spec(generator)
         _check_generator(generator)
+        if peft_config is not None and is_peft_model(generator):
+            raise ValueError(
+                "the generator is already wrapped by peft; pass peft_config=None to train its adapters"
+            )
+        if peft_config is not None or is_peft_model(generator):  # recorded as plain values, rebuilt on load
+            from lightning_cfgrl.adapters.peft import peft_config_dict, peft_config_of
+
+            peft_config = peft_config_dict(
+                peft_config if peft_config is not None else peft_config_of(generator)
+            )
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         if num_samples_per_prompt < 1:
@@ -93,6 +110,9 @@ class CFGRLModule(pl.LightningModule):
                 raise ValueError(
                     f"init_checkpoint {init_checkpoint!r} does not fit the generator: {err}"
                 ) from err
+        self.adapters: AdapterLayout | None = None
+        if peft_config is not None:
+            self._use_adapters(peft_config)
         self.num_frames = num_frames
         self.group_size = num_samples_per_prompt
         self.optimizer_factory = optimizer
@@ -102,6 +122,14 @@ class CFGRLModule(pl.LightningModule):
         self.val_scorers = list(val_scorers or [])
         self.seed = seed
         self._rng_to_restore: dict[str, Tensor] | None = None
+
+    def _use_adapters(self, peft_config: dict) -> None:
+        """Wrap the generator with peft (after its base weights are loaded) unless it already is."""
+        from lightning_cfgrl.adapters.peft import adapter_layout, wrap_peft
+
+        if not is_peft_model(self.generator):
+            self.generator = wrap_peft(self.generator, peft_config)
+        self.adapters = adapter_layout(self.generator)
 
     # -- rollout ------------------------------------------------------------------------------------
     @property
@@ -202,11 +230,24 @@ class CFGRLModule(pl.LightningModule):
         # Lightning saves no RNG state. Rollouts use their own seeded generators, but dropout in the
         # student draws from the global RNG, so an exact resume needs it back
         checkpoint["rng_states"] = _rng_states(self.device)
+        if self.adapters is not None:  # the frozen base is rebuilt on load, not saved
+            from lightning_cfgrl.adapters.peft import adapter_checkpoint
+
+            adapter_checkpoint(checkpoint, self.adapters, "generator.")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # applied at the first resumed batch, not now: the sanity check and the dataloaders' iterators
         # draw from the global RNG in between, which the uninterrupted run did before the checkpoint
         self._rng_to_restore = checkpoint.get("rng_states")
+        if self.adapters is not None:
+            from lightning_cfgrl.adapters.peft import check_adapter_state
+
+            state = checkpoint["state_dict"]
+            saved = {k[len("generator.") :] for k in state if k.startswith("generator.")}
+            check_adapter_state(saved, self.adapters, checkpoint.get(ADAPTERS_KEY), "the checkpoint")
+            # the base it was trained on is the one rebuilt here (checked): complete the state dict with it
+            for key, value in self.generator.state_dict().items():
+                state.setdefault("generator." + key, value)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self._rng_to_restore is not None:
