@@ -225,9 +225,13 @@ def test_gradient_checkpointing_gives_the_same_gradients(dropout):
     for checkpointing in (False, True):
         model = tiny_generator(0, dropout=dropout, gradient_checkpointing=checkpointing).train()
         steps = sample(tiny_generator(0), COND, 8, seed=3)
+        calls = []
+        # the block's first layer: recomputation may stop before the block's own hooks run
+        model.blocks[0].attn.qkv.register_forward_hook(lambda *args, calls=calls: calls.append(1))
         torch.manual_seed(5)  # the same dropout masks (non-reentrant checkpointing replays them)
         loss = model(steps, COND).float().logsumexp(-1).mean()
         loss.backward()
+        assert len(calls) == (2 if checkpointing else 1)  # recomputed in backward: activations were not kept
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:

@@ -94,7 +94,11 @@ class MusicgenGenerator(nn.Module):
         )
         self.gradient_checkpointing = gradient_checkpointing
         if gradient_checkpointing:  # non-reentrant: frozen embeddings (LoRA) need no input grads
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.x
+            if enable is not None:
+                enable({"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         decoder = model.config.decoder
         self.num_codebooks = int(decoder.num_codebooks)
         self.vocab_size = int(decoder.vocab_size)

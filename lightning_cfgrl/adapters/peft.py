@@ -26,7 +26,6 @@ from torch import Tensor, nn
 
 from lightning_cfgrl.audio.encodec_import import torchaudio_stub_if_broken
 from lightning_cfgrl.core.eval_mode import eval_mode
-from lightning_cfgrl.io.checkpoints import tensors_sha256
 
 _INSTALL_HINT = "pip install lightning-cfgrl[lora]"
 ADAPTERS_KEY = (
@@ -140,6 +139,8 @@ class AdapterLayout:
 
 def adapter_layout(model: nn.Module) -> AdapterLayout:
     """The trainable entries of ``model`` (the adapters peft left trainable) and the base's SHA-256."""
+    from lightning_cfgrl.io.checkpoints import tensors_sha256
+
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     state = model.state_dict()
     if not trainable:

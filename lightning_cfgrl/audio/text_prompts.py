@@ -104,7 +104,7 @@ def load_text_tokenizer(tokenizer: Any, local_files_only: bool = True) -> Any:
         return import_musicgen().AutoTokenizer.from_pretrained(
             str(tokenizer), local_files_only=local_files_only
         )
-    except OSError as err:
+    except (OSError, ValueError) as err:  # no tokenizer files there (transformers raises either)
         raise ValueError(
             f"could not load a text tokenizer from {str(tokenizer)!r} ({str(err).splitlines()[0]}); expected a "
             "local model folder with tokenizer files (e.g. a copy of facebook/musicgen-small)"

@@ -18,7 +18,6 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from lightning_cfgrl.audio.hf_codec import as_encodec
 from lightning_cfgrl.core.eval_mode import eval_mode
 
 
@@ -67,6 +66,8 @@ class EncodecAudioEmbedder(nn.Module):
             from lightning_cfgrl.audio.hf_codec import load_transformers_codec
 
             codec = load_transformers_codec(pretrained)
+        from lightning_cfgrl.audio.hf_codec import as_encodec
+
         self.codec = as_encodec(codec) if codec is not None else load_encodec(checkpoint, model)
         for part in ("quantizer", "decoder"):
             if not hasattr(self.codec, part):

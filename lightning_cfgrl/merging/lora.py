@@ -12,6 +12,7 @@ memory stays about one model plus a tensor, and the output is a plain dense gene
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -112,8 +113,9 @@ def _delta_adder(weight: Tensor, layer: nn.Module, adapter: str) -> Callable[[],
 
 
 def is_peft_checkpoint(path: str) -> bool:
-    """Whether ``path`` is a Lightning checkpoint of a LoRA/PEFT student (adapters only)."""
-    if is_safetensors_file(path):
+    """Whether ``path`` is a Lightning checkpoint of a LoRA/PEFT student (adapters only); False for
+    anything else, a missing file included (its loader reports that)."""
+    if not Path(path).is_file() or is_safetensors_file(path):
         return False
     return load_checkpoint(path, mmap=True).get("hyper_parameters", {}).get("peft_config") is not None
 

@@ -55,14 +55,19 @@ def tiny_config(hf: Any, num_codebooks: int = 2, channels: int = 1, sample_rate:
     )
 
 
-def randomise_codebooks(codec: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """A freshly built transformers EnCodec has all-zero codebooks (every code sounds the same); give them
-    random vectors, as training would give distinct ones."""
+@torch.no_grad()
+def randomise_codebooks(codec: torch.nn.Module, seed: int = 0, seconds: float = 0.05) -> torch.nn.Module:
+    """A freshly built transformers EnCodec has all-zero codebooks (every code sounds the same). Give each
+    residual codebook the encoder latents of random frames of noise, as k-means initialisation would
+    (without its iterations), so codes vary with the audio."""
     g = torch.Generator().manual_seed(seed)
-    for module in codec.modules():
-        embed = getattr(module, "embed", None)
-        if isinstance(embed, torch.Tensor) and embed.dim() == 2:
-            embed.copy_(torch.randn(embed.shape, generator=g))
+    config = codec.config
+    wav = torch.randn(4, config.audio_channels, int(seconds * config.sampling_rate), generator=g)
+    residual = codec.encoder(wav).transpose(1, 2).reshape(-1, config.codebook_dim)  # [frames, D]
+    for layer in codec.quantizer.layers:
+        embed = layer.codebook.embed
+        embed.copy_(residual[torch.randint(0, len(residual), (embed.shape[0],), generator=g)])
+        residual = residual - layer.codebook.decode(layer.codebook.encode(residual[None]))[0]
     return codec
 
 
