@@ -294,3 +294,57 @@ def test_already_wrapped_generator_is_accepted_and_recorded():
     assert module.hparams["generator"]["class_path"].endswith("AudioTokenTransformer")
     with pytest.raises(ValueError, match="already wrapped by peft"):
         CFGRLModule(wrapped, num_frames=8, peft_config={"r": 2, "target_modules": ["qkv"]})
+
+
+def test_merge_callback_merges_a_lora_student_like_cfgrl_merge(base_file, tmp_path):
+    from lightning_cfgrl.callbacks.merge import ModelMergeCallback
+    from lightning_cfgrl.cli.merge import merge_checkpoints
+
+    trainer, _ = _fit(_lora_module(base_file, seed=0, lr=3e-2), steps=2)
+    anchor = tmp_path / "anchor.ckpt"
+    trainer.save_checkpoint(anchor)
+    module = _lora_module(base_file, seed=1, lr=3e-2)
+    merge = ModelMergeCallback(str(anchor), lambdas=(0.5,), dirpath=str(tmp_path / "by_callback"))
+    trainer = quiet_trainer(
+        max_steps=2, limit_val_batches=0, callbacks=[CFGDistillCallback(guidance_scale=3.0), merge]
+    )
+    trainer.fit(module, SyntheticPromptDataModule(batch_size=4))
+    current = tmp_path / "current.ckpt"
+    trainer.save_checkpoint(current)
+    by_cli = merge_checkpoints(str(anchor), str(current), [0.5], str(tmp_path / "by_cli"))[0]
+    got = load_generator(merge.written["0.50"])
+    want = load_generator(by_cli.checkpoint)
+    assert type(got) is type(want) and not hasattr(got, "peft_config")
+    for key, value in want.state_dict().items():
+        assert torch.equal(got.state_dict()[key], value), key
+
+
+def test_reference_transformer_lora_from_yaml(base_file, tmp_path, monkeypatch):
+    """The shipped distill.yaml with ``peft_config`` given on the command line: a LoRA student of the
+    reference transformer, its checkpoint adapters only."""
+    from lightning_cfgrl.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    config = Path(__file__).resolve().parents[1] / "examples" / "configs" / "distill.yaml"
+    args = [
+        "fit",
+        f"--config={config}",
+        f"--model.init_args.init_checkpoint={base_file}",
+        '--model.init_args.peft_config={"r": 4, "lora_alpha": 8, "target_modules": ["qkv", "proj", "heads"]}',
+        "--model.init_args.generator.init_args.dim=32",
+        "--model.init_args.generator.init_args.num_layers=1",
+        "--model.init_args.generator.init_args.num_heads=2",
+        "--model.init_args.generator.init_args.max_frames=8",
+        "--model.init_args.num_frames=8",
+        "--trainer.max_steps=2",
+        "--trainer.limit_val_batches=0",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
+    assert main(args) == 0
+    ckpt = tmp_path / "runs" / "distill" / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=True)
+    assert state["state_dict"] and all(".lora_" in k for k in state["state_dict"])
+    assert state["hyper_parameters"]["peft_config"]["target_modules"] == ["qkv", "proj", "heads"]
+    assert load_generator(ckpt).peft_config["default"].r == 4
