@@ -249,7 +249,7 @@ def load_peft_generator(
     from lightning_cfgrl.io.generators import load_init_checkpoint
     from lightning_cfgrl.io.specs import instantiate_spec
 
-    generator = instantiate_spec(spec)
+    generator = instantiate_spec(spec, f"the generator spec of {source}")
     if init_checkpoint is not None:
         load_init_checkpoint(generator, init_checkpoint)
     model = wrap_peft(generator, peft_config)

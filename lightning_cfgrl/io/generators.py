@@ -61,6 +61,6 @@ def load_generator(path: str | Path, merge_adapters: bool = False) -> nn.Module:
             source=str(path),
         )
         return merge(model).eval() if merge_adapters else model
-    generator = instantiate_spec(spec)
+    generator = instantiate_spec(spec, f"the generator spec of checkpoint {path}")
     generator.load_state_dict(load_generator_state(path))
     return generator.eval()

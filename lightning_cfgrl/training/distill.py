@@ -18,6 +18,7 @@ from lightning_cfgrl.core.divergences import DIVERGENCES, token_divergence
 from lightning_cfgrl.core.generator import check_compatible
 from lightning_cfgrl.core.guidance import cfg_logits, check_guidance_scale
 from lightning_cfgrl.io.generators import load_generator_spec, load_generator_state
+from lightning_cfgrl.io.provenance import check_same_source, file_source
 from lightning_cfgrl.io.specs import instantiate_spec
 from lightning_cfgrl.training.objective import ObjectiveCallback
 from lightning_cfgrl.training.rollout import RolloutBatch
@@ -49,6 +50,10 @@ class CFGDistillCallback(ObjectiveCallback):
         weight: multiplies the term.
         reduction: ``"sum"`` over a sequence's tokens (default) or ``"mean"`` per token.
         teacher_checkpoint: a checkpoint or safetensors file with the teacher's generator weights.
+        embed_in_checkpoint: store the teacher's weights in this callback's checkpoint state. By default
+            they are stored only when nothing else can rebuild them: a teacher loaded from
+            ``teacher_checkpoint``, or copied from a student loaded from the module's ``init_checkpoint``,
+            is recorded as that file's path and sha256, and a resumed run refuses a file that changed.
         teacher_dtype: run the teacher in ``"bfloat16"`` or ``"float16"`` (autocast; a copied teacher is
             also stored in it, halving its memory). Its logits are mixed and compared in float32.
         teacher_chunk_size: sequences per teacher forward (None: all N at once). Each chunk's
@@ -64,6 +69,7 @@ class CFGDistillCallback(ObjectiveCallback):
         weight: float = 1.0,
         reduction: Literal["sum", "mean"] = "sum",
         teacher_checkpoint: str | None = None,
+        embed_in_checkpoint: bool = False,
         teacher_dtype: Literal["float32", "bfloat16", "float16"] | None = None,
         teacher_chunk_size: int | None = None,
     ) -> None:
@@ -81,6 +87,7 @@ class CFGDistillCallback(ObjectiveCallback):
         self.weight = weight
         self.reduction = reduction
         self.teacher_checkpoint = teacher_checkpoint
+        self.embed_in_checkpoint = embed_in_checkpoint
         if teacher_dtype is not None and teacher_dtype not in TEACHER_DTYPES:
             raise ValueError(
                 f"teacher_dtype must be one of {sorted(TEACHER_DTYPES)} or None, got {teacher_dtype!r}"
@@ -92,6 +99,7 @@ class CFGDistillCallback(ObjectiveCallback):
         self.teacher_dtype = TEACHER_DTYPES[teacher_dtype] if teacher_dtype is not None else None
         self.teacher_chunk_size = teacher_chunk_size
         self.teacher: torch.nn.Module | None = None
+        self.teacher_source: dict[str, str] | None = None  # the file the teacher's weights are exactly
 
     def setup(self, trainer: pl.Trainer, pl_module: CFGRLModule, stage: str) -> None:
         # `setup` runs before a resumed run restores the student, so the copy is of the base weights;
@@ -102,9 +110,11 @@ class CFGDistillCallback(ObjectiveCallback):
             # TRL's reference model for free: the student's own base, adapters disabled
             self.teacher = AdapterDisabledTeacher(pl_module.generator)
             return
-        teacher = (
-            self._load_teacher(pl_module) if self.teacher_checkpoint else copy.deepcopy(pl_module.generator)
-        )
+        if self.teacher_checkpoint:
+            teacher = self._load_teacher(pl_module)
+        else:
+            teacher = copy.deepcopy(pl_module.generator)
+            self.teacher_source = _init_checkpoint_source(pl_module, teacher)
         check_compatible(pl_module.generator, teacher)
         if not callable(getattr(teacher, "null_condition", None)):
             raise ValueError("CFGDistillCallback needs a generator with null_condition() for the CFG teacher")
@@ -113,9 +123,14 @@ class CFGDistillCallback(ObjectiveCallback):
     def _load_teacher(self, pl_module: CFGRLModule) -> torch.nn.Module:
         """Teacher from ``teacher_checkpoint``: rebuilt from the checkpoint's generator spec when it has
         one (so a mismatched architecture is reported as such), else the student's architecture."""
+        # hashed before it is read, so the record never describes newer bytes than the teacher's
+        self.teacher_source = file_source(
+            self.teacher_checkpoint, "a Lightning .ckpt or a .safetensors file of generator weights"
+        )
         weights = load_generator_state(self.teacher_checkpoint)
         spec = load_generator_spec(self.teacher_checkpoint)
-        teacher = instantiate_spec(spec) if spec is not None else copy.deepcopy(pl_module.generator)
+        source = f"the generator spec of teacher_checkpoint {self.teacher_checkpoint}"
+        teacher = instantiate_spec(spec, source) if spec is not None else copy.deepcopy(pl_module.generator)
         check_compatible(pl_module.generator, teacher)
         try:
             teacher.load_state_dict(weights)
@@ -182,9 +197,12 @@ class CFGDistillCallback(ObjectiveCallback):
         return {"distill": self.weight * divergence}
 
     def state_dict(self) -> dict[str, Any]:
-        # the teacher travels with the checkpoint so a resumed run gets the original teacher back
+        # a resumed run must get the original teacher back: from the file it was loaded from (verified
+        # by hash), or from the checkpoint itself when nothing else can rebuild it
         if self.teacher is None:
             return {"teacher": None}
+        if self.teacher_source is not None and not self.embed_in_checkpoint:
+            return {"teacher": None, "teacher_source": dict(self.teacher_source)}
         if not is_sharded(self.teacher):
             return {"teacher": self.teacher.state_dict()}
         # FSDP2-sharded (ModelParallelStrategy): Lightning torch.saves callback state on rank 0 only,
@@ -195,6 +213,9 @@ class CFGDistillCallback(ObjectiveCallback):
         return {"teacher": get_model_state_dict(self.teacher, options=options)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("teacher_source") is not None:
+            # this run rebuilt the teacher from its own configuration in setup: it must be the same file
+            check_same_source(state_dict["teacher_source"], self.teacher_source, "teacher")
         if state_dict.get("teacher") is None or self.teacher is None:
             return
         if not is_sharded(self.teacher):
@@ -206,3 +227,16 @@ class CFGDistillCallback(ObjectiveCallback):
         set_model_state_dict(
             self.teacher, state_dict["teacher"], options=StateDictOptions(full_state_dict=True)
         )
+
+
+def _init_checkpoint_source(pl_module: CFGRLModule, teacher: torch.nn.Module) -> dict[str, str] | None:
+    """The module's ``init_checkpoint`` as the teacher's source, if the copied teacher holds exactly that
+    file's weights (the student may have been changed after it was built)."""
+    path = getattr(pl_module, "init_checkpoint", None)
+    if not path:
+        return None
+    source = file_source(path)
+    weights = load_generator_state(path)
+    state = teacher.state_dict()
+    same = set(weights) == set(state) and all(torch.equal(state[k], weights[k]) for k in state)
+    return source if same else None
