@@ -56,6 +56,8 @@ class MusicgenGenerator(nn.Module):
         local_files_only: passed to ``from_pretrained``; set False to allow downloading ``model``.
         freeze_encoders: freeze the T5 text encoder and the EnCodec audio codec (RL finetunes the decoder).
         use_cache: decode incrementally with HF's KV cache.
+        gradient_checkpointing: HF's gradient checkpointing of the decoder layers (non-reentrant) in
+            training forwards: less activation memory for one extra forward.
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class MusicgenGenerator(nn.Module):
         local_files_only: bool = True,
         freeze_encoders: bool = True,
         use_cache: bool = True,
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if (model is None) == (config is None):
@@ -89,6 +92,13 @@ class MusicgenGenerator(nn.Module):
             freeze_encoders,
             use_cache,
         )
+        self.gradient_checkpointing = gradient_checkpointing
+        if gradient_checkpointing:  # non-reentrant: frozen embeddings (LoRA) need no input grads
+            enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.x
+            if enable is not None:
+                enable({"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         decoder = model.config.decoder
         self.num_codebooks = int(decoder.num_codebooks)
         self.vocab_size = int(decoder.vocab_size)
@@ -121,6 +131,7 @@ class MusicgenGenerator(nn.Module):
                 "local_files_only": self.local_files_only,
                 "freeze_encoders": self.freeze_encoders,
                 "use_cache": self.use_cache,
+                "gradient_checkpointing": self.gradient_checkpointing,
             },
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
 
@@ -23,6 +24,12 @@ def cfg_logits(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
 
     Raw logits and log-probabilities give the same distribution after softmax, because the per-row
     normalising constants enter as ``const + scale * const'`` which softmax ignores.
+
+    Masked tokens (logit ``-inf``), where the formula gives NaN or ``+inf``: ``scale = 0`` is the
+    unconditional model and ``scale = 1`` the conditional one, exactly; for any other scale a token
+    masked in either model stays masked (a token the condition forbids cannot become likely by guiding
+    toward the condition, and ``(1 - g) * -inf`` must not make a token certain for g > 1). NaN inputs
+    stay NaN.
     """
     scale = check_guidance_scale(scale)
     if cond.shape != uncond.shape:
@@ -31,4 +38,7 @@ def cfg_logits(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
         )
     if scale == 1.0:
         return cond
-    return uncond + scale * (cond - uncond)
+    if scale == 0.0:
+        return uncond
+    mixed = uncond + scale * (cond - uncond)
+    return mixed.masked_fill(torch.isneginf(cond) | torch.isneginf(uncond), float("-inf"))

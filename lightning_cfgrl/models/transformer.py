@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from lightning_cfgrl.core.delay_pattern import DelayPattern
 from lightning_cfgrl.core.generator import check_condition_matches, check_steps, class_spec
@@ -69,6 +70,8 @@ class AudioTokenTransformer(nn.Module):
         max_frames: longest sequence in frames (sets the positional table and cache size).
         dropout: residual dropout.
         delays: per-codebook delays; default ``(0, 1, ..., K-1)`` (MusicGen's delay pattern).
+        gradient_checkpointing: in training forwards with grad, keep only each block's input and
+            recompute the block in backward (less activation memory for one extra forward).
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class AudioTokenTransformer(nn.Module):
         max_frames: int = 64,
         dropout: float = 0.0,
         delays: Sequence[int] | None = None,
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self._init_args = dict(
@@ -94,7 +98,9 @@ class AudioTokenTransformer(nn.Module):
             max_frames=max_frames,
             dropout=dropout,
             delays=list(delays) if delays is not None else None,
+            gradient_checkpointing=gradient_checkpointing,
         )
+        self.gradient_checkpointing = gradient_checkpointing
         if dim % num_heads:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.num_codebooks = num_codebooks
@@ -169,8 +175,17 @@ class AudioTokenTransformer(nn.Module):
             first = num_slots + start
         # a slice of the table is the lookup of positions first.. without building the index tensor
         x = x + self.pos_emb.weight[first : first + x.shape[1]]
+        recompute = (
+            self.gradient_checkpointing and self.training and cache is None and torch.is_grad_enabled()
+        )
         for layer, block in enumerate(self.blocks):
-            x = block(x, cache, layer)
+            # non-reentrant: works when no input needs grad (frozen embeddings under LoRA) and replays
+            # the dropout masks of the forward
+            x = (
+                checkpoint(block, x, None, layer, use_reentrant=False)
+                if recompute
+                else block(x, cache, layer)
+            )
         if cache is not None:
             cache.advance(x.shape[1], steps.shape[2] - start)
         if start == 0:

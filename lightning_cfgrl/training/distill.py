@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from typing import TYPE_CHECKING, Any, Literal
@@ -11,12 +12,14 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
+from lightning_cfgrl.adapters.peft import AdapterDisabledTeacher, is_peft_model
 from lightning_cfgrl.core.condition import Condition, cat_conditions, condition_batch_size, select_condition
 from lightning_cfgrl.core.divergences import DIVERGENCES, token_divergence
 from lightning_cfgrl.core.generator import check_compatible
 from lightning_cfgrl.core.guidance import cfg_logits, check_guidance_scale
 from lightning_cfgrl.core.sampling import SamplingConfig, sample
 from lightning_cfgrl.io.generators import load_generator_spec, load_generator_state
+from lightning_cfgrl.io.provenance import check_same_source, file_source
 from lightning_cfgrl.io.specs import instantiate_spec
 from lightning_cfgrl.training.objective import ObjectiveCallback
 from lightning_cfgrl.training.rollout import RolloutBatch
@@ -25,12 +28,16 @@ from lightning_cfgrl.training.sharding import is_sharded
 if TYPE_CHECKING:
     from lightning_cfgrl.training.module import CFGRLModule
 
+TEACHER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 
 class CFGDistillCallback(ObjectiveCallback):
     """Adds ``weight * D(student || teacher_cfg)`` on the student's own samples (on-policy).
 
     The teacher is a frozen copy of the generator as it is when fit starts (the base weights), or the
-    generator weights of ``teacher_checkpoint``. Per step its cond and uncond logits come from one
+    generator weights of ``teacher_checkpoint``; for a LoRA/PEFT student it is the student itself with
+    its adapters disabled (exactly the base, no second copy, nothing in checkpoints). Per step its cond
+    and uncond logits come from one
     batched no-grad forward on ``[cond; null]``, are mixed with ``cfg_logits`` and compared per token
     with the student's logits (in float32). The per-token divergence is masked to generated positions,
     then ``reduction="mean"`` (default) averages it per token, which pairs with
@@ -46,6 +53,15 @@ class CFGDistillCallback(ObjectiveCallback):
         weight: multiplies the term.
         reduction: ``"mean"`` per token (default) or ``"sum"`` over a sequence's tokens (the paper's).
         teacher_checkpoint: a checkpoint or safetensors file with the teacher's generator weights.
+        embed_in_checkpoint: store the teacher's weights in this callback's checkpoint state. By default
+            they are stored only when nothing else can rebuild them: a teacher loaded from
+            ``teacher_checkpoint``, or copied from a student loaded from the module's ``init_checkpoint``,
+            is recorded as that file's path and sha256, and a resumed run refuses a file that changed.
+        teacher_dtype: run the teacher in ``"bfloat16"`` or ``"float16"`` (autocast; a copied teacher is
+            also stored in it, halving its memory). Its logits are mixed and compared in float32.
+        teacher_chunk_size: sequences per teacher forward (None: all N at once). Each chunk's
+            ``[2n, K, S, V]`` logits are mixed before the next, so only the ``[N, K, S, V]`` float32
+            result is ever whole: it caps the teacher's share of peak memory.
         teacher_fraction: GKD's on/off-policy mix: this fraction of the rows the term averages over
             are sampled from the CFG teacher (``round(f N / (1 - f))`` rows added to the student's N,
             prompts taken in turn from the batch). They show the student the high-adherence regions it
@@ -62,6 +78,9 @@ class CFGDistillCallback(ObjectiveCallback):
         weight: float = 1.0,
         reduction: Literal["sum", "mean"] = "mean",
         teacher_checkpoint: str | None = None,
+        embed_in_checkpoint: bool = False,
+        teacher_dtype: Literal["float32", "bfloat16", "float16"] | None = None,
+        teacher_chunk_size: int | None = None,
         teacher_fraction: float = 0.0,
     ) -> None:
         self.guidance_scale = check_guidance_scale(guidance_scale)
@@ -81,16 +100,34 @@ class CFGDistillCallback(ObjectiveCallback):
         self.weight = weight
         self.reduction = reduction
         self.teacher_checkpoint = teacher_checkpoint
+        self.embed_in_checkpoint = embed_in_checkpoint
+        if teacher_dtype is not None and teacher_dtype not in TEACHER_DTYPES:
+            raise ValueError(
+                f"teacher_dtype must be one of {sorted(TEACHER_DTYPES)} or None, got {teacher_dtype!r}"
+            )
+        if teacher_chunk_size is not None and (
+            isinstance(teacher_chunk_size, bool) or teacher_chunk_size < 1
+        ):
+            raise ValueError(f"teacher_chunk_size must be an int >= 1 or None, got {teacher_chunk_size!r}")
+        self.teacher_dtype = TEACHER_DTYPES[teacher_dtype] if teacher_dtype is not None else None
+        self.teacher_chunk_size = teacher_chunk_size
         self.teacher: torch.nn.Module | None = None
+        self.teacher_source: dict[str, str] | None = None  # the file the teacher's weights are exactly
 
     def setup(self, trainer: pl.Trainer, pl_module: CFGRLModule, stage: str) -> None:
         # `setup` runs before a resumed run restores the student, so the copy is of the base weights;
         # `load_state_dict` then restores the saved teacher as well, whatever the module was built from.
         if stage != "fit" or self.teacher is not None:
             return
-        teacher = (
-            self._load_teacher(pl_module) if self.teacher_checkpoint else copy.deepcopy(pl_module.generator)
-        )
+        if self.teacher_checkpoint is None and is_peft_model(pl_module.generator):
+            # TRL's reference model for free: the student's own base, adapters disabled
+            self.teacher = AdapterDisabledTeacher(pl_module.generator)
+            return
+        if self.teacher_checkpoint:
+            teacher = self._load_teacher(pl_module)
+        else:
+            teacher = copy.deepcopy(pl_module.generator)
+            self.teacher_source = _init_checkpoint_source(pl_module, teacher)
         check_compatible(pl_module.generator, teacher)
         if not callable(getattr(teacher, "null_condition", None)):
             raise ValueError("CFGDistillCallback needs a generator with null_condition() for the CFG teacher")
@@ -99,9 +136,14 @@ class CFGDistillCallback(ObjectiveCallback):
     def _load_teacher(self, pl_module: CFGRLModule) -> torch.nn.Module:
         """Teacher from ``teacher_checkpoint``: rebuilt from the checkpoint's generator spec when it has
         one (so a mismatched architecture is reported as such), else the student's architecture."""
+        # hashed before it is read, so the record never describes newer bytes than the teacher's
+        self.teacher_source = file_source(
+            self.teacher_checkpoint, "a Lightning .ckpt or a .safetensors file of generator weights"
+        )
         weights = load_generator_state(self.teacher_checkpoint)
         spec = load_generator_spec(self.teacher_checkpoint)
-        teacher = instantiate_spec(spec) if spec is not None else copy.deepcopy(pl_module.generator)
+        source = f"the generator spec of teacher_checkpoint {self.teacher_checkpoint}"
+        teacher = instantiate_spec(spec, source) if spec is not None else copy.deepcopy(pl_module.generator)
         check_compatible(pl_module.generator, teacher)
         try:
             teacher.load_state_dict(weights)
@@ -115,7 +157,23 @@ class CFGDistillCallback(ObjectiveCallback):
         # the precision plugin converts the teacher like the student ("bf16-true" halves its memory;
         # a no-op for "32-true" and the AMP precisions, whose autocast covers the teacher's forward)
         self.teacher = trainer.precision_plugin.convert_module(self.teacher.to(pl_module.device))
+        if self.teacher_dtype is not None:  # a no-op for the adapter-disabled teacher (it owns no weights)
+            self.teacher.to(self.teacher_dtype)
         self.teacher.eval().requires_grad_(False)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        settings = {
+            "distill/guidance_scale": self.guidance_scale,
+            "distill/divergence": self.divergence,
+            "distill/reduction": self.reduction,
+            "distill/weight": self.weight,
+            "distill/teacher": self.teacher_checkpoint or "the generator at fit start",
+        }
+        if self.divergence == "jsd":
+            settings["distill/jsd_beta"] = self.jsd_beta
+        if self.teacher_fraction:
+            settings["distill/teacher_fraction"] = self.teacher_fraction
+        return settings
 
     @torch.no_grad()
     def extra_rollouts(
@@ -133,11 +191,38 @@ class CFGDistillCallback(ObjectiveCallback):
 
     @torch.no_grad()
     def teacher_logits(self, batch: RolloutBatch) -> Tensor:
-        """``[N, K, S, V]`` CFG-mixed teacher logits from one batched ``[cond; null]`` forward (float32)."""
-        condition = cat_conditions(batch.condition, self.teacher.null_condition(batch.condition))
-        logits = self.teacher(torch.cat([batch.steps, batch.steps]), condition).float()
-        cond, uncond = rearrange(logits, "(two n) k s v -> two n k s v", two=2)
+        """``[N, K, S, V]`` CFG-mixed teacher logits (float32): per chunk of ``teacher_chunk_size``
+        sequences, one batched ``[cond; null]`` forward, mixed before the next chunk runs."""
+        n = batch.steps.shape[0]
+        size = self.teacher_chunk_size or n
+        if size >= n:
+            return self._mixed_chunk(batch.steps, batch.condition)
+        out: Tensor | None = None
+        for start in range(0, n, size):
+            index = slice(start, start + size)
+            mixed = self._mixed_chunk(batch.steps[index], select_condition(batch.condition, index))
+            if out is None:
+                out = mixed.new_empty((n, *mixed.shape[1:]))
+            out[index] = mixed
+        assert out is not None
+        return out
+
+    def _mixed_chunk(self, steps: Tensor, condition: Condition) -> Tensor:
+        cond, uncond = self.teacher_forward(steps, condition)
         return cfg_logits(cond, uncond, self.guidance_scale)
+
+    def teacher_forward(self, steps: Tensor, condition: Condition) -> tuple[Tensor, Tensor]:
+        """The teacher's float32 (cond, uncond) logits ``[B, K, S, V]`` each, from one batched forward."""
+        condition = cat_conditions(condition, self.teacher.null_condition(condition))
+        precision = (
+            torch.autocast(steps.device.type, dtype=self.teacher_dtype)
+            if self.teacher_dtype not in (None, torch.float32)
+            else contextlib.nullcontext()
+        )
+        with precision:
+            logits = self.teacher(torch.cat([steps, steps]), condition).float()
+        cond, uncond = rearrange(logits, "(two n) k s v -> two n k s v", two=2)
+        return cond, uncond
 
     def loss_terms(self, pl_module: CFGRLModule, batch: RolloutBatch) -> dict[str, Tensor]:
         per_token = token_divergence(
@@ -153,9 +238,12 @@ class CFGDistillCallback(ObjectiveCallback):
         return {"distill": self.weight * divergence}
 
     def state_dict(self) -> dict[str, Any]:
-        # the teacher travels with the checkpoint so a resumed run gets the original teacher back
+        # a resumed run must get the original teacher back: from the file it was loaded from (verified
+        # by hash), or from the checkpoint itself when nothing else can rebuild it
         if self.teacher is None:
             return {"teacher": None}
+        if self.teacher_source is not None and not self.embed_in_checkpoint:
+            return {"teacher": None, "teacher_source": dict(self.teacher_source)}
         if not is_sharded(self.teacher):
             return {"teacher": self.teacher.state_dict()}
         # FSDP2-sharded (ModelParallelStrategy): Lightning torch.saves callback state on rank 0 only,
@@ -166,6 +254,9 @@ class CFGDistillCallback(ObjectiveCallback):
         return {"teacher": get_model_state_dict(self.teacher, options=options)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("teacher_source") is not None:
+            # this run rebuilt the teacher from its own configuration in setup: it must be the same file
+            check_same_source(state_dict["teacher_source"], self.teacher_source, "teacher")
         if state_dict.get("teacher") is None or self.teacher is None:
             return
         if not is_sharded(self.teacher):
@@ -177,3 +268,16 @@ class CFGDistillCallback(ObjectiveCallback):
         set_model_state_dict(
             self.teacher, state_dict["teacher"], options=StateDictOptions(full_state_dict=True)
         )
+
+
+def _init_checkpoint_source(pl_module: CFGRLModule, teacher: torch.nn.Module) -> dict[str, str] | None:
+    """The module's ``init_checkpoint`` as the teacher's source, if the copied teacher holds exactly that
+    file's weights (the student may have been changed after it was built)."""
+    path = getattr(pl_module, "init_checkpoint", None)
+    if not path:
+        return None
+    source = file_source(path)
+    weights = load_generator_state(path)
+    state = teacher.state_dict()
+    same = set(weights) == set(state) and all(torch.equal(state[k], weights[k]) for k in state)
+    return source if same else None

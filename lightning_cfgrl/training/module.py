@@ -12,20 +12,26 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
+from lightning_cfgrl.adapters.peft import ADAPTERS_KEY, AdapterLayout, is_peft_model
 from lightning_cfgrl.core.condition import Condition, cat_conditions, condition_batch_size, repeat_condition
 from lightning_cfgrl.core.eval_mode import eval_mode
+from lightning_cfgrl.core.generator import check_logits
 from lightning_cfgrl.core.sampling import SamplingConfig, sample, step_seed
 from lightning_cfgrl.eval.diversity import group_pairwise_diversity
 from lightning_cfgrl.eval.scorers import Scorer
-from lightning_cfgrl.io.generators import load_generator_state
+from lightning_cfgrl.io.generators import load_init_checkpoint
 from lightning_cfgrl.io.specs import instantiate_spec, save_safe_hyperparameters
+from lightning_cfgrl.training.checkpoint_safety import SafeCheckpointLoading
 from lightning_cfgrl.training.dropout import disable_dropout, restore_dropout
-from lightning_cfgrl.training.objective import ObjectiveCallback
+from lightning_cfgrl.training.objective import ObjectiveCallback, log_objective_hyperparameters
 from lightning_cfgrl.training.optimization import build_optimizers, warmup_decay_lambda
 from lightning_cfgrl.training.rollout import RolloutBatch
 
 
-class CFGRLModule(pl.LightningModule):
+EXTRA_ROLLOUT_SALT = 100  # seeds of objectives' extra rollouts: salt 100 + the objective's index
+
+
+class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
     """Wraps a :class:`~lightning_cfgrl.core.generator.TokenGenerator` for on-policy finetuning.
 
     Each training step: (1) sample G sequences per prompt from the student, no grad, KV cache;
@@ -54,7 +60,13 @@ class CFGRLModule(pl.LightningModule):
             checks that the train-mode forward reproduces the eval-mode one and warns if it does not.
         val_samples_per_prompt: samples per validation prompt.
         val_scorers: per-sample quality scorers logged at validation (``val/<name>``).
-        seed: seeds the rollout sampling (combined with the step and the process rank).
+        seed: seeds the rollout sampling and the training step's dropout (combined with the step and the
+            process rank).
+        peft_config: train LoRA/PEFT adapters instead of the whole generator (a ``peft.LoraConfig`` or its
+            fields as a dict, e.g. ``{"r": 8, "lora_alpha": 16, "target_modules": ["qkv", "proj"]}``); a
+            generator already wrapped by peft is used as is. Only the adapters are trained and saved (with
+            a fingerprint of the base), and ``CFGDistillCallback``'s teacher is the base itself, adapters
+            disabled. Needs ``pip install lightning-cfgrl[lora]``.
     """
 
     def __init__(
@@ -72,14 +84,25 @@ class CFGRLModule(pl.LightningModule):
         val_samples_per_prompt: int = 4,
         val_scorers: Sequence[Scorer] | None = None,
         seed: int = 0,
+        peft_config: dict | None = None,
         lr_warmup_steps: int = 10,
         lr_decay: Literal["cosine", "linear", "constant"] = "cosine",
         disable_dropout: bool = True,
     ) -> None:
         super().__init__()
         if isinstance(generator, Mapping):
-            generator = instantiate_spec(generator)
+            generator = instantiate_spec(generator, "a generator spec")
         _check_generator(generator)
+        if peft_config is not None and is_peft_model(generator):
+            raise ValueError(
+                "the generator is already wrapped by peft; pass peft_config=None to train its adapters"
+            )
+        if peft_config is not None or is_peft_model(generator):  # recorded as plain values, rebuilt on load
+            from lightning_cfgrl.adapters.peft import peft_config_dict, peft_config_of
+
+            peft_config = peft_config_dict(
+                peft_config if peft_config is not None else peft_config_of(generator)
+            )
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         if num_samples_per_prompt < 1:
@@ -102,12 +125,11 @@ class CFGRLModule(pl.LightningModule):
         )
         self.generator = generator
         if init_checkpoint is not None:
-            try:
-                self.generator.load_state_dict(load_generator_state(init_checkpoint))
-            except RuntimeError as err:  # torch's size-mismatch report, with the file named
-                raise ValueError(
-                    f"init_checkpoint {init_checkpoint!r} does not fit the generator: {err}"
-                ) from err
+            load_init_checkpoint(self.generator, init_checkpoint)
+        self.init_checkpoint = init_checkpoint  # a teacher copied from the student can be rebuilt from it
+        self.adapters: AdapterLayout | None = None
+        if peft_config is not None:
+            self._use_adapters(peft_config)
         self.num_frames = num_frames
         self.group_size = num_samples_per_prompt
         self.optimizer_factory = optimizer
@@ -120,7 +142,14 @@ class CFGRLModule(pl.LightningModule):
         self.disable_dropout = disable_dropout
         self._dropout_saved: list | None = None
         self._check_train_mode = disable_dropout
-        self._rng_to_restore: dict[str, Tensor] | None = None
+
+    def _use_adapters(self, peft_config: dict) -> None:
+        """Wrap the generator with peft (after its base weights are loaded) unless it already is."""
+        from lightning_cfgrl.adapters.peft import adapter_layout, wrap_peft
+
+        if not is_peft_model(self.generator):
+            self.generator = wrap_peft(self.generator, peft_config)
+        self.adapters = adapter_layout(self.generator)
 
     # -- rollout ------------------------------------------------------------------------------------
     @property
@@ -133,6 +162,7 @@ class CFGRLModule(pl.LightningModule):
                 "CFGRLModule found no objective callback on the Trainer; add CFGDistillCallback and/or "
                 "DiversityRewardCallback to Trainer(callbacks=[...])"
             )
+        log_objective_hyperparameters(self.trainer, self)  # guidance scale, beta, ... beside the hparams
         if self.disable_dropout and self._dropout_saved is None:
             self._dropout_saved = disable_dropout(self.generator)
 
@@ -153,15 +183,27 @@ class CFGRLModule(pl.LightningModule):
             )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        # Dropout draws from the global RNG; seed it per step (like the rollout) inside a fork, so the
+        # masks depend on (seed, step, rank) only. Validation and dataloaders draw from the global RNG
+        # between steps, so a saved-and-restored RNG state would not make a resumed run exact.
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.random.default_generator.manual_seed(self._rollout_seed(1))
+            if self.device.type == "cuda":
+                torch.cuda.manual_seed(self._rollout_seed(1))
+            return self._training_step(batch)
+
+    def _training_step(self, batch: dict[str, Any]) -> Tensor:
         prompts = _condition_of(batch)
         steps = self.rollout(prompts, self.group_size, self.rollout_sampling, self._rollout_seed(0))
         condition = repeat_condition(prompts, self.group_size)
         num_on_policy = steps.shape[0]
-        for salt, objective in enumerate(self.objectives, start=1):  # off-policy rows go after
-            extra = objective.extra_rollouts(self, prompts, self._rollout_seed(salt))
+        for index, objective in enumerate(self.objectives):  # off-policy rows go after the student's
+            extra = objective.extra_rollouts(self, prompts, self._rollout_seed(EXTRA_ROLLOUT_SALT + index))
             if extra is not None:
                 steps, condition = torch.cat([steps, extra[0]]), cat_conditions(condition, extra[1])
         logits = self.generator(steps, condition)
+        check_logits(logits, self.generator, steps.shape[0], steps.shape[2])
         if self._check_train_mode:
             self._check_train_mode = False
             self._warn_if_train_mode_differs(steps, condition, logits)
@@ -248,21 +290,25 @@ class CFGRLModule(pl.LightningModule):
             score = scorer(frames, repeated).float().mean()
             self.log(f"val/{scorer.name}", score, batch_size=batch_size, sync_dist=True)
 
-    # -- resume -------------------------------------------------------------------------------------
+    # -- checkpoints: a PEFT student saves its adapters, not its frozen base -----------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Lightning saves no RNG state. Rollouts use their own seeded generators, but dropout in the
-        # student draws from the global RNG, so an exact resume needs it back
-        checkpoint["rng_states"] = _rng_states(self.device)
+        super().on_save_checkpoint(checkpoint)
+        if self.adapters is not None:  # the frozen base is rebuilt on load, not saved
+            from lightning_cfgrl.adapters.peft import adapter_checkpoint
+
+            adapter_checkpoint(checkpoint, self.adapters, "generator.")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # applied at the first resumed batch, not now: the sanity check and the dataloaders' iterators
-        # draw from the global RNG in between, which the uninterrupted run did before the checkpoint
-        self._rng_to_restore = checkpoint.get("rng_states")
+        super().on_load_checkpoint(checkpoint)
+        if self.adapters is not None:
+            from lightning_cfgrl.adapters.peft import check_adapter_state
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if self._rng_to_restore is not None:
-            _set_rng_states(self._rng_to_restore, self.device)
-            self._rng_to_restore = None
+            state = checkpoint["state_dict"]
+            saved = {k[len("generator.") :] for k in state if k.startswith("generator.")}
+            check_adapter_state(saved, self.adapters, checkpoint.get(ADAPTERS_KEY), "the checkpoint")
+            # the base it was trained on is the one rebuilt here (checked): complete the state dict with it
+            for key, value in self.generator.state_dict().items():
+                state.setdefault("generator." + key, value)
 
     # -- optimisation ---------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
@@ -308,20 +354,6 @@ def _check_frames_fit(generator: nn.Module, num_frames: int) -> None:
             f"num_frames={num_frames} needs {pattern.num_steps(num_frames)} decoding steps, more than the "
             f"generator's max_steps={max_steps}; lower num_frames or build the generator with a larger max_frames"
         )
-
-
-def _rng_states(device: torch.device) -> dict[str, Tensor]:
-    states = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        states["cuda"] = torch.cuda.get_rng_state(device)
-    return states
-
-
-def _set_rng_states(states: Mapping[str, Tensor], device: torch.device) -> None:
-    if isinstance(states.get("torch"), Tensor):
-        torch.set_rng_state(states["torch"])
-    if device.type == "cuda" and isinstance(states.get("cuda"), Tensor):
-        torch.cuda.set_rng_state(states["cuda"], device)
 
 
 def _condition_of(batch: Any) -> Condition:
