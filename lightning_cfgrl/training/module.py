@@ -27,7 +27,6 @@ from lightning_cfgrl.training.objective import ObjectiveCallback, log_objective_
 from lightning_cfgrl.training.optimization import build_optimizers, warmup_decay_lambda
 from lightning_cfgrl.training.rollout import RolloutBatch
 
-
 EXTRA_ROLLOUT_SALT = 100  # seeds of objectives' extra rollouts: salt 100 + the objective's index
 
 
