@@ -13,7 +13,7 @@ Protocol (fixed in code before any run):
 
 * Settings are chosen on domain A ("music", ``SyntheticMusic``) only, on its TRAINING prompts
   (``SyntheticPromptDataModule(heldout_fraction=0.25).train_prompts``), sampled with SELECTION_SEEDS and
-  trained with SELECTION_TRAIN_SEEDS. Domain B ("hmm") is then run with the same defaults, unchanged.
+  trained with ABLATION_TRAIN_SEEDS. Domain B ("hmm") is then run with the same defaults, unchanged.
 * Claims are measured on the HELD-OUT prompts with EVAL_SEEDS (5 evaluation seeds) and TRAIN_SEEDS (3
   training seeds per trained model). The best temperature/top-p point is chosen on SELECTION_SEEDS and
   tested on EVAL_SEEDS.
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -42,38 +41,39 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks.machine from a checkout
-
-from benchmarks.machine import describe_machine  # noqa: E402
-from lightning_cfgrl import CFGDistillCallback, CFGRLModule, DiversityRewardCallback  # noqa: E402
-from lightning_cfgrl.core.diversity import diversity_rewards, grouped, pairwise_distances  # noqa: E402
-from lightning_cfgrl.core.sampling import SamplingConfig  # noqa: E402
-from lightning_cfgrl.embedders import (  # noqa: E402
+from lightning_cfgrl import CFGDistillCallback, CFGRLModule, DiversityRewardCallback
+from lightning_cfgrl.core.sampling import SamplingConfig
+from lightning_cfgrl.embedders import (
     ContrastiveEmbedderModule,
     ContrastiveTokenEmbedder,
     TokenHistogramEmbedder,
 )
-from lightning_cfgrl.embedders.contrastive_training import triplet_accuracy  # noqa: E402
-from lightning_cfgrl.eval.candidates import CandidateResult, evaluate_candidate  # noqa: E402
-from lightning_cfgrl.eval.pareto import hypervolume_2d, pareto_front  # noqa: E402
-from lightning_cfgrl.eval.scorers import Scorer  # noqa: E402
-from lightning_cfgrl.experiments import (  # noqa: E402
+from lightning_cfgrl.embedders.contrastive_training import triplet_accuracy
+from lightning_cfgrl.eval.candidates import CandidateResult, evaluate_candidate
+from lightning_cfgrl.eval.claims import Claim, ClaimInputs, check_claims, format_claims
+from lightning_cfgrl.eval.machine import describe_machine
+from lightning_cfgrl.eval.protocol import evaluation_seeds, selection_seeds
+from lightning_cfgrl.eval.stats import mean_se, paired_t_test
+from lightning_cfgrl.experiments import (
     HMMMusic,
     PromptAdherence,
     SyntheticMusic,
     SyntheticMusicDataModule,
     SyntheticPromptDataModule,
 )
-from lightning_cfgrl.io.checkpoints import atomic_save_json  # noqa: E402
-from lightning_cfgrl.merging.streaming import merge_state_dicts  # noqa: E402
-from lightning_cfgrl.models import AudioTokenTransformer  # noqa: E402
-from lightning_cfgrl.training.pretrain import PretrainModule  # noqa: E402
-from lightning_cfgrl.training.prompts import split_rows  # noqa: E402
+from lightning_cfgrl.io.checkpoints import atomic_save_json
+from lightning_cfgrl.merging.streaming import merge_state_dicts
+from lightning_cfgrl.models import AudioTokenTransformer
+from lightning_cfgrl.training.pretrain import PretrainModule
+from lightning_cfgrl.training.prompts import split_rows
 
 # -- the protocol, fixed before any run ----------------------------------------------------------------
-SELECTION_SEEDS = (100, 101, 102)  # sampling seeds for choosing settings and the best temperature point
-SELECTION_TRAIN_SEEDS = (10, 11)  # training seeds of the ablations (never the claims' seeds)
-EVAL_SEEDS = (1000, 1001, 1002, 1003, 1004)  # sampling seeds of every claim
+ABLATION_SEEDS = (100, 101, 102)  # sampling seeds of the ablations (training prompts only)
+ABLATION_TRAIN_SEEDS = (10, 11)  # training seeds of the ablations (never the claims' seeds)
+EVAL_SEEDS = tuple(
+    evaluation_seeds(5)
+)  # the package's fixed evaluation seeds (lightning_cfgrl.eval.protocol)
+SELECTION_SEEDS = tuple(selection_seeds(3))  # choose the best temperature/top-p point on these only
 TRAIN_SEEDS = (0, 1, 2)  # training seeds of the claims' models
 EVAL_SAMPLES = 16  # samples per prompt
 GUIDANCE_SWEEP = (1.0, 1.5, 2.0, 3.0, 5.0)
@@ -231,7 +231,7 @@ class Recipe:
 
 # What the example configs use beyond the class defaults (examples/configs/distill_*.yaml); a test
 # checks the two agree.
-SHIPPED_TRAINER = dict(steps=300, prompts_per_batch=8, group_size=2, gradient_clip_val=None)
+SHIPPED_TRAINER = dict(steps=300, prompts_per_batch=4, group_size=4, gradient_clip_val=None)
 # the recipe of the first round (and of the issue's failing run)
 PAPER = Recipe(
     steps=150,
@@ -356,20 +356,6 @@ def train_student(
 
 
 # -- evaluation ----------------------------------------------------------------------------------------
-class EmbedderDiversity(Scorer):
-    """Per sample: its mean ``1 - cos`` to the other samples of its prompt under ``embedder`` (the
-    reward ``r_i``); the mean over samples is the prompt-averaged pairwise diversity. Lets one sampling
-    pass report diversity in a second embedder beside ``evaluate_candidate``'s own."""
-
-    def __init__(self, embedder: nn.Module, num_samples: int, name: str) -> None:
-        self.embedder, self.num_samples, self.name = embedder, num_samples, name
-
-    @torch.no_grad()
-    def __call__(self, frames: Tensor, condition) -> Tensor:
-        distances = pairwise_distances(grouped(self.embedder(frames).float(), self.num_samples))
-        return diversity_rewards(distances).flatten()
-
-
 @dataclass
 class Evaluator:
     """Samples candidates on fixed prompts and seeds; quality = exact adherence, diversity = bigram
@@ -386,22 +372,23 @@ class Evaluator:
         self.domain = self.spec.domain()
 
     def __call__(
-        self, name: str, generator: nn.Module, config: SamplingConfig | None = None
+        self, name: str, generator: nn.Module, config: SamplingConfig | None = None, family: str = ""
     ) -> CandidateResult:
         config = config or SamplingConfig()
-        scorers: list[Scorer] = [PromptAdherence(self.domain)]
+        embedders = {"diversity": TokenHistogramEmbedder(self.spec.generator_args["vocab_size"])}
         if self.reward is not None:
-            scorers.append(EmbedderDiversity(self.reward, self.num_samples, "reward_diversity"))
+            embedders["reward_diversity"] = self.reward
         return evaluate_candidate(
             name,
             generator,
             self.prompts,
             self.spec.generator_args["max_frames"],
             config,
-            scorers,
-            TokenHistogramEmbedder(self.spec.generator_args["vocab_size"]),
+            [PromptAdherence(self.domain)],
+            embedders,
             num_samples=self.num_samples,
             seeds=self.seeds,
+            family=family,
         )
 
     def adherence(self, generator: nn.Module, config: SamplingConfig | None = None) -> float:
@@ -424,83 +411,41 @@ def prompts_of(spec: DomainSpec, split: str) -> Tensor:
 
 
 # -- statistics ----------------------------------------------------------------------------------------
-def mean_se(values: Sequence[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, float("nan")
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta I_x(a, b) (continued fraction, Numerical Recipes' betacf)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    front = math.exp(
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+def pooled(name: str, members: Sequence[CandidateResult], family: str) -> CandidateResult:
+    """One candidate per evaluation seed: the mean over training seeds of ``members`` (same seeds)."""
+    seeds = members[0].seeds
+    per_seed = {
+        key: [sum(m.per_seed[key][s] for m in members) / len(members) for s in range(len(seeds))]
+        for key in members[0].per_seed
+    }
+    return CandidateResult(
+        name=name,
+        metrics={key: mean_se(values) for key, values in per_seed.items()},
+        forward_passes_per_token=members[0].forward_passes_per_token,
+        tokens_per_s=sum(m.tokens_per_s for m in members) / len(members),
+        per_seed=per_seed,
+        seeds=list(seeds),
+        family=family,
     )
-    if x > (a + 1) / (a + b + 2):
-        return 1.0 - _betainc(b, a, 1.0 - x)
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
-    d = 1.0 / (d if abs(d) > 1e-300 else 1e-300)
-    h = d
-    for m in range(1, 300):
-        for numerator in (
-            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
-        ):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > 1e-300 else 1e-300)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > 1e-300 else 1e-300
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-14:
-            break
-    return front * h / a
 
 
-def t_test_greater(differences: Sequence[float]) -> float:
-    """One-sided paired t-test p-value of H1: mean(differences) > 0 (Student t, n - 1 dof)."""
-    mean, se = mean_se(differences)
-    n = len(differences)
-    if n < 2 or not se > 0:
-        return 0.0 if mean > 0 else 1.0
-    t, dof = mean / se, n - 1
-    tail = 0.5 * _betainc(dof / 2, 0.5, dof / (dof + t * t))  # P(T > |t|)
-    return tail if t > 0 else 1.0 - tail
-
-
-@dataclass
-class ClaimResult:
-    claim: str
-    embedder: str
-    margin: float
-    se: float
-    p_value: float
-    n: int
-    unit: str
-    detail: str
-
-    @property
-    def holds(self) -> bool:
-        return self.margin > 2 * self.se
-
-    def row(self) -> str:
-        return (
-            f"| {self.claim} | {self.embedder} | {'**yes**' if self.holds else 'no'} | "
-            f"{self.margin:+.4f} ± {self.se:.4f} | {self.p_value:.2g} | {self.n} {self.unit} | {self.detail} |"
-        )
-
-
-def claim(name: str, embedder: str, diffs: Sequence[float], unit: str, detail: str) -> ClaimResult:
-    mean, se = mean_se(diffs)
-    return ClaimResult(name, embedder, mean, se, t_test_greater(diffs), len(diffs), unit, detail)
-
-
-def front_hypervolume(points: Sequence[tuple[float, float]], reference: tuple[float, float]) -> float:
-    return hypervolume_2d([points[i] for i in pareto_front(points)], reference)
+def over_training_seeds(
+    claim: str, statement: str, differences: Sequence[float], metric: str, detail: str
+) -> Claim:
+    """A claim whose units are training seeds (each value averaged over the evaluation seeds)."""
+    test = paired_t_test(differences)
+    return Claim(
+        claim,
+        statement,
+        test.mean > 2 * test.standard_error,
+        test.mean,
+        test.standard_error,
+        test.t,
+        test.p_value,
+        len(differences),
+        metric,
+        detail,
+    )
 
 
 # -- subcommands -----------------------------------------------------------------------------------------
@@ -539,7 +484,7 @@ def _run_variants(
     rows = []
     for name, recipe in variants.items():
         per_seed = []
-        for seed in SELECTION_TRAIN_SEEDS:
+        for seed in ABLATION_TRAIN_SEEDS:
             start = time.perf_counter()
             model, info = train_student(spec, state, embedder, recipe, seed, train_prompts=train_prompts)
             wall = time.perf_counter() - start
@@ -631,14 +576,14 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     spec = DOMAINS[args.domain]
     state, embedder = base_state(spec), reward_embedder(spec)
     split = "nested_val" if args.nested else "train"
-    evaluator = Evaluator(spec, prompts_of(spec, split), SELECTION_SEEDS, reward=embedder)
+    evaluator = Evaluator(spec, prompts_of(spec, split), ABLATION_SEEDS, reward=embedder)
     train_prompts = prompts_of(spec, "nested_train") if args.nested else None
     base = spec.generator()
     base.load_state_dict(state)
     cfg = evaluator(f"CFG g={REFERENCE_GUIDANCE:g}", base, SamplingConfig(guidance_scale=REFERENCE_GUIDANCE))
     plain = evaluator("CFG g=1", base)
     print(
-        f"[{spec.name}] {split} prompts, selection seeds {SELECTION_SEEDS}, training seeds {SELECTION_TRAIN_SEEDS}; "
+        f"[{spec.name}] {split} prompts, sampling seeds {ABLATION_SEEDS}, training seeds {ABLATION_TRAIN_SEEDS}; "
         f"CFG g=3 adherence {cfg.metrics['adherence'][0]:.3f} diversity {cfg.metrics['diversity'][0]:.4f}; "
         f"plain {plain.metrics['adherence'][0]:.3f} / {plain.metrics['diversity'][0]:.4f}; chance {evaluator.chance:.3f}"
     )
@@ -660,8 +605,8 @@ def cmd_ablate(args: argparse.Namespace) -> None:
         {
             "domain": spec.name,
             "prompts": split,
-            "selection_seeds": SELECTION_SEEDS,
-            "train_seeds": SELECTION_TRAIN_SEEDS,
+            "sampling_seeds": ABLATION_SEEDS,
+            "train_seeds": ABLATION_TRAIN_SEEDS,
             "cfg_reference": cfg.as_dict(),
             "plain": plain.as_dict(),
             "chance": evaluator.chance,
@@ -727,182 +672,118 @@ def cmd_curve(args: argparse.Namespace) -> None:
 
 
 def cmd_claims(args: argparse.Namespace) -> None:
+    """The final table: CFG sweep, temperature/top-p sweeps, and beta = 0, beta and placebo students over
+    TRAIN_SEEDS (merged per seed), on the held-out prompts with EVAL_SEEDS; claims by
+    ``lightning_cfgrl.eval.claims`` on the students pooled over training seeds (paired per evaluation
+    seed), plus the claims whose units are the training seeds themselves."""
     spec = DOMAINS[args.domain]
     state, embedder = base_state(spec), reward_embedder(spec)
     heldout = prompts_of(spec, "heldout")
     evaluator = Evaluator(spec, heldout, EVAL_SEEDS, reward=embedder)
     selector = Evaluator(spec, heldout, SELECTION_SEEDS)
     chance = evaluator.chance
-    reference = (chance, 0.0)
     base = spec.generator()
     base.load_state_dict(state)
-    results: dict[str, CandidateResult] = {}
-    families: dict[str, str] = {}
-
-    def add(name: str, family: str, result: CandidateResult) -> None:
-        results[name], families[name] = result, family
-
-    for g in GUIDANCE_SWEEP:
-        add(f"CFG g={g:g}", "cfg", evaluator(f"CFG g={g:g}", base, SamplingConfig(guidance_scale=g)))
-    sweep = [(f"temperature {t:g}", SamplingConfig(temperature=t)) for t in TEMPERATURES]
-    sweep += [(f"top-p {p:g}", SamplingConfig(top_p=p)) for p in TOP_PS]
-    for name, config in sweep:
-        add(name, "temperature", evaluator(name, base, config))
-    # the best temperature/top-p point by adherence, chosen on the selection seeds
-    best_name = max(sweep, key=lambda item: selector.adherence(base, item[1]))[0]
+    cfg = [evaluator(f"CFG g={g:g}", base, SamplingConfig(guidance_scale=g), "cfg") for g in GUIDANCE_SWEEP]
+    sweep = [(f"temperature {t:g}", SamplingConfig(temperature=t), "temperature") for t in TEMPERATURES]
+    sweep += [(f"top-p {p:g}", SamplingConfig(top_p=p), "top_p") for p in TOP_PS]
+    sampling = [evaluator(name, base, config, family) for name, config, family in sweep]
+    # the best temperature/top-p point by adherence, chosen on the selection seeds only
+    best = max(range(len(sweep)), key=lambda i: selector.adherence(base, sweep[i][1]))
 
     recipe = Recipe(steps=args.steps) if args.steps else Recipe()
-    trained: dict[str, list[dict[str, Tensor]]] = {"beta0": [], "beta": [], "placebo": []}
-    seconds: dict[str, list[float]] = {k: [] for k in trained}
+    kinds = {
+        "beta=0": recipe,
+        f"beta={args.beta:g}": replace(recipe, beta=args.beta),
+        "placebo": replace(recipe, beta=args.beta, shuffle_rewards=True),
+    }
+    trained: dict[str, list[CandidateResult]] = {k: [] for k in kinds}
+    merged: dict[float, list[CandidateResult]] = {lam: [] for lam in MERGE_LAMBDAS}
+    seconds: dict[str, list[float]] = {k: [] for k in kinds}
     for seed in TRAIN_SEEDS:
-        for key, r in (
-            ("beta0", recipe),
-            ("beta", replace(recipe, beta=args.beta)),
-            ("placebo", replace(recipe, beta=args.beta, shuffle_rewards=True)),
-        ):
+        states = {}
+        for key, r in kinds.items():
             model, info = train_student(spec, state, embedder, r, seed)
-            trained[key].append({k: v.clone() for k, v in model.state_dict().items()})
-            seconds[key].append(info["seconds"])
-            add(f"{key} seed {seed}", key, evaluator(f"{key} seed {seed}", model))
-            print(f"[{spec.name}] trained {key} seed {seed} in {info['seconds']:.0f} s", flush=True)
+            states[key] = {k: v.clone() for k, v in model.state_dict().items()}
+            seconds[key].append(info["cpu_seconds"])
+            trained[key].append(evaluator(f"{key} seed {seed}", model, family="distilled"))
+            print(f"[{spec.name}] trained {key} seed {seed}: {info['cpu_seconds']:.0f} CPU s", flush=True)
         for lam in MERGE_LAMBDAS:
-            merged = spec.generator()
-            merged.load_state_dict(merge_state_dicts(trained["beta0"][-1], trained["beta"][-1], lam))
-            add(
-                f"merged lambda={lam:g} seed {seed}",
-                "merged",
-                evaluator(f"merged {lam:g} {seed}", merged.eval()),
-            )
+            model = spec.generator()
+            model.load_state_dict(merge_state_dicts(states["beta=0"], states[f"beta={args.beta:g}"], lam))
+            merged[lam].append(evaluator(f"merged {lam:g} seed {seed}", model.eval(), family="merged"))
 
-    claims: list[ClaimResult] = []
-    seeds = range(len(EVAL_SEEDS))
-
-    def per_seed(name: str, key: str) -> list[float]:
-        return results[name].per_seed[key]
-
-    def trained_mean(kind: str, key: str) -> list[float]:  # per evaluation seed, mean over training seeds
-        return [
-            sum(per_seed(f"{kind} seed {t}", key)[s] for t in TRAIN_SEEDS) / len(TRAIN_SEEDS) for s in seeds
-        ]
-
-    def trained_per_train_seed(kind: str, key: str) -> list[float]:  # per training seed, mean over eval seeds
-        return [results[f"{kind} seed {t}"].metrics[key][0] for t in TRAIN_SEEDS]
-
-    cfg = f"CFG g={REFERENCE_GUIDANCE:g}"
-    q_student, q_cfg, q_best = (
-        trained_mean("beta0", "adherence"),
-        per_seed(cfg, "adherence"),
-        per_seed(best_name, "adherence"),
+    quality, diversity = (
+        pooled(k, v, "distilled" if k != "placebo" else "placebo")
+        for k, v in (
+            ("distilled beta=0", trained["beta=0"]),
+            (f"distilled beta={args.beta:g}", trained[f"beta={args.beta:g}"]),
+        )
     )
-    gap = [(a - chance) - FRACTION * (c - chance) for a, c in zip(q_student, q_cfg, strict=True)]
-    fraction = (mean_se(q_student)[0] - chance) / (mean_se(q_cfg)[0] - chance)
-    per_train = [
-        (q - chance) / (mean_se(q_cfg)[0] - chance) for q in trained_per_train_seed("beta0", "adherence")
-    ]
+    placebo = pooled("placebo (shuffled rewards)", trained["placebo"], "placebo")
+    merged_pooled = [pooled(f"merged lambda={lam:g}", merged[lam], "merged") for lam in MERGE_LAMBDAS]
+    reference = cfg[GUIDANCE_SWEEP.index(REFERENCE_GUIDANCE)]
+    claims = check_claims(
+        ClaimInputs(
+            quality="adherence",
+            sign=1.0,
+            chance=chance,
+            reference=(chance, 0.0),
+            diversity_metrics=("diversity", "reward_diversity"),
+            cfg_reference=reference,
+            quality_model=quality,
+            diversity_model=diversity,
+            placebo=placebo,
+            best_sampling=sampling[best],
+            cfg=cfg,
+            sampling=sampling,
+            merged=merged_pooled,
+            fraction=FRACTION,
+        )
+    )
+    # the same comparisons with training seeds as the units (each averaged over the evaluation seeds)
+    gain_ref = reference.mean("adherence") - chance
+    per_train = [(m.mean("adherence") - chance) / gain_ref for m in trained["beta=0"]]
     claims.append(
-        claim(
-            "(a) beta=0 >= 95% of CFG g=3's adherence gain",
-            "-",
-            gap,
-            "eval seeds",
-            f"{fraction:.1%} of the gain (per training seed {', '.join(f'{f:.1%}' for f in per_train)})",
+        over_training_seeds(
+            "a_train_seeds",
+            f"beta=0 reaches {FRACTION:.0%} of {reference.name}'s gain (per training seed)",
+            [(m.mean("adherence") - chance) - FRACTION * gain_ref for m in trained["beta=0"]],
+            "adherence",
+            "fractions " + ", ".join(f"{f:.1%}" for f in per_train),
         )
     )
-    claims.append(
-        claim(
-            "(a) beta=0 >= 95% of the best temperature/top-p gain",
-            "-",
-            [(a - chance) - FRACTION * (c - chance) for a, c in zip(q_student, q_best, strict=True)],
-            "eval seeds",
-            f"best by selection seeds: {best_name}",
-        )
-    )
-    for key, label in (("diversity", "bigram (independent)"), ("reward_diversity", "reward's own")):
-        beta_div, placebo_div, cfg_div = (
-            trained_per_train_seed("beta", key),
-            trained_per_train_seed("placebo", key),
-            results[cfg].metrics[key][0],
-        )
+    for metric in ("diversity", "reward_diversity"):
+        b, p = ([m.mean(metric) for m in trained[k]] for k in (f"beta={args.beta:g}", "placebo"))
         claims.append(
-            claim(
-                f"(b) beta={args.beta:g} more diverse than its placebo",
-                label,
-                [b - p for b, p in zip(beta_div, placebo_div, strict=True)],
-                "training seeds",
-                f"{mean_se(beta_div)[0]:.4f} vs {mean_se(placebo_div)[0]:.4f}",
+            over_training_seeds(
+                "b_vs_placebo_train_seeds",
+                f"beta={args.beta:g} more diverse than its placebo (per training seed)",
+                [x - y for x, y in zip(b, p, strict=True)],
+                metric,
+                ", ".join(f"{x:.4f} vs {y:.4f}" for x, y in zip(b, p, strict=True)),
             )
         )
-        claims.append(
-            claim(
-                f"(b) beta={args.beta:g} more diverse than CFG g=3",
-                label,
-                [b - c for b, c in zip(trained_mean("beta", key), per_seed(cfg, key), strict=True)],
-                "eval seeds",
-                f"{mean_se(beta_div)[0]:.4f} vs {cfg_div:.4f}",
-            )
-        )
-    # (b) adherence of the diversity model vs the temperature front at equal diversity
-    beta_q, beta_d = (
-        mean_se(trained_mean("beta", "adherence"))[0],
-        mean_se(trained_mean("beta", "diversity"))[0],
-    )
-    temps = sorted(
-        ((results[n].metrics["diversity"][0], results[n].metrics["adherence"][0]) for n, _ in sweep)
-    )
-    front_q = max((q for d, q in temps if d >= beta_d), default=float("-inf"))
-    # (c) hypervolumes, per evaluation seed; the merged front's averaged over training seeds
-    for key, label in (("diversity", "bigram (independent)"), ("reward_diversity", "reward's own")):
+    # (b)'s side condition: adherence above the temperature/top-p front's at the model's diversity
+    at_least = [r for r in sampling if r.mean("diversity") >= diversity.mean("diversity")]
+    front_q = max((r.mean("adherence") for r in at_least), default=None)
 
-        def hv(names: Sequence[str], s: int, key: str = key) -> float:
-            return front_hypervolume(
-                [(per_seed(n, "adherence")[s], per_seed(n, key)[s]) for n in names], reference
-            )
-
-        cfg_names = [n for n in results if families[n] == "cfg"]
-        temp_names = [n for n, _ in sweep]
-        merged_hv = [
-            sum(hv([f"merged lambda={lam:g} seed {t}" for lam in MERGE_LAMBDAS], s) for t in TRAIN_SEEDS)
-            / len(TRAIN_SEEDS)
-            for s in seeds
-        ]
-        cfg_hv = [hv(cfg_names, s) for s in seeds]
-        temp_hv = [hv(temp_names, s) for s in seeds]
-        claims.append(
-            claim(
-                "(c) merged front hypervolume > CFG front",
-                label,
-                [m - c for m, c in zip(merged_hv, cfg_hv, strict=True)],
-                "eval seeds",
-                f"{mean_se(merged_hv)[0]:.3f} vs {mean_se(cfg_hv)[0]:.3f}",
-            )
-        )
-        claims.append(
-            claim(
-                "(c) merged front hypervolume > temperature/top-p front",
-                label,
-                [m - c for m, c in zip(merged_hv, temp_hv, strict=True)],
-                "eval seeds",
-                f"{mean_se(merged_hv)[0]:.3f} vs {mean_se(temp_hv)[0]:.3f}",
-            )
-        )
-
-    table = ["| candidate | adherence | diversity (bigram) | diversity (reward emb.) |", "|---|---|---|---|"]
-    for name, r in results.items():
+    everything = [*cfg, *sampling, quality, diversity, placebo, *merged_pooled]
+    lines = ["| candidate | adherence | diversity (bigram) | diversity (reward emb.) |", "|---|---|---|---|"]
+    for r in everything:
         m = r.metrics
-        table.append(
-            f"| {name} | {m['adherence'][0]:.3f} ± {m['adherence'][1]:.3f} | {m['diversity'][0]:.4f} ± "
+        lines.append(
+            f"| {r.name} | {m['adherence'][0]:.3f} ± {m['adherence'][1]:.3f} | {m['diversity'][0]:.4f} ± "
             f"{m['diversity'][1]:.4f} | {m['reward_diversity'][0]:.4f} ± {m['reward_diversity'][1]:.4f} |"
         )
-    claims_table = [
-        "| claim | diversity embedder | holds (> 2 SE) | margin ± SE | p (one-sided t) | n | numbers |",
-        "|---|---|---|---|---|---|---|",
-    ] + [c.row() for c in claims]
-    print("\n".join(table))
+    print("\n".join(lines))
     print(
-        f"\nchance adherence {chance:.3f}; beta={args.beta:g} model at adherence {beta_q:.3f}, diversity {beta_d:.4f}; "
-        f"best temperature/top-p adherence at >= that diversity: {front_q:.3f}"
+        f"\n[{spec.name}] chance adherence {chance:.3f}; best temperature/top-p point (selection seeds): "
+        f"{sampling[best].name}; {diversity.name}: adherence {diversity.mean('adherence'):.3f} at diversity "
+        f"{diversity.mean('diversity'):.4f}, best temperature/top-p adherence at >= that diversity: "
+        f"{'none reaches it' if front_q is None else f'{front_q:.3f}'}"
     )
-    print("\n".join(claims_table))
+    print(format_claims(claims))
     atomic_save_json(
         {
             "domain": spec.name,
@@ -913,14 +794,17 @@ def cmd_claims(args: argparse.Namespace) -> None:
                 "prompts": heldout.tolist(),
                 "samples": EVAL_SAMPLES,
                 "chance": chance,
-                "reference": reference,
+                "reference_point": (chance, 0.0),
             },
             "recipe": asdict(recipe),
+            "trainer": SHIPPED_TRAINER,
             "beta": args.beta,
-            "train_seconds": seconds,
-            "results": [dict(r.as_dict(), family=families[n]) for n, r in results.items()],
-            "claims": [dict(asdict(c), holds=c.holds) for c in claims],
-            "temperature_front_adherence_at_beta_diversity": front_q if math.isfinite(front_q) else None,
+            "train_cpu_seconds": seconds,
+            "results": [r.as_dict() for r in everything],
+            "per_training_seed": {k: [r.as_dict() for r in v] for k, v in trained.items()},
+            "best_sampling": sampling[best].name,
+            "temperature_front_adherence_at_diversity_model": front_q,
+            "claims": [c.as_dict() for c in claims],
             "machine": describe_machine(),
         },
         RESULTS / f"recipe_claims_{spec.name}{args.tag}.json",
@@ -1000,9 +884,9 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--steps", type=int, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    {"prepare": cmd_prepare, "ablate": cmd_ablate, "curve": cmd_curve, "claims": cmd_claims}[args.command](
-        args
-    )
+    commands = {"prepare": cmd_prepare, "ablate": cmd_ablate, "curve": cmd_curve, "claims": cmd_claims}
+    commands["plot"] = cmd_plot
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

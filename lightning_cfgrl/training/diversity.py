@@ -74,8 +74,8 @@ class DiversityRewardCallback(ObjectiveCallback):
         beta: weight of the diversity objective (paper: 15; 0 gives distillation's gradients exactly).
         baseline: ``"running_mean"`` (EMA of past batches' mean reward; works with G = 2),
             ``"other_pairs"`` (mean diversity of the prompt's pairs without i; G >= 3),
-            ``"other_prompts"`` (mean reward of the other prompts' samples; >= 2 prompts per batch) or
-            ``"none"``.
+            ``"other_prompts"`` (mean reward of the other prompts' samples; >= 2 prompts per batch),
+            ``"none"``, or ``"auto"`` (default): ``"other_pairs"`` when G >= 3, else ``"running_mean"``.
         baseline_decay: EMA decay of ``"running_mean"``.
         advantage_norm: divide advantages by the std of the batch's rewards (``"batch"``), of each
             prompt's G rewards (``"group"``, as GRPO; G >= 3) or not at all (``"none"``).
@@ -96,7 +96,7 @@ class DiversityRewardCallback(ObjectiveCallback):
         self,
         embedder: nn.Module,
         beta: float = 15.0,
-        baseline: Baseline = "running_mean",
+        baseline: Baseline | Literal["auto"] = "auto",
         baseline_decay: float = 0.9,
         advantage_norm: AdvantageNorm = "batch",
         beta_scale: Literal["per_token", "paper"] = "per_token",
@@ -114,8 +114,8 @@ class DiversityRewardCallback(ObjectiveCallback):
             )
         if not (math.isfinite(beta) and beta >= 0):
             raise ValueError(f"beta must be a finite number >= 0, got {beta}")
-        if baseline not in BASELINES:
-            raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+        if baseline not in (*BASELINES, "auto"):
+            raise ValueError(f"baseline must be one of {(*BASELINES, 'auto')}, got {baseline!r}")
         if advantage_norm not in ADVANTAGE_NORMS:
             raise ValueError(f"advantage_norm must be one of {ADVANTAGE_NORMS}, got {advantage_norm!r}")
         if beta_scale not in ("per_token", "paper"):
@@ -221,7 +221,8 @@ class DiversityRewardCallback(ObjectiveCallback):
         self._warn_if_tempered(batch)
         distances, rewards = self.rewards(pl_module, batch)
         self._check_finite(pl_module, rewards)
-        baselines = compute_baseline(self.baseline, distances, rewards, self.running)
+        kind = self.baseline_for(batch.group_size)
+        baselines = compute_baseline(kind, distances, rewards, self.running)
         advantages = normalize_advantages(rewards - baselines, rewards, self.advantage_norm)
         advantages = advantages.flatten()  # [N], prompt-major like the rollout
         if self.shuffle_rewards:
@@ -240,12 +241,18 @@ class DiversityRewardCallback(ObjectiveCallback):
         pl_module.log(f"train/{p}reward_baseline", baselines.mean(), batch_size=num_prompts)
         if self.log_grad_norm and pl_module.global_step % self.grad_norm_every_n_steps == 0:
             self._log_term_grad(pl_module, term)
-        if self.baseline == "running_mean":
+        if kind == "running_mean":
             # after the loss is built, so the baseline of this batch never saw its rewards; averaged over
             # processes so every rank holds (and checkpoints) the same baseline
             batch_mean = pl_module.trainer.strategy.reduce(rewards.mean(), reduce_op="mean")
             self.running.update(float(batch_mean))
         return {self.name: term}
+
+    def baseline_for(self, group_size: int) -> str:
+        """The baseline used with G = ``group_size`` samples per prompt (resolves ``"auto"``)."""
+        if self.baseline != "auto":
+            return self.baseline
+        return "other_pairs" if group_size >= 3 else "running_mean"
 
     def _permutation(self, pl_module: CFGRLModule, n: int) -> Tensor:
         seed = step_seed(self.seed, pl_module.global_step, pl_module.global_rank)

@@ -72,7 +72,7 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
         self,
         generator: nn.Module | dict,
         num_frames: int = 32,
-        num_samples_per_prompt: int = 2,
+        num_samples_per_prompt: int = 4,
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float | None = None,
