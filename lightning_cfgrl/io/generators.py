@@ -64,12 +64,3 @@ def load_generator(path: str | Path, merge_adapters: bool = False) -> nn.Module:
     generator = instantiate_spec(spec, f"the generator spec of checkpoint {path}")
     generator.load_state_dict(load_generator_state(path))
     return generator.eval()
-
-
-def load_init_checkpoint(generator: nn.Module, path: str | Path) -> None:
-    """Load the generator weights of ``path`` (Lightning checkpoint or safetensors) into ``generator``:
-    what ``init_checkpoint=`` does in ``CFGRLModule`` and ``PretrainModule``."""
-    try:
-        generator.load_state_dict(load_generator_state(path))
-    except RuntimeError as err:  # torch's size-mismatch report, with the file named
-        raise ValueError(f"init_checkpoint {str(path)!r} does not fit the generator: {err}") from err
