@@ -10,6 +10,11 @@ condition; ``steps[:, :, s]`` itself is never read for its own logits (the model
 With a cache (from ``new_cache``) only the positions not yet in the cache are computed, so the sampler
 feeds one new step at a time. A generator without a cache returns ``None`` from ``new_cache`` and
 sampling recomputes the prefix every step.
+
+Optional: control inputs. A generator that can be steered by per-sequence values (guidance scale,
+diversity weight) lists them in ``control_names`` and accepts ``controls={name: [B] float tensor}`` as a
+keyword of ``forward``; see :mod:`lightning_cfgrl.core.controls`. Generators without it never receive
+the keyword, and asking them for a control is a clear error.
 """
 
 from __future__ import annotations
@@ -26,7 +31,10 @@ from lightning_cfgrl.core.delay_pattern import DelayPattern
 
 @runtime_checkable
 class TokenGenerator(Protocol):
-    """Structural type of a token model; any ``nn.Module`` with these members works."""
+    """Structural type of a token model; any ``nn.Module`` with these members works.
+
+    Optionally ``control_names: tuple[str, ...]`` and a ``controls`` keyword of ``forward`` (module docs).
+    """
 
     num_codebooks: int
     vocab_size: int

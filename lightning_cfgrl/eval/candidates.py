@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -55,11 +55,13 @@ def evaluate_candidate(
     diversity_embedder: nn.Module,
     num_samples: int = 16,
     seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    controls: Mapping[str, float] | None = None,
 ) -> CandidateResult:
     """Sample ``num_samples`` per prompt for each seed; score quality per sample and diversity per prompt.
 
     ``diversity_embedder`` maps frames ``[N, K, T]`` to ``[N, D]``; diversity is the mean pairwise
     ``1 - cos`` within a prompt. Use an embedder other than the one a model was rewarded with.
+    ``controls`` (e.g. ``{"guidance_scale": 3.0}``) steer a control-aware generator, passed to ``sample``.
     """
     if num_samples < 2:
         raise ValueError(f"num_samples must be >= 2 to measure diversity, got {num_samples}")
@@ -69,7 +71,9 @@ def evaluate_candidate(
     repeated = repeat_condition(prompts, num_samples)
     for seed in seeds:
         start = time.perf_counter()
-        steps = sample(generator, prompts, num_frames, config, num_samples=num_samples, seed=seed)
+        steps = sample(
+            generator, prompts, num_frames, config, num_samples=num_samples, seed=seed, controls=controls
+        )
         seconds += time.perf_counter() - start
         frames = generator.pattern.steps_to_frames(steps)
         tokens += frames.numel()

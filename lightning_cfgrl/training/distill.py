@@ -12,6 +12,7 @@ from einops import rearrange
 from torch import Tensor
 
 from lightning_cfgrl.core.condition import cat_conditions
+from lightning_cfgrl.core.controls import GUIDANCE, ControlDistribution, Distribution, control_setting
 from lightning_cfgrl.core.divergences import DIVERGENCES, token_divergence
 from lightning_cfgrl.core.generator import check_compatible
 from lightning_cfgrl.core.guidance import cfg_logits, check_guidance_scale
@@ -35,25 +36,41 @@ class CFGDistillCallback(ObjectiveCallback):
     paper; ``reduction="mean"`` averages per token instead (the loss is then ~``K * T`` times smaller,
     so a diversity weight ``beta`` tuned for "sum" must be divided by that many tokens).
 
+    Steerable student: a list ``guidance_scale=[low, high]`` draws one g per prompt group each step
+    (log-uniform by default; ``guidance_distribution="choice"`` takes a list of values instead), shared
+    by the group's G samples so the diversity reward compares samples drawn under the same controls.
+    The student gets g as its ``"guidance_scale"`` control (build it with ``controls=[...]``), samples the
+    rollout with it, and is compared with the teacher's CFG mix at that g, sequence by sequence.
+
     Args:
-        guidance_scale: the teacher's CFG scale g (paper: 3).
+        guidance_scale: the teacher's CFG scale g (paper: 3), or ``[low, high]`` / a list of values.
+        guidance_distribution: how a list is drawn from: ``"log_uniform"`` or ``"uniform"`` over
+            ``[low, high]``, or ``"choice"`` among the values.
         divergence: ``"reverse_kl"`` (paper, mode seeking), ``"forward_kl"`` or ``"jsd"`` (GKD).
         jsd_beta: the mixture weight of the generalized JSD.
         weight: multiplies the term.
         reduction: ``"sum"`` over a sequence's tokens (default) or ``"mean"`` per token.
         teacher_checkpoint: a checkpoint or safetensors file with the teacher's generator weights.
+            Without it the teacher is the student at fit start run without controls: the base, unless the
+            student was already trained on controls (then give the base here).
     """
 
     def __init__(
         self,
-        guidance_scale: float = 3.0,
+        guidance_scale: float | list[float] = 3.0,
         divergence: Literal["reverse_kl", "forward_kl", "jsd"] = "reverse_kl",
         jsd_beta: float = 0.5,
         weight: float = 1.0,
         reduction: Literal["sum", "mean"] = "sum",
         teacher_checkpoint: str | None = None,
+        guidance_distribution: Distribution = "log_uniform",
     ) -> None:
-        self.guidance_scale = check_guidance_scale(guidance_scale)
+        setting = control_setting(GUIDANCE, guidance_scale, guidance_distribution)
+        # fixed: a float as before; steerable: the distribution, and guidance_scale its reference value
+        self.guidance: ControlDistribution | None = (
+            setting if isinstance(setting, ControlDistribution) else None
+        )
+        self.guidance_scale = self.guidance.reference if self.guidance else check_guidance_scale(setting)
         if divergence not in DIVERGENCES:
             raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
         if reduction not in ("sum", "mean"):
@@ -109,7 +126,16 @@ class CFGDistillCallback(ObjectiveCallback):
         condition = cat_conditions(batch.condition, self.teacher.null_condition(batch.condition))
         logits = self.teacher(torch.cat([batch.steps, batch.steps]), condition).float()
         cond, uncond = rearrange(logits, "(two n) k s v -> two n k s v", two=2)
-        return cfg_logits(cond, uncond, self.guidance_scale)
+        scale = batch.control(GUIDANCE) if self.guidance is not None else self.guidance_scale
+        return cfg_logits(cond, uncond, scale)
+
+    def rollout_controls(
+        self, pl_module: CFGRLModule, num_prompts: int, group_size: int, rng: torch.Generator | None
+    ) -> dict[str, Tensor]:
+        """One g per prompt group (``[num_prompts * group_size]``), when ``guidance_scale`` is a range/list."""
+        if self.guidance is None:
+            return {}
+        return {GUIDANCE: self.guidance.draw(num_prompts, rng).repeat_interleave(group_size)}
 
     def loss_terms(self, pl_module: CFGRLModule, batch: RolloutBatch) -> dict[str, Tensor]:
         per_token = token_divergence(

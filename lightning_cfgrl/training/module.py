@@ -12,6 +12,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_cfgrl.core.condition import Condition, condition_batch_size, repeat_condition
+from lightning_cfgrl.core.controls import check_controls, controls_kwargs, load_base_weights
 from lightning_cfgrl.core.sampling import SamplingConfig, sample
 from lightning_cfgrl.eval.diversity import group_pairwise_diversity
 from lightning_cfgrl.eval.scorers import Scorer
@@ -37,7 +38,8 @@ class CFGRLModule(pl.LightningModule):
         num_samples_per_prompt: G (the diversity reward needs G >= 2).
         temperature, top_k, top_p: rollout sampling; the default (1, None, None) samples the student's
             own distribution, which on-policy distillation and the policy gradient assume.
-        init_checkpoint: generator weights to start from (Lightning checkpoint or safetensors).
+        init_checkpoint: generator weights to start from (Lightning checkpoint or safetensors); a base
+            checkpoint loads into a control-aware generator (its control embedding starts at zero).
         optimizer, scheduler: LightningCLI callables (default AdamW with ``learning_rate``).
         learning_rate: used when ``optimizer`` is not given.
         val_samples_per_prompt: samples per validation prompt.
@@ -87,7 +89,7 @@ class CFGRLModule(pl.LightningModule):
         self.generator = generator
         if init_checkpoint is not None:
             try:
-                self.generator.load_state_dict(load_generator_state(init_checkpoint))
+                load_base_weights(self.generator, load_generator_state(init_checkpoint))
             except RuntimeError as err:  # torch's size-mismatch report, with the file named
                 raise ValueError(
                     f"init_checkpoint {init_checkpoint!r} does not fit the generator: {err}"
@@ -113,29 +115,64 @@ class CFGRLModule(pl.LightningModule):
                 "CFGRLModule found no objective callback on the Trainer; add CFGDistillCallback and/or "
                 "DiversityRewardCallback to Trainer(callbacks=[...])"
             )
+        # a control an objective will feed must be one the generator accepts: fail now, naming both
+        check_controls(
+            self.generator, self.objective_controls(1, self.group_size, training=False), self.group_size
+        )
 
     def _rollout_seed(self, salt: int) -> int:
         # distinct per step and per process, reproducible across resume
         return (self.seed * 1_000_003 + self.global_step * 7919 + self.global_rank * 104_729 + salt) % (2**63)
 
-    def rollout(self, condition: Condition, num_samples: int, config: SamplingConfig, seed: int) -> Tensor:
+    def objective_controls(self, num_prompts: int, group_size: int, training: bool) -> dict[str, Tensor]:
+        """The objectives' control values for the next rollout, ``{name: [num_prompts * group_size]}``:
+        drawn afresh each training step (seeded by step, process and objective), reference values else."""
+        controls: dict[str, Tensor] = {}
+        objectives = self.objectives if self._trainer is not None else []  # a bare training_step call
+        for index, objective in enumerate(objectives):
+            rng = torch.Generator().manual_seed(self._rollout_seed(1 + index)) if training else None
+            for name, value in objective.rollout_controls(self, num_prompts, group_size, rng).items():
+                if name in controls:
+                    raise ValueError(f"two objective callbacks both supply the control {name!r}")
+                controls[name] = value.to(self.device)
+        return controls
+
+    def rollout(
+        self,
+        condition: Condition,
+        num_samples: int,
+        config: SamplingConfig,
+        seed: int,
+        controls: dict[str, Tensor] | None = None,
+    ) -> Tensor:
         """Sample ``[B * G, K, S]`` steps from the current generator without grad (eval mode)."""
         was_training = self.generator.training
         self.generator.eval()
         try:
             return sample(
-                self.generator, condition, self.num_frames, config, num_samples=num_samples, seed=seed
+                self.generator,
+                condition,
+                self.num_frames,
+                config,
+                num_samples=num_samples,
+                seed=seed,
+                controls=controls,
             )
         finally:
             self.generator.train(was_training)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         condition = _condition_of(batch)
-        steps = self.rollout(condition, self.group_size, self.rollout_sampling, self._rollout_seed(0))
+        controls = self.objective_controls(condition_batch_size(condition), self.group_size, training=True)
+        steps = self.rollout(
+            condition, self.group_size, self.rollout_sampling, self._rollout_seed(0), controls
+        )
         condition = repeat_condition(condition, self.group_size)
-        logits = self.generator(steps, condition)
+        logits = self.generator(steps, condition, **controls_kwargs(controls))
         mask = self.generator.pattern.valid_mask(steps.shape[2], steps.device).expand_as(steps)
-        rollout = RolloutBatch(steps, condition, mask, self.group_size, logits, self.rollout_sampling)
+        rollout = RolloutBatch(
+            steps, condition, mask, self.group_size, logits, self.rollout_sampling, controls=controls
+        )
         terms: dict[str, Tensor] = {}
         for objective in self.objectives:
             for name, value in objective.loss_terms(self, rollout).items():
@@ -178,12 +215,15 @@ class CFGRLModule(pl.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         condition = _condition_of(batch)
         g = self.val_samples_per_prompt
-        steps = self.rollout(condition, g, SamplingConfig(), seed=self.seed + 17 * batch_idx)
+        controls = self.objective_controls(condition_batch_size(condition), g, training=False)
+        steps = self.rollout(
+            condition, g, SamplingConfig(), seed=self.seed + 17 * batch_idx, controls=controls
+        )
         frames = self.generator.pattern.steps_to_frames(steps)
         repeated = repeat_condition(condition, g)
         batch_size = frames.shape[0]
         with torch.no_grad():
-            logits = self.generator(steps, repeated)
+            logits = self.generator(steps, repeated, **controls_kwargs(controls))
             mask = self.generator.pattern.valid_mask(steps.shape[2], steps.device).expand_as(steps)
             logp = torch.log_softmax(logits.float(), -1)
             entropy = -(logp.exp() * logp).sum(-1)[mask].mean()

@@ -22,6 +22,8 @@ class RolloutBatch:
         group_size: G samples per prompt; samples of one prompt are adjacent.
         student_logits: ``[N, K, S, V]`` the student's logits on ``steps`` (with grad).
         sampling: how the rollout was sampled (temperature, top-k/p).
+        controls: ``{name: [N]}`` control values the rollout was sampled with and the student's logits
+            were computed with (from the objectives' ``rollout_controls``; empty without controls).
     """
 
     steps: Tensor
@@ -30,7 +32,17 @@ class RolloutBatch:
     group_size: int
     student_logits: Tensor
     sampling: SamplingConfig
+    controls: dict[str, Tensor] = field(default_factory=dict)
     _cache: dict[str, Tensor] = field(default_factory=dict, repr=False)
+
+    def control(self, name: str) -> Tensor:
+        """``[N]`` values of one control (fed by an objective with a range of values)."""
+        if name not in self.controls:
+            raise ValueError(
+                f"the rollout carries no {name!r} control (it has {sorted(self.controls)}); build RolloutBatch "
+                "with the controls from the objectives' rollout_controls, as CFGRLModule.training_step does"
+            )
+        return self.controls[name]
 
     @property
     def num_prompts(self) -> int:
