@@ -19,6 +19,7 @@ FAMILY_STYLE = {
     "merged": dict(color="tab:red", marker="s", label="merged (lambda sweep)"),
     "distilled": dict(color="tab:green", marker="*", label="distilled"),
     "placebo": dict(color="tab:purple", marker="x", label="placebo (shuffled rewards)"),
+    "steerable": dict(color="tab:orange", marker="D", label="steerable student (control sweep)"),
 }
 
 
