@@ -31,6 +31,7 @@ from lightning_cfgrl.training import (
     DiversityRewardCallback,
     ObjectiveCallback,
     PretrainModule,
+    PromptDataModule,
     RolloutBatch,
 )
 
@@ -51,6 +52,7 @@ __all__ = [
     "ModuleAdapter",
     "ObjectiveCallback",
     "PretrainModule",
+    "PromptDataModule",
     "RolloutBatch",
     "SamplingConfig",
     "Scorer",

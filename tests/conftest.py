@@ -6,32 +6,14 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
+from lightning_cfgrl.embedders import ContrastiveEmbedderModule, ContrastiveTokenEmbedder
 from lightning_cfgrl.experiments import SyntheticMusic, SyntheticMusicDataModule
 from lightning_cfgrl.models import AudioTokenTransformer
 from lightning_cfgrl.training.pretrain import PretrainModule
+from tests.helpers.models import BASE_ARGS, quiet_trainer
 
-BASE_ARGS = dict(
-    num_codebooks=2,
-    vocab_size=32,
-    condition_sizes=(4, 4, 3),
-    dim=64,
-    num_layers=2,
-    num_heads=4,
-    max_frames=32,
-)
-
-
-def quiet_trainer(**kwargs) -> pl.Trainer:
-    """A CPU Trainer without logger, checkpoints, progress bar or summary (tests)."""
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    return pl.Trainer(**{**defaults, **kwargs})
+EMBEDDER_STEPS = 400
+EMBEDDER_CHUNK_FRAMES = 12
 
 
 @pytest.fixture(scope="session")
@@ -70,3 +52,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions: 2 intra-op threads on 2 busy shared cores only add waiting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def contrastive_embedder(tmp_path_factory: pytest.TempPathFactory) -> tuple[ContrastiveTokenEmbedder, str]:
+    """(embedder in eval mode, path of its Lightning checkpoint), trained once per session (~10-15 s):
+    InfoNCE on chunks of synthetic-domain sequences. Also the reward of the end-to-end tests."""
+    pl.seed_everything(0)
+    module = ContrastiveEmbedderModule(ContrastiveTokenEmbedder(), chunk_frames=EMBEDDER_CHUNK_FRAMES)
+    data = SyntheticMusicDataModule(
+        SyntheticMusic(), num_train=EMBEDDER_STEPS * 64, num_val=64, batch_size=64, seed=1
+    )
+    trainer = quiet_trainer(max_steps=EMBEDDER_STEPS, limit_val_batches=0)
+    trainer.fit(module, data)
+    path = tmp_path_factory.mktemp("embedder") / "last.ckpt"
+    trainer.save_checkpoint(path)
+    return module.embedder.eval(), str(path)

@@ -14,7 +14,7 @@ from lightning_cfgrl.audio import (
     PromptTable,
     write_audio,
 )
-from tests.test_audio_tokenizer import one_thread, small_codec, tones  # noqa: F401 (one_thread: autouse fixture)
+from tests.helpers.audio import small_codec, tones
 
 CSV = """file,genre,mood
 a.wav,jazz,calm
@@ -24,6 +24,8 @@ d.wav,ambient,calm
 e.wav,techno,calm
 f.wav,jazz,dark
 """
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -20,9 +20,11 @@ from lightning_cfgrl.eval.diversity import pairwise_cosine_diversity
 from lightning_cfgrl.experiments import SyntheticMusic, SyntheticMusicDataModule
 from lightning_cfgrl.models import AudioTokenTransformer
 from lightning_cfgrl.training.pretrain import PretrainModule
-from tests.test_audio_tokenizer import one_thread, small_codec  # noqa: F401 (one_thread: autouse fixture)
+from tests.helpers.audio import small_codec
 
 # -- SyntheticSynth ------------------------------------------------------------------------------------
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _spectrum(x: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:

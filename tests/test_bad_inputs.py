@@ -30,7 +30,7 @@ from lightning_cfgrl.experiments import SyntheticMusic, SyntheticPromptDataModul
 from lightning_cfgrl.io.checkpoints import CheckpointError
 from lightning_cfgrl.models import AudioTokenTransformer
 from lightning_cfgrl.training.diversity import DiversityRewardCallback
-from tests.tiny_fit import TINY_ARGS
+from tests.helpers.tiny_fit import TINY_ARGS
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md"
 PROMPTS = SyntheticMusic().prompts[:4]

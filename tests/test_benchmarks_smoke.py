@@ -117,4 +117,5 @@ def test_train_step_times_every_phase(tmp_path):
     assert {"rollout", "student_forward", "teacher", "loss_backward", "optimizer"} <= set(
         distill[0]["phases_s"]
     )
-    assert all(r["step_s"] > 0 for r in saved["records"])
+    for r in distill:  # the derived throughput is the measured tokens over the measured step time
+        assert r["trained_tokens_per_s"] == pytest.approx(r["trained_tokens"] / r["step_s"], rel=1e-9)

@@ -3,7 +3,7 @@ batch.
 
 What "the same" can mean: ``CFGRLModule`` seeds its rollout per (step, rank), so a 2-process run
 would sample other sequences than a 1-process run and no two such runs could be compared number for
-number. The runs here use ``tests.tiny_fit.PerPromptSeedModule``, which seeds each prompt's samples
+number. The runs here use ``tests.helpers.tiny_fit.PerPromptSeedModule``, which seeds each prompt's samples
 from the prompt itself, and ``SyntheticPromptDataModule``'s ``DistributedSampler``-based order, under
 which rank r's step-t batch is every other prompt of the 1-process step-t batch. Then both runs
 differentiate the same per-sample losses: the distillation term and the REINFORCE surrogate are means
@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from lightning_cfgrl.io.checkpoints import load_checkpoint
-from tests.tiny_fit import (
+from tests.helpers.tiny_fit import (
     GRAD_METRICS,
     VAL_METRICS,
     launch,
@@ -32,6 +32,8 @@ from tests.tiny_fit import (
     tiny_embedder,
     tiny_generator,
 )
+
+pytestmark = pytest.mark.slow
 
 
 def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -42,7 +44,7 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
     out = tmp_path_factory.mktemp("ddp")
-    done = launch("tests.tiny_fit", "--strategy", "ddp", "--out", str(out))
+    done = launch("tests.helpers.tiny_fit", "--strategy", "ddp", "--out", str(out))
     assert done.returncode == 0, done.stderr[-4000:]
     return out, [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
 

@@ -9,7 +9,7 @@ from lightning_cfgrl import CFGDistillCallback, CFGRLModule, SamplingConfig, sam
 from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.models import AudioTokenTransformer
 from lightning_cfgrl.training.rollout import RolloutBatch
-from tests.conftest import BASE_ARGS, quiet_trainer
+from tests.helpers.models import BASE_ARGS, quiet_trainer
 
 
 def param_hash(module: torch.nn.Module) -> str:
@@ -126,6 +126,7 @@ def _adherence(generator, domain, prompts, config, num_samples=16):
     return domain.prompt_log_posterior(frames, prompts.repeat_interleave(num_samples, 0)).mean().item()
 
 
+@pytest.mark.slow
 def test_end_to_end_distillation_closes_the_cfg_gap(pretrained_base, domain):
     """Distil guidance 3 into the student (150 steps): the divergence falls by >= 50 % and the student,
     sampled without CFG, closes >= half the adherence gap between the base without and with CFG."""

@@ -23,17 +23,18 @@ from lightning_cfgrl.experiments import (
 )
 from lightning_cfgrl.models import AudioTokenTransformer
 from lightning_cfgrl.training.diversity import DiversityRewardCallback
-from tests.conftest import BASE_ARGS, quiet_trainer
-from tests.test_embedders import trained_contrastive_embedder
+from tests.helpers.models import BASE_ARGS, quiet_trainer
 
 RL_STEPS = 150
 BETA = 15.0
 EVAL_SAMPLES = 16
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="session")
-def reward_embedder() -> ContrastiveTokenEmbedder:
-    return trained_contrastive_embedder()[0]
+def reward_embedder(contrastive_embedder) -> ContrastiveTokenEmbedder:
+    return contrastive_embedder[0]
 
 
 def train(

@@ -36,7 +36,7 @@ def test_sampler_matches_exact_likelihood_frequencies():
 
 
 def test_domain_shape_and_prompt_count(domain):
-    assert domain.num_prompts == 48 >= 32
+    assert domain.num_prompts == 48 and domain.prompts.shape == (48, 3)
     assert domain.describe(domain.prompts[0]) == "ambient, calm, slow"
     with pytest.raises(ValueError, match=r"prompt ids must be in \[1, n\]"):
         domain.log_likelihood(torch.zeros(1, 2, 32, dtype=torch.long), torch.tensor([[0, 1, 1]]))

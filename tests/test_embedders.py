@@ -3,53 +3,21 @@ audio embedder (torchaudio-free import, small codec with k-means-initialised cod
 
 from __future__ import annotations
 
-import atexit
-import functools
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 
-import lightning.pytorch as pl
 import pytest
 import torch
 
 from lightning_cfgrl.embedders import (
-    ContrastiveEmbedderModule,
     ContrastiveTokenEmbedder,
     EncodecAudioEmbedder,
 )
 from lightning_cfgrl.embedders.contrastive_training import info_nce, sample_chunk_pairs, triplet_accuracy
 from lightning_cfgrl.embedders.encodec_audio import codebooks_initialised, init_codebooks, load_encodec
-from lightning_cfgrl.experiments import SyntheticMusic, SyntheticMusicDataModule
-from tests.conftest import quiet_trainer
+from lightning_cfgrl.experiments import SyntheticMusic
 
-EMBEDDER_STEPS = 400
-CHUNK_FRAMES = 12
-
-
-@functools.cache
-def trained_contrastive_embedder() -> tuple[ContrastiveTokenEmbedder, str]:
-    """(embedder in eval mode, path of its Lightning checkpoint), trained once per process (~10-15 s):
-    InfoNCE on chunks of synthetic-domain sequences. Also used by the end-to-end test as the reward."""
-    pl.seed_everything(0)
-    module = ContrastiveEmbedderModule(ContrastiveTokenEmbedder(), chunk_frames=CHUNK_FRAMES)
-    data = SyntheticMusicDataModule(
-        SyntheticMusic(), num_train=EMBEDDER_STEPS * 64, num_val=64, batch_size=64, seed=1
-    )
-    trainer = quiet_trainer(max_steps=EMBEDDER_STEPS, limit_val_batches=0)
-    trainer.fit(module, data)
-    directory = tempfile.mkdtemp(prefix="cfgrl-embedder-")
-    atexit.register(shutil.rmtree, directory, ignore_errors=True)
-    path = os.path.join(directory, "last.ckpt")
-    trainer.save_checkpoint(path)
-    return module.embedder.eval(), path
-
-
-@pytest.fixture(scope="session")
-def contrastive_embedder() -> tuple[ContrastiveTokenEmbedder, str]:
-    return trained_contrastive_embedder()
+CHUNK_FRAMES = 12  # as the session fixture `contrastive_embedder` (conftest) was trained
 
 
 def _heldout_frames(n: int = 2000) -> torch.Tensor:

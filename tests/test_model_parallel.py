@@ -1,7 +1,7 @@
 """Sharded training: Lightning's ``ModelParallelStrategy`` with FSDP2 (``fully_shard``) on 2 CPU
 processes (gloo), both objective callbacks, the distillation teacher sharded like the student.
 
-The run is ``tests.tiny_fit.ShardedModule`` (``fully_shard`` per transformer block, then the root, in
+The run is ``tests.helpers.tiny_fit.ShardedModule`` (``fully_shard`` per transformer block, then the root, in
 ``configure_model``; the teacher that ``CFGDistillCallback.setup`` deep-copied beforehand is sharded the
 same way). Each rank holds half of every parameter; FSDP all-gathers for each forward (rollout
 decoding steps included) and reduce-scatters gradients, averaged over the 2 data-parallel ranks, so
@@ -19,7 +19,15 @@ import pytest
 import torch
 
 from lightning_cfgrl.io.checkpoints import load_checkpoint
-from tests.tiny_fit import VAL_METRICS, launch, single_process_reference, tiny_embedder, tiny_generator
+from tests.helpers.tiny_fit import (
+    VAL_METRICS,
+    launch,
+    single_process_reference,
+    tiny_embedder,
+    tiny_generator,
+)
+
+pytestmark = pytest.mark.slow
 
 
 def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -30,7 +38,7 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 @pytest.fixture(scope="module")
 def fsdp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict], list[dict]]:
     out = tmp_path_factory.mktemp("fsdp")
-    done = launch("tests.tiny_fit", "--strategy", "fsdp", "--out", str(out), "--resume-to", "4")
+    done = launch("tests.helpers.tiny_fit", "--strategy", "fsdp", "--out", str(out), "--resume-to", "4")
     assert done.returncode == 0, done.stderr[-4000:]
     load = [
         torch.load(out / f"rank{r}{suffix}.pt", weights_only=True)

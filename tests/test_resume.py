@@ -1,6 +1,6 @@
 """Kill -9 at step k, resume from ``last.ckpt``: the same weights, bit for bit, as an uninterrupted run.
 
-``tests/resume_fit.py`` runs in subprocesses with one thread and ``torch.use_deterministic_algorithms``.
+``tests/helpers/resume_fit.py`` runs in subprocesses with one thread and ``torch.use_deterministic_algorithms``.
 What has to come back for the runs to agree, and where it comes from:
 
 * student weights and AdamW state: Lightning's checkpoint;
@@ -23,20 +23,26 @@ import torch
 from torch.utils.data import DataLoader
 
 from lightning_cfgrl.experiments import SyntheticPromptDataModule
-from lightning_cfgrl.experiments.datamodules import ResumableShuffle, _DictDataset
 from lightning_cfgrl.io.checkpoints import load_checkpoint
-from tests.tiny_fit import launch
+from lightning_cfgrl.training.prompts import ResumableShuffle, TensorDictDataset
+from tests.helpers.tiny_fit import launch
 
 KILL_AT, STEPS = 5, 10  # 4 batches per epoch: killed in epoch 1, resumed through epoch 2
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict]:
     out = tmp_path_factory.mktemp("resume")
-    killed = launch("tests.resume_fit", "--out", str(out), "--steps", str(STEPS), "--kill-at", str(KILL_AT))
+    killed = launch(
+        "tests.helpers.resume_fit", "--out", str(out), "--steps", str(STEPS), "--kill-at", str(KILL_AT)
+    )
     assert killed.returncode == -9, (killed.returncode, killed.stderr[-3000:])  # died by SIGKILL
     assert not (out / "killed.pt").exists()
-    done = launch("tests.resume_fit", "--out", str(out), "--steps", str(STEPS), "--resume", "--uninterrupted")
+    done = launch(
+        "tests.helpers.resume_fit", "--out", str(out), "--steps", str(STEPS), "--resume", "--uninterrupted"
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     return (
         out,
@@ -70,7 +76,7 @@ def test_resumed_run_reaches_the_uninterrupted_weights_bit_for_bit(runs: tuple[P
 
 
 def test_resumable_shuffle_skips_into_the_epoch_and_reshuffles_per_epoch() -> None:
-    data = _DictDataset(condition=torch.arange(40)[:, None])
+    data = TensorDictDataset(condition=torch.arange(40)[:, None])
     whole = list(ResumableShuffle(data, num_replicas=1, rank=0, seed=7, epoch=3))
     resumed = ResumableShuffle(data, num_replicas=1, rank=0, seed=7, epoch=3, skip=16)
     assert list(resumed) == whole[16:]
@@ -86,7 +92,10 @@ def test_fresh_prompt_order_is_unchanged_from_shuffle_true() -> None:
     prompts = SyntheticPromptDataModule(batch_size=8, repeats=2)
     torch.manual_seed(3)
     old = DataLoader(
-        _DictDataset(condition=prompts.train_prompts.repeat(2, 1)), batch_size=8, shuffle=True, drop_last=True
+        TensorDictDataset(condition=prompts.train_prompts.repeat(2, 1)),
+        batch_size=8,
+        shuffle=True,
+        drop_last=True,
     )
     expected, after_old = [b["condition"] for b in old], torch.rand(3)
     torch.manual_seed(3)

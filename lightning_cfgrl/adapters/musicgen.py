@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,10 +32,11 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from lightning_cfgrl.audio.encodec_import import torchaudio_stub_if_broken
 from lightning_cfgrl.core.condition import Condition, condition_batch_size
 from lightning_cfgrl.core.controls import ControlEmbedding, Controls, check_controls
 from lightning_cfgrl.core.delay_pattern import DelayPattern
-from lightning_cfgrl.core.generator import check_condition_matches, check_steps
+from lightning_cfgrl.core.generator import check_condition_matches, check_steps, class_spec
 
 _INSTALL_HINT = "pip install lightning-cfgrl[musicgen]"
 
@@ -129,16 +128,16 @@ class MusicgenGenerator(nn.Module):
         source = (
             {"model": self._source} if self._source is not None else {"config": self.model.config.to_dict()}
         )
-        return {
-            "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
-            "init_args": {
+        return class_spec(
+            self,
+            {
                 **source,
                 "local_files_only": self.local_files_only,
                 "freeze_encoders": self.freeze_encoders,
                 "use_cache": self.use_cache,
                 **({"controls": list(self.control_names)} if self.control_names else {}),
             },
-        }
+        )
 
     # -- TokenGenerator ---------------------------------------------------------------------------
     def null_condition(self, condition: Condition) -> dict[str, Tensor]:
@@ -270,7 +269,7 @@ def import_musicgen() -> Any:
     """``transformers`` with its MusicGen classes loaded (``MusicgenForConditionalGeneration``,
     ``MusicgenConfig``), coping with a torchaudio that cannot load; ImportError naming the extra if absent."""
     try:
-        with _torchaudio_stub_if_broken():
+        with torchaudio_stub_if_broken():
             transformers = importlib.import_module("transformers")
             importlib.import_module("transformers.models.musicgen.modeling_musicgen")
     except ImportError as err:
@@ -278,46 +277,6 @@ def import_musicgen() -> Any:
             f"MusicgenGenerator needs the transformers package ({err}); install it with `{_INSTALL_HINT}`"
         ) from err
     return transformers
-
-
-@contextmanager
-def _torchaudio_stub_if_broken() -> Iterator[None]:
-    # transformers imports torchaudio whenever it is installed (audio_utils), and a torchaudio built for
-    # another torch/CUDA raises OSError there; MusicGen needs none of it, so the import runs with the
-    # same stub encodec gets (see encodec_import), removed again afterwards.
-    if "torchaudio" in sys.modules and not _is_stub(sys.modules["torchaudio"]):
-        yield
-        return
-    try:
-        importlib.import_module("torchaudio")
-    except ImportError as err:
-        if getattr(err, "name", None) == "torchaudio":  # not installed: transformers will not import it
-            yield
-            return
-        broken: BaseException = err
-    except Exception as err:  # OSError (missing CUDA libs), RuntimeError (ABI mismatch)
-        broken = err
-    else:
-        yield
-        return
-    from lightning_cfgrl.audio.encodec_import import _TorchaudioStub
-
-    saved = {
-        n: sys.modules.pop(n) for n in list(sys.modules) if n == "torchaudio" or n.startswith("torchaudio.")
-    }
-    stub = _TorchaudioStub(broken)
-    sys.modules["torchaudio"] = stub
-    try:
-        yield
-    finally:
-        if sys.modules.get("torchaudio") is stub:
-            del sys.modules["torchaudio"]
-        for name, module in saved.items():
-            sys.modules.setdefault(name, module)
-
-
-def _is_stub(module: Any) -> bool:
-    return type(module).__name__ == "_TorchaudioStub"
 
 
 __all__ = ["MusicgenCache", "MusicgenGenerator", "import_musicgen"]

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_cfgrl.audio.io import AudioFileError
 from lightning_cfgrl.audio.tokenizer import EncodecTokenizer
+from lightning_cfgrl.training.prompts import PromptDataModule
 
 FILE_COLUMN = "file"
 
@@ -174,17 +175,6 @@ class TokenCrops(Dataset):
         return {"frames": codes[:, start : start + self.num_frames], "condition": self.conditions[file]}
 
 
-class _Prompts(Dataset):
-    def __init__(self, conditions: Tensor) -> None:
-        self.conditions = conditions
-
-    def __len__(self) -> int:
-        return len(self.conditions)
-
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
-        return {"condition": self.conditions[index]}
-
-
 class AudioTokenDataModule(pl.LightningDataModule):
     """Pretraining data from real audio: ``{"frames": [K, num_frames], "condition": [A]}``.
 
@@ -316,12 +306,13 @@ class AudioTokenDataModule(pl.LightningDataModule):
         return DataLoader(self.val_set, batch_size=self.batch_size, num_workers=self.num_workers)
 
 
-class AudioPromptDataModule(pl.LightningDataModule):
+class AudioPromptDataModule(PromptDataModule):
     """RL prompts from a prompt table: ``{"condition": [A]}``, each distinct prompt once per pass.
 
-    The distinct prompts are split into train (shuffled, ``repeats`` passes per epoch) and held-out
-    (validation). No audio is read. Pass ``vocabularies`` (e.g. ``AudioTokenDataModule(...).table.
-    vocabularies``) when the table differs from the pretraining one, so the ids match the model's.
+    The distinct prompts are split into train (shuffled, ``repeats`` passes per epoch, resumable) and
+    held-out (validation); see :class:`~lightning_cfgrl.training.prompts.PromptDataModule`. No audio is
+    read. Pass ``vocabularies`` (e.g. ``AudioTokenDataModule(...).table.vocabularies``) when the table
+    differs from the pretraining one, so the ids match the model's.
     """
 
     def __init__(
@@ -333,41 +324,18 @@ class AudioPromptDataModule(pl.LightningDataModule):
         heldout_fraction: float = 0.25,
         repeats: int = 100,
         split_seed: int = 0,
+        shuffle_seed: int | None = None,
     ) -> None:
-        super().__init__()
-        if batch_size < 1 or repeats < 1:
-            raise ValueError(f"batch_size and repeats must be >= 1, got {batch_size} and {repeats}")
-        if not 0.0 <= heldout_fraction < 1.0:
-            raise ValueError(f"heldout_fraction must be in [0, 1), got {heldout_fraction}")
         self.table = PromptTable.load(prompts, prompt_columns, vocabularies)
         distinct = torch.unique(self.table.conditions(), dim=0)
         distinct = distinct[(distinct != 0).any(-1)]  # an all-null row is not a prompt
         if len(distinct) == 0:
             raise ValueError(f"{self.table.source} has no non-empty prompt: nothing to train on")
-        order = torch.randperm(len(distinct), generator=torch.Generator().manual_seed(split_seed))
-        num_heldout = round(heldout_fraction * len(distinct))
-        self.train_prompts, self.heldout_prompts = (
-            distinct[order[num_heldout:]],
-            distinct[order[:num_heldout]],
-        )
-        self.batch_size, self.repeats = batch_size, repeats
+        super().__init__(distinct, batch_size, heldout_fraction, repeats, split_seed, shuffle_seed)
 
     @property
     def condition_sizes(self) -> tuple[int, ...]:
         return self.table.condition_sizes
-
-    def train_dataloader(self) -> DataLoader:
-        prompts = self.train_prompts.repeat(self.repeats, 1)
-        return DataLoader(
-            _Prompts(prompts),
-            batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=len(prompts) > self.batch_size,
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        prompts = self.heldout_prompts if len(self.heldout_prompts) else self.train_prompts
-        return DataLoader(_Prompts(prompts), batch_size=self.batch_size)
 
 
 def _read_csv(path: Path) -> tuple[list[dict[str, str]], list[str]]:

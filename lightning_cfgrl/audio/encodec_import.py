@@ -14,6 +14,8 @@ import functools
 import importlib
 import sys
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -33,6 +35,56 @@ class _TorchaudioStub(types.ModuleType):
         )
 
 
+@contextmanager
+def torchaudio_stub_if_broken(stub_if_missing: bool = False) -> Iterator[None]:
+    """Within the block, ``import torchaudio`` yields a stub when the real torchaudio fails to load.
+
+    encodec and transformers import torchaudio at import time but need it only for audio-file helpers;
+    a torchaudio built for another torch/CUDA raises (OSError, RuntimeError) there. An uninstalled
+    torchaudio is stubbed only with ``stub_if_missing`` (encodec needs the import to succeed; transformers
+    handles the absence itself). The stub is removed again afterwards; half-initialised
+    torchaudio submodules from the failed import are set aside meanwhile (they would shadow the stub's
+    message) and put back.
+    """
+    if "torchaudio" in sys.modules and not isinstance(sys.modules["torchaudio"], _TorchaudioStub):
+        yield
+        return
+    try:
+        importlib.import_module("torchaudio")
+    except ImportError as err:
+        if getattr(err, "name", None) == "torchaudio" and not stub_if_missing:  # not installed
+            yield
+            return
+        broken: BaseException = err
+    except Exception as err:  # OSError (missing CUDA libs), RuntimeError (ABI mismatch)
+        broken = err
+    else:
+        yield
+        return
+    saved = {
+        n: sys.modules.pop(n) for n in list(sys.modules) if n == "torchaudio" or n.startswith("torchaudio.")
+    }
+    stub = _TorchaudioStub(broken)
+    sys.modules["torchaudio"] = stub
+    try:
+        yield
+    finally:
+        if sys.modules.get("torchaudio") is stub:
+            del sys.modules["torchaudio"]
+        for name, module in saved.items():
+            sys.modules.setdefault(name, module)
+
+
+ENCODEC_MODELS = {"encodec_24khz": "encodec_model_24khz", "encodec_48khz": "encodec_model_48khz"}
+
+
+def build_encodec(model: str, pretrained: bool = False) -> Any:
+    """``EncodecModel.<factory>(pretrained=...)`` for a name in ``ENCODEC_MODELS`` (pretrained downloads)."""
+    if model not in ENCODEC_MODELS:
+        raise ValueError(f"model must be one of {sorted(ENCODEC_MODELS)}, got {model!r}")
+    return getattr(import_encodec().EncodecModel, ENCODEC_MODELS[model])(pretrained=pretrained)
+
+
 @functools.cache
 def import_encodec() -> types.ModuleType:
     """The ``encodec`` package, imported with a temporary torchaudio stub if the real one fails to load.
@@ -43,29 +95,8 @@ def import_encodec() -> types.ModuleType:
     """
     if "encodec" in sys.modules:
         return sys.modules["encodec"]
-    try:
-        importlib.import_module("torchaudio")
-    except Exception as err:  # OSError (missing CUDA libs), ImportError, RuntimeError (ABI mismatch)
-        return _import_with_stub(err)
-    return importlib.import_module("encodec")
-
-
-def _import_with_stub(error: BaseException) -> types.ModuleType:
-    # A failed import can leave half-initialised torchaudio submodules behind; they would shadow the
-    # stub's error message, so they are set aside during the import and put back afterwards.
-    saved = {
-        name: sys.modules.pop(name)
-        for name in list(sys.modules)
-        if name == "torchaudio" or name.startswith("torchaudio.")
-    }
-    stub = _TorchaudioStub(error)
-    sys.modules["torchaudio"] = stub
-    try:
-        for name in [n for n in sys.modules if n == "encodec" or n.startswith("encodec.")]:
-            del sys.modules[name]  # a previous failed attempt may have left a partial encodec
+    with torchaudio_stub_if_broken(stub_if_missing=True):
+        if isinstance(sys.modules.get("torchaudio"), _TorchaudioStub):
+            for name in [n for n in sys.modules if n == "encodec" or n.startswith("encodec.")]:
+                del sys.modules[name]  # a previous failed attempt may have left a partial encodec
         return importlib.import_module("encodec")
-    finally:
-        if sys.modules.get("torchaudio") is stub:
-            del sys.modules["torchaudio"]
-        for name, module in saved.items():
-            sys.modules.setdefault(name, module)

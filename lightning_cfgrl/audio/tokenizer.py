@@ -273,13 +273,12 @@ def _load_codec(checkpoint: str | None, model: str, download: bool) -> nn.Module
         from lightning_cfgrl.embedders.encodec_audio import load_encodec
 
         return load_encodec(checkpoint, model)
-    from lightning_cfgrl.audio.encodec_import import import_encodec
+    from lightning_cfgrl.audio.encodec_import import ENCODEC_MODELS, build_encodec
 
-    factories = {"encodec_24khz": "encodec_model_24khz", "encodec_48khz": "encodec_model_48khz"}
-    if model not in factories:
-        raise ValueError(f"model must be one of {sorted(factories)}, got {model!r}")
+    if model not in ENCODEC_MODELS:
+        raise ValueError(f"model must be one of {sorted(ENCODEC_MODELS)}, got {model!r}")
     try:
-        return getattr(import_encodec().EncodecModel, factories[model])(pretrained=True).eval()
+        return build_encodec(model, pretrained=True).eval()
     except Exception as err:
         raise RuntimeError(
             f"downloading the {model} weights failed ({type(err).__name__}: {err}); without internet access, fetch "

@@ -16,15 +16,16 @@ import torch
 from einops import rearrange
 from lightning.pytorch import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_cfgrl.core.condition import Condition, condition_batch_size, condition_to, select_condition
+from lightning_cfgrl.core.eval_mode import eval_mode
 from lightning_cfgrl.core.sampling import SamplingConfig, sample
 from lightning_cfgrl.eval.diversity import pairwise_cosine_diversity
 
 # Strategies that shard parameters: a forward pass on rank zero alone would wait forever for the others.
-_SHARDED = ("FSDPStrategy", "ModelParallelStrategy", "DeepSpeedStrategy")
 
 
 @runtime_checkable
@@ -125,7 +126,7 @@ class AudioSampleLogger(Callback):
             from lightning_cfgrl.embedders.histogram import TokenHistogramEmbedder
 
             self.embedder = TokenHistogramEmbedder(generator.vocab_size)
-        if type(trainer.strategy).__name__ in _SHARDED:
+        if isinstance(trainer.strategy, (FSDPStrategy, ModelParallelStrategy, DeepSpeedStrategy)):
             self._disable(
                 f"AudioSampleLogger is off under {type(trainer.strategy).__name__}: sampling a sharded "
                 "model on rank zero alone would hang"
@@ -172,9 +173,7 @@ class AudioSampleLogger(Callback):
         self._last_step = step
         generator = pl_module.generator
         prompts = condition_to(self.prompts, pl_module.device)
-        was_training = generator.training
-        generator.eval()
-        try:
+        with eval_mode(generator):
             steps = sample(
                 generator,
                 prompts,
@@ -183,8 +182,6 @@ class AudioSampleLogger(Callback):
                 num_samples=self.num_samples,
                 seed=self.seed,
             )
-        finally:
-            generator.train(was_training)
         frames = generator.pattern.steps_to_frames(steps)  # [P * G, K, T]
         wav = self.decoder.decode(frames).float().cpu()  # [P * G, C, L]
         wav = wav.mean(1, keepdim=True)  # TensorBoard plays mono

@@ -11,11 +11,11 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
-from lightning_cfgrl.io.checkpoints import GENERATOR_PREFIX, file_sha256, load_generator_state
+from lightning_cfgrl.io.checkpoints import GENERATOR_PREFIX, file_sha256, load_generator_state, strip_prefix
 from lightning_cfgrl.merging.streaming import (
     MergeError,
-    check_compatible,
-    check_lambda,
+    check_lambdas,
+    check_mergeable,
     check_method,
     lambda_tag,
     validate_merge,
@@ -56,13 +56,7 @@ class ModelMergeCallback(Callback):
         dirpath: str | None = None,
         allow_extrapolation: bool = False,
     ) -> None:
-        if not lambdas:
-            raise ValueError("lambdas must name at least one value in [0, 1], got an empty sequence")
-        self.lambdas = tuple(check_lambda(lam, allow_extrapolation) for lam in lambdas)
-        tags = [lambda_tag(lam) for lam in self.lambdas]
-        duplicates = sorted({t for t in tags if tags.count(t) > 1})
-        if duplicates:
-            raise ValueError(f"lambdas must be distinct, got {list(lambdas)} (repeated: {duplicates})")
+        self.lambdas = check_lambdas(lambdas, allow_extrapolation)
         self.method = check_method(method)
         self.anchor_checkpoint = str(anchor_checkpoint)
         self.dirpath = dirpath
@@ -80,7 +74,7 @@ class ModelMergeCallback(Callback):
         # Every rank checks, so a bad anchor fails everywhere at once instead of hanging the others.
         anchor = load_generator_state(self.anchor_checkpoint, GENERATOR_PREFIX)
         try:
-            check_compatible(anchor, _generator_state(pl_module.state_dict()))
+            check_mergeable(anchor, _generator_state(pl_module.state_dict()))
         except MergeError as err:
             raise MergeError(
                 f"ModelMergeCallback: anchor {self.anchor_checkpoint} does not fit the module: {err}"
@@ -169,4 +163,4 @@ class ModelMergeCallback(Callback):
 
 
 def _generator_state(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
-    return {k[len(GENERATOR_PREFIX) :]: v for k, v in state_dict.items() if k.startswith(GENERATOR_PREFIX)}
+    return strip_prefix(state_dict, GENERATOR_PREFIX)

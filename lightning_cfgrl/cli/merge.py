@@ -28,9 +28,8 @@ from lightning_cfgrl.io.checkpoints import (
 from lightning_cfgrl.merging.streaming import (
     MergedFiles,
     MergeError,
-    check_lambda,
+    check_lambdas,
     check_method,
-    lambda_tag,
     validate_merge,
     write_merged,
 )
@@ -54,12 +53,7 @@ def merge_checkpoints(
     atomically. Memory stays about two models whatever the number of lambdas.
     """
     check_method(method)
-    if not lambdas:
-        raise MergeError("lambdas must name at least one value, got none")
-    lams = [check_lambda(lam, allow_extrapolation) for lam in lambdas]
-    tags = [lambda_tag(lam) for lam in lams]
-    if len(set(tags)) != len(tags):
-        raise MergeError(f"lambdas must be distinct, got {list(lambdas)}")
+    lams = check_lambdas(lambdas, allow_extrapolation)
 
     def open_quality() -> dict:
         return load_generator_state(quality, GENERATOR_PREFIX)

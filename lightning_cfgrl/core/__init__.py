@@ -31,6 +31,7 @@ from lightning_cfgrl.core.diversity import (
     grouped,
     pairwise_distances,
 )
+from lightning_cfgrl.core.eval_mode import eval_mode
 from lightning_cfgrl.core.generator import ModuleAdapter, TokenGenerator, pad_id
 from lightning_cfgrl.core.guidance import cfg_logits, check_guidance_scale
 from lightning_cfgrl.core.sampling import SamplingConfig, process_logits, sample
@@ -52,6 +53,7 @@ __all__ = [
     "condition_batch_size",
     "condition_to",
     "diversity_rewards",
+    "eval_mode",
     "diversity_surrogate",
     "forward_kl",
     "generalized_jsd",

@@ -142,14 +142,16 @@ def diversity_surrogate(advantages: Tensor, sequence_logprobs: Tensor) -> Tensor
     ``advantages [N]`` (= r_i - b_i, treated as constants) and ``sequence_logprobs [N]`` (log pi summed
     over a sequence's generated tokens, with grad). The factor 2: each pair's reward credits both of its
     samples, so the per-sample form alone estimates half of ``grad D``. Maximise it (the loss is
-    ``-beta *`` this).
+    ``-beta *`` this). Computed in float64: the advantages of a group sum to about zero while each
+    ``log pi`` is large (~100 nats), so float32 products would cancel catastrophically.
     """
     if advantages.shape != sequence_logprobs.shape or advantages.dim() != 1:
         raise ValueError(
             f"advantages and sequence_logprobs must both be [N], got {tuple(advantages.shape)} and "
             f"{tuple(sequence_logprobs.shape)}"
         )
-    return 2.0 * (advantages.detach().to(sequence_logprobs.dtype) * sequence_logprobs).mean()
+    product = advantages.detach().double() * sequence_logprobs.double()
+    return (2.0 * product.mean()).to(sequence_logprobs.dtype)
 
 
 def grouped(x: Tensor, group_size: int) -> Tensor:

@@ -19,7 +19,7 @@ the keyword, and asking them for a control is a clear error.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -49,6 +49,12 @@ class TokenGenerator(Protocol):
     def new_cache(self, batch_size: int, max_steps: int) -> Any | None:
         """An empty KV cache for incremental decoding, or ``None`` if unsupported."""
         ...
+
+
+def class_spec(obj: object, init_args: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"class_path", "init_args"}`` that rebuild ``obj``: what a model's ``spec()`` returns, so that
+    checkpoints record the architecture beside the weights (``CFGRLModule`` saves it as a hyperparameter)."""
+    return {"class_path": f"{type(obj).__module__}.{type(obj).__qualname__}", "init_args": dict(init_args)}
 
 
 def pad_id(generator: TokenGenerator) -> int:

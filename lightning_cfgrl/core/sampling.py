@@ -81,6 +81,11 @@ def _draw(logits: Tensor, uniforms: Tensor) -> Tensor:
     return ids.clamp_(max=logits.shape[-1] - 1)
 
 
+def step_seed(seed: int, step: int, rank: int = 0, salt: int = 0) -> int:
+    """A seed distinct per (run seed, training step, process rank, salt) and the same after a resume."""
+    return (seed * 1_000_003 + step * 7919 + rank * 104_729 + salt) % (2**63)
+
+
 def make_rng(seed: int | torch.Generator | None, device: torch.device) -> torch.Generator | None:
     if seed is None or isinstance(seed, torch.Generator):
         return seed

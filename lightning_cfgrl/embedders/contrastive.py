@@ -16,6 +16,8 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from lightning_cfgrl.core.generator import class_spec
+
 
 class _ConvBlock(nn.Module):
     def __init__(self, dim: int, kernel_size: int, dilation: int) -> None:
@@ -109,10 +111,7 @@ class ContrastiveTokenEmbedder(nn.Module):
 
     def spec(self) -> dict[str, Any]:
         """``class_path``/``init_args`` that rebuild this architecture (recorded in checkpoints)."""
-        return {
-            "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
-            "init_args": dict(self._init_args),
-        }
+        return class_spec(self, self._init_args)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str]) -> ContrastiveTokenEmbedder:
@@ -145,7 +144,12 @@ def load_embedder_checkpoint(
     ``hyper_parameters["embedder"]`` spec), a ``.safetensors`` file or a plain ``torch.save`` state
     dict; never unpickles code (``weights_only`` loading).
     """
-    from lightning_cfgrl.io.checkpoints import is_safetensors_file, load_checkpoint, load_safetensors
+    from lightning_cfgrl.io.checkpoints import (
+        is_safetensors_file,
+        load_checkpoint,
+        load_safetensors,
+        strip_prefix,
+    )
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"embedder checkpoint {str(path)!r} does not exist")
@@ -153,7 +157,7 @@ def load_embedder_checkpoint(
         return dict(load_safetensors(path, mmap=False)), None
     ckpt = load_checkpoint(path, require_state_dict=False)
     if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict):
-        state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+        state = strip_prefix(ckpt["state_dict"], prefix)
         if not state:
             raise ValueError(
                 f"checkpoint {str(path)!r} has no '{prefix}*' weights in its state_dict; expected a "

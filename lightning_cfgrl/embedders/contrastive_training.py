@@ -24,7 +24,7 @@ from lightning_cfgrl.training.optimization import build_optimizers
 
 
 def sample_chunk_pairs(
-    frames: Tensor, chunk_frames: int, generator: torch.Generator | None = None
+    frames: Tensor, chunk_frames: int, rng: torch.Generator | None = None
 ) -> tuple[Tensor, Tensor]:
     """Two non-overlapping chunks per sequence: ``[B, K, T]`` -> two ``[B, K, L]`` (L = ``chunk_frames``).
 
@@ -39,12 +39,12 @@ def sample_chunk_pairs(
     device = frames.device
 
     def uniform(high: Tensor) -> Tensor:  # integers in [0, high] per row
-        u = torch.rand(b, generator=generator).to(device)
+        u = torch.rand(b, generator=rng).to(device)
         return (u * (high + 1).float()).long().clamp(max=high)
 
     first = uniform(torch.full((b,), t - 2 * chunk_frames, device=device))
     second = first + chunk_frames + uniform(t - 2 * chunk_frames - first)
-    swap = (torch.rand(b, generator=generator) < 0.5).to(device)
+    swap = (torch.rand(b, generator=rng) < 0.5).to(device)
     first, second = torch.where(swap, second, first), torch.where(swap, first, second)
     offsets = torch.arange(chunk_frames, device=device)
 
@@ -64,12 +64,12 @@ def info_nce(a: Tensor, b: Tensor, temperature: float) -> Tensor:
 
 @torch.no_grad()
 def triplet_accuracy(
-    embedder: nn.Module, frames: Tensor, chunk_frames: int, generator: torch.Generator | None = None
+    embedder: nn.Module, frames: Tensor, chunk_frames: int, rng: torch.Generator | None = None
 ) -> Tensor:
     """Fraction of triplets (chunk of sequence i, other chunk of i, chunk of another sequence) where
     the two chunks of i are the closer pair by cosine. ``frames [B, K, T]`` with B >= 2; the negative of
     row i is row ``(i + 1) % B``, so ``frames`` should be in random order."""
-    anchor, positive = sample_chunk_pairs(frames, chunk_frames, generator)
+    anchor, positive = sample_chunk_pairs(frames, chunk_frames, rng)
     e_anchor, e_positive = (F.normalize(embedder(x).float(), dim=-1) for x in (anchor, positive))
     e_negative = e_positive.roll(-1, dims=0)
     closer = (e_anchor * e_positive).sum(-1) > (e_anchor * e_negative).sum(-1)

@@ -18,6 +18,8 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from lightning_cfgrl.core.eval_mode import eval_mode
+
 
 class EncodecAudioEmbedder(nn.Module):
     """``tokens [B, K, T]`` int64 EnCodec codes -> ``[B, D]`` pooled audio-encoder latents.
@@ -124,17 +126,16 @@ class EncodecAudioEmbedder(nn.Module):
 
 def load_encodec(checkpoint: str | os.PathLike[str], model: str = "encodec_24khz") -> nn.Module:
     """``EncodecModel.<model>(pretrained=False)`` with weights from a local state dict file (eval mode)."""
-    from lightning_cfgrl.audio.encodec_import import import_encodec
+    from lightning_cfgrl.audio.encodec_import import ENCODEC_MODELS, build_encodec
     from lightning_cfgrl.io.checkpoints import load_checkpoint
 
-    factories = {"encodec_24khz": "encodec_model_24khz", "encodec_48khz": "encodec_model_48khz"}
-    if model not in factories:
-        raise ValueError(f"model must be one of {sorted(factories)}, got {model!r}")
+    if model not in ENCODEC_MODELS:
+        raise ValueError(f"model must be one of {sorted(ENCODEC_MODELS)}, got {model!r}")
     if not os.path.isfile(checkpoint):
         raise FileNotFoundError(
             f"EnCodec checkpoint {str(checkpoint)!r} does not exist (nothing is downloaded)"
         )
-    codec = getattr(import_encodec().EncodecModel, factories[model])(pretrained=False)
+    codec = build_encodec(model, pretrained=False)
     state = load_checkpoint(checkpoint, require_state_dict=False)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
@@ -161,10 +162,6 @@ def init_codebooks(codec: nn.Module, audio: Tensor) -> nn.Module:
     not), so every code would decode to the same sound. Runs in eval mode (no EMA updates); returns
     ``codec``.
     """
-    was_training = codec.training
-    codec.eval()
-    try:
+    with eval_mode(codec):
         codec.quantizer(codec.encoder(audio), codec.frame_rate)
-    finally:
-        codec.train(was_training)
     return codec

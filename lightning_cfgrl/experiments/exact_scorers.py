@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from lightning_cfgrl.eval.scorers import Scorer
+from lightning_cfgrl.experiments.domain import TokenDomain
 from lightning_cfgrl.experiments.synthetic_music import SyntheticMusic
 
 
@@ -13,7 +14,7 @@ class PromptAdherence(Scorer):
 
     name = "adherence"
 
-    def __init__(self, domain: SyntheticMusic | None = None) -> None:
+    def __init__(self, domain: TokenDomain | None = None) -> None:
         self.domain = domain or SyntheticMusic()
 
     def __call__(self, frames: Tensor, condition: Tensor) -> Tensor:
@@ -25,7 +26,7 @@ class LogLikelihood(Scorer):
 
     name = "log_likelihood"
 
-    def __init__(self, domain: SyntheticMusic | None = None) -> None:
+    def __init__(self, domain: TokenDomain | None = None) -> None:
         self.domain = domain or SyntheticMusic()
 
     def __call__(self, frames: Tensor, condition: Tensor) -> Tensor:

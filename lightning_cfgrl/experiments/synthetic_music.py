@@ -27,12 +27,13 @@ mostly sharpens the shared prior. Exact scores, by summing out z:
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 
 import torch
 from einops import rearrange
 from torch import Tensor
+
+from lightning_cfgrl.experiments.domain import TokenDomain
 
 ATTRIBUTE_NAMES: dict[str, tuple[str, ...]] = {
     "genre": ("ambient", "techno", "jazz", "folk"),
@@ -41,7 +42,7 @@ ATTRIBUTE_NAMES: dict[str, tuple[str, ...]] = {
 }
 
 
-class SyntheticMusic:
+class SyntheticMusic(TokenDomain):
     """The generative process and its exact scores (plain torch, CPU, deterministic from ``seed``).
 
     Args:
@@ -56,6 +57,7 @@ class SyntheticMusic:
     """
 
     num_codebooks = 2
+    attribute_names = ATTRIBUTE_NAMES
 
     def __init__(
         self,
@@ -71,12 +73,12 @@ class SyntheticMusic:
         self.vocab_size = vocab_size
         self.num_frames = num_frames
         self.num_modes = num_modes
-        self.attribute_sizes = tuple(attribute_sizes)
-        g = torch.Generator().manual_seed(seed)
+        self._init_prompts(attribute_sizes)
+        rng = torch.Generator().manual_seed(seed)
         v, m = vocab_size, num_modes
 
         def randn(*shape: int) -> Tensor:
-            return torch.randn(*shape, generator=g, dtype=torch.float64)
+            return torch.randn(*shape, generator=rng, dtype=torch.float64)
 
         self.init_logits = prior_scale * randn(m, v)  # [M, V]
         self.transition_logits = prior_scale * randn(m, v, v)  # [M, V_prev, V_next]
@@ -84,9 +86,6 @@ class SyntheticMusic:
         self.residual_logits = residual_scale * randn(v, v)  # R[c0_t, c1_t]
         self.residual_memory = randn(v + 1, v)  # Q[c1_{t-1} or start, c1_t]
 
-        self.prompts = torch.tensor(
-            list(itertools.product(*[range(1, n + 1) for n in self.attribute_sizes])), dtype=torch.long
-        )  # [P, A], every attribute combination
         bias = self._prompt_bias(self.prompts)  # [P, V]
         self._log_init = torch.log_softmax(self.init_logits[None] + bias[:, None], -1)  # [P, M, V]
         self._log_trans = torch.log_softmax(
@@ -96,66 +95,32 @@ class SyntheticMusic:
             self.residual_logits[None, :, :] + self.residual_memory[:, None, :], -1
         )  # [V+1 (c1 prev), V (c0), V (c1)]
 
-    @property
-    def num_prompts(self) -> int:
-        return self.prompts.shape[0]
-
     def _prompt_bias(self, prompts: Tensor) -> Tensor:
         """``[B, A]`` 1-based attribute ids -> ``[B, V]`` summed token bias."""
         return sum(table[prompts[:, a] - 1] for a, table in enumerate(self.attribute_bias))
 
-    def prompt_index(self, prompts: Tensor) -> Tensor:
-        """``[B, A]`` attribute ids -> ``[B]`` row index into ``self.prompts``."""
-        self.check_prompts(prompts)
-        index = torch.zeros(prompts.shape[0], dtype=torch.long)
-        for a, n in enumerate(self.attribute_sizes):
-            index = index * n + (prompts[:, a].cpu() - 1)
-        return index
-
-    def check_prompts(self, prompts: Tensor) -> None:
-        if prompts.dim() != 2 or prompts.shape[1] != len(self.attribute_sizes):
-            raise ValueError(
-                f"prompts must be attribute ids [B, {len(self.attribute_sizes)}], got {tuple(prompts.shape)}"
-            )
-        upper = torch.tensor(self.attribute_sizes)
-        p = prompts.cpu()
-        if bool(((p < 1) | (p > upper)).any()):
-            raise ValueError(
-                f"prompt ids must be in [1, n] per slot with n = {self.attribute_sizes}, got {p.tolist()[:4]}..."
-            )
-
-    def describe(self, prompt: Tensor) -> str:
-        """``[A]`` ids -> "jazz, dark, fast"."""
-        names = list(ATTRIBUTE_NAMES.values())
-        return ", ".join(
-            names[a][i - 1] if a < len(names) and i - 1 < len(names[a]) else f"{a}:{i}"
-            for a, i in enumerate(prompt.tolist())
-        )
-
     # -- sampling -----------------------------------------------------------------------------------
-    def sample(self, prompts: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, prompts: Tensor, rng: torch.Generator | None = None) -> Tensor:
         """Draw one sequence per prompt: ``[B, A]`` -> frames ``[B, 2, T]`` int64."""
         index = self.prompt_index(prompts)
         b, t_len = index.shape[0], self.num_frames
-        z = torch.randint(self.num_modes, (b,), generator=generator)
+        z = torch.randint(self.num_modes, (b,), generator=rng)
         c0 = torch.empty(b, t_len, dtype=torch.long)
         c1 = torch.empty(b, t_len, dtype=torch.long)
-        c0[:, 0] = torch.multinomial(self._log_init[index, z].exp(), 1, generator=generator)[:, 0]
+        c0[:, 0] = torch.multinomial(self._log_init[index, z].exp(), 1, generator=rng)[:, 0]
         for t in range(1, t_len):
             probs = self._log_trans[index, z, c0[:, t - 1]].exp()
-            c0[:, t] = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            c0[:, t] = torch.multinomial(probs, 1, generator=rng)[:, 0]
         prev = torch.full((b,), self.vocab_size, dtype=torch.long)
         for t in range(t_len):
-            c1[:, t] = torch.multinomial(self._log_residual[prev, c0[:, t]].exp(), 1, generator=generator)[
-                :, 0
-            ]
+            c1[:, t] = torch.multinomial(self._log_residual[prev, c0[:, t]].exp(), 1, generator=rng)[:, 0]
             prev = c1[:, t]
         return torch.stack([c0, c1], dim=1)
 
     # -- exact scores -------------------------------------------------------------------------------
     def _coarse_log_likelihood_all(self, frames: Tensor) -> Tensor:
         """``[B, 2, T]`` -> ``[B, P]``: ``log p*(codebook 0 | prompt p)`` for every prompt, z summed out."""
-        self._check_frames(frames)
+        self.check_frames(frames)
         c0 = frames[:, 0].cpu()
         v = self.vocab_size
         ll = self._log_init[:, :, c0[:, 0]]  # [P, M, B]
@@ -181,12 +146,3 @@ class SyntheticMusic:
         index = self.prompt_index(prompts)
         coarse = self._coarse_log_likelihood_all(frames)  # the residual term cancels
         return coarse[torch.arange(len(index)), index] - torch.logsumexp(coarse, dim=1)
-
-    def _check_frames(self, frames: Tensor) -> None:
-        expected = (self.num_codebooks, self.num_frames)
-        if frames.dim() != 3 or tuple(frames.shape[1:]) != expected:
-            raise ValueError(
-                f"frames must have shape [B, {expected[0]}, {expected[1]}], got {tuple(frames.shape)}"
-            )
-        if frames.dtype != torch.long or bool(((frames < 0) | (frames >= self.vocab_size)).any()):
-            raise ValueError(f"frames must be int64 ids in [0, {self.vocab_size}), got dtype {frames.dtype}")

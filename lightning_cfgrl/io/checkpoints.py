@@ -21,10 +21,12 @@ import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import torch
 from torch import Tensor
+
+_V = TypeVar("_V")
 
 # Keys a Lightning checkpoint carries besides the weights that must never travel into a derived model.
 TRAINING_STATE_KEYS = ("optimizer_states", "lr_schedulers", "callbacks")
@@ -301,6 +303,11 @@ def _dtype_of(file: Path, name: str, spec: dict[str, Any]) -> torch.dtype:
 GENERATOR_PREFIX = "generator."  # where a CFGRLModule / PretrainModule keeps its model in state_dict
 
 
+def strip_prefix(state: Mapping[str, _V], prefix: str) -> dict[str, _V]:
+    """The entries of ``state`` whose key starts with ``prefix``, with the prefix removed."""
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
 def load_generator_state(
     path: str | os.PathLike[str], prefix: str = GENERATOR_PREFIX, *, mmap: bool = True
 ) -> dict[str, Tensor]:
@@ -316,7 +323,7 @@ def load_generator_state(
             raise CheckpointError(f"{file} holds no tensors; expected the generator's weights")
         return state
     state_dict = load_checkpoint(file, mmap=mmap)["state_dict"]
-    state = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    state = strip_prefix(state_dict, prefix)
     if not state:
         raise CheckpointError(
             f"{file} has no '{prefix}*' entries in its state_dict; expected the generator's weights there "

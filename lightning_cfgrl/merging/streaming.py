@@ -25,6 +25,7 @@ from lightning_cfgrl.io.checkpoints import (
     atomic_write,
     load_safetensors,
     safetensors_order,
+    strip_prefix,
     write_safetensors,
 )
 
@@ -122,7 +123,19 @@ def check_lambda(lam: float, allow_extrapolation: bool = False) -> float:
     return value
 
 
-def check_compatible(anchor: StateDict, current: StateDict, max_listed: int = 5) -> None:
+def check_lambdas(lambdas: Sequence[float], allow_extrapolation: bool = False) -> tuple[float, ...]:
+    """Validate a non-empty sequence of distinct lambdas (distinct after the 2-decimal file tag)."""
+    if not lambdas:
+        raise MergeError("lambdas must name at least one value in [0, 1], got an empty sequence")
+    lams = tuple(check_lambda(lam, allow_extrapolation) for lam in lambdas)
+    tags = [lambda_tag(lam) for lam in lams]
+    repeated = sorted({t for t in tags if tags.count(t) > 1})
+    if repeated:
+        raise MergeError(f"lambdas must be distinct, got {list(lambdas)} (repeated: {repeated})")
+    return lams
+
+
+def check_mergeable(anchor: StateDict, current: StateDict, max_listed: int = 5) -> None:
     """Raise :class:`MergeError` unless both state dicts have the same keys, shapes and dtypes.
 
     Reads only tensor metadata, so lazily mapped sources are not paged in. The message lists the first
@@ -180,7 +193,7 @@ def validate_merge(
     """
     for lam in lambdas:
         check_lambda(lam, allow_extrapolation)
-    check_compatible(anchor, current)
+    check_mergeable(anchor, current)
     if check_values:
         check_finite(anchor, "anchor")
         check_finite(current, "current")
@@ -273,7 +286,7 @@ def merged_checkpoint(
     template (and callback state may hold a teacher or embedder), not to the merged model.
     """
     state_dict = dict(template["state_dict"])
-    have = {k[len(prefix) :] for k in state_dict if k.startswith(prefix)}
+    have = set(strip_prefix(state_dict, prefix))
     if have != set(generator_state):
         diff = sorted(have.symmetric_difference(generator_state))
         raise MergeError(f"checkpoint template's '{prefix}*' keys differ from the merged weights: {diff[:5]}")
@@ -359,7 +372,7 @@ def _stream_merge(
     if validate:
         validate_merge(anchor, current, [lam], allow_extrapolation)
     else:
-        check_compatible(anchor, current)  # cheap (metadata only), and the writer relies on it
+        check_mergeable(anchor, current)  # cheap (metadata only), and the writer relies on it
     specs = {k: (t.dtype, tuple(t.shape)) for k, t in anchor.items()}
     order = safetensors_order(specs)
     merged = iter_merged(anchor, current, lam, method, allow_extrapolation, keys=order, validate=False)

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from lightning_cfgrl.core.controls import ControlEmbedding, Controls, check_controls
 from lightning_cfgrl.core.delay_pattern import DelayPattern
-from lightning_cfgrl.core.generator import check_condition_matches, check_steps
+from lightning_cfgrl.core.generator import check_condition_matches, check_steps, class_spec
 from lightning_cfgrl.models.kv_cache import KVCache
 
 
@@ -135,10 +135,7 @@ class AudioTokenTransformer(nn.Module):
 
     def spec(self) -> dict:
         """``class_path``/``init_args`` that rebuild this model (recorded in checkpoints' hparams)."""
-        return {
-            "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
-            "init_args": dict(self._init_args),
-        }
+        return class_spec(self, self._init_args)
 
     # -- TokenGenerator ---------------------------------------------------------------------------
     def null_condition(self, condition: Tensor) -> Tensor:

@@ -6,6 +6,7 @@ from lightning_cfgrl.training.diversity import DiversityRewardCallback
 from lightning_cfgrl.training.module import CFGRLModule
 from lightning_cfgrl.training.objective import ObjectiveCallback
 from lightning_cfgrl.training.pretrain import PretrainModule
+from lightning_cfgrl.training.prompts import PromptDataModule
 from lightning_cfgrl.training.rollout import RolloutBatch
 
 __all__ = [
@@ -14,5 +15,6 @@ __all__ = [
     "DiversityRewardCallback",
     "ObjectiveCallback",
     "PretrainModule",
+    "PromptDataModule",
     "RolloutBatch",
 ]

@@ -20,6 +20,7 @@ from lightning_cfgrl.io.generators import load_generator_spec, load_generator_st
 from lightning_cfgrl.io.specs import instantiate_spec
 from lightning_cfgrl.training.objective import ObjectiveCallback
 from lightning_cfgrl.training.rollout import RolloutBatch
+from lightning_cfgrl.training.sharding import is_sharded
 
 if TYPE_CHECKING:
     from lightning_cfgrl.training.module import CFGRLModule
@@ -154,7 +155,7 @@ class CFGDistillCallback(ObjectiveCallback):
         # the teacher travels with the checkpoint so a resumed run gets the original teacher back
         if self.teacher is None:
             return {"teacher": None}
-        if not _is_sharded(self.teacher):
+        if not is_sharded(self.teacher):
             return {"teacher": self.teacher.state_dict()}
         # FSDP2-sharded (ModelParallelStrategy): Lightning torch.saves callback state on rank 0 only,
         # so gather whole tensors there (every rank must call this: it is a collective)
@@ -166,7 +167,7 @@ class CFGDistillCallback(ObjectiveCallback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("teacher") is None or self.teacher is None:
             return
-        if not _is_sharded(self.teacher):
+        if not is_sharded(self.teacher):
             self.teacher.load_state_dict(state_dict["teacher"])
             return
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
@@ -175,9 +176,3 @@ class CFGDistillCallback(ObjectiveCallback):
         set_model_state_dict(
             self.teacher, state_dict["teacher"], options=StateDictOptions(full_state_dict=True)
         )
-
-
-def _is_sharded(module: torch.nn.Module) -> bool:
-    from torch.distributed.tensor import DTensor
-
-    return any(isinstance(p, DTensor) for p in module.parameters())

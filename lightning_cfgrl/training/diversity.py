@@ -22,8 +22,10 @@ from lightning_cfgrl.core.diversity import (
     grouped,
     pairwise_distances,
 )
+from lightning_cfgrl.core.sampling import step_seed
 from lightning_cfgrl.training.objective import ObjectiveCallback
 from lightning_cfgrl.training.rollout import RolloutBatch
+from lightning_cfgrl.training.sharding import is_sharded
 
 if TYPE_CHECKING:
     from lightning_cfgrl.training.module import CFGRLModule
@@ -134,7 +136,7 @@ class DiversityRewardCallback(ObjectiveCallback):
             )
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: CFGRLModule) -> None:
-        if self.log_grad_norm and _has_sharded_params(pl_module):
+        if self.log_grad_norm and is_sharded(pl_module):
             raise ValueError(
                 "DiversityRewardCallback(log_grad_norm=True) does not support FSDP-sharded parameters "
                 "(ModelParallelStrategy): this term's gradient would bypass FSDP's reduce-scatter. Expected "
@@ -164,7 +166,8 @@ class DiversityRewardCallback(ObjectiveCallback):
         """(``[B, G, G]`` pair distances, ``[B, G]`` rewards) of the rollout's samples (no grad)."""
         self._check_group_size(batch.group_size)
         frames = pl_module.generator.pattern.steps_to_frames(batch.steps)
-        distances = pairwise_distances(grouped(self.embed(frames), batch.group_size))
+        # float64: [B, G, G] is tiny, and rewards minus baselines cancel to a small fraction of each reward
+        distances = pairwise_distances(grouped(self.embed(frames).double(), batch.group_size))
         return distances, diversity_rewards(distances)
 
     def loss_terms(self, pl_module: CFGRLModule, batch: RolloutBatch) -> dict[str, Tensor]:
@@ -205,9 +208,7 @@ class DiversityRewardCallback(ObjectiveCallback):
         return {DIVERSITY: self.beta_range.draw(num_prompts, rng).repeat_interleave(group_size)}
 
     def _permutation(self, pl_module: CFGRLModule, n: int) -> Tensor:
-        seed = (self.seed * 1_000_003 + pl_module.global_step * 7919 + pl_module.global_rank * 104_729) % (
-            2**63
-        )
+        seed = step_seed(self.seed, pl_module.global_step, pl_module.global_rank)
         return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
 
     # -- gradient norms -------------------------------------------------------------------------------
@@ -283,12 +284,6 @@ class DiversityRewardCallback(ObjectiveCallback):
             self.running.load_state_dict(state_dict["running_baseline"])
         if state_dict.get("embedder") is not None:
             self.embedder.load_state_dict(state_dict["embedder"])
-
-
-def _has_sharded_params(pl_module: pl.LightningModule) -> bool:
-    from torch.distributed.tensor import DTensor
-
-    return any(isinstance(p, DTensor) for p in pl_module.parameters())
 
 
 def _norm(tensors: list[Tensor]) -> Tensor:

@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 from lightning_cfgrl.core.condition import Condition, condition_batch_size, repeat_condition
 from lightning_cfgrl.core.controls import check_controls, controls_kwargs, load_base_weights
-from lightning_cfgrl.core.sampling import SamplingConfig, sample
+from lightning_cfgrl.core.eval_mode import eval_mode
+from lightning_cfgrl.core.sampling import SamplingConfig, sample, step_seed
 from lightning_cfgrl.eval.diversity import group_pairwise_diversity
 from lightning_cfgrl.eval.scorers import Scorer
 from lightning_cfgrl.io.generators import load_generator_state
@@ -122,7 +123,7 @@ class CFGRLModule(pl.LightningModule):
 
     def _rollout_seed(self, salt: int) -> int:
         # distinct per step and per process, reproducible across resume
-        return (self.seed * 1_000_003 + self.global_step * 7919 + self.global_rank * 104_729 + salt) % (2**63)
+        return step_seed(self.seed, self.global_step, self.global_rank, salt)
 
     def objective_controls(self, num_prompts: int, group_size: int, training: bool) -> dict[str, Tensor]:
         """The objectives' control values for the next rollout, ``{name: [num_prompts * group_size]}``:
@@ -146,9 +147,7 @@ class CFGRLModule(pl.LightningModule):
         controls: dict[str, Tensor] | None = None,
     ) -> Tensor:
         """Sample ``[B * G, K, S]`` steps from the current generator without grad (eval mode)."""
-        was_training = self.generator.training
-        self.generator.eval()
-        try:
+        with eval_mode(self.generator):
             return sample(
                 self.generator,
                 condition,
@@ -158,8 +157,6 @@ class CFGRLModule(pl.LightningModule):
                 seed=seed,
                 controls=controls,
             )
-        finally:
-            self.generator.train(was_training)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         condition = _condition_of(batch)

@@ -4,7 +4,7 @@ numerics tests.
 Run as a script for the multi-process runs (Lightning launches the other ranks by re-running the same
 command)::
 
-    python -m tests.tiny_fit --strategy ddp --out DIR
+    python -m tests.helpers.tiny_fit --strategy ddp --out DIR
 
 Every rank writes ``DIR/rank<r>.pt`` (final weights, teacher, embedder, running baseline, metrics,
 the prompts it trained on), loadable with ``torch.load(weights_only=True)``.
@@ -28,7 +28,8 @@ from torch import Tensor
 
 from lightning_cfgrl import CFGDistillCallback, CFGRLModule
 from lightning_cfgrl.core.condition import Condition
-from lightning_cfgrl.core.sampling import SamplingConfig, sample
+from lightning_cfgrl.core.eval_mode import eval_mode
+from lightning_cfgrl.core.sampling import SamplingConfig, sample, step_seed
 from lightning_cfgrl.embedders import ContrastiveTokenEmbedder
 from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.models import AudioTokenTransformer
@@ -75,11 +76,9 @@ class PerPromptSeedModule(CFGRLModule):
 
     def rollout(self, condition: Condition, num_samples: int, config: SamplingConfig, seed: int) -> Tensor:
         assert isinstance(condition, Tensor)
-        was_training = self.generator.training
-        self.generator.eval()
         phase = 0 if self.trainer.training else 500_009
-        base = self.seed * 1_000_003 + self.global_step * 7919 + phase
-        try:
+        base = step_seed(self.seed, self.global_step, salt=phase)
+        with eval_mode(self.generator):
             return torch.cat(
                 [
                     sample(
@@ -93,8 +92,6 @@ class PerPromptSeedModule(CFGRLModule):
                     for prompt in condition
                 ]
             )
-        finally:
-            self.generator.train(was_training)
 
 
 def _prompt_code(prompt: Tensor) -> int:
@@ -255,7 +252,7 @@ def _full_state(model: torch.nn.Module) -> dict[str, Tensor]:
     }
 
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 _LAUNCH_VARS = ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "GLOBAL_RANK", "RANK")
 
 

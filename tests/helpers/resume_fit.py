@@ -1,7 +1,7 @@
 """A deterministic CPU fit for the kill-and-resume test (run as a subprocess)::
 
-    python -m tests.resume_fit --out DIR --steps 10 --kill-at 5       # dies by SIGKILL after step 5
-    python -m tests.resume_fit --out DIR --steps 10 --resume --uninterrupted
+    python -m tests.helpers.resume_fit --out DIR --steps 10 --kill-at 5       # dies by SIGKILL after step 5
+    python -m tests.helpers.resume_fit --out DIR --steps 10 --resume --uninterrupted
 
 ``--kill-at k`` checkpoints every step (``last.ckpt``) and kills its own process with SIGKILL at the
 start of step k + 1, so ``last.ckpt`` holds step k and nothing gets to clean up. ``--resume`` continues
@@ -29,7 +29,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning_cfgrl import CFGRLModule
 from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.training.diversity import DiversityRewardCallback
-from tests.tiny_fit import RecordPrompts, objective_callbacks, tiny_embedder, tiny_generator
+from tests.helpers.tiny_fit import RecordPrompts, objective_callbacks, tiny_embedder, tiny_generator
 
 
 class KillAt(Callback):
