@@ -134,10 +134,13 @@ class ControlEmbedding(nn.Module):
 
     Each control goes through its feature (``log g``; ``log(1 + beta)``), fixed Fourier features
     ``[x, sin(f_i x), cos(f_i x)]`` (f_i = 2^i / 2, i < num_frequencies) and its own 2-layer MLP. The
-    output layer starts at zero, so the embedding is exactly 0 until trained.
+    output layer starts at zero, so the embedding is exactly 0 until trained. The frequencies stay low
+    (periods >= 3 in ``log g``, whose useful range is ~[0, 2]): with 6 octaves (periods down to 0.4), 300
+    steps on the synthetic domain left a student whose adherence jumped by up to 0.7 nats between
+    neighbouring diversity weights (0, 5, 10, 15); with 3 it fell monotonically with the weight.
     """
 
-    def __init__(self, names: Sequence[str], dim: int, num_frequencies: int = 6) -> None:
+    def __init__(self, names: Sequence[str], dim: int, num_frequencies: int = 3) -> None:
         super().__init__()
         names = tuple(names)
         if not names or len(set(names)) != len(names):
