@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 
 import lightning.pytorch as pl
 import torch
@@ -29,7 +28,7 @@ from lightning_cfgrl import CFGDistillCallback, CFGRLModule, SamplingConfig
 from lightning_cfgrl.core.condition import repeat_condition
 from lightning_cfgrl.core.sampling import sample
 from lightning_cfgrl.embedders import ContrastiveEmbedderModule, ContrastiveTokenEmbedder
-from lightning_cfgrl.eval import group_pairwise_diversity, pairwise_cosine_diversity
+from lightning_cfgrl.eval import group_pairwise_diversity, mean_se, pairwise_cosine_diversity
 from lightning_cfgrl.experiments import (
     LogLikelihood,
     PromptAdherence,
@@ -166,8 +165,11 @@ def main() -> None:
             cells = []
             for m in metrics:
                 values = [r[m] for r in rows]
-                se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
-                cells.append(f"{statistics.mean(values):>15.4f} +- {se:.4f}")
+                if len(values) > 1:  # one seed has no standard error: print none rather than 0
+                    mean, se = mean_se(values)
+                    cells.append(f"{mean:>15.4f} +- {se:.4f}")
+                else:
+                    cells.append(f"{values[0]:>15.4f} +- n/a   ")
             print(f"{name:34s}" + "".join(cells))
 
 

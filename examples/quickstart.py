@@ -12,6 +12,7 @@ Stages (each an ordinary CLI command; a stage whose output exists is skipped, so
 6. ``cfgrl fit --config examples/configs/distill_placebo.yaml`` placebo: beta = 15, shuffled rewards
 7. ``cfgrl merge --quality ... --diversity ... --lambdas 0,0.25,0.5,0.75,1 --out runs/merged``
 8. ``cfgrl evaluate --config examples/configs/evaluate.yaml``   table, claims, plot -> runs/eval
+   (5 evaluation seeds; the best temperature/top-p point is chosen on 3 separate selection seeds)
 
 Training stages whose ``last.ckpt`` exists are skipped, so a rerun only re-evaluates; delete a
 ``runs/<stage>`` folder to redo that stage.
@@ -69,8 +70,11 @@ def main() -> None:
             "runs/merged",
         ],
     )
+    # every domain-specific part (prompts, scorers, embedders, candidates) is named in the YAML preset
     print("[evaluate] cfgrl evaluate --config examples/configs/evaluate.yaml", flush=True)
-    cfgrl(["evaluate", "--config", str(CONFIGS / "evaluate.yaml")])
+    code = cfgrl(["evaluate", "--config", str(CONFIGS / "evaluate.yaml")])
+    if code:
+        raise SystemExit(f"[evaluate] failed with exit code {code}")
     print(
         f"\nquickstart finished in {time.perf_counter() - total:.0f} s; plot: runs/eval/quality_diversity.png; "
         "TensorBoard: tensorboard --logdir runs"

@@ -1,4 +1,5 @@
-"""Real audio: EnCodec tokens on disk, audio datamodules, and a synthesizer for the synthetic domain.
+"""Real audio: EnCodec tokens on disk, audio datamodules, a synthesizer for the synthetic domain, and
+generation to token files and WAVs (``cfgrl generate``).
 
 Nothing here imports torchaudio, and encodec is imported only when a tokenizer loads a codec.
 """
@@ -9,6 +10,7 @@ from lightning_cfgrl.audio.datamodule import (
     PromptTable,
     TokenCrops,
 )
+from lightning_cfgrl.audio.generation import GeneratedFiles, generate
 from lightning_cfgrl.audio.io import AudioFileError, convert_channels, read_audio, resample, write_audio
 from lightning_cfgrl.audio.synth import SyntheticSynth
 from lightning_cfgrl.audio.tokenizer import EncodecTokenizer
@@ -18,10 +20,12 @@ __all__ = [
     "AudioPromptDataModule",
     "AudioTokenDataModule",
     "EncodecTokenizer",
+    "GeneratedFiles",
     "PromptTable",
     "SyntheticSynth",
     "TokenCrops",
     "convert_channels",
+    "generate",
     "read_audio",
     "resample",
     "write_audio",

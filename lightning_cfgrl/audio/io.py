@@ -15,6 +15,7 @@ Waveforms are float32 ``[C, L]`` in [-1, 1].
 from __future__ import annotations
 
 import functools
+import io
 import math
 import os
 import struct
@@ -26,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
+
+from lightning_cfgrl.io.checkpoints import atomic_write
 
 _PCM, _FLOAT, _EXTENSIBLE = 0x0001, 0x0003, 0xFFFE
 
@@ -74,11 +77,14 @@ def write_audio(path: str | os.PathLike[str], wav: Tensor, sample_rate: int) -> 
     pcm = (wav.detach().float() * 32768).round().clamp(-32768, 32767).to(torch.int16).cpu().numpy()
     path = Path(path)
     if path.suffix.lower() == ".wav":
-        with wave.open(str(path), "wb") as f:
+        buffer = io.BytesIO()
+        with wave.open(buffer, "wb") as f:
             f.setnchannels(pcm.shape[0])
             f.setsampwidth(2)
             f.setframerate(int(sample_rate))
             f.writeframes(pcm.T.astype("<i2").tobytes())
+        with atomic_write(path) as out:  # a crash never leaves a truncated WAV
+            out.write(buffer.getvalue())
         return
     sf = _soundfile()
     if sf is None:

@@ -1,14 +1,14 @@
 """Quality / diversity / cost of one sampling candidate, repeated over evaluation seeds.
 
-Plain torch: usable from a notebook, the quickstart, or a future ``cfgrl evaluate``.
+Plain torch: usable from a notebook, the quickstart, or :class:`~lightning_cfgrl.eval.evaluation.Evaluation`.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from einops import rearrange
@@ -19,29 +19,34 @@ from lightning_cfgrl.core.generator import TokenGenerator
 from lightning_cfgrl.core.sampling import SamplingConfig, sample
 from lightning_cfgrl.eval.diversity import pairwise_cosine_diversity
 from lightning_cfgrl.eval.scorers import Scorer
+from lightning_cfgrl.eval.stats import mean_se
+
+DIVERSITY = "diversity"  # the metric of the headline (evaluation) embedder
 
 
 @dataclass
 class CandidateResult:
-    """Mean and standard error (over evaluation seeds) of every metric of one candidate."""
+    """Mean and standard error (over ``seeds``) of every metric of one candidate, and the per-seed values.
+
+    ``family`` groups candidates on the plane (``cfg``, ``temperature``, ``top_p``, ``distilled``,
+    ``merged``, ``placebo``); ``setting`` holds what distinguishes it within its family
+    (``{"guidance_scale": 3.0}``, ``{"checkpoint": ...}``).
+    """
 
     name: str
     metrics: dict[str, tuple[float, float]]
     forward_passes_per_token: int
     tokens_per_s: float
     per_seed: dict[str, list[float]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)
+    family: str = ""
+    setting: dict[str, Any] = field(default_factory=dict)
+
+    def mean(self, metric: str) -> float:
+        return self.metrics[metric][0]
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def _mean_se(values: Sequence[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, float("nan")
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(var / n)
 
 
 @torch.no_grad()
@@ -52,19 +57,33 @@ def evaluate_candidate(
     num_frames: int,
     config: SamplingConfig,
     scorers: Sequence[Scorer],
-    diversity_embedder: nn.Module,
+    diversity_embedders: nn.Module | Mapping[str, nn.Module],
     num_samples: int = 16,
     seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    family: str = "",
+    setting: Mapping[str, Any] | None = None,
+    on_seed: Callable[[], None] | None = None,
     controls: Mapping[str, float] | None = None,
 ) -> CandidateResult:
     """Sample ``num_samples`` per prompt for each seed; score quality per sample and diversity per prompt.
 
-    ``diversity_embedder`` maps frames ``[N, K, T]`` to ``[N, D]``; diversity is the mean pairwise
-    ``1 - cos`` within a prompt. Use an embedder other than the one a model was rewarded with.
-    ``controls`` (e.g. ``{"guidance_scale": 3.0}``) steer a control-aware generator, passed to ``sample``.
+    ``diversity_embedders`` maps a metric name to an embedder (frames ``[N, K, T]`` -> ``[N, D]``); a
+    single module is named ``"diversity"``. Diversity is the mean pairwise ``1 - cos`` within a prompt.
+    Use an embedder other than the one a model was rewarded with for the headline. ``on_seed`` is called
+    after each seed (progress bars). ``controls`` (e.g. ``{"guidance_scale": 3.0}``) steer a
+    control-aware generator (passed to ``sample``).
     """
     if num_samples < 2:
         raise ValueError(f"num_samples must be >= 2 to measure diversity, got {num_samples}")
+    if len(seeds) < 2:
+        raise ValueError(
+            f"seeds must hold >= 2 evaluation seeds to report standard errors, got {list(seeds)}"
+        )
+    embedders = (
+        {DIVERSITY: diversity_embedders}
+        if isinstance(diversity_embedders, nn.Module)
+        else diversity_embedders
+    )
     generator.eval()
     per_seed: dict[str, list[float]] = {}
     tokens, seconds = 0, 0.0
@@ -78,16 +97,39 @@ def evaluate_candidate(
         frames = generator.pattern.steps_to_frames(steps)
         tokens += frames.numel()
         for scorer in scorers:
-            per_seed.setdefault(scorer.name, []).append(scorer(frames, repeated).float().mean().item())
-        embeddings = rearrange(diversity_embedder(frames), "(b g) d -> b g d", g=num_samples)
-        per_seed.setdefault("diversity", []).append(pairwise_cosine_diversity(embeddings).mean().item())
+            scores = scorer(frames, repeated)
+            _check_scores(scores, scorer, frames.shape[0], name)
+            per_seed.setdefault(scorer.name, []).append(scores.double().mean().item())
+        for metric, embedder in embedders.items():
+            embeddings = rearrange(embedder(frames), "(b g) d -> b g d", g=num_samples)
+            per_seed.setdefault(metric, []).append(
+                pairwise_cosine_diversity(embeddings).double().mean().item()
+            )
+        if on_seed is not None:
+            on_seed()
     return CandidateResult(
         name=name,
-        metrics={key: _mean_se(values) for key, values in per_seed.items()},
+        metrics={key: mean_se(values) for key, values in per_seed.items()},
         forward_passes_per_token=config.forward_passes_per_step,
         tokens_per_s=tokens / seconds,
         per_seed=per_seed,
+        seeds=[int(s) for s in seeds],
+        family=family,
+        setting=dict(setting or {}),
     )
+
+
+def _check_scores(scores: torch.Tensor, scorer: Scorer, n: int, candidate: str) -> None:
+    if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (n,):
+        shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise ValueError(
+            f"scorer {scorer.name!r} must return one score per sample, shape ({n},), got {shape}"
+        )
+    if not bool(torch.isfinite(scores).all()):
+        raise ValueError(
+            f"scorer {scorer.name!r} returned {int((~torch.isfinite(scores)).sum())} non-finite scores "
+            f"for candidate {candidate!r}; scores must be finite numbers"
+        )
 
 
 def format_table(results: Sequence[CandidateResult]) -> str:
@@ -107,4 +149,4 @@ def format_table(results: Sequence[CandidateResult]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CandidateResult", "evaluate_candidate", "format_table"]
+__all__ = ["DIVERSITY", "CandidateResult", "evaluate_candidate", "format_table"]

@@ -1,148 +1,211 @@
-"""The paper's three claims, checked on evaluation results with a two-standard-error rule.
+"""The paper's three claims, tested over evaluation seeds with the 2-SE rule and a paired t-test.
 
-Quality is a log-probability (adherence, <= 0); "x % of the quality" is taken on the gain over a
-chance level, ``(q - chance) / (q_ref - chance)``, since ratios of negative log-probabilities mean
-nothing. Standard errors come from the evaluation seeds; hypervolumes are compared seed by seed
-(paired), since every candidate is sampled with the same seeds.
+Every candidate is sampled with the same evaluation seeds, so every claim is a mean of per-seed paired
+differences ``d_s``; it holds when ``mean(d) > 2 * SE(d)``, and the one-sided p-value of
+``H1: mean(d) > 0`` is reported beside it (:func:`~lightning_cfgrl.eval.stats.paired_t_test`).
+
+* (a) the quality model (no CFG) reaches ``fraction`` of the CFG reference's quality gain over chance:
+  ``d_s = gain(model) - fraction * gain(reference)`` with ``gain(x) = sign * (q_x - chance)`` (sign
+  -1 when lower is better), since ratios of log-probabilities mean nothing; and the same against the
+  best temperature / top-p point, chosen on separate *selection* seeds, never on the seeds it is
+  tested on.
+* (b) the diversity model is more diverse than the CFG reference, and than the shuffled-reward placebo.
+* (c) the merged front's hypervolume exceeds the CFG front's, and the temperature / top-p front's;
+  fronts and hypervolumes are recomputed seed by seed (paired).
+
+(b) and (c) are reported once per diversity metric: the independent evaluation embedder
+(``diversity``) and, when given, the reward's own embedder; a gap between the two is reward hacking.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from lightning_cfgrl.eval.candidates import CandidateResult
 from lightning_cfgrl.eval.pareto import hypervolume_2d, pareto_front
+from lightning_cfgrl.eval.stats import mean_se, paired_t_test
 
 
 @dataclass
 class Claim:
-    name: str
+    """One tested claim. ``margin`` is the mean paired difference; it holds when > 2 standard errors."""
+
+    claim: str  # "a", "a_vs_sampling", "b", "b_vs_placebo", "c", "c_vs_sampling"
+    statement: str
     holds: bool
-    margin: float  # the tested difference; > 2 * standard_error means the claim holds
+    margin: float
     standard_error: float
+    t: float
+    p_value: float  # one-sided, H1: margin > 0
+    num_seeds: int
+    metric: str  # the quality metric for (a), the diversity metric for (b) and (c)
     detail: str
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def _mean_se(values: Sequence[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    var = sum((v - mean) ** 2 for v in values) / max(n - 1, 1)
-    return mean, math.sqrt(var / n)
+@dataclass
+class ClaimInputs:
+    """The candidates each claim compares, by role (``None`` / empty: that claim is not tested).
+
+    ``quality`` is the quality metric, ``sign`` +1 when higher is better (else -1), ``chance`` its chance
+    level and ``reference`` the hypervolume reference ``(quality, diversity)``, all in the metric's units.
+    """
+
+    quality: str
+    sign: float
+    chance: float
+    reference: tuple[float, float]
+    diversity_metrics: Sequence[str]
+    cfg_reference: CandidateResult | None = None
+    quality_model: CandidateResult | None = None
+    diversity_model: CandidateResult | None = None
+    placebo: CandidateResult | None = None
+    best_sampling: CandidateResult | None = None  # chosen on the selection seeds
+    cfg: Sequence[CandidateResult] = ()
+    sampling: Sequence[CandidateResult] = ()
+    merged: Sequence[CandidateResult] = ()
+    fraction: float = 0.95
 
 
-def _claim(name: str, differences: Sequence[float], detail: str) -> Claim:
-    mean, se = _mean_se(differences)
-    return Claim(name, mean > 2 * se, mean, se, detail)
-
-
-def _front_hv_per_seed(
-    members: Sequence[CandidateResult], quality: str, reference: tuple[float, float]
-) -> list[float]:
-    seeds = len(members[0].per_seed[quality])
-    out = []
-    for s in range(seeds):
-        points = [(m.per_seed[quality][s], m.per_seed["diversity"][s]) for m in members]
-        out.append(hypervolume_2d([points[i] for i in pareto_front(points)], reference))
-    return out
-
-
-def check_claims(
-    results: Sequence[CandidateResult],
-    families: dict[str, str],
-    quality: str,
-    chance: float,
-    reference: tuple[float, float],
-    quality_model: str,
-    diversity_model: str,
-    cfg_name: str = "CFG g=3",
-    fraction: float = 0.95,
-) -> list[Claim]:
-    """(a) the quality model without CFG reaches ``fraction`` of CFG's quality gain over chance;
-    (b) the diversity model is more diverse than the base with CFG; (c) the merged front's hypervolume
-    exceeds the CFG front's; each also against the temperature / top-p front."""
-    by_name = {r.name: r for r in results}
-    cfg, qm, dm = by_name[cfg_name], by_name[quality_model], by_name[diversity_model]
-    sweep = [r for r in results if families[r.name] in ("temperature", "top_p")]
-    best_temperature = max(sweep, key=lambda r: r.metrics[quality][0])
-
-    def gain_gap(model: CandidateResult, ref: CandidateResult) -> list[float]:
-        return [
-            (m - chance) - fraction * (r - chance)
-            for m, r in zip(model.per_seed[quality], ref.per_seed[quality], strict=True)
-        ]
-
-    def diff(a: CandidateResult, b: CandidateResult, key: str) -> list[float]:
-        return [x - y for x, y in zip(a.per_seed[key], b.per_seed[key], strict=True)]
-
-    claims = [
-        _claim(
-            "a: quality model >= 95% of CFG g=3 quality (half the passes)",
-            gain_gap(qm, cfg),
-            f"{qm.name}: {qm.metrics[quality][0]:.3f} vs {cfg.name}: {cfg.metrics[quality][0]:.3f} (chance {chance:.3f})",
-        ),
-        _claim(
-            "a vs temperature: quality model >= 95% of the best temperature/top-p quality",
-            gain_gap(qm, best_temperature),
-            f"best of the sweep: {best_temperature.name} at {best_temperature.metrics[quality][0]:.3f}",
-        ),
-        _claim(
-            "b: diversity model more diverse than CFG g=3",
-            diff(dm, cfg, "diversity"),
-            f"{dm.metrics['diversity'][0]:.3f} vs {cfg.metrics['diversity'][0]:.3f}",
-        ),
-    ]
-    # against temperature: more diverse than every sweep point at least as good in quality
-    rivals = [r for r in sweep if r.metrics[quality][0] >= dm.metrics[quality][0]]
-    if rivals:
-        rival = max(rivals, key=lambda r: r.metrics["diversity"][0])
-        claims.append(
-            _claim(
-                "b vs temperature: more diverse than any temperature/top-p point of equal or better quality",
-                diff(dm, rival, "diversity"),
-                f"strongest rival: {rival.name} at {rival.metrics['diversity'][0]:.3f}",
-            )
-        )
-    else:
-        claims.append(
-            Claim(
-                "b vs temperature: more diverse than any temperature/top-p point of equal or better quality",
-                True,
-                float("inf"),
-                0.0,
-                "no temperature/top-p point reaches its quality",
-            )
-        )
-    merged = [r for r in results if families[r.name] == "merged"]
-    if merged:
-        hv_merged = _front_hv_per_seed(merged, quality, reference)
-        for label, family in (
-            ("c: merged front hypervolume > CFG front", ("cfg",)),
-            (
-                "c vs temperature: merged front hypervolume > temperature/top-p front",
-                ("temperature", "top_p"),
-            ),
-        ):
-            others = [r for r in results if families[r.name] in family]
-            hv_other = _front_hv_per_seed(others, quality, reference)
-            claims.append(
-                _claim(
-                    label,
-                    [m - o for m, o in zip(hv_merged, hv_other, strict=True)],
-                    f"{_mean_se(hv_merged)[0]:.3f} vs {_mean_se(hv_other)[0]:.3f}",
-                )
-            )
+def check_claims(inputs: ClaimInputs) -> list[Claim]:
+    """Every claim whose candidates are present (see the module docs), in the order a, b, c."""
+    claims = _quality_claims(inputs)
+    for metric in inputs.diversity_metrics:
+        claims += _diversity_claims(inputs, metric) + _front_claims(inputs, metric)
     return claims
 
 
+def _quality_claims(x: ClaimInputs) -> list[Claim]:
+    """(a): the quality model against the CFG reference and the selected temperature/top-p point."""
+    if x.quality_model is None:
+        return []
+    versus = (
+        (x.cfg_reference, "a", "the CFG reference"),
+        (x.best_sampling, "a_vs_sampling", "the best temperature/top-p point"),
+    )
+    return [
+        _quality_claim(x, x.quality_model, ref, key, label) for ref, key, label in versus if ref is not None
+    ]
+
+
+def _diversity_claims(x: ClaimInputs, metric: str) -> list[Claim]:
+    """(b): the diversity model against the CFG reference and the placebo, on one diversity metric."""
+    if x.diversity_model is None:
+        return []
+    claims = []
+    for ref, key in ((x.cfg_reference, "b"), (x.placebo, "b_vs_placebo")):
+        if ref is not None:
+            detail = f"{x.diversity_model.mean(metric):.4g} vs {ref.mean(metric):.4g}"
+            statement = f"{x.diversity_model.name} is more diverse than {ref.name}"
+            claims.append(_claim(key, statement, _paired(x.diversity_model, ref, metric), metric, detail))
+    return claims
+
+
+def _front_claims(x: ClaimInputs, metric: str) -> list[Claim]:
+    """(c): the merged front's per-seed hypervolume against the CFG and temperature/top-p fronts'."""
+    if not x.merged:
+        return []
+    claims = []
+    merged = front_hypervolumes(x.merged, x.quality, metric, x.sign, x.reference)
+    for others, key, label in (
+        (x.cfg, "c", "the CFG front"),
+        (x.sampling, "c_vs_sampling", "the temperature/top-p front"),
+    ):
+        if others:
+            _same_seeds(x.merged[0], others[0])
+            other = front_hypervolumes(others, x.quality, metric, x.sign, x.reference)
+            differences = [m - o for m, o in zip(merged, other, strict=True)]
+            detail = f"hypervolume {mean_se(merged)[0]:.4g} vs {mean_se(other)[0]:.4g} (per-seed fronts)"
+            statement = f"the merged front's hypervolume exceeds {label}'s"
+            claims.append(_claim(key, statement, differences, metric, detail))
+    return claims
+
+
+def quality_gain(values: Sequence[float], sign: float, chance: float) -> list[float]:
+    """Per-seed gain over chance, oriented so that larger is better."""
+    return [sign * (v - chance) for v in values]
+
+
+def front_hypervolumes(
+    members: Sequence[CandidateResult],
+    quality: str,
+    diversity: str,
+    sign: float,
+    reference: tuple[float, float],
+) -> list[float]:
+    """Per seed: the hypervolume of the members' Pareto front (quality oriented by ``sign``)."""
+    ref = (sign * reference[0], reference[1])
+    out = []
+    for s in range(len(members[0].seeds)):
+        points = [(sign * m.per_seed[quality][s], m.per_seed[diversity][s]) for m in members]
+        out.append(hypervolume_2d([points[i] for i in pareto_front(points)], ref))
+    return out
+
+
 def format_claims(claims: Sequence[Claim]) -> str:
-    lines = ["| claim | holds (> 2 SE) | margin ± SE | numbers |", "|---|---|---|---|"]
+    lines = [
+        "| claim | statement | metric | holds (> 2 SE) | margin ± SE | p (one-sided) | numbers |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for c in claims:
         lines.append(
-            f"| {c.name} | {'yes' if c.holds else 'no'} | {c.margin:+.3f} ± {c.standard_error:.3f} | {c.detail} |"
+            f"| {c.claim} | {c.statement} | {c.metric} | {'yes' if c.holds else 'no'} | "
+            f"{c.margin:+.4f} ± {c.standard_error:.4f} | {c.p_value:.3g} | {c.detail} |"
         )
     return "\n".join(lines)
+
+
+def _quality_claim(
+    x: ClaimInputs, model: CandidateResult, ref: CandidateResult, key: str, versus: str
+) -> Claim:
+    _same_seeds(model, ref)
+    gain_m = quality_gain(model.per_seed[x.quality], x.sign, x.chance)
+    gain_r = quality_gain(ref.per_seed[x.quality], x.sign, x.chance)
+    differences = [m - x.fraction * r for m, r in zip(gain_m, gain_r, strict=True)]
+    ratio = mean_se(gain_m)[0] / mean_se(gain_r)[0] if mean_se(gain_r)[0] > 0 else None
+    share = (
+        f"{100 * ratio:.0f} % of its gain over chance"
+        if ratio is not None
+        else "the reference does not beat chance"
+    )
+    detail = (
+        f"{model.mean(x.quality):.4g} vs {ref.name}: {ref.mean(x.quality):.4g} "
+        f"(chance {x.chance:.4g}; {share})"
+    )
+    statement = f"{model.name} reaches {100 * x.fraction:g} % of {versus} ({ref.name})'s quality gain"
+    return _claim(key, statement, differences, x.quality, detail)
+
+
+def _paired(a: CandidateResult, b: CandidateResult, metric: str) -> list[float]:
+    _same_seeds(a, b)
+    return [u - v for u, v in zip(a.per_seed[metric], b.per_seed[metric], strict=True)]
+
+
+def _same_seeds(a: CandidateResult, b: CandidateResult) -> None:
+    if a.seeds != b.seeds:
+        raise ValueError(
+            f"a paired claim needs the same seeds: {a.name} has {a.seeds}, {b.name} has {b.seeds}"
+        )
+
+
+def _claim(key: str, statement: str, differences: Sequence[float], metric: str, detail: str) -> Claim:
+    test = paired_t_test(differences)
+    holds = test.mean > 2 * test.standard_error
+    return Claim(
+        key,
+        statement,
+        holds,
+        test.mean,
+        test.standard_error,
+        test.t,
+        test.p_value,
+        len(differences),
+        metric,
+        detail,
+    )
+
+
+__all__ = ["Claim", "ClaimInputs", "check_claims", "format_claims", "front_hypervolumes", "quality_gain"]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import math
+
+import torch
 from torch import Tensor
 
 from lightning_cfgrl.eval.scorers import Scorer
@@ -17,6 +21,11 @@ class PromptAdherence(Scorer):
     def __init__(self, domain: TokenDomain | None = None) -> None:
         self.domain = domain or SyntheticMusic()
 
+    @property
+    def chance(self) -> float:
+        """``log 1/P``: the posterior of a sample that tells the P prompts apart no better than the prior."""
+        return -math.log(self.domain.num_prompts)
+
     def __call__(self, frames: Tensor, condition: Tensor) -> Tensor:
         return self.domain.prompt_log_posterior(frames, condition).to(frames.device)
 
@@ -28,6 +37,16 @@ class LogLikelihood(Scorer):
 
     def __init__(self, domain: TokenDomain | None = None) -> None:
         self.domain = domain or SyntheticMusic()
+
+    @functools.cached_property
+    def chance(self) -> float:
+        """The score of uniformly random tokens for uniformly drawn prompts: a fixed-seed Monte Carlo
+        estimate over 1024 sequences (seed 0, standard error ~0.02 nats; -12.8 on the default domain)."""
+        rng = torch.Generator().manual_seed(0)
+        n, d = 1024, self.domain
+        frames = torch.randint(d.vocab_size, (n, d.num_codebooks, d.num_frames), generator=rng)
+        prompts = d.prompts[torch.randint(d.num_prompts, (n,), generator=rng)]
+        return float(self(frames, prompts).mean())
 
     def __call__(self, frames: Tensor, condition: Tensor) -> Tensor:
         return (self.domain.log_likelihood(frames, condition) / frames.shape[-1]).to(frames.device)

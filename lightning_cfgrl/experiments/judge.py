@@ -3,6 +3,7 @@ without exact scores would (the analogue of the paper's text-adherence model).""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -88,6 +89,11 @@ class JudgeAdherence(Scorer):
     """Adherence as judged by a trained classifier: ``log p_judge(prompt | frames)``, ``[N]``."""
 
     name = "judge_adherence"
+
+    @property
+    def chance(self) -> float:
+        """``-sum_a log n_a``: the judge's uniform posterior over the attribute values of every slot."""
+        return -sum(math.log(n) for n in self.classifier.condition_sizes)
 
     def __init__(self, checkpoint: str | Path) -> None:
         ckpt = load_checkpoint(checkpoint)

@@ -1,0 +1,183 @@
+"""Sample a checkpoint's generator on prompts and write the tokens, and audio when a decoder is given.
+
+``generate(...)`` (and ``cfgrl generate``) writes into ``out``:
+
+* ``tokens.safetensors``: ``frames`` int64 ``[P * G, K, T]`` (the G samples of a prompt adjacent),
+  ``prompt_index`` and ``sample_index`` int64 ``[P * G]``, and the prompts as ``condition`` (or
+  ``condition.<key>`` for a dict condition) ``[P, ...]``; safetensors, so loading it runs no code;
+* ``audio/prompt<p>_sample<g>.wav`` per sample when a decoder is configured (16-bit PCM);
+* ``generation.json``: the checkpoint (with its sha256), the sampling settings, seeds and file names.
+
+Every argument is checked and the checkpoint loaded before the first sample; every file is written
+atomically. Prompt batch b is sampled with seed ``seed + b``, so the tokens depend on ``seed`` and
+``batch_size`` and on nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from lightning_cfgrl.audio.io import write_audio
+from lightning_cfgrl.callbacks.audio_logger import AudioDecoder
+from lightning_cfgrl.core.condition import Condition, condition_batch_size, condition_to, select_condition
+from lightning_cfgrl.core.sampling import SamplingConfig, sample
+from lightning_cfgrl.eval.plan import load_candidate
+from lightning_cfgrl.io.checkpoints import (
+    atomic_save_json,
+    atomic_save_safetensors,
+    file_sha256,
+    load_checkpoint,
+)
+
+
+@dataclass
+class GeneratedFiles:
+    """What :func:`generate` wrote."""
+
+    tokens: Path
+    metadata: Path
+    audio: list[Path] = field(default_factory=list)
+    frames: Tensor | None = None  # [P * G, K, T] int64
+
+
+def resolve_decoder(decoder: AudioDecoder | str | None, generator: nn.Module) -> AudioDecoder | None:
+    """``None``; ``"synth"`` (a :class:`~lightning_cfgrl.audio.SyntheticSynth` for the generator's
+    vocabulary); ``"generator"`` (a generator that decodes its own tokens, e.g. MusicGen's); or a decoder
+    (``EncodecTokenizer``, ``SyntheticSynth``, anything with ``decode`` and ``sample_rate``), checked to
+    match the generator's vocabulary and codebooks."""
+    if decoder is None:
+        return None
+    if decoder == "synth":
+        from lightning_cfgrl.audio.synth import SyntheticSynth
+
+        return SyntheticSynth(vocab_size=generator.vocab_size)
+    if decoder == "generator":
+        if not isinstance(generator, AudioDecoder):
+            raise ValueError(
+                f"decoder='generator' needs a generator with decode() and sample_rate; {type(generator).__name__} "
+                "has none: use decoder='synth' or an EncodecTokenizer"
+            )
+        return generator
+    if isinstance(decoder, str):
+        raise ValueError(f"decoder must be 'synth', 'generator', a decoder object or None, got {decoder!r}")
+    if not isinstance(decoder, AudioDecoder):
+        raise TypeError(f"decoder must have .decode(tokens) and .sample_rate, got {type(decoder).__name__}")
+    size = getattr(decoder, "codebook_size", None) or getattr(decoder, "vocab_size", None)
+    if size is not None and int(size) != generator.vocab_size:
+        raise ValueError(
+            f"the decoder's vocabulary ({size} ids) differs from the generator's vocab_size "
+            f"{generator.vocab_size}: its tokens would decode to the wrong sounds"
+        )
+    k = getattr(decoder, "num_codebooks", None)
+    if isinstance(k, int) and k != generator.num_codebooks:
+        raise ValueError(f"the decoder reads {k} codebooks, the generator writes {generator.num_codebooks}")
+    return decoder
+
+
+def checkpoint_num_frames(path: str) -> int | None:
+    """``num_frames`` a training checkpoint recorded in its hyperparameters (``CFGRLModule``), if any."""
+    value = load_checkpoint(path, mmap=True).get("hyper_parameters", {}).get("num_frames")
+    return int(value) if isinstance(value, int) else None
+
+
+def generate(
+    checkpoint: str,
+    prompts: Condition,
+    out: str | Path,
+    num_samples: int = 1,
+    num_frames: int | None = None,
+    config: SamplingConfig | None = None,
+    decoder: AudioDecoder | str | None = None,
+    seed: int = 0,
+    batch_size: int = 8,
+    device: str = "cpu",
+    progress: bool = True,
+) -> GeneratedFiles:
+    """Sample ``num_samples`` sequences per prompt from ``checkpoint`` and write them (module docs);
+    ``config`` defaults to the model's own distribution (``SamplingConfig()``)."""
+    config = config or SamplingConfig()
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out={str(out)!r} is a file; expected a folder (existing or to create)")
+    for name, value in (("num_samples", num_samples), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    num_prompts = condition_batch_size(prompts)
+    if num_prompts == 0:
+        raise ValueError("prompts holds no prompt")
+    generator = load_candidate(str(checkpoint))
+    if num_frames is None:
+        num_frames = checkpoint_num_frames(checkpoint)
+        if num_frames is None:
+            raise ValueError(f"{checkpoint} records no num_frames; pass num_frames (--num_frames)")
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+        raise ValueError(f"num_frames must be an integer >= 1, got {num_frames!r}")
+    max_steps = getattr(generator, "max_steps", None)
+    if isinstance(max_steps, int) and generator.pattern.num_steps(num_frames) > max_steps:
+        raise ValueError(
+            f"num_frames={num_frames} needs {generator.pattern.num_steps(num_frames)} decoding steps, more than "
+            f"the generator's max_steps={max_steps}"
+        )
+    decoder = resolve_decoder(decoder, generator)
+    generator = generator.to(device).eval()
+
+    batches = [slice(i, min(i + batch_size, num_prompts)) for i in range(0, num_prompts, batch_size)]
+    frames: list[Tensor] = []
+    written: list[Path] = []
+    with tqdm(
+        total=num_prompts * num_samples, desc="cfgrl generate", unit="sample", disable=not progress
+    ) as bar:
+        for b, part in enumerate(batches):
+            condition = condition_to(select_condition(prompts, part), device)
+            steps = sample(generator, condition, num_frames, config, num_samples=num_samples, seed=seed + b)
+            chunk = generator.pattern.steps_to_frames(steps).cpu()  # [n * G, K, T]
+            frames.append(chunk)
+            if decoder is not None:
+                wavs = decoder.decode(chunk).detach().float().cpu()  # [n * G, C, L]
+                for j, wav in enumerate(wavs):
+                    p, g = part.start + j // num_samples, j % num_samples
+                    path = out / "audio" / f"prompt{p:03d}_sample{g:02d}.wav"
+                    write_audio(path, wav, int(decoder.sample_rate))
+                    written.append(path)
+            bar.update(chunk.shape[0])
+    all_frames = torch.cat(frames)  # [P * G, K, T]
+    prompt_index = torch.arange(num_prompts).repeat_interleave(num_samples)
+    sample_index = torch.arange(num_samples).repeat(num_prompts)
+    tensors = {"frames": all_frames, "prompt_index": prompt_index, "sample_index": sample_index}
+    tensors.update(_condition_tensors(prompts))
+    atomic_save_safetensors(tensors, out / "tokens.safetensors", metadata={"format": "cfgrl-generate"})
+    metadata = {
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": file_sha256(checkpoint),
+        "num_prompts": num_prompts,
+        "num_samples": num_samples,
+        "num_frames": num_frames,
+        "sampling": {
+            "guidance_scale": config.guidance_scale,
+            "temperature": config.temperature,
+            "top_k": config.top_k,
+            "top_p": config.top_p,
+        },
+        "seed": seed,
+        "batch_size": batch_size,
+        "tokens": "tokens.safetensors",
+        "audio": [str(p.relative_to(out)) for p in written],
+        "decoder": None if decoder is None else type(decoder).__name__,
+        "sample_rate": None if decoder is None else int(decoder.sample_rate),
+    }
+    atomic_save_json(metadata, out / "generation.json")
+    return GeneratedFiles(out / "tokens.safetensors", out / "generation.json", written, all_frames)
+
+
+def _condition_tensors(prompts: Condition) -> dict[str, Tensor]:
+    if isinstance(prompts, Tensor):
+        return {"condition": prompts.detach().cpu().contiguous()}
+    return {f"condition.{k}": v.detach().cpu().contiguous() for k, v in prompts.items()}
+
+
+__all__ = ["GeneratedFiles", "checkpoint_num_frames", "generate", "resolve_decoder"]

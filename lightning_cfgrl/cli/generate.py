@@ -1,0 +1,90 @@
+"""``cfgrl generate``: sample a checkpoint on prompts; write the tokens, and WAVs when a decoder is set.
+
+    cfgrl generate --checkpoint runs/distill_beta0/checkpoints/last.ckpt --prompts '[[1, 1, 1], [4, 3, 2]]' \\
+        --num_samples 4 --decoder synth --out runs/samples
+    cfgrl generate --checkpoint base.ckpt --prompts prompts.json --guidance 3 --out runs/cfg3 \\
+        --decoder.class_path lightning_cfgrl.audio.EncodecTokenizer --decoder.init_args.checkpoint encodec_24khz.th
+
+Argument parsing only; the work is :func:`lightning_cfgrl.audio.generate` (outputs described there).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from lightning_cfgrl.audio.generation import generate
+from lightning_cfgrl.audio.synth import SyntheticSynth
+from lightning_cfgrl.audio.tokenizer import EncodecTokenizer
+from lightning_cfgrl.core.sampling import SamplingConfig
+from lightning_cfgrl.eval.prompts import load_prompts
+
+
+def build_parser() -> ArgumentParser:
+    """The ``cfgrl generate`` argument parser (every option can also come from ``--config``)."""
+    parser = ArgumentParser(prog="cfgrl generate", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
+    parser.add_argument(
+        "--checkpoint", type=str, required=True, help="a CFGRLModule / PretrainModule / merged .ckpt"
+    )
+    parser.add_argument(
+        "--prompts",
+        type=list | dict | str,
+        required=True,
+        help="the prompts ([[1, 1, 1], [4, 3, 2]]) or a .json/.yaml/.safetensors file of them",
+    )
+    parser.add_argument("--out", type=str, required=True, help="output folder")
+    parser.add_argument("--num_samples", type=int, default=1, help="samples per prompt")
+    parser.add_argument("--num_frames", type=int | None, default=None, help="default: the checkpoint's")
+    parser.add_argument("--guidance", type=float, default=1.0, help="CFG guidance scale (1 = no CFG)")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top_k", type=int | None, default=None)
+    parser.add_argument("--top_p", type=float | None, default=None)
+    parser.add_argument(
+        "--decoder",
+        type=SyntheticSynth | EncodecTokenizer | str | None,
+        default=None,
+        help="tokens -> audio: 'synth' (SyntheticSynth), 'generator' (a model that decodes itself, e.g. "
+        "MusicGen), or a class_path (EncodecTokenizer with a local checkpoint); none: tokens only",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="prompt batch b is sampled with seed + b")
+    parser.add_argument("--batch_size", type=int, default=8, help="prompts per sampling call")
+    parser.add_argument("--device", type=str, default="cpu")
+    parser.add_argument("--progress", type=bool, default=True, help="show a progress bar")
+    return parser
+
+
+def generate_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``cfgrl generate``; returns the exit code (0 ok, 2 invalid arguments)."""
+    parser = build_parser()
+    cfg = parser.parse_args(argv)
+    try:
+        instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
+        args = instantiate(cfg)
+        config = SamplingConfig(
+            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, guidance_scale=args.guidance
+        )
+        files = generate(
+            checkpoint=args.checkpoint,
+            prompts=load_prompts(prompts=args.prompts),
+            out=args.out,
+            num_samples=args.num_samples,
+            num_frames=args.num_frames,
+            config=config,
+            decoder=args.decoder,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            device=args.device,
+            progress=args.progress,
+        )
+    except (ValueError, TypeError, OSError) as err:
+        print(f"cfgrl generate: error: {err}", file=sys.stderr)
+        return 2
+    audio = f" and {len(files.audio)} WAVs in {files.audio[0].parent}" if files.audio else ""
+    print(f"wrote {files.tokens} ({tuple(files.frames.shape)} frames){audio}; settings in {files.metadata}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(generate_main())

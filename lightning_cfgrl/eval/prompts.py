@@ -1,0 +1,146 @@
+"""Where evaluation and generation prompts come from: a datamodule's held-out prompts, a file, or a list.
+
+A condition batch is a tensor ``[P, ...]`` or a dict of tensors with a leading ``P``
+(:mod:`lightning_cfgrl.core.condition`). Files are data, never code:
+
+* ``.json`` / ``.yaml`` / ``.yml``: a list of prompts (``[[1, 2, 3], [4, 1, 2]]`` or ``[3, 7]``), or a
+  mapping of such lists for a dict condition (``{"ids": [...], "mask": [...]}``); integers become int64,
+  anything else float32;
+* ``.safetensors``: one tensor (the condition) or several (a dict condition).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lightning_cfgrl.core.condition import Condition, condition_batch_size, select_condition
+
+
+def prompts_from_datamodule(datamodule: Any) -> Condition:
+    """The datamodule's held-out prompts: its ``heldout_prompts`` when it has them (the RL prompt
+    datamodules), else the distinct ``"condition"`` entries of its validation batches."""
+    heldout = getattr(datamodule, "heldout_prompts", None)
+    if isinstance(heldout, Tensor) and len(heldout):
+        return heldout
+    name = type(datamodule).__name__
+    if not hasattr(datamodule, "val_dataloader"):
+        raise ValueError(f"datamodule {name} has neither heldout_prompts nor a val_dataloader()")
+    if hasattr(datamodule, "setup"):
+        datamodule.setup("validate")
+    batches = [_condition_of(batch, name) for batch in datamodule.val_dataloader()]
+    if not batches:
+        raise ValueError(f"datamodule {name}'s val_dataloader() is empty: no held-out prompts to evaluate on")
+    if isinstance(batches[0], Tensor):
+        return _distinct_rows(torch.cat(batches))
+    return {key: torch.cat([b[key] for b in batches]) for key in batches[0]}
+
+
+def prompts_from_file(path: str | Path) -> Condition:
+    """Prompts from a ``.json``/``.yaml``/``.yml`` list or a ``.safetensors`` file (see the module docs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"prompt file {str(path)!r} does not exist (expected .json, .yaml or .safetensors)")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from lightning_cfgrl.io.checkpoints import load_safetensors
+
+        tensors = load_safetensors(path, mmap=False)
+        if not tensors:
+            raise ValueError(f"prompt file {str(path)!r} holds no tensors")
+        return next(iter(tensors.values())) if len(tensors) == 1 else dict(sorted(tensors.items()))
+    if suffix == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"prompt file {str(path)!r} is not valid JSON: {err}") from err
+    elif suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(path.read_text())  # safe_load: plain data only, never objects
+        except yaml.YAMLError as err:
+            raise ValueError(f"prompt file {str(path)!r} is not valid YAML: {err}") from err
+    else:
+        raise ValueError(
+            f"prompt file {str(path)!r} must be .json, .yaml, .yml or .safetensors, got {suffix or 'no suffix'!r}"
+        )
+    return prompts_from_value(data, source=f"prompt file {str(path)!r}")
+
+
+def prompts_from_value(value: Any, source: str = "prompts") -> Condition:
+    """A list (``[[1, 2, 3], ...]``), a mapping of lists, or a tensor -> a condition batch."""
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, Mapping):
+        if not value:
+            raise ValueError(f"{source} is an empty mapping; expected {{name: [one entry per prompt]}}")
+        return {str(k): _tensor(v, f"{source}[{k!r}]") for k, v in value.items()}
+    return _tensor(value, source)
+
+
+def load_prompts(
+    datamodule: Any = None,
+    prompts: str | Sequence | Mapping | Tensor | None = None,
+    max_prompts: int | None = None,
+) -> Condition:
+    """Exactly one of ``datamodule`` / ``prompts`` (a file path or the prompts themselves); the first
+    ``max_prompts`` of them when given. Raises ``ValueError`` for an empty or malformed batch."""
+    if (datamodule is None) == (prompts is None):
+        raise ValueError(
+            "give exactly one prompt source: a datamodule (its held-out prompts) or prompts "
+            f"(a .json/.yaml/.safetensors file or a list), got {'both' if datamodule is not None else 'neither'}"
+        )
+    if max_prompts is not None and (isinstance(max_prompts, bool) or max_prompts < 1):
+        raise ValueError(f"max_prompts must be >= 1 or None, got {max_prompts!r}")
+    if datamodule is not None:
+        condition = prompts_from_datamodule(datamodule)
+    elif isinstance(prompts, (str, Path)):
+        condition = prompts_from_file(prompts)
+    else:
+        condition = prompts_from_value(prompts)
+    count = condition_batch_size(condition)
+    if count == 0:
+        raise ValueError("the prompt source holds no prompts")
+    if max_prompts is not None and max_prompts < count:
+        condition = select_condition(condition, slice(0, max_prompts))
+    return condition
+
+
+def _tensor(value: Any, source: str) -> Tensor:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"{source} must be a non-empty list of prompts, got {value!r:.80}")
+    try:
+        tensor = torch.tensor(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"{source} must be a list of numbers or of equal-length lists of numbers: {err}"
+        ) from err
+    if tensor.dtype == torch.bool or not (tensor.is_floating_point() or tensor.dtype == torch.long):
+        raise ValueError(f"{source} must hold numbers, got dtype {tensor.dtype}")
+    return tensor if tensor.dtype == torch.long else tensor.float()
+
+
+def _condition_of(batch: Any, name: str) -> Condition:
+    if isinstance(batch, Mapping) and "condition" in batch:
+        return batch["condition"]
+    raise ValueError(f"datamodule {name}'s validation batches must be dicts with a 'condition' entry")
+
+
+def _distinct_rows(tensor: Tensor) -> Tensor:
+    """Unique rows in order of first appearance (a validation set repeats its prompts)."""
+    seen, keep = set(), []
+    for i, row in enumerate(tensor.reshape(len(tensor), -1).tolist()):
+        key = tuple(row)
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return tensor[keep]
+
+
+__all__ = ["load_prompts", "prompts_from_datamodule", "prompts_from_file", "prompts_from_value"]
