@@ -4,6 +4,7 @@ reference transformer, sampling, the objectives' per-group draws, YAML, and that
 from __future__ import annotations
 
 import copy
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +41,7 @@ from lightning_cfgrl.embedders import (
     TokenHistogramEmbedder,
 )
 from lightning_cfgrl.experiments import SyntheticMusicDataModule, SyntheticPromptDataModule
-from lightning_cfgrl.io.checkpoints import atomic_save_safetensors
+from lightning_cfgrl.io.checkpoints import atomic_save, atomic_save_safetensors
 from lightning_cfgrl.models import AudioTokenTransformer
 from lightning_cfgrl.training.pretrain import PretrainModule
 from lightning_cfgrl.training.rollout import RolloutBatch
@@ -410,6 +411,99 @@ def test_training_teaches_the_guidance_control(pretrained_base, domain):
     assert kl[4.0, 4.0] < kl[4.0, 1.5], kl
     assert kl[1.5, 1.5] < kl[4.0, 1.5], kl  # ... and moving the control moves it toward that teacher
     assert kl[4.0, 4.0] < kl[1.5, 4.0], kl
+
+
+# -- evaluation -------------------------------------------------------------------------------------------------
+def _save(generator: nn.Module, path: Path) -> str:
+    state = {f"generator.{k}": v for k, v in generator.state_dict().items()}
+    atomic_save({"state_dict": state, "hyper_parameters": {"generator": generator.spec()}}, path)
+    return str(path)
+
+
+def test_evaluation_sweeps_a_steerable_student_like_cfg(pretrained_base, tmp_path):
+    from lightning_cfgrl.eval import Candidates, Evaluation
+    from lightning_cfgrl.eval.candidates import evaluate_candidate
+    from lightning_cfgrl.experiments import PromptAdherence
+
+    base = _save(pretrained_base, tmp_path / "base.ckpt")
+    student = _steerable()
+    load_base_weights(student, pretrained_base.state_dict())
+    _randomise_controls(student)
+    steerable = _save(student, tmp_path / "steerable.ckpt")
+    guidance_only = _save(_steerable(controls=(GUIDANCE,)), tmp_path / "g_only.ckpt")
+    embedder = TokenHistogramEmbedder(32)
+
+    def evaluation(**candidates):
+        return Evaluation(
+            scorers=[PromptAdherence()],
+            embedder=embedder,
+            num_frames=32,
+            candidates=Candidates(
+                base=base,
+                guidance_scales=[1.0, 2.0],
+                cfg_reference=2.0,
+                temperatures=[0.7],
+                top_ps=[],
+                **candidates,
+            ),
+            datamodule=SyntheticPromptDataModule(),
+            max_prompts=4,
+            num_samples=4,
+            num_seeds=2,
+            out=None,
+            progress=False,
+        )
+
+    # bad control settings fail before any sample, naming the candidate or the value
+    with pytest.raises(
+        ValueError, match=r"candidate 'steerable g g=1 w=0' .*does not accept the control 'diversity_weight'"
+    ):
+        evaluation(
+            steerable={"g": guidance_only}, control_guidance_scales=[1.0], control_diversity_weights=[0.0]
+        )
+    with pytest.raises(
+        ValueError, match=r"control_guidance_scales value 0.0 is invalid: control 'guidance_scale' must be"
+    ):
+        evaluation(steerable={"s": steerable}, control_guidance_scales=[0.0, 2.0])
+
+    run = evaluation(
+        steerable={"s": steerable}, control_guidance_scales=[1.0, 2.0], control_diversity_weights=[0.0, 5.0]
+    )
+    report = run.run()
+    rows = [r for r in report.results if r.family == "steerable"]
+    assert [r.name for r in rows] == [
+        "steerable s g=1 w=0",
+        "steerable s g=1 w=5",
+        "steerable s g=2 w=0",
+        "steerable s g=2 w=5",
+    ]
+    assert all(r.forward_passes_per_token == 1 for r in rows)
+    # each row was sampled with its controls: the same numbers as evaluate_candidate with them
+    direct = evaluate_candidate(
+        "x",
+        student,
+        run.prompts,
+        32,
+        SamplingConfig(),
+        [PromptAdherence()],
+        embedder,
+        num_samples=4,
+        seeds=run.seeds,
+        controls={GUIDANCE: 2.0, DIVERSITY: 5.0},
+    )
+    assert rows[3].per_seed == direct.per_seed
+    assert rows[2].per_seed != rows[3].per_seed
+    assert "steerable" in report.hypervolumes["diversity"]
+    claims = {c.claim: c for c in report.claims}
+    assert {"s_g=2", "s_front", "s_front_vs_sampling"} <= set(claims) and "s_g=1" not in claims
+    # s_g=2: the student at control 2 (lowest diversity weight) against CFG at 2, gain over chance
+    cfg2 = next(r for r in report.results if r.name == "CFG g=2")
+    chance = -math.log(48)
+    gaps = [
+        (s - chance) - 0.95 * (c - chance)
+        for s, c in zip(rows[2].per_seed["adherence"], cfg2.per_seed["adherence"], strict=True)
+    ]
+    assert claims["s_g=2"].margin == pytest.approx(sum(gaps) / 2, abs=1e-12)
 
 
 # -- YAML -------------------------------------------------------------------------------------------------------
