@@ -14,8 +14,9 @@ Stages (each an ordinary CLI command; a stage whose output exists is skipped, so
 8. ``cfgrl evaluate --config examples/configs/evaluate.yaml``   table, claims, plot -> runs/eval
    (5 evaluation seeds; the best temperature/top-p point is chosen on 3 separate selection seeds)
 
-Training stages whose ``last.ckpt`` exists are skipped, so a rerun only re-evaluates; delete a
-``runs/<stage>`` folder to redo that stage.
+Training stages whose ``last.ckpt`` reached the config's ``max_steps`` are skipped, so a rerun only
+re-evaluates; a stage killed midway resumes from its periodic ``last.ckpt`` (``--ckpt_path last``).
+Delete a ``runs/<stage>`` folder to redo that stage.
 """
 
 from __future__ import annotations
@@ -24,15 +25,18 @@ import argparse
 import time
 from pathlib import Path
 
+import yaml
+
 from lightning_cfgrl.cli.main import main as cfgrl
+from lightning_cfgrl.io.checkpoints import load_checkpoint
 
 CONFIGS = Path(__file__).parent / "configs"
 TRAINING = ["pretrain", "embedder", "judge", "distill_beta0", "distill_beta15", "distill_placebo"]
 OUTPUT = {"pretrain": "base"}  # run directory of a config, when it differs from the config's name
 
 
-def stage(name: str, done: Path, argv: list[str]) -> None:
-    if done.exists():
+def stage(name: str, done: Path | None, argv: list[str]) -> None:
+    if done is not None and done.exists():
         print(f"[{name}] cached ({done})")
         return
     print(f"[{name}] cfgrl {' '.join(argv)}", flush=True)
@@ -43,18 +47,26 @@ def stage(name: str, done: Path, argv: list[str]) -> None:
     print(f"[{name}] done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
+def _max_steps(config: Path) -> int:
+    return int(yaml.safe_load(config.read_text())["trainer"]["max_steps"])
+
+
 def main() -> None:
     argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     ).parse_args()
     total = time.perf_counter()
     for config in TRAINING:
-        run = OUTPUT.get(config, config)
-        stage(
-            config,
-            Path("runs", run, "checkpoints", "last.ckpt"),
-            ["fit", "--config", str(CONFIGS / f"{config}.yaml")],
-        )
+        path = CONFIGS / f"{config}.yaml"
+        last = Path("runs", OUTPUT.get(config, config), "checkpoints", "last.ckpt")
+        argv = ["fit", "--config", str(path)]
+        if last.exists():
+            step, max_steps = load_checkpoint(last, mmap=True)["global_step"], _max_steps(path)
+            if step < max_steps:  # killed midway: continue from the periodic checkpoint
+                print(f"[{config}] resuming from step {step} of {max_steps}", flush=True)
+                stage(config, None, [*argv, "--ckpt_path", "last"])
+                continue
+        stage(config, last, argv)
     stage(
         "merge",
         Path("runs/merged/merged_lambda=1.00.json"),

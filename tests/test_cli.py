@@ -1,9 +1,12 @@
 """The cfgrl console script: YAML configs resolve, print, and run end to end."""
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import torch
 
 CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
@@ -65,3 +68,75 @@ def test_bad_config_value_is_reported(tmp_path):
     )
     assert result.returncode != 0
     assert "num_frames must be >= 1, got 0" in result.stderr
+
+
+def test_every_shipped_config_checkpoints_periodically():
+    # save_top_k: 0 with save_last alone writes last.ckpt only when fit ends: a killed run has nothing
+    import yaml
+
+    checked = 0
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        callbacks = (yaml.safe_load(path.read_text()).get("trainer") or {}).get("callbacks") or []
+        for cb in callbacks:
+            if cb["class_path"].endswith("ModelCheckpoint"):
+                args = cb["init_args"]
+                assert args.get("save_last") is True and args.get("every_n_train_steps", 0) >= 1, path.name
+                checked += 1
+    assert checked >= 8
+
+
+@pytest.mark.slow
+def test_killed_cli_fit_resumes_from_last(tmp_path):
+    """SIGKILL a `cfgrl fit` of the shipped distill config once its periodic last.ckpt exists, then
+    `--ckpt_path last` continues from that step (AdamW's step count proves it did not restart)."""
+    from lightning_cfgrl.models import AudioTokenTransformer
+
+    torch.manual_seed(0)
+    base = AudioTokenTransformer(
+        num_codebooks=2,
+        vocab_size=32,
+        condition_sizes=[4, 4, 3],
+        dim=64,
+        num_layers=2,
+        num_heads=4,
+        max_frames=32,
+    )
+    init = tmp_path / "runs/base/checkpoints/last.ckpt"
+    init.parent.mkdir(parents=True)
+    torch.save({"state_dict": {f"generator.{k}": v for k, v in base.state_dict().items()}}, init)
+    common = ["--config", str(CONFIGS / "distill.yaml"), "--trainer.limit_val_batches=1"]
+    common += ["--trainer.enable_progress_bar=false"]
+    cmd = [sys.executable, "-m", "lightning_cfgrl.cli.main", "fit", *common, "--trainer.max_steps=100000"]
+    last = tmp_path / "runs/distill/checkpoints/last.ckpt"
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(3000):  # until the first periodic checkpoint appears (renamed in complete)
+            if last.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        stderr = proc.communicate(timeout=60)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGKILL, stderr[-3000:]
+    saved = torch.load(last, weights_only=True)["global_step"]
+    assert saved >= 25 and saved % 25 == 0, saved
+
+    result = cfgrl("fit", *common, "--ckpt_path", "last", f"--trainer.max_steps={saved + 3}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Restoring states from the checkpoint path" in result.stderr + result.stdout
+    final = torch.load(last, weights_only=True)
+    assert final["global_step"] == saved + 3
+    adam_steps = {float(s["step"]) for s in final["optimizer_states"][0]["state"].values()}
+    assert adam_steps == {float(saved + 3)}  # a restart from scratch would have counted 3
+
+
+def test_a_constructor_error_is_the_last_line_the_cli_prints(tmp_path, capsys, monkeypatch):
+    from lightning_cfgrl.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    bad = "[{class_path: lightning_cfgrl.CFGDistillCallback, init_args: {guidance_scale: -1.0}}]"
+    code = main(["fit", "--config", str(CONFIGS / "distill.yaml"), f"--trainer.callbacks={bad}"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert lines[-1] == "cfgrl fit: error: guidance_scale must be a finite number >= 0, got -1.0"

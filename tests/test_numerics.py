@@ -30,13 +30,20 @@ POISON_STEP = 2
 
 
 class PoisonableGenerator(AudioTokenTransformer):
-    """The reference model, whose logits turn NaN while ``poisoned`` is set."""
+    """The reference model, whose logits turn NaN while ``poisoned`` is set: everywhere, or with
+    ``only_padding`` only at the delay pattern's padding positions (which every loss masks out)."""
 
     poisoned = False
+    only_padding = False
 
     def forward(self, steps: Tensor, condition: Tensor, cache: Any = None) -> Tensor:
         logits = super().forward(steps, condition, cache)
-        return torch.full_like(logits, float("nan")) if self.poisoned else logits
+        if not self.poisoned:
+            return logits
+        if not self.only_padding:
+            return torch.full_like(logits, float("nan"))
+        valid = self.pattern.valid_mask(steps.shape[2], steps.device)  # [K, S]
+        return logits.masked_fill(~valid[None, :, :, None], float("nan"))
 
 
 class PoisonableEmbedder(ContrastiveTokenEmbedder):
@@ -60,10 +67,15 @@ class PoisonAt(Callback):
 
 
 def _fit_until_poisoned(
-    tmp_path: Path, target: Any, with_diversity: bool = True, **trainer_kwargs: Any
+    tmp_path: Path,
+    target: Any,
+    with_diversity: bool = True,
+    only_padding: bool = False,
+    **trainer_kwargs: Any,
 ) -> tuple[CFGRLModule, list[Callback], pytest.ExceptionInfo]:
     torch.manual_seed(0)
     module = CFGRLModule(PoisonableGenerator(**TINY_ARGS), num_frames=8, learning_rate=1e-3)
+    module.generator.only_padding = only_padding
     torch.manual_seed(1)
     embedder = PoisonableEmbedder(num_codebooks=2, vocab_size=32, dim=16, embed_dim=16, num_layers=1)
     objectives: list[Callback] = [CFGDistillCallback()]
@@ -97,20 +109,24 @@ def test_nan_student_logits_stop_the_run_naming_step_terms_and_logits(tmp_path: 
         tmp_path, lambda trainer, m: m.generator, plugins=[AtomicCheckpointIO()]
     )
     message = str(error.value)
-    # reverse KL masks NaN probabilities to 0, so only the diversity term shows the NaN
-    assert f"non-finite loss at global step {POISON_STEP}: term(s) diversity=nan;" in message
+    # a NaN probability propagates through the divergence (it is not masked to 0 as a masked token is)
+    assert f"non-finite loss at global step {POISON_STEP}: term(s) distill=nan, diversity=nan;" in message
     assert re.search(r"student logits with NaN: (\d+) of \1\b", message), message  # all of them
     module.generator.poisoned = False
     _assert_last_checkpoint_is_the_last_good_step(tmp_path, module)
 
 
 def test_nan_student_logits_behind_a_finite_distillation_loss_still_stop_the_run(tmp_path: Path) -> None:
-    # distillation alone: the loss is a finite 0 with NaN gradients; the logits check catches it
-    module, _, error = _fit_until_poisoned(tmp_path, lambda trainer, m: m.generator, with_diversity=False)
+    # NaN logits only where the delay pattern has no token: every loss masks those positions, so the
+    # loss is finite, but their gradients would not be; the logits check catches it
+    module, _, error = _fit_until_poisoned(
+        tmp_path, lambda trainer, m: m.generator, with_diversity=False, only_padding=True
+    )
     message = str(error.value)
+    padding = int((~module.generator.pattern.valid_mask(9)).sum()) * 8 * 32  # per sequence x N x V
     assert re.search(
-        rf"non-finite student logits at global step {POISON_STEP}: (\d+) NaN and 0 \+inf of \1, "
-        r"although the loss term\(s\) distill=0 are finite",
+        rf"non-finite student logits at global step {POISON_STEP}: {padding} NaN and 0 \+inf of \d+, "
+        r"although the loss term\(s\) distill=[0-9.e+-]+ are finite",
         message,
     ), message
     module.generator.poisoned = False

@@ -102,6 +102,11 @@ def test_base_checkpoint_loads_into_the_control_aware_model_unchanged(tmp_path):
     atomic_save_safetensors(base.state_dict(), path)
     module = CFGRLModule(_steerable(seed=3), num_frames=12, init_checkpoint=str(path))
     assert torch.equal(module.generator(steps, condition, controls=controls), expected)
+    # the teacher copied from it is rebuilt from the file on resume, not stored in every checkpoint
+    callback = CFGDistillCallback(guidance_scale=[1.0, 5.0])
+    callback.setup(None, module, "fit")
+    state = callback.state_dict()
+    assert state["teacher"] is None and state["teacher_source"]["path"] == str(path)
 
     # strictness is kept for everything else: a steerable state into a base model, a missing base key
     with pytest.raises(RuntimeError, match="Unexpected key"):
@@ -508,8 +513,10 @@ def test_evaluation_sweeps_a_steerable_student_like_cfg(pretrained_base, tmp_pat
 
 # -- YAML -------------------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_steerable_yaml_fits_a_few_steps(tmp_path):
-    """`cfgrl fit --config examples/configs/steerable.yaml` (3 steps), on a 1-step base and embedder."""
+def test_steerable_yaml_fits_a_few_steps_then_cfgrl_evaluate_prints_its_claims(tmp_path, monkeypatch, capsys):
+    """`cfgrl fit --config examples/configs/steerable.yaml` (3 steps) on a 1-step base and embedder, then
+    `cfgrl evaluate --config examples/configs/evaluate_steerable.yaml` (shrunk) prints the steerable
+    student's fronts and per-g claims."""
     base_dir, embedder_dir = tmp_path / "runs/base/checkpoints", tmp_path / "runs/embedder/checkpoints"
     base = PretrainModule(AudioTokenTransformer(**BASE_ARGS), condition_dropout=0.2)
     trainer = quiet_trainer(max_steps=1, limit_val_batches=0)
@@ -546,3 +553,31 @@ def test_steerable_yaml_fits_a_few_steps(tmp_path):
     # both control paths were trained away from their zero initialisation
     for name in BOTH:
         assert float(student.control_emb.mlps[name][2].weight.detach().abs().sum()) > 0, name
+
+    from lightning_cfgrl.cli.evaluate import evaluate_main
+
+    monkeypatch.chdir(tmp_path)
+    code = evaluate_main(
+        [
+            "--config",
+            str(CONFIGS / "evaluate_steerable.yaml"),
+            "--candidates.distilled={}",
+            "--candidates.quality_model=null",
+            "--candidates.diversity_model=null",
+            "--candidates.merged_dir=null",
+            "--candidates.guidance_scales=[1.0, 3.0]",
+            "--candidates.temperatures=[0.7]",
+            "--candidates.top_ps=[]",
+            "--candidates.control_guidance_scales=[1.0, 3.0]",
+            "--candidates.control_diversity_weights=[0.0, 15.0]",
+            "--num_samples=2",
+            "--num_seeds=2",
+            "--max_prompts=2",
+            "--progress=false",
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "steerable student g=3 w=15" in printed and "| s_g=3 |" in printed and "| s_front |" in printed
+    assert "steerable" in printed.split("hypervolumes (diversity):")[1].splitlines()[0]
+    assert (tmp_path / "runs/eval_steerable/results.json").exists()

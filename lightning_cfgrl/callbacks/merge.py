@@ -17,7 +17,9 @@ from lightning_cfgrl.merging.streaming import (
     check_lambdas,
     check_mergeable,
     check_method,
+    check_outputs_are_not_inputs,
     lambda_tag,
+    merge_output_dir,
     validate_merge,
     write_merged,
 )
@@ -112,6 +114,9 @@ class ModelMergeCallback(Callback):
         anchor = load_generator_state(self.anchor_checkpoint, GENERATOR_PREFIX)
         validate_merge(anchor, current, self.lambdas, self.allow_extrapolation)
         del anchor  # reopened lazily per lambda, so at most one anchor copy is ever paged in
+        check_outputs_are_not_inputs(
+            dirpath, self.lambdas, True, {"anchor_checkpoint": self.anchor_checkpoint}
+        )
         sources = {
             "anchor": {"path": os.path.abspath(self.anchor_checkpoint), "sha256": sha},
             "current": {
@@ -121,21 +126,24 @@ class ModelMergeCallback(Callback):
             },
         }
         written: dict[str, str] = {}
-        for lam in self.lambdas:
-            files = write_merged(
-                anchor=lambda: load_generator_state(self.anchor_checkpoint, GENERATOR_PREFIX),
-                current=lambda: current,
-                lam=lam,
-                out_dir=dirpath,
-                method=self.method,
-                allow_extrapolation=self.allow_extrapolation,
-                checkpoint_template=lambda: checkpoint,
-                prefix=GENERATOR_PREFIX,
-                sidecar={"sources": sources, "created_by": "ModelMergeCallback"},
-                validate=False,
-            )
-            written[lambda_tag(lam)] = str(files.checkpoint)
-            rank_zero_info(f"ModelMergeCallback: wrote lambda={lam} ({self.method}) to {files.checkpoint}")
+        with merge_output_dir(dirpath):
+            for lam in self.lambdas:
+                files = write_merged(
+                    anchor=lambda: load_generator_state(self.anchor_checkpoint, GENERATOR_PREFIX),
+                    current=lambda: current,
+                    lam=lam,
+                    out_dir=dirpath,
+                    method=self.method,
+                    allow_extrapolation=self.allow_extrapolation,
+                    checkpoint_template=lambda: checkpoint,
+                    prefix=GENERATOR_PREFIX,
+                    sidecar={"sources": sources, "created_by": "ModelMergeCallback"},
+                    validate=False,
+                )
+                written[lambda_tag(lam)] = str(files.checkpoint)
+                rank_zero_info(
+                    f"ModelMergeCallback: wrote lambda={lam} ({self.method}) to {files.checkpoint}"
+                )
         return written
 
     def _check_anchor_unchanged(self, sha: str) -> None:

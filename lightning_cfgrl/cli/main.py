@@ -6,18 +6,101 @@
 
 from __future__ import annotations
 
+import importlib
+import re
 import sys
+from pathlib import Path
+from typing import Any
 
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from lightning_cfgrl.io.specs import check_checkpoint_file
+
+
+class ConfigError(ValueError):
+    """The config (or ``--ckpt_path``) cannot build the run. The message is the root cause, so that it
+    can be the last line the user sees; ``report`` keeps jsonargparse's full account, if any."""
+
+    def __init__(self, message: str, report: str | None = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 class CFGRLCLI(LightningCLI):
-    """LightningCLI in subclass mode: any LightningModule / LightningDataModule by ``class_path``."""
+    """LightningCLI in subclass mode: any LightningModule / LightningDataModule by ``class_path``.
+
+    On top of LightningCLI: checkpoints are loaded weights-only by default (Lightning's default for an
+    ``http(s)://`` ``--ckpt_path`` is ``weights_only=False``); a local ``--ckpt_path`` is checked before
+    LightningCLI reads its hyperparameters into the config (it must come from the configured module
+    class, and its generator/embedder specs may only name ``nn.Module`` classes); and a constructor's
+    own error is raised as :class:`ConfigError` instead of being buried in jsonargparse's Union report.
+    """
+
+    def _prepare_subcommand_parser(
+        self, klass: type, subcommand: str, **kwargs: Any
+    ) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if "weights_only" in self._subcommand_method_arguments.get(subcommand, ()):
+            parser.set_defaults(weights_only=True)
+        return parser
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads a local ckpt_path's hyper_parameters into the config: its "_class_path" may
+        # swap the model class, and its generator spec is instantiated. Check both first.
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            expected = _configured_class(self.config[subcommand].get("model"))
+            try:
+                check_checkpoint_file(ckpt_path, expected, f"--ckpt_path {ckpt_path}")
+            except ValueError as err:  # CheckpointError, UnsafeSpecError, a class mismatch
+                raise ConfigError(str(err)) from None
+        super()._parse_ckpt_path()
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            cause = root_cause(str(err))
+            if cause is None or cause == str(err):
+                raise
+            raise ConfigError(cause, report=str(err)) from err
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         # test/predict would need test_step/predict_step, which the modules do not define
         return {name: keys for name, keys in LightningCLI.subcommands().items() if name in LIGHTNING_COMMANDS}
+
+
+# jsonargparse's own lines in a Union report; the first other line is the constructor's message
+_REPORT_NOISE = re.compile(
+    r"^(Does not validate against any of the Union subtypes|Subtypes:|Errors:|Given value|Expected a <class|"
+    r"Not a valid subclass of|Subclass types expect one of|a class path \(str\)|a dict with|a dict without|"
+    r"Problem with given class_path)"
+)
+
+
+def root_cause(report: str) -> str | None:
+    """The first line of a jsonargparse error report that is not jsonargparse's own wording, or None."""
+    for line in report.splitlines():
+        text = line.strip()
+        text = text[2:].strip() if text.startswith("- ") else text
+        if text and not _REPORT_NOISE.match(text):
+            return text
+    return None
+
+
+def _configured_class(model: Any) -> type | None:
+    # the config is the user's own (trusted): importing its class_path is what LightningCLI does anyway
+    class_path = model.get("class_path") if hasattr(model, "get") else None
+    if not isinstance(class_path, str) or "." not in class_path:
+        return None
+    module_name, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError):
+        return None
+    return cls if isinstance(cls, type) else None
 
 
 LIGHTNING_COMMANDS = ("fit", "validate")
@@ -88,7 +171,14 @@ def main(argv: list[str] | None = None) -> int:
         from lightning_cfgrl.cli.generate import generate_main
 
         return generate_main(command[1:])
-    run_cli(argv)  # None lets LightningCLI read sys.argv itself
+    try:
+        run_cli(argv)  # None lets LightningCLI read sys.argv itself
+    except ConfigError as err:
+        if err.report:
+            print(err.report, file=sys.stderr)
+        prog = f"cfgrl {command[0]}" if command and not command[0].startswith("-") else "cfgrl"
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -30,6 +30,8 @@ from lightning_cfgrl.merging.streaming import (
     MergeError,
     check_lambdas,
     check_method,
+    check_outputs_are_not_inputs,
+    merge_output_dir,
     validate_merge,
     write_merged,
 )
@@ -50,7 +52,9 @@ def merge_checkpoints(
     generator weights. The ``.ckpt`` output is the quality checkpoint with its generator weights
     replaced and optimizer/callback states dropped; it is only written when ``quality`` is a Lightning
     checkpoint. Everything is validated before the first file is written; each lambda's files appear
-    atomically. Memory stays about two models whatever the number of lambdas.
+    together or not at all (see :func:`~lightning_cfgrl.merging.streaming.write_merged`), an output that
+    would overwrite an input is refused, and temporary files of an earlier, killed merge into ``out``
+    are removed. Memory stays about two models whatever the number of lambdas.
     """
     check_method(method)
     lams = check_lambdas(lambdas, allow_extrapolation)
@@ -63,26 +67,30 @@ def merge_checkpoints(
 
     validate_merge(open_quality(), open_diversity(), lams, allow_extrapolation)
     template = None if is_safetensors_file(quality) else lambda: load_checkpoint(quality, mmap=True)
+    check_outputs_are_not_inputs(
+        out, lams, template is not None, {"--quality": quality, "--diversity": diversity}
+    )
     sources = {
         name: {"path": os.path.abspath(path), "sha256": file_sha256(path)}
         for name, path in (("quality", quality), ("diversity", diversity))
     }
     written = []
-    for lam in tqdm(lams, desc="cfgrl merge", unit="model", disable=not progress):
-        written.append(
-            write_merged(
-                anchor=open_quality,
-                current=open_diversity,
-                lam=lam,
-                out_dir=out,
-                method=method,
-                allow_extrapolation=allow_extrapolation,
-                checkpoint_template=template,
-                prefix=GENERATOR_PREFIX,
-                sidecar={"sources": sources, "created_by": "cfgrl merge"},
-                validate=False,
+    with merge_output_dir(out):
+        for lam in tqdm(lams, desc="cfgrl merge", unit="model", disable=not progress):
+            written.append(
+                write_merged(
+                    anchor=open_quality,
+                    current=open_diversity,
+                    lam=lam,
+                    out_dir=out,
+                    method=method,
+                    allow_extrapolation=allow_extrapolation,
+                    checkpoint_template=template,
+                    prefix=GENERATOR_PREFIX,
+                    sidecar={"sources": sources, "created_by": "cfgrl merge"},
+                    validate=False,
+                )
             )
-        )
     return written
 
 

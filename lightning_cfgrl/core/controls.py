@@ -180,6 +180,14 @@ class ControlEmbedding(nn.Module):
         return out
 
 
+def control_state_keys(module: nn.Module) -> set[str]:
+    """The state dict keys of the module's :class:`ControlEmbedding` parameters (what a base lacks)."""
+    prefixes = tuple(
+        f"{name}." if name else "" for name, m in module.named_modules() if isinstance(m, ControlEmbedding)
+    )
+    return {k for k in module.state_dict() if prefixes and k.startswith(prefixes)}
+
+
 def load_base_weights(generator: nn.Module, state: Mapping[str, Tensor]) -> list[str]:
     """``generator.load_state_dict(state)``, strict except that the parameters of the generator's
     :class:`ControlEmbedding` modules may be absent (a base checkpoint loaded into a control-aware model):
@@ -188,11 +196,7 @@ def load_base_weights(generator: nn.Module, state: Mapping[str, Tensor]) -> list
     Returns the keys that were absent. Any other missing or unexpected key raises the same
     ``RuntimeError`` as a strict load.
     """
-    prefixes = tuple(
-        f"{name}." if name else "" for name, m in generator.named_modules() if isinstance(m, ControlEmbedding)
-    )
-    own = set(generator.state_dict())
-    control_keys = {k for k in own if prefixes and k.startswith(prefixes)}
+    control_keys = control_state_keys(generator)
     if not control_keys or control_keys & set(state):  # no controls, or a control-aware checkpoint
         generator.load_state_dict(state)
         return []
@@ -289,6 +293,7 @@ __all__ = [
     "Controls",
     "cat_controls",
     "check_controls",
+    "control_state_keys",
     "control_setting",
     "controls_kwargs",
     "expand_controls",

@@ -22,9 +22,15 @@ def _log_probs(logits: Tensor) -> Tensor:
 
 
 def _kl(log_p: Tensor, log_q: Tensor) -> Tensor:
-    """``KL(p || q)`` over the last dim; 0 * log 0 terms (masked tokens) count as 0."""
+    """``KL(p || q)`` over the last dim; 0 * log 0 terms (masked tokens) count as 0.
+
+    The log-ratio is masked *before* it is multiplied by p: where p = 0 it may be -inf or NaN, and
+    masking the product instead still sends ``0 * inf = NaN`` into the gradient of the whole row.
+    A NaN p is not masked away (NaN * 0 is NaN): a real NaN propagates.
+    """
     p = log_p.exp()
-    return torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(-1)
+    ratio = torch.where(p > 0, log_p - log_q, torch.zeros_like(p))
+    return (p * ratio).sum(-1)
 
 
 def reverse_kl(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:

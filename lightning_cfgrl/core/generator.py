@@ -81,6 +81,18 @@ def check_steps(steps: Tensor, generator: TokenGenerator, name: str = "tokens") 
         raise ValueError(f"{name} contain id {bad}, outside [0, {generator.vocab_size}) (vocab_size)")
 
 
+def check_logits(logits: Tensor, generator: TokenGenerator, batch: int, positions: int) -> None:
+    """The logits of ``positions`` steps for ``batch`` sequences must be ``[B, K, S, V]`` with the
+    generator's own K and V: a last dim of V - 1 would make token V - 1 unreachable, V + 3 would be
+    read as tokens that do not exist. A shape check, no host sync."""
+    expected = (batch, generator.num_codebooks, positions, generator.vocab_size)
+    if tuple(logits.shape) != expected:
+        raise ValueError(
+            f"{type(generator).__name__} returned logits of shape {tuple(logits.shape)}, expected [B, K, S, V] = "
+            f"{expected} (its num_codebooks={generator.num_codebooks}, vocab_size={generator.vocab_size})"
+        )
+
+
 def check_condition_matches(condition: Condition, batch_size: int) -> None:
     size = condition_batch_size(condition)
     if size != batch_size:

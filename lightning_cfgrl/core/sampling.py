@@ -22,8 +22,12 @@ from lightning_cfgrl.core.condition import (
     repeat_condition,
 )
 from lightning_cfgrl.core.controls import cat_controls, check_controls, controls_kwargs, expand_controls
-from lightning_cfgrl.core.generator import TokenGenerator, pad_id
+from lightning_cfgrl.core.generator import TokenGenerator, check_logits, pad_id
 from lightning_cfgrl.core.guidance import cfg_logits, check_guidance_scale
+
+# Below the smallest normal float32, 1 / temperature overflows and the temperature itself rounds to a
+# subnormal or zero in float32 arithmetic; such a temperature is greedy decoding in all but name.
+MIN_TEMPERATURE = torch.finfo(torch.float32).tiny
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,11 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
+        if self.temperature < MIN_TEMPERATURE:
+            raise ValueError(
+                f"temperature must be >= {MIN_TEMPERATURE:.3g} (the smallest normal float32), got "
+                f"{self.temperature}; for greedy decoding use top_k=1"
+            )
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
@@ -58,9 +67,11 @@ def process_logits(logits: Tensor, config: SamplingConfig) -> Tensor:
     """Temperature, then top-k, then top-p on ``[..., V]``; removed tokens get ``-inf``.
 
     Differentiable, so the policy gradient can use the log-probs of the distribution actually sampled.
+    A tiny temperature tends to greedy decoding without overflow: the row maximum is subtracted first
+    (softmax ignores the shift), so the best token's logit is 0 and the others go to -inf, never NaN.
     """
     if config.temperature != 1.0:  # skip a full copy of the logits per sampled step
-        logits = logits / config.temperature
+        logits = (logits - logits.amax(-1, keepdim=True).detach()) / config.temperature
     if config.top_k is not None and config.top_k < logits.shape[-1]:
         kth = torch.topk(logits, config.top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -75,9 +86,16 @@ def process_logits(logits: Tensor, config: SamplingConfig) -> Tensor:
 
 
 def _draw(logits: Tensor, uniforms: Tensor) -> Tensor:
-    """Inverse-CDF sampling: ``[..., V]`` logits and ``[...]`` uniforms -> ``[...]`` ids."""
+    """Inverse-CDF sampling: ``[..., V]`` logits and ``[...]`` uniforms in [0, 1) -> ``[...]`` ids.
+
+    Token i is drawn when ``cdf[i - 1] <= u * cdf[-1] < cdf[i]``: the right-sided search never returns a
+    token of zero mass (the left-sided one did for u = 0 when token 0 is masked), and scaling by the
+    CDF's last value, which rounding leaves slightly below 1, keeps u inside it (u above it fell past
+    the end, onto the last token even when masked).
+    """
     cdf = logits.float().softmax(-1).cumsum(-1)
-    ids = torch.searchsorted(cdf, uniforms.unsqueeze(-1).to(cdf.dtype)).squeeze(-1)
+    scaled = uniforms.unsqueeze(-1).to(cdf.dtype) * cdf[..., -1:]
+    ids = torch.searchsorted(cdf, scaled, right=True).squeeze(-1)
     return ids.clamp_(max=logits.shape[-1] - 1)
 
 
@@ -151,9 +169,10 @@ def sample(
     flat_inputs = inputs.view(-1, k, num_steps)
     cache = generator.new_cache(flat_inputs.shape[0], num_steps) if use_cache else None
     for s in range(num_steps):
-        logits = generator(flat_inputs[:, :, : s + 1], condition, cache=cache, **extra)[
-            :, :, -1
-        ]  # [B(x2), K, V]
+        logits = generator(flat_inputs[:, :, : s + 1], condition, cache=cache, **extra)
+        if s == 0:  # the contract, once: [B(x2), K, 1, V] whether or not the generator caches
+            check_logits(logits, generator, flat_inputs.shape[0], 1)
+        logits = logits[:, :, -1]  # [B(x2), K, V]
         if guided:
             logits = cfg_logits(logits[:batch], logits[batch:], config.guidance_scale)
         uniforms = torch.rand(batch, k, generator=rng, device=device)

@@ -58,7 +58,15 @@ class ContrastiveTokenEmbedder(nn.Module):
     ) -> None:
         super().__init__()
         state: dict[str, Tensor] | None = None
+        # {"path", "sha256"} when every weight comes from a file: a DiversityRewardCallback then saves this
+        # record instead of the weights (hashed before reading, so it never describes newer bytes)
+        self.checkpoint_source: dict[str, str] | None = None
         if checkpoint is not None:
+            from lightning_cfgrl.io.provenance import (
+                file_source,
+            )  # lazy: io comes after embedders in the layout
+
+            source = file_source(checkpoint) if os.path.isfile(checkpoint) else None
             state, spec = load_embedder_checkpoint(checkpoint)
             if spec is not None:
                 given = dict(
@@ -108,6 +116,7 @@ class ContrastiveTokenEmbedder(nn.Module):
                     f"checkpoint {checkpoint!r} does not fit ContrastiveTokenEmbedder"
                     f"({self._init_args}): {err}"
                 ) from err
+            self.checkpoint_source = source
 
     def spec(self) -> dict[str, Any]:
         """``class_path``/``init_args`` that rebuild this architecture (recorded in checkpoints)."""

@@ -104,7 +104,7 @@ class ContrastiveEmbedderModule(pl.LightningModule):
         if embedder is None:
             embedder = ContrastiveTokenEmbedder()
         elif isinstance(embedder, Mapping):
-            embedder = instantiate_spec(embedder)
+            embedder = instantiate_spec(embedder, "an embedder spec")
         if chunk_frames < 1:
             raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
         if not temperature > 0:

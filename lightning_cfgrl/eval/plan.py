@@ -9,7 +9,6 @@ merged checkpoints. :func:`check_checkpoints` then loads every checkpoint once.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from lightning_cfgrl.core.sampling import SamplingConfig
 from lightning_cfgrl.eval.protocol import DEFAULT_CFG_REFERENCE
 from lightning_cfgrl.io.checkpoints import CheckpointError
 from lightning_cfgrl.io.generators import load_generator
+from lightning_cfgrl.merging.streaming import complete_merged_sets
 
 SAMPLING_FAMILIES = ("temperature", "top_p")  # what a user could do instead of CFG, at one pass per token
 
@@ -163,25 +163,21 @@ def _steerable_rows(c: Candidates) -> list[PlannedCandidate]:
 
 
 def merged_checkpoints(merged_dir: str) -> list[tuple[float, Path]]:
-    """``(lambda, .ckpt)`` of a merge output folder, sorted by lambda (read from the JSON sidecars)."""
+    """``(lambda, .ckpt)`` of the complete merged sets of a merge output folder, sorted by lambda."""
     folder = Path(merged_dir)
     if not folder.is_dir():
         raise ValueError(
             f"candidates.merged_dir {merged_dir!r} is not a folder (expected cfgrl merge's --out)"
         )
     found = []
-    for sidecar in sorted(folder.glob("merged_lambda=*.json")):
-        try:
-            lam = float(json.loads(sidecar.read_text())["lambda"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"merge sidecar {sidecar} has no readable 'lambda' ({err!r})") from err
-        ckpt = sidecar.with_suffix(".ckpt")
-        if not ckpt.is_file():
+    # only complete sets: a sidecar whose sha256 match the files beside it (an interrupted merge has none)
+    for lam, files in complete_merged_sets(folder):
+        if files.checkpoint is None or not files.checkpoint.is_file():
             raise ValueError(
-                f"{ckpt} is missing beside {sidecar.name}: evaluate needs the merged Lightning checkpoint "
-                "(cfgrl merge writes one when --quality is a .ckpt)"
+                f"{files.sidecar.name} in {merged_dir} has no merged Lightning checkpoint beside it: evaluate "
+                "needs one (cfgrl merge writes it when --quality is a .ckpt)"
             )
-        found.append((lam, ckpt))
+        found.append((lam, files.checkpoint))
     if not found:
         raise ValueError(
             f"candidates.merged_dir {merged_dir!r} holds no merged checkpoints (merged_lambda=*.json)"

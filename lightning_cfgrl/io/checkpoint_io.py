@@ -12,6 +12,9 @@ target and fsyncs the directory (:func:`lightning_cfgrl.io.checkpoints.atomic_wr
 
 Use it with ``Trainer(plugins=[AtomicCheckpointIO()])`` or, in YAML, ``trainer.plugins``. Remote
 (fsspec URL) paths fall back to Lightning's writer, since object stores have their own atomic puts.
+
+Loading is weights-only unless the caller asks otherwise: Lightning's loader defaults to
+``weights_only=False`` for ``http(s)://`` paths, which would run a pickle's code.
 """
 
 from __future__ import annotations
@@ -44,6 +47,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path)
             return
         atomic_save(checkpoint, local_path)
+
+    def load_checkpoint(
+        self,
+        path: _PATH,
+        map_location: Any | None = lambda storage, loc: storage,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        # None means "Lightning decides", and Lightning decides False for URLs
+        return super().load_checkpoint(
+            path, map_location, weights_only=True if weights_only is None else weights_only
+        )
 
 
 __all__ = ["AtomicCheckpointIO"]

@@ -69,7 +69,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+    tmp = temp_sibling(target)
     # "xb" (exclusive create, mode 0o666 minus umask) rather than mkstemp, whose 0o600 would stick.
     f = open(tmp, "xb")
     try:
@@ -81,11 +81,16 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not supported on every platform, where it is skipped.
+def temp_sibling(target: Path) -> Path:
+    """A fresh temporary name beside ``target``: ``.<name>.<random>.tmp`` (hidden, same filesystem)."""
+    return target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make renames and unlinks in ``directory`` durable (skipped where the platform cannot)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -195,10 +200,13 @@ def _numel(shape: tuple[int, ...]) -> int:
 # --------------------------------------------------------------------------------------------- reading
 
 
-def file_sha256(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks (constant memory)."""
+def file_sha256(
+    path: str | os.PathLike[str], chunk_bytes: int = 1 << 20, expected: str = "a file to hash"
+) -> str:
+    """Hex SHA-256 of a file, read in chunks (constant memory); ``expected`` says what the file should
+    be when it is missing."""
     digest = hashlib.sha256()
-    with open(_existing_file(path, "a file to hash"), "rb") as f:
+    with open(_existing_file(path, expected), "rb") as f:
         while block := f.read(chunk_bytes):
             digest.update(block)
     return digest.hexdigest()

@@ -27,6 +27,6 @@ def load_generator(path: str | Path) -> nn.Module:
         raise ValueError(
             f"{path} records no generator spec; build the model yourself and load_generator_state({path!r})"
         )
-    generator = instantiate_spec(spec)
+    generator = instantiate_spec(spec, f"the generator spec of checkpoint {path}")
     generator.load_state_dict(load_generator_state(path))
     return generator.eval()

@@ -1,27 +1,146 @@
-"""Hyperparameter hygiene shared by the LightningModules: never pickle live objects into checkpoints."""
+"""Hyperparameter hygiene shared by the LightningModules: never pickle live objects into checkpoints,
+and never let a ``class_path`` read from a file (or a YAML ``dict`` field) call arbitrary code."""
 
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from lightning_cfgrl.io.checkpoints import load_checkpoint
 
-def instantiate_spec(spec: Mapping[str, Any]) -> Any:
-    """Build ``{"class_path": "pkg.mod.Class", "init_args": {...}}`` (how checkpoints record the generator)."""
-    if "class_path" not in spec:
-        raise ValueError(f"a generator spec needs a 'class_path' entry, got keys {sorted(spec)}")
-    module_name, _, class_name = str(spec["class_path"]).rpartition(".")
+# A spec may import modules of this package that are not loaded yet (the MusicGen adapter is lazy);
+# their import has no side effects. Any other module must already be imported: importing runs the
+# module's top-level code (``antigravity`` opens a browser, some ``__main__`` modules run programs),
+# so a file must not be able to make Python import a new one.
+TRUSTED_PACKAGE = "lightning_cfgrl"
+# Where our LightningModules record their own class in a checkpoint (LightningCLI runs also record it
+# as hyper_parameters["_class_path"]; runs from Python do not).
+MODULE_CLASS_KEY = "cfgrl_module_class"
+
+
+class UnsafeSpecError(ValueError):
+    """A ``class_path`` spec names something other than an ``nn.Module`` subclass, or a module that
+    is not imported; it was refused before anything in it was called."""
+
+
+def resolve_module_class(class_path: Any, source: str = "a spec") -> type[nn.Module]:
+    """The ``nn.Module`` subclass that ``class_path`` ("pkg.mod.Class") names, checked before any call.
+
+    Refuses (:class:`UnsafeSpecError`, naming ``source`` and the class path) anything that is not an
+    ``nn.Module`` subclass (``os.system``, ``builtins.eval``, ``subprocess.Popen``) and any module that is
+    not imported yet unless it belongs to this package (importing it would run its top-level code).
+    """
+    if not isinstance(class_path, str) or "." not in class_path:
+        raise UnsafeSpecError(f"class_path in {source} must be 'package.module.Class', got {class_path!r}")
+    module_name, _, attr = class_path.rpartition(".")
+    trusted = module_name == TRUSTED_PACKAGE or module_name.startswith(TRUSTED_PACKAGE + ".")
+    if module_name not in sys.modules and not (trusted and not module_name.endswith("__main__")):
+        raise UnsafeSpecError(
+            f"refused class_path {class_path!r} in {source}: its module {module_name!r} is not imported, "
+            "and a spec may not import new modules (importing runs their code); if you trust it, "
+            f"`import {module_name}` before loading"
+        )
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
+        obj = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as err:
-        raise ValueError(
-            f"class_path {spec['class_path']!r} cannot be imported ({err}); expected 'package.module.Class'"
+        raise UnsafeSpecError(
+            f"class_path {class_path!r} in {source} cannot be imported ({err}); expected 'package.module.Class'"
         ) from err
-    return cls(**dict(spec.get("init_args") or {}))
+    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
+        raise UnsafeSpecError(
+            f"refused class_path {class_path!r} in {source}: it is a {type(obj).__name__}, not an nn.Module "
+            "subclass, and a spec may only build models; nothing was called"
+        )
+    return obj
+
+
+def check_spec(spec: Any, source: str = "a spec") -> None:
+    """Raise :class:`UnsafeSpecError` unless ``spec`` is a ``class_path``/``init_args`` mapping whose
+    class is allowed (see :func:`resolve_module_class`). Nothing is instantiated."""
+    if not isinstance(spec, Mapping):
+        raise UnsafeSpecError(
+            f"{source} must be a mapping with a 'class_path' entry, got {type(spec).__name__}"
+        )
+    if "class_path" not in spec:
+        raise UnsafeSpecError(f"{source} needs a 'class_path' entry, got keys {sorted(map(str, spec))}")
+    if not isinstance(spec.get("init_args") or {}, Mapping):
+        raise UnsafeSpecError(f"init_args in {source} must be a mapping, got {spec['init_args']!r}")
+    resolve_module_class(spec["class_path"], source)
+
+
+def instantiate_spec(spec: Mapping[str, Any], source: str = "a spec") -> nn.Module:
+    """Build ``{"class_path": "pkg.mod.Class", "init_args": {...}}`` (how checkpoints record a generator
+    or an embedder), after checking that the class is an allowed ``nn.Module`` subclass; ``source``
+    names where the spec came from in errors (a file, a config field)."""
+    check_spec(spec, source)
+    return resolve_module_class(spec["class_path"], source)(**dict(spec.get("init_args") or {}))
+
+
+def check_hparam_specs(hparams: Mapping[str, Any], source: str) -> None:
+    """Check every ``class_path`` spec among a checkpoint's top-level hyperparameters (the generator, the
+    embedder) before Lightning or jsonargparse can instantiate one. Nothing is instantiated."""
+    for name, value in hparams.items():
+        if isinstance(value, Mapping) and "class_path" in value:
+            check_spec(value, f"the {name} spec of {source}")
+
+
+def class_path_of(cls: type) -> str:
+    """``"package.module.Class"`` of a class (what checkpoints record)."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def imported_class(class_path: Any) -> type | None:
+    """The class ``class_path`` names if its module is already imported, else None (never imports)."""
+    if not isinstance(class_path, str):
+        return None
+    module_name, _, attr = class_path.rpartition(".")
+    obj = getattr(sys.modules.get(module_name), attr, None)
+    return obj if isinstance(obj, type) else None
+
+
+def check_module_class(recorded: Any, expected: type, source: str) -> None:
+    """Refuse a checkpoint written by another LightningModule class than ``expected``.
+
+    ``recorded`` is the class path the checkpoint names (None: it names none, nothing to check). Classes
+    related by inheritance are accepted (a subclass that only changes seeding resumes its base).
+    """
+    if recorded is None:
+        return
+    cls = imported_class(recorded)
+    if cls is not None and (issubclass(cls, expected) or issubclass(expected, cls)):
+        return
+    raise ValueError(
+        f"{source} is a checkpoint of {recorded}, not of {class_path_of(expected)}; resume a checkpoint "
+        "written by the same module class (to start from another model's generator weights, pass it as "
+        "init_checkpoint instead)"
+    )
+
+
+def recorded_module_class(checkpoint: Mapping[str, Any]) -> Any:
+    """The class path of the LightningModule that wrote ``checkpoint``, or None when it records none."""
+    hparams = checkpoint.get("hyper_parameters")
+    from_cli = hparams.get("_class_path") if isinstance(hparams, Mapping) else None
+    return checkpoint.get(MODULE_CLASS_KEY) or from_cli
+
+
+def check_checkpoint_file(path: str | os.PathLike[str], expected: type | None, source: str) -> None:
+    """Before a module is built from the checkpoint at ``path``: refuse it if another module class than
+    ``expected`` wrote it, or if a generator/embedder spec in its hyperparameters is not allowed. The
+    file is read weights-only and memory-mapped; nothing in it is instantiated."""
+    ckpt = load_checkpoint(path, mmap=True, require_state_dict=False)
+    if not isinstance(ckpt, Mapping):
+        return  # not a Lightning checkpoint: Lightning's own loader reports that
+    if expected is not None:
+        check_module_class(recorded_module_class(ckpt), expected, source)
+    hparams = ckpt.get("hyper_parameters")
+    if isinstance(hparams, Mapping):
+        check_hparam_specs(hparams, source)
 
 
 def is_config(value: Any) -> bool:

@@ -8,11 +8,12 @@ sources, lazily mapped) however many lambdas are written, and each output is wri
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import numbers
+import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,17 @@ from torch import Tensor
 
 from lightning_cfgrl.io.checkpoints import (
     TRAINING_STATE_KEYS,
-    atomic_write,
     load_safetensors,
     safetensors_order,
     strip_prefix,
     write_safetensors,
+)
+from lightning_cfgrl.io.file_sets import (
+    StagedFileSet,
+    exclusive_dir_lock,
+    file_hashes,
+    remove_stale_temps,
+    verify_manifest,
 )
 
 METHODS = ("lerp", "slerp")
@@ -266,15 +273,93 @@ def lambda_tag(lam: float) -> str:
     return short if float(short) == lam else repr(float(lam) + 0.0)
 
 
+MERGED_PREFIX = "merged_lambda="
+
+
 def merged_paths(out_dir: str | Path, lam: float, with_checkpoint: bool = True) -> MergedFiles:
     """Where the files for ``lam`` go: ``merged_lambda=0.50.{ckpt,safetensors,json}`` in ``out_dir``."""
-    stem = Path(out_dir) / f"merged_lambda={lambda_tag(lam)}"
+    stem = Path(out_dir) / f"{MERGED_PREFIX}{lambda_tag(lam)}"
     return MergedFiles(
         lam=lam,
         safetensors=stem.with_name(stem.name + ".safetensors"),
         sidecar=stem.with_name(stem.name + ".json"),
         checkpoint=stem.with_name(stem.name + ".ckpt") if with_checkpoint else None,
     )
+
+
+def check_outputs_are_not_inputs(
+    out_dir: str | Path,
+    lambdas: Iterable[float],
+    with_checkpoint: bool,
+    inputs: Mapping[str, str | os.PathLike[str]],
+) -> None:
+    """Raise :class:`MergeError` if a file the merge would write is one of its ``inputs`` (real paths,
+    so symlinks and hard links count): a merge would then read its own output for the next lambda."""
+    for lam in lambdas:
+        paths = merged_paths(out_dir, lam, with_checkpoint)
+        for out in (paths.safetensors, paths.checkpoint, paths.sidecar):
+            for name, source in inputs.items():
+                if out is not None and _same_file(out, source):
+                    raise MergeError(
+                        f"the {name} input {source} is the output for lambda={lam} ({out}): the merge would "
+                        "overwrite a file it reads. Write to another output directory, or move the input out "
+                        "of it"
+                    )
+
+
+def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+@contextlib.contextmanager
+def merge_output_dir(out_dir: str | Path) -> Iterator[Path]:
+    """Hold ``out_dir`` for one merge: an exclusive lock (a second merge into it is refused), and the
+    temporary files of an earlier, killed merge removed."""
+    with exclusive_dir_lock(out_dir, "a merge") as directory:
+        remove_stale_temps(directory, MERGED_PREFIX)
+        yield directory
+
+
+def complete_merged_sets(out_dir: str | Path) -> list[tuple[float, MergedFiles]]:
+    """``(lambda, files)`` of every complete merged set in ``out_dir``, sorted by lambda.
+
+    A set is complete when its JSON sidecar exists and the sha256 it records match the files beside it
+    (:func:`~lightning_cfgrl.io.file_sets.verify_manifest`, which raises otherwise). Model files without
+    a sidecar are what an interrupted merge leaves: they are skipped with a warning.
+    """
+    found = []
+    for sidecar in sorted(Path(out_dir).glob(f"{MERGED_PREFIX}*.json")):
+        content = verify_manifest(sidecar)
+        names = content["files"]
+        found.append(
+            (
+                float(content["lambda"]),
+                MergedFiles(
+                    lam=float(content["lambda"]),
+                    safetensors=sidecar.parent / names["safetensors"],
+                    sidecar=sidecar,
+                    checkpoint=sidecar.parent / names["checkpoint"] if "checkpoint" in names else None,
+                ),
+            )
+        )
+    listed = {f for _, files in found for f in (files.safetensors, files.checkpoint) if f is not None}
+    orphans = [
+        p.name
+        for p in sorted(Path(out_dir).glob(f"{MERGED_PREFIX}*"))
+        if p.suffix in (".ckpt", ".safetensors") and p not in listed
+    ]
+    if orphans:
+        warnings.warn(
+            f"{out_dir}: {orphans} have no sidecar (left by an interrupted merge) and were skipped; rerun the "
+            "merge to complete them",
+            stacklevel=2,
+        )
+    return sorted(found, key=lambda item: item[0])
 
 
 def merged_checkpoint(
@@ -314,8 +399,13 @@ def write_merged(
     ``anchor``/``current`` are called to open the sources (ideally lazily mapped) and are released
     before the ``.ckpt`` is built from the freshly written safetensors file, mapped; so peak memory is
     about two models. ``checkpoint_template`` returns the Lightning checkpoint whose ``prefix`` weights
-    are replaced (see :func:`merged_checkpoint`); without it no ``.ckpt`` is written. Nothing is renamed
-    into place before all three files are complete, so an error leaves no partial and no changed file.
+    are replaced (see :func:`merged_checkpoint`); without it no ``.ckpt`` is written.
+
+    The files appear as a set (:class:`~lightning_cfgrl.io.file_sets.StagedFileSet`): the sidecar,
+    which records the sha256 of the other files, is removed first and written last, so an error or a
+    kill at any moment leaves the previous set, or model files without a sidecar (which
+    :func:`complete_merged_sets` skips), never a sidecar describing other files. Callers writing several
+    lambdas hold :func:`merge_output_dir` around them.
     """
     check_method(method)
     lam = check_lambda(lam, allow_extrapolation)
@@ -327,11 +417,11 @@ def write_merged(
         "package_version": _package_version(),
         **(sidecar or {}),
     }
-    with ExitStack() as stack:
-        f_tensors = stack.enter_context(atomic_write(paths.safetensors))
-        f_ckpt = stack.enter_context(atomic_write(paths.checkpoint)) if paths.checkpoint else None
-        f_json = stack.enter_context(atomic_write(paths.sidecar))
-
+    data_files = {"safetensors": paths.safetensors}
+    if paths.checkpoint is not None:
+        data_files["checkpoint"] = paths.checkpoint
+    with StagedFileSet(paths.sidecar, list(data_files.values())) as staged:
+        f_tensors = staged.open(paths.safetensors)
         num_keys, num_interpolated = _stream_merge(
             anchor,
             current,
@@ -343,17 +433,19 @@ def write_merged(
             metadata={"format": "pt", "cfgrl_lambda": repr(lam), "cfgrl_method": method},
         )
         info.update(num_keys=num_keys, num_interpolated=num_interpolated)
-        files = {"safetensors": paths.safetensors.name}
-        if f_ckpt is not None and checkpoint_template is not None and paths.checkpoint is not None:
+        if checkpoint_template is not None and paths.checkpoint is not None:
             f_tensors.flush()
             # The sources are closed by now; map the merged weights back rather than keep a third copy.
-            merged = load_safetensors(f_tensors.name, mmap=True)
+            merged = load_safetensors(staged.staged(paths.safetensors), mmap=True)
             torch.save(
-                {**merged_checkpoint(checkpoint_template(), merged, prefix), "cfgrl_merge": info}, f_ckpt
+                {**merged_checkpoint(checkpoint_template(), merged, prefix), "cfgrl_merge": info},
+                staged.open(paths.checkpoint),
             )
             del merged
-            files["checkpoint"] = paths.checkpoint.name
-        f_json.write((json.dumps({**info, "files": files}, indent=2, sort_keys=True) + "\n").encode())
+        staged.finish()
+        hashes = file_hashes({role: staged.staged(path) for role, path in data_files.items()})
+        files = {role: path.name for role, path in data_files.items()}
+        staged.commit({**info, "files": files, "sha256": hashes})
     return paths
 
 

@@ -12,11 +12,18 @@ from einops import rearrange
 from torch import Tensor
 
 from lightning_cfgrl.core.condition import cat_conditions
-from lightning_cfgrl.core.controls import GUIDANCE, ControlDistribution, Distribution, control_setting
+from lightning_cfgrl.core.controls import (
+    GUIDANCE,
+    ControlDistribution,
+    Distribution,
+    control_setting,
+    control_state_keys,
+)
 from lightning_cfgrl.core.divergences import DIVERGENCES, token_divergence
 from lightning_cfgrl.core.generator import check_compatible
 from lightning_cfgrl.core.guidance import cfg_logits, check_guidance_scale
 from lightning_cfgrl.io.generators import load_generator_spec, load_generator_state
+from lightning_cfgrl.io.provenance import check_same_source, file_source
 from lightning_cfgrl.io.specs import instantiate_spec
 from lightning_cfgrl.training.objective import ObjectiveCallback
 from lightning_cfgrl.training.rollout import RolloutBatch
@@ -54,6 +61,10 @@ class CFGDistillCallback(ObjectiveCallback):
         teacher_checkpoint: a checkpoint or safetensors file with the teacher's generator weights.
             Without it the teacher is the student at fit start run without controls: the base, unless the
             student was already trained on controls (then give the base here).
+        embed_in_checkpoint: store the teacher's weights in this callback's checkpoint state. By default
+            they are stored only when nothing else can rebuild them: a teacher loaded from
+            ``teacher_checkpoint``, or copied from a student loaded from the module's ``init_checkpoint``,
+            is recorded as that file's path and sha256, and a resumed run refuses a file that changed.
     """
 
     def __init__(
@@ -64,6 +75,7 @@ class CFGDistillCallback(ObjectiveCallback):
         weight: float = 1.0,
         reduction: Literal["sum", "mean"] = "sum",
         teacher_checkpoint: str | None = None,
+        embed_in_checkpoint: bool = False,
         guidance_distribution: Distribution = "log_uniform",
     ) -> None:
         setting = control_setting(GUIDANCE, guidance_scale, guidance_distribution)
@@ -85,16 +97,20 @@ class CFGDistillCallback(ObjectiveCallback):
         self.weight = weight
         self.reduction = reduction
         self.teacher_checkpoint = teacher_checkpoint
+        self.embed_in_checkpoint = embed_in_checkpoint
         self.teacher: torch.nn.Module | None = None
+        self.teacher_source: dict[str, str] | None = None  # the file the teacher's weights are exactly
 
     def setup(self, trainer: pl.Trainer, pl_module: CFGRLModule, stage: str) -> None:
         # `setup` runs before a resumed run restores the student, so the copy is of the base weights;
         # `load_state_dict` then restores the saved teacher as well, whatever the module was built from.
         if stage != "fit" or self.teacher is not None:
             return
-        teacher = (
-            self._load_teacher(pl_module) if self.teacher_checkpoint else copy.deepcopy(pl_module.generator)
-        )
+        if self.teacher_checkpoint:
+            teacher = self._load_teacher(pl_module)
+        else:
+            teacher = copy.deepcopy(pl_module.generator)
+            self.teacher_source = _init_checkpoint_source(pl_module, teacher)
         check_compatible(pl_module.generator, teacher)
         if not callable(getattr(teacher, "null_condition", None)):
             raise ValueError("CFGDistillCallback needs a generator with null_condition() for the CFG teacher")
@@ -103,9 +119,14 @@ class CFGDistillCallback(ObjectiveCallback):
     def _load_teacher(self, pl_module: CFGRLModule) -> torch.nn.Module:
         """Teacher from ``teacher_checkpoint``: rebuilt from the checkpoint's generator spec when it has
         one (so a mismatched architecture is reported as such), else the student's architecture."""
+        # hashed before it is read, so the record never describes newer bytes than the teacher's
+        self.teacher_source = file_source(
+            self.teacher_checkpoint, "a Lightning .ckpt or a .safetensors file of generator weights"
+        )
         weights = load_generator_state(self.teacher_checkpoint)
         spec = load_generator_spec(self.teacher_checkpoint)
-        teacher = instantiate_spec(spec) if spec is not None else copy.deepcopy(pl_module.generator)
+        source = f"the generator spec of teacher_checkpoint {self.teacher_checkpoint}"
+        teacher = instantiate_spec(spec, source) if spec is not None else copy.deepcopy(pl_module.generator)
         check_compatible(pl_module.generator, teacher)
         try:
             teacher.load_state_dict(weights)
@@ -152,9 +173,12 @@ class CFGDistillCallback(ObjectiveCallback):
         return {"distill": self.weight * divergence}
 
     def state_dict(self) -> dict[str, Any]:
-        # the teacher travels with the checkpoint so a resumed run gets the original teacher back
+        # a resumed run must get the original teacher back: from the file it was loaded from (verified
+        # by hash), or from the checkpoint itself when nothing else can rebuild it
         if self.teacher is None:
             return {"teacher": None}
+        if self.teacher_source is not None and not self.embed_in_checkpoint:
+            return {"teacher": None, "teacher_source": dict(self.teacher_source)}
         if not is_sharded(self.teacher):
             return {"teacher": self.teacher.state_dict()}
         # FSDP2-sharded (ModelParallelStrategy): Lightning torch.saves callback state on rank 0 only,
@@ -165,6 +189,9 @@ class CFGDistillCallback(ObjectiveCallback):
         return {"teacher": get_model_state_dict(self.teacher, options=options)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("teacher_source") is not None:
+            # this run rebuilt the teacher from its own configuration in setup: it must be the same file
+            check_same_source(state_dict["teacher_source"], self.teacher_source, "teacher")
         if state_dict.get("teacher") is None or self.teacher is None:
             return
         if not is_sharded(self.teacher):
@@ -176,3 +203,19 @@ class CFGDistillCallback(ObjectiveCallback):
         set_model_state_dict(
             self.teacher, state_dict["teacher"], options=StateDictOptions(full_state_dict=True)
         )
+
+
+def _init_checkpoint_source(pl_module: CFGRLModule, teacher: torch.nn.Module) -> dict[str, str] | None:
+    """The module's ``init_checkpoint`` as the teacher's source, if the copied teacher holds exactly that
+    file's weights (the student may have been changed after it was built)."""
+    path = getattr(pl_module, "init_checkpoint", None)
+    if not path:
+        return None
+    source = file_source(path)
+    weights = load_generator_state(path)
+    # a base checkpoint loaded into a control-aware student: the teacher runs without controls, so its
+    # (zero-initialised) control parameters are not part of what the file must rebuild
+    new_controls = control_state_keys(teacher) - set(weights)
+    state = {k: v for k, v in teacher.state_dict().items() if k not in new_controls}
+    same = set(weights) == set(state) and all(torch.equal(state[k], weights[k]) for k in state)
+    return source if same else None

@@ -23,6 +23,7 @@ from lightning_cfgrl.core.diversity import (
     pairwise_distances,
 )
 from lightning_cfgrl.core.sampling import step_seed
+from lightning_cfgrl.io.provenance import check_same_source
 from lightning_cfgrl.training.objective import ObjectiveCallback
 from lightning_cfgrl.training.rollout import RolloutBatch
 from lightning_cfgrl.training.sharding import is_sharded
@@ -43,7 +44,10 @@ class DiversityRewardCallback(ObjectiveCallback):
 
     The embedder is put in eval mode with ``requires_grad=False``, is never a submodule of the
     LightningModule (so never in its optimizer), follows the module's device and precision from fit
-    start, and is saved in this callback's state so a resumed run uses the same reward.
+    start, and is saved in this callback's state so a resumed run uses the same reward. An embedder
+    loaded entirely from a file says so with a ``checkpoint_source`` attribute (``{"path", "sha256"}``,
+    as :class:`~lightning_cfgrl.embedders.ContrastiveTokenEmbedder` built with ``checkpoint=`` does):
+    then only that record is saved, and a resumed run refuses a file that changed.
 
     Logs ``train/reward_mean``, ``train/reward_std``, ``train/group_diversity`` and
     ``train/reward_baseline`` (prefixed by ``name`` when it is not ``"diversity"``), and with
@@ -75,6 +79,7 @@ class DiversityRewardCallback(ObjectiveCallback):
         embed_batch_size: embed at most this many sequences at once (bounds memory of big embedders).
         seed: seeds the placebo permutation (combined with the global step and rank).
         name: the loss term's name (``train/<name>``).
+        embed_in_checkpoint: save the embedder's weights even when it came from a file.
     """
 
     def __init__(
@@ -88,6 +93,7 @@ class DiversityRewardCallback(ObjectiveCallback):
         embed_batch_size: int | None = None,
         seed: int = 0,
         name: str = "diversity",
+        embed_in_checkpoint: bool = False,
         beta_distribution: Distribution = "uniform",
     ) -> None:
         if not isinstance(embedder, nn.Module):
@@ -114,6 +120,7 @@ class DiversityRewardCallback(ObjectiveCallback):
         self.embed_batch_size = embed_batch_size
         self.seed = seed
         self.name = name
+        self.embed_in_checkpoint = embed_in_checkpoint
         self._prefix = "" if name == "diversity" else f"{name}_"
         self._grad_buffer: list[Tensor] | None = None
         self._warned_sampling = False
@@ -159,6 +166,14 @@ class DiversityRewardCallback(ObjectiveCallback):
         if out.dim() != 2 or out.shape[0] != frames.shape[0]:
             raise ValueError(
                 f"embedder must return [N, D] = [{frames.shape[0]}, D], got shape {tuple(out.shape)}"
+            )
+        # cos(0, y) is undefined; normalised with F.normalize's eps it reads 0: maximal diversity (reward 1)
+        zero = int((torch.linalg.vector_norm(out, dim=-1) <= 1e-12).sum())  # one host sync per step
+        if zero:
+            raise ValueError(
+                f"embedder {type(self.embedder).__name__} returned {zero} zero-norm embedding(s) of {out.shape[0]}; "
+                "cosine diversity is undefined for a zero vector (it would read as maximal diversity). Expected "
+                "non-zero [N, D] vectors"
             )
         return out
 
@@ -276,10 +291,18 @@ class DiversityRewardCallback(ObjectiveCallback):
 
     # -- state ----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        # the embedder travels with the checkpoint so a resumed run scores with the same reward
-        return {"running_baseline": self.running.state_dict(), "embedder": self.embedder.state_dict()}
+        # a resumed run must score with the same reward: the embedder's file (verified by hash), or its
+        # weights when nothing else can rebuild it
+        state: dict[str, Any] = {"running_baseline": self.running.state_dict()}
+        source = getattr(self.embedder, "checkpoint_source", None)
+        if source is not None and not self.embed_in_checkpoint:
+            return {**state, "embedder": None, "embedder_source": dict(source)}
+        return {**state, "embedder": self.embedder.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("embedder_source") is not None:
+            current = getattr(self.embedder, "checkpoint_source", None)
+            check_same_source(state_dict["embedder_source"], current, "reward embedder")
         if "running_baseline" in state_dict:
             self.running.load_state_dict(state_dict["running_baseline"])
         if state_dict.get("embedder") is not None:

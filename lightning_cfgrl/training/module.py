@@ -14,17 +14,19 @@ from torch import Tensor, nn
 from lightning_cfgrl.core.condition import Condition, condition_batch_size, repeat_condition
 from lightning_cfgrl.core.controls import check_controls, controls_kwargs, load_base_weights
 from lightning_cfgrl.core.eval_mode import eval_mode
+from lightning_cfgrl.core.generator import check_logits
 from lightning_cfgrl.core.sampling import SamplingConfig, sample, step_seed
 from lightning_cfgrl.eval.diversity import group_pairwise_diversity
 from lightning_cfgrl.eval.scorers import Scorer
 from lightning_cfgrl.io.generators import load_generator_state
 from lightning_cfgrl.io.specs import instantiate_spec, save_safe_hyperparameters
+from lightning_cfgrl.training.checkpoint_safety import SafeCheckpointLoading
 from lightning_cfgrl.training.objective import ObjectiveCallback
 from lightning_cfgrl.training.optimization import build_optimizers
 from lightning_cfgrl.training.rollout import RolloutBatch
 
 
-class CFGRLModule(pl.LightningModule):
+class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
     """Wraps a :class:`~lightning_cfgrl.core.generator.TokenGenerator` for on-policy finetuning.
 
     Each training step: (1) sample G sequences per prompt from the student, no grad, KV cache;
@@ -45,7 +47,8 @@ class CFGRLModule(pl.LightningModule):
         learning_rate: used when ``optimizer`` is not given.
         val_samples_per_prompt: samples per validation prompt.
         val_scorers: per-sample quality scorers logged at validation (``val/<name>``).
-        seed: seeds the rollout sampling (combined with the step and the process rank).
+        seed: seeds the rollout sampling and the training step's dropout (combined with the step and the
+            process rank).
     """
 
     def __init__(
@@ -66,7 +69,7 @@ class CFGRLModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         if isinstance(generator, Mapping):
-            generator = instantiate_spec(generator)
+            generator = instantiate_spec(generator, "a generator spec")
         _check_generator(generator)
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -95,6 +98,7 @@ class CFGRLModule(pl.LightningModule):
                 raise ValueError(
                     f"init_checkpoint {init_checkpoint!r} does not fit the generator: {err}"
                 ) from err
+        self.init_checkpoint = init_checkpoint  # a teacher copied from the student can be rebuilt from it
         self.num_frames = num_frames
         self.group_size = num_samples_per_prompt
         self.optimizer_factory = optimizer
@@ -103,7 +107,6 @@ class CFGRLModule(pl.LightningModule):
         self.val_samples_per_prompt = val_samples_per_prompt
         self.val_scorers = list(val_scorers or [])
         self.seed = seed
-        self._rng_to_restore: dict[str, Tensor] | None = None
 
     # -- rollout ------------------------------------------------------------------------------------
     @property
@@ -131,7 +134,8 @@ class CFGRLModule(pl.LightningModule):
         controls: dict[str, Tensor] = {}
         objectives = self.objectives if self._trainer is not None else []  # a bare training_step call
         for index, objective in enumerate(objectives):
-            rng = torch.Generator().manual_seed(self._rollout_seed(1 + index)) if training else None
+            # salts 0 and 1 seed the rollout and the global RNG; the controls get streams of their own
+            rng = torch.Generator().manual_seed(self._rollout_seed(100 + index)) if training else None
             for name, value in objective.rollout_controls(self, num_prompts, group_size, rng).items():
                 if name in controls:
                     raise ValueError(f"two objective callbacks both supply the control {name!r}")
@@ -159,6 +163,17 @@ class CFGRLModule(pl.LightningModule):
             )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        # Dropout draws from the global RNG; seed it per step (like the rollout) inside a fork, so the
+        # masks depend on (seed, step, rank) only. Validation and dataloaders draw from the global RNG
+        # between steps, so a saved-and-restored RNG state would not make a resumed run exact.
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.random.default_generator.manual_seed(self._rollout_seed(1))
+            if self.device.type == "cuda":
+                torch.cuda.manual_seed(self._rollout_seed(1))
+            return self._training_step(batch)
+
+    def _training_step(self, batch: dict[str, Any]) -> Tensor:
         condition = _condition_of(batch)
         controls = self.objective_controls(condition_batch_size(condition), self.group_size, training=True)
         steps = self.rollout(
@@ -166,6 +181,7 @@ class CFGRLModule(pl.LightningModule):
         )
         condition = repeat_condition(condition, self.group_size)
         logits = self.generator(steps, condition, **controls_kwargs(controls))
+        check_logits(logits, self.generator, steps.shape[0], steps.shape[2])
         mask = self.generator.pattern.valid_mask(steps.shape[2], steps.device).expand_as(steps)
         rollout = RolloutBatch(
             steps, condition, mask, self.group_size, logits, self.rollout_sampling, controls=controls
@@ -237,22 +253,6 @@ class CFGRLModule(pl.LightningModule):
             score = scorer(frames, repeated).float().mean()
             self.log(f"val/{scorer.name}", score, batch_size=batch_size, sync_dist=True)
 
-    # -- resume -------------------------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Lightning saves no RNG state. Rollouts use their own seeded generators, but dropout in the
-        # student draws from the global RNG, so an exact resume needs it back
-        checkpoint["rng_states"] = _rng_states(self.device)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # applied at the first resumed batch, not now: the sanity check and the dataloaders' iterators
-        # draw from the global RNG in between, which the uninterrupted run did before the checkpoint
-        self._rng_to_restore = checkpoint.get("rng_states")
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if self._rng_to_restore is not None:
-            _set_rng_states(self._rng_to_restore, self.device)
-            self._rng_to_restore = None
-
     # -- optimisation ---------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         return build_optimizers(
@@ -284,20 +284,6 @@ def _check_frames_fit(generator: nn.Module, num_frames: int) -> None:
             f"num_frames={num_frames} needs {pattern.num_steps(num_frames)} decoding steps, more than the "
             f"generator's max_steps={max_steps}; lower num_frames or build the generator with a larger max_frames"
         )
-
-
-def _rng_states(device: torch.device) -> dict[str, Tensor]:
-    states = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        states["cuda"] = torch.cuda.get_rng_state(device)
-    return states
-
-
-def _set_rng_states(states: Mapping[str, Tensor], device: torch.device) -> None:
-    if isinstance(states.get("torch"), Tensor):
-        torch.set_rng_state(states["torch"])
-    if device.type == "cuda" and isinstance(states.get("cuda"), Tensor):
-        torch.cuda.set_rng_state(states["cuda"], device)
 
 
 def _condition_of(batch: Any) -> Condition:

@@ -11,12 +11,13 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from lightning_cfgrl.core.generator import pad_id
+from lightning_cfgrl.core.generator import check_logits, pad_id
 from lightning_cfgrl.io.specs import instantiate_spec, save_safe_hyperparameters
+from lightning_cfgrl.training.checkpoint_safety import SafeCheckpointLoading
 from lightning_cfgrl.training.optimization import build_optimizers
 
 
-class PretrainModule(pl.LightningModule):
+class PretrainModule(SafeCheckpointLoading, pl.LightningModule):
     """Maximum likelihood on ``{"frames": [B, K, T], "condition": ...}`` batches.
 
     Args:
@@ -37,7 +38,7 @@ class PretrainModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         if isinstance(generator, Mapping):
-            generator = instantiate_spec(generator)
+            generator = instantiate_spec(generator, "a generator spec")
         if not 0.0 <= condition_dropout <= 1.0:
             raise ValueError(f"condition_dropout must be in [0, 1], got {condition_dropout}")
         save_safe_hyperparameters(
@@ -56,6 +57,7 @@ class PretrainModule(pl.LightningModule):
             condition = torch.where(keep[:, None], condition, null)
         steps = self.generator.pattern.frames_to_steps(frames, pad_id(self.generator))
         logits = self.generator(steps, condition)  # [B, K, S, V]
+        check_logits(logits, self.generator, steps.shape[0], steps.shape[2])
         mask = self.generator.pattern.valid_mask(steps.shape[2], steps.device).expand_as(steps)
         return F.cross_entropy(logits[mask].float(), steps[mask])
 

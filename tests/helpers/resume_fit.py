@@ -4,14 +4,18 @@
     python -m tests.helpers.resume_fit --out DIR --steps 10 --resume --uninterrupted
 
 ``--kill-at k`` checkpoints every step (``last.ckpt``) and kills its own process with SIGKILL at the
-start of step k + 1, so ``last.ckpt`` holds step k and nothing gets to clean up. ``--resume`` continues
+start of step k + 1, so ``last.ckpt`` holds step k and nothing gets to clean up. Validation runs every
+``VAL_EVERY`` steps, also at step k: after the checkpoint and before step k + 1, drawing from the global
+RNG (dataloader iterators), which the resumed run never does at that point. ``--resume`` continues
 from that ``last.ckpt`` into a module and callbacks built from *other* random weights (only the
 checkpoint can bring back the student, teacher, embedder, optimizer, baseline and data order);
 ``--uninterrupted`` runs all steps in one go. Each writes ``DIR/<mode>.pt``.
 
 The run is the real thing: ``CFGRLModule``'s own rollout seeding, AdamW, both objective callbacks,
-dropout in the student (global RNG), and ``SyntheticPromptDataModule``'s shuffled order with 4 batches
-per epoch, so the kill lands mid-epoch and the resumed run crosses an epoch boundary.
+dropout in the student (global RNG), validation with a sanity check, and
+``SyntheticPromptDataModule``'s shuffled order with 4 batches per epoch, so the kill lands mid-epoch
+and the resumed run crosses an epoch boundary. Each run appends the global step of every validation
+it completes to ``DIR/validations_<mode>.txt``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,21 @@ from lightning_cfgrl import CFGRLModule
 from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.training.diversity import DiversityRewardCallback
 from tests.helpers.tiny_fit import RecordPrompts, objective_callbacks, tiny_embedder, tiny_generator
+
+VAL_EVERY = 5
+
+
+class RecordValidations(Callback):
+    """Appends the global step of each completed validation (sanity check excluded) to a file, at once,
+    so a run that is killed later still leaves its record."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            with open(self.path, "a") as f:
+                f.write(f"{trainer.global_step}\n")
 
 
 class KillAt(Callback):
@@ -53,7 +72,7 @@ def run(out: Path, steps: int, mode: str, kill_at: int | None = None) -> None:
     )
     callbacks = objective_callbacks(tiny_embedder(seed + 1))
     recorder = RecordPrompts()
-    extra: list[Callback] = [recorder]
+    extra: list[Callback] = [recorder, RecordValidations(out / f"validations_{mode}.txt")]
     if mode == "killed":
         assert kill_at is not None
         extra += [
@@ -64,7 +83,9 @@ def run(out: Path, steps: int, mode: str, kill_at: int | None = None) -> None:
         accelerator="cpu",
         devices=1,
         max_steps=steps,
-        limit_val_batches=0,
+        limit_val_batches=1,
+        val_check_interval=VAL_EVERY,
+        check_val_every_n_epoch=None,
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -87,7 +108,6 @@ def run(out: Path, steps: int, mode: str, kill_at: int | None = None) -> None:
             "running": (diversity.running.ema, diversity.running.count),
             "adam_exp_avg": [state["exp_avg"] for _, state in sorted(optimizer.items())],
             "prompts": torch.stack(recorder.prompts),  # the batches this process trained on
-            "rng": torch.get_rng_state(),
         },
         out / f"{mode}.pt",
     )
