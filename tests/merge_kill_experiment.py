@@ -84,6 +84,7 @@ def main() -> None:
         proc.send_signal(signal.SIGKILL)
         code = proc.wait()
         temps = _temps(out)
+        temp_mb = round(sum((out / n).stat().st_size for n in temps) / 1e6)  # before the rerun removes them
         try:
             trusted, consistent = assert_consistent(out), True
         except Exception as err:  # noqa: BLE001 - recorded, that is the measurement
@@ -99,7 +100,7 @@ def main() -> None:
                 trusted_sets=trusted,
                 consistent=consistent,
                 temp_files=len(temps),
-                temp_mb=round(sum((out / n).stat().st_size for n in temps) / 1e6),
+                temp_mb=temp_mb,
                 rerun_clean=clean,
             )
         )
