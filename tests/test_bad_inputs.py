@@ -400,7 +400,7 @@ CASES: list[Case] = [
         CONSTRUCT,
         lambda t: DiversityRewardCallback(_embedder(), baseline="leave_one_out"),  # type: ignore[arg-type]
         ValueError,
-        "baseline must be one of ('running_mean', 'other_pairs', 'other_prompts', 'none'), got 'leave_one_out'",
+        "baseline must be one of ('running_mean', 'other_pairs', 'other_prompts', 'none', 'auto'), got 'leave_one_out'",
     ),
     _c(
         "baseline_decay_one",
@@ -438,7 +438,11 @@ CASES: list[Case] = [
         "other_pairs_baseline_with_G2",
         "DiversityRewardCallback(baseline='other_pairs'), num_samples_per_prompt=2",
         SETUP,
-        lambda t: DiversityRewardCallback(_embedder(), baseline="other_pairs").setup(None, _module(), "fit"),  # type: ignore[arg-type]
+        lambda t: DiversityRewardCallback(_embedder(), baseline="other_pairs").setup(
+            None,  # type: ignore[arg-type]
+            _module(num_samples_per_prompt=2),
+            "fit",
+        ),  # type: ignore[arg-type]
         ValueError,
         "baseline='other_pairs' needs num_samples_per_prompt >= 3, got 2",
     ),

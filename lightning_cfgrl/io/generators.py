@@ -6,6 +6,7 @@ from pathlib import Path
 
 from torch import nn
 
+from lightning_cfgrl.core.controls import load_base_weights
 from lightning_cfgrl.io.checkpoints import (
     is_safetensors_file,
     load_checkpoint,
@@ -28,8 +29,8 @@ def load_generator_spec(path: str | Path) -> dict | None:
 def load_init_checkpoint(generator: nn.Module, path: str | Path) -> None:
     """Load a checkpoint's (or safetensors file's) generator weights into ``generator``; a mismatch is a
     ValueError naming the file."""
-    try:
-        generator.load_state_dict(load_generator_state(path))
+    try:  # a base checkpoint also loads into a control-aware model (its control embedding stays zero)
+        load_base_weights(generator, load_generator_state(path))
     except RuntimeError as err:  # torch's size-mismatch report, with the file named
         raise ValueError(f"init_checkpoint {str(path)!r} does not fit the generator: {err}") from err
 

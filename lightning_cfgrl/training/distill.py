@@ -14,6 +14,13 @@ from torch import Tensor
 
 from lightning_cfgrl.adapters.peft import AdapterDisabledTeacher, is_peft_model
 from lightning_cfgrl.core.condition import Condition, cat_conditions, condition_batch_size, select_condition
+from lightning_cfgrl.core.controls import (
+    GUIDANCE,
+    ControlDistribution,
+    Distribution,
+    control_setting,
+    control_state_keys,
+)
 from lightning_cfgrl.core.divergences import DIVERGENCES, token_divergence
 from lightning_cfgrl.core.generator import check_compatible
 from lightning_cfgrl.core.guidance import cfg_logits, check_guidance_scale
@@ -46,13 +53,23 @@ class CFGDistillCallback(ObjectiveCallback):
     sequences, as in the paper (pair it with ``beta_scale="paper"``). Under Adam the two give the same
     updates for distillation alone (every sequence has the same number of generated tokens).
 
+    Steerable student: a list ``guidance_scale=[low, high]`` draws one g per prompt group each step
+    (log-uniform by default; ``guidance_distribution="choice"`` takes a list of values instead), shared
+    by the group's G samples so the diversity reward compares samples drawn under the same controls.
+    The student gets g as its ``"guidance_scale"`` control (build it with ``controls=[...]``), samples the
+    rollout with it, and is compared with the teacher's CFG mix at that g, sequence by sequence.
+
     Args:
-        guidance_scale: the teacher's CFG scale g (paper: 3).
+        guidance_scale: the teacher's CFG scale g (paper: 3), or ``[low, high]`` / a list of values.
+        guidance_distribution: how a list is drawn from: ``"log_uniform"`` or ``"uniform"`` over
+            ``[low, high]``, or ``"choice"`` among the values.
         divergence: ``"reverse_kl"`` (paper, mode seeking), ``"forward_kl"`` or ``"jsd"`` (GKD).
         jsd_beta: the mixture weight of the generalized JSD.
         weight: multiplies the term.
         reduction: ``"mean"`` per token (default) or ``"sum"`` over a sequence's tokens (the paper's).
         teacher_checkpoint: a checkpoint or safetensors file with the teacher's generator weights.
+            Without it the teacher is the student at fit start run without controls: the base, unless the
+            student was already trained on controls (then give the base here).
         embed_in_checkpoint: store the teacher's weights in this callback's checkpoint state. By default
             they are stored only when nothing else can rebuild them: a teacher loaded from
             ``teacher_checkpoint``, or copied from a student loaded from the module's ``init_checkpoint``,
@@ -72,7 +89,7 @@ class CFGDistillCallback(ObjectiveCallback):
 
     def __init__(
         self,
-        guidance_scale: float = 3.0,
+        guidance_scale: float | list[float] = 3.0,
         divergence: Literal["reverse_kl", "forward_kl", "jsd"] = "reverse_kl",
         jsd_beta: float = 0.5,
         weight: float = 1.0,
@@ -82,8 +99,14 @@ class CFGDistillCallback(ObjectiveCallback):
         teacher_dtype: Literal["float32", "bfloat16", "float16"] | None = None,
         teacher_chunk_size: int | None = None,
         teacher_fraction: float = 0.0,
+        guidance_distribution: Distribution = "log_uniform",
     ) -> None:
-        self.guidance_scale = check_guidance_scale(guidance_scale)
+        setting = control_setting(GUIDANCE, guidance_scale, guidance_distribution)
+        # fixed: a float as before; steerable: the distribution, and guidance_scale its reference value
+        self.guidance: ControlDistribution | None = (
+            setting if isinstance(setting, ControlDistribution) else None
+        )
+        self.guidance_scale = self.guidance.reference if self.guidance else check_guidance_scale(setting)
         if divergence not in DIVERGENCES:
             raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
         if reduction not in ("sum", "mean"):
@@ -192,24 +215,38 @@ class CFGDistillCallback(ObjectiveCallback):
     @torch.no_grad()
     def teacher_logits(self, batch: RolloutBatch) -> Tensor:
         """``[N, K, S, V]`` CFG-mixed teacher logits (float32): per chunk of ``teacher_chunk_size``
-        sequences, one batched ``[cond; null]`` forward, mixed before the next chunk runs."""
+        sequences, one batched ``[cond; null]`` forward, mixed (at each sequence's own guidance scale
+        when the scale is a control) before the next chunk runs."""
         n = batch.steps.shape[0]
         size = self.teacher_chunk_size or n
+        scale = batch.control(GUIDANCE) if self.guidance is not None else None
         if size >= n:
-            return self._mixed_chunk(batch.steps, batch.condition)
+            return self._mixed_chunk(batch.steps, batch.condition, scale)
         out: Tensor | None = None
         for start in range(0, n, size):
             index = slice(start, start + size)
-            mixed = self._mixed_chunk(batch.steps[index], select_condition(batch.condition, index))
+            mixed = self._mixed_chunk(
+                batch.steps[index],
+                select_condition(batch.condition, index),
+                None if scale is None else scale[index],
+            )
             if out is None:
                 out = mixed.new_empty((n, *mixed.shape[1:]))
             out[index] = mixed
         assert out is not None
         return out
 
-    def _mixed_chunk(self, steps: Tensor, condition: Condition) -> Tensor:
+    def _mixed_chunk(self, steps: Tensor, condition: Condition, scale: Tensor | None) -> Tensor:
         cond, uncond = self.teacher_forward(steps, condition)
-        return cfg_logits(cond, uncond, self.guidance_scale)
+        return cfg_logits(cond, uncond, self.guidance_scale if scale is None else scale)
+
+    def rollout_controls(
+        self, pl_module: CFGRLModule, num_prompts: int, group_size: int, rng: torch.Generator | None
+    ) -> dict[str, Tensor]:
+        """One g per prompt group (``[num_prompts * group_size]``), when ``guidance_scale`` is a range/list."""
+        if self.guidance is None:
+            return {}
+        return {GUIDANCE: self.guidance.draw(num_prompts, rng).repeat_interleave(group_size)}
 
     def teacher_forward(self, steps: Tensor, condition: Condition) -> tuple[Tensor, Tensor]:
         """The teacher's float32 (cond, uncond) logits ``[B, K, S, V]`` each, from one batched forward."""
@@ -278,6 +315,9 @@ def _init_checkpoint_source(pl_module: CFGRLModule, teacher: torch.nn.Module) ->
         return None
     source = file_source(path)
     weights = load_generator_state(path)
-    state = teacher.state_dict()
+    # a base checkpoint loaded into a control-aware student: the teacher runs without controls, so its
+    # (zero-initialised) control parameters are not part of what the file must rebuild
+    new_controls = control_state_keys(teacher) - set(weights)
+    state = {k: v for k, v in teacher.state_dict().items() if k not in new_controls}
     same = set(weights) == set(state) and all(torch.equal(state[k], weights[k]) for k in state)
     return source if same else None

@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
+from lightning_cfgrl.core.controls import DIVERSITY, ControlDistribution, Distribution, control_setting
 from lightning_cfgrl.core.diversity import (
     ADVANTAGE_NORMS,
     BASELINES,
@@ -68,10 +69,18 @@ class DiversityRewardCallback(ObjectiveCallback):
     ``train/grad_norm/other_terms`` (total minus this term: the distillation term's when it is the
     only other one) and ``train/grad_norm/ratio`` (this term's norm over the other terms').
 
+    Steerable student: ``beta=[low, high]`` (uniform by default) or a list of values
+    (``beta_distribution="choice"``) draws one beta per prompt group each step, feeds it to the student
+    as its ``"diversity_weight"`` control, and weights that group's term by it (the loss is then
+    ``-2 * mean_i beta_i (r_i - b_i) log pi(y_i | x)``).
+
     Args:
         embedder: any ``nn.Module`` mapping ``[B, K, T]`` int64 frames to ``[B, D]`` (e.g. a trained
             :class:`~lightning_cfgrl.embedders.ContrastiveTokenEmbedder`).
-        beta: weight of the diversity objective (paper: 15; 0 gives distillation's gradients exactly).
+        beta: weight of the diversity objective (paper: 15; 0 gives distillation's gradients exactly), or
+            ``[low, high]`` / a list of values for a steerable student.
+        beta_distribution: how a list is drawn from: ``"uniform"`` or ``"log_uniform"`` over
+            ``[low, high]``, or ``"choice"`` among the values.
         baseline: ``"running_mean"`` (EMA of past batches' mean reward; works with G = 2),
             ``"other_pairs"`` (mean diversity of the prompt's pairs without i; G >= 3),
             ``"other_prompts"`` (mean reward of the other prompts' samples; >= 2 prompts per batch),
@@ -95,7 +104,7 @@ class DiversityRewardCallback(ObjectiveCallback):
     def __init__(
         self,
         embedder: nn.Module,
-        beta: float = 15.0,
+        beta: float | list[float] = 15.0,
         baseline: Baseline | Literal["auto"] = "auto",
         baseline_decay: float = 0.9,
         advantage_norm: AdvantageNorm = "batch",
@@ -107,11 +116,17 @@ class DiversityRewardCallback(ObjectiveCallback):
         seed: int = 0,
         name: str = "diversity",
         embed_in_checkpoint: bool = False,
+        beta_distribution: Distribution = "uniform",
     ) -> None:
         if not isinstance(embedder, nn.Module):
             raise TypeError(
                 f"embedder must be an nn.Module mapping tokens [B, K, T] to [B, D], got {type(embedder).__name__}"
             )
+        setting = control_setting(DIVERSITY, beta, beta_distribution)
+        self.beta_range: ControlDistribution | None = (
+            setting if isinstance(setting, ControlDistribution) else None
+        )
+        beta = self.beta_range.reference if self.beta_range else setting
         if not (math.isfinite(beta) and beta >= 0):
             raise ValueError(f"beta must be a finite number >= 0, got {beta}")
         if baseline not in (*BASELINES, "auto"):
@@ -231,7 +246,11 @@ class DiversityRewardCallback(ObjectiveCallback):
         logprobs = batch.sequence_logprobs[rows]
         if self.beta_scale == "per_token":
             logprobs = logprobs / batch.mask[rows].sum(dim=(1, 2)).clamp(min=1)
-        term = -self.beta * diversity_surrogate(advantages, logprobs)
+        if self.beta_range is None:
+            term = -self.beta * diversity_surrogate(advantages, logprobs)
+        else:  # each group's term weighted by its own beta (the student's control)
+            weights = batch.control(DIVERSITY)[rows].to(advantages.dtype)
+            term = -diversity_surrogate(advantages * weights, logprobs)
 
         num_prompts = rewards.shape[0]
         p = self._prefix
@@ -253,6 +272,14 @@ class DiversityRewardCallback(ObjectiveCallback):
         if self.baseline != "auto":
             return self.baseline
         return "other_pairs" if group_size >= 3 else "running_mean"
+
+    def rollout_controls(
+        self, pl_module: CFGRLModule, num_prompts: int, group_size: int, rng: torch.Generator | None
+    ) -> dict[str, Tensor]:
+        """One beta per prompt group (``[num_prompts * group_size]``), when ``beta`` is a range/list."""
+        if self.beta_range is None:
+            return {}
+        return {DIVERSITY: self.beta_range.draw(num_prompts, rng).repeat_interleave(group_size)}
 
     def _permutation(self, pl_module: CFGRLModule, n: int) -> Tensor:
         seed = step_seed(self.seed, pl_module.global_step, pl_module.global_rank)

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from lightning_cfgrl.adapters.peft import ADAPTERS_KEY, AdapterLayout, is_peft_model
 from lightning_cfgrl.core.condition import Condition, cat_conditions, condition_batch_size, repeat_condition
+from lightning_cfgrl.core.controls import check_controls, controls_kwargs
 from lightning_cfgrl.core.eval_mode import eval_mode
 from lightning_cfgrl.core.generator import check_logits
 from lightning_cfgrl.core.sampling import SamplingConfig, sample, step_seed
@@ -45,7 +46,8 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
         num_samples_per_prompt: G (the diversity reward needs G >= 2).
         temperature, top_k, top_p: rollout sampling; the default (1, None, None) samples the student's
             own distribution, which on-policy distillation and the policy gradient assume.
-        init_checkpoint: generator weights to start from (Lightning checkpoint or safetensors).
+        init_checkpoint: generator weights to start from (Lightning checkpoint or safetensors); a base
+            checkpoint loads into a control-aware generator (its control embedding starts at zero).
         optimizer, scheduler: LightningCLI callables (default AdamW with ``learning_rate``).
         learning_rate: used when ``optimizer`` is not given.
         lr_warmup_steps, lr_decay: when no ``scheduler`` is given, the learning rate warms up linearly
@@ -169,16 +171,47 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
         if self._dropout_saved is not None:
             restore_dropout(self._dropout_saved)
             self._dropout_saved = None
+        # a control an objective will feed must be one the generator accepts: fail now, naming both
+        check_controls(
+            self.generator, self.objective_controls(1, self.group_size, training=False), self.group_size
+        )
 
     def _rollout_seed(self, salt: int) -> int:
         # distinct per step and per process, reproducible across resume
         return step_seed(self.seed, self.global_step, self.global_rank, salt)
 
-    def rollout(self, condition: Condition, num_samples: int, config: SamplingConfig, seed: int) -> Tensor:
+    def objective_controls(self, num_prompts: int, group_size: int, training: bool) -> dict[str, Tensor]:
+        """The objectives' control values for the next rollout, ``{name: [num_prompts * group_size]}``:
+        drawn afresh each training step (seeded by step, process and objective), reference values else."""
+        controls: dict[str, Tensor] = {}
+        objectives = self.objectives if self._trainer is not None else []  # a bare training_step call
+        for index, objective in enumerate(objectives):
+            # salts 0 and 1 seed the rollout and the global RNG; the controls get streams of their own
+            rng = torch.Generator().manual_seed(self._rollout_seed(100 + index)) if training else None
+            for name, value in objective.rollout_controls(self, num_prompts, group_size, rng).items():
+                if name in controls:
+                    raise ValueError(f"two objective callbacks both supply the control {name!r}")
+                controls[name] = value.to(self.device)
+        return controls
+
+    def rollout(
+        self,
+        condition: Condition,
+        num_samples: int,
+        config: SamplingConfig,
+        seed: int,
+        controls: dict[str, Tensor] | None = None,
+    ) -> Tensor:
         """Sample ``[B * G, K, S]`` steps from the current generator without grad (eval mode)."""
         with eval_mode(self.generator):
             return sample(
-                self.generator, condition, self.num_frames, config, num_samples=num_samples, seed=seed
+                self.generator,
+                condition,
+                self.num_frames,
+                config,
+                num_samples=num_samples,
+                seed=seed,
+                controls=controls,
             )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -194,21 +227,28 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
 
     def _training_step(self, batch: dict[str, Any]) -> Tensor:
         prompts = _condition_of(batch)
-        steps = self.rollout(prompts, self.group_size, self.rollout_sampling, self._rollout_seed(0))
+        controls = self.objective_controls(condition_batch_size(prompts), self.group_size, training=True)
+        steps = self.rollout(prompts, self.group_size, self.rollout_sampling, self._rollout_seed(0), controls)
         condition = repeat_condition(prompts, self.group_size)
         num_on_policy = steps.shape[0]
         for index, objective in enumerate(self.objectives):  # off-policy rows go after the student's
             extra = objective.extra_rollouts(self, prompts, self._rollout_seed(EXTRA_ROLLOUT_SALT + index))
             if extra is not None:
+                if controls:
+                    raise ValueError(
+                        f"{type(objective).__name__} contributes off-policy rows (e.g. teacher_fraction > 0), "
+                        f"which cannot be combined with control inputs ({sorted(controls)}) yet; use a single "
+                        "guidance_scale/beta or teacher_fraction=0"
+                    )
                 steps, condition = torch.cat([steps, extra[0]]), cat_conditions(condition, extra[1])
-        logits = self.generator(steps, condition)
+        logits = self.generator(steps, condition, **controls_kwargs(controls))
         check_logits(logits, self.generator, steps.shape[0], steps.shape[2])
         if self._check_train_mode:
             self._check_train_mode = False
             self._warn_if_train_mode_differs(steps, condition, logits)
         mask = self.generator.pattern.valid_mask(steps.shape[2], steps.device).expand_as(steps)
         rollout = RolloutBatch(
-            steps, condition, mask, self.group_size, logits, self.rollout_sampling, num_on_policy
+            steps, condition, mask, self.group_size, logits, self.rollout_sampling, num_on_policy, controls
         )
         terms: dict[str, Tensor] = {}
         for objective in self.objectives:
@@ -267,12 +307,15 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         condition = _condition_of(batch)
         g = self.val_samples_per_prompt
-        steps = self.rollout(condition, g, SamplingConfig(), seed=self.seed + 17 * batch_idx)
+        controls = self.objective_controls(condition_batch_size(condition), g, training=False)
+        steps = self.rollout(
+            condition, g, SamplingConfig(), seed=self.seed + 17 * batch_idx, controls=controls
+        )
         frames = self.generator.pattern.steps_to_frames(steps)
         repeated = repeat_condition(condition, g)
         batch_size = frames.shape[0]
         with torch.no_grad():
-            logits = self.generator(steps, repeated)
+            logits = self.generator(steps, repeated, **controls_kwargs(controls))
             mask = self.generator.pattern.valid_mask(steps.shape[2], steps.device).expand_as(steps)
             logp = torch.log_softmax(logits.float(), -1)
             entropy = -(logp.exp() * logp).sum(-1)[mask].mean()

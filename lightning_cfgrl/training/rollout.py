@@ -26,6 +26,8 @@ class RolloutBatch:
             them were contributed by objectives (e.g. teacher samples, ``CFGDistillCallback(
             teacher_fraction=...)``) and are off-policy. ``None``: every row is on-policy. A policy
             gradient must use only the on-policy rows (:meth:`on_policy_rows`).
+        controls: ``{name: [N]}`` control values the rollout was sampled with and the student's logits
+            were computed with (from the objectives' ``rollout_controls``; empty without controls).
     """
 
     steps: Tensor
@@ -35,7 +37,17 @@ class RolloutBatch:
     student_logits: Tensor
     sampling: SamplingConfig
     num_on_policy: int | None = None
+    controls: dict[str, Tensor] = field(default_factory=dict)
     _cache: dict[str, Tensor] = field(default_factory=dict, repr=False)
+
+    def control(self, name: str) -> Tensor:
+        """``[N]`` values of one control (fed by an objective with a range of values)."""
+        if name not in self.controls:
+            raise ValueError(
+                f"the rollout carries no {name!r} control (it has {sorted(self.controls)}); build RolloutBatch "
+                "with the controls from the objectives' rollout_controls, as CFGRLModule.training_step does"
+            )
+        return self.controls[name]
 
     @property
     def num_rows_on_policy(self) -> int:
