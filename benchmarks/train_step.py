@@ -118,8 +118,14 @@ def run_config(spec: dict) -> dict:
     torch.manual_seed(0)
     frames, prompts, group = spec["num_frames"], spec["prompts"], spec["group_size"]
     generator = AudioTokenTransformer(**spec["generator"], max_frames=frames)
+    # a constant learning rate: the phases are timed without a Trainer, which the schedule needs
     module = CFGRLModule(
-        generator, num_frames=frames, num_samples_per_prompt=group, learning_rate=spec["learning_rate"]
+        generator,
+        num_frames=frames,
+        num_samples_per_prompt=group,
+        learning_rate=spec["learning_rate"],
+        lr_warmup_steps=0,
+        lr_decay="constant",
     )
     module.to(device).train()
     optimizer = module.configure_optimizers()

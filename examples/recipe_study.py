@@ -355,6 +355,28 @@ def train_student(
     return generator.eval(), info
 
 
+def cached_student(
+    spec: DomainSpec, state: dict[str, Tensor], embedder: nn.Module | None, recipe: Recipe, seed: int
+) -> tuple[AudioTokenTransformer, dict]:
+    """``train_student``, cached under runs/recipe_study/<domain>/students/ by recipe and seed (a killed
+    claims run restarts where it stopped)."""
+    import hashlib
+    import json
+
+    key = json.dumps({"recipe": asdict(recipe), "trainer": SHIPPED_TRAINER, "seed": seed}, sort_keys=True)
+    path = CACHE / spec.name / "students" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    if path.exists():
+        saved = torch.load(path, weights_only=True)
+        model = spec.generator()
+        model.load_state_dict(saved["state"])
+        return model.eval(), {"cpu_seconds": float(saved["cpu_seconds"])}
+    model, info = train_student(spec, state, embedder, recipe, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state": model.state_dict(), "cpu_seconds": info["cpu_seconds"]}, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+    return model, info
+
+
 # -- evaluation ----------------------------------------------------------------------------------------
 @dataclass
 class Evaluator:
@@ -703,7 +725,7 @@ def cmd_claims(args: argparse.Namespace) -> None:
     for seed in TRAIN_SEEDS:
         states = {}
         for key, r in kinds.items():
-            model, info = train_student(spec, state, embedder, r, seed)
+            model, info = cached_student(spec, state, embedder, r, seed)
             states[key] = {k: v.clone() for k, v in model.state_dict().items()}
             seconds[key].append(info["cpu_seconds"])
             trained[key].append(evaluator(f"{key} seed {seed}", model, family="distilled"))

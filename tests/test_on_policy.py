@@ -156,8 +156,8 @@ def test_teacher_fraction_adds_cfg_teacher_samples_after_the_on_policy_rows(pret
     assert batch.steps.shape[0] == 10 and batch.num_on_policy == 8 and batch.num_prompts == 4
     prompts = batch.condition[:8:2]
     assert torch.equal(batch.condition[8:], prompts[:2])
-    # seeded like the rollout, salt 100 + the objective's index (0: the first objective), global step 0
-    teacher_rows = sample(distill.teacher, prompts[:2], 16, SamplingConfig(guidance_scale=3.0), seed=100)
+    # seeded like the rollout, salt 200 + the objective's index (0: the first objective), global step 0
+    teacher_rows = sample(distill.teacher, prompts[:2], 16, SamplingConfig(guidance_scale=3.0), seed=200)
     assert torch.equal(batch.steps[8:], teacher_rows)
     assert torch.equal(batch.condition[:8], repeat_condition(prompts, 2))
     with pytest.raises(ValueError, match=r"teacher_fraction must be in \[0, 1\), got 1.0"):

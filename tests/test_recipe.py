@@ -7,6 +7,7 @@ recipe (``examples/recipe_study.py`` trains and evaluates exactly as the study d
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +15,9 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
+import yaml
 
+from lightning_cfgrl import CFGDistillCallback, CFGRLModule, DiversityRewardCallback
 from lightning_cfgrl.core.sampling import SamplingConfig
 from lightning_cfgrl.embedders import ContrastiveEmbedderModule, ContrastiveTokenEmbedder
 from lightning_cfgrl.experiments import SyntheticMusicDataModule
@@ -86,6 +89,39 @@ def run_short_recipe(name: str, seed: int, base=None) -> dict[str, float]:
         "margin": results["beta15"]["diversity"][0] - results["placebo"]["diversity"][0],
         "reward_margin": results["beta15"]["reward_diversity"][0] - results["placebo"]["reward_diversity"][0],
     }
+
+
+def _defaults(cls) -> dict:
+    return {k: v.default for k, v in inspect.signature(cls.__init__).parameters.items()}
+
+
+@pytest.mark.parametrize("name", ["distill_beta0.yaml", "distill_beta15.yaml", "distill_placebo.yaml"])
+def test_shipped_configs_are_the_recipe_defaults(name: str) -> None:
+    """The recipe lives in the class defaults; the example configs spell it out and must agree, and the
+    study trains with exactly these settings (its SHIPPED_TRAINER)."""
+    config = yaml.safe_load((ROOT / "examples" / "configs" / name).read_text())
+    model = config["model"]["init_args"]
+    module = _defaults(CFGRLModule)
+    for key in ("learning_rate", "lr_warmup_steps", "lr_decay", "num_samples_per_prompt", "disable_dropout"):
+        assert model.get(key, module[key]) == module[key], key
+    assert module["num_samples_per_prompt"] == study.SHIPPED_TRAINER["group_size"]
+    assert config["data"]["init_args"]["batch_size"] == study.SHIPPED_TRAINER["prompts_per_batch"]
+    assert config["trainer"]["max_steps"] == study.SHIPPED_TRAINER["steps"]
+    assert config["trainer"].get("gradient_clip_val") == study.SHIPPED_TRAINER["gradient_clip_val"]
+    callbacks = {
+        c["class_path"].rsplit(".", 1)[1]: c.get("init_args", {}) for c in config["trainer"]["callbacks"]
+    }
+    distill = _defaults(CFGDistillCallback)
+    for key in ("guidance_scale", "divergence", "reduction", "teacher_fraction"):
+        assert callbacks["CFGDistillCallback"].get(key, distill[key]) == distill[key], key
+    diversity = _defaults(DiversityRewardCallback)
+    given = callbacks["DiversityRewardCallback"]
+    assert given.get("baseline", "auto") in ("auto", "other_pairs")  # "auto" is other_pairs at G = 4
+    for key in ("advantage_norm", "beta_scale", "baseline_decay"):
+        assert given.get(key, diversity[key]) == diversity[key], key
+    assert diversity["beta"] == 15.0
+    assert given["beta"] == (0.0 if name == "distill_beta0.yaml" else 15.0)
+    assert given.get("shuffle_rewards", False) == (name == "distill_placebo.yaml")
 
 
 # Calibrated over training seeds 0-3 (python -c "from tests.test_recipe import calibrate; calibrate()"):

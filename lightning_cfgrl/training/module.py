@@ -28,7 +28,9 @@ from lightning_cfgrl.training.objective import ObjectiveCallback, log_objective_
 from lightning_cfgrl.training.optimization import build_optimizers, warmup_decay_lambda
 from lightning_cfgrl.training.rollout import RolloutBatch
 
-EXTRA_ROLLOUT_SALT = 100  # seeds of objectives' extra rollouts: salt 100 + the objective's index
+EXTRA_ROLLOUT_SALT = (
+    200  # seeds of objectives' extra rollouts: salt 200 + the objective's index (controls use 100+)
+)
 
 
 class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
@@ -359,6 +361,12 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
         )
         if self.scheduler_factory is not None or (self.lr_warmup_steps == 0 and self.lr_decay == "constant"):
             return built
+        if self._trainer is None:
+            raise ValueError(
+                f"the learning-rate schedule (lr_warmup_steps={self.lr_warmup_steps}, lr_decay={self.lr_decay!r}) "
+                "needs the Trainer's number of steps; call configure_optimizers inside a fit, or use "
+                "lr_warmup_steps=0, lr_decay='constant' (or pass a scheduler)"
+            )
         total = self.trainer.estimated_stepping_batches
         if self.lr_decay != "constant" and not math.isfinite(total):
             raise ValueError(
