@@ -78,7 +78,7 @@ def test_every_shipped_config_checkpoints_periodically():
     for path in sorted(CONFIGS.glob("*.yaml")):
         callbacks = (yaml.safe_load(path.read_text()).get("trainer") or {}).get("callbacks") or []
         for cb in callbacks:
-            if cb["class_path"].endswith("ModelCheckpoint"):
+            if cb["class_path"].endswith(("ModelCheckpoint", "RunCheckpoint")):
                 args = cb["init_args"]
                 assert args.get("save_last") is True and args.get("every_n_train_steps", 0) >= 1, path.name
                 checked += 1
