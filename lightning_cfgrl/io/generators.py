@@ -25,15 +25,6 @@ def load_generator_spec(path: str | Path) -> dict | None:
     return dict(spec) if isinstance(spec, dict) and "class_path" in spec else None
 
 
-def load_init_checkpoint(generator: nn.Module, path: str | Path) -> None:
-    """Load a checkpoint's (or safetensors file's) generator weights into ``generator``; a mismatch is a
-    ValueError naming the file."""
-    try:
-        generator.load_state_dict(load_generator_state(path))
-    except RuntimeError as err:  # torch's size-mismatch report, with the file named
-        raise ValueError(f"init_checkpoint {str(path)!r} does not fit the generator: {err}") from err
-
-
 def load_generator(path: str | Path, merge_adapters: bool = False) -> nn.Module:
     """A ready generator (eval mode) from a ``CFGRLModule``/``PretrainModule`` checkpoint (weights_only).
 
