@@ -4,8 +4,8 @@ wrongly.
 
 ``test_every_interruption_point_leaves_consistent_sets`` snapshots the output directory before every
 rename and unlink a merge makes, which is exactly what a SIGKILL at that instant would leave (the data
-files are complete and fsynced before the first rename); ``test_sigkill_during_merge`` (slow) kills real
-``tests/merge_kill.py`` processes at a few of those points.
+files are complete and fsynced before the first rename); ``test_sigkill_during_merge`` (slow) kills a real
+``tests/merge_kill.py`` process at one of those points.
 """
 
 from __future__ import annotations
@@ -164,6 +164,7 @@ def test_a_second_merge_into_a_locked_directory_is_refused(tmp_path: Path) -> No
 # ------------------------------------------------------------------------------------ interruptions
 
 
+@pytest.mark.filterwarnings("ignore:.*have no sidecar")
 def test_every_interruption_point_leaves_consistent_sets(tmp_path: Path, monkeypatch) -> None:
     src = _sources(tmp_path)
     out = tmp_path / "out"
@@ -204,18 +205,22 @@ def test_every_interruption_point_leaves_consistent_sets(tmp_path: Path, monkeyp
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*have no sidecar")
 def test_sigkill_during_merge(tmp_path: Path) -> None:
-    """Real SIGKILLs (``tests/merge_kill.py --kill-at k``): before commit, mid-commit, after a sidecar."""
+    """A real SIGKILL (``tests/merge_kill.py``) in the middle of the second lambda's commit."""
     src = _sources(tmp_path)
     kills = 0
-    for kill_at in (0, 2, 5, 9):  # events: 0 = first sidecar removal ... 4k + 3 = lambda k's sidecar
+    # events 4k .. 4k + 3 of lambda k: old sidecar removed, 2 model files renamed, new sidecar renamed.
+    # 6: the first lambda committed, the second mid-commit (sidecar gone, one file renamed), the third old
+    for kill_at in (6,):
         out = tmp_path / f"out{kill_at}"
         merge_checkpoints(str(src["q_old"]), str(src["d_old"]), LAMBDAS, str(out), method="slerp")
         cmd = [sys.executable, "-m", "tests.merge_kill", str(src["q"]), str(src["d"]), str(out), str(kill_at)]
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
         kills += 1
-        assert assert_consistent(out) >= len(LAMBDAS) - 1
+        assert assert_consistent(out) == len(LAMBDAS) - 1  # the set being committed is not trusted
+        assert [_method_of_files(f.sidecar) for _, f in complete_merged_sets(out)] == [{"lerp"}, {"slerp"}]
         merge_checkpoints(str(src["q"]), str(src["d"]), LAMBDAS, str(out))
         assert _temps(out) == [] and assert_consistent(out) == len(LAMBDAS)
-    assert kills == 4
+    assert kills == 1

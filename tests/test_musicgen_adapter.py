@@ -197,6 +197,85 @@ def test_trains_with_cfg_distillation_and_checkpoint_rebuilds_it(hf, hf_model, t
     torch.testing.assert_close(rebuilt(steps, cond), gen(steps, cond))
 
 
+def test_controls_on_the_decoder_input_embeddings(hf, hf_model, tmp_path):
+    """A control-aware adapter: a base state dict loads unchanged (HF's own logits), the control path is
+    cache-exact and changes the samples once moved, a deep copy (the teacher) keeps its own hook, and a
+    guidance range trains it through CFGRLModule."""
+    import copy
+
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader
+
+    from lightning_cfgrl.core.controls import load_base_weights
+    from lightning_cfgrl.io.generators import load_generator
+
+    base = MusicgenGenerator(hf_model).eval()
+    steerable = MusicgenGenerator(config=hf_model.config.to_dict(), controls=["guidance_scale"]).eval()
+    missing = load_base_weights(steerable, base.state_dict())
+    assert missing and all(k.startswith("control_emb.") for k in missing)
+    cond = _condition()
+    steps = sample(base, cond, 6, seed=0)
+    g = {"guidance_scale": torch.tensor([1.5, 4.0])}
+    torch.testing.assert_close(steerable(steps, cond, controls=g), base(steps, cond), rtol=0, atol=0)
+
+    with torch.no_grad():
+        for p in steerable.control_emb.parameters():
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(2)))
+    moved = steerable(steps, cond, controls=g)
+    assert not torch.allclose(moved, base(steps, cond))
+    torch.testing.assert_close(
+        steerable(steps, cond), base(steps, cond), rtol=0, atol=0
+    )  # no controls: no term
+    config = SamplingConfig(guidance_scale=3.0)
+    a = sample(steerable, cond, 8, config, num_samples=2, seed=3, controls={"guidance_scale": 2.0})
+    assert torch.equal(
+        a,
+        sample(
+            steerable,
+            cond,
+            8,
+            config,
+            num_samples=2,
+            seed=3,
+            controls={"guidance_scale": 2.0},
+            use_cache=False,
+        ),
+    )
+    assert not torch.equal(a, sample(steerable, cond, 8, config, num_samples=2, seed=3))
+    teacher = copy.deepcopy(steerable)
+    with torch.no_grad():
+        for p in teacher.control_emb.parameters():
+            p.zero_()
+    torch.testing.assert_close(teacher(steps, cond, controls=g), base(steps, cond), rtol=0, atol=0)
+    torch.testing.assert_close(steerable(steps, cond, controls=g), moved, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="MusicgenGenerator does not accept the control 'guidance_scale'"):
+        base(steps, cond, controls=g)
+
+    student = MusicgenGenerator(config=hf_model.config.to_dict(), controls=["guidance_scale"]).train()
+    load_base_weights(student, base.state_dict())
+    rows = _condition(batch=4)
+    data = DataLoader(
+        [{"input_ids": rows["input_ids"][i], "attention_mask": rows["attention_mask"][i]} for i in range(4)],
+        batch_size=2,
+        collate_fn=lambda r: {"condition": {k: torch.stack([x[k] for x in r]) for k in r[0]}},
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=[CFGDistillCallback(guidance_scale=[1.0, 5.0])],
+    )
+    trainer.fit(CFGRLModule(student, num_frames=4, learning_rate=1e-2), data)
+    assert float(student.control_emb.mlps["guidance_scale"][2].weight.detach().abs().sum()) > 0
+    trainer.save_checkpoint(tmp_path / "s.ckpt")
+    rebuilt = load_generator(tmp_path / "s.ckpt")
+    assert rebuilt.control_names == ("guidance_scale",)
+    torch.testing.assert_close(rebuilt(steps, cond, controls=g), student.eval()(steps, cond, controls=g))
+
+
 def test_errors(hf_model):
     gen = MusicgenGenerator(hf_model)
     with pytest.raises(ValueError, match="exactly one of 'input_ids'"):

@@ -13,6 +13,9 @@ What maps to what:
 * null condition (CFG): zeroed encoder states and a zeroed attention mask, exactly what HF's
   ``generate(guidance_scale=...)`` builds for its unconditional half.
 * KV cache: HF's own (``EncoderDecoderCache``), returned by the model and kept in a :class:`MusicgenCache`.
+* controls (``controls=[...]``): a zero-initialised :class:`~lightning_cfgrl.core.controls.ControlEmbedding`
+  added to the decoder's input embeddings at every position (a forward hook on the first codebook's
+  embedding, so the HF model and its state dict keys are untouched).
 
 transformers is imported only when the adapter is built (``pip install lightning-cfgrl[musicgen]``).
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +34,7 @@ from torch import Tensor, nn
 
 from lightning_cfgrl.audio.encodec_import import torchaudio_stub_if_broken
 from lightning_cfgrl.core.condition import Condition, condition_batch_size
+from lightning_cfgrl.core.controls import ControlEmbedding, Controls, check_controls
 from lightning_cfgrl.core.delay_pattern import DelayPattern
 from lightning_cfgrl.core.generator import check_condition_matches, check_steps, class_spec
 
@@ -58,6 +63,9 @@ class MusicgenGenerator(nn.Module):
         use_cache: decode incrementally with HF's KV cache.
         gradient_checkpointing: HF's gradient checkpointing of the decoder layers (non-reentrant) in
             training forwards: less activation memory for one extra forward.
+        controls: control inputs the adapter accepts (e.g. ``["guidance_scale"]``), see
+            :mod:`lightning_cfgrl.core.controls`; a base state dict loads with
+            :func:`~lightning_cfgrl.core.controls.load_base_weights`.
     """
 
     def __init__(
@@ -68,6 +76,7 @@ class MusicgenGenerator(nn.Module):
         freeze_encoders: bool = True,
         use_cache: bool = True,
         gradient_checkpointing: bool = False,
+        controls: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if (model is None) == (config is None):
@@ -118,6 +127,11 @@ class MusicgenGenerator(nn.Module):
         if freeze_encoders:
             model.text_encoder.requires_grad_(False)
             model.audio_encoder.requires_grad_(False)
+        self.control_names = tuple(controls)
+        self.control_emb = ControlEmbedding(self.control_names, decoder.hidden_size) if controls else None
+        self._steering: Tensor | None = None  # [B, D] while a forward with controls runs
+        if controls:
+            model.decoder.get_input_embeddings()[0].register_forward_hook(self._add_steering)
 
     def spec(self) -> dict:
         """``class_path``/``init_args`` that rebuild this adapter (recorded in checkpoints' hparams)."""
@@ -132,6 +146,7 @@ class MusicgenGenerator(nn.Module):
                 "freeze_encoders": self.freeze_encoders,
                 "use_cache": self.use_cache,
                 "gradient_checkpointing": self.gradient_checkpointing,
+                **({"controls": list(self.control_names)} if self.control_names else {}),
             },
         )
 
@@ -152,12 +167,21 @@ class MusicgenGenerator(nn.Module):
     def new_cache(self, batch_size: int, max_steps: int) -> MusicgenCache | None:
         return MusicgenCache() if self.use_cache else None
 
-    def forward(self, steps: Tensor, condition: Condition, cache: MusicgenCache | None = None) -> Tensor:
-        """``steps [B, K, S]`` -> logits ``[B, K, S - cache.steps, V]`` (all S without a cache)."""
+    def forward(
+        self,
+        steps: Tensor,
+        condition: Condition,
+        cache: MusicgenCache | None = None,
+        controls: Controls | None = None,
+    ) -> Tensor:
+        """``steps [B, K, S]``, ``controls {name: [B]}`` -> logits ``[B, K, S - cache.steps, V]`` (all S
+        without a cache). With a cache, pass the same controls at every step."""
         start = cache.steps if cache is not None else 0
-        if start == 0:  # validate once per sequence, not once per decoded step
+        if start == 0 or (controls and self.control_emb is None):  # validate once per sequence
             check_condition_matches(self._check_condition(condition), steps.shape[0])
             check_steps(steps[:, :, :-1], self)  # the last step is never read (it may be a placeholder)
+            if controls:
+                check_controls(self, controls, steps.shape[0])
         if steps.shape[2] <= start:
             raise ValueError(
                 f"got {steps.shape[2]} steps but {start} are already cached; pass at least one new step"
@@ -171,19 +195,30 @@ class MusicgenGenerator(nn.Module):
         valid = self.pattern.valid_mask(steps.shape[2], steps.device)
         ids = torch.where(valid, steps, self.start_id)
         inputs = torch.cat([torch.full_like(ids[..., :1], self.start_id), ids[..., :-1]], dim=-1)[..., start:]
-        out = self.model(
-            encoder_outputs=(states,),
-            attention_mask=mask,
-            decoder_input_ids=rearrange(inputs, "b k s -> (b k) s"),
-            use_cache=cache is not None,
-            return_dict=True,
-            **{self._cache_arg: cache.past if cache is not None else None},
-        )
+        self._steering = self.control_emb(controls) if controls else None
+        try:
+            out = self.model(
+                encoder_outputs=(states,),
+                attention_mask=mask,
+                decoder_input_ids=rearrange(inputs, "b k s -> (b k) s"),
+                use_cache=cache is not None,
+                return_dict=True,
+                **{self._cache_arg: cache.past if cache is not None else None},
+            )
+        finally:
+            self._steering = None
         if cache is not None:
             past = getattr(out, "cache", None)
             cache.past = past if past is not None else getattr(out, "past_key_values", None)
             cache.steps = steps.shape[2]
         return rearrange(out.logits, "(b k) s v -> b k s v", k=self.num_codebooks)
+
+    def _add_steering(self, module: nn.Module, inputs: Any, output: Tensor) -> Tensor | None:
+        # the first codebook's embedding [B, S, D]: the decoder sums the codebooks' embeddings, so this
+        # adds the control embedding to the decoder's input embedding at every position
+        if self._steering is None:
+            return None
+        return output + self._steering[:, None].to(output.dtype)
 
     # -- conditioning -------------------------------------------------------------------------------
     def encoder_states(self, condition: Condition) -> tuple[Tensor, Tensor | None]:

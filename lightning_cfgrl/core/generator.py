@@ -14,6 +14,11 @@ sampling recomputes the prefix every step. A plain LM becomes a generator with
 
 To be rebuilt from a checkpoint, a generator also has ``spec()``: the ``{"class_path", "init_args"}``
 that construct it again (see :func:`class_spec`).
+
+Optional: control inputs. A generator that can be steered by per-sequence values (guidance scale,
+diversity weight) lists them in ``control_names`` and accepts ``controls={name: [B] float tensor}`` as a
+keyword of ``forward``; see :mod:`lightning_cfgrl.core.controls`. Generators without it never receive
+the keyword, and asking them for a control is a clear error.
 """
 
 from __future__ import annotations
@@ -30,7 +35,10 @@ from lightning_cfgrl.core.delay_pattern import DelayPattern
 
 @runtime_checkable
 class TokenGenerator(Protocol):
-    """Structural type of a token model; any ``nn.Module`` with these members works."""
+    """Structural type of a token model; any ``nn.Module`` with these members works.
+
+    Optionally ``control_names: tuple[str, ...]`` and a ``controls`` keyword of ``forward`` (module docs).
+    """
 
     num_codebooks: int
     vocab_size: int

@@ -19,11 +19,12 @@ def check_guidance_scale(scale: float) -> float:
     return scale
 
 
-def cfg_logits(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
+def cfg_logits(cond: Tensor, uncond: Tensor, scale: float | Tensor) -> Tensor:
     """``uncond + scale * (cond - uncond)`` on logits ``[..., V]``.
 
     Raw logits and log-probabilities give the same distribution after softmax, because the per-row
-    normalising constants enter as ``const + scale * const'`` which softmax ignores.
+    normalising constants enter as ``const + scale * const'`` which softmax ignores. ``scale`` is a
+    number, or a ``[N]`` tensor of one scale per sequence (the leading dim of ``cond``).
 
     Masked tokens (logit ``-inf``), where the formula gives NaN or ``+inf``: ``scale = 0`` is the
     unconditional model and ``scale = 1`` the conditional one, exactly; for any other scale a token
@@ -31,14 +32,34 @@ def cfg_logits(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
     toward the condition, and ``(1 - g) * -inf`` must not make a token certain for g > 1). NaN inputs
     stay NaN.
     """
-    scale = check_guidance_scale(scale)
     if cond.shape != uncond.shape:
         raise ValueError(
             f"cond and uncond logits must have the same shape, got {tuple(cond.shape)} and {tuple(uncond.shape)}"
         )
+    if isinstance(scale, Tensor):
+        return _per_sequence_mix(cond, uncond, scale)
+    scale = check_guidance_scale(scale)
     if scale == 1.0:
         return cond
     if scale == 0.0:
         return uncond
+    return _masked_mix(cond, uncond, scale)
+
+
+def _masked_mix(cond: Tensor, uncond: Tensor, scale: float | Tensor) -> Tensor:
     mixed = uncond + scale * (cond - uncond)
     return mixed.masked_fill(torch.isneginf(cond) | torch.isneginf(uncond), float("-inf"))
+
+
+def _per_sequence_mix(cond: Tensor, uncond: Tensor, scale: Tensor) -> Tensor:
+    """``[N]`` scales, one per sequence (broadcast over everything after dim 0); rows at 0 and 1 are the
+    unconditional and conditional logits exactly, as with a number."""
+    if scale.dim() != 1 or scale.shape[0] != cond.shape[0]:
+        raise ValueError(
+            f"a per-sequence guidance_scale must be [N] = [{cond.shape[0]}], got shape {tuple(scale.shape)}"
+        )
+    bad = ~(torch.isfinite(scale) & (scale >= 0))
+    if bool(bad.any()):
+        raise ValueError(f"guidance_scale must be a finite number >= 0, got {scale[bad][0].item()}")
+    s = scale.to(cond.dtype).reshape(-1, *([1] * (cond.dim() - 1)))
+    return torch.where(s == 1.0, cond, torch.where(s == 0.0, uncond, _masked_mix(cond, uncond, s)))

@@ -9,6 +9,7 @@ same tokens.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +21,7 @@ from lightning_cfgrl.core.condition import (
     condition_batch_size,
     repeat_condition,
 )
+from lightning_cfgrl.core.controls import cat_controls, check_controls, controls_kwargs, expand_controls
 from lightning_cfgrl.core.generator import TokenGenerator, check_logits, pad_id
 from lightning_cfgrl.core.guidance import cfg_logits, check_guidance_scale
 
@@ -117,6 +119,7 @@ def sample(
     num_samples: int = 1,
     seed: int | torch.Generator | None = None,
     use_cache: bool = True,
+    controls: Mapping[str, float | Tensor] | None = None,
 ) -> Tensor:
     """Sample ``num_samples`` sequences per prompt.
 
@@ -128,6 +131,10 @@ def sample(
         num_samples: G samples per prompt; the G samples of a prompt are adjacent in the output.
         seed: int or ``torch.Generator`` for reproducible sampling.
         use_cache: use the generator's KV cache when it has one.
+        controls: control values for a generator that lists them in ``control_names`` (see
+            :mod:`lightning_cfgrl.core.controls`), e.g. ``{"guidance_scale": 3.0}``: a number for every
+            sequence, a ``[B]`` tensor per prompt or a ``[B * G]`` tensor per sequence. They are passed to
+            every forward, the CFG null half included (same values as its conditional half).
 
     Returns:
         steps ``[B * G, K, T + max_delay]`` int64 in the generator's step domain (``pad_id`` where the
@@ -140,9 +147,13 @@ def sample(
     device = next(generator.parameters()).device
     condition = repeat_condition(condition, num_samples)
     batch = condition_batch_size(condition)
+    steering = expand_controls(controls or {}, batch // num_samples, num_samples, device)
+    check_controls(generator, steering, batch)
     guided = config.guidance_scale != 1.0
     if guided:
         condition = cat_conditions(condition, generator.null_condition(condition))
+        steering = cat_controls(steering, steering)
+    extra = controls_kwargs(steering)
     rng = make_rng(seed, device)
 
     k = generator.num_codebooks
@@ -158,7 +169,7 @@ def sample(
     flat_inputs = inputs.view(-1, k, num_steps)
     cache = generator.new_cache(flat_inputs.shape[0], num_steps) if use_cache else None
     for s in range(num_steps):
-        logits = generator(flat_inputs[:, :, : s + 1], condition, cache=cache)
+        logits = generator(flat_inputs[:, :, : s + 1], condition, cache=cache, **extra)
         if s == 0:  # the contract, once: [B(x2), K, 1, V] whether or not the generator caches
             check_logits(logits, generator, flat_inputs.shape[0], 1)
         logits = logits[:, :, -1]  # [B(x2), K, V]

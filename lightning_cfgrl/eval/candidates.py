@@ -63,13 +63,15 @@ def evaluate_candidate(
     family: str = "",
     setting: Mapping[str, Any] | None = None,
     on_seed: Callable[[], None] | None = None,
+    controls: Mapping[str, float] | None = None,
 ) -> CandidateResult:
     """Sample ``num_samples`` per prompt for each seed; score quality per sample and diversity per prompt.
 
     ``diversity_embedders`` maps a metric name to an embedder (frames ``[N, K, T]`` -> ``[N, D]``); a
     single module is named ``"diversity"``. Diversity is the mean pairwise ``1 - cos`` within a prompt.
     Use an embedder other than the one a model was rewarded with for the headline. ``on_seed`` is called
-    after each seed (progress bars).
+    after each seed (progress bars). ``controls`` (e.g. ``{"guidance_scale": 3.0}``) steer a
+    control-aware generator (passed to ``sample``).
     """
     if num_samples < 2:
         raise ValueError(f"num_samples must be >= 2 to measure diversity, got {num_samples}")
@@ -88,7 +90,9 @@ def evaluate_candidate(
     repeated = repeat_condition(prompts, num_samples)
     for seed in seeds:
         start = time.perf_counter()
-        steps = sample(generator, prompts, num_frames, config, num_samples=num_samples, seed=seed)
+        steps = sample(
+            generator, prompts, num_frames, config, num_samples=num_samples, seed=seed, controls=controls
+        )
         seconds += time.perf_counter() - start
         frames = generator.pattern.steps_to_frames(steps)
         tokens += frames.numel()

@@ -13,7 +13,12 @@ differences ``d_s``; it holds when ``mean(d) > 2 * SE(d)``, and the one-sided p-
 * (c) the merged front's hypervolume exceeds the CFG front's, and the temperature / top-p front's;
   fronts and hypervolumes are recomputed seed by seed (paired).
 
-(b) and (c) are reported once per diversity metric: the independent evaluation embedder
+* (s) a steerable student (one run, g and beta as inputs, see :mod:`lightning_cfgrl.core.controls`): at
+  each control g that is also in the CFG sweep (g != 1; lowest diversity weight), it reaches ``fraction``
+  of CFG-at-g's quality gain over chance; and its front (all its control settings) has a larger
+  hypervolume than the CFG, merged and temperature / top-p fronts.
+
+(b), (c) and the fronts of (s) are reported once per diversity metric: the independent evaluation embedder
 (``diversity``) and, when given, the reward's own embedder; a gap between the two is reward hacking.
 """
 
@@ -31,7 +36,7 @@ from lightning_cfgrl.eval.stats import mean_se, paired_t_test
 class Claim:
     """One tested claim. ``margin`` is the mean paired difference; it holds when > 2 standard errors."""
 
-    claim: str  # "a", "a_vs_sampling", "b", "b_vs_placebo", "c", "c_vs_sampling"
+    claim: str  # "a", "a_vs_sampling", "b", "b_vs_placebo", "c", "c_vs_sampling", "s_g=<g>", "s_front*"
     statement: str
     holds: bool
     margin: float
@@ -67,14 +72,16 @@ class ClaimInputs:
     cfg: Sequence[CandidateResult] = ()
     sampling: Sequence[CandidateResult] = ()
     merged: Sequence[CandidateResult] = ()
+    steerable: Sequence[CandidateResult] = ()  # every control setting of every steerable student
     fraction: float = 0.95
 
 
 def check_claims(inputs: ClaimInputs) -> list[Claim]:
     """Every claim whose candidates are present (see the module docs), in the order a, b, c."""
-    claims = _quality_claims(inputs)
+    claims = _quality_claims(inputs) + _steering_quality_claims(inputs)
     for metric in inputs.diversity_metrics:
         claims += _diversity_claims(inputs, metric) + _front_claims(inputs, metric)
+        claims += _steering_front_claims(inputs, metric)
     return claims
 
 
@@ -121,6 +128,38 @@ def _front_claims(x: ClaimInputs, metric: str) -> list[Claim]:
             detail = f"hypervolume {mean_se(merged)[0]:.4g} vs {mean_se(other)[0]:.4g} (per-seed fronts)"
             statement = f"the merged front's hypervolume exceeds {label}'s"
             claims.append(_claim(key, statement, differences, metric, detail))
+    return claims
+
+
+def _steering_quality_claims(x: ClaimInputs) -> list[Claim]:
+    """(s): each steerable student at control g (its quality setting) against CFG at the same g."""
+    cfg = {r.setting.get("guidance_scale"): r for r in x.cfg}
+    claims = []
+    for row in x.steerable:
+        g = row.setting.get("guidance_scale")
+        if row.setting.get("quality_setting") and g != 1.0 and g in cfg:
+            claims.append(_quality_claim(x, row, cfg[g], f"s_g={g:g}", f"CFG at g={g:g}"))
+    return claims
+
+
+def _steering_front_claims(x: ClaimInputs, metric: str) -> list[Claim]:
+    """(s): each steerable student's front (all its control settings) against the other fronts."""
+    claims = []
+    for model in dict.fromkeys(r.setting.get("model") for r in x.steerable):
+        members = [r for r in x.steerable if r.setting.get("model") == model]
+        own = front_hypervolumes(members, x.quality, metric, x.sign, x.reference)
+        for others, key, label in (
+            (x.cfg, "s_front", "the CFG front"),
+            (x.merged, "s_front_vs_merged", "the merged front"),
+            (x.sampling, "s_front_vs_sampling", "the temperature/top-p front"),
+        ):
+            if others:
+                _same_seeds(members[0], others[0])
+                other = front_hypervolumes(others, x.quality, metric, x.sign, x.reference)
+                differences = [m - o for m, o in zip(own, other, strict=True)]
+                detail = f"hypervolume {mean_se(own)[0]:.4g} vs {mean_se(other)[0]:.4g} (per-seed fronts)"
+                statement = f"the steerable {model} front's hypervolume exceeds {label}'s"
+                claims.append(_claim(key, statement, differences, metric, detail))
     return claims
 
 

@@ -68,7 +68,8 @@ class EvaluationReport:
 
 
 class Evaluation:
-    """Quality-diversity evaluation of CFG, temperature / top-p, distilled, merged and placebo candidates.
+    """Quality-diversity evaluation of CFG, temperature / top-p, distilled, merged, placebo and steerable
+    candidates.
 
     Args:
         scorers: per-sample quality scorers (each with its name, direction and chance level).
@@ -205,6 +206,7 @@ class Evaluation:
             family=row.family,
             setting=row.setting,
             on_seed=on_seed,
+            controls=row.controls,
         )
 
     def summarize(self, results: list[CandidateResult], selection: list[CandidateResult]) -> EvaluationReport:
@@ -244,6 +246,7 @@ class Evaluation:
             cfg=groups.get("cfg", []),
             sampling=sampling,
             merged=groups.get("merged", []),
+            steerable=groups.get("steerable", []),
             fraction=self.fraction,
         )
         return EvaluationReport(
@@ -288,7 +291,7 @@ class Evaluation:
         }
 
 
-_FAMILY_ORDER = ["cfg", "temperature", "top_p", "distilled", "merged", "placebo"]
+_FAMILY_ORDER = ["cfg", "temperature", "top_p", "distilled", "merged", "placebo", "steerable"]
 
 
 def _check_scorers(scorers: Sequence[Scorer]) -> list[Scorer]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from torch import nn
 
+from lightning_cfgrl.core.controls import DIVERSITY, GUIDANCE, check_controls, expand_controls
 from lightning_cfgrl.core.sampling import SamplingConfig
 from lightning_cfgrl.eval.protocol import DEFAULT_CFG_REFERENCE
 from lightning_cfgrl.io.checkpoints import CheckpointError
@@ -40,6 +41,12 @@ class Candidates:
         diversity_model: the name in ``distilled`` of the diversity model (beta > 0), for claim (b).
         merged_dir: a ``cfgrl merge`` / ``ModelMergeCallback`` output folder (``merged lambda=<l>``).
         placebo: checkpoint of the shuffled-reward placebo (``placebo``), for claim (b).
+        steerable: ``{name: checkpoint}`` of control-aware students (one training run, g and beta as
+            inputs), each sampled without CFG at every control setting below
+            (``steerable <name> g=<g> w=<w>``), like the CFG sweep at one pass per token.
+        control_guidance_scales: the ``guidance_scale`` control values of the steerable sweep.
+        control_diversity_weights: the ``diversity_weight`` control values (``None``: the students take
+            no diversity control). The lowest is the quality setting the per-g claims use.
     """
 
     base: str | None = None
@@ -52,6 +59,9 @@ class Candidates:
     diversity_model: str | None = None
     merged_dir: str | None = None
     placebo: str | None = None
+    steerable: dict[str, str] = field(default_factory=dict)
+    control_guidance_scales: list[float] = field(default_factory=lambda: [1.0, 1.5, 2.0, 3.0, 4.0, 5.0])
+    control_diversity_weights: list[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,7 @@ class PlannedCandidate:
     checkpoint: str
     config: SamplingConfig
     setting: dict  # what distinguishes it in its family; "cfg_reference" and "roles" mark the claims' roles
+    controls: dict | None = None  # control values of a steerable student (``sample(controls=...)``)
 
 
 def plan_candidates(candidates: Candidates) -> list[PlannedCandidate]:
@@ -107,12 +118,48 @@ def plan_candidates(candidates: Candidates) -> list[PlannedCandidate]:
         )
     if c.placebo is not None:
         plan.append(PlannedCandidate("placebo", "placebo", str(c.placebo), SamplingConfig(), {}))
+    plan += _steerable_rows(c)
     if not plan:
         raise ValueError(
             "no candidates to evaluate: set candidates.base (with a sweep), candidates.distilled, "
             "candidates.merged_dir or candidates.placebo"
         )
     return plan
+
+
+def _steerable_rows(c: Candidates) -> list[PlannedCandidate]:
+    """One row per (student, g, w): sampled without CFG, the controls passed to ``sample``."""
+    if not c.steerable:
+        return []
+    _check_sweep("control_guidance_scales", c.control_guidance_scales)
+    weights = c.control_diversity_weights
+    if weights is not None:
+        _check_sweep("control_diversity_weights", weights)
+    if not c.control_guidance_scales or weights == []:
+        raise ValueError(
+            "candidates.steerable needs control values: control_guidance_scales (and control_diversity_weights "
+            f"unless null), got {c.control_guidance_scales} and {weights}"
+        )
+    for key, control, sweep in (
+        ("control_guidance_scales", GUIDANCE, c.control_guidance_scales),
+        ("control_diversity_weights", DIVERSITY, weights or []),
+    ):
+        for value in sweep:  # the checks sample() makes, now rather than after the other candidates
+            try:
+                expand_controls({control: float(value)}, 1, 1)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"candidates.{key} value {value!r} is invalid: {err}") from err
+    rows = []
+    for name, path in c.steerable.items():
+        for g in c.control_guidance_scales:
+            for w in weights if weights is not None else [None]:
+                controls = {GUIDANCE: float(g)} | ({DIVERSITY: float(w)} if w is not None else {})
+                label = f"steerable {name} g={g:g}" + (f" w={w:g}" if w is not None else "")
+                setting = {"model": name, **controls, "quality_setting": w is None or w == min(weights)}
+                rows.append(
+                    PlannedCandidate(label, "steerable", str(path), SamplingConfig(), setting, controls)
+                )
+    return rows
 
 
 def merged_checkpoints(merged_dir: str) -> list[tuple[float, Path]]:
@@ -145,6 +192,11 @@ def check_checkpoints(plan: list[PlannedCandidate], num_frames: int) -> dict[str
     for path in dict.fromkeys(row.checkpoint for row in plan):
         generator = load_candidate(path, [row.name for row in plan if row.checkpoint == path])
         _check_frames_fit(generator, num_frames, path)
+        for row in (r for r in plan if r.checkpoint == path and r.controls):
+            try:
+                check_controls(generator, expand_controls(row.controls, 1, 1), 1)
+            except ValueError as err:
+                raise ValueError(f"candidate {row.name!r} ({path}): {err}") from err
         shapes[path] = (int(generator.num_codebooks), int(generator.vocab_size))
         del generator
     if len(set(shapes.values())) > 1:

@@ -19,6 +19,7 @@ FAMILY_STYLE = {
     "distilled": dict(color="tab:green", marker="*", label="distilled"),
     "merged": dict(color="tab:red", marker="s", label="merged (lambda sweep)"),
     "placebo": dict(color="tab:purple", marker="x", label="placebo (shuffled rewards)"),
+    "steerable": dict(color="tab:orange", marker="D", label="steerable student (control sweep)"),
 }
 # fronts that span families: drawn dashed
 COMBINED_FRONT_STYLE = {"sampling": dict(color="black", label="temperature + top-p front")}

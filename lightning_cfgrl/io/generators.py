@@ -6,6 +6,7 @@ from pathlib import Path
 
 from torch import nn
 
+from lightning_cfgrl.core.controls import load_base_weights
 from lightning_cfgrl.io.checkpoints import (
     is_safetensors_file,
     load_checkpoint,
@@ -23,6 +24,15 @@ def load_generator_spec(path: str | Path) -> dict | None:
         return None
     spec = load_checkpoint(path).get("hyper_parameters", {}).get("generator")
     return dict(spec) if isinstance(spec, dict) and "class_path" in spec else None
+
+
+def load_init_checkpoint(generator: nn.Module, path: str | Path) -> None:
+    """Load a checkpoint's (or safetensors file's) generator weights into ``generator``; a mismatch is a
+    ValueError naming the file."""
+    try:  # a base checkpoint also loads into a control-aware model (its control embedding stays zero)
+        load_base_weights(generator, load_generator_state(path))
+    except RuntimeError as err:  # torch's size-mismatch report, with the file named
+        raise ValueError(f"init_checkpoint {str(path)!r} does not fit the generator: {err}") from err
 
 
 def load_generator(path: str | Path, merge_adapters: bool = False) -> nn.Module:
@@ -55,12 +65,3 @@ def load_generator(path: str | Path, merge_adapters: bool = False) -> nn.Module:
     generator = instantiate_spec(spec, f"the generator spec of checkpoint {path}")
     generator.load_state_dict(load_generator_state(path))
     return generator.eval()
-
-
-def load_init_checkpoint(generator: nn.Module, path: str | Path) -> None:
-    """Load the generator weights of ``path`` (Lightning checkpoint or safetensors) into ``generator``:
-    what ``init_checkpoint=`` does in ``CFGRLModule`` and ``PretrainModule``."""
-    try:
-        generator.load_state_dict(load_generator_state(path))
-    except RuntimeError as err:  # torch's size-mismatch report, with the file named
-        raise ValueError(f"init_checkpoint {str(path)!r} does not fit the generator: {err}") from err

@@ -3,7 +3,8 @@
 Summed codebook embeddings in, K output heads out, the codebook delay pattern so codebook k of a frame
 is predicted after codebooks < k of that frame. The prompt is a few attribute ids ``[B, A]`` (id 0 =
 "no prompt" in every slot); each slot's embedding becomes one prefix position the tokens attend to.
-Implements :class:`~lightning_cfgrl.core.generator.TokenGenerator` with a static KV cache.
+Implements :class:`~lightning_cfgrl.core.generator.TokenGenerator` with a static KV cache, and, when
+built with ``controls=[...]``, control inputs (:mod:`lightning_cfgrl.core.controls`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from lightning_cfgrl.core.controls import ControlEmbedding, Controls, check_controls
 from lightning_cfgrl.core.delay_pattern import DelayPattern
 from lightning_cfgrl.core.generator import check_condition_matches, check_steps, class_spec
 from lightning_cfgrl.models.kv_cache import KVCache
@@ -72,6 +74,11 @@ class AudioTokenTransformer(nn.Module):
         delays: per-codebook delays; default ``(0, 1, ..., K-1)`` (MusicGen's delay pattern).
         gradient_checkpointing: in training forwards with grad, keep only each block's input and
             recompute the block in backward (less activation memory for one extra forward).
+        controls: control inputs the model accepts, e.g. ``["guidance_scale", "diversity_weight"]``: a
+            zero-initialised :class:`~lightning_cfgrl.core.controls.ControlEmbedding` added to every input
+            position (the condition prefix and the tokens), so a base checkpoint loaded with
+            :func:`~lightning_cfgrl.core.controls.load_base_weights` computes exactly the base's logits.
+            The other parameters are initialised exactly as without controls (same seed, same weights).
     """
 
     def __init__(
@@ -86,6 +93,7 @@ class AudioTokenTransformer(nn.Module):
         dropout: float = 0.0,
         delays: Sequence[int] | None = None,
         gradient_checkpointing: bool = False,
+        controls: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self._init_args = dict(
@@ -101,6 +109,8 @@ class AudioTokenTransformer(nn.Module):
             gradient_checkpointing=gradient_checkpointing,
         )
         self.gradient_checkpointing = gradient_checkpointing
+        if controls:  # recorded only when set, so base checkpoints' specs stay as they were
+            self._init_args["controls"] = list(controls)
         if dim % num_heads:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.num_codebooks = num_codebooks
@@ -118,6 +128,9 @@ class AudioTokenTransformer(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.heads = nn.Linear(dim, num_codebooks * vocab_size)
         self.apply(self._init_weights)
+        # built after the base init so the base parameters draw the same random numbers as without controls
+        self.control_names = tuple(controls)
+        self.control_emb = ControlEmbedding(self.control_names, dim) if controls else None
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -146,14 +159,23 @@ class AudioTokenTransformer(nn.Module):
             p.dtype,
         )
 
-    def forward(self, steps: Tensor, condition: Tensor, cache: KVCache | None = None) -> Tensor:
-        """``steps [B, K, S]``, ``condition [B, A]`` -> logits ``[B, K, S - cache.steps, V]``."""
+    def forward(
+        self,
+        steps: Tensor,
+        condition: Tensor,
+        cache: KVCache | None = None,
+        controls: Controls | None = None,
+    ) -> Tensor:
+        """``steps [B, K, S]``, ``condition [B, A]``, ``controls {name: [B]}`` -> logits
+        ``[B, K, S - cache.steps, V]``. With a cache, pass the same controls at every step."""
         if cache is None or cache.steps == 0:  # validate once per sequence, not once per decoded step
             if steps.dim() != 3:
                 raise ValueError(f"tokens must have shape [B, K, S], got {tuple(steps.shape)}")
             self._check_condition(condition)
             check_condition_matches(condition, steps.shape[0])
             check_steps(steps[:, :, :-1], self)  # the last step is never read (it may be a placeholder)
+            if controls:
+                check_controls(self, controls, steps.shape[0])
         if steps.shape[2] > self.max_steps:
             raise ValueError(f"{steps.shape[2]} steps exceed max_steps {self.max_steps} (raise max_frames)")
         start = cache.steps if cache is not None else 0
@@ -175,6 +197,10 @@ class AudioTokenTransformer(nn.Module):
             first = num_slots + start
         # a slice of the table is the lookup of positions first.. without building the index tensor
         x = x + self.pos_emb.weight[first : first + x.shape[1]]
+        if controls:
+            if self.control_emb is None:  # validated above on the first step; a cached step may skip it
+                check_controls(self, controls, steps.shape[0])
+            x = x + self.control_emb(controls)[:, None]  # where the condition enters: every input position
         recompute = (
             self.gradient_checkpointing and self.training and cache is None and torch.is_grad_enabled()
         )

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch import Callback
 from torch import Tensor
 
+from lightning_cfgrl.core.condition import Condition
 from lightning_cfgrl.training.rollout import RolloutBatch
 
 if TYPE_CHECKING:
@@ -23,9 +25,32 @@ class ObjectiveCallback(Callback):
     moves them with the module and never hands them to the optimizer.
     """
 
+    def rollout_controls(
+        self, pl_module: CFGRLModule, num_prompts: int, group_size: int, rng: torch.Generator | None
+    ) -> dict[str, Tensor]:
+        """Control values this objective feeds the student, ``{name: [num_prompts * group_size]}`` (a
+        prompt's G samples adjacent); ``{}`` (the default) for none.
+
+        Called before every rollout, so the rollout samples and the loss sees the same values (they come
+        back as ``RolloutBatch.controls``). ``rng`` (seeded per step and process by the module) draws
+        training values; ``rng=None`` asks for fixed reference values (validation and set-up checks).
+        """
+        return {}
+
     def loss_terms(self, pl_module: CFGRLModule, batch: RolloutBatch) -> dict[str, Tensor]:
         """Return ``{name: scalar loss}``; gradients flow through ``batch.student_logits``."""
         raise NotImplementedError
+
+    def extra_rollouts(
+        self, pl_module: CFGRLModule, condition: Condition, seed: int
+    ) -> tuple[Tensor, Condition] | None:
+        """Off-policy rows to append to this step's rollout, or None (the default).
+
+        ``condition`` is the batch's prompts ``[B, ...]``; return ``(steps [M, K, S], condition [M, ...])``
+        sampled without grad. The module appends them after the student's own samples
+        (``RolloutBatch.num_on_policy``), so every objective sees them and a policy gradient can skip them.
+        """
+        return None
 
     def hyperparameters(self) -> dict[str, Any]:
         """Key settings (``{"<term>/<setting>": number or str}``), logged with the module's hparams at

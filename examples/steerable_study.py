@@ -1,0 +1,215 @@
+"""Steerable one-pass student vs CFG, the merged (LERP) front and temperature/top-p, on one built-in domain.
+
+    python examples/steerable_study.py                                   # SyntheticMusic
+    python examples/steerable_study.py --domain lightning_cfgrl.experiments.HMMMusic \\
+        --configs examples/configs/hmm --name hmm
+
+Stages (ordinary ``cfgrl`` commands, run with ``--workdir`` as the working directory so each domain keeps
+its own ``runs/``; a stage whose output exists is reused): ``pretrain.yaml`` (base), ``embedder.yaml``
+(the reward's embedder), ``distill_beta0.yaml`` and ``distill_beta15.yaml`` (the two-model recipe),
+``cfgrl merge`` (LERP, lambda 0..1), ``steerable.yaml`` (one run, g and beta as inputs). Then one
+:class:`~lightning_cfgrl.eval.Evaluation` (what ``cfgrl evaluate`` runs) samples every candidate on the
+held-out prompts over the fixed evaluation seeds: the base with CFG (2 passes per token, 1 at g = 1),
+with temperature / top-p, the two distilled models, the merged models, and the steerable student at
+control g x diversity weight (1 pass). Its claims include, for the steerable student, ``s_g=<g>`` (the
+student at control g, diversity weight 0, reaches 95 % of CFG-at-g's adherence gain over chance) and
+``s_front*`` (its front's hypervolume vs the CFG, merged and temperature/top-p fronts), each with the
+2-SE rule and a paired t-test over the seeds. The training cost (wall time of each ``cfgrl fit``, steps)
+of the steerable run is reported beside the two-model recipe's.
+
+Writes ``benchmarks/results/steerable_<name>.json`` (the evaluation's results.json plus the training cost
+and the machine) and ``docs/images/steerable_<name>.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from lightning_cfgrl.cli.main import main as cfgrl
+from lightning_cfgrl.embedders import ContrastiveTokenEmbedder, TokenHistogramEmbedder
+from lightning_cfgrl.eval import Candidates, Evaluation
+from lightning_cfgrl.eval.candidates import DIVERSITY
+from lightning_cfgrl.eval.claims import format_claims
+from lightning_cfgrl.eval.plotting import plot_quality_diversity
+from lightning_cfgrl.eval.report import report_dict
+from lightning_cfgrl.experiments import LogLikelihood, PromptAdherence, SyntheticPromptDataModule
+from lightning_cfgrl.io.checkpoints import atomic_save_json, atomic_write, load_checkpoint
+from lightning_cfgrl.io.specs import instantiate_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+# fixed before any run (the evaluation seeds themselves are fixed in lightning_cfgrl/eval/protocol.py)
+NUM_SEEDS, NUM_SAMPLES = 5, 16
+GUIDANCE_SWEEP = [1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0]
+TEMPERATURES, TOP_PS = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4], [0.9, 0.8, 0.6]
+LAMBDAS = [0.0, 0.25, 0.5, 0.75, 1.0]
+CONTROL_G = [1.0, 1.5, 2.0, 3.0, 4.0, 5.0]  # the training range of steerable.yaml: [1, 5]
+CONTROL_W = [0.0, 5.0, 10.0, 15.0]  # the training range: [0, 15]
+STAGES = {
+    "base": "pretrain",
+    "embedder": "embedder",
+    "distill_beta0": "distill_beta0",
+    "distill_beta15": "distill_beta15",
+    "steerable": "steerable",
+}
+TWO_MODEL_RUNS = ("distill_beta0", "distill_beta15")
+
+
+@contextmanager
+def working_directory(path: Path):
+    previous = Path.cwd()
+    path.mkdir(parents=True, exist_ok=True)
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def run_stage(run: str, argv: list[str], times: dict[str, Any]) -> None:
+    """``cfgrl <argv>`` unless ``runs/<run>`` holds its output; record its wall time (cwd-relative)."""
+    done = Path("runs", run, "checkpoints", "last.ckpt") if argv[0] == "fit" else Path("runs", run)
+    if done.exists():
+        print(f"[{run}] cached ({done})", flush=True)
+        return
+    print(f"[{run}] cfgrl {' '.join(argv)}", flush=True)
+    start = time.perf_counter()
+    code = cfgrl(argv)
+    if code:
+        raise SystemExit(f"[{run}] failed with exit code {code}")
+    times[run] = time.perf_counter() - start
+    atomic_save_json(times, "stage_times.json")
+    print(f"[{run}] done in {times[run]:.0f} s", flush=True)
+
+
+def cost_table(times: dict[str, Any], steps: dict[str, int]) -> tuple[dict, str]:
+    def wall(runs: tuple[str, ...]) -> float | None:
+        values = [times.get(r) for r in runs]
+        return None if None in values else sum(values)
+
+    cost = {
+        "steerable": {"steps": steps["steerable"], "wall_s": times.get("steerable")},
+        "two_model_recipe": {
+            "steps": sum(steps[r] for r in TWO_MODEL_RUNS),
+            "wall_s": wall(TWO_MODEL_RUNS),
+            "runs": {r: {"steps": steps[r], "wall_s": times.get(r)} for r in TWO_MODEL_RUNS},
+        },
+    }
+
+    def fmt(seconds: float | None) -> str:
+        return f"{seconds:.0f} s" if seconds is not None else "n/a (reused run)"
+
+    table = "\n".join(
+        [
+            "| training | runs | steps | wall time (cfgrl fit, with validation) |",
+            "|---|---|---|---|",
+            f"| steerable student | 1 | {cost['steerable']['steps']} | {fmt(cost['steerable']['wall_s'])} |",
+            f"| beta = 0 and beta = 15 students (then merged) | 2 | {cost['two_model_recipe']['steps']} | "
+            f"{fmt(cost['two_model_recipe']['wall_s'])} |",
+        ]
+    )
+    return cost, table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--domain", default="lightning_cfgrl.experiments.SyntheticMusic", help="domain class")
+    parser.add_argument("--configs", default=str(ROOT / "examples/configs"), help="folder of the stage YAMLs")
+    parser.add_argument("--name", default="synthetic", help="suffix of the JSON and PNG written")
+    parser.add_argument(
+        "--workdir", default=None, help="where the stages run (default runs/steerable_study/<name>)"
+    )
+    parser.add_argument(
+        "--fit-args", default="", help='extra arguments for every cfgrl fit: --fit-args="--trainer.x=1 ..."'
+    )
+    args = parser.parse_args()
+    configs = Path(args.configs).resolve()
+    workdir = Path(args.workdir or ROOT / "runs" / "steerable_study" / args.name).resolve()
+    domain = instantiate_spec({"class_path": args.domain})
+
+    with working_directory(workdir):
+        times: dict[str, Any] = (
+            json.loads(Path("stage_times.json").read_text()) if Path("stage_times.json").exists() else {}
+        )
+        for run, config in STAGES.items():
+            run_stage(
+                run, ["fit", "--config", str(configs / f"{config}.yaml"), *args.fit_args.split()], times
+            )
+        lambdas = ",".join(f"{x:g}" for x in LAMBDAS)
+        merge = ["merge", "--quality", "runs/distill_beta0/checkpoints/last.ckpt", "--diversity"]
+        merge += ["runs/distill_beta15/checkpoints/last.ckpt", "--lambdas", lambdas, "--out", "runs/merged"]
+        run_stage("merged", merge, times)
+        steps = {r: int(load_checkpoint(f"runs/{r}/checkpoints/last.ckpt")["global_step"]) for r in STAGES}
+        evaluation = Evaluation(
+            scorers=[PromptAdherence(domain), LogLikelihood(domain)],
+            embedder=TokenHistogramEmbedder(domain.vocab_size),  # independent of the reward
+            reward_embedder=ContrastiveTokenEmbedder(checkpoint="runs/embedder/checkpoints/last.ckpt"),
+            num_frames=domain.num_frames,
+            candidates=Candidates(
+                base="runs/base/checkpoints/last.ckpt",
+                guidance_scales=GUIDANCE_SWEEP,
+                temperatures=TEMPERATURES,
+                top_ps=TOP_PS,
+                distilled={r: f"runs/{r}/checkpoints/last.ckpt" for r in TWO_MODEL_RUNS},
+                quality_model="distill_beta0",
+                diversity_model="distill_beta15",
+                merged_dir="runs/merged",
+                steerable={"student": "runs/steerable/checkpoints/last.ckpt"},
+                control_guidance_scales=CONTROL_G,
+                control_diversity_weights=CONTROL_W,
+            ),
+            datamodule=SyntheticPromptDataModule(domain),  # the held-out split of the training configs
+            num_samples=NUM_SAMPLES,
+            num_seeds=NUM_SEEDS,
+            out="runs/eval_steerable",
+            progress=False,
+        )
+        start = time.perf_counter()
+        report = evaluation.run()
+        print(
+            f"evaluated {len(report.results)} candidates in {time.perf_counter() - start:.0f} s", flush=True
+        )
+
+    cost, cost_md = cost_table(times, steps)
+    hypervolumes = "\n".join(
+        f"hypervolume of the fronts ({metric}): " + ", ".join(f"{k} {v:.3f}" for k, v in fronts.items())
+        for metric, fronts in report.hypervolumes.items()
+    )
+    print(hypervolumes)
+    print(format_claims(report.claims))
+    print(cost_md)
+
+    settings = report.settings
+    fig = plot_quality_diversity(
+        report.results,
+        settings["quality"],
+        fronts={k: v for k, v in report.fronts[DIVERSITY].items() if k != "distilled"},
+        reference=tuple(settings["reference_point"]),
+    )
+    fig.axes[0].set_title(f"Steerable student vs CFG, merged and temperature/top-p ({args.name})")
+    image = ROOT / "docs" / "images" / f"steerable_{args.name}.png"
+    image.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(image) as f:
+        fig.savefig(f, format="png", dpi=120)
+    out = ROOT / "benchmarks" / "results" / f"steerable_{args.name}.json"
+    document = report_dict(report)
+    document.update(
+        domain=args.domain,
+        configs=str(configs.relative_to(ROOT) if configs.is_relative_to(ROOT) else configs),
+        training_cost=cost,
+        plot=str(image.relative_to(ROOT)),
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save_json(document, out)
+    print(f"saved {out.relative_to(ROOT)} and {image.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
