@@ -338,7 +338,6 @@ def test_reference_transformer_lora_from_yaml(base_file, tmp_path, monkeypatch):
         "--model.init_args.num_frames=8",
         "--trainer.max_steps=2",
         "--trainer.limit_val_batches=0",
-        "--trainer.logger=false",
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
     ]

@@ -117,7 +117,6 @@ def _run_yaml(
         f"--trainer.val_check_interval={steps}",
         f"--trainer.limit_val_batches={val_batches}",
         "--trainer.accelerator=cpu",
-        "--trainer.logger=false",
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
     ]
