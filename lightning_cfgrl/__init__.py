@@ -8,7 +8,7 @@ torchaudio cannot be loaded.
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
-from lightning_cfgrl.callbacks import AudioSampleLogger, ModelMergeCallback
+from lightning_cfgrl.callbacks import AudioSampleLogger, ModelMergeCallback, RunCheckpoint
 from lightning_cfgrl.core import (
     Condition,
     DelayPattern,
@@ -54,6 +54,7 @@ __all__ = [
     "PretrainModule",
     "PromptDataModule",
     "RolloutBatch",
+    "RunCheckpoint",
     "SamplingConfig",
     "Scorer",
     "TokenGenerator",

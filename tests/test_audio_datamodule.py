@@ -45,6 +45,10 @@ def test_prompt_table_vocabularies_and_conditions(folder):
     expected = [[2, 1], [3, 2], [2, 0], [1, 1], [3, 1], [2, 2]]  # 1-based sorted ids; empty mood -> 0 (null)
     assert table.conditions().tolist() == expected
     assert table.encode({"genre": "techno"}).tolist() == [3, 0]
+    # describe inverts encode (the audio logger's tag text); null slots are left out
+    assert table.describe(torch.tensor([2, 1])) == "genre=jazz, mood=calm"
+    assert table.describe(torch.tensor([3, 0])) == "genre=techno"
+    assert table.describe(torch.tensor([0, 0])) == "(no prompt)"
     with pytest.raises(ValueError, match="genre='polka' is not in the vocabulary"):
         table.encode({"genre": "polka"})
 
@@ -54,6 +58,7 @@ def test_prompt_table_vocabularies_and_conditions(folder):
     text = PromptTable.load(folder / "text.json")
     assert text.columns == ["prompt"] and text.conditions().squeeze(1).tolist() == [1, 2, 1]
     assert text.encode("dark techno").tolist() == [2]
+    assert text.describe(torch.tensor([2])) == "dark techno"  # one column: the text alone
     (folder / "attrs.json").write_text(
         json.dumps([{"file": "a.wav", "genre": "jazz"}, {"file": "b.wav", "genre": "folk"}])
     )
@@ -70,6 +75,7 @@ def test_token_crops_for_pretraining(folder):
     )
     dm.setup("fit")
     assert dm.condition_sizes == (3, 2)
+    assert dm.describe_prompt(torch.tensor([3, 2])) == "genre=techno, mood=dark"
     assert (len(dm.train_set), len(dm.val_set)) == (4 * 3, 2 * 3)  # files split 4/2, never crops of one file
     full = {
         tuple(c.tolist()): tok.encode_file(folder / name)

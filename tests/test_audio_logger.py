@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import wave
+from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
@@ -15,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lightning_cfgrl import SamplingConfig, sample
 from lightning_cfgrl.audio import EncodecTokenizer, SyntheticSynth
+from lightning_cfgrl.audio.io import read_audio
 from lightning_cfgrl.callbacks.audio_logger import AudioSampleLogger
 from lightning_cfgrl.eval.diversity import pairwise_cosine_diversity
 from lightning_cfgrl.experiments import SyntheticMusic, SyntheticMusicDataModule
@@ -136,26 +138,28 @@ def test_logs_audio_and_diversity_to_tensorboard(tmp_path):
 
     events = EventAccumulator(logger.log_dir, size_guidance={"audio": 0, "scalars": 0})
     events.Reload()
+    # the prompt's text is in the tag: the datamodule's describe_prompt, e.g. "jazz, dark, fast"
+    prompts = every_step.prompts
+    assert prompts.shape == (2, 3)
+    names = [f"prompt{p}_" + SyntheticMusic().describe(prompts[p]).replace(", ", "_") for p in range(2)]
     tags = set(events.Tags()["audio"])
-    assert tags == {f"train_audio/prompt{p}/sample{g}" for p in range(2) for g in range(3)} | {
-        "val_audio/prompt0/sample0",
-        "val_audio/prompt0/sample1",
+    assert tags == {f"train_audio/{names[p]}/sample{g}" for p in range(2) for g in range(3)} | {
+        "val_audio/prompt0_ambient_happy_fast/sample0",
+        "val_audio/prompt0_ambient_happy_fast/sample1",
     }
-    clip = events.Audio("train_audio/prompt1/sample2")
+    clip = events.Audio(f"train_audio/{names[1]}/sample2")
     assert [e.step for e in clip] == [1, 2]
     assert clip[-1].sample_rate == 16_000 and clip[-1].length_frames == NUM_FRAMES * 2000
-    assert [e.step for e in events.Audio("val_audio/prompt0/sample0")] == [2], (
+    assert [e.step for e in events.Audio("val_audio/prompt0_ambient_happy_fast/sample0")] == [2], (
         "validation only, no sanity check"
     )
 
     # the last clips are exactly what the final generator samples with that seed, rendered by the synth
-    prompts = every_step.prompts
-    assert prompts.shape == (2, 3)
     steps = sample(module.generator.eval(), prompts, NUM_FRAMES, SamplingConfig(), num_samples=3, seed=5)
     frames = module.generator.pattern.steps_to_frames(steps)
     expected = SyntheticSynth(vocab_size=32).decode(frames)[:, 0].numpy()
     for i in range(6):
-        logged = _pcm(events.Audio(f"train_audio/prompt{i // 3}/sample{i % 3}")[-1])
+        logged = _pcm(events.Audio(f"train_audio/{names[i // 3]}/sample{i % 3}")[-1])
         np.testing.assert_allclose(logged, expected[i], atol=2e-4)
 
     diversity = events.Scalars("train_audio/diversity")
@@ -176,23 +180,50 @@ def test_encodec_decoder_and_other_loggers(tmp_path):
         num_frames=NUM_FRAMES,
         every_n_steps=1,
         log_on_validation=False,
+        describe=lambda condition: f"my prompt: {condition.tolist()}",  # any text; made tag-safe
     )
     logger = TensorBoardLogger(tmp_path, name="tb")
     _trainer(tmp_path, [callback], logger, max_steps=1, limit_val_batches=0).fit(_module(), _data())
     events = EventAccumulator(logger.log_dir, size_guidance={"audio": 0})
     events.Reload()
-    clip = events.Audio("audio/prompt0/sample1")[0]
+    ids = "_".join(str(i) for i in callback.prompts[0].tolist())
+    clip = events.Audio(f"audio/prompt0_my_prompt_{ids}/sample1")[0]
     assert (clip.sample_rate, clip.length_frames) == (4000, NUM_FRAMES * 16)
     assert np.abs(_pcm(clip)).max() > 0
 
-    skipped = AudioSampleLogger(num_frames=NUM_FRAMES, every_n_steps=1)
-    with pytest.warns(UserWarning, match="only to a TensorBoardLogger") as record:
-        _trainer(tmp_path, [skipped], CSVLogger(tmp_path), limit_val_batches=0).fit(_module(), _data())
-    assert sum("TensorBoardLogger" in str(w.message) for w in record) == 1, "one warning, not one per step"
-
+    with pytest.warns(UserWarning, match="no logger to write to") as record:
+        _trainer(tmp_path, [AudioSampleLogger(num_frames=NUM_FRAMES, every_n_steps=1)], False).fit(
+            _module(), _data()
+        )
+    assert sum("no logger" in str(w.message) for w in record) == 1
     with pytest.raises(ValueError, match="codebook_size 32 differs from the generator's vocab_size 16"):
         _trainer(tmp_path, [AudioSampleLogger(tokenizer, num_frames=NUM_FRAMES)], False).fit(
             _module(16), _data()
         )
     with pytest.raises(ValueError, match="num_samples must be >= 1, got 0"):
         AudioSampleLogger(num_samples=0)
+
+
+def test_other_loggers_get_wav_files_and_the_diversity_with_one_warning(tmp_path):
+    callback = AudioSampleLogger(
+        prompts=[[1, 2, 3]], num_samples=2, num_frames=NUM_FRAMES, every_n_steps=1, log_on_validation=False
+    )
+    csv = CSVLogger(tmp_path, name="csv")
+    module = _module()
+    with pytest.warns(
+        UserWarning, match="the Trainer has no TensorBoardLogger \\(loggers: CSVLogger\\)"
+    ) as record:
+        _trainer(tmp_path, [callback], csv, limit_val_batches=0).fit(module, _data())
+    assert sum("TensorBoardLogger" in str(w.message) for w in record) == 1, "one warning, not one per step"
+    folder = Path(csv.log_dir) / "audio"
+    wavs = sorted(str(p.relative_to(folder)) for p in folder.rglob("*.wav"))
+    assert wavs == [f"step{s}/prompt0_ambient_happy_fast/sample{g}.wav" for s in (1, 2) for g in (0, 1)]
+    steps = sample(
+        module.generator.eval(), callback.prompts, NUM_FRAMES, SamplingConfig(), num_samples=2, seed=0
+    )
+    expected = SyntheticSynth(vocab_size=32).decode(module.generator.pattern.steps_to_frames(steps))
+    wav, rate = read_audio(folder / "step2/prompt0_ambient_happy_fast/sample1.wav")
+    assert rate == 16_000
+    np.testing.assert_allclose(wav[0].numpy(), expected[1, 0].numpy(), atol=1 / 32768)
+    metrics = (Path(csv.log_dir) / "metrics.csv").read_text()
+    assert "audio/diversity" in metrics.splitlines()[0]

@@ -119,3 +119,28 @@ def test_train_step_times_every_phase(tmp_path):
     )
     for r in distill:  # the derived throughput is the measured tokens over the measured step time
         assert r["trained_tokens_per_s"] == pytest.approx(r["trained_tokens"] / r["step_s"], rel=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_musicgen_memory_compares_full_copy_teacher_and_lora(tmp_path):
+    pytest.importorskip("transformers")
+    from lightning_cfgrl.adapters.peft import import_peft
+
+    try:
+        import_peft()
+    except ImportError:
+        pytest.skip("peft is not installed")
+    out = tmp_path / "musicgen.json"
+    tiny = ["--hidden", "32", "--layers", "1", "--heads", "2", "--ffn", "64", "--vocab", "64"]
+    load("musicgen_memory").main(
+        ["--in-process", "--threads", "1", *tiny, "--steps", "2", "--frames", "3", "--prompts", "1"]
+        + ["--configs", "full", "lora_gc", "--out", str(out)]
+    )
+    saved = json.loads(out.read_text())
+    full, lora = saved["results"]
+    assert (full["config"], lora["config"]) == ("full", "lora_gc") and len(full["step_times_s"]) == 2
+    assert lora["trainable_params"] < full["trainable_params"]
+    # the full-copy run saves the teacher and the whole student; the LoRA run neither
+    assert full["checkpoint_parts_mb"]["teacher"] > 0 == lora["checkpoint_parts_mb"]["teacher"]
+    assert lora["checkpoint_tensor_mb"] < full["checkpoint_tensor_mb"] / 5
+    assert lora["checkpoint_file_mb"] is not None and "machine" in saved

@@ -53,7 +53,7 @@ def test_pretrain_then_distill_from_yaml(tmp_path):
     student = torch.load(tmp_path / "runs/distill/checkpoints/last.ckpt", weights_only=True)
     assert student["global_step"] == 4
     assert "CFGDistillCallback" in "".join(student["callbacks"])
-    events = list((tmp_path / "runs/distill").glob("events.out.tfevents.*"))
+    events = list((tmp_path / "runs/distill/version_0").glob("events.out.tfevents.*"))
     assert events, "no TensorBoard log written"
 
 

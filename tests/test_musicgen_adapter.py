@@ -18,8 +18,7 @@ pytest.importorskip("transformers")
 
 from lightning_cfgrl.adapters import MusicgenGenerator  # noqa: E402
 from lightning_cfgrl.adapters.musicgen import import_musicgen  # noqa: E402
-
-V, TEXT_VOCAB = 16, 50
+from tests.helpers.musicgen import TEXT_VOCAB, V, tiny_config  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -37,44 +36,6 @@ def hf():
     transformers = import_musicgen()
     transformers.logging.set_verbosity_error()  # pad id == vocab size (as in MusicGen) draws a warning
     return transformers
-
-
-def tiny_config(hf, num_codebooks: int = 2, channels: int = 1):
-    text = hf.T5Config(
-        vocab_size=TEXT_VOCAB, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_decoder_layers=1, num_heads=2
-    )
-    # EnCodec: hop 4 at 800 Hz -> 200 frames/s; num_quantizers = bandwidth * 1000 // (200 * 10) = K
-    codec_codebooks = num_codebooks // channels
-    audio = hf.EncodecConfig(
-        hidden_size=8,
-        num_filters=4,
-        upsampling_ratios=[2, 2],
-        codebook_size=V,
-        codebook_dim=8,
-        num_residual_layers=1,
-        compress=1,
-        sampling_rate=800,
-        target_bandwidths=[2.0 * codec_codebooks],
-        audio_channels=1,
-    )
-    decoder = hf.MusicgenDecoderConfig(
-        vocab_size=V,
-        num_codebooks=num_codebooks,
-        hidden_size=24,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        ffn_dim=32,
-        max_position_embeddings=64,
-        pad_token_id=V,
-        decoder_start_token_id=V,
-        bos_token_id=V,
-        audio_channels=channels,
-        initializer_factor=20.0,
-    )  # peaky logits: greedy paths differ with CFG
-    # sub-configs as dicts: what both transformers 4.x and 5.x accept
-    return hf.MusicgenConfig(
-        text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict()
-    )
 
 
 @pytest.fixture(scope="module")

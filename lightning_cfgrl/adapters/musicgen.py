@@ -64,6 +64,8 @@ class MusicgenGenerator(nn.Module):
         controls: control inputs the adapter accepts (e.g. ``["guidance_scale"]``), see
             :mod:`lightning_cfgrl.core.controls`; a base state dict loads with
             :func:`~lightning_cfgrl.core.controls.load_base_weights`.
+        gradient_checkpointing: HF's gradient checkpointing of the decoder layers (non-reentrant) in
+            training forwards: less activation memory for one extra forward.
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class MusicgenGenerator(nn.Module):
         freeze_encoders: bool = True,
         use_cache: bool = True,
         controls: Sequence[str] = (),
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if (model is None) == (config is None):
@@ -98,6 +101,13 @@ class MusicgenGenerator(nn.Module):
             freeze_encoders,
             use_cache,
         )
+        self.gradient_checkpointing = gradient_checkpointing
+        if gradient_checkpointing:  # non-reentrant: frozen embeddings (LoRA) need no input grads
+            enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.x
+            if enable is not None:
+                enable({"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         decoder = model.config.decoder
         self.num_codebooks = int(decoder.num_codebooks)
         self.vocab_size = int(decoder.vocab_size)
@@ -136,6 +146,7 @@ class MusicgenGenerator(nn.Module):
                 "freeze_encoders": self.freeze_encoders,
                 "use_cache": self.use_cache,
                 **({"controls": list(self.control_names)} if self.control_names else {}),
+                "gradient_checkpointing": self.gradient_checkpointing,
             },
         )
 

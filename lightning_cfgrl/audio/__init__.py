@@ -13,6 +13,7 @@ from lightning_cfgrl.audio.datamodule import (
 from lightning_cfgrl.audio.generation import GeneratedFiles, generate
 from lightning_cfgrl.audio.io import AudioFileError, convert_channels, read_audio, resample, write_audio
 from lightning_cfgrl.audio.synth import SyntheticSynth
+from lightning_cfgrl.audio.text_prompts import TextPromptDataModule
 from lightning_cfgrl.audio.tokenizer import EncodecTokenizer
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "GeneratedFiles",
     "PromptTable",
     "SyntheticSynth",
+    "TextPromptDataModule",
     "TokenCrops",
     "convert_channels",
     "generate",

@@ -136,6 +136,15 @@ class PromptTable:
             ids.append(self._ids[c].get(value, 0))
         return torch.tensor(ids, dtype=torch.long)
 
+    def describe(self, condition: Tensor) -> str:
+        """``[A]`` ids -> ``"column=value, ..."`` (null slots left out): the inverse of :meth:`encode`."""
+        parts = [
+            f"{c}={self.vocabularies[c][i - 1]}" if len(self.columns) > 1 else self.vocabularies[c][i - 1]
+            for c, i in zip(self.columns, condition.tolist(), strict=False)
+            if 0 < i <= len(self.vocabularies[c])
+        ]
+        return ", ".join(parts) or "(no prompt)"
+
     def conditions(self) -> Tensor:
         """``[N, A]`` int64, one row per file."""
         if not self.rows:
@@ -232,6 +241,10 @@ class AudioTokenDataModule(pl.LightningDataModule):
     @property
     def condition_sizes(self) -> tuple[int, ...]:
         return self.table.condition_sizes
+
+    def describe_prompt(self, condition: Tensor) -> str:
+        """A prompt's text (``AudioSampleLogger`` puts it in its tags)."""
+        return self.table.describe(condition)
 
     def paths(self) -> list[Path]:
         """Audio paths of the table, checked to exist."""
@@ -336,6 +349,10 @@ class AudioPromptDataModule(PromptDataModule):
     @property
     def condition_sizes(self) -> tuple[int, ...]:
         return self.table.condition_sizes
+
+    def describe_prompt(self, condition: Tensor) -> str:
+        """A prompt's text (``AudioSampleLogger`` puts it in its tags)."""
+        return self.table.describe(condition)
 
 
 def _read_csv(path: Path) -> tuple[list[dict[str, str]], list[str]]:

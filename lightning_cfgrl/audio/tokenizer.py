@@ -11,7 +11,6 @@ Nothing downloads unless ``download=True``: weights come from a local checkpoint
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from lightning_cfgrl.audio.hf_codec import as_encodec
 from lightning_cfgrl.audio.io import AudioFileError, convert_channels, read_audio, resample
 
 _WEIGHTS_URL = "https://dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th"
@@ -31,13 +31,16 @@ class EncodecTokenizer:
     """EnCodec at one bandwidth: ``encode`` waveforms/files to ``[K, T]`` int64 tokens, ``decode`` back.
 
     Args:
-        codec: a constructed ``encodec.EncodecModel`` (trained, or with k-means-initialised codebooks).
+        codec: a constructed ``encodec.EncodecModel`` (trained, or with k-means-initialised codebooks), or a
+            transformers ``EncodecModel`` such as MusicGen's own codec (``musicgen.audio_encoder``: 32 kHz,
+            4 codebooks of 2048 at 2.2 kbps).
         checkpoint: a local EnCodec state dict file (e.g. ``encodec_24khz-d7cc33bc.th``), loaded with
             ``weights_only=True``.
         model: the architecture ``checkpoint`` (or ``download``) holds. Only unsegmented models work
             (``encodec_24khz``); ``encodec_48khz`` encodes overlapping 1 s chunks with per-chunk scales,
             which a ``[K, T]`` tensor cannot hold.
         download: let encodec fetch the pretrained weights (needs internet; cached by torch hub).
+        pretrained: a local transformers folder, EnCodec or MusicGen (its codec is used).
         bandwidth: kbps, one of the codec's ``target_bandwidths``; sets K. Default: the smallest.
         cache_dir: where encoded files are cached; ``None`` disables the cache.
         batch_size: equal-length clips encoded per forward pass.
@@ -56,11 +59,17 @@ class EncodecTokenizer:
         batch_size: int = 8,
         device: str = "cpu",
         model_id: str | None = None,
+        pretrained: str | None = None,
     ) -> None:
-        sources = {"codec": codec is not None, "checkpoint": checkpoint is not None, "download": download}
+        sources = {
+            "codec": codec is not None,
+            "checkpoint": checkpoint is not None,
+            "download": download,
+            "pretrained": pretrained is not None,
+        }
         given = [name for name, is_set in sources.items() if is_set]
         if len(given) > 1:
-            raise ValueError(f"give only one of codec, checkpoint or download=True, got {given}")
+            raise ValueError(f"give only one of codec, checkpoint, pretrained or download=True, got {given}")
         if not given:
             raise ValueError(
                 "EncodecTokenizer needs EnCodec weights and none were given (nothing is downloaded unless asked): "
@@ -69,8 +78,13 @@ class EncodecTokenizer:
             )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if pretrained is not None:
+            from lightning_cfgrl.audio.hf_codec import load_transformers_codec
+
+            codec = load_transformers_codec(pretrained)
         if codec is None:
             codec = _load_codec(checkpoint, model, download)
+        codec = as_encodec(codec)
         for part in ("encoder", "decoder", "quantizer", "sample_rate", "channels", "target_bandwidths"):
             if not hasattr(codec, part):
                 raise TypeError(
@@ -129,12 +143,10 @@ class EncodecTokenizer:
     def model_id(self) -> str:
         """Cache key of the codec: ``<name>-<sha256 of its weights, 16 hex>`` unless given."""
         if self._model_id is None:
-            digest = hashlib.sha256()
-            for name, tensor in sorted(self.codec.state_dict().items()):
-                digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-                digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            from lightning_cfgrl.io.checkpoints import tensors_sha256
+
             name = getattr(self.codec, "name", None) or type(self.codec).__name__
-            self._model_id = f"{name}-{digest.hexdigest()[:16]}"
+            self._model_id = f"{name}-{tensors_sha256(self.codec.state_dict())[:16]}"
         return self._model_id
 
     # -- waveforms ---------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Lightning callbacks: the objective callbacks (re-exported from :mod:`lightning_cfgrl.training`),
-weight merging at the end of fit and audio sample logging."""
+weight merging at the end of fit, audio sample logging and run-named checkpoints."""
 
 from lightning_cfgrl.callbacks.audio_logger import AudioSampleLogger
 from lightning_cfgrl.callbacks.merge import ModelMergeCallback
+from lightning_cfgrl.callbacks.run_checkpoint import RunCheckpoint
 from lightning_cfgrl.training.distill import CFGDistillCallback
 from lightning_cfgrl.training.diversity import DiversityRewardCallback
 from lightning_cfgrl.training.objective import ObjectiveCallback
@@ -13,4 +14,5 @@ __all__ = [
     "DiversityRewardCallback",
     "ModelMergeCallback",
     "ObjectiveCallback",
+    "RunCheckpoint",
 ]

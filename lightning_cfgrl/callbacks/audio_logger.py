@@ -3,12 +3,21 @@
 Every ``every_n_steps`` training steps and at the end of each validation, samples ``num_samples``
 sequences for each of a few fixed prompts from ``pl_module.generator`` (same seed every time, so what
 changes between logs is the model), decodes them to audio and logs them with
-``SummaryWriter.add_audio`` (``<tag>/prompt<p>/sample<g>``), along with their within-prompt diversity
-(``<tag>/diversity``: mean pairwise ``1 - cos`` of ``embedder`` embeddings). Rank zero only.
+``SummaryWriter.add_audio`` (``<tag>/prompt<p>_<prompt text>/sample<g>``), along with their
+within-prompt diversity (``<tag>/diversity``: mean pairwise ``1 - cos`` of ``embedder`` embeddings).
+Rank zero only.
+
+The prompt's text comes from ``describe``, else from the datamodule's ``describe_prompt(condition)``
+(the built-in and audio datamodules have one). Without a ``TensorBoardLogger`` the clips are written as
+WAV files under the first logger's ``log_dir`` (``audio/step<N>/...``) and the diversity goes to every
+logger's ``log_metrics``, with one warning saying so.
 """
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import lightning.pytorch as pl
@@ -25,7 +34,8 @@ from lightning_cfgrl.core.eval_mode import eval_mode
 from lightning_cfgrl.core.sampling import SamplingConfig, sample
 from lightning_cfgrl.eval.diversity import pairwise_cosine_diversity
 
-# Strategies that shard parameters: a forward pass on rank zero alone would wait forever for the others.
+# TensorBoard's tag alphabet (and a safe file name): anything else becomes "_"
+_SAFE = re.compile(r"[^-\w.]+")
 
 
 @runtime_checkable
@@ -56,6 +66,8 @@ class AudioSampleLogger(Callback):
         embedder: tokens ``[N, K, T]`` -> ``[N, D]`` for the diversity; default token-bigram histograms.
         seed: sampling seed, the same at every log.
         tag: TensorBoard tag prefix.
+        describe: one prompt's condition (``[A]`` ids) -> its text for the tag; default: the
+            datamodule's ``describe_prompt``, if it has one.
     """
 
     def __init__(
@@ -72,6 +84,7 @@ class AudioSampleLogger(Callback):
         embedder: nn.Module | None = None,
         seed: int = 0,
         tag: str = "audio",
+        describe: Callable[[Condition], str] | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("num_prompts", num_prompts), ("num_samples", num_samples)):
@@ -93,7 +106,10 @@ class AudioSampleLogger(Callback):
         self.every_n_steps, self.log_on_validation = every_n_steps, log_on_validation
         self.sampling = SamplingConfig(temperature=temperature, guidance_scale=guidance_scale)
         self.seed, self.tag = seed, tag
+        self.describe, self._describe_given = describe, describe
         self._disabled = False
+        self._wav_dir: str | None = None  # set when no TensorBoardLogger: WAV files instead
+        self._warned: set[str] = set()
         self._last_step = -1
 
     # -- hooks ---------------------------------------------------------------------------------------
@@ -126,15 +142,24 @@ class AudioSampleLogger(Callback):
             from lightning_cfgrl.embedders.histogram import TokenHistogramEmbedder
 
             self.embedder = TokenHistogramEmbedder(generator.vocab_size)
+        self.describe = self._describe_given or getattr(trainer.datamodule, "describe_prompt", None)
+        self._disabled, self._wav_dir = False, None
         if isinstance(trainer.strategy, (FSDPStrategy, ModelParallelStrategy, DeepSpeedStrategy)):
             self._disable(
                 f"AudioSampleLogger is off under {type(trainer.strategy).__name__}: sampling a sharded "
                 "model on rank zero alone would hang"
             )
-        elif not any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers):
+        elif not trainer.loggers:
             self._disable(
-                "AudioSampleLogger logs audio only to a TensorBoardLogger and the Trainer has none; "
-                "no audio will be logged"
+                "AudioSampleLogger has no logger to write to (Trainer(logger=False)): no audio is logged"
+            )
+        elif not any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers):
+            first = trainer.loggers[0]
+            self._wav_dir = os.path.join(first.log_dir or trainer.default_root_dir, self.tag)
+            self._warn_once(
+                f"AudioSampleLogger plays audio in TensorBoard, and the Trainer has no TensorBoardLogger "
+                f"(loggers: {', '.join(type(lg).__name__ for lg in trainer.loggers)}): writing WAV files under "
+                f"{self._wav_dir} instead, and the diversity to the loggers' metrics"
             )
 
     def on_train_batch_start(
@@ -187,19 +212,33 @@ class AudioSampleLogger(Callback):
         wav = wav.mean(1, keepdim=True)  # TensorBoard plays mono
         peak = wav.abs().amax(dim=(1, 2), keepdim=True)
         wav = torch.where(peak > 1, wav / peak, wav)  # instead of TensorBoard's clipping
-        writer = next(lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)).experiment
-        num_prompts = condition_batch_size(self.prompts)
+        names = [self._clip_name(p) for p in range(condition_batch_size(self.prompts))]
+        num_prompts = len(names)
+        writer = next((lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
         for i, clip in enumerate(wav):
             p, g = divmod(i, self.num_samples)
-            writer.add_audio(
-                f"{self.tag}/prompt{p}/sample{g}", clip, step, sample_rate=self.decoder.sample_rate
-            )
+            if writer is not None:
+                writer.add_audio(
+                    f"{self.tag}/{names[p]}/sample{g}", clip, step, sample_rate=self.decoder.sample_rate
+                )
+            else:
+                from lightning_cfgrl.audio.io import write_audio
+
+                folder = os.path.join(self._wav_dir, f"step{step}", names[p])
+                os.makedirs(folder, exist_ok=True)
+                partial = os.path.join(folder, f".sample{g}.partial.wav")  # then renamed: atomic
+                write_audio(partial, clip, self.decoder.sample_rate)
+                os.replace(partial, os.path.join(folder, f"sample{g}.wav"))
         logged = {"audio": rearrange(wav, "(p g) 1 l -> p g l", p=num_prompts)}
         if self.num_samples >= 2:
             param = next(self.embedder.parameters(), None)  # a frozen embedder may live elsewhere
             embeddings = self.embedder(frames.to(param.device) if param is not None else frames).float().cpu()
             diversity = pairwise_cosine_diversity(rearrange(embeddings, "(p g) d -> p g d", p=num_prompts))
-            writer.add_scalar(f"{self.tag}/diversity", float(diversity.mean()), step)
+            if writer is not None:
+                writer.add_scalar(f"{self.tag}/diversity", float(diversity.mean()), step)
+            else:
+                for lg in trainer.loggers:
+                    lg.log_metrics({f"{self.tag}/diversity": float(diversity.mean())}, step)
             logged["diversity"] = diversity.cpu()
         return logged
 
@@ -211,9 +250,22 @@ class AudioSampleLogger(Callback):
         count = min(self.num_prompts, condition_batch_size(condition))
         self.prompts = condition_to(select_condition(condition, slice(0, count)), "cpu")
 
+    def _clip_name(self, p: int) -> str:
+        """``prompt<p>_<text>`` (text made tag- and file-safe), or ``prompt<p>`` without a description."""
+        if self.describe is None:
+            return f"prompt{p}"
+        text = _SAFE.sub("_", str(self.describe(select_condition(self.prompts, p)))).strip("_")
+        return f"prompt{p}_{text[:80]}" if text else f"prompt{p}"
+
     def _disable(self, message: str) -> None:
         self._disabled = True
-        rank_zero_warn(message)
+        self._warn_once(message)
+
+    def _warn_once(self, message: str) -> None:
+        # setup runs once per fit/validate; one warning per kind of problem is enough
+        if message not in self._warned:
+            self._warned.add(message)
+            rank_zero_warn(message)
 
     @property
     def state_key(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,9 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
+from lightning_cfgrl.adapters.peft import is_peft_model
 from lightning_cfgrl.io.checkpoints import GENERATOR_PREFIX, file_sha256, load_generator_state, strip_prefix
+from lightning_cfgrl.merging.lora import DenseWeights, dense_template, is_peft_checkpoint, open_dense_sources
 from lightning_cfgrl.merging.streaming import (
     MergeError,
     check_lambdas,
@@ -39,7 +42,9 @@ class ModelMergeCallback(Callback):
     - ``merged_lambda=0.50.json``: lam, method, sources with sha256, package version, key count.
 
     The anchor is checked against the module at fit start, so a mismatch fails before training, not
-    after it; it must be readable from every rank (only global rank 0 writes).
+    after it; it must be readable from every rank (only global rank 0 writes). A LoRA/PEFT student (or
+    anchor) is merged as its dense weights, base + delta (:mod:`lightning_cfgrl.merging.lora`): the
+    outputs are dense generators.
 
     Args:
         anchor_checkpoint: a Lightning ``.ckpt`` (its ``generator.*`` weights) or a ``.safetensors``
@@ -67,6 +72,7 @@ class ModelMergeCallback(Callback):
         # mid-run) and the files written by the last completed fit.
         self.anchor_sha256: str | None = None
         self.written: dict[str, str] = {}
+        self._dense_anchor: Mapping[str, Tensor] | None = None
 
     @property
     def state_key(self) -> str:
@@ -74,9 +80,9 @@ class ModelMergeCallback(Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Every rank checks, so a bad anchor fails everywhere at once instead of hanging the others.
-        anchor = load_generator_state(self.anchor_checkpoint, GENERATOR_PREFIX)
+        anchor = self._open_anchor()
         try:
-            check_mergeable(anchor, _generator_state(pl_module.state_dict()))
+            check_mergeable(anchor, _current_weights(pl_module, pl_module.state_dict()))
         except MergeError as err:
             raise MergeError(
                 f"ModelMergeCallback: anchor {self.anchor_checkpoint} does not fit the module: {err}"
@@ -110,8 +116,11 @@ class ModelMergeCallback(Callback):
     def _write_all(self, trainer: pl.Trainer, checkpoint: dict[str, Any], dirpath: Path) -> dict[str, str]:
         sha = file_sha256(self.anchor_checkpoint)
         self._check_anchor_unchanged(sha)
-        current = {k: v.detach() for k, v in _generator_state(checkpoint["state_dict"]).items()}
-        anchor = load_generator_state(self.anchor_checkpoint, GENERATOR_PREFIX)
+        module = trainer.lightning_module
+        current = _current_weights(module, checkpoint["state_dict"])
+        if is_peft_model(getattr(module, "generator", None)):
+            checkpoint = dense_template(checkpoint, current)
+        anchor = self._open_anchor()
         validate_merge(anchor, current, self.lambdas, self.allow_extrapolation)
         del anchor  # reopened lazily per lambda, so at most one anchor copy is ever paged in
         check_outputs_are_not_inputs(
@@ -129,7 +138,7 @@ class ModelMergeCallback(Callback):
         with merge_output_dir(dirpath):
             for lam in self.lambdas:
                 files = write_merged(
-                    anchor=lambda: load_generator_state(self.anchor_checkpoint, GENERATOR_PREFIX),
+                    anchor=self._open_anchor,
                     current=lambda: current,
                     lam=lam,
                     out_dir=dirpath,
@@ -145,6 +154,13 @@ class ModelMergeCallback(Callback):
                     f"ModelMergeCallback: wrote lambda={lam} ({self.method}) to {files.checkpoint}"
                 )
         return written
+
+    def _open_anchor(self) -> Mapping[str, Tensor]:
+        if is_peft_checkpoint(self.anchor_checkpoint):  # rebuilt once: base + adapters, seen densely
+            if self._dense_anchor is None:
+                self._dense_anchor = open_dense_sources({"anchor": self.anchor_checkpoint})["anchor"]
+            return self._dense_anchor
+        return load_generator_state(self.anchor_checkpoint, GENERATOR_PREFIX)
 
     def _check_anchor_unchanged(self, sha: str) -> None:
         if self.anchor_sha256 is not None and self.anchor_sha256 != sha:
@@ -170,5 +186,9 @@ class ModelMergeCallback(Callback):
         self.written = dict(state_dict.get("written", {}))
 
 
-def _generator_state(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
-    return strip_prefix(state_dict, GENERATOR_PREFIX)
+def _current_weights(pl_module: pl.LightningModule, state_dict: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
+    """The trained generator's weights: its state dict entries, or the dense weights of a PEFT student."""
+    generator = getattr(pl_module, "generator", None)
+    if is_peft_model(generator):
+        return DenseWeights(generator)
+    return {k: v.detach() for k, v in strip_prefix(state_dict, GENERATOR_PREFIX).items()}

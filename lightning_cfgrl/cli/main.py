@@ -110,6 +110,7 @@ COMMANDS = {
     "merge": "interpolate a quality and a diversity checkpoint: cfgrl merge --quality Q --diversity D --out DIR",
     "evaluate": "quality-diversity plane and claims: cfgrl evaluate --config examples/configs/evaluate.yaml",
     "generate": "sample a checkpoint to tokens and WAVs: cfgrl generate --checkpoint C --prompts P --out DIR",
+    "export": "a MusicGen checkpoint as a transformers folder: cfgrl export --checkpoint C --out DIR",
 }
 NOT_OFFERED = {
     "test": "cfgrl test is not offered: the modules define no test_step; evaluate held-out prompts with "
@@ -171,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         from lightning_cfgrl.cli.generate import generate_main
 
         return generate_main(command[1:])
+    if first == "export":
+        from lightning_cfgrl.cli.export import export_main
+
+        return export_main(command[1:])
     try:
         run_cli(argv)  # None lets LightningCLI read sys.argv itself
     except ConfigError as err:

@@ -9,9 +9,10 @@ as :class:`~lightning_cfgrl.callbacks.merge.ModelMergeCallback` writes.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Union
 
 from jsonargparse import ActionConfigFile, ArgumentParser
@@ -19,12 +20,12 @@ from tqdm import tqdm
 
 from lightning_cfgrl.io.checkpoints import (
     GENERATOR_PREFIX,
-    CheckpointError,
     file_sha256,
     is_safetensors_file,
     load_checkpoint,
     load_generator_state,
 )
+from lightning_cfgrl.merging.lora import dense_template, is_peft_checkpoint, open_dense_sources
 from lightning_cfgrl.merging.streaming import (
     MergedFiles,
     MergeError,
@@ -55,18 +56,17 @@ def merge_checkpoints(
     together or not at all (see :func:`~lightning_cfgrl.merging.streaming.write_merged`), an output that
     would overwrite an input is refused, and temporary files of an earlier, killed merge into ``out``
     are removed. Memory stays about two models whatever the number of lambdas.
+
+    A LoRA/PEFT checkpoint (adapters only) enters as the dense weights of its merged model (base + delta,
+    see :mod:`lightning_cfgrl.merging.lora`), so the weight deltas are interpolated, not the factors; the
+    outputs are then plain dense generators.
     """
     check_method(method)
     lams = check_lambdas(lambdas, allow_extrapolation)
 
-    def open_quality() -> dict:
-        return load_generator_state(quality, GENERATOR_PREFIX)
-
-    def open_diversity() -> dict:
-        return load_generator_state(diversity, GENERATOR_PREFIX)
-
+    open_quality, open_diversity = _source_openers(quality, diversity)
     validate_merge(open_quality(), open_diversity(), lams, allow_extrapolation)
-    template = None if is_safetensors_file(quality) else lambda: load_checkpoint(quality, mmap=True)
+    template = None if is_safetensors_file(quality) else functools.partial(_template, quality, open_quality)
     check_outputs_are_not_inputs(
         out, lams, template is not None, {"--quality": quality, "--diversity": diversity}
     )
@@ -92,6 +92,24 @@ def merge_checkpoints(
                 )
             )
     return written
+
+
+def _template(path: str, open_source: Callable[[], Mapping]) -> Mapping:
+    """The quality checkpoint as the template of the merged ``.ckpt`` (made dense when it is LoRA)."""
+    ckpt = load_checkpoint(path, mmap=True)
+    return dense_template(ckpt, open_source()) if is_peft_checkpoint(path) else ckpt
+
+
+def _source_openers(quality: str, diversity: str) -> tuple[Callable[[], Mapping], Callable[[], Mapping]]:
+    """Callables that open each source as a generator state dict: lazily mapped from its file, or for a
+    LoRA checkpoint the dense weights of base + adapter (rebuilt once, shared by every call)."""
+    if is_peft_checkpoint(quality) or is_peft_checkpoint(diversity):
+        dense = open_dense_sources({"quality": quality, "diversity": diversity})
+        return (lambda: dense["quality"]), (lambda: dense["diversity"])
+    return (
+        lambda: load_generator_state(quality, GENERATOR_PREFIX),
+        lambda: load_generator_state(diversity, GENERATOR_PREFIX),
+    )
 
 
 def build_parser() -> ArgumentParser:
@@ -141,7 +159,7 @@ def merge_main(argv: list[str] | None = None) -> int:
             allow_extrapolation=args.allow_extrapolation,
             progress=True,
         )
-    except (MergeError, CheckpointError) as err:
+    except (ValueError, ImportError) as err:  # MergeError, CheckpointError, a LoRA base that does not fit
         print(f"cfgrl merge: error: {err}", file=sys.stderr)
         return 1
     for files in written:

@@ -11,6 +11,7 @@ from lightning_cfgrl.core.condition import (
     condition_to,
     repeat_condition,
     select_condition,
+    where_condition,
 )
 from lightning_cfgrl.core.delay_pattern import DelayPattern
 from lightning_cfgrl.core.divergences import (
@@ -32,8 +33,9 @@ from lightning_cfgrl.core.diversity import (
     pairwise_distances,
 )
 from lightning_cfgrl.core.eval_mode import eval_mode
-from lightning_cfgrl.core.generator import ModuleAdapter, TokenGenerator, pad_id
+from lightning_cfgrl.core.generator import TokenGenerator, pad_id
 from lightning_cfgrl.core.guidance import cfg_logits, check_guidance_scale
+from lightning_cfgrl.core.module_adapter import ModuleAdapter
 from lightning_cfgrl.core.sampling import SamplingConfig, process_logits, sample
 
 __all__ = [
@@ -67,4 +69,5 @@ __all__ = [
     "sample",
     "select_condition",
     "token_divergence",
+    "where_condition",
 ]

@@ -56,3 +56,15 @@ def condition_to(condition: Condition, device: torch.device | str) -> Condition:
 
 def select_condition(condition: Condition, index: Tensor | slice) -> Condition:
     return _map(condition, lambda x: x[index])
+
+
+def where_condition(keep: Tensor, condition: Condition, other: Condition) -> Condition:
+    """Per sample: ``condition[b]`` where ``keep[b]`` (``[B]`` bool), else ``other[b]`` (condition
+    dropout: ``other`` is the null condition). Works for ``[B]``, ``[B, A]``, ... and dicts of them."""
+
+    def pick(x: Tensor, y: Tensor) -> Tensor:
+        return torch.where(keep.reshape(-1, *([1] * (x.dim() - 1))), x, y)
+
+    if isinstance(condition, Tensor):
+        return pick(condition, other)
+    return {key: pick(value, other[key]) for key, value in condition.items()}

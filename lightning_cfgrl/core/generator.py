@@ -9,7 +9,11 @@ with no token hold ``pad_id == vocab_size``. The contract of ``forward``:
 condition; ``steps[:, :, s]`` itself is never read for its own logits (the model shifts internally).
 With a cache (from ``new_cache``) only the positions not yet in the cache are computed, so the sampler
 feeds one new step at a time. A generator without a cache returns ``None`` from ``new_cache`` and
-sampling recomputes the prefix every step.
+sampling recomputes the prefix every step. A plain LM becomes a generator with
+:class:`~lightning_cfgrl.core.module_adapter.ModuleAdapter`.
+
+To be rebuilt from a checkpoint, a generator also has ``spec()``: the ``{"class_path", "init_args"}``
+that construct it again (see :func:`class_spec`).
 
 Optional: control inputs. A generator that can be steered by per-sequence values (guidance scale,
 diversity weight) lists them in ``control_names`` and accepts ``controls={name: [B] float tensor}`` as a
@@ -19,11 +23,11 @@ the keyword, and asking them for a control is a clear error.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from lightning_cfgrl.core.condition import Condition, condition_batch_size
 from lightning_cfgrl.core.delay_pattern import DelayPattern
@@ -53,7 +57,12 @@ class TokenGenerator(Protocol):
 
 def class_spec(obj: object, init_args: Mapping[str, Any]) -> dict[str, Any]:
     """``{"class_path", "init_args"}`` that rebuild ``obj``: what a model's ``spec()`` returns, so that
-    checkpoints record the architecture beside the weights (``CFGRLModule`` saves it as a hyperparameter)."""
+    checkpoints record the architecture beside the weights (``CFGRLModule`` and ``PretrainModule`` save
+    it as a hyperparameter; ``load_generator``, merging and evaluation rebuild the model from it).
+
+    A model's whole ``spec()`` is usually ``return class_spec(self, self._init_args)`` with the constructor
+    arguments kept in ``__init__``; they must be plain values (numbers, strings, lists, dicts, None) or
+    nested specs, since checkpoints are loaded with ``weights_only=True``."""
     return {"class_path": f"{type(obj).__module__}.{type(obj).__qualname__}", "init_args": dict(init_args)}
 
 
@@ -105,63 +114,3 @@ def check_compatible(student: TokenGenerator, teacher: TokenGenerator) -> None:
         s, t = getattr(student, attr), getattr(teacher, attr)
         if s != t:
             raise ValueError(f"teacher {attr}={t!r} does not match the student's {attr}={s!r}")
-
-
-class ModuleAdapter(nn.Module):
-    """Wrap a plain ``nn.Module`` with ``forward(tokens [B, K, T], condition) -> logits [B, K, T, V]``.
-
-    The wrapped module is a standard next-token model: its output at position t predicts the token at
-    t + 1. The adapter prepends ``bos_id`` so the output at position s predicts ``steps[:, :, s]``,
-    which is this package's contract. No KV cache: sampling recomputes each step.
-
-    Args:
-        module: the model.
-        num_codebooks: K.
-        vocab_size: V, the last dim of the module's logits.
-        bos_id: the id fed at the first position (the module must embed it; ``vocab_size`` is typical).
-        null_condition: the CFG "no prompt" condition: a callable ``condition -> condition``, or a
-            number to fill a tensor condition with. ``None`` means the model cannot do CFG.
-        delays: per-codebook delays if the module was trained on a delay pattern (default: flat).
-    """
-
-    def __init__(
-        self,
-        module: nn.Module,
-        num_codebooks: int,
-        vocab_size: int,
-        bos_id: int,
-        null_condition: Callable[[Condition], Condition] | float | None = None,
-        delays: tuple[int, ...] | None = None,
-    ) -> None:
-        super().__init__()
-        self.module = module
-        self.num_codebooks = num_codebooks
-        self.vocab_size = vocab_size
-        self.bos_id = bos_id
-        self.pattern = DelayPattern(delays) if delays is not None else DelayPattern.flat(num_codebooks)
-        self._null = null_condition
-
-    def forward(self, steps: Tensor, condition: Condition, cache: Any | None = None) -> Tensor:
-        if cache is not None:
-            raise ValueError("ModuleAdapter has no KV cache; call it with cache=None")
-        check_condition_matches(condition, steps.shape[0])
-        inputs = torch.cat([torch.full_like(steps[..., :1], self.bos_id), steps[..., :-1]], dim=-1)
-        logits = self.module(inputs, condition)
-        expected = (*steps.shape, self.vocab_size)
-        if tuple(logits.shape) != expected:
-            raise ValueError(
-                f"wrapped module returned logits of shape {tuple(logits.shape)}, expected {expected}"
-            )
-        return logits
-
-    def new_cache(self, batch_size: int, max_steps: int) -> None:
-        return None
-
-    def null_condition(self, condition: Condition) -> Condition:
-        if self._null is None:
-            raise ValueError("this ModuleAdapter was built without null_condition, so it cannot do CFG")
-        if callable(self._null):
-            return self._null(condition)
-        if isinstance(condition, Tensor):
-            return torch.full_like(condition, self._null)
-        return {key: torch.full_like(value, self._null) for key, value in condition.items()}

@@ -25,11 +25,14 @@ class EncodecAudioEmbedder(nn.Module):
     """``tokens [B, K, T]`` int64 EnCodec codes -> ``[B, D]`` pooled audio-encoder latents.
 
     Args:
-        codec: an ``encodec.EncodecModel`` (or any module with ``quantizer.decode(codes [K, B, T])``,
-            ``decoder`` and ``encoder`` like it). Mutually exclusive with ``checkpoint``.
+        codec: an ``encodec.EncodecModel``, a transformers ``EncodecModel`` (e.g. MusicGen's own 32 kHz
+            codec, ``musicgen.audio_encoder``), or any module with ``quantizer.decode(codes [K, B, T])``,
+            ``decoder`` and ``encoder`` like them. Give exactly one of ``codec``, ``checkpoint``, ``pretrained``.
         checkpoint: a local EnCodec state dict file (e.g. ``encodec_24khz-d7cc33bc.th``), loaded with
             ``weights_only=True`` into ``EncodecModel.<model>(pretrained=False)``.
         model: which EnCodec architecture ``checkpoint`` holds.
+        pretrained: a local transformers folder, EnCodec or MusicGen (its codec is used): how a YAML
+            config gives MusicGen's codec to the diversity reward.
         audio_encoder: a frozen module ``wav [B, C, L] -> [B, D]`` or ``[B, D, T']`` (pooled over time);
             default the codec's own encoder.
         pooling: ``"mean"`` over time, or ``"mean_std"`` (concatenated mean and std: also captures how
@@ -45,19 +48,27 @@ class EncodecAudioEmbedder(nn.Module):
         audio_encoder: nn.Module | None = None,
         pooling: Literal["mean", "mean_std"] = "mean_std",
         batch_size: int | None = 16,
+        pretrained: str | None = None,
     ) -> None:
         super().__init__()
-        if (codec is None) == (checkpoint is None):
+        if sum(x is not None for x in (codec, checkpoint, pretrained)) != 1:
             raise ValueError(
-                "EncodecAudioEmbedder needs exactly one of codec (a constructed EnCodec model) or checkpoint "
-                f"(a local EnCodec state dict file; nothing is downloaded), got codec={type(codec).__name__}, "
-                f"checkpoint={checkpoint!r}"
+                "EncodecAudioEmbedder needs exactly one of codec (a constructed EnCodec model), checkpoint "
+                "(a local EnCodec state dict file) or pretrained (a local transformers EnCodec/MusicGen folder); "
+                f"nothing is downloaded. Got codec={type(codec).__name__}, checkpoint={checkpoint!r}, "
+                f"pretrained={pretrained!r}"
             )
         if pooling not in ("mean", "mean_std"):
             raise ValueError(f"pooling must be 'mean' or 'mean_std', got {pooling!r}")
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
-        self.codec = codec if codec is not None else load_encodec(checkpoint, model)
+        if pretrained is not None:
+            from lightning_cfgrl.audio.hf_codec import load_transformers_codec
+
+            codec = load_transformers_codec(pretrained)
+        from lightning_cfgrl.audio.hf_codec import as_encodec
+
+        self.codec = as_encodec(codec) if codec is not None else load_encodec(checkpoint, model)
         for part in ("quantizer", "decoder"):
             if not hasattr(self.codec, part):
                 raise TypeError(

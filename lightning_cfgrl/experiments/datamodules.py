@@ -53,6 +53,10 @@ class SyntheticMusicDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=self.batch_size)
 
+    def describe_prompt(self, condition: torch.Tensor) -> str:
+        """A prompt's text, e.g. "jazz, dark, fast" (``AudioSampleLogger`` puts it in its tags)."""
+        return self.domain.describe(condition)
+
 
 class SyntheticPromptDataModule(PromptDataModule):
     """The domain's prompts ``{"condition": [A]}`` for RL: a fixed train split and the held-out split
@@ -69,6 +73,10 @@ class SyntheticPromptDataModule(PromptDataModule):
     ) -> None:
         self.domain = domain or SyntheticMusic()
         super().__init__(self.domain.prompts, batch_size, heldout_fraction, repeats, split_seed, shuffle_seed)
+
+    def describe_prompt(self, condition: torch.Tensor) -> str:
+        """A prompt's text, e.g. "jazz, dark, fast" (``AudioSampleLogger`` puts it in its tags)."""
+        return self.domain.describe(condition)
 
 
 __all__ = ["SyntheticMusicDataModule", "SyntheticPromptDataModule", "split_prompts"]

@@ -212,6 +212,15 @@ def file_sha256(
     return digest.hexdigest()
 
 
+def tensors_sha256(tensors: Mapping[str, Tensor]) -> str:
+    """Hex SHA-256 of named tensors (name, dtype, shape and bytes, in name order): a weights fingerprint."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(tensors.items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def load_checkpoint(
     path: str | os.PathLike[str], *, mmap: bool = False, require_state_dict: bool = True
 ) -> dict[str, Any]:

@@ -6,10 +6,16 @@ from pathlib import Path
 
 from torch import nn
 
-from lightning_cfgrl.io.checkpoints import is_safetensors_file, load_checkpoint, load_generator_state
+from lightning_cfgrl.core.controls import load_base_weights
+from lightning_cfgrl.io.checkpoints import (
+    is_safetensors_file,
+    load_checkpoint,
+    load_generator_state,
+    strip_prefix,
+)
 from lightning_cfgrl.io.specs import instantiate_spec
 
-__all__ = ["load_generator", "load_generator_spec", "load_generator_state"]
+__all__ = ["load_generator", "load_generator_spec", "load_generator_state", "load_init_checkpoint"]
 
 
 def load_generator_spec(path: str | Path) -> dict | None:
@@ -20,13 +26,43 @@ def load_generator_spec(path: str | Path) -> dict | None:
     return dict(spec) if isinstance(spec, dict) and "class_path" in spec else None
 
 
-def load_generator(path: str | Path) -> nn.Module:
-    """A ready generator (eval mode) from a ``CFGRLModule``/``PretrainModule`` checkpoint (weights_only)."""
+def load_generator(path: str | Path, merge_adapters: bool = False) -> nn.Module:
+    """A ready generator (eval mode) from a ``CFGRLModule``/``PretrainModule`` checkpoint (weights_only).
+
+    A LoRA/PEFT checkpoint (``peft_config`` in its hyperparameters) holds only adapters: the base is
+    rebuilt from the spec and ``init_checkpoint`` and checked against the recorded fingerprint; the result
+    is the ``peft.PeftModel``, or with ``merge_adapters`` a plain generator with the adapters folded in.
+    """
     spec = load_generator_spec(path)
     if spec is None:
         raise ValueError(
             f"{path} records no generator spec; build the model yourself and load_generator_state({path!r})"
         )
+    ckpt = load_checkpoint(path, mmap=True)
+    hparams = ckpt.get("hyper_parameters", {})
+    if hparams.get("peft_config") is not None:
+        from lightning_cfgrl.adapters.peft import ADAPTERS_KEY, load_peft_generator
+        from lightning_cfgrl.adapters.peft import merge_adapters as merge
+
+        model = load_peft_generator(
+            spec,
+            hparams["peft_config"],
+            strip_prefix(ckpt["state_dict"], "generator."),
+            ckpt.get(ADAPTERS_KEY),
+            hparams.get("init_checkpoint"),
+            source=str(path),
+        )
+        return merge(model).eval() if merge_adapters else model
     generator = instantiate_spec(spec, f"the generator spec of checkpoint {path}")
     generator.load_state_dict(load_generator_state(path))
     return generator.eval()
+
+
+def load_init_checkpoint(generator: nn.Module, path: str | Path) -> None:
+    """Load the generator weights of ``path`` (Lightning checkpoint or safetensors) into ``generator``:
+    what ``init_checkpoint=`` does in ``CFGRLModule`` and ``PretrainModule``. Strict, except that a base
+    checkpoint loads into a control-aware generator (:func:`~lightning_cfgrl.core.controls.load_base_weights`)."""
+    try:
+        load_base_weights(generator, load_generator_state(path))
+    except RuntimeError as err:  # torch's size-mismatch report, with the file named
+        raise ValueError(f"init_checkpoint {str(path)!r} does not fit the generator: {err}") from err

@@ -1,15 +1,24 @@
-"""Hyperparameter hygiene shared by the LightningModules: never pickle live objects into checkpoints,
-and never let a ``class_path`` read from a file (or a YAML ``dict`` field) call arbitrary code."""
+"""Specs: how a checkpoint records the classes that rebuild its generator (and embedder), and the
+check that a ``class_path`` read from a file (or a YAML ``dict`` field) can never call arbitrary code.
+
+A spec is ``{"class_path": "pkg.mod.Class", "init_args": {...}}``. Where a module's spec comes from, in
+order: its own ``spec()`` method (:func:`lightning_cfgrl.core.generator.class_spec` formats one); the
+dict it was built from by :func:`instantiate_spec`; the ``class_path``/``init_args`` LightningCLI built it
+from (YAML). Without any of these a checkpoint holds the weights only, and the module warns at
+construction. Live objects are never pickled into checkpoints.
+"""
 
 from __future__ import annotations
 
 import importlib
 import os
 import sys
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import nn
 
 from lightning_cfgrl.io.checkpoints import load_checkpoint
@@ -22,6 +31,8 @@ TRUSTED_PACKAGE = "lightning_cfgrl"
 # Where our LightningModules record their own class in a checkpoint (LightningCLI runs also record it
 # as hyper_parameters["_class_path"]; runs from Python do not).
 MODULE_CLASS_KEY = "cfgrl_module_class"
+# objects built by instantiate_spec -> the spec they were built from (weak: never keeps a model alive)
+_BUILT_FROM: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
 class UnsafeSpecError(ValueError):
@@ -77,9 +88,18 @@ def check_spec(spec: Any, source: str = "a spec") -> None:
 def instantiate_spec(spec: Mapping[str, Any], source: str = "a spec") -> nn.Module:
     """Build ``{"class_path": "pkg.mod.Class", "init_args": {...}}`` (how checkpoints record a generator
     or an embedder), after checking that the class is an allowed ``nn.Module`` subclass; ``source``
-    names where the spec came from in errors (a file, a config field)."""
+    names where the spec came from in errors (a file, a config field). Init args that are specs
+    themselves (the module a ``ModuleAdapter`` wraps) are checked and built first, as LightningCLI does."""
     check_spec(spec, source)
-    return resolve_module_class(spec["class_path"], source)(**dict(spec.get("init_args") or {}))
+    init_args = {
+        name: instantiate_spec(value, f"{source} (init_args.{name})")
+        if isinstance(value, Mapping) and "class_path" in value
+        else value
+        for name, value in dict(spec.get("init_args") or {}).items()
+    }
+    obj = resolve_module_class(spec["class_path"], source)(**init_args)
+    _BUILT_FROM[obj] = {"class_path": spec["class_path"], "init_args": dict(spec.get("init_args") or {})}
+    return obj
 
 
 def check_hparam_specs(hparams: Mapping[str, Any], source: str) -> None:
@@ -143,6 +163,33 @@ def check_checkpoint_file(path: str | os.PathLike[str], expected: type | None, s
         check_hparam_specs(hparams, source)
 
 
+def spec_of(obj: Any, given: Any = None) -> tuple[dict[str, Any] | None, str]:
+    """``(spec, "")`` for the spec that rebuilds ``obj``, or ``(None, why not)``.
+
+    ``given``: the config LightningCLI built ``obj`` from, if any (used when ``obj`` has no ``spec()``).
+    """
+    name = type(obj).__name__
+    reason = (
+        f"{name} has no spec() method; give it one returning "
+        "lightning_cfgrl.core.generator.class_spec(self, {its constructor arguments})"
+    )
+    method = getattr(obj, "spec", None)
+    if callable(method):
+        try:
+            spec = method()
+        except ValueError as err:
+            spec, reason = None, f"{name}.spec() cannot record it: {err}"
+        if isinstance(spec, Mapping) and "class_path" in spec:
+            return dict(spec), ""
+        if spec is not None:
+            reason = f"{name}.spec() returned {spec!r:.80}, not a {{'class_path', 'init_args'}} dict"
+    if obj in _BUILT_FROM:
+        return dict(_BUILT_FROM[obj]), ""
+    if isinstance(given, Mapping) and "class_path" in given:
+        return {"class_path": given["class_path"], "init_args": dict(given.get("init_args") or {})}, ""
+    return None, reason
+
+
 def is_config(value: Any) -> bool:
     """True for plain config values (what LightningCLI records), False for live objects."""
     if isinstance(value, (nn.Module, torch.optim.Optimizer)) or callable(value):
@@ -153,13 +200,36 @@ def is_config(value: Any) -> bool:
 
 
 def save_safe_hyperparameters(module: Any, objects: Mapping[str, Any]) -> None:
-    """``save_hyperparameters`` minus live objects; a generator with ``spec()`` is recorded as its spec,
-    so ``load_from_checkpoint`` rebuilds it (and ``weights_only`` loading never meets a pickled module)."""
+    """``save_hyperparameters`` minus live objects; a live ``nn.Module`` is recorded as its spec (see
+    :func:`spec_of`), so ``load_from_checkpoint`` rebuilds it and ``weights_only`` loading never meets a
+    pickled module. A ``"generator"`` without a spec gets a warning now, not a failure at reload."""
+    given = _cli_given_hyperparameters()
     live = [name for name, value in objects.items() if not is_config(value)]
     module.save_hyperparameters(ignore=live, frame=_caller_frame())
-    generator = objects.get("generator")
-    if "generator" in live and hasattr(generator, "spec"):
-        module.hparams["generator"] = generator.spec()
+    for name in live:
+        if not isinstance(objects[name], nn.Module):
+            continue
+        spec, reason = spec_of(objects[name], given.get(name))
+        if spec is not None:
+            module.hparams[name] = spec
+        elif name == "generator":
+            rank_zero_warn(
+                f"{type(module).__name__}: checkpoints will hold the generator's weights but not how to build "
+                f"it, so load_generator, load_from_checkpoint, merged checkpoints and evaluation cannot rebuild "
+                f"it: {reason}. (Or build the generator from a {{'class_path', 'init_args'}} dict, as YAML "
+                "configs do.)",
+                category=UserWarning,
+            )
+
+
+def _cli_given_hyperparameters() -> dict[str, Any]:
+    """The config LightningCLI is instantiating the module from (``{}`` outside LightningCLI)."""
+    try:  # a private Lightning hook, so only an optional source of specs
+        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+    except ImportError:
+        return {}
+    given = _given_hyperparameters.get()
+    return dict(given) if isinstance(given, Mapping) else {}
 
 
 def _caller_frame() -> Any:

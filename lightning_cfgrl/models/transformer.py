@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from lightning_cfgrl.core.controls import ControlEmbedding, Controls, check_controls
 from lightning_cfgrl.core.delay_pattern import DelayPattern
@@ -76,6 +77,8 @@ class AudioTokenTransformer(nn.Module):
             position (the condition prefix and the tokens), so a base checkpoint loaded with
             :func:`~lightning_cfgrl.core.controls.load_base_weights` computes exactly the base's logits.
             The other parameters are initialised exactly as without controls (same seed, same weights).
+        gradient_checkpointing: in training forwards with grad, keep only each block's input and
+            recompute the block in backward (less activation memory for one extra forward).
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class AudioTokenTransformer(nn.Module):
         dropout: float = 0.0,
         delays: Sequence[int] | None = None,
         controls: Sequence[str] = (),
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self._init_args = dict(
@@ -102,9 +106,11 @@ class AudioTokenTransformer(nn.Module):
             max_frames=max_frames,
             dropout=dropout,
             delays=list(delays) if delays is not None else None,
+            gradient_checkpointing=gradient_checkpointing,
         )
         if controls:  # recorded only when set, so base checkpoints' specs stay as they were
             self._init_args["controls"] = list(controls)
+        self.gradient_checkpointing = gradient_checkpointing
         if dim % num_heads:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.num_codebooks = num_codebooks
@@ -195,8 +201,17 @@ class AudioTokenTransformer(nn.Module):
             if self.control_emb is None:  # validated above on the first step; a cached step may skip it
                 check_controls(self, controls, steps.shape[0])
             x = x + self.control_emb(controls)[:, None]  # where the condition enters: every input position
+        recompute = (
+            self.gradient_checkpointing and self.training and cache is None and torch.is_grad_enabled()
+        )
         for layer, block in enumerate(self.blocks):
-            x = block(x, cache, layer)
+            # non-reentrant: works when no input needs grad (frozen embeddings under LoRA) and replays
+            # the dropout masks of the forward
+            x = (
+                checkpoint(block, x, None, layer, use_reentrant=False)
+                if recompute
+                else block(x, cache, layer)
+            )
         if cache is not None:
             cache.advance(x.shape[1], steps.shape[2] - start)
         if start == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from typing import TYPE_CHECKING, Any, Literal
@@ -11,7 +12,8 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from lightning_cfgrl.core.condition import cat_conditions
+from lightning_cfgrl.adapters.peft import AdapterDisabledTeacher, is_peft_model
+from lightning_cfgrl.core.condition import Condition, cat_conditions, select_condition
 from lightning_cfgrl.core.controls import (
     GUIDANCE,
     ControlDistribution,
@@ -32,12 +34,16 @@ from lightning_cfgrl.training.sharding import is_sharded
 if TYPE_CHECKING:
     from lightning_cfgrl.training.module import CFGRLModule
 
+TEACHER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 
 class CFGDistillCallback(ObjectiveCallback):
     """Adds ``weight * D(student || teacher_cfg)`` on the student's own samples (on-policy).
 
     The teacher is a frozen copy of the generator as it is when fit starts (the base weights), or the
-    generator weights of ``teacher_checkpoint``. Per step its cond and uncond logits come from one
+    generator weights of ``teacher_checkpoint``; for a LoRA/PEFT student it is the student itself with
+    its adapters disabled (exactly the base, no second copy, nothing in checkpoints). Per step its cond
+    and uncond logits come from one
     batched no-grad forward on ``[cond; null]``, are mixed with ``cfg_logits`` and compared per token
     with the student's logits (in float32). The per-token divergence is masked to generated positions,
     then ``reduction="sum"`` sums it over a sequence's positions and averages over sequences, as in the
@@ -65,6 +71,11 @@ class CFGDistillCallback(ObjectiveCallback):
             they are stored only when nothing else can rebuild them: a teacher loaded from
             ``teacher_checkpoint``, or copied from a student loaded from the module's ``init_checkpoint``,
             is recorded as that file's path and sha256, and a resumed run refuses a file that changed.
+        teacher_dtype: run the teacher in ``"bfloat16"`` or ``"float16"`` (autocast; a copied teacher is
+            also stored in it, halving its memory). Its logits are mixed and compared in float32.
+        teacher_chunk_size: sequences per teacher forward (None: all N at once). Each chunk's
+            ``[2n, K, S, V]`` logits are mixed before the next, so only the ``[N, K, S, V]`` float32
+            result is ever whole: it caps the teacher's share of peak memory.
     """
 
     def __init__(
@@ -76,6 +87,8 @@ class CFGDistillCallback(ObjectiveCallback):
         reduction: Literal["sum", "mean"] = "sum",
         teacher_checkpoint: str | None = None,
         embed_in_checkpoint: bool = False,
+        teacher_dtype: Literal["float32", "bfloat16", "float16"] | None = None,
+        teacher_chunk_size: int | None = None,
         guidance_distribution: Distribution = "log_uniform",
     ) -> None:
         setting = control_setting(GUIDANCE, guidance_scale, guidance_distribution)
@@ -98,6 +111,16 @@ class CFGDistillCallback(ObjectiveCallback):
         self.reduction = reduction
         self.teacher_checkpoint = teacher_checkpoint
         self.embed_in_checkpoint = embed_in_checkpoint
+        if teacher_dtype is not None and teacher_dtype not in TEACHER_DTYPES:
+            raise ValueError(
+                f"teacher_dtype must be one of {sorted(TEACHER_DTYPES)} or None, got {teacher_dtype!r}"
+            )
+        if teacher_chunk_size is not None and (
+            isinstance(teacher_chunk_size, bool) or teacher_chunk_size < 1
+        ):
+            raise ValueError(f"teacher_chunk_size must be an int >= 1 or None, got {teacher_chunk_size!r}")
+        self.teacher_dtype = TEACHER_DTYPES[teacher_dtype] if teacher_dtype is not None else None
+        self.teacher_chunk_size = teacher_chunk_size
         self.teacher: torch.nn.Module | None = None
         self.teacher_source: dict[str, str] | None = None  # the file the teacher's weights are exactly
 
@@ -105,6 +128,10 @@ class CFGDistillCallback(ObjectiveCallback):
         # `setup` runs before a resumed run restores the student, so the copy is of the base weights;
         # `load_state_dict` then restores the saved teacher as well, whatever the module was built from.
         if stage != "fit" or self.teacher is not None:
+            return
+        if self.teacher_checkpoint is None and is_peft_model(pl_module.generator):
+            # TRL's reference model for free: the student's own base, adapters disabled
+            self.teacher = AdapterDisabledTeacher(pl_module.generator)
             return
         if self.teacher_checkpoint:
             teacher = self._load_teacher(pl_module)
@@ -140,15 +167,49 @@ class CFGDistillCallback(ObjectiveCallback):
         # the precision plugin converts the teacher like the student ("bf16-true" halves its memory;
         # a no-op for "32-true" and the AMP precisions, whose autocast covers the teacher's forward)
         self.teacher = trainer.precision_plugin.convert_module(self.teacher.to(pl_module.device))
+        if self.teacher_dtype is not None:  # a no-op for the adapter-disabled teacher (it owns no weights)
+            self.teacher.to(self.teacher_dtype)
         self.teacher.eval().requires_grad_(False)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        settings = {
+            "distill/guidance_scale": self.guidance_scale,
+            "distill/divergence": self.divergence,
+            "distill/reduction": self.reduction,
+            "distill/weight": self.weight,
+            "distill/teacher": self.teacher_checkpoint or "the generator at fit start",
+        }
+        if self.guidance is not None:  # steerable: guidance_scale above is the range's reference value
+            settings["distill/guidance_range"] = str(self.guidance)
+        if self.divergence == "jsd":
+            settings["distill/jsd_beta"] = self.jsd_beta
+        return settings
 
     @torch.no_grad()
     def teacher_logits(self, batch: RolloutBatch) -> Tensor:
-        """``[N, K, S, V]`` CFG-mixed teacher logits from one batched ``[cond; null]`` forward (float32)."""
-        condition = cat_conditions(batch.condition, self.teacher.null_condition(batch.condition))
-        logits = self.teacher(torch.cat([batch.steps, batch.steps]), condition).float()
-        cond, uncond = rearrange(logits, "(two n) k s v -> two n k s v", two=2)
+        """``[N, K, S, V]`` CFG-mixed teacher logits (float32): per chunk of ``teacher_chunk_size``
+        sequences, one batched ``[cond; null]`` forward, mixed before the next chunk runs. With a
+        guidance range, each sequence is mixed at its own g (``batch.controls``)."""
+        n = batch.steps.shape[0]
+        size = self.teacher_chunk_size or n
         scale = batch.control(GUIDANCE) if self.guidance is not None else self.guidance_scale
+        if size >= n:
+            return self._mixed_chunk(batch.steps, batch.condition, scale)
+        out: Tensor | None = None
+        for start in range(0, n, size):
+            index = slice(start, start + size)
+            chunk_scale = scale[index] if isinstance(scale, Tensor) else scale
+            mixed = self._mixed_chunk(
+                batch.steps[index], select_condition(batch.condition, index), chunk_scale
+            )
+            if out is None:
+                out = mixed.new_empty((n, *mixed.shape[1:]))
+            out[index] = mixed
+        assert out is not None
+        return out
+
+    def _mixed_chunk(self, steps: Tensor, condition: Condition, scale: float | Tensor) -> Tensor:
+        cond, uncond = self.teacher_forward(steps, condition)
         return cfg_logits(cond, uncond, scale)
 
     def rollout_controls(
@@ -158,6 +219,19 @@ class CFGDistillCallback(ObjectiveCallback):
         if self.guidance is None:
             return {}
         return {GUIDANCE: self.guidance.draw(num_prompts, rng).repeat_interleave(group_size)}
+
+    def teacher_forward(self, steps: Tensor, condition: Condition) -> tuple[Tensor, Tensor]:
+        """The teacher's float32 (cond, uncond) logits ``[B, K, S, V]`` each, from one batched forward."""
+        condition = cat_conditions(condition, self.teacher.null_condition(condition))
+        precision = (
+            torch.autocast(steps.device.type, dtype=self.teacher_dtype)
+            if self.teacher_dtype not in (None, torch.float32)
+            else contextlib.nullcontext()
+        )
+        with precision:
+            logits = self.teacher(torch.cat([steps, steps]), condition).float()
+        cond, uncond = rearrange(logits, "(two n) k s v -> two n k s v", two=2)
+        return cond, uncond
 
     def loss_terms(self, pl_module: CFGRLModule, batch: RolloutBatch) -> dict[str, Tensor]:
         per_token = token_divergence(

@@ -153,6 +153,15 @@ class DiversityRewardCallback(ObjectiveCallback):
         self.embedder = trainer.precision_plugin.convert_module(self.embedder.to(pl_module.device))
         self.embedder.eval().requires_grad_(False)
 
+    def hyperparameters(self) -> dict[str, Any]:
+        embedder = type(self.embedder)
+        return {
+            f"{self.name}/beta": self.beta,
+            f"{self.name}/baseline": self.baseline,
+            f"{self.name}/shuffle_rewards": self.shuffle_rewards,
+            f"{self.name}/embedder": f"{embedder.__module__}.{embedder.__qualname__}",
+        } | ({f"{self.name}/beta_range": str(self.beta_range)} if self.beta_range else {})
+
     # -- the loss term --------------------------------------------------------------------------------
     @torch.no_grad()
     def embed(self, frames: Tensor) -> Tensor:

@@ -11,17 +11,18 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from lightning_cfgrl.adapters.peft import ADAPTERS_KEY, AdapterLayout, is_peft_model
 from lightning_cfgrl.core.condition import Condition, condition_batch_size, repeat_condition
-from lightning_cfgrl.core.controls import check_controls, controls_kwargs, load_base_weights
+from lightning_cfgrl.core.controls import check_controls, controls_kwargs
 from lightning_cfgrl.core.eval_mode import eval_mode
 from lightning_cfgrl.core.generator import check_logits
 from lightning_cfgrl.core.sampling import SamplingConfig, sample, step_seed
 from lightning_cfgrl.eval.diversity import group_pairwise_diversity
 from lightning_cfgrl.eval.scorers import Scorer
-from lightning_cfgrl.io.generators import load_generator_state
+from lightning_cfgrl.io.generators import load_init_checkpoint
 from lightning_cfgrl.io.specs import instantiate_spec, save_safe_hyperparameters
 from lightning_cfgrl.training.checkpoint_safety import SafeCheckpointLoading
-from lightning_cfgrl.training.objective import ObjectiveCallback
+from lightning_cfgrl.training.objective import ObjectiveCallback, log_objective_hyperparameters
 from lightning_cfgrl.training.optimization import build_optimizers
 from lightning_cfgrl.training.rollout import RolloutBatch
 
@@ -49,6 +50,11 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
         val_scorers: per-sample quality scorers logged at validation (``val/<name>``).
         seed: seeds the rollout sampling and the training step's dropout (combined with the step and the
             process rank).
+        peft_config: train LoRA/PEFT adapters instead of the whole generator (a ``peft.LoraConfig`` or its
+            fields as a dict, e.g. ``{"r": 8, "lora_alpha": 16, "target_modules": ["qkv", "proj"]}``); a
+            generator already wrapped by peft is used as is. Only the adapters are trained and saved (with
+            a fingerprint of the base), and ``CFGDistillCallback``'s teacher is the base itself, adapters
+            disabled. Needs ``pip install lightning-cfgrl[lora]``.
     """
 
     def __init__(
@@ -66,11 +72,22 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
         val_samples_per_prompt: int = 4,
         val_scorers: Sequence[Scorer] | None = None,
         seed: int = 0,
+        peft_config: dict | None = None,
     ) -> None:
         super().__init__()
         if isinstance(generator, Mapping):
             generator = instantiate_spec(generator, "a generator spec")
         _check_generator(generator)
+        if peft_config is not None and is_peft_model(generator):
+            raise ValueError(
+                "the generator is already wrapped by peft; pass peft_config=None to train its adapters"
+            )
+        if peft_config is not None or is_peft_model(generator):  # recorded as plain values, rebuilt on load
+            from lightning_cfgrl.adapters.peft import peft_config_dict, peft_config_of
+
+            peft_config = peft_config_dict(
+                peft_config if peft_config is not None else peft_config_of(generator)
+            )
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         if num_samples_per_prompt < 1:
@@ -92,13 +109,11 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
         )
         self.generator = generator
         if init_checkpoint is not None:
-            try:
-                load_base_weights(self.generator, load_generator_state(init_checkpoint))
-            except RuntimeError as err:  # torch's size-mismatch report, with the file named
-                raise ValueError(
-                    f"init_checkpoint {init_checkpoint!r} does not fit the generator: {err}"
-                ) from err
+            load_init_checkpoint(self.generator, init_checkpoint)
         self.init_checkpoint = init_checkpoint  # a teacher copied from the student can be rebuilt from it
+        self.adapters: AdapterLayout | None = None
+        if peft_config is not None:
+            self._use_adapters(peft_config)
         self.num_frames = num_frames
         self.group_size = num_samples_per_prompt
         self.optimizer_factory = optimizer
@@ -107,6 +122,14 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
         self.val_samples_per_prompt = val_samples_per_prompt
         self.val_scorers = list(val_scorers or [])
         self.seed = seed
+
+    def _use_adapters(self, peft_config: dict) -> None:
+        """Wrap the generator with peft (after its base weights are loaded) unless it already is."""
+        from lightning_cfgrl.adapters.peft import adapter_layout, wrap_peft
+
+        if not is_peft_model(self.generator):
+            self.generator = wrap_peft(self.generator, peft_config)
+        self.adapters = adapter_layout(self.generator)
 
     # -- rollout ------------------------------------------------------------------------------------
     @property
@@ -123,6 +146,7 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
         check_controls(
             self.generator, self.objective_controls(1, self.group_size, training=False), self.group_size
         )
+        log_objective_hyperparameters(self.trainer, self)  # guidance scale, beta, ... beside the hparams
 
     def _rollout_seed(self, salt: int) -> int:
         # distinct per step and per process, reproducible across resume
@@ -252,6 +276,26 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
         for scorer in self.val_scorers:
             score = scorer(frames, repeated).float().mean()
             self.log(f"val/{scorer.name}", score, batch_size=batch_size, sync_dist=True)
+
+    # -- checkpoints: a PEFT student saves its adapters, not its frozen base -----------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.adapters is not None:  # the frozen base is rebuilt on load, not saved
+            from lightning_cfgrl.adapters.peft import adapter_checkpoint
+
+            adapter_checkpoint(checkpoint, self.adapters, "generator.")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if self.adapters is not None:
+            from lightning_cfgrl.adapters.peft import check_adapter_state
+
+            state = checkpoint["state_dict"]
+            saved = {k[len("generator.") :] for k in state if k.startswith("generator.")}
+            check_adapter_state(saved, self.adapters, checkpoint.get(ADAPTERS_KEY), "the checkpoint")
+            # the base it was trained on is the one rebuilt here (checked): complete the state dict with it
+            for key, value in self.generator.state_dict().items():
+                state.setdefault("generator." + key, value)
 
     # -- optimisation ---------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import lightning.pytorch as pl
 import torch
 from lightning.pytorch import Callback
 from torch import Tensor
@@ -38,3 +39,25 @@ class ObjectiveCallback(Callback):
     def loss_terms(self, pl_module: CFGRLModule, batch: RolloutBatch) -> dict[str, Tensor]:
         """Return ``{name: scalar loss}``; gradients flow through ``batch.student_logits``."""
         raise NotImplementedError
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Key settings (``{"<term>/<setting>": number or str}``), logged with the module's hparams at
+        fit start, so that runs can be compared by them (TensorBoard's HParams tab)."""
+        return {}
+
+
+def log_objective_hyperparameters(trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    """Log the module's hyperparameters together with every objective callback's settings.
+
+    Called from ``on_fit_start``, i.e. before Lightning logs the module's hyperparameters alone:
+    TensorBoard keeps a run's first hparams record, and a logger's ``hparams.yaml`` keeps the union.
+    """
+    settings: dict[str, Any] = {}
+    for callback in trainer.callbacks:
+        if isinstance(callback, ObjectiveCallback):
+            settings.update(callback.hyperparameters())
+    if not settings or not trainer.loggers:
+        return
+    hparams = {k: v for k, v in pl_module.hparams_initial.items() if k != "_class_path"}
+    for logger in trainer.loggers:
+        logger.log_hyperparams({**hparams, **settings})

@@ -1,0 +1,202 @@
+"""Text prompts for a text-conditioned generator (MusicGen): a CSV/JSON list of prompts, tokenised once
+with the model's own text tokenizer, served as ``{"condition": {"input_ids", "attention_mask"}}``.
+
+Accepted files:
+
+* CSV with a header and a ``prompt`` column (other columns, e.g. ``file``, are ignored)::
+
+      prompt
+      lo-fi piano with vinyl crackle
+      90s rock with a distorted guitar riff
+
+* JSON: a list of strings, a list of objects with a ``prompt`` key, or an object ``{name: prompt}``
+  (the prompt tables of :mod:`lightning_cfgrl.audio.datamodule` with a single ``prompt`` column).
+
+The null prompt is MusicGen's: an empty prompt gets an all-zero attention mask (audiocraft zeroes the
+mask and the T5 states of an empty description; transformers' ``generate`` zeroes both for its CFG
+unconditional half), not the tokenizer's encoding of ``""``. Duplicates are dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from lightning_cfgrl.training.prompts import PromptDataModule
+
+PROMPT_COLUMN = "prompt"
+
+
+def read_text_prompts(source: str | Sequence[str], column: str = PROMPT_COLUMN) -> list[str]:
+    """Prompts from a CSV/JSON file (see the module docstring) or a list of strings, stripped, in order."""
+    if not isinstance(source, str):
+        texts = list(source)
+        origin = "prompts"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"prompt file {source!r} does not exist; expected a CSV or JSON list of text prompts"
+            )
+        texts = _read_json(path, column) if path.suffix.lower() == ".json" else _read_csv(path, column)
+        origin = f"prompt file {source!r}"
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise ValueError(f"{origin}: entry {bad[0]} is a {type(texts[bad[0]]).__name__}, expected a string")
+    texts = [t.strip() for t in texts]
+    if not any(texts):
+        raise ValueError(f"{origin} holds no non-empty prompt: nothing to train on")
+    return list(dict.fromkeys(texts))
+
+
+def _read_csv(path: Path, column: str) -> list[str]:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # utf-8-sig: spreadsheet exports add a BOM
+        reader = csv.DictReader(f)
+        header = {c.strip(): c for c in (reader.fieldnames or [])}
+        if column not in header:
+            raise ValueError(
+                f"prompt file {str(path)!r} has columns {list(header)}; expected a {column!r} column"
+            )
+        return [row.get(header[column]) or "" for row in reader]
+
+
+def _read_json(path: Path, column: str) -> list[Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"prompt file {str(path)!r} is not valid JSON: {err}") from err
+    if isinstance(data, dict):
+        data = list(data.values())
+    if not isinstance(data, list):
+        raise ValueError(
+            f"prompt file {str(path)!r} must hold a JSON list of prompts, got {type(data).__name__}"
+        )
+    out = []
+    for i, item in enumerate(data):
+        if isinstance(item, dict):
+            if column not in item:
+                raise ValueError(
+                    f"prompt file {str(path)!r}: entry {i} has keys {sorted(item)}, expected {column!r}"
+                )
+            item = item[column]
+        out.append(item)
+    return out
+
+
+def load_text_tokenizer(tokenizer: Any, local_files_only: bool = True) -> Any:
+    """A tokenizer object as is, or ``AutoTokenizer.from_pretrained(tokenizer)`` for a folder / hub id."""
+    if not isinstance(tokenizer, (str, Path)):
+        if not callable(tokenizer):
+            raise TypeError(
+                f"tokenizer must be a folder, a hub id or a callable tokenizer, got {type(tokenizer).__name__}"
+            )
+        return tokenizer
+    from lightning_cfgrl.adapters.musicgen import import_musicgen
+
+    try:
+        return import_musicgen().AutoTokenizer.from_pretrained(
+            str(tokenizer), local_files_only=local_files_only
+        )
+    except (OSError, ValueError) as err:  # no tokenizer files there (transformers raises either)
+        raise ValueError(
+            f"could not load a text tokenizer from {str(tokenizer)!r} ({str(err).splitlines()[0]}); expected a "
+            "local model folder with tokenizer files (e.g. a copy of facebook/musicgen-small)"
+        ) from err
+
+
+def tokenize_prompts(
+    texts: Sequence[str], tokenizer: Any, max_length: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """``(input_ids [P, L], attention_mask [P, L])`` int64; empty prompts get an all-zero mask (null)."""
+    batch = tokenizer(
+        list(texts),
+        padding=True,
+        truncation=max_length is not None,
+        max_length=max_length,
+        return_tensors="pt",
+    )
+    ids, mask = batch["input_ids"].long(), batch["attention_mask"].long()
+    null = torch.tensor([not t for t in texts], dtype=torch.bool)
+    return ids, mask.masked_fill(null[:, None], 0)
+
+
+class TextPromptDataModule(PromptDataModule):
+    """RL prompts as text: batches ``{"condition": {"input_ids": [B, L], "attention_mask": [B, L]},
+    "prompt_index": [B]}``, what :class:`~lightning_cfgrl.adapters.MusicgenGenerator` takes.
+
+    The prompts are split into train (shuffled, ``repeats`` passes per epoch, resumable) and held-out
+    (validation) as in :class:`~lightning_cfgrl.training.prompts.PromptDataModule`; each batch is cut to
+    its longest prompt.
+
+    Args:
+        prompts: a CSV/JSON file of prompts or a list of strings.
+        tokenizer: the model's text tokenizer: a local folder (a MusicGen checkpoint has one), a hub id
+            with ``local_files_only=False``, or a tokenizer object.
+        column: the prompt column (CSV) or key (JSON objects).
+        max_length: truncate prompts to this many tokens (None: no truncation).
+        batch_size, heldout_fraction, repeats, split_seed, shuffle_seed: see ``PromptDataModule``.
+        local_files_only: never download the tokenizer.
+    """
+
+    def __init__(
+        self,
+        prompts: str | list[str],
+        tokenizer: Any,
+        column: str = PROMPT_COLUMN,
+        max_length: int | None = None,
+        batch_size: int = 8,
+        heldout_fraction: float = 0.25,
+        repeats: int = 100,
+        split_seed: int = 0,
+        shuffle_seed: int | None = None,
+        local_files_only: bool = True,
+    ) -> None:
+        if max_length is not None and max_length < 1:
+            raise ValueError(f"max_length must be >= 1 or None, got {max_length}")
+        self.texts = read_text_prompts(prompts, column)
+        self.input_ids, self.attention_mask = tokenize_prompts(
+            self.texts, load_text_tokenizer(tokenizer, local_files_only), max_length
+        )
+        rows = torch.arange(len(self.texts))[:, None]  # the base class splits and shuffles prompt indices
+        super().__init__(rows, batch_size, heldout_fraction, repeats, split_seed, shuffle_seed)
+
+    def collate(self, rows: list[dict[str, Tensor]]) -> dict[str, Any]:
+        """``[{"condition": [1]}]`` prompt indices -> the batch of tokenised prompts, cut to its longest."""
+        index = torch.stack([row["condition"][0] for row in rows])
+        ids, mask = self.input_ids[index], self.attention_mask[index]
+        used = mask.any(0).nonzero()
+        length = int(used.max()) + 1 if len(used) else 1  # right padding: trailing all-pad columns go
+        return {
+            "condition": {"input_ids": ids[:, :length], "attention_mask": mask[:, :length]},
+            "prompt_index": index,
+        }
+
+    def train_dataloader(self) -> DataLoader:
+        return self._with_text(super().train_dataloader())
+
+    def val_dataloader(self) -> DataLoader:
+        return self._with_text(super().val_dataloader())
+
+    def _with_text(self, loader: DataLoader) -> DataLoader:
+        return DataLoader(
+            loader.dataset,
+            batch_size=loader.batch_size,
+            sampler=loader.sampler,
+            drop_last=loader.drop_last,
+            collate_fn=self.collate,
+        )
+
+    def prompt_texts(self, split: str = "heldout") -> list[str]:
+        """The ``"train"`` or ``"heldout"`` prompts as text."""
+        rows = {"train": self.train_prompts, "heldout": self.heldout_prompts}[split]
+        return [self.texts[int(i)] for i in rows[:, 0]]
+
+
+__all__ = ["TextPromptDataModule", "load_text_tokenizer", "read_text_prompts", "tokenize_prompts"]
