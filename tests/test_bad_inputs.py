@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import struct
 import tempfile
 from collections.abc import Callable
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_cfgrl import CFGDistillCallback, CFGRLModule, ModuleAdapter, RolloutBatch, SamplingConfig
+from lightning_cfgrl.cli.main import ConfigError
 from lightning_cfgrl.core.condition import condition_batch_size, repeat_condition
 from lightning_cfgrl.embedders import ContrastiveTokenEmbedder
 from lightning_cfgrl.experiments import SyntheticMusic, SyntheticPromptDataModule
@@ -76,8 +78,9 @@ def _diversity_loss(embedder: nn.Module, **kwargs: Any) -> None:
     DiversityRewardCallback(embedder, **{"baseline": "running_mean"}).loss_terms(module, batch)
 
 
-def _generator_ckpt(path: Path, **overrides: Any) -> Path:
-    generator = _generator(**overrides)
+def _generator_ckpt(path: Path, seed: int = 0, **overrides: Any) -> Path:
+    torch.manual_seed(seed)
+    generator = AudioTokenTransformer(**{**TINY_ARGS, **overrides})
     torch.save(
         {
             "state_dict": {f"generator.{k}": v for k, v in generator.state_dict().items()},
@@ -210,6 +213,112 @@ def _c(
 
 
 CONSTRUCT, SETUP, STEP, LOAD = "construction", "fit setup", "first training step", "load"
+
+
+# ------------------------------------------------------------------------------- round two (issue 14)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
+
+
+def _spec_ckpt(path: Path, class_path: str = "os.mkdir", module: str = "lightning_cfgrl.CFGRLModule") -> Path:
+    """A weights-only-safe checkpoint whose generator *spec* names a function: building it would call
+    ``os.mkdir(<dir>/code_ran)`` (the marker every case checks)."""
+    generator = _generator()
+    spec = {"class_path": class_path, "init_args": {"path": str(path.parent / "code_ran")}}
+    torch.save(
+        {
+            "state_dict": {f"generator.{k}": v for k, v in generator.state_dict().items()},
+            "hyper_parameters": {"_class_path": module, "generator": spec, "num_frames": 8},
+        },
+        path,
+    )
+    return path
+
+
+def _cli(*args: str) -> None:
+    from lightning_cfgrl.cli.main import run_cli
+
+    run_cli(["fit", "--config", str(CONFIGS / "distill.yaml"), "--trainer.max_steps=1", *args])
+
+
+class _WrongLogits(AudioTokenTransformer):
+    """Breaks the logits contract: ``"minus_one"`` (V - 1 wide), ``"plus_three"`` (V + 3) or
+    ``"one_codebook"`` (K = 1 for a 2-codebook model)."""
+
+    def __init__(self, how: str) -> None:
+        torch.manual_seed(0)
+        super().__init__(**TINY_ARGS)
+        self.how = how
+
+    def forward(self, steps: Tensor, condition: Any, cache: Any = None) -> Tensor:
+        logits = super().forward(steps, condition, cache)
+        if self.how == "minus_one":
+            return logits[..., :-1]
+        if self.how == "plus_three":
+            return torch.cat([logits, logits[..., :3]], dim=-1)
+        return logits[:, :1]
+
+
+def _wrong_logits_rollout(how: str) -> None:
+    CFGRLModule(_WrongLogits(how), num_frames=8).rollout(PROMPTS[:2], 2, SamplingConfig(), seed=0)
+
+
+def _merge_onto_input(tmp: Path) -> None:
+    from lightning_cfgrl.cli.merge import merge_checkpoints
+
+    quality, diversity = _generator_ckpt(tmp / "q.ckpt"), _generator_ckpt(tmp / "d.ckpt", seed=3)
+    merge_checkpoints(str(quality), str(diversity), [0.5], str(tmp / "out"))
+    merge_checkpoints(
+        str(tmp / "out" / "merged_lambda=0.50.ckpt"), str(diversity), [0.5, 0.75], str(tmp / "out")
+    )
+
+
+def _mixed_merged_set(tmp: Path) -> None:
+    from lightning_cfgrl.cli.merge import merge_checkpoints
+    from lightning_cfgrl.merging.streaming import complete_merged_sets
+
+    quality, diversity = _generator_ckpt(tmp / "q.ckpt"), _generator_ckpt(tmp / "d.ckpt", seed=3)
+    merge_checkpoints(str(quality), str(diversity), [0.25, 0.5], str(tmp / "out"))
+    # what a crash between renames used to leave: one write's .ckpt beside another's sidecar
+    shutil.copy(tmp / "out" / "merged_lambda=0.25.ckpt", tmp / "out" / "merged_lambda=0.50.ckpt")
+    complete_merged_sets(tmp / "out")
+
+
+def _resume_into_other_module(tmp: Path) -> None:
+    from lightning_cfgrl import PretrainModule
+
+    path = tmp / "pretrain.ckpt"
+    ckpt = _spec_ckpt(path, class_path="lightning_cfgrl.models.AudioTokenTransformer")
+    state = torch.load(ckpt, weights_only=True)
+    state["cfgrl_module_class"] = "lightning_cfgrl.training.pretrain.PretrainModule"
+    torch.save(state, path)
+    PretrainModule  # noqa: B018 - imported, so the recorded class resolves (and still is another class)
+    _module().on_load_checkpoint(torch.load(path, weights_only=True))
+
+
+def _teacher_file_changed(tmp: Path) -> None:
+    path = _generator_ckpt(tmp / "teacher.ckpt")
+    first = CFGDistillCallback(teacher_checkpoint=str(path))
+    first.setup(None, _module(), "fit")  # type: ignore[arg-type]
+    state = first.state_dict()
+    _generator_ckpt(path, seed=3)  # replaced between the run and its resume
+    resumed = CFGDistillCallback(teacher_checkpoint=str(path))
+    resumed.setup(None, _module(), "fit")  # type: ignore[arg-type]
+    resumed.load_state_dict(state)
+
+
+class _Zero(nn.Module):
+    """An 'embedder' whose vectors are all zero (cosine is undefined)."""
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return torch.zeros(tokens.shape[0], 4)
+
+
+RESUME, CLI, MERGE = (
+    "resume (state restore)",
+    "cfgrl fit, before anything is built",
+    "merge, before any write",
+)
 
 CASES: list[Case] = [
     # -- configuration values
@@ -773,6 +882,174 @@ CASES: list[Case] = [
         ),
         Exception,
         "Found more than one stateful callback of type `DiversityRewardCallback`",
+    ),
+    # -- round two (issue 14): a spec read from a file may only build an nn.Module
+    _c(
+        "spec_calls_a_function_teacher_checkpoint",
+        "teacher_checkpoint whose generator spec is {class_path: os.mkdir, ...}",
+        SETUP,
+        lambda t: CFGDistillCallback(teacher_checkpoint=str(_spec_ckpt(t / "evil.ckpt"))).setup(
+            None, _module(), "fit"
+        ),  # type: ignore[arg-type]
+        ValueError,
+        "refused class_path 'os.mkdir' in the generator spec of teacher_checkpoint",
+    ),
+    _c(
+        "spec_calls_a_function_load_from_checkpoint",
+        "CFGRLModule.load_from_checkpoint(<checkpoint whose generator spec is os.mkdir>)",
+        LOAD,
+        lambda t: CFGRLModule.load_from_checkpoint(_spec_ckpt(t / "evil.ckpt")),
+        ValueError,
+        "refused class_path 'os.mkdir' in the generator spec of checkpoint",
+    ),
+    _c(
+        "spec_calls_a_function_pretrain_load_from_checkpoint",
+        "PretrainModule.load_from_checkpoint(<checkpoint whose generator spec is os.mkdir>)",
+        LOAD,
+        lambda t: __import__("lightning_cfgrl").PretrainModule.load_from_checkpoint(
+            _spec_ckpt(t / "evil.ckpt", module="lightning_cfgrl.PretrainModule")
+        ),
+        ValueError,
+        "refused class_path 'os.mkdir' in the generator spec of checkpoint",
+    ),
+    _c(
+        "spec_calls_a_function_load_generator",
+        "load_generator(<same>) (what cfgrl evaluate --base / --merged_dir / --students use)",
+        LOAD,
+        lambda t: __import__("lightning_cfgrl").load_generator(_spec_ckpt(t / "evil.ckpt")),
+        ValueError,
+        "refused class_path 'os.mkdir' in the generator spec of checkpoint",
+    ),
+    _c(
+        "spec_calls_a_function_ckpt_path",
+        "cfgrl fit --ckpt_path <same>",
+        CLI,
+        lambda t: _cli("--ckpt_path", str(_spec_ckpt(t / "evil.ckpt"))),
+        ValueError,
+        "refused class_path 'os.mkdir' in the generator spec of --ckpt_path",
+    ),
+    _c(
+        "spec_calls_a_function_yaml",
+        "YAML model.init_args.generator: {class_path: os.mkdir, init_args: {path: ...}}",
+        CLI,
+        lambda t: _cli(
+            f"--model.init_args.generator={{class_path: os.mkdir, init_args: {{path: {t / 'code_ran'}}}}}"
+        ),
+        ValueError,
+        "refused class_path 'os.mkdir' in a generator spec: it is a builtin_function_or_method, not an nn.Module subclass",
+    ),
+    _c(
+        "spec_imports_a_new_module",
+        "CFGRLModule(generator={'class_path': 'antigravity.Model'}) (importing it would open a browser)",
+        CONSTRUCT,
+        lambda t: CFGRLModule({"class_path": "antigravity.Model"}),
+        ValueError,
+        "refused class_path 'antigravity.Model' in a generator spec: its module 'antigravity' is not imported",
+    ),
+    # -- checkpoints of another module class
+    _c(
+        "ckpt_path_of_another_module_class",
+        "cfgrl fit --config distill.yaml (CFGRLModule) --ckpt_path <a PretrainModule checkpoint>",
+        CLI,
+        lambda t: _cli(
+            "--ckpt_path",
+            str(
+                _spec_ckpt(
+                    t / "p.ckpt",
+                    "lightning_cfgrl.models.AudioTokenTransformer",
+                    "lightning_cfgrl.PretrainModule",
+                )
+            ),
+        ),
+        ValueError,
+        "is a checkpoint of lightning_cfgrl.PretrainModule, not of lightning_cfgrl.training.module.CFGRLModule",
+    ),
+    _c(
+        "resume_of_another_module_class",
+        "Trainer.fit(CFGRLModule, ckpt_path=<a PretrainModule checkpoint>) (Python API, or --ckpt_path last)",
+        RESUME,
+        _resume_into_other_module,
+        ValueError,
+        "the checkpoint being restored is a checkpoint of lightning_cfgrl.training.pretrain.PretrainModule",
+    ),
+    # -- the CLI reports a constructor's own message last
+    _c(
+        "cli_constructor_error",
+        "cfgrl fit with CFGDistillCallback guidance_scale: -1.0 in the YAML",
+        CLI,
+        lambda t: _cli(
+            "--model.init_args.init_checkpoint=null",
+            "--trainer.callbacks=[{class_path: lightning_cfgrl.CFGDistillCallback, init_args: {guidance_scale: -1.0}}]",
+        ),
+        ConfigError,  # the constructor's own message alone, not inside jsonargparse's Union report
+        "guidance_scale must be a finite number >= 0, got -1.0",
+    ),
+    # -- merging
+    _c(
+        "merge_output_overwrites_input",
+        "cfgrl merge --quality out/merged_lambda=0.50.ckpt --lambdas 0.5,0.75 --out out",
+        MERGE,
+        _merge_onto_input,
+        ValueError,
+        "is the output for lambda=0.5",
+    ),
+    _c(
+        "merged_set_of_two_writes",
+        "a merged_lambda=0.50.ckpt that is not the file its sidecar hashed (read by cfgrl evaluate --merged_dir)",
+        LOAD,
+        _mixed_merged_set,
+        ValueError,
+        "merged_lambda=0.50.ckpt does not match the recorded sha256",
+    ),
+    # -- the generator contract
+    _c(
+        "logits_vocab_minus_one",
+        "a generator whose logits have V - 1 entries",
+        STEP,
+        lambda t: _wrong_logits_rollout("minus_one"),
+        ValueError,
+        "_WrongLogits returned logits of shape (4, 2, 1, 31), expected [B, K, S, V] = (4, 2, 1, 32)",
+    ),
+    _c(
+        "logits_vocab_plus_three",
+        "a generator whose logits have V + 3 entries",
+        STEP,
+        lambda t: _wrong_logits_rollout("plus_three"),
+        ValueError,
+        "_WrongLogits returned logits of shape (4, 2, 1, 35), expected [B, K, S, V] = (4, 2, 1, 32)",
+    ),
+    _c(
+        "logits_one_codebook",
+        "a 2-codebook generator whose logits have 1 codebook",
+        STEP,
+        lambda t: _wrong_logits_rollout("one_codebook"),
+        ValueError,
+        "_WrongLogits returned logits of shape (4, 1, 1, 32), expected [B, K, S, V] = (4, 2, 1, 32)",
+    ),
+    _c(
+        "temperature_subnormal",
+        "CFGRLModule(temperature=1e-40)",
+        CONSTRUCT,
+        lambda t: _module(temperature=1e-40),
+        ValueError,
+        "temperature must be >= 1.18e-38 (the smallest normal float32), got 1e-40; for greedy decoding use top_k=1",
+    ),
+    _c(
+        "embedder_zero_vectors",
+        "DiversityRewardCallback with an embedder that returns all-zero vectors",
+        STEP,
+        lambda t: _diversity_loss(_Zero()),
+        ValueError,
+        "embedder _Zero returned 4 zero-norm embedding(s) of 4; cosine diversity is undefined for a zero vector",
+    ),
+    # -- files a resumed run rebuilds from
+    _c(
+        "teacher_file_changed_before_resume",
+        "CFGDistillCallback(teacher_checkpoint=f): f replaced between the run and its resume",
+        RESUME,
+        _teacher_file_changed,
+        ValueError,
+        "the file changed since the checkpoint was written, so the resumed run would use another teacher",
     ),
 ]
 

@@ -78,7 +78,7 @@ def test_every_shipped_config_checkpoints_periodically():
     for path in sorted(CONFIGS.glob("*.yaml")):
         callbacks = (yaml.safe_load(path.read_text()).get("trainer") or {}).get("callbacks") or []
         for cb in callbacks:
-            if cb["class_path"].endswith("ModelCheckpoint"):
+            if cb["class_path"].endswith(("ModelCheckpoint", "RunCheckpoint")):
                 args = cb["init_args"]
                 assert args.get("save_last") is True and args.get("every_n_train_steps", 0) >= 1, path.name
                 checked += 1
@@ -105,7 +105,9 @@ def test_killed_cli_fit_resumes_from_last(tmp_path):
     init.parent.mkdir(parents=True)
     torch.save({"state_dict": {f"generator.{k}": v for k, v in base.state_dict().items()}}, init)
     common = ["--config", str(CONFIGS / "distill.yaml"), "--trainer.limit_val_batches=1"]
+    # smaller steps, same checkpointing
     common += ["--trainer.enable_progress_bar=false"]
+    common += ["--data.init_args.batch_size=4", "--model.init_args.val_samples_per_prompt=2"]
     cmd = [sys.executable, "-m", "lightning_cfgrl.cli.main", "fit", *common, "--trainer.max_steps=100000"]
     last = tmp_path / "runs/distill/checkpoints/last.ckpt"
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -21,6 +21,7 @@ from lightning_cfgrl.training.diversity import DiversityRewardCallback
 from tests.helpers.models import BASE_ARGS, quiet_trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
+PAPER = dict(beta_scale="paper", advantage_norm="none")  # the paper's literal estimator
 
 
 class _StubModule:
@@ -60,7 +61,7 @@ def test_term_is_minus_beta_times_twice_the_advantage_weighted_logprob_of_the_sa
     # tempered rollout: the policy gradient must use the log-probs of what was actually sampled
     module, batch = _rollout(sampling=SamplingConfig(temperature=0.7))
     embedder = TokenHistogramEmbedder(32, ngram=1)
-    callback = DiversityRewardCallback(embedder, beta=15.0, baseline="other_pairs")
+    callback = DiversityRewardCallback(embedder, beta=15.0, baseline="other_pairs", **PAPER)
     with pytest.warns(UserWarning, match="not the student's own distribution"):
         term = callback.loss_terms(module, batch)["diversity"]
     # the expectation in float64 throughout (the package computes rewards and the surrogate in float64
@@ -109,14 +110,16 @@ def test_running_baseline_lags_one_batch_and_shuffle_permutes_advantages() -> No
     embedder = TokenHistogramEmbedder(32, ngram=1)
     rewards = _rewards(module, batch, embedder)
     logp = batch.sequence_logprobs.detach()
-    callback = DiversityRewardCallback(embedder, beta=2.0)  # default: running mean, G = 2 fine
+    callback = DiversityRewardCallback(embedder, beta=2.0, **PAPER)  # default: running mean, G = 2 fine
     first = callback.loss_terms(module, batch)["diversity"]
     torch.testing.assert_close(first, -2.0 * 2 * (rewards * logp).mean())  # no history yet: baseline 0
     assert callback.running.value == pytest.approx(float(rewards.mean()))  # updated after the loss
     second = callback.loss_terms(module, batch)["diversity"]
     torch.testing.assert_close(second, -2.0 * 2 * ((rewards - rewards.mean()) * logp).mean())
 
-    placebo = DiversityRewardCallback(embedder, beta=2.0, baseline="none", shuffle_rewards=True, seed=5)
+    placebo = DiversityRewardCallback(
+        embedder, beta=2.0, baseline="none", shuffle_rewards=True, seed=5, **PAPER
+    )
     shuffled = placebo.loss_terms(module, batch)["diversity"]
     perm = placebo._permutation(module, rewards.shape[0])
     assert not torch.equal(perm, torch.arange(rewards.shape[0]))
@@ -221,17 +224,29 @@ def test_grad_norm_logging_splits_the_total(pretrained_base_state) -> None:
         float(metrics["train/grad_norm/diversity"]), rel=1e-4
     )
     assert float(metrics["train/grad_norm/other_terms"]) < 1e-4 * float(metrics["train/grad_norm/total"])
-    # with distillation too, the other terms' share is distillation's, and the logs are all there
+    # with distillation too, the other terms' share is distillation's, and the logs are all there: by
+    # default (log_grad_norm=None), every grad_norm_every_n_steps steps, here steps 0 and 2 of 3
+    recorded: list[dict[str, float]] = []
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            recorded.append({k: float(v) for k, v in trainer.callback_metrics.items() if "grad_norm" in k})
+
     _, trainer = _fit(
         pretrained_base_state,
         [
             CFGDistillCallback(),
-            DiversityRewardCallback(ContrastiveTokenEmbedder(), beta=15.0, log_grad_norm=True),
+            DiversityRewardCallback(ContrastiveTokenEmbedder(), beta=15.0, grad_norm_every_n_steps=2),
+            Record(),
         ],
-        steps=2,
+        steps=3,
     )
     metrics = trainer.callback_metrics
     assert float(metrics["train/grad_norm/other_terms"]) > 0
+    assert float(metrics["train/grad_norm/ratio"]) == pytest.approx(
+        float(metrics["train/grad_norm/diversity"]) / float(metrics["train/grad_norm/other_terms"]), rel=1e-5
+    )
+    assert recorded[0] == recorded[1] != recorded[2]  # step 1 logged nothing new; step 2 did
     for name in (
         "train/reward_mean",
         "train/reward_std",
@@ -270,3 +285,44 @@ def test_yaml_configs_resolve_the_diversity_callback(tmp_path) -> None:
         assert isinstance(callbacks[0].embedder, ContrastiveTokenEmbedder)
         assert torch.equal(callbacks[0].embedder.proj[0].weight, embedder.proj[0].weight)
         assert any(isinstance(cb, CFGDistillCallback) for cb in cli.trainer.callbacks)
+
+
+@pytest.mark.parametrize("norm", ["batch", "group"])
+def test_per_token_scale_divides_logprobs_by_tokens_and_advantages_by_the_reward_spread(norm: str) -> None:
+    module, batch = _rollout(group_size=4)
+    embedder = TokenHistogramEmbedder(32, ngram=1)
+    callback = DiversityRewardCallback(
+        embedder, beta=3.0, baseline="other_pairs", advantage_norm=norm, beta_scale="per_token"
+    )
+    term = callback.loss_terms(module, batch)["diversity"]
+    # the expectation in float64, written out: r_i, the other pairs' mean, the spread, log pi per token
+    frames = module.generator.pattern.steps_to_frames(batch.steps)
+    distances = pairwise_distances(grouped(embedder(frames).double(), 4))  # [3, 4, 4]
+    rewards = distances.sum(-1) / 3
+    others = (distances.sum(dim=(1, 2))[:, None] / 2 - distances.sum(-1)) / 3  # 3 pairs without i
+    spread = rewards.std(correction=0) if norm == "batch" else rewards.std(dim=1, correction=0, keepdim=True)
+    advantages = ((rewards - others) * 0.1 / (spread + 1e-4)).flatten()  # std 0.1 (REFERENCE_SPREAD)
+    tokens = batch.mask.sum(dim=(1, 2)).double()
+    assert torch.all(tokens == 16 * 2)  # 16 frames x 2 codebooks generated per sequence
+    expected = -3.0 * 2 * (advantages * batch.sequence_logprobs.detach().double() / tokens).mean()
+    # |term| ~ 3 * 2 * 0.1 * 3.5 ~ 2; float32 log-probs keep ~1e-6 relative precision per entry
+    torch.testing.assert_close(term.double(), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="advantage_norm='group' needs G >= 3"):
+        DiversityRewardCallback(embedder, advantage_norm="group").loss_terms(
+            module, _rollout(group_size=2)[1]
+        )
+
+
+def test_off_policy_rows_are_skipped_by_the_policy_gradient() -> None:
+    module, batch = _rollout(group_size=4)
+    embedder = TokenHistogramEmbedder(32, ngram=1)
+    alone = DiversityRewardCallback(embedder, beta=3.0, baseline="other_pairs").loss_terms(module, batch)
+    # the same rollout with 5 rows of other sequences appended (e.g. teacher samples)
+    extra = sample(module.generator, SyntheticMusic().prompts[5:10], 16, SamplingConfig(), seed=9)
+    steps = torch.cat([batch.steps, extra])
+    condition = torch.cat([batch.condition, SyntheticMusic().prompts[5:10]])
+    mask = module.generator.pattern.valid_mask(steps.shape[2]).expand_as(steps)
+    mixed = RolloutBatch(steps, condition, mask, 4, module.generator(steps, condition), SamplingConfig(), 12)
+    assert mixed.num_prompts == 3 and mixed.on_policy_rows() == slice(0, 12)
+    with_extra = DiversityRewardCallback(embedder, beta=3.0, baseline="other_pairs").loss_terms(module, mixed)
+    torch.testing.assert_close(with_extra["diversity"], alone["diversity"], rtol=1e-6, atol=1e-6)

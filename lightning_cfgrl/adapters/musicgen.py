@@ -61,11 +61,11 @@ class MusicgenGenerator(nn.Module):
         local_files_only: passed to ``from_pretrained``; set False to allow downloading ``model``.
         freeze_encoders: freeze the T5 text encoder and the EnCodec audio codec (RL finetunes the decoder).
         use_cache: decode incrementally with HF's KV cache.
+        gradient_checkpointing: HF's gradient checkpointing of the decoder layers (non-reentrant) in
+            training forwards: less activation memory for one extra forward.
         controls: control inputs the adapter accepts (e.g. ``["guidance_scale"]``), see
             :mod:`lightning_cfgrl.core.controls`; a base state dict loads with
             :func:`~lightning_cfgrl.core.controls.load_base_weights`.
-        gradient_checkpointing: HF's gradient checkpointing of the decoder layers (non-reentrant) in
-            training forwards: less activation memory for one extra forward.
     """
 
     def __init__(
@@ -75,8 +75,8 @@ class MusicgenGenerator(nn.Module):
         local_files_only: bool = True,
         freeze_encoders: bool = True,
         use_cache: bool = True,
-        controls: Sequence[str] = (),
         gradient_checkpointing: bool = False,
+        controls: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if (model is None) == (config is None):
@@ -145,8 +145,8 @@ class MusicgenGenerator(nn.Module):
                 "local_files_only": self.local_files_only,
                 "freeze_encoders": self.freeze_encoders,
                 "use_cache": self.use_cache,
-                **({"controls": list(self.control_names)} if self.control_names else {}),
                 "gradient_checkpointing": self.gradient_checkpointing,
+                **({"controls": list(self.control_names)} if self.control_names else {}),
             },
         )
 

@@ -30,6 +30,8 @@ from torch import Tensor
 
 Baseline = Literal["running_mean", "other_pairs", "other_prompts", "none"]
 BASELINES: tuple[str, ...] = ("running_mean", "other_pairs", "other_prompts", "none")
+AdvantageNorm = Literal["batch", "group", "none"]
+ADVANTAGE_NORMS: tuple[str, ...] = ("batch", "group", "none")
 
 
 @runtime_checkable
@@ -134,6 +136,32 @@ def compute_baseline(
             raise ValueError("the 'running_mean' baseline needs a RunningMeanBaseline, got None")
         return torch.full_like(rewards, running.value)
     raise ValueError(f"baseline must be one of {BASELINES}, got {kind!r}")
+
+
+REFERENCE_SPREAD = 0.1
+
+
+def normalize_advantages(advantages: Tensor, rewards: Tensor, mode: str, eps: float = 1e-4) -> Tensor:
+    """``[B, G]`` advantages rescaled to a standard deviation of ``REFERENCE_SPREAD`` (0.1): divided by
+    the std of all B G rewards (``"batch"``) or of each prompt's own G rewards (``"group"``, as GRPO;
+    G >= 3, since the two rewards of a pair are equal), then times 0.1; ``"none"`` leaves them as they
+    are. Only the scale changes (the baseline stays the one chosen), so ``beta`` no longer depends on
+    how spread out the embedder's distances are; 0.1 is about the spread of ``1 - cos`` rewards of a
+    trained contrastive embedder on the built-in domains, so beta keeps the paper's order of magnitude.
+    The std depends a little on y_i, a small bias GRPO also accepts; ``eps`` keeps equal rewards finite.
+    """
+    if mode == "none":
+        return advantages
+    if mode == "batch":
+        return advantages * (REFERENCE_SPREAD / (rewards.std(correction=0) + eps))
+    if mode == "group":
+        if rewards.shape[1] < 3:
+            raise ValueError(
+                f"advantage_norm='group' needs G >= 3 samples per prompt (a pair's two rewards are equal), "
+                f"got G = {rewards.shape[1]}; use 'batch'"
+            )
+        return advantages * (REFERENCE_SPREAD / (rewards.std(dim=1, correction=0, keepdim=True) + eps))
+    raise ValueError(f"advantage_norm must be one of {ADVANTAGE_NORMS}, got {mode!r}")
 
 
 def diversity_surrogate(advantages: Tensor, sequence_logprobs: Tensor) -> Tensor:

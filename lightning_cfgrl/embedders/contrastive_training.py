@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from einops import repeat
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_cfgrl.embedders.contrastive import ContrastiveTokenEmbedder
@@ -88,6 +89,9 @@ class ContrastiveEmbedderModule(pl.LightningModule):
         chunk_frames: L, frames per chunk (two non-overlapping chunks must fit in a sequence).
         temperature: InfoNCE temperature.
         learning_rate, weight_decay: AdamW settings when no ``optimizer`` is given.
+        min_triplet_accuracy: at the end of fit, warn when the last measured held-out triplet accuracy
+            (``val/triplet_accuracy``; chance is 0.5) is below this: a reward from an embedder near
+            chance is noise, and the diversity policy gradient then learns nothing but noise.
     """
 
     def __init__(
@@ -99,6 +103,7 @@ class ContrastiveEmbedderModule(pl.LightningModule):
         weight_decay: float = 0.01,
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
+        min_triplet_accuracy: float = 0.7,
     ) -> None:
         super().__init__()
         if embedder is None:
@@ -109,6 +114,8 @@ class ContrastiveEmbedderModule(pl.LightningModule):
             raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0.0 <= min_triplet_accuracy <= 1.0:
+            raise ValueError(f"min_triplet_accuracy must be in [0, 1], got {min_triplet_accuracy}")
         save_safe_hyperparameters(
             self, {"embedder": embedder, "optimizer": optimizer, "scheduler": scheduler}
         )
@@ -118,6 +125,17 @@ class ContrastiveEmbedderModule(pl.LightningModule):
         self.chunk_frames, self.temperature = chunk_frames, temperature
         self.learning_rate, self.weight_decay = learning_rate, weight_decay
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.min_triplet_accuracy = min_triplet_accuracy
+
+    def on_fit_end(self) -> None:
+        accuracy = self.trainer.callback_metrics.get("val/triplet_accuracy")
+        if accuracy is not None and float(accuracy) < self.min_triplet_accuracy:
+            rank_zero_warn(
+                f"ContrastiveEmbedderModule ended with held-out triplet accuracy {float(accuracy):.3f} "
+                f"(chance 0.5), below min_triplet_accuracy={self.min_triplet_accuracy}: as a diversity reward "
+                "it would be mostly noise. Train longer (trainer.max_steps), or check chunk_frames against "
+                "the sequence length and the learning rate."
+            )
 
     def forward(self, tokens: Tensor) -> Tensor:
         return self.embedder(tokens)

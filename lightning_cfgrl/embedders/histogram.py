@@ -8,7 +8,6 @@ spiky unigram histogram that looks "far" from every other sample, which would re
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
@@ -18,7 +17,9 @@ def token_histograms(frames: Tensor, vocab_size: int, ngram: int = 2) -> Tensor:
     if ngram not in (1, 2):
         raise ValueError(f"ngram must be 1 or 2, got {ngram}")
     ids = frames if ngram == 1 else frames[..., :-1] * vocab_size + frames[..., 1:]
-    counts = F.one_hot(ids, vocab_size**ngram).float().mean(dim=2)  # [B, K, V^n]
+    # scatter, not one_hot: a one-hot of V^2 = 4096 bigrams per position would take B K T V^2 floats
+    counts = torch.zeros(*ids.shape[:2], vocab_size**ngram, device=ids.device)
+    counts.scatter_add_(2, ids, torch.ones(ids.shape, device=ids.device)).div_(ids.shape[2])  # [B, K, V^n]
     return rearrange(counts, "b k v -> b (k v)")
 
 

@@ -26,6 +26,15 @@ def load_generator_spec(path: str | Path) -> dict | None:
     return dict(spec) if isinstance(spec, dict) and "class_path" in spec else None
 
 
+def load_init_checkpoint(generator: nn.Module, path: str | Path) -> None:
+    """Load a checkpoint's (or safetensors file's) generator weights into ``generator``; a mismatch is a
+    ValueError naming the file."""
+    try:  # a base checkpoint also loads into a control-aware model (its control embedding stays zero)
+        load_base_weights(generator, load_generator_state(path))
+    except RuntimeError as err:  # torch's size-mismatch report, with the file named
+        raise ValueError(f"init_checkpoint {str(path)!r} does not fit the generator: {err}") from err
+
+
 def load_generator(path: str | Path, merge_adapters: bool = False) -> nn.Module:
     """A ready generator (eval mode) from a ``CFGRLModule``/``PretrainModule`` checkpoint (weights_only).
 
@@ -56,13 +65,3 @@ def load_generator(path: str | Path, merge_adapters: bool = False) -> nn.Module:
     generator = instantiate_spec(spec, f"the generator spec of checkpoint {path}")
     generator.load_state_dict(load_generator_state(path))
     return generator.eval()
-
-
-def load_init_checkpoint(generator: nn.Module, path: str | Path) -> None:
-    """Load the generator weights of ``path`` (Lightning checkpoint or safetensors) into ``generator``:
-    what ``init_checkpoint=`` does in ``CFGRLModule`` and ``PretrainModule``. Strict, except that a base
-    checkpoint loads into a control-aware generator (:func:`~lightning_cfgrl.core.controls.load_base_weights`)."""
-    try:
-        load_base_weights(generator, load_generator_state(path))
-    except RuntimeError as err:  # torch's size-mismatch report, with the file named
-        raise ValueError(f"init_checkpoint {str(path)!r} does not fit the generator: {err}") from err

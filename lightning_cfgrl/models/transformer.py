@@ -72,13 +72,13 @@ class AudioTokenTransformer(nn.Module):
         max_frames: longest sequence in frames (sets the positional table and cache size).
         dropout: residual dropout.
         delays: per-codebook delays; default ``(0, 1, ..., K-1)`` (MusicGen's delay pattern).
+        gradient_checkpointing: in training forwards with grad, keep only each block's input and
+            recompute the block in backward (less activation memory for one extra forward).
         controls: control inputs the model accepts, e.g. ``["guidance_scale", "diversity_weight"]``: a
             zero-initialised :class:`~lightning_cfgrl.core.controls.ControlEmbedding` added to every input
             position (the condition prefix and the tokens), so a base checkpoint loaded with
             :func:`~lightning_cfgrl.core.controls.load_base_weights` computes exactly the base's logits.
             The other parameters are initialised exactly as without controls (same seed, same weights).
-        gradient_checkpointing: in training forwards with grad, keep only each block's input and
-            recompute the block in backward (less activation memory for one extra forward).
     """
 
     def __init__(
@@ -92,8 +92,8 @@ class AudioTokenTransformer(nn.Module):
         max_frames: int = 64,
         dropout: float = 0.0,
         delays: Sequence[int] | None = None,
-        controls: Sequence[str] = (),
         gradient_checkpointing: bool = False,
+        controls: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self._init_args = dict(
@@ -108,9 +108,9 @@ class AudioTokenTransformer(nn.Module):
             delays=list(delays) if delays is not None else None,
             gradient_checkpointing=gradient_checkpointing,
         )
+        self.gradient_checkpointing = gradient_checkpointing
         if controls:  # recorded only when set, so base checkpoints' specs stay as they were
             self._init_args["controls"] = list(controls)
-        self.gradient_checkpointing = gradient_checkpointing
         if dim % num_heads:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.num_codebooks = num_codebooks

@@ -13,7 +13,7 @@ from einops import rearrange
 from torch import Tensor
 
 from lightning_cfgrl.adapters.peft import AdapterDisabledTeacher, is_peft_model
-from lightning_cfgrl.core.condition import Condition, cat_conditions, select_condition
+from lightning_cfgrl.core.condition import Condition, cat_conditions, condition_batch_size, select_condition
 from lightning_cfgrl.core.controls import (
     GUIDANCE,
     ControlDistribution,
@@ -24,6 +24,7 @@ from lightning_cfgrl.core.controls import (
 from lightning_cfgrl.core.divergences import DIVERGENCES, token_divergence
 from lightning_cfgrl.core.generator import check_compatible
 from lightning_cfgrl.core.guidance import cfg_logits, check_guidance_scale
+from lightning_cfgrl.core.sampling import SamplingConfig, sample
 from lightning_cfgrl.io.generators import load_generator_spec, load_generator_state
 from lightning_cfgrl.io.provenance import check_same_source, file_source
 from lightning_cfgrl.io.specs import instantiate_spec
@@ -46,9 +47,11 @@ class CFGDistillCallback(ObjectiveCallback):
     and uncond logits come from one
     batched no-grad forward on ``[cond; null]``, are mixed with ``cfg_logits`` and compared per token
     with the student's logits (in float32). The per-token divergence is masked to generated positions,
-    then ``reduction="sum"`` sums it over a sequence's positions and averages over sequences, as in the
-    paper; ``reduction="mean"`` averages per token instead (the loss is then ~``K * T`` times smaller,
-    so a diversity weight ``beta`` tuned for "sum" must be divided by that many tokens).
+    then ``reduction="mean"`` (default) averages it per token, which pairs with
+    ``DiversityRewardCallback(beta_scale="per_token")`` so that beta means the same balance at any
+    sequence length; ``reduction="sum"`` sums it over a sequence's positions and averages over
+    sequences, as in the paper (pair it with ``beta_scale="paper"``). Under Adam the two give the same
+    updates for distillation alone (every sequence has the same number of generated tokens).
 
     Steerable student: a list ``guidance_scale=[low, high]`` draws one g per prompt group each step
     (log-uniform by default; ``guidance_distribution="choice"`` takes a list of values instead), shared
@@ -63,7 +66,7 @@ class CFGDistillCallback(ObjectiveCallback):
         divergence: ``"reverse_kl"`` (paper, mode seeking), ``"forward_kl"`` or ``"jsd"`` (GKD).
         jsd_beta: the mixture weight of the generalized JSD.
         weight: multiplies the term.
-        reduction: ``"sum"`` over a sequence's tokens (default) or ``"mean"`` per token.
+        reduction: ``"mean"`` per token (default) or ``"sum"`` over a sequence's tokens (the paper's).
         teacher_checkpoint: a checkpoint or safetensors file with the teacher's generator weights.
             Without it the teacher is the student at fit start run without controls: the base, unless the
             student was already trained on controls (then give the base here).
@@ -76,6 +79,12 @@ class CFGDistillCallback(ObjectiveCallback):
         teacher_chunk_size: sequences per teacher forward (None: all N at once). Each chunk's
             ``[2n, K, S, V]`` logits are mixed before the next, so only the ``[N, K, S, V]`` float32
             result is ever whole: it caps the teacher's share of peak memory.
+        teacher_fraction: GKD's on/off-policy mix: this fraction of the rows the term averages over
+            are sampled from the CFG teacher (``round(f N / (1 - f))`` rows added to the student's N,
+            prompts taken in turn from the batch). They show the student the high-adherence regions it
+            rarely visits itself; they are off-policy, so a policy gradient skips them
+            (``RolloutBatch.num_on_policy``). 0 is pure on-policy distillation. TRL's ``lmbda`` is the
+            on-policy fraction, ``1 - teacher_fraction``.
     """
 
     def __init__(
@@ -84,11 +93,12 @@ class CFGDistillCallback(ObjectiveCallback):
         divergence: Literal["reverse_kl", "forward_kl", "jsd"] = "reverse_kl",
         jsd_beta: float = 0.5,
         weight: float = 1.0,
-        reduction: Literal["sum", "mean"] = "sum",
+        reduction: Literal["sum", "mean"] = "mean",
         teacher_checkpoint: str | None = None,
         embed_in_checkpoint: bool = False,
         teacher_dtype: Literal["float32", "bfloat16", "float16"] | None = None,
         teacher_chunk_size: int | None = None,
+        teacher_fraction: float = 0.0,
         guidance_distribution: Distribution = "log_uniform",
     ) -> None:
         setting = control_setting(GUIDANCE, guidance_scale, guidance_distribution)
@@ -105,6 +115,9 @@ class CFGDistillCallback(ObjectiveCallback):
             raise ValueError(f"weight must be a finite number >= 0, got {weight}")
         if not 0.0 < jsd_beta < 1.0:  # checked here, not at the first "jsd" step
             raise ValueError(f"jsd_beta must be in (0, 1), got {jsd_beta}")
+        if not (math.isfinite(teacher_fraction) and 0.0 <= teacher_fraction < 1.0):
+            raise ValueError(f"teacher_fraction must be in [0, 1), got {teacher_fraction}")
+        self.teacher_fraction = teacher_fraction
         self.divergence = divergence
         self.jsd_beta = jsd_beta
         self.weight = weight
@@ -183,24 +196,41 @@ class CFGDistillCallback(ObjectiveCallback):
             settings["distill/guidance_range"] = str(self.guidance)
         if self.divergence == "jsd":
             settings["distill/jsd_beta"] = self.jsd_beta
+        if self.teacher_fraction:
+            settings["distill/teacher_fraction"] = self.teacher_fraction
         return settings
+
+    @torch.no_grad()
+    def extra_rollouts(
+        self, pl_module: CFGRLModule, condition: Condition, seed: int
+    ) -> tuple[Tensor, Condition] | None:
+        """``round(f N / (1 - f))`` sequences sampled from the teacher with CFG (``teacher_fraction`` f)."""
+        n = pl_module.group_size * condition_batch_size(condition)
+        rows = round(self.teacher_fraction * n / (1.0 - self.teacher_fraction))
+        if rows == 0:
+            return None
+        b = condition_batch_size(condition)
+        prompts = select_condition(condition, torch.arange(rows, device=pl_module.device) % b)
+        config = SamplingConfig(guidance_scale=self.guidance_scale)
+        return sample(self.teacher, prompts, pl_module.num_frames, config, seed=seed), prompts
 
     @torch.no_grad()
     def teacher_logits(self, batch: RolloutBatch) -> Tensor:
         """``[N, K, S, V]`` CFG-mixed teacher logits (float32): per chunk of ``teacher_chunk_size``
-        sequences, one batched ``[cond; null]`` forward, mixed before the next chunk runs. With a
-        guidance range, each sequence is mixed at its own g (``batch.controls``)."""
+        sequences, one batched ``[cond; null]`` forward, mixed (at each sequence's own guidance scale
+        when the scale is a control) before the next chunk runs."""
         n = batch.steps.shape[0]
         size = self.teacher_chunk_size or n
-        scale = batch.control(GUIDANCE) if self.guidance is not None else self.guidance_scale
+        scale = batch.control(GUIDANCE) if self.guidance is not None else None
         if size >= n:
             return self._mixed_chunk(batch.steps, batch.condition, scale)
         out: Tensor | None = None
         for start in range(0, n, size):
             index = slice(start, start + size)
-            chunk_scale = scale[index] if isinstance(scale, Tensor) else scale
             mixed = self._mixed_chunk(
-                batch.steps[index], select_condition(batch.condition, index), chunk_scale
+                batch.steps[index],
+                select_condition(batch.condition, index),
+                None if scale is None else scale[index],
             )
             if out is None:
                 out = mixed.new_empty((n, *mixed.shape[1:]))
@@ -208,9 +238,9 @@ class CFGDistillCallback(ObjectiveCallback):
         assert out is not None
         return out
 
-    def _mixed_chunk(self, steps: Tensor, condition: Condition, scale: float | Tensor) -> Tensor:
+    def _mixed_chunk(self, steps: Tensor, condition: Condition, scale: Tensor | None) -> Tensor:
         cond, uncond = self.teacher_forward(steps, condition)
-        return cfg_logits(cond, uncond, scale)
+        return cfg_logits(cond, uncond, self.guidance_scale if scale is None else scale)
 
     def rollout_controls(
         self, pl_module: CFGRLModule, num_prompts: int, group_size: int, rng: torch.Generator | None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -12,7 +12,9 @@ from torch import Tensor, nn
 
 from lightning_cfgrl.core.controls import DIVERSITY, ControlDistribution, Distribution, control_setting
 from lightning_cfgrl.core.diversity import (
+    ADVANTAGE_NORMS,
     BASELINES,
+    AdvantageNorm,
     Baseline,
     RunningMeanBaseline,
     compute_baseline,
@@ -20,6 +22,7 @@ from lightning_cfgrl.core.diversity import (
     diversity_surrogate,
     group_diversity,
     grouped,
+    normalize_advantages,
     pairwise_distances,
 )
 from lightning_cfgrl.core.sampling import step_seed
@@ -33,14 +36,25 @@ if TYPE_CHECKING:
 
 
 class DiversityRewardCallback(ObjectiveCallback):
-    """Adds ``-beta * 2 * mean_i (r_i - b_i) * log pi(y_i | x)``, whose gradient is ``-beta`` times an
-    unbiased estimate of the gradient of the expected pairwise diversity ``E[1 - cos(E(y), E(y'))]``
-    of two samples of a prompt (see :mod:`lightning_cfgrl.core.diversity`).
+    """Adds ``-beta * 2 * mean_i A_i * log pi(y_i | x)``, a policy gradient towards diverse samples:
+    with the paper's scale (``beta_scale="paper"``, ``advantage_norm="none"``) its gradient is
+    ``-beta`` times an unbiased estimate of the gradient of the expected pairwise diversity
+    ``E[1 - cos(E(y), E(y'))]`` of two samples of a prompt (see :mod:`lightning_cfgrl.core.diversity`).
 
     r_i is sample i's mean ``1 - cos`` to the other samples of its prompt (the module's G >= 2 samples
     per prompt); the frozen ``embedder`` maps frames ``[N, K, T]`` (the rollout's steps through the
-    generator's delay pattern) to ``[N, D]``. ``log pi`` is ``batch.sequence_logprobs``: summed over
-    generated tokens, under the distribution actually sampled from (temperature/top-k/top-p included).
+    generator's delay pattern) to ``[N, D]``. ``A_i = (r_i - b_i) / s``: ``b_i`` the baseline, ``s`` the
+    reward spread of ``advantage_norm``. ``log pi`` is ``batch.sequence_logprobs`` of the on-policy rows
+    only (off-policy rows contributed by other objectives are skipped), under the distribution actually
+    sampled from (temperature/top-k/top-p included).
+
+    **The scale of beta.** ``beta_scale="per_token"`` (default) averages ``log pi`` over a sequence's
+    generated tokens, matching ``CFGDistillCallback(reduction="mean")`` (KL per token), and with
+    ``advantage_norm`` divides the advantages by the rewards' spread: beta is then the same balance of
+    the two terms whatever the sequence length and the embedder's distance scale. ``"paper"`` is the
+    paper's literal form: ``log pi`` summed over the sequence, against the KL summed per sequence
+    (``reduction="sum"``), with raw advantages (set ``advantage_norm="none"`` for the exact paper
+    estimator). The two scales give the same gradient directions; only beta's unit differs.
 
     The embedder is put in eval mode with ``requires_grad=False``, is never a submodule of the
     LightningModule (so never in its optimizer), follows the module's device and precision from fit
@@ -50,10 +64,10 @@ class DiversityRewardCallback(ObjectiveCallback):
     then only that record is saved, and a resumed run refuses a file that changed.
 
     Logs ``train/reward_mean``, ``train/reward_std``, ``train/group_diversity`` and
-    ``train/reward_baseline`` (prefixed by ``name`` when it is not ``"diversity"``), and with
-    ``log_grad_norm`` ``train/grad_norm/<name>``, ``train/grad_norm/total`` and
-    ``train/grad_norm/other_terms`` (total minus this term: the distillation term's when it is the only
-    other one).
+    ``train/reward_baseline`` (prefixed by ``name`` when it is not ``"diversity"``), and every
+    ``grad_norm_every_n_steps`` steps ``train/grad_norm/<name>``, ``train/grad_norm/total``,
+    ``train/grad_norm/other_terms`` (total minus this term: the distillation term's when it is the
+    only other one) and ``train/grad_norm/ratio`` (this term's norm over the other terms').
 
     Steerable student: ``beta=[low, high]`` (uniform by default) or a list of values
     (``beta_distribution="choice"``) draws one beta per prompt group each step, feeds it to the student
@@ -69,13 +83,18 @@ class DiversityRewardCallback(ObjectiveCallback):
             ``[low, high]``, or ``"choice"`` among the values.
         baseline: ``"running_mean"`` (EMA of past batches' mean reward; works with G = 2),
             ``"other_pairs"`` (mean diversity of the prompt's pairs without i; G >= 3),
-            ``"other_prompts"`` (mean reward of the other prompts' samples; >= 2 prompts per batch) or
-            ``"none"``.
+            ``"other_prompts"`` (mean reward of the other prompts' samples; >= 2 prompts per batch),
+            ``"none"``, or ``"auto"`` (default): ``"other_pairs"`` when G >= 3, else ``"running_mean"``.
         baseline_decay: EMA decay of ``"running_mean"``.
+        advantage_norm: divide advantages by the std of the batch's rewards (``"batch"``), of each
+            prompt's G rewards (``"group"``, as GRPO; G >= 3) or not at all (``"none"``).
+        beta_scale: ``"per_token"`` or ``"paper"`` (above).
         shuffle_rewards: placebo: advantages are permuted across the whole batch before the surrogate,
             which keeps the update's scale and noise but breaks the link between a sample and its
             reward. Compare a real run with this to tell reward signal from REINFORCE noise.
-        log_grad_norm: also log gradient norms (costs one extra backward of this term per step).
+        log_grad_norm: log gradient norms (one extra backward of this term on the logged steps).
+            ``None``: on, except under FSDP sharding, where it is unsupported and skipped.
+        grad_norm_every_n_steps: log them every this many optimizer steps.
         embed_batch_size: embed at most this many sequences at once (bounds memory of big embedders).
         seed: seeds the placebo permutation (combined with the global step and rank).
         name: the loss term's name (``train/<name>``).
@@ -86,10 +105,13 @@ class DiversityRewardCallback(ObjectiveCallback):
         self,
         embedder: nn.Module,
         beta: float | list[float] = 15.0,
-        baseline: Baseline = "running_mean",
+        baseline: Baseline | Literal["auto"] = "auto",
         baseline_decay: float = 0.9,
+        advantage_norm: AdvantageNorm = "batch",
+        beta_scale: Literal["per_token", "paper"] = "per_token",
         shuffle_rewards: bool = False,
-        log_grad_norm: bool = False,
+        log_grad_norm: bool | None = None,
+        grad_norm_every_n_steps: int = 25,
         embed_batch_size: int | None = None,
         seed: int = 0,
         name: str = "diversity",
@@ -107,16 +129,24 @@ class DiversityRewardCallback(ObjectiveCallback):
         beta = self.beta_range.reference if self.beta_range else setting
         if not (math.isfinite(beta) and beta >= 0):
             raise ValueError(f"beta must be a finite number >= 0, got {beta}")
-        if baseline not in BASELINES:
-            raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+        if baseline not in (*BASELINES, "auto"):
+            raise ValueError(f"baseline must be one of {(*BASELINES, 'auto')}, got {baseline!r}")
+        if advantage_norm not in ADVANTAGE_NORMS:
+            raise ValueError(f"advantage_norm must be one of {ADVANTAGE_NORMS}, got {advantage_norm!r}")
+        if beta_scale not in ("per_token", "paper"):
+            raise ValueError(f"beta_scale must be 'per_token' or 'paper', got {beta_scale!r}")
+        if grad_norm_every_n_steps < 1:
+            raise ValueError(f"grad_norm_every_n_steps must be >= 1, got {grad_norm_every_n_steps}")
         if embed_batch_size is not None and embed_batch_size < 1:
             raise ValueError(f"embed_batch_size must be >= 1 or None, got {embed_batch_size}")
         self.embedder = embedder.eval().requires_grad_(False)
         self.beta = float(beta)
         self.baseline = baseline
         self.running = RunningMeanBaseline(baseline_decay)
+        self.advantage_norm, self.beta_scale = advantage_norm, beta_scale
         self.shuffle_rewards = shuffle_rewards
         self.log_grad_norm = log_grad_norm
+        self.grad_norm_every_n_steps = grad_norm_every_n_steps
         self.embed_batch_size = embed_batch_size
         self.seed = seed
         self.name = name
@@ -141,8 +171,14 @@ class DiversityRewardCallback(ObjectiveCallback):
                 f"baseline='other_pairs' needs num_samples_per_prompt >= 3, got {group_size}; "
                 "use 'running_mean' for pairs"
             )
+        if self.advantage_norm == "group" and group_size is not None and group_size < 3:
+            raise ValueError(
+                f"advantage_norm='group' needs num_samples_per_prompt >= 3, got {group_size}; use 'batch'"
+            )
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: CFGRLModule) -> None:
+        if self.log_grad_norm is None:
+            self.log_grad_norm = not is_sharded(pl_module)
         if self.log_grad_norm and is_sharded(pl_module):
             raise ValueError(
                 "DiversityRewardCallback(log_grad_norm=True) does not support FSDP-sharded parameters "
@@ -158,6 +194,8 @@ class DiversityRewardCallback(ObjectiveCallback):
         return {
             f"{self.name}/beta": self.beta,
             f"{self.name}/baseline": self.baseline,
+            f"{self.name}/advantage_norm": self.advantage_norm,
+            f"{self.name}/beta_scale": self.beta_scale,
             f"{self.name}/shuffle_rewards": self.shuffle_rewards,
             f"{self.name}/embedder": f"{embedder.__module__}.{embedder.__qualname__}",
         } | ({f"{self.name}/beta_range": str(self.beta_range)} if self.beta_range else {})
@@ -189,7 +227,7 @@ class DiversityRewardCallback(ObjectiveCallback):
     def rewards(self, pl_module: CFGRLModule, batch: RolloutBatch) -> tuple[Tensor, Tensor]:
         """(``[B, G, G]`` pair distances, ``[B, G]`` rewards) of the rollout's samples (no grad)."""
         self._check_group_size(batch.group_size)
-        frames = pl_module.generator.pattern.steps_to_frames(batch.steps)
+        frames = pl_module.generator.pattern.steps_to_frames(batch.steps[batch.on_policy_rows()])
         # float64: [B, G, G] is tiny, and rewards minus baselines cancel to a small fraction of each reward
         distances = pairwise_distances(grouped(self.embed(frames).double(), batch.group_size))
         return distances, diversity_rewards(distances)
@@ -198,15 +236,21 @@ class DiversityRewardCallback(ObjectiveCallback):
         self._warn_if_tempered(batch)
         distances, rewards = self.rewards(pl_module, batch)
         self._check_finite(pl_module, rewards)
-        baselines = compute_baseline(self.baseline, distances, rewards, self.running)
-        advantages = (rewards - baselines).flatten()  # [N], prompt-major like the rollout
+        kind = self.baseline_for(batch.group_size)
+        baselines = compute_baseline(kind, distances, rewards, self.running)
+        advantages = normalize_advantages(rewards - baselines, rewards, self.advantage_norm)
+        advantages = advantages.flatten()  # [N], prompt-major like the rollout
         if self.shuffle_rewards:
             advantages = advantages[self._permutation(pl_module, advantages.shape[0]).to(advantages.device)]
+        rows = batch.on_policy_rows()
+        logprobs = batch.sequence_logprobs[rows]
+        if self.beta_scale == "per_token":
+            logprobs = logprobs / batch.mask[rows].sum(dim=(1, 2)).clamp(min=1)
         if self.beta_range is None:
-            term = -self.beta * diversity_surrogate(advantages, batch.sequence_logprobs)
+            term = -self.beta * diversity_surrogate(advantages, logprobs)
         else:  # each group's term weighted by its own beta (the student's control)
-            weights = batch.control(DIVERSITY).to(advantages.dtype)
-            term = -diversity_surrogate(advantages * weights, batch.sequence_logprobs)
+            weights = batch.control(DIVERSITY)[rows].to(advantages.dtype)
+            term = -diversity_surrogate(advantages * weights, logprobs)
 
         num_prompts = rewards.shape[0]
         p = self._prefix
@@ -214,14 +258,20 @@ class DiversityRewardCallback(ObjectiveCallback):
         pl_module.log(f"train/{p}reward_std", rewards.flatten().std(correction=0), batch_size=num_prompts)
         pl_module.log(f"train/{p}group_diversity", group_diversity(distances).mean(), batch_size=num_prompts)
         pl_module.log(f"train/{p}reward_baseline", baselines.mean(), batch_size=num_prompts)
-        if self.log_grad_norm:
+        if self.log_grad_norm and pl_module.global_step % self.grad_norm_every_n_steps == 0:
             self._log_term_grad(pl_module, term)
-        if self.baseline == "running_mean":
+        if kind == "running_mean":
             # after the loss is built, so the baseline of this batch never saw its rewards; averaged over
             # processes so every rank holds (and checkpoints) the same baseline
             batch_mean = pl_module.trainer.strategy.reduce(rewards.mean(), reduce_op="mean")
             self.running.update(float(batch_mean))
         return {self.name: term}
+
+    def baseline_for(self, group_size: int) -> str:
+        """The baseline used with G = ``group_size`` samples per prompt (resolves ``"auto"``)."""
+        if self.baseline != "auto":
+            return self.baseline
+        return "other_pairs" if group_size >= 3 else "running_mean"
 
     def rollout_controls(
         self, pl_module: CFGRLModule, num_prompts: int, group_size: int, rng: torch.Generator | None
@@ -262,9 +312,12 @@ class DiversityRewardCallback(ObjectiveCallback):
         params = self._params(pl_module)
         total = [torch.zeros_like(p) if p.grad is None else p.grad.detach() for p in params]
         pl_module.log("train/grad_norm/total", _norm(total), batch_size=1)
+        own = _norm(self._grad_buffer)
+        others = _norm([t - b for t, b in zip(total, self._grad_buffer, strict=True)])
+        pl_module.log("train/grad_norm/other_terms", others, batch_size=1)
         pl_module.log(
-            "train/grad_norm/other_terms",
-            _norm([t - b for t, b in zip(total, self._grad_buffer, strict=True)]),
+            f"train/grad_norm/{self.name}_ratio" if self._prefix else "train/grad_norm/ratio",
+            own / others.clamp(min=1e-12),
             batch_size=1,
         )
         self._grad_buffer = None

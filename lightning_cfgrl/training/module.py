@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_cfgrl.adapters.peft import ADAPTERS_KEY, AdapterLayout, is_peft_model
-from lightning_cfgrl.core.condition import Condition, condition_batch_size, repeat_condition
+from lightning_cfgrl.core.condition import Condition, cat_conditions, condition_batch_size, repeat_condition
 from lightning_cfgrl.core.controls import check_controls, controls_kwargs
 from lightning_cfgrl.core.eval_mode import eval_mode
 from lightning_cfgrl.core.generator import check_logits
@@ -22,9 +23,12 @@ from lightning_cfgrl.eval.scorers import Scorer
 from lightning_cfgrl.io.generators import load_init_checkpoint
 from lightning_cfgrl.io.specs import instantiate_spec, save_safe_hyperparameters
 from lightning_cfgrl.training.checkpoint_safety import SafeCheckpointLoading
+from lightning_cfgrl.training.dropout import disable_dropout, restore_dropout
 from lightning_cfgrl.training.objective import ObjectiveCallback, log_objective_hyperparameters
-from lightning_cfgrl.training.optimization import build_optimizers
+from lightning_cfgrl.training.optimization import build_optimizers, warmup_decay_lambda
 from lightning_cfgrl.training.rollout import RolloutBatch
+
+EXTRA_ROLLOUT_SALT = 100  # seeds of objectives' extra rollouts: salt 100 + the objective's index
 
 
 class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
@@ -46,6 +50,15 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
             checkpoint loads into a control-aware generator (its control embedding starts at zero).
         optimizer, scheduler: LightningCLI callables (default AdamW with ``learning_rate``).
         learning_rate: used when ``optimizer`` is not given.
+        lr_warmup_steps, lr_decay: when no ``scheduler`` is given, the learning rate warms up linearly
+            over ``lr_warmup_steps`` optimizer steps, then decays (``"cosine"`` or ``"linear"`` to 0 at the
+            Trainer's last step, or ``"constant"``).
+        disable_dropout: switch the student's dropout off for the whole fit (``nn.Dropout`` modules and
+            the float ``dropout``/``attention_dropout``/``activation_dropout``/``layerdrop`` attributes of
+            HF-style layers; restored at fit end), as TRL does. Rollouts are sampled in eval mode; with
+            dropout on, the gradient pass would score other log-probs than those of the policy that
+            sampled, and the on-policy KL and policy gradient would be biased. The first training step
+            checks that the train-mode forward reproduces the eval-mode one and warns if it does not.
         val_samples_per_prompt: samples per validation prompt.
         val_scorers: per-sample quality scorers logged at validation (``val/<name>``).
         seed: seeds the rollout sampling and the training step's dropout (combined with the step and the
@@ -61,18 +74,21 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
         self,
         generator: nn.Module | dict,
         num_frames: int = 32,
-        num_samples_per_prompt: int = 2,
+        num_samples_per_prompt: int = 4,
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float | None = None,
         init_checkpoint: str | None = None,
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
-        learning_rate: float = 3e-4,
+        learning_rate: float = 1e-3,
         val_samples_per_prompt: int = 4,
         val_scorers: Sequence[Scorer] | None = None,
         seed: int = 0,
         peft_config: dict | None = None,
+        lr_warmup_steps: int = 10,
+        lr_decay: Literal["cosine", "linear", "constant"] = "cosine",
+        disable_dropout: bool = True,
     ) -> None:
         super().__init__()
         if isinstance(generator, Mapping):
@@ -96,6 +112,7 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
             raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate}")
         if val_samples_per_prompt < 1:
             raise ValueError(f"val_samples_per_prompt must be >= 1, got {val_samples_per_prompt}")
+        warmup_decay_lambda(lr_warmup_steps, 1, lr_decay)  # validates both now, not at fit start
         _check_frames_fit(generator, num_frames)
         self.rollout_sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
         save_safe_hyperparameters(
@@ -122,6 +139,10 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
         self.val_samples_per_prompt = val_samples_per_prompt
         self.val_scorers = list(val_scorers or [])
         self.seed = seed
+        self.lr_warmup_steps, self.lr_decay = lr_warmup_steps, lr_decay
+        self.disable_dropout = disable_dropout
+        self._dropout_saved: list | None = None
+        self._check_train_mode = disable_dropout
 
     def _use_adapters(self, peft_config: dict) -> None:
         """Wrap the generator with peft (after its base weights are loaded) unless it already is."""
@@ -142,11 +163,18 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
                 "CFGRLModule found no objective callback on the Trainer; add CFGDistillCallback and/or "
                 "DiversityRewardCallback to Trainer(callbacks=[...])"
             )
+        log_objective_hyperparameters(self.trainer, self)  # guidance scale, beta, ... beside the hparams
+        if self.disable_dropout and self._dropout_saved is None:
+            self._dropout_saved = disable_dropout(self.generator)
+
+    def on_fit_end(self) -> None:
+        if self._dropout_saved is not None:
+            restore_dropout(self._dropout_saved)
+            self._dropout_saved = None
         # a control an objective will feed must be one the generator accepts: fail now, naming both
         check_controls(
             self.generator, self.objective_controls(1, self.group_size, training=False), self.group_size
         )
-        log_objective_hyperparameters(self.trainer, self)  # guidance scale, beta, ... beside the hparams
 
     def _rollout_seed(self, salt: int) -> int:
         # distinct per step and per process, reproducible across resume
@@ -198,17 +226,29 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
             return self._training_step(batch)
 
     def _training_step(self, batch: dict[str, Any]) -> Tensor:
-        condition = _condition_of(batch)
-        controls = self.objective_controls(condition_batch_size(condition), self.group_size, training=True)
-        steps = self.rollout(
-            condition, self.group_size, self.rollout_sampling, self._rollout_seed(0), controls
-        )
-        condition = repeat_condition(condition, self.group_size)
+        prompts = _condition_of(batch)
+        controls = self.objective_controls(condition_batch_size(prompts), self.group_size, training=True)
+        steps = self.rollout(prompts, self.group_size, self.rollout_sampling, self._rollout_seed(0), controls)
+        condition = repeat_condition(prompts, self.group_size)
+        num_on_policy = steps.shape[0]
+        for index, objective in enumerate(self.objectives):  # off-policy rows go after the student's
+            extra = objective.extra_rollouts(self, prompts, self._rollout_seed(EXTRA_ROLLOUT_SALT + index))
+            if extra is not None:
+                if controls:
+                    raise ValueError(
+                        f"{type(objective).__name__} contributes off-policy rows (e.g. teacher_fraction > 0), "
+                        f"which cannot be combined with control inputs ({sorted(controls)}) yet; use a single "
+                        "guidance_scale/beta or teacher_fraction=0"
+                    )
+                steps, condition = torch.cat([steps, extra[0]]), cat_conditions(condition, extra[1])
         logits = self.generator(steps, condition, **controls_kwargs(controls))
         check_logits(logits, self.generator, steps.shape[0], steps.shape[2])
+        if self._check_train_mode:
+            self._check_train_mode = False
+            self._warn_if_train_mode_differs(steps, condition, logits)
         mask = self.generator.pattern.valid_mask(steps.shape[2], steps.device).expand_as(steps)
         rollout = RolloutBatch(
-            steps, condition, mask, self.group_size, logits, self.rollout_sampling, controls=controls
+            steps, condition, mask, self.group_size, logits, self.rollout_sampling, num_on_policy, controls
         )
         terms: dict[str, Tensor] = {}
         for objective in self.objectives:
@@ -227,6 +267,21 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
             self.log(f"train/{name}", value.detach(), prog_bar=True, batch_size=batch_size)
         self.log("train/loss", loss.detach(), batch_size=batch_size)
         return loss
+
+    @torch.no_grad()
+    def _warn_if_train_mode_differs(self, steps: Tensor, condition: Condition, logits: Tensor) -> None:
+        """Once: the gradient pass (train mode) must score the rollout like the sampler (eval mode)."""
+        with eval_mode(self.generator):
+            reference = self.generator(steps, condition)
+        if not torch.equal(reference, logits.detach()):
+            gap = (reference.float() - logits.detach().float()).abs().max().item()
+            rank_zero_warn(
+                f"CFGRLModule(disable_dropout=True): the student's train-mode logits differ from its eval-mode "
+                f"logits by up to {gap:.3g} on the same rollout, so something stochastic or mode-dependent "
+                f"(e.g. a custom condition dropout in {type(self.generator).__name__}) is still active; the "
+                "on-policy KL and policy gradient then score other log-probs than those sampled. Switch it "
+                "off in the model for RL finetuning."
+            )
 
     def _non_finite_message(self, terms: dict[str, Tensor], logits: Tensor) -> str:
         bad = [f"{name}={value.item()}" for name, value in terms.items() if not bool(torch.isfinite(value))]
@@ -299,9 +354,22 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
 
     # -- optimisation ---------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        return build_optimizers(
+        built = build_optimizers(
             self.generator.parameters(), self.optimizer_factory, self.scheduler_factory, self.learning_rate
         )
+        if self.scheduler_factory is not None or (self.lr_warmup_steps == 0 and self.lr_decay == "constant"):
+            return built
+        total = self.trainer.estimated_stepping_batches
+        if self.lr_decay != "constant" and not math.isfinite(total):
+            raise ValueError(
+                f"lr_decay={self.lr_decay!r} needs a finite number of steps, but the Trainer has none "
+                "(set max_steps or max_epochs), or use lr_decay='constant'"
+            )
+        factor = warmup_decay_lambda(
+            self.lr_warmup_steps, int(total) if math.isfinite(total) else 0, self.lr_decay
+        )
+        schedule = torch.optim.lr_scheduler.LambdaLR(built, factor)
+        return {"optimizer": built, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 def _bad_logits(logits: Tensor) -> Tensor:

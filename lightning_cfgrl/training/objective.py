@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch import Callback
 from torch import Tensor
 
+from lightning_cfgrl.core.condition import Condition
 from lightning_cfgrl.training.rollout import RolloutBatch
 
 if TYPE_CHECKING:
@@ -39,6 +40,17 @@ class ObjectiveCallback(Callback):
     def loss_terms(self, pl_module: CFGRLModule, batch: RolloutBatch) -> dict[str, Tensor]:
         """Return ``{name: scalar loss}``; gradients flow through ``batch.student_logits``."""
         raise NotImplementedError
+
+    def extra_rollouts(
+        self, pl_module: CFGRLModule, condition: Condition, seed: int
+    ) -> tuple[Tensor, Condition] | None:
+        """Off-policy rows to append to this step's rollout, or None (the default).
+
+        ``condition`` is the batch's prompts ``[B, ...]``; return ``(steps [M, K, S], condition [M, ...])``
+        sampled without grad. The module appends them after the student's own samples
+        (``RolloutBatch.num_on_policy``), so every objective sees them and a policy gradient can skip them.
+        """
+        return None
 
     def hyperparameters(self) -> dict[str, Any]:
         """Key settings (``{"<term>/<setting>": number or str}``), logged with the module's hparams at

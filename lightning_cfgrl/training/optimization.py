@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -28,3 +29,26 @@ def build_optimizers(
     if scheduler is None:
         return opt
     return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler(opt), "interval": "step"}}
+
+
+LR_DECAYS: tuple[str, ...] = ("cosine", "linear", "constant")
+
+
+def warmup_decay_lambda(warmup_steps: int, total_steps: int, decay: str) -> Callable[[int], float]:
+    """Multiplier of the base learning rate at optimizer step s: linear warm-up from ``1 / warmup_steps``
+    to 1 over ``warmup_steps``, then ``decay`` ("cosine" or "linear" to 0 at ``total_steps``, or
+    "constant")."""
+    if decay not in LR_DECAYS:
+        raise ValueError(f"lr_decay must be one of {LR_DECAYS}, got {decay!r}")
+    if warmup_steps < 0:
+        raise ValueError(f"lr_warmup_steps must be >= 0, got {warmup_steps}")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if decay == "constant" or total_steps <= warmup_steps:
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+        return 0.5 * (1.0 + math.cos(math.pi * progress)) if decay == "cosine" else 1.0 - progress
+
+    return factor

@@ -22,6 +22,10 @@ class RolloutBatch:
         group_size: G samples per prompt; samples of one prompt are adjacent.
         student_logits: ``[N, K, S, V]`` the student's logits on ``steps`` (with grad).
         sampling: how the rollout was sampled (temperature, top-k/p).
+        num_on_policy: rows ``[0, num_on_policy)`` are the student's own ``B * G`` samples; rows after
+            them were contributed by objectives (e.g. teacher samples, ``CFGDistillCallback(
+            teacher_fraction=...)``) and are off-policy. ``None``: every row is on-policy. A policy
+            gradient must use only the on-policy rows (:meth:`on_policy_rows`).
         controls: ``{name: [N]}`` control values the rollout was sampled with and the student's logits
             were computed with (from the objectives' ``rollout_controls``; empty without controls).
     """
@@ -32,6 +36,7 @@ class RolloutBatch:
     group_size: int
     student_logits: Tensor
     sampling: SamplingConfig
+    num_on_policy: int | None = None
     controls: dict[str, Tensor] = field(default_factory=dict)
     _cache: dict[str, Tensor] = field(default_factory=dict, repr=False)
 
@@ -45,8 +50,16 @@ class RolloutBatch:
         return self.controls[name]
 
     @property
+    def num_rows_on_policy(self) -> int:
+        return self.steps.shape[0] if self.num_on_policy is None else self.num_on_policy
+
+    @property
     def num_prompts(self) -> int:
-        return self.steps.shape[0] // self.group_size
+        return self.num_rows_on_policy // self.group_size
+
+    def on_policy_rows(self) -> slice:
+        """Index of the student's own samples (prompt-major, G adjacent per prompt)."""
+        return slice(0, self.num_rows_on_policy)
 
     @property
     def token_logprobs(self) -> Tensor:
