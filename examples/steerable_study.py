@@ -24,12 +24,15 @@ and the machine) and ``docs/images/steerable_<name>.png``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from lightning_cfgrl.cli.main import main as cfgrl
 from lightning_cfgrl.embedders import ContrastiveTokenEmbedder, TokenHistogramEmbedder
@@ -40,7 +43,6 @@ from lightning_cfgrl.eval.plotting import plot_quality_diversity
 from lightning_cfgrl.eval.report import report_dict
 from lightning_cfgrl.experiments import LogLikelihood, PromptAdherence, SyntheticPromptDataModule
 from lightning_cfgrl.io.checkpoints import atomic_save_json, atomic_write, load_checkpoint
-from lightning_cfgrl.io.specs import instantiate_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 # fixed before any run (the evaluation seeds themselves are fixed in lightning_cfgrl/eval/protocol.py)
@@ -50,14 +52,8 @@ TEMPERATURES, TOP_PS = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4], [0.9, 0.8, 0.6]
 LAMBDAS = [0.0, 0.25, 0.5, 0.75, 1.0]
 CONTROL_G = [1.0, 1.5, 2.0, 3.0, 4.0, 5.0]  # the training range of steerable.yaml: [1, 5]
 CONTROL_W = [0.0, 5.0, 10.0, 15.0]  # the training range: [0, 15]
-STAGES = {
-    "base": "pretrain",
-    "embedder": "embedder",
-    "distill_beta0": "distill_beta0",
-    "distill_beta15": "distill_beta15",
-    "steerable": "steerable",
-}
-TWO_MODEL_RUNS = ("distill_beta0", "distill_beta15")
+STAGES = ("pretrain", "embedder", "distill_beta0", "distill_beta15", "steerable")  # configs, in order
+TWO_MODEL = ("distill_beta0", "distill_beta15")
 
 
 @contextmanager
@@ -87,17 +83,22 @@ def run_stage(run: str, argv: list[str], times: dict[str, Any]) -> None:
     print(f"[{run}] done in {times[run]:.0f} s", flush=True)
 
 
-def cost_table(times: dict[str, Any], steps: dict[str, int]) -> tuple[dict, str]:
-    def wall(runs: tuple[str, ...]) -> float | None:
-        values = [times.get(r) for r in runs]
+def run_name(config: Path) -> str:
+    """The run a stage config writes to: its logger's name (``runs/<name>/checkpoints/last.ckpt``)."""
+    return yaml.safe_load(config.read_text())["trainer"]["logger"]["init_args"]["name"]
+
+
+def cost_table(times: dict[str, Any], steps: dict[str, int], runs: dict[str, str]) -> tuple[dict, str]:
+    def wall(stages: tuple[str, ...]) -> float | None:
+        values = [times.get(runs[s]) for s in stages]
         return None if None in values else sum(values)
 
     cost = {
-        "steerable": {"steps": steps["steerable"], "wall_s": times.get("steerable")},
+        "steerable": {"steps": steps["steerable"], "wall_s": times.get(runs["steerable"])},
         "two_model_recipe": {
-            "steps": sum(steps[r] for r in TWO_MODEL_RUNS),
-            "wall_s": wall(TWO_MODEL_RUNS),
-            "runs": {r: {"steps": steps[r], "wall_s": times.get(r)} for r in TWO_MODEL_RUNS},
+            "steps": sum(steps[s] for s in TWO_MODEL),
+            "wall_s": wall(TWO_MODEL),
+            "runs": {runs[s]: {"steps": steps[s], "wall_s": times.get(runs[s])} for s in TWO_MODEL},
         },
     }
 
@@ -132,36 +133,38 @@ def main() -> None:
     args = parser.parse_args()
     configs = Path(args.configs).resolve()
     workdir = Path(args.workdir or ROOT / "runs" / "steerable_study" / args.name).resolve()
-    domain = instantiate_spec({"class_path": args.domain})
+    module_name, _, class_name = args.domain.rpartition(".")
+    domain = getattr(importlib.import_module(module_name), class_name)()
+    runs = {stage: run_name(configs / f"{stage}.yaml") for stage in STAGES}
+    ckpt = {stage: f"runs/{run}/checkpoints/last.ckpt" for stage, run in runs.items()}
+    merged = f"runs/{runs['pretrain'].removesuffix('base')}merged"  # runs/merged, runs/hmm_merged
 
     with working_directory(workdir):
         times: dict[str, Any] = (
             json.loads(Path("stage_times.json").read_text()) if Path("stage_times.json").exists() else {}
         )
-        for run, config in STAGES.items():
-            run_stage(
-                run, ["fit", "--config", str(configs / f"{config}.yaml"), *args.fit_args.split()], times
-            )
+        for stage in STAGES:
+            fit = ["fit", "--config", str(configs / f"{stage}.yaml"), *args.fit_args.split()]
+            run_stage(runs[stage], fit, times)
         lambdas = ",".join(f"{x:g}" for x in LAMBDAS)
-        merge = ["merge", "--quality", "runs/distill_beta0/checkpoints/last.ckpt", "--diversity"]
-        merge += ["runs/distill_beta15/checkpoints/last.ckpt", "--lambdas", lambdas, "--out", "runs/merged"]
-        run_stage("merged", merge, times)
-        steps = {r: int(load_checkpoint(f"runs/{r}/checkpoints/last.ckpt")["global_step"]) for r in STAGES}
+        merge = ["merge", "--quality", ckpt["distill_beta0"], "--diversity", ckpt["distill_beta15"]]
+        run_stage(Path(merged).name, [*merge, "--lambdas", lambdas, "--out", merged], times)
+        steps = {stage: int(load_checkpoint(path)["global_step"]) for stage, path in ckpt.items()}
         evaluation = Evaluation(
             scorers=[PromptAdherence(domain), LogLikelihood(domain)],
             embedder=TokenHistogramEmbedder(domain.vocab_size),  # independent of the reward
-            reward_embedder=ContrastiveTokenEmbedder(checkpoint="runs/embedder/checkpoints/last.ckpt"),
+            reward_embedder=ContrastiveTokenEmbedder(checkpoint=ckpt["embedder"]),
             num_frames=domain.num_frames,
             candidates=Candidates(
-                base="runs/base/checkpoints/last.ckpt",
+                base=ckpt["pretrain"],
                 guidance_scales=GUIDANCE_SWEEP,
                 temperatures=TEMPERATURES,
                 top_ps=TOP_PS,
-                distilled={r: f"runs/{r}/checkpoints/last.ckpt" for r in TWO_MODEL_RUNS},
-                quality_model="distill_beta0",
-                diversity_model="distill_beta15",
-                merged_dir="runs/merged",
-                steerable={"student": "runs/steerable/checkpoints/last.ckpt"},
+                distilled={"beta=0": ckpt["distill_beta0"], "beta=15": ckpt["distill_beta15"]},
+                quality_model="beta=0",
+                diversity_model="beta=15",
+                merged_dir=merged,
+                steerable={"student": ckpt["steerable"]},
                 control_guidance_scales=CONTROL_G,
                 control_diversity_weights=CONTROL_W,
             ),
@@ -177,7 +180,7 @@ def main() -> None:
             f"evaluated {len(report.results)} candidates in {time.perf_counter() - start:.0f} s", flush=True
         )
 
-    cost, cost_md = cost_table(times, steps)
+    cost, cost_md = cost_table(times, steps, runs)
     hypervolumes = "\n".join(
         f"hypervolume of the fronts ({metric}): " + ", ".join(f"{k} {v:.3f}" for k, v in fronts.items())
         for metric, fronts in report.hypervolumes.items()

@@ -252,6 +252,9 @@ class ControlDistribution:
                     f"a log-uniform {self.name} range needs low > 0, got {list(values)}; use 'uniform'"
                 )
 
+    def __str__(self) -> str:
+        return f"{self.distribution} {list(self.values)}"
+
     @property
     def reference(self) -> float:
         if self.distribution == "choice":

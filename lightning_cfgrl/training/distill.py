@@ -192,6 +192,8 @@ class CFGDistillCallback(ObjectiveCallback):
             "distill/weight": self.weight,
             "distill/teacher": self.teacher_checkpoint or "the generator at fit start",
         }
+        if self.guidance is not None:  # steerable: guidance_scale above is the range's reference value
+            settings["distill/guidance_range"] = str(self.guidance)
         if self.divergence == "jsd":
             settings["distill/jsd_beta"] = self.jsd_beta
         if self.teacher_fraction:

@@ -198,7 +198,7 @@ class DiversityRewardCallback(ObjectiveCallback):
             f"{self.name}/beta_scale": self.beta_scale,
             f"{self.name}/shuffle_rewards": self.shuffle_rewards,
             f"{self.name}/embedder": f"{embedder.__module__}.{embedder.__qualname__}",
-        }
+        } | ({f"{self.name}/beta_range": str(self.beta_range)} if self.beta_range else {})
 
     # -- the loss term --------------------------------------------------------------------------------
     @torch.no_grad()
