@@ -27,6 +27,7 @@ import argparse
 import importlib
 import json
 import os
+import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,10 +68,14 @@ def working_directory(path: Path):
         os.chdir(previous)
 
 
-def run_stage(run: str, argv: list[str], times: dict[str, Any]) -> None:
-    """``cfgrl <argv>`` unless ``runs/<run>`` holds its output; record its wall time (cwd-relative)."""
+def run_stage(run: str, argv: list[str], times: dict[str, Any], max_steps: int | None = None) -> None:
+    """``cfgrl <argv>`` unless ``runs/<run>`` holds its finished output; record its wall time (cwd-relative).
+    A fit whose periodic ``last.ckpt`` stopped short of ``max_steps`` (a killed run) is started again."""
     done = Path("runs", run, "checkpoints", "last.ckpt") if argv[0] == "fit" else Path("runs", run)
-    if done.exists():
+    if done.exists() and argv[0] == "fit" and int(load_checkpoint(done)["global_step"]) < (max_steps or 0):
+        print(f"[{run}] {done} stopped short of {max_steps} steps: training again", flush=True)
+        shutil.rmtree(Path("runs", run))
+    elif done.exists():
         print(f"[{run}] cached ({done})", flush=True)
         return
     print(f"[{run}] cfgrl {' '.join(argv)}", flush=True)
@@ -83,9 +88,11 @@ def run_stage(run: str, argv: list[str], times: dict[str, Any]) -> None:
     print(f"[{run}] done in {times[run]:.0f} s", flush=True)
 
 
-def run_name(config: Path) -> str:
-    """The run a stage config writes to: its logger's name (``runs/<name>/checkpoints/last.ckpt``)."""
-    return yaml.safe_load(config.read_text())["trainer"]["logger"]["init_args"]["name"]
+def run_name(config: Path) -> tuple[str, int]:
+    """The run a stage config writes to (its logger's name: ``runs/<name>/checkpoints/last.ckpt``) and
+    its ``max_steps``."""
+    trainer = yaml.safe_load(config.read_text())["trainer"]
+    return trainer["logger"]["init_args"]["name"], int(trainer["max_steps"])
 
 
 def cost_table(times: dict[str, Any], steps: dict[str, int], runs: dict[str, str]) -> tuple[dict, str]:
@@ -135,7 +142,9 @@ def main() -> None:
     workdir = Path(args.workdir or ROOT / "runs" / "steerable_study" / args.name).resolve()
     module_name, _, class_name = args.domain.rpartition(".")
     domain = getattr(importlib.import_module(module_name), class_name)()
-    runs = {stage: run_name(configs / f"{stage}.yaml") for stage in STAGES}
+    runs, max_steps = {}, {}
+    for stage in STAGES:
+        runs[stage], max_steps[stage] = run_name(configs / f"{stage}.yaml")
     ckpt = {stage: f"runs/{run}/checkpoints/last.ckpt" for stage, run in runs.items()}
     merged = f"runs/{runs['pretrain'].removesuffix('base')}merged"  # runs/merged, runs/hmm_merged
 
@@ -145,7 +154,7 @@ def main() -> None:
         )
         for stage in STAGES:
             fit = ["fit", "--config", str(configs / f"{stage}.yaml"), *args.fit_args.split()]
-            run_stage(runs[stage], fit, times)
+            run_stage(runs[stage], fit, times, max_steps[stage])
         lambdas = ",".join(f"{x:g}" for x in LAMBDAS)
         merge = ["merge", "--quality", ckpt["distill_beta0"], "--diversity", ckpt["distill_beta15"]]
         run_stage(Path(merged).name, [*merge, "--lambdas", lambdas, "--out", merged], times)
