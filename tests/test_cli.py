@@ -130,7 +130,7 @@ def test_killed_cli_fit_resumes_from_last(tmp_path):
     final = torch.load(last, weights_only=True)
     assert final["global_step"] == saved + 3
     adam_steps = {float(s["step"]) for s in final["optimizer_states"][0]["state"].values()}
-    assert adam_steps == {float(saved + 3)}  # a restart from scratch would have counted 3
+    assert adam_steps == {float(saved + 3)}
 
 
 def test_a_constructor_error_is_the_last_line_the_cli_prints(tmp_path, capsys, monkeypatch):

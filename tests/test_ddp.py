@@ -127,4 +127,4 @@ def test_ddp_example_config_resolves(tmp_path: Path) -> None:
     )
     assert isinstance(cli.trainer.strategy, DDPStrategy) and cli.trainer.num_devices == 2
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
-    assert cli.datamodule.batch_size * cli.trainer.num_devices == 8  # the global batch of distill_beta15.yaml
+    assert cli.datamodule.batch_size * cli.trainer.num_devices == 4  # the global batch of distill_beta15.yaml

@@ -66,6 +66,9 @@ class PoisonAt(Callback):
         self.target(trainer, pl_module).poisoned = trainer.global_step >= POISON_STEP
 
 
+PROMPTS_PER_BATCH = 4
+
+
 def _fit_until_poisoned(
     tmp_path: Path,
     target: Any,
@@ -80,7 +83,8 @@ def _fit_until_poisoned(
     embedder = PoisonableEmbedder(num_codebooks=2, vocab_size=32, dim=16, embed_dim=16, num_layers=1)
     objectives: list[Callback] = [CFGDistillCallback()]
     if with_diversity:
-        objectives.append(DiversityRewardCallback(embedder, beta=1.0))
+        # the running-mean baseline is the state a NaN reward could corrupt
+        objectives.append(DiversityRewardCallback(embedder, beta=1.0, baseline="running_mean"))
     checkpoint = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=1, save_last=True)
     trainer = quiet_trainer(
         max_steps=5,
@@ -90,7 +94,7 @@ def _fit_until_poisoned(
         **trainer_kwargs,
     )
     with pytest.raises(FloatingPointError) as error:
-        trainer.fit(module, SyntheticPromptDataModule(batch_size=4))
+        trainer.fit(module, SyntheticPromptDataModule(batch_size=PROMPTS_PER_BATCH))
     return module, objectives, error
 
 
@@ -123,7 +127,8 @@ def test_nan_student_logits_behind_a_finite_distillation_loss_still_stop_the_run
         tmp_path, lambda trainer, m: m.generator, with_diversity=False, only_padding=True
     )
     message = str(error.value)
-    padding = int((~module.generator.pattern.valid_mask(9)).sum()) * 8 * 32  # per sequence x N x V
+    rows = PROMPTS_PER_BATCH * module.group_size
+    padding = int((~module.generator.pattern.valid_mask(9)).sum()) * rows * 32  # per sequence x N x V
     assert re.search(
         rf"non-finite student logits at global step {POISON_STEP}: {padding} NaN and 0 \+inf of \d+, "
         r"although the loss term\(s\) distill=[0-9.e+-]+ are finite",
@@ -151,8 +156,9 @@ def test_nan_reward_stops_before_the_baseline_sees_it(tmp_path: Path) -> None:
 
     module, objectives, error = _fit_until_poisoned(tmp_path, embedder)
     message = str(error.value)
+    rows = PROMPTS_PER_BATCH * module.group_size  # every reward of the batch is poisoned
     assert (
-        f"non-finite diversity reward at global step {POISON_STEP}: term 'diversity', 8 of 8 rewards"
+        f"non-finite diversity reward at global step {POISON_STEP}: term 'diversity', {rows} of {rows} rewards"
         in message
     )
     assert "PoisonableEmbedder" in message

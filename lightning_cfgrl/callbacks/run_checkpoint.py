@@ -44,6 +44,13 @@ class RunCheckpoint(ModelCheckpoint):
         self.log_dir = trainer.log_dir
         super().setup(trainer, pl_module, stage)
 
+    def _find_last_checkpoints(self, trainer: pl.Trainer) -> set[str]:
+        # ``ckpt_path="last"`` is resolved before ``setup``: point Lightning's search at the run-named
+        # folder, or a fresh process resuming a killed run would find nothing and silently restart.
+        if self._run_named and self.dirpath is None:
+            self.dirpath = run_checkpoint_dir(trainer)
+        return super()._find_last_checkpoints(trainer)
+
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "log_dir": self.log_dir}
 

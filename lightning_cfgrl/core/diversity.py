@@ -141,7 +141,9 @@ def compute_baseline(
 REFERENCE_SPREAD = 0.1
 
 
-def normalize_advantages(advantages: Tensor, rewards: Tensor, mode: str, eps: float = 1e-4) -> Tensor:
+def normalize_advantages(
+    advantages: Tensor, rewards: Tensor, mode: str, eps: float = 1e-4, batch_std: Tensor | None = None
+) -> Tensor:
     """``[B, G]`` advantages rescaled to a standard deviation of ``REFERENCE_SPREAD`` (0.1): divided by
     the std of all B G rewards (``"batch"``) or of each prompt's own G rewards (``"group"``, as GRPO;
     G >= 3, since the two rewards of a pair are equal), then times 0.1; ``"none"`` leaves them as they
@@ -149,11 +151,13 @@ def normalize_advantages(advantages: Tensor, rewards: Tensor, mode: str, eps: fl
     how spread out the embedder's distances are; 0.1 is about the spread of ``1 - cos`` rewards of a
     trained contrastive embedder on the built-in domains, so beta keeps the paper's order of magnitude.
     The std depends a little on y_i, a small bias GRPO also accepts; ``eps`` keeps equal rewards finite.
+    ``batch_std`` replaces the std of ``rewards`` for ``"batch"`` (the global batch's, across processes).
     """
     if mode == "none":
         return advantages
     if mode == "batch":
-        return advantages * (REFERENCE_SPREAD / (rewards.std(correction=0) + eps))
+        std = rewards.std(correction=0) if batch_std is None else batch_std
+        return advantages * (REFERENCE_SPREAD / (std + eps))
     if mode == "group":
         if rewards.shape[1] < 3:
             raise ValueError(

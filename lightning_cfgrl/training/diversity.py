@@ -238,7 +238,10 @@ class DiversityRewardCallback(ObjectiveCallback):
         self._check_finite(pl_module, rewards)
         kind = self.baseline_for(batch.group_size)
         baselines = compute_baseline(kind, distances, rewards, self.running)
-        advantages = normalize_advantages(rewards - baselines, rewards, self.advantage_norm)
+        batch_std = self._global_std(pl_module, rewards) if self.advantage_norm == "batch" else None
+        advantages = normalize_advantages(
+            rewards - baselines, rewards, self.advantage_norm, batch_std=batch_std
+        )
         advantages = advantages.flatten()  # [N], prompt-major like the rollout
         if self.shuffle_rewards:
             advantages = advantages[self._permutation(pl_module, advantages.shape[0]).to(advantages.device)]
@@ -266,6 +269,17 @@ class DiversityRewardCallback(ObjectiveCallback):
             batch_mean = pl_module.trainer.strategy.reduce(rewards.mean(), reduce_op="mean")
             self.running.update(float(batch_mean))
         return {self.name: term}
+
+    @staticmethod
+    def _global_std(pl_module: CFGRLModule, rewards: Tensor) -> Tensor:
+        """The std of the rewards of the whole global batch (every process holds as many): a per-rank
+        std would make the update depend on how the batch is split."""
+        reduce = pl_module.trainer.strategy.reduce
+        mean, mean_sq = (
+            reduce(rewards.mean(), reduce_op="mean"),
+            reduce(rewards.square().mean(), reduce_op="mean"),
+        )
+        return (mean_sq - mean.square()).clamp(min=0).sqrt()
 
     def baseline_for(self, group_size: int) -> str:
         """The baseline used with G = ``group_size`` samples per prompt (resolves ``"auto"``)."""

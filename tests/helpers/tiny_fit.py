@@ -74,8 +74,15 @@ class PerPromptSeedModule(CFGRLModule):
     same samples wherever it lands, which is what lets the tests compare the runs number for number.
     """
 
-    def rollout(self, condition: Condition, num_samples: int, config: SamplingConfig, seed: int) -> Tensor:
-        assert isinstance(condition, Tensor)
+    def rollout(
+        self,
+        condition: Condition,
+        num_samples: int,
+        config: SamplingConfig,
+        seed: int,
+        controls: dict[str, Tensor] | None = None,
+    ) -> Tensor:
+        assert isinstance(condition, Tensor) and not controls
         phase = 0 if self.trainer.training else 500_009
         base = step_seed(self.seed, self.global_step, salt=phase)
         with eval_mode(self.generator):
@@ -144,6 +151,8 @@ def build_module(strategy: str, seed: int = 0, learning_rate: float = 0.05) -> C
         num_samples_per_prompt=2,
         val_samples_per_prompt=2,
         optimizer=functools.partial(torch.optim.SGD, lr=learning_rate, momentum=0.9),
+        lr_warmup_steps=0,  # 3 steps: a warm-up would leave the weights almost where they started
+        lr_decay="constant",
     )
 
 
