@@ -43,7 +43,8 @@ def test_guidance_one_gives_zero_divergence_at_step_zero(pretrained_base, domain
     assert abs(terms["distill"].item()) < 1e-5
     callback3 = CFGDistillCallback(guidance_scale=3.0)
     callback3.setup(None, module, "fit")
-    assert callback3.loss_terms(module, _rollout_batch(module, domain.prompts[:6]))["distill"].item() > 0.5
+    # KL per generated token (reduction="mean"); measured 0.19, against < 1e-5 at g = 1
+    assert callback3.loss_terms(module, _rollout_batch(module, domain.prompts[:6]))["distill"].item() > 0.05
 
 
 def test_teacher_frozen_student_trained(pretrained_base, domain):
