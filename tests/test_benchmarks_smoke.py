@@ -89,6 +89,35 @@ def test_sampler_reports_overhead_against_floor(tmp_path):
     assert "overhead_vs_floor" in saved["summary"]
 
 
+def test_sampler_times_a_baseline_tree_and_checks_its_tokens(tmp_path):
+    out = tmp_path / "sampler.json"
+    tiny = ["--no-hf", "--threads", "1", "--dim", "16", "--layers", "1", "--heads", "2", "--vocab", "8"]
+    tree = str(BENCHMARKS.parent)  # this tree as its own baseline: same tokens by construction
+    load("sampler").main(
+        [*tiny, "--codebooks", "2", "--batch", "2", "--new-tokens", "4", "--repeats", "1"]
+        + ["--baseline", tree, "--out", str(out)]
+    )
+    saved = json.loads(out.read_text())
+    assert {r["name"] for r in saved["records"]} >= {"baseline_sampler", "baseline_floor_cfg"}
+    assert saved["config"]["baseline_same_tokens"] == {"plain": True, "cfg": True}
+    assert saved["summary"]["speedup_sampler_vs_baseline"] > 0
+
+
+def test_vs_trl_runs_both_trainers(tmp_path):
+    pytest.importorskip("trl")
+    pytest.importorskip("datasets")
+    out = tmp_path / "vs_trl.json"
+    load("vs_trl").main(
+        ["--threads", "1", "--dim", "16", "--layers", "1", "--heads", "2", "--vocab", "16", "--batch", "2"]
+        + ["--prompt", "2", "--completion", "4", "--steps", "2", "--rounds", "1"]
+        + ["--tmp", str(tmp_path / "trl"), "--out", str(out)]
+    )
+    saved = json.loads(out.read_text())
+    assert [r["name"] for r in saved["records"]] == ["trl_gkd", "cfgrl_g1", "cfgrl_g3"]
+    assert saved["config"]["trl_version"] and saved["machine"]["load_average_1_5_15"] is not None
+    assert all(0 <= r["generation_share"] <= 1 and r["trained_tokens_per_s"] > 0 for r in saved["records"])
+
+
 @pytest.mark.filterwarnings("ignore")
 def test_train_step_times_every_phase(tmp_path):
     out = tmp_path / "train.json"
