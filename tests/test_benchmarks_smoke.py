@@ -54,7 +54,8 @@ def test_inference_cost_records_both_modes(tmp_path):
     saved = json.loads(out.read_text())
     assert saved["machine"]["torch_version"] and saved["machine"]["cpu_model"]
     keys = {(r["mode"], r["batch"], r["new_tokens"]) for r in saved["records"]}
-    assert keys == {(m, b, 4) for m in ("cfg", "distilled") for b in (1, 2)}
+    assert keys == {(m, b, 4) for m in ("cfg", "distilled", "floor", "floor_2b") for b in (1, 2)}
+    assert all(r["floor_ratio_2b_over_b"] > 0 for r in saved["ratios"])
     assert {"tokens_per_s", "latency_s", "peak_mem_mb"} <= set(saved["records"][0])
     assert len(result["ratios"]) == 2
 
