@@ -8,7 +8,12 @@ weight decay, no gradient clipping), with their own training loops:
 * ``trl_gkd``: TRL's ``GKDTrainer`` (``trl.experimental.gkd``) with ``lmbda = 1`` (every step generates
   its completions with the student: fully on-policy), ``beta = 1`` (TRL's generalised JSD at beta = 1 is
   ``KL(student || teacher)``, the reverse KL), ``temperature = 1``, ``seq_kd = False``, on a
-  ``GPT2LMHeadModel`` (the teacher: a frozen copy). Generation is HF ``generate()`` with its KV cache.
+  ``GPT2LMHeadModel`` (the teacher: a frozen copy), ``gradient_checkpointing = False``, so generation is
+  HF ``generate()`` with its KV cache, as the package's sampler.
+* ``trl_gkd_defaults``: the same with TRL's default ``gradient_checkpointing = True`` (what a TRL user
+  gets unless they change it): GKD then generates with ``use_cache=False`` (every new token recomputes
+  the whole prefix) and the backward recomputes the forward. Shown for what it costs; the ratios are
+  against ``trl_gkd``.
 * ``cfgrl_g1``: :class:`~lightning_cfgrl.CFGRLModule` + :class:`~lightning_cfgrl.CFGDistillCallback`
   (reverse KL) at guidance 1, the like-for-like run (the teacher is one forward per step, as TRL's),
   on the package's ``AudioTokenTransformer`` with the same layers / width / heads / vocabulary / exact
@@ -47,7 +52,7 @@ from sampler import _import_gpt2  # noqa: E402  (transformers without a broken t
 
 import lightning_cfgrl  # noqa: E402
 
-RUNS = ("trl_gkd", "cfgrl_g1", "cfgrl_g3")
+RUNS = ("trl_gkd", "trl_gkd_defaults", "cfgrl_g1", "cfgrl_g3")
 
 
 def import_trl() -> tuple[Any, Any, str]:
@@ -107,7 +112,7 @@ class StepClock:
 
 
 def trl_block(
-    args: argparse.Namespace, device: torch.device, student: Any, steps: int
+    args: argparse.Namespace, device: torch.device, student: Any, steps: int, checkpointing: bool = False
 ) -> tuple[StepClock, float]:
     """``steps`` GKD steps with a fresh GKDTrainer (teacher copied from the student inside)."""
     from datasets import Dataset
@@ -153,6 +158,7 @@ def trl_block(
         lr_scheduler_type="constant",
         warmup_steps=0,
         max_grad_norm=0.0,
+        gradient_checkpointing=checkpointing,  # TRL's default is True (then no KV cache in generation)
         max_steps=steps,
         logging_steps=10**6,
         save_strategy="no",
@@ -313,8 +319,11 @@ def main(argv: list[str] | None = None) -> dict:
     peaks: dict[str, list[float]] = {name: [] for name in RUNS}
     for rnd in range(args.rounds):
         for name in RUNS:
-            if name == "trl_gkd":
-                clock, mb = trl_block(args, device, gpt2, args.steps)
+            if name.startswith("trl_gkd"):
+                clock, mb = trl_block(
+                    args, device, gpt2, args.steps, checkpointing=name == "trl_gkd_defaults"
+                )
+                gpt2.gradient_checkpointing_disable()  # a Trainer with it on leaves it on in the model
             else:
                 g = 1.0 if name == "cfgrl_g1" else 3.0
                 clock, mb = cfgrl_block(args, device, generators[g], g, args.steps)
@@ -335,7 +344,7 @@ def main(argv: list[str] | None = None) -> dict:
         steps = [s for c in clocks[name] for s in c.steps[1:]]
         shares = [gen / s for c in clocks[name] for gen, s in zip(c.generation[1:], c.steps[1:], strict=True)]
         median = statistics.median(steps)
-        model = gpt2 if name == "trl_gkd" else generators[1.0]
+        model = gpt2 if name.startswith("trl_gkd") else generators[1.0]
         records.append(
             {
                 "name": name,
@@ -357,6 +366,9 @@ def main(argv: list[str] | None = None) -> dict:
         / by["trl_gkd"]["trained_tokens_per_s"]
         for name in ("cfgrl_g1", "cfgrl_g3")
     }
+    summary["trl_defaults_tokens_per_s_over_trl"] = (
+        by["trl_gkd_defaults"]["trained_tokens_per_s"] / by["trl_gkd"]["trained_tokens_per_s"]
+    )
     summary.update(
         {
             f"{name}_peak_mem_over_trl": by[name]["peak_mem_mb"] / by["trl_gkd"]["peak_mem_mb"]
@@ -381,6 +393,8 @@ def main(argv: list[str] | None = None) -> dict:
             "steps_per_block": args.steps,
             "rounds": args.rounds,
             "trl": {
+                "trainer": "trl.experimental.gkd.GKDTrainer",
+                "gradient_checkpointing": {"trl_gkd": False, "trl_gkd_defaults": True},
                 "lmbda": 1.0,
                 "beta": 1.0,
                 "temperature": 1.0,
@@ -422,7 +436,8 @@ def markdown_table(result: dict) -> str:
     lines += [
         "",
         f"- trained tokens/s over TRL GKD: {s['cfgrl_g1_tokens_per_s_over_trl']:.2f}x (guidance 1), "
-        f"{s['cfgrl_g3_tokens_per_s_over_trl']:.2f}x (guidance 3)",
+        f"{s['cfgrl_g3_tokens_per_s_over_trl']:.2f}x (guidance 3); TRL with its default gradient checkpointing "
+        f"(no KV cache in generation): {s['trl_defaults_tokens_per_s_over_trl']:.2f}x of trl_gkd",
     ]
     return "\n".join(lines)
 

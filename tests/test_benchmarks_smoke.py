@@ -114,7 +114,7 @@ def test_vs_trl_runs_both_trainers(tmp_path):
         + ["--tmp", str(tmp_path / "trl"), "--out", str(out)]
     )
     saved = json.loads(out.read_text())
-    assert [r["name"] for r in saved["records"]] == ["trl_gkd", "cfgrl_g1", "cfgrl_g3"]
+    assert [r["name"] for r in saved["records"]] == ["trl_gkd", "trl_gkd_defaults", "cfgrl_g1", "cfgrl_g3"]
     assert saved["config"]["trl_version"] and saved["machine"]["load_average_1_5_15"] is not None
     assert all(0 <= r["generation_share"] <= 1 and r["trained_tokens_per_s"] > 0 for r in saved["records"])
 
