@@ -2,6 +2,9 @@
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,11 +111,30 @@ def test_vs_trl_runs_both_trainers(tmp_path):
     pytest.importorskip("trl")
     pytest.importorskip("datasets")
     out = tmp_path / "vs_trl.json"
-    load("vs_trl").main(
-        ["--threads", "1", "--dim", "16", "--layers", "1", "--heads", "2", "--vocab", "16", "--batch", "2"]
-        + ["--prompt", "2", "--completion", "4", "--steps", "2", "--rounds", "1"]
-        + ["--tmp", str(tmp_path / "trl"), "--out", str(out)]
+    args = ["--threads", "1", "--dim", "16", "--layers", "1", "--heads", "2", "--vocab", "16", "--batch", "2"]
+    args += ["--prompt", "2", "--completion", "4", "--steps", "2", "--rounds", "1"]
+    # a subprocess: importing TRL here may hide a torchaudio that cannot load (sys.modules), which
+    # would leak into later tests that import encodec
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(BENCHMARKS.parent), os.environ.get("PYTHONPATH", "")]),
+    }
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "vs_trl.py"),
+            *args,
+            "--tmp",
+            str(tmp_path / "trl"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
+    assert run.returncode == 0, run.stderr[-3000:]
     saved = json.loads(out.read_text())
     assert [r["name"] for r in saved["records"]] == ["trl_gkd", "trl_gkd_defaults", "cfgrl_g1", "cfgrl_g3"]
     assert saved["config"]["trl_version"] and saved["machine"]["load_average_1_5_15"] is not None

@@ -182,6 +182,21 @@ def test_state_dict_keeps_the_per_codebook_layout():
     joined["token_emb.weight"] = torch.zeros(51, 64)
     other.load_state_dict(joined)
     assert not other.token_emb.weight.any()
+    # direct writers of a module's own entries (the LoRA merge) see the same keys
+    found: dict = {}
+    model.token_emb._save_to_state_dict(found, "token_emb.", False)
+    assert list(found) == [f"token_emb.{k}.weight" for k in range(3)]
+    # a missing codebook is reported by its own key and keeps its values; the others load
+    partial = {k: v.clone() for k, v in state.items() if k != "token_emb.1.weight"}
+    fresh = AudioTokenTransformer(num_codebooks=3, vocab_size=16)
+    before = fresh.token_emb.codebook(1).clone()
+    result = fresh.load_state_dict(partial, strict=False)
+    assert result.missing_keys == ["token_emb.1.weight"] and not result.unexpected_keys
+    assert torch.equal(fresh.token_emb.codebook(1), before)
+    assert torch.equal(fresh.token_emb.codebook(2), model.token_emb.codebook(2))
+    # a size mismatch names the per-codebook key, as with nn.Embedding
+    with pytest.raises(RuntimeError, match=r"size mismatch for token_emb\.0\.weight"):
+        AudioTokenTransformer(num_codebooks=3, vocab_size=16, dim=32).load_state_dict(state)
 
 
 def test_init_draws_as_separate_embeddings():

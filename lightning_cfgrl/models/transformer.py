@@ -75,7 +75,7 @@ class CodebookEmbedding(nn.Module):
     float sums as K separate lookups added one after another).
 
     The state dict keeps the per-codebook layout of a ``ModuleList`` of ``nn.Embedding``
-    (``{prefix}{k}.weight``, ``[V + 1, D]`` each, views of the table), so checkpoints written before or
+    (``{prefix}{k}.weight``, ``[V + 1, D]`` each, copies of the table's rows), so checkpoints written before or
     after this module existed load both ways and merge with each other; ``{prefix}weight`` (the whole
     table) is accepted on load too.
     """
@@ -89,7 +89,6 @@ class CodebookEmbedding(nn.Module):
             "offsets", torch.arange(num_codebooks)[:, None] * num_embeddings, persistent=False
         )  # [K, 1]
         self.reset_parameters()
-        self.register_state_dict_post_hook(CodebookEmbedding._split_state_dict)
         self.register_load_state_dict_pre_hook(CodebookEmbedding._join_state_dict)
 
     def reset_parameters(self, std: float = 1.0) -> None:
@@ -107,17 +106,46 @@ class CodebookEmbedding(nn.Module):
         vectors = F.embedding(ids + self.offsets, self.weight)  # [B, K, n, D]
         return vectors.sum(1) if self.num_codebooks > 1 else vectors[:, 0]
 
-    @staticmethod
-    def _split_state_dict(module: CodebookEmbedding, state_dict: dict, prefix: str, local_metadata) -> None:
-        table = state_dict.pop(prefix + "weight")
-        for k, part in enumerate(table.split(module.num_embeddings)):
-            state_dict[f"{prefix}{k}.weight"] = part
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        # overridden rather than hooked, so every writer of a module's own entries (state_dict(), and
+        # code that calls _save_to_state_dict directly, e.g. the LoRA merge) sees the per-codebook keys.
+        # Copies, so a saved checkpoint has the same bytes as one written with K nn.Embedding; with
+        # keep_vars the live views of the table.
+        table = self.weight if keep_vars else self.weight.detach()
+        for k, part in enumerate(table.split(self.num_embeddings)):
+            destination[f"{prefix}{k}.weight"] = part if keep_vars else part.clone()
 
     @staticmethod
-    def _join_state_dict(module: CodebookEmbedding, state_dict: dict, prefix: str, *args) -> None:
+    def _join_state_dict(
+        module: CodebookEmbedding,
+        state_dict: dict,
+        prefix: str,
+        local_metadata: dict,
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        """Per-codebook keys -> the joined table, reporting missing keys and size mismatches under the
+        per-codebook names, exactly as the ``ModuleList`` of ``nn.Embedding`` did."""
         keys = [f"{prefix}{k}.weight" for k in range(module.num_codebooks)]
-        if prefix + "weight" not in state_dict and all(key in state_dict for key in keys):
-            state_dict[prefix + "weight"] = torch.cat([state_dict.pop(key) for key in keys])
+        if prefix + "weight" in state_dict or not any(key in state_dict for key in keys):
+            return  # the joined layout, or nothing for this module (the usual missing-key report)
+        expected = torch.Size((module.num_embeddings, module.weight.shape[1]))
+        joined = module.weight.detach().clone()  # a codebook that cannot be loaded keeps its values
+        for k, key in enumerate(keys):
+            if key not in state_dict:
+                missing_keys.append(key)
+                continue
+            table = state_dict.pop(key)
+            if table.shape != expected:
+                error_msgs.append(
+                    f"size mismatch for {key}: copying a param with shape {table.shape} from checkpoint, "
+                    f"the shape in current model is {expected}."
+                )
+                continue
+            joined[k * module.num_embeddings : (k + 1) * module.num_embeddings] = table
+        state_dict[prefix + "weight"] = joined
 
 
 class AudioTokenTransformer(nn.Module):
