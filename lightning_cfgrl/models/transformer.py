@@ -31,10 +31,9 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: Tensor, cache: KVCache | None, layer: int) -> Tensor:
         # "b n (three h d) -> three b h n d" as a view + permute (an einops call costs ~10 us per step)
-        b, n, width = x.shape[0], x.shape[1], self.qkv.out_features
-        q, k, v = (
-            self.qkv(x).view(b, n, 3, self.num_heads, width // (3 * self.num_heads)).permute(2, 0, 3, 1, 4)
-        )
+        qkv = self.qkv(x)
+        b, n, width = qkv.shape
+        q, k, v = qkv.view(b, n, 3, self.num_heads, width // (3 * self.num_heads)).permute(2, 0, 3, 1, 4)
         past = 0
         if cache is not None:
             past = cache.length
