@@ -16,14 +16,27 @@ round, in the same process with the same threads; the table shows medians and th
 per-round ratios. Needs ``pip install transformers`` (the ``bench`` extra) for the HF rows; without it
 they are skipped.
 
+* **Baseline** (``--baseline DIR``): the same runs with an older copy of the package, interleaved in the
+  same process — ``DIR`` holds a ``lightning_cfgrl/`` folder (e.g. ``git archive <rev> lightning_cfgrl |
+  tar -x -C DIR``), imported under another name, its model loaded with the same weights. Reports the
+  speed-up of the current tree over it and checks that both sample the same tokens for the same seed.
+
+``--codebooks K`` (default 1) runs the package's model with K codebooks and the delay pattern (then
+there are no HF rows: GPT-2 has one token per step).
+
     python benchmarks/sampler.py [--quick] [--device cpu|cuda] [--threads N] [--new-tokens 256]
+        [--codebooks K] [--baseline DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import re
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,12 +56,19 @@ GUIDANCE = 3.0
 
 
 def build_model(
-    dim: int, layers: int, heads: int, vocab: int, frames: int, device: torch.device
+    dim: int,
+    layers: int,
+    heads: int,
+    vocab: int,
+    frames: int,
+    device: torch.device,
+    codebooks: int = 1,
+    model_class: Any = AudioTokenTransformer,
 ) -> AudioTokenTransformer:
     torch.manual_seed(0)
     return (
-        AudioTokenTransformer(
-            num_codebooks=1,
+        model_class(
+            num_codebooks=codebooks,
             vocab_size=vocab,
             condition_sizes=CONDITION_SIZES,
             dim=dim,
@@ -61,12 +81,35 @@ def build_model(
     )
 
 
+def import_baseline(tree: str) -> Any:
+    """The ``lightning_cfgrl`` package found in ``tree``, imported as ``lightning_cfgrl_baseline`` (a copy
+    with its self-imports renamed, in a temporary folder), so old and new code run in one process."""
+    source = Path(tree) / "lightning_cfgrl"
+    if not (source / "__init__.py").is_file():
+        raise SystemExit(f"--baseline {tree}: no lightning_cfgrl/__init__.py there")
+    target = Path(tempfile.mkdtemp(prefix="cfgrl_baseline_")) / "lightning_cfgrl_baseline"
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in target.rglob("*.py"):
+        path.write_text(re.sub(r"\blightning_cfgrl\b", "lightning_cfgrl_baseline", path.read_text()))
+    sys.path.insert(0, str(target.parent))
+    package = importlib.import_module("lightning_cfgrl_baseline")
+    for name in ("models", "core.sampling"):
+        importlib.import_module(f"lightning_cfgrl_baseline.{name}")
+    return package
+
+
 def floor_runner(
-    model: AudioTokenTransformer, cond: torch.Tensor, frames: int, guided: bool, device: torch.device
+    model: AudioTokenTransformer,
+    cond: torch.Tensor,
+    frames: int,
+    guided: bool,
+    device: torch.device,
+    sample_fn: Callable[..., torch.Tensor] = sample,
+    config_class: Any = SamplingConfig,
 ) -> Callable[[], None]:
     """The bare loop of incremental forwards on pre-sampled tokens (doubled batch when guided)."""
-    config = SamplingConfig(guidance_scale=GUIDANCE if guided else 1.0)
-    steps = sample(model, cond, frames, config, seed=0)
+    config = config_class(guidance_scale=GUIDANCE if guided else 1.0)
+    steps = sample_fn(model, cond, frames, config, seed=0)
     if guided:
         steps = torch.cat([steps, steps])
         cond = torch.cat([cond, model.null_condition(cond)])
@@ -82,13 +125,19 @@ def floor_runner(
 
 
 def sampler_runner(
-    model: AudioTokenTransformer, cond: torch.Tensor, frames: int, guided: bool, device: torch.device
+    model: AudioTokenTransformer,
+    cond: torch.Tensor,
+    frames: int,
+    guided: bool,
+    device: torch.device,
+    sample_fn: Callable[..., torch.Tensor] = sample,
+    config_class: Any = SamplingConfig,
 ) -> Callable[[], None]:
-    config = SamplingConfig(guidance_scale=GUIDANCE if guided else 1.0)
+    config = config_class(guidance_scale=GUIDANCE if guided else 1.0)
     seed = iter(range(1, 10**9))
 
     def run() -> None:
-        sample(model, cond, frames, config, seed=next(seed))
+        sample_fn(model, cond, frames, config, seed=next(seed))
         synchronize(device)
 
     return run
@@ -180,6 +229,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5, help="timed rounds (after one warm-up round)")
     p.add_argument("--quick", action="store_true", help="64 new tokens, 3 rounds (about 30 s on 2 CPU cores)")
     p.add_argument("--no-hf", action="store_true", help="skip the transformers comparison")
+    p.add_argument(
+        "--codebooks", type=int, default=1, help="K codebooks of the package's model (HF rows need 1)"
+    )
+    p.add_argument(
+        "--baseline",
+        default=None,
+        help="folder holding an older lightning_cfgrl/ to time against, interleaved (see the docstring)",
+    )
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "sampler.json"))
     args = p.parse_args(argv)
     if args.quick:
@@ -194,7 +251,8 @@ def main(argv: list[str] | None = None) -> dict:
     machine = describe_machine(device)
     print(f"machine: {machine}", flush=True)
 
-    model = build_model(args.dim, args.layers, args.heads, args.vocab, args.new_tokens, device)
+    size = (args.dim, args.layers, args.heads, args.vocab, args.new_tokens, device, args.codebooks)
+    model = build_model(*size)
     cond = torch.randint(1, 4, (args.batch, len(CONDITION_SIZES)), device=device)
     runners: dict[str, Callable[[], None]] = {
         "floor": floor_runner(model, cond, args.new_tokens, False, device),
@@ -202,8 +260,38 @@ def main(argv: list[str] | None = None) -> dict:
         "floor_cfg": floor_runner(model, cond, args.new_tokens, True, device),
         "sampler_cfg": sampler_runner(model, cond, args.new_tokens, True, device),
     }
+    baseline_info: dict = {}
+    if args.baseline:
+        old = import_baseline(args.baseline)
+        old_model = build_model(*size, model_class=old.models.AudioTokenTransformer)
+        old_model.load_state_dict(model.state_dict())  # the same weights, whatever the init did
+        old_kw = dict(sample_fn=old.core.sampling.sample, config_class=old.core.sampling.SamplingConfig)
+        same = {}
+        for guided in (False, True):
+            new_steps = sample(
+                model,
+                cond,
+                args.new_tokens,
+                SamplingConfig(guidance_scale=GUIDANCE if guided else 1.0),
+                seed=5,
+            )
+            old_cfg = old.core.sampling.SamplingConfig(guidance_scale=GUIDANCE if guided else 1.0)
+            old_steps = old.core.sampling.sample(old_model, cond, args.new_tokens, old_cfg, seed=5)
+            same["cfg" if guided else "plain"] = bool(torch.equal(new_steps, old_steps))
+        print(f"baseline {args.baseline}: same tokens for the same seed: {same}", flush=True)
+        baseline_info = {"baseline_tree": str(Path(args.baseline).resolve()), "baseline_same_tokens": same}
+        runners["baseline_floor"] = floor_runner(old_model, cond, args.new_tokens, False, device, **old_kw)
+        runners["baseline_sampler"] = sampler_runner(
+            old_model, cond, args.new_tokens, False, device, **old_kw
+        )
+        runners["baseline_floor_cfg"] = floor_runner(old_model, cond, args.new_tokens, True, device, **old_kw)
+        runners["baseline_sampler_cfg"] = sampler_runner(
+            old_model, cond, args.new_tokens, True, device, **old_kw
+        )
     hf_info: dict = {}
-    if not args.no_hf:
+    if args.codebooks != 1 and not args.no_hf:
+        print("skipping the HF comparison: GPT-2 has one token per step (--codebooks 1)", flush=True)
+    elif not args.no_hf:
         try:
             runners["hf_generate"], hf_params, hf_version = hf_runner(args, device, static=False)
             runners["hf_generate_static"], _, _ = hf_runner(args, device, static=True)
@@ -212,8 +300,20 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"skipping the HF comparison: {err} (pip install transformers)", flush=True)
 
     times: dict[str, list[float]] = {name: [] for name in runners}
+    order = list(runners)
+    if args.baseline:  # each run right beside its baseline, so a paired ratio sees the same machine load
+        order = [
+            n
+            for name in order
+            if not name.startswith("baseline_")
+            for n in (name, f"baseline_{name}")
+            if n in runners
+        ]
+        order += [name for name in runners if name not in order]
     for rnd in range(args.repeats + 1):  # round 0 is the warm-up
-        for name, run in runners.items():
+        # odd rounds run in reverse order (ABBA), so a drifting load favours neither side of a pair
+        for name in order if rnd % 2 == 0 else order[::-1]:
+            run = runners[name]
             start = time.perf_counter()
             run()
             seconds = time.perf_counter() - start
@@ -245,6 +345,11 @@ def main(argv: list[str] | None = None) -> dict:
         "overhead_vs_floor": paired("sampler", "floor") - 1,
         "overhead_vs_floor_cfg": paired("sampler_cfg", "floor_cfg") - 1,
     }
+    if "baseline_sampler" in runners:
+        for name in ("floor", "sampler", "floor_cfg", "sampler_cfg"):
+            summary[f"speedup_{name}_vs_baseline"] = paired(f"baseline_{name}", name)
+            # best times: the least disturbed run of each (on a shared machine, steadier than medians)
+            summary[f"speedup_{name}_vs_baseline_best"] = min(times[f"baseline_{name}"]) / min(times[name])
     if "hf_generate" in runners:
         summary["sampler_speedup_vs_hf"] = paired("hf_generate", "sampler")
         summary["sampler_speedup_vs_hf_static"] = paired("hf_generate_static", "sampler")
@@ -258,11 +363,12 @@ def main(argv: list[str] | None = None) -> dict:
             "vocab": args.vocab,
             "batch": args.batch,
             "new_tokens": args.new_tokens,
-            "codebooks": 1,
+            "codebooks": args.codebooks,
             "repeats": args.repeats,
             "guidance_scale": GUIDANCE,
             "package_params": sum(p.numel() for p in model.parameters()),
             **hf_info,
+            **baseline_info,
             "weights": "random init (cost does not depend on the weights)",
             "package_version": lightning_cfgrl.__version__,
         },
@@ -279,7 +385,7 @@ def markdown_table(result: dict) -> str:
     c = result["config"]
     lines = [
         f"Sampler, batch {c['batch']}, {c['new_tokens']} new tokens, dim {c['dim']}, {c['layers']} layers, "
-        f"{c['heads']} heads, V {c['vocab']}, K 1 ({result['machine']['device']}, {result['machine']['torch_threads']} threads)",
+        f"{c['heads']} heads, V {c['vocab']}, K {c['codebooks']} ({result['machine']['device']}, {result['machine']['torch_threads']} threads)",
         "",
         "| run | median s | ms / step | tokens/s |",
         "|---|---:|---:|---:|",
@@ -294,6 +400,18 @@ def markdown_table(result: dict) -> str:
         f"- sampler overhead over its floor: {100 * s['overhead_vs_floor']:+.1f} % (plain), "
         f"{100 * s['overhead_vs_floor_cfg']:+.1f} % (CFG, guidance {c['guidance_scale']:g})",
     ]
+    if "speedup_sampler_vs_baseline" in s:
+        lines.append(
+            f"- speed-up over the baseline tree (baseline time / this tree's time, median of paired rounds): "
+            f"floor {s['speedup_floor_vs_baseline']:.3f}x, sampler {s['speedup_sampler_vs_baseline']:.3f}x, "
+            f"floor CFG {s['speedup_floor_cfg_vs_baseline']:.3f}x, sampler CFG {s['speedup_sampler_cfg_vs_baseline']:.3f}x; "
+            f"same tokens: {c['baseline_same_tokens']}"
+        )
+        lines.append(
+            f"- best time over best time: floor {s['speedup_floor_vs_baseline_best']:.3f}x, sampler "
+            f"{s['speedup_sampler_vs_baseline_best']:.3f}x, floor CFG {s['speedup_floor_cfg_vs_baseline_best']:.3f}x, "
+            f"sampler CFG {s['speedup_sampler_cfg_vs_baseline_best']:.3f}x"
+        )
     if "sampler_speedup_vs_hf" in s:
         lines.append(
             f"- HF generate time / sampler time: {s['sampler_speedup_vs_hf']:.2f}x (dynamic cache), "

@@ -2,6 +2,9 @@
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,7 +57,8 @@ def test_inference_cost_records_both_modes(tmp_path):
     saved = json.loads(out.read_text())
     assert saved["machine"]["torch_version"] and saved["machine"]["cpu_model"]
     keys = {(r["mode"], r["batch"], r["new_tokens"]) for r in saved["records"]}
-    assert keys == {(m, b, 4) for m in ("cfg", "distilled") for b in (1, 2)}
+    assert keys == {(m, b, 4) for m in ("cfg", "distilled", "floor", "floor_2b") for b in (1, 2)}
+    assert all(r["floor_ratio_2b_over_b"] > 0 for r in saved["ratios"])
     assert {"tokens_per_s", "latency_s", "peak_mem_mb"} <= set(saved["records"][0])
     assert len(result["ratios"]) == 2
 
@@ -87,6 +91,54 @@ def test_sampler_reports_overhead_against_floor(tmp_path):
     saved = json.loads(out.read_text())
     assert {r["name"] for r in saved["records"]} == {"floor", "sampler", "floor_cfg", "sampler_cfg"}
     assert "overhead_vs_floor" in saved["summary"]
+
+
+def test_sampler_times_a_baseline_tree_and_checks_its_tokens(tmp_path):
+    out = tmp_path / "sampler.json"
+    tiny = ["--no-hf", "--threads", "1", "--dim", "16", "--layers", "1", "--heads", "2", "--vocab", "8"]
+    tree = str(BENCHMARKS.parent)  # this tree as its own baseline: same tokens by construction
+    load("sampler").main(
+        [*tiny, "--codebooks", "2", "--batch", "2", "--new-tokens", "4", "--repeats", "1"]
+        + ["--baseline", tree, "--out", str(out)]
+    )
+    saved = json.loads(out.read_text())
+    assert {r["name"] for r in saved["records"]} >= {"baseline_sampler", "baseline_floor_cfg"}
+    assert saved["config"]["baseline_same_tokens"] == {"plain": True, "cfg": True}
+    assert saved["summary"]["speedup_sampler_vs_baseline"] > 0
+
+
+def test_vs_trl_runs_both_trainers(tmp_path):
+    pytest.importorskip("trl")
+    pytest.importorskip("datasets")
+    out = tmp_path / "vs_trl.json"
+    args = ["--threads", "1", "--dim", "16", "--layers", "1", "--heads", "2", "--vocab", "16", "--batch", "2"]
+    args += ["--prompt", "2", "--completion", "4", "--steps", "2", "--rounds", "1"]
+    # a subprocess: importing TRL here may hide a torchaudio that cannot load (sys.modules), which
+    # would leak into later tests that import encodec
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(BENCHMARKS.parent), os.environ.get("PYTHONPATH", "")]),
+    }
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "vs_trl.py"),
+            *args,
+            "--tmp",
+            str(tmp_path / "trl"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    saved = json.loads(out.read_text())
+    assert [r["name"] for r in saved["records"]] == ["trl_gkd", "trl_gkd_defaults", "cfgrl_g1", "cfgrl_g3"]
+    assert saved["config"]["trl_version"] and saved["machine"]["load_average_1_5_15"] is not None
+    assert all(0 <= r["generation_share"] <= 1 and r["trained_tokens_per_s"] > 0 for r in saved["records"])
 
 
 @pytest.mark.filterwarnings("ignore")

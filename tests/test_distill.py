@@ -176,3 +176,22 @@ def test_non_finite_loss_stops_the_run_naming_step_and_term(pretrained_base, dom
     assert last["global_step"] == 2  # the checkpoint of the last good step is intact and loadable
     weights = {k.removeprefix("generator."): v for k, v in last["state_dict"].items()}
     assert all(torch.equal(weights[k], v) for k, v in module.generator.state_dict().items())
+
+
+@pytest.mark.parametrize("scale", [0.0, 1.0])
+def test_guidance_zero_or_one_runs_one_teacher_pass(scale):
+    """At g = 1 (or 0) CFG returns the conditional (unconditional) logits exactly: the teacher runs only
+    that half, a batch of N instead of 2N, with the same logits as the two-pass mix (up to float
+    rounding of a different batch size)."""
+    torch.manual_seed(0)
+    module = CFGRLModule(AudioTokenTransformer(**BASE_ARGS), num_frames=8)
+    callback = CFGDistillCallback(guidance_scale=scale)
+    callback.setup(None, module, "fit")
+    condition = torch.tensor([[1, 2, 3], [4, 1, 2], [2, 2, 1]])
+    batch = _rollout_batch(module, condition)
+    batches = []
+    callback.teacher.register_forward_hook(lambda m, args, out: batches.append(args[0].shape[0]))
+    one_pass = callback.teacher_logits(batch)
+    assert batches == [batch.steps.shape[0]]
+    cond, uncond = callback.teacher_forward(batch.steps, batch.condition)
+    torch.testing.assert_close(one_pass, uncond if scale == 0.0 else cond, rtol=1e-5, atol=1e-5)

@@ -23,7 +23,7 @@ from lightning_cfgrl.core.condition import (
 )
 from lightning_cfgrl.core.controls import cat_controls, check_controls, controls_kwargs, expand_controls
 from lightning_cfgrl.core.generator import TokenGenerator, check_logits, pad_id
-from lightning_cfgrl.core.guidance import cfg_logits, check_guidance_scale
+from lightning_cfgrl.core.guidance import cfg_mixer, check_guidance_scale
 
 # Below the smallest normal float32, 1 / temperature overflows and the temperature itself rounds to a
 # subnormal or zero in float32 arithmetic; such a temperature is greedy decoding in all but name.
@@ -168,13 +168,14 @@ def sample(
     )
     flat_inputs = inputs.view(-1, k, num_steps)
     cache = generator.new_cache(flat_inputs.shape[0], num_steps) if use_cache else None
+    mix = cfg_mixer(config.guidance_scale)  # the scale validated once, not at every step
     for s in range(num_steps):
         logits = generator(flat_inputs[:, :, : s + 1], condition, cache=cache, **extra)
         if s == 0:  # the contract, once: [B(x2), K, 1, V] whether or not the generator caches
             check_logits(logits, generator, flat_inputs.shape[0], 1)
         logits = logits[:, :, -1]  # [B(x2), K, V]
         if guided:
-            logits = cfg_logits(logits[:batch], logits[batch:], config.guidance_scale)
+            logits = mix(logits[:batch], logits[batch:])
         uniforms = torch.rand(batch, k, generator=rng, device=device)
         ids = _draw(process_logits(logits, config), uniforms)
         inputs[:, :, :, s] = ids if all_valid[s] else torch.where(valid[:, s], ids, pad)

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -31,7 +30,10 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor, cache: KVCache | None, layer: int) -> Tensor:
-        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+        # "b n (three h d) -> three b h n d" as a view + permute (an einops call costs ~10 us per step)
+        qkv = self.qkv(x)
+        b, n, width = qkv.shape
+        q, k, v = qkv.view(b, n, 3, self.num_heads, width // (3 * self.num_heads)).permute(2, 0, 3, 1, 4)
         past = 0
         if cache is not None:
             past = cache.length
@@ -44,7 +46,7 @@ class SelfAttention(nn.Module):
         else:  # several new positions after a cached prefix: causal mask offset by `past`
             mask = torch.ones(n_new, n_all, dtype=torch.bool, device=x.device).tril(diagonal=past)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.proj(rearrange(out, "b h n d -> b n (h d)"))
+        return self.proj(out.transpose(1, 2).reshape(b, n, width // 3))  # "b h n d -> b n (h d)"
 
 
 class Block(nn.Module):
@@ -57,8 +59,92 @@ class Block(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, cache: KVCache | None, layer: int) -> Tensor:
-        x = x + self.dropout(self.attn(self.norm1(x), cache, layer))
-        return x + self.dropout(self.mlp(self.norm2(x)))
+        # dropout is the identity in eval and at p = 0 (no random numbers drawn): skip the module call
+        # then, which is what a decode step sees. `p` is read at call time (disable_dropout sets it).
+        if self.training and self.dropout.p > 0:
+            x = x + self.dropout(self.attn(self.norm1(x), cache, layer))
+            return x + self.dropout(self.mlp(self.norm2(x)))
+        x = x + self.attn(self.norm1(x), cache, layer)
+        return x + self.mlp(self.norm2(x))
+
+
+class CodebookEmbedding(nn.Module):
+    """K token embeddings ``[V + 1, D]`` stored as one table ``[K * (V + 1), D]``: one lookup per forward
+    instead of one per codebook, then the K vectors of a position summed (in codebook order, the same
+    float sums as K separate lookups added one after another).
+
+    The state dict keeps the per-codebook layout of a ``ModuleList`` of ``nn.Embedding``
+    (``{prefix}{k}.weight``, ``[V + 1, D]`` each, copies of the table's rows), so checkpoints written before or
+    after this module existed load both ways and merge with each other; ``{prefix}weight`` (the whole
+    table) is accepted on load too.
+    """
+
+    def __init__(self, num_codebooks: int, num_embeddings: int, dim: int) -> None:
+        super().__init__()
+        self.num_codebooks = num_codebooks
+        self.num_embeddings = num_embeddings
+        self.weight = nn.Parameter(torch.empty(num_codebooks * num_embeddings, dim))
+        self.register_buffer(
+            "offsets", torch.arange(num_codebooks)[:, None] * num_embeddings, persistent=False
+        )  # [K, 1]
+        self.reset_parameters()
+        self.register_load_state_dict_pre_hook(CodebookEmbedding._join_state_dict)
+
+    def reset_parameters(self, std: float = 1.0) -> None:
+        """Normal init codebook by codebook: the same random draws as K ``nn.Embedding`` in sequence."""
+        with torch.no_grad():
+            for table in self.weight.split(self.num_embeddings):
+                nn.init.normal_(table, std=std)
+
+    def codebook(self, k: int) -> Tensor:
+        """Codebook k's table ``[V + 1, D]`` (a view)."""
+        return self.weight[k * self.num_embeddings : (k + 1) * self.num_embeddings]
+
+    def forward(self, ids: Tensor) -> Tensor:
+        """``ids [B, K, n]`` -> ``[B, n, D]``, the sum over codebooks of each codebook's embedding."""
+        vectors = F.embedding(ids + self.offsets, self.weight)  # [B, K, n, D]
+        return vectors.sum(1) if self.num_codebooks > 1 else vectors[:, 0]
+
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        # overridden rather than hooked, so every writer of a module's own entries (state_dict(), and
+        # code that calls _save_to_state_dict directly, e.g. the LoRA merge) sees the per-codebook keys.
+        # Copies, so a saved checkpoint has the same bytes as one written with K nn.Embedding; with
+        # keep_vars the live views of the table.
+        table = self.weight if keep_vars else self.weight.detach()
+        for k, part in enumerate(table.split(self.num_embeddings)):
+            destination[f"{prefix}{k}.weight"] = part if keep_vars else part.clone()
+
+    @staticmethod
+    def _join_state_dict(
+        module: CodebookEmbedding,
+        state_dict: dict,
+        prefix: str,
+        local_metadata: dict,
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        """Per-codebook keys -> the joined table, reporting missing keys and size mismatches under the
+        per-codebook names, exactly as the ``ModuleList`` of ``nn.Embedding`` did."""
+        keys = [f"{prefix}{k}.weight" for k in range(module.num_codebooks)]
+        if prefix + "weight" in state_dict or not any(key in state_dict for key in keys):
+            return  # the joined layout, or nothing for this module (the usual missing-key report)
+        expected = torch.Size((module.num_embeddings, module.weight.shape[1]))
+        joined = module.weight.detach().clone()  # a codebook that cannot be loaded keeps its values
+        for k, key in enumerate(keys):
+            if key not in state_dict:
+                missing_keys.append(key)
+                continue
+            table = state_dict.pop(key)
+            if table.shape != expected:
+                error_msgs.append(
+                    f"size mismatch for {key}: copying a param with shape {table.shape} from checkpoint, "
+                    f"the shape in current model is {expected}."
+                )
+                continue
+            joined[k * module.num_embeddings : (k + 1) * module.num_embeddings] = table
+        state_dict[prefix + "weight"] = joined
 
 
 class AudioTokenTransformer(nn.Module):
@@ -121,7 +207,7 @@ class AudioTokenTransformer(nn.Module):
         self.num_heads = num_heads
         num_slots = len(self.condition_sizes)
 
-        self.token_emb = nn.ModuleList(nn.Embedding(vocab_size + 1, dim) for _ in range(num_codebooks))
+        self.token_emb = CodebookEmbedding(num_codebooks, vocab_size + 1, dim)
         self.cond_emb = nn.ModuleList(nn.Embedding(n + 1, dim) for n in self.condition_sizes)
         self.pos_emb = nn.Embedding(num_slots + self.max_steps, dim)
         self.blocks = nn.ModuleList(Block(dim, num_heads, dropout) for _ in range(num_layers))
@@ -136,6 +222,8 @@ class AudioTokenTransformer(nn.Module):
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, CodebookEmbedding):
+            module.reset_parameters(std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
@@ -185,9 +273,7 @@ class AudioTokenTransformer(nn.Module):
             shifted = F.pad(steps[:, :, :-1], (1, 0), value=self.vocab_size)
         else:
             shifted = steps[:, :, start - 1 : -1]
-        x = self.token_emb[0](shifted[:, 0])  # [B, n, D]
-        for k in range(1, self.num_codebooks):
-            x = x + self.token_emb[k](shifted[:, k])
+        x = self.token_emb(shifted)  # [B, n, D]: one lookup for all codebooks
         num_slots = len(self.condition_sizes)
         if start == 0:
             prefix = torch.stack([emb(condition[:, a]) for a, emb in enumerate(self.cond_emb)], dim=1)
@@ -217,7 +303,8 @@ class AudioTokenTransformer(nn.Module):
         if start == 0:
             x = x[:, num_slots:]
         logits = self.heads(self.norm(x))
-        return rearrange(logits, "b s (k v) -> b k s v", k=self.num_codebooks)
+        b, n = logits.shape[0], logits.shape[1]
+        return logits.view(b, n, self.num_codebooks, self.vocab_size).transpose(1, 2)  # b s (k v) -> b k s v
 
     def _check_condition(self, condition: Tensor) -> None:
         if (

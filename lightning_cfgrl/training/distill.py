@@ -239,8 +239,23 @@ class CFGDistillCallback(ObjectiveCallback):
         return out
 
     def _mixed_chunk(self, steps: Tensor, condition: Condition, scale: Tensor | None) -> Tensor:
+        if scale is None and self.guidance_scale in (0.0, 1.0):
+            # cfg_logits would return one half exactly: run only that half (half the teacher's work)
+            if self.guidance_scale == 0.0:
+                condition = self.teacher.null_condition(condition)
+            return self._teacher_logits(steps, condition)
         cond, uncond = self.teacher_forward(steps, condition)
         return cfg_logits(cond, uncond, self.guidance_scale if scale is None else scale)
+
+    def _teacher_logits(self, steps: Tensor, condition: Condition) -> Tensor:
+        """The teacher's float32 logits ``[B, K, S, V]`` (in ``teacher_dtype`` inside)."""
+        precision = (
+            torch.autocast(steps.device.type, dtype=self.teacher_dtype)
+            if self.teacher_dtype not in (None, torch.float32)
+            else contextlib.nullcontext()
+        )
+        with precision:
+            return self.teacher(steps, condition).float()
 
     def rollout_controls(
         self, pl_module: CFGRLModule, num_prompts: int, group_size: int, rng: torch.Generator | None
@@ -253,13 +268,7 @@ class CFGDistillCallback(ObjectiveCallback):
     def teacher_forward(self, steps: Tensor, condition: Condition) -> tuple[Tensor, Tensor]:
         """The teacher's float32 (cond, uncond) logits ``[B, K, S, V]`` each, from one batched forward."""
         condition = cat_conditions(condition, self.teacher.null_condition(condition))
-        precision = (
-            torch.autocast(steps.device.type, dtype=self.teacher_dtype)
-            if self.teacher_dtype not in (None, torch.float32)
-            else contextlib.nullcontext()
-        )
-        with precision:
-            logits = self.teacher(torch.cat([steps, steps]), condition).float()
+        logits = self._teacher_logits(torch.cat([steps, steps]), condition)
         cond, uncond = rearrange(logits, "(two n) k s v -> two n k s v", two=2)
         return cond, uncond
 
