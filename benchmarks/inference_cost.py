@@ -40,7 +40,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import PeakMemory, describe_machine, resolve_device, save_result, set_threads, synchronize  # noqa: E402
+from machine import (  # noqa: E402
+    PeakMemory,
+    add_device_args,
+    describe_machine,
+    resolve_device,
+    save_result,
+    set_threads,
+    synchronize,
+)
 
 CONDITION_SIZES = (8, 8, 4)
 GUIDANCE = 3.0
@@ -161,8 +169,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    add_device_args(p)
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="64 and 256 frames")
     size.add_argument("--full", action="store_true", help="dim 512, 6 layers, 8 heads, 3 repeats")

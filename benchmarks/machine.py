@@ -17,12 +17,27 @@ each configuration in its own subprocess. ``tracemalloc`` does not see torch's a
 
 from __future__ import annotations
 
+import argparse
 import resource
 from typing import Any
 
 import torch
 
 from lightning_cfgrl.eval.machine import cpu_model, describe_machine  # noqa: F401  (one home)
+
+
+def add_device_args(parser: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--threads``, as every benchmark takes them."""
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+
+
+def add_model_shape_args(parser: argparse.ArgumentParser) -> None:
+    """The GPT-style model shape shared by the decode benchmarks (``sampler.py``, ``vs_trl.py``)."""
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--vocab", type=int, default=1024)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -45,7 +45,15 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe_machine, resolve_device, save_result, set_threads, synchronize  # noqa: E402
+from machine import (  # noqa: E402
+    add_device_args,
+    add_model_shape_args,
+    describe_machine,
+    resolve_device,
+    save_result,
+    set_threads,
+    synchronize,
+)
 
 import lightning_cfgrl  # noqa: E402
 from lightning_cfgrl.core.sampling import SamplingConfig, sample  # noqa: E402
@@ -218,12 +226,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--dim", type=int, default=256)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--vocab", type=int, default=1024)
+    add_device_args(p)
+    add_model_shape_args(p)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--new-tokens", type=int, default=256)
     p.add_argument("--repeats", type=int, default=5, help="timed rounds (after one warm-up round)")

@@ -43,7 +43,15 @@ from typing import Any, TypeVar
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import PeakMemory, describe_machine, resolve_device, save_result, set_threads, synchronize  # noqa: E402
+from machine import (  # noqa: E402
+    PeakMemory,
+    add_device_args,
+    describe_machine,
+    resolve_device,
+    save_result,
+    set_threads,
+    synchronize,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = REPO / "examples" / "configs" / "distill.yaml"
@@ -295,8 +303,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    add_device_args(p)
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="lengths 64/128, sizes S/M, 1 repeat")
     size.add_argument("--full", action="store_true", help="length sweep on the M model, 3 repeats")

@@ -47,7 +47,16 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import PeakMemory, describe_machine, resolve_device, save_result, set_threads, synchronize  # noqa: E402
+from machine import (  # noqa: E402
+    PeakMemory,
+    add_device_args,
+    add_model_shape_args,
+    describe_machine,
+    resolve_device,
+    save_result,
+    set_threads,
+    synchronize,
+)
 from sampler import _import_gpt2  # noqa: E402  (transformers without a broken torchaudio)
 
 import lightning_cfgrl  # noqa: E402
@@ -239,12 +248,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--dim", type=int, default=256)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--vocab", type=int, default=1024)
+    add_device_args(p)
+    add_model_shape_args(p)
     p.add_argument("--batch", type=int, default=16, help="N prompts per step, one completion each")
     p.add_argument("--prompt", type=int, default=4, help="P prompt tokens (the package: P condition slots)")
     p.add_argument("--slot-values", type=int, default=16, help="values per condition slot (package)")
