@@ -124,25 +124,33 @@ def test_shipped_configs_are_the_recipe_defaults(name: str) -> None:
     assert given.get("shuffle_rewards", False) == (name == "distill_placebo.yaml")
 
 
-# Calibrated over training seeds 0-3 (python -c "from tests.test_recipe import calibrate; calibrate()"):
-# the thresholds sit well inside every value measured (see the comment of each assertion).
+# Calibrated over training seeds 0-3 (python -c "from tests.test_recipe import calibrate; calibrate()"),
+# AMD EPYC, 1 thread; every threshold sits well below the smallest value measured (margins at about half):
+#   music: fraction 0.904 / 0.900 / 0.916 / 0.924, margin 0.005 / 0.011 / 0.026 / 0.036,
+#          reward_margin 0.058 / 0.063 / 0.063 / 0.098
+#   hmm:   fraction 1.019 / 1.503 / 1.061 / 1.116, margin 0.047 / 0.041 / 0.061 / 0.034,
+#          reward_margin 0.084 / 0.110 / 0.087 / 0.081
+# (domain B's short base leaves CFG g=3 little gain over chance, so its fraction is noisy and can pass 1).
+# Domain A's bigram margin over the placebo is not asserted: at this short budget it is 0.005-0.036 over
+# the seeds, too close to 0 for a test that must not sit at the edge; the full-length recipe shows it
+# beyond 2 SE over 3 training seeds (README, "The recipe"), and the reward embedder's margin is asserted.
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["music", "hmm"])
 def test_short_recipe_closes_the_cfg_gap_and_beats_its_placebo(name, one_thread) -> None:
     measured = run_short_recipe(name, seed=0)
     print(name, measured)
-    assert measured["fraction"] > THRESHOLDS[name]["fraction"], measured
-    assert measured["margin"] > THRESHOLDS[name]["margin"], measured
-    assert measured["reward_margin"] > THRESHOLDS[name]["reward_margin"], measured
+    for key, threshold in THRESHOLDS[name].items():
+        assert measured[key] > threshold, (key, measured)
 
 
 THRESHOLDS = {
-    "music": dict(fraction=0.0, margin=0.0, reward_margin=0.0),
-    "hmm": dict(fraction=0.0, margin=0.0, reward_margin=0.0),
+    "music": dict(fraction=0.8, reward_margin=0.025),
+    "hmm": dict(fraction=0.8, margin=0.015, reward_margin=0.04),
 }
 
 
 def calibrate(seeds=(0, 1, 2, 3)) -> None:
+    """Print the short recipe's numbers over training seeds, on both domains (sets THRESHOLDS)."""
     torch.set_num_threads(1)
     for name in SHORT:
         base = short_base_and_embedder(name)
