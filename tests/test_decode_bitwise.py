@@ -168,26 +168,28 @@ def test_cfg_mixer_equals_the_written_formula_in_float64():
         cfg_mixer(-1.0)
 
 
-def test_state_dict_keeps_the_per_codebook_layout():
+def _per_codebook(state: dict, num_codebooks: int) -> dict:
+    """The layout every checkpoint had before ``CodebookEmbedding``: ``token_emb.{k}.weight``."""
+    out = {k: v.clone() for k, v in state.items() if k != "token_emb.weight"}
+    for k, part in enumerate(state["token_emb.weight"].chunk(num_codebooks)):
+        out[f"token_emb.{k}.weight"] = part.clone()
+    return out
+
+
+def test_state_dict_names_the_real_parameter_and_earlier_checkpoints_load():
     torch.manual_seed(0)
     model = AudioTokenTransformer(num_codebooks=3, vocab_size=16)
     state = model.state_dict()
-    assert [k for k in state if k.startswith("token_emb.")] == [f"token_emb.{k}.weight" for k in range(3)]
-    assert all(state[f"token_emb.{k}.weight"].shape == (17, 64) for k in range(3))
-    # a checkpoint in that layout (every checkpoint so far) loads, strictly, and so does the joined table
+    # every key names an attribute (torch.distributed.checkpoint resolves them for FSDP checkpoints)
+    assert [k for k in state if k.startswith("token_emb.")] == ["token_emb.weight"]
+    assert all(model.get_parameter(k) is not None for k in state if k.endswith("weight"))
+    # a checkpoint in the earlier per-codebook layout loads, strictly, into the same table
+    old = _per_codebook(state, 3)
     other = AudioTokenTransformer(num_codebooks=3, vocab_size=16)
-    other.load_state_dict({k: v.clone() for k, v in state.items()})
+    other.load_state_dict(old)
     assert torch.equal(other.token_emb.weight, model.token_emb.weight)
-    joined = {k: v for k, v in state.items() if not k.startswith("token_emb.")}
-    joined["token_emb.weight"] = torch.zeros(51, 64)
-    other.load_state_dict(joined)
-    assert not other.token_emb.weight.any()
-    # direct writers of a module's own entries (the LoRA merge) see the same keys
-    found: dict = {}
-    model.token_emb._save_to_state_dict(found, "token_emb.", False)
-    assert list(found) == [f"token_emb.{k}.weight" for k in range(3)]
     # a missing codebook is reported by its own key and keeps its values; the others load
-    partial = {k: v.clone() for k, v in state.items() if k != "token_emb.1.weight"}
+    partial = {k: v for k, v in old.items() if k != "token_emb.1.weight"}
     fresh = AudioTokenTransformer(num_codebooks=3, vocab_size=16)
     before = fresh.token_emb.codebook(1).clone()
     result = fresh.load_state_dict(partial, strict=False)
@@ -196,7 +198,7 @@ def test_state_dict_keeps_the_per_codebook_layout():
     assert torch.equal(fresh.token_emb.codebook(2), model.token_emb.codebook(2))
     # a size mismatch names the per-codebook key, as with nn.Embedding
     with pytest.raises(RuntimeError, match=r"size mismatch for token_emb\.0\.weight"):
-        AudioTokenTransformer(num_codebooks=3, vocab_size=16, dim=32).load_state_dict(state)
+        AudioTokenTransformer(num_codebooks=3, vocab_size=16, dim=32).load_state_dict(old)
 
 
 def test_init_draws_as_separate_embeddings():

@@ -73,10 +73,10 @@ class CodebookEmbedding(nn.Module):
     instead of one per codebook, then the K vectors of a position summed (in codebook order, the same
     float sums as K separate lookups added one after another).
 
-    The state dict keeps the per-codebook layout of a ``ModuleList`` of ``nn.Embedding``
-    (``{prefix}{k}.weight``, ``[V + 1, D]`` each, copies of the table's rows), so checkpoints written before or
-    after this module existed load both ways and merge with each other; ``{prefix}weight`` (the whole
-    table) is accepted on load too.
+    The state dict holds the real parameter, ``{prefix}weight`` (the whole table): its keys must name
+    attributes, which ``torch.distributed.checkpoint`` (FSDP / ModelParallel checkpoints) resolves one by
+    one. Checkpoints written with the earlier ``ModuleList`` of ``nn.Embedding`` (``{prefix}{k}.weight``,
+    ``[V + 1, D]`` each) still load: the per-codebook tables are joined on load.
     """
 
     def __init__(self, num_codebooks: int, num_embeddings: int, dim: int) -> None:
@@ -105,15 +105,6 @@ class CodebookEmbedding(nn.Module):
         vectors = F.embedding(ids + self.offsets, self.weight)  # [B, K, n, D]
         return vectors.sum(1) if self.num_codebooks > 1 else vectors[:, 0]
 
-    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
-        # overridden rather than hooked, so every writer of a module's own entries (state_dict(), and
-        # code that calls _save_to_state_dict directly, e.g. the LoRA merge) sees the per-codebook keys.
-        # Copies, so a saved checkpoint has the same bytes as one written with K nn.Embedding; with
-        # keep_vars the live views of the table.
-        table = self.weight if keep_vars else self.weight.detach()
-        for k, part in enumerate(table.split(self.num_embeddings)):
-            destination[f"{prefix}{k}.weight"] = part if keep_vars else part.clone()
-
     @staticmethod
     def _join_state_dict(
         module: CodebookEmbedding,
@@ -125,8 +116,8 @@ class CodebookEmbedding(nn.Module):
         unexpected_keys: list[str],
         error_msgs: list[str],
     ) -> None:
-        """Per-codebook keys -> the joined table, reporting missing keys and size mismatches under the
-        per-codebook names, exactly as the ``ModuleList`` of ``nn.Embedding`` did."""
+        """Per-codebook keys (an earlier checkpoint) -> the joined table, reporting missing keys and size
+        mismatches under the per-codebook names, exactly as the ``ModuleList`` of ``nn.Embedding`` did."""
         keys = [f"{prefix}{k}.weight" for k in range(module.num_codebooks)]
         if prefix + "weight" in state_dict or not any(key in state_dict for key in keys):
             return  # the joined layout, or nothing for this module (the usual missing-key report)
