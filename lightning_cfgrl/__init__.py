@@ -5,40 +5,60 @@ Nothing here imports torchaudio (or encodec at import time), so the package impo
 torchaudio cannot be loaded.
 """
 
+import importlib
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
-
-from lightning_cfgrl.callbacks import AudioSampleLogger, ModelMergeCallback, RunCheckpoint
-from lightning_cfgrl.core import (
-    Condition,
-    DelayPattern,
-    ModuleAdapter,
-    SamplingConfig,
-    TokenGenerator,
-    cfg_logits,
-    forward_kl,
-    generalized_jsd,
-    reverse_kl,
-    sample,
-    token_divergence,
-)
-from lightning_cfgrl.eval import Scorer
-from lightning_cfgrl.io import AtomicCheckpointIO, load_generator
-from lightning_cfgrl.merging import merge_state_dicts
-from lightning_cfgrl.training import (
-    CFGDistillCallback,
-    CFGRLModule,
-    DiversityRewardCallback,
-    ObjectiveCallback,
-    PretrainModule,
-    PromptDataModule,
-    RolloutBatch,
-)
+from typing import Any
 
 try:
     __version__ = _version("lightning-cfgrl")
 except PackageNotFoundError:  # imported from a source tree that was never installed
     __version__ = "0+unknown"
+
+# Each public name's home. Resolved on first access (PEP 562), so `import lightning_cfgrl.core` (or
+# `.models`) stays plain torch: importing a subpackage runs this file, and eager imports here would pull
+# in Lightning with it.
+_HOMES = {
+    "AudioSampleLogger": "lightning_cfgrl.callbacks",
+    "ModelMergeCallback": "lightning_cfgrl.callbacks",
+    "RunCheckpoint": "lightning_cfgrl.callbacks",
+    "Condition": "lightning_cfgrl.core",
+    "DelayPattern": "lightning_cfgrl.core",
+    "ModuleAdapter": "lightning_cfgrl.core",
+    "SamplingConfig": "lightning_cfgrl.core",
+    "TokenGenerator": "lightning_cfgrl.core",
+    "cfg_logits": "lightning_cfgrl.core",
+    "forward_kl": "lightning_cfgrl.core",
+    "generalized_jsd": "lightning_cfgrl.core",
+    "reverse_kl": "lightning_cfgrl.core",
+    "sample": "lightning_cfgrl.core",
+    "token_divergence": "lightning_cfgrl.core",
+    "Scorer": "lightning_cfgrl.eval",
+    "AtomicCheckpointIO": "lightning_cfgrl.io",
+    "load_generator": "lightning_cfgrl.io",
+    "merge_state_dicts": "lightning_cfgrl.merging",
+    "CFGDistillCallback": "lightning_cfgrl.training",
+    "CFGRLModule": "lightning_cfgrl.training",
+    "DiversityRewardCallback": "lightning_cfgrl.training",
+    "ObjectiveCallback": "lightning_cfgrl.training",
+    "PretrainModule": "lightning_cfgrl.training",
+    "PromptDataModule": "lightning_cfgrl.training",
+    "RolloutBatch": "lightning_cfgrl.training",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'lightning_cfgrl' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later accesses skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
+
 
 __all__ = [
     "AtomicCheckpointIO",

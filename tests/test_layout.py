@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import lightning_cfgrl
 
-CORE = Path(lightning_cfgrl.__file__).parent / "core"
+PACKAGE = Path(lightning_cfgrl.__file__).parent
+CORE = PACKAGE / "core"
 ALLOWED_THIRD_PARTY = {"torch", "einops"}
 
 
@@ -58,3 +62,26 @@ def test_public_names_are_importable_from_the_top_level():
         "merge_state_dicts",
     }
     assert expected <= set(lightning_cfgrl.__all__), expected - set(lightning_cfgrl.__all__)
+
+
+SUBPACKAGES = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists())
+
+
+def _fresh_import(module: str) -> set[str]:
+    """The modules loaded by ``import module`` in a fresh interpreter."""
+    code = f"import sys, {module}; print(' '.join(sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return set(done.stdout.split())
+
+
+def test_importing_core_does_not_load_lightning():
+    # importing a subpackage runs lightning_cfgrl/__init__.py first: it must not pull Lightning in
+    assert not {m for m in _fresh_import("lightning_cfgrl.core") if m.split(".")[0] == "lightning"}
+
+
+@pytest.mark.slow  # a fresh interpreter per subpackage (~10 s each)
+@pytest.mark.parametrize("subpackage", SUBPACKAGES)
+def test_each_subpackage_imports_on_its_own(subpackage):
+    # no import cycle that only an import order elsewhere hides
+    assert f"lightning_cfgrl.{subpackage}" in _fresh_import(f"lightning_cfgrl.{subpackage}")
