@@ -21,11 +21,17 @@ they are skipped.
   tar -x -C DIR``), imported under another name, its model loaded with the same weights. Reports the
   speed-up of the current tree over it and checks that both sample the same tokens for the same seed.
 
+* **Compiled** (``--compile``): ``sample(..., compile=True)``, the model's static-shape ``decode_step``
+  (a preallocated cache attended over its whole length with a mask) traced once by ``torch.compile``,
+  plain and CFG. Reports its speed-up over the eager sampler and over the eager floor, the compile time
+  (the first call less one run) and the break-even number of sampled tokens (compile time / time saved
+  per token), and checks that it samples the eager path's tokens for the same seed.
+
 ``--codebooks K`` (default 1) runs the package's model with K codebooks and the delay pattern (then
 there are no HF rows: GPT-2 has one token per step).
 
     python benchmarks/sampler.py [--quick] [--device cpu|cuda] [--threads N] [--new-tokens 256]
-        [--codebooks K] [--baseline DIR]
+        [--codebooks K] [--baseline DIR] [--compile]
 """
 
 from __future__ import annotations
@@ -140,15 +146,47 @@ def sampler_runner(
     device: torch.device,
     sample_fn: Callable[..., torch.Tensor] = sample,
     config_class: Any = SamplingConfig,
+    compiled: bool = False,
 ) -> Callable[[], None]:
     config = config_class(guidance_scale=GUIDANCE if guided else 1.0)
     seed = iter(range(1, 10**9))
+    extra = {"compile": True} if compiled else {}
 
     def run() -> None:
-        sample_fn(model, cond, frames, config, seed=next(seed))
+        sample_fn(model, cond, frames, config, seed=next(seed), **extra)
         synchronize(device)
 
     return run
+
+
+def compile_runners(
+    runners: dict[str, Callable[[], None]],
+    model: AudioTokenTransformer,
+    cond: torch.Tensor,
+    args: argparse.Namespace,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Add the compiled sampler (plain and CFG) to ``runners``; time each first call (the trace and
+    compile, plus one run) and check it samples the eager path's tokens for the same seed."""
+    info: dict[str, Any] = {}
+    for guided, suffix in ((False, ""), (True, "_cfg")):
+        config = SamplingConfig(guidance_scale=GUIDANCE if guided else 1.0)
+        start = time.perf_counter()
+        compiled = sample(model, cond, args.new_tokens, config, seed=5, compile=True)
+        synchronize(device)
+        info[f"compile_s{suffix}"] = time.perf_counter() - start
+        info[f"same_tokens_compiled{suffix}"] = bool(
+            torch.equal(compiled, sample(model, cond, args.new_tokens, config, seed=5))
+        )
+        print(
+            f"compiled{suffix}: first call {info[f'compile_s{suffix}']:.1f} s, same tokens as eager: "
+            f"{info[f'same_tokens_compiled{suffix}']}",
+            flush=True,
+        )
+        runners[f"sampler_compiled{suffix}"] = sampler_runner(
+            model, cond, args.new_tokens, guided, device, compiled=True
+        )
+    return info
 
 
 def _import_gpt2() -> tuple[Any, Any, str]:
@@ -241,6 +279,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="folder holding an older lightning_cfgrl/ to time against, interleaved (see the docstring)",
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time sample(..., compile=True) (static-shape decode step, torch.compile), plain and CFG",
+    )
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "sampler.json"))
     args = p.parse_args(argv)
     if args.quick:
@@ -264,6 +307,7 @@ def main(argv: list[str] | None = None) -> dict:
         "floor_cfg": floor_runner(model, cond, args.new_tokens, True, device),
         "sampler_cfg": sampler_runner(model, cond, args.new_tokens, True, device),
     }
+    compile_info = compile_runners(runners, model, cond, args, device) if args.compile else {}
     baseline_info: dict = {}
     if args.baseline:
         old = import_baseline(args.baseline)
@@ -354,6 +398,15 @@ def main(argv: list[str] | None = None) -> dict:
             summary[f"speedup_{name}_vs_baseline"] = paired(f"baseline_{name}", name)
             # best times: the least disturbed run of each (on a shared machine, steadier than medians)
             summary[f"speedup_{name}_vs_baseline_best"] = min(times[f"baseline_{name}"]) / min(times[name])
+    if compile_info:
+        for suffix in ("", "_cfg"):
+            eager, compiled = f"sampler{suffix}", f"sampler_compiled{suffix}"
+            summary[f"compiled_speedup_vs_sampler{suffix}"] = paired(eager, compiled)
+            summary[f"compiled_speedup_vs_floor{suffix}"] = paired(f"floor{suffix}", compiled)
+            saved = (med(eager) - med(compiled)) / tokens  # seconds saved per sampled token
+            compile_s = compile_info[f"compile_s{suffix}"] - med(compiled)  # the first call, less one run
+            summary[f"compile_s{suffix}"] = compile_s
+            summary[f"break_even_tokens{suffix}"] = compile_s / saved if saved > 0 else None
     if "hf_generate" in runners:
         summary["sampler_speedup_vs_hf"] = paired("hf_generate", "sampler")
         summary["sampler_speedup_vs_hf_static"] = paired("hf_generate_static", "sampler")
@@ -373,6 +426,7 @@ def main(argv: list[str] | None = None) -> dict:
             "package_params": sum(p.numel() for p in model.parameters()),
             **hf_info,
             **baseline_info,
+            **{k: v for k, v in compile_info.items() if k.startswith("same_tokens")},
             "weights": "random init (cost does not depend on the weights)",
             "package_version": lightning_cfgrl.__version__,
         },
@@ -416,6 +470,15 @@ def markdown_table(result: dict) -> str:
             f"{s['speedup_sampler_vs_baseline_best']:.3f}x, floor CFG {s['speedup_floor_cfg_vs_baseline_best']:.3f}x, "
             f"sampler CFG {s['speedup_sampler_cfg_vs_baseline_best']:.3f}x"
         )
+    if "compiled_speedup_vs_sampler" in s:
+        for suffix, label in (("", "plain"), ("_cfg", "CFG")):
+            even = s[f"break_even_tokens{suffix}"]
+            lines.append(
+                f"- compiled ({label}): {s[f'compiled_speedup_vs_sampler{suffix}']:.3f}x the eager sampler, "
+                f"{s[f'compiled_speedup_vs_floor{suffix}']:.3f}x its floor; compile {s[f'compile_s{suffix}']:.1f} s, "
+                f"break-even {f'{even:,.0f} sampled tokens' if even else 'never (not faster)'}; same tokens as "
+                f"eager: {c[f'same_tokens_compiled{suffix}']}"
+            )
     if "sampler_speedup_vs_hf" in s:
         lines.append(
             f"- HF generate time / sampler time: {s['sampler_speedup_vs_hf']:.2f}x (dynamic cache), "

@@ -157,3 +157,20 @@ def test_generate_decodes_with_encodec(checkpoint, tmp_path):
         wav, rate = read_audio(path)
         assert rate == tokenizer.sample_rate and wav.shape == (1, 12 * tokenizer.hop_length)
         assert (wav - reference.clamp(-1, 1)).abs().max() <= 1 / 32768 + 1e-6
+
+
+@pytest.mark.slow
+def test_generate_compiled_writes_the_eager_tokens(checkpoint, tmp_path, capsys):
+    """``--compile true``: the static-shape decode step compiled (one trace for the batch of 2 prompts x
+    2 samples; the last batch of 1 prompt traces again), the same tokens as eager, recorded in metadata."""
+    prompts = json.dumps([[1, 1, 1], [4, 3, 2], [2, 4, 3]])
+    common = ["generate", "--checkpoint", str(checkpoint), "--prompts", prompts, "--num_samples", "2"]
+    common += ["--guidance", "2.0", "--batch_size", "2", "--seed", "5"]
+    assert main([*common, "--out", str(tmp_path / "eager")]) == 0, capsys.readouterr().err
+    assert main([*common, "--out", str(tmp_path / "compiled"), "--compile", "true"]) == 0, (
+        capsys.readouterr().err
+    )
+    eager = load_safetensors(tmp_path / "eager" / "tokens.safetensors", mmap=False)["frames"]
+    compiled = load_safetensors(tmp_path / "compiled" / "tokens.safetensors", mmap=False)["frames"]
+    assert torch.equal(compiled, eager)
+    assert json.loads((tmp_path / "compiled" / "generation.json").read_text())["compiled"] is True

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from lightning_cfgrl.audio.io import write_audio
 from lightning_cfgrl.callbacks.audio_logger import AudioDecoder
 from lightning_cfgrl.core.condition import Condition, condition_batch_size, condition_to, select_condition
-from lightning_cfgrl.core.sampling import SamplingConfig, sample
+from lightning_cfgrl.core.sampling import SamplingConfig, check_compilable, sample
 from lightning_cfgrl.eval.plan import load_candidate
 from lightning_cfgrl.io.checkpoints import (
     atomic_save_json,
@@ -97,9 +97,11 @@ def generate(
     batch_size: int = 8,
     device: str = "cpu",
     progress: bool = True,
+    compile: bool = False,
 ) -> GeneratedFiles:
     """Sample ``num_samples`` sequences per prompt from ``checkpoint`` and write them (module docs);
-    ``config`` defaults to the model's own distribution (``SamplingConfig()``)."""
+    ``config`` defaults to the model's own distribution (``SamplingConfig()``); ``compile``: see
+    :func:`~lightning_cfgrl.core.sampling.sample`."""
     config = config or SamplingConfig()
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -124,6 +126,8 @@ def generate(
             f"the generator's max_steps={max_steps}"
         )
     decoder = resolve_decoder(decoder, generator)
+    if compile:
+        check_compilable(generator)
     generator = generator.to(device).eval()
 
     batches = [slice(i, min(i + batch_size, num_prompts)) for i in range(0, num_prompts, batch_size)]
@@ -134,7 +138,15 @@ def generate(
     ) as bar:
         for b, part in enumerate(batches):
             condition = condition_to(select_condition(prompts, part), device)
-            steps = sample(generator, condition, num_frames, config, num_samples=num_samples, seed=seed + b)
+            steps = sample(
+                generator,
+                condition,
+                num_frames,
+                config,
+                num_samples=num_samples,
+                seed=seed + b,
+                compile=compile,
+            )
             chunk = generator.pattern.steps_to_frames(steps).cpu()  # [n * G, K, T]
             frames.append(chunk)
             if decoder is not None:
@@ -163,6 +175,7 @@ def generate(
             "top_k": config.top_k,
             "top_p": config.top_p,
         },
+        "compiled": compile,
         "seed": seed,
         "batch_size": batch_size,
         "tokens": "tokens.safetensors",

@@ -52,6 +52,13 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=8, help="prompts per sampling call")
     parser.add_argument("--device", type=str, default="cpu")
     parser.add_argument("--progress", type=bool, default=True, help="show a progress bar")
+    parser.add_argument(
+        "--compile",
+        type=bool,
+        default=False,
+        help="decode with the model's static-shape step compiled by torch.compile (AudioTokenTransformer; "
+        "pays a one-off compile of ~15 s per batch shape; see the README's 'Compiled decoding')",
+    )
     return parser
 
 
@@ -77,6 +84,7 @@ def generate_main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             device=args.device,
             progress=args.progress,
+            compile=args.compile,
         )
     except (ValueError, TypeError, OSError) as err:
         print(f"cfgrl generate: error: {err}", file=sys.stderr)

@@ -4,12 +4,17 @@ CFG doubles the batch (``[cond; null]``) so each step is one forward pass. Sampl
 number per (sequence, codebook, step) from a seeded ``torch.Generator`` and inverts the CDF, so the
 random stream does not depend on the logits: with and without the KV cache the same seed gives the
 same tokens.
+
+``compile=True`` decodes steps 1.. through the generator's static-shape ``decode_step`` (a preallocated
+cache attended with a mask: the same tensor shapes at every step) compiled once with ``torch.compile``;
+mixing, truncation and drawing stay eager, so the only difference from the eager path is the float
+rounding of the compiled model's logits (README, "Compiled decoding").
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -120,6 +125,7 @@ def sample(
     seed: int | torch.Generator | None = None,
     use_cache: bool = True,
     controls: Mapping[str, float | Tensor] | None = None,
+    compile: bool = False,
 ) -> Tensor:
     """Sample ``num_samples`` sequences per prompt.
 
@@ -167,16 +173,47 @@ def sample(
         (2 if guided else 1, batch, k, num_steps), pad_id(generator), dtype=torch.long, device=device
     )
     flat_inputs = inputs.view(-1, k, num_steps)
-    cache = generator.new_cache(flat_inputs.shape[0], num_steps) if use_cache else None
+    cache = generator.new_cache(flat_inputs.shape[0], num_steps) if use_cache or compile else None
+    decode_step = compiled_decode_step(generator, cache) if compile else None
+    position = torch.zeros(1, dtype=torch.long, device=device)  # written in place: one tensor for every step
     mix = cfg_mixer(config.guidance_scale)  # the scale validated once, not at every step
     for s in range(num_steps):
-        logits = generator(flat_inputs[:, :, : s + 1], condition, cache=cache, **extra)
-        if s == 0:  # the contract, once: [B(x2), K, 1, V] whether or not the generator caches
-            check_logits(logits, generator, flat_inputs.shape[0], 1)
-        logits = logits[:, :, -1]  # [B(x2), K, V]
+        if decode_step is not None and s > 0:  # static shapes: [B(x2), K] ids of step s - 1 in, logits out
+            logits = decode_step(flat_inputs[:, :, s - 1], position.fill_(s), cache, **extra)
+            cache.advance(1, 1)
+        else:
+            logits = generator(flat_inputs[:, :, : s + 1], condition, cache=cache, **extra)
+            if s == 0:  # the contract, once: [B(x2), K, 1, V] whether or not the generator caches
+                check_logits(logits, generator, flat_inputs.shape[0], 1)
+            logits = logits[:, :, -1]  # [B(x2), K, V]
         if guided:
             logits = mix(logits[:batch], logits[batch:])
         uniforms = torch.rand(batch, k, generator=rng, device=device)
         ids = _draw(process_logits(logits, config), uniforms)
         inputs[:, :, :, s] = ids if all_valid[s] else torch.where(valid[:, s], ids, pad)
     return inputs[0].clone() if guided else inputs[0]  # don't keep the null half alive
+
+
+def check_compilable(generator: TokenGenerator) -> None:
+    """``compile=True`` needs the optional ``decode_step`` of the generator protocol: one cached step with
+    static shapes (:meth:`~lightning_cfgrl.models.AudioTokenTransformer.decode_step` documents it)."""
+    if not callable(getattr(generator, "decode_step", None)):
+        raise ValueError(
+            f"compile=True needs a generator with a static-shape decode_step; {type(generator).__name__} has "
+            "none (AudioTokenTransformer has one); sample with compile=False"
+        )
+
+
+def compiled_decode_step(generator: TokenGenerator, cache: object) -> Callable[..., Tensor]:
+    """``generator.decode_step`` compiled with static shapes (``torch.compile``, full graph).
+
+    Dynamo keeps the traced graph with the method's code and reuses it for every later call whose
+    guards hold (same model, batch size, cache length, dtype), so only the first ``sample`` of a shape
+    pays the compile time. The cache's buffers are marked as static addresses: written in place at
+    every step, they are then also what CUDA graphs can capture."""
+    check_compilable(generator)
+    if cache is None:
+        raise ValueError(f"compile=True needs a KV cache; {type(generator).__name__}.new_cache returned None")
+    for buffer in (*cache.keys, *cache.values):
+        torch._dynamo.mark_static_address(buffer)
+    return torch.compile(generator.decode_step, fullgraph=True, dynamic=False)

@@ -19,7 +19,7 @@ from torch.utils.checkpoint import checkpoint
 from lightning_cfgrl.core.controls import ControlEmbedding, Controls, check_controls
 from lightning_cfgrl.core.delay_pattern import DelayPattern
 from lightning_cfgrl.core.generator import check_condition_matches, check_steps, class_spec
-from lightning_cfgrl.models.kv_cache import KVCache
+from lightning_cfgrl.models.kv_cache import KVCache, StaticStep
 
 
 class SelfAttention(nn.Module):
@@ -29,11 +29,15 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, cache: KVCache | None, layer: int) -> Tensor:
+    def forward(self, x: Tensor, cache: KVCache | StaticStep | None, layer: int) -> Tensor:
         # "b n (three h d) -> three b h n d" as a view + permute (an einops call costs ~10 us per step)
         qkv = self.qkv(x)
         b, n, width = qkv.shape
         q, k, v = qkv.view(b, n, 3, self.num_heads, width // (3 * self.num_heads)).permute(2, 0, 3, 1, 4)
+        if isinstance(cache, StaticStep):  # one position, attending over the whole preallocated cache
+            k, v = cache.cache.write(layer, k, v, cache.position)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=cache.mask)
+            return self.proj(out.transpose(1, 2).reshape(b, n, width // 3))
         past = 0
         if cache is not None:
             past = cache.length
@@ -58,7 +62,7 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, cache: KVCache | None, layer: int) -> Tensor:
+    def forward(self, x: Tensor, cache: KVCache | StaticStep | None, layer: int) -> Tensor:
         # dropout is the identity in eval and at p = 0 (no random numbers drawn): skip the module call
         # then, which is what a decode step sees. `p` is read at call time (disable_dropout sets it).
         if self.training and self.dropout.p > 0:
@@ -296,6 +300,26 @@ class AudioTokenTransformer(nn.Module):
         logits = self.heads(self.norm(x))
         b, n = logits.shape[0], logits.shape[1]
         return logits.view(b, n, self.num_codebooks, self.vocab_size).transpose(1, 2)  # b s (k v) -> b k s v
+
+    def decode_step(
+        self, previous: Tensor, position: Tensor, cache: KVCache, controls: Controls | None = None
+    ) -> Tensor:
+        """One cached step with static shapes (what a compiled sampler calls; see
+        :class:`~lightning_cfgrl.models.kv_cache.StaticStep`): ``previous [B, K]`` ids of step ``s - 1``,
+        ``position [1]`` int64 holding ``s >= 1`` -> logits ``[B, K, V]`` of step ``s``: the same
+        distribution as ``forward(steps[..., :s + 1], condition, cache)`` at ``cache.steps == s``, up to
+        float rounding. The prefix and step 0 go through ``forward``; the caller validates the inputs
+        and calls ``cache.advance(1, 1)`` after each step (nothing here reads a Python number that
+        changes per step, so a compiled step is traced once)."""
+        slot = position + len(self.condition_sizes)  # the cache position (and positional index) of step s
+        x = self.token_emb(previous[:, :, None]) + self.pos_emb(slot)  # [B, 1, D]
+        if controls:
+            x = x + self.control_emb(controls)[:, None]
+        step = StaticStep.at(cache, slot)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, step, layer)
+        logits = self.heads(self.norm(x[:, 0]))  # [B, K * V]
+        return logits.view(logits.shape[0], self.num_codebooks, self.vocab_size)
 
     def _check_condition(self, condition: Tensor) -> None:
         if (
