@@ -107,6 +107,20 @@ def test_sampler_times_a_baseline_tree_and_checks_its_tokens(tmp_path):
     assert saved["summary"]["speedup_sampler_vs_baseline"] > 0
 
 
+@pytest.mark.slow
+def test_sampler_times_the_compiled_path_and_checks_its_tokens(tmp_path):
+    """Slow: two traces by torch.compile (plain and CFG batch), ~10 s each on a 2-core CPU."""
+    out = tmp_path / "sampler.json"
+    tiny = ["--no-hf", "--threads", "1", "--dim", "16", "--layers", "1", "--heads", "2", "--vocab", "8"]
+    load("sampler").main(
+        [*tiny, "--batch", "2", "--new-tokens", "4", "--repeats", "1", "--compile", "--out", str(out)]
+    )
+    saved = json.loads(out.read_text())
+    assert {r["name"] for r in saved["records"]} >= {"sampler_compiled", "sampler_compiled_cfg"}
+    assert saved["config"]["same_tokens_compiled"] and saved["config"]["same_tokens_compiled_cfg"]
+    assert saved["summary"]["compile_s"] > 0 and saved["summary"]["compiled_speedup_vs_sampler"] > 0
+
+
 def test_vs_trl_runs_both_trainers(tmp_path):
     pytest.importorskip("trl")
     pytest.importorskip("datasets")

@@ -19,6 +19,10 @@ Optional: control inputs. A generator that can be steered by per-sequence values
 diversity weight) lists them in ``control_names`` and accepts ``controls={name: [B] float tensor}`` as a
 keyword of ``forward``; see :mod:`lightning_cfgrl.core.controls`. Generators without it never receive
 the keyword, and asking them for a control is a clear error.
+
+Optional: ``decode_step(previous [B, K], position [1], cache, controls=None) -> [B, K, V]``, one cached
+step with static shapes, which ``sample(..., compile=True)`` compiles once (the reference:
+:meth:`~lightning_cfgrl.models.AudioTokenTransformer.decode_step`).
 """
 
 from __future__ import annotations

@@ -209,11 +209,8 @@ def compiled_decode_step(generator: TokenGenerator, cache: object) -> Callable[.
 
     Dynamo keeps the traced graph with the method's code and reuses it for every later call whose
     guards hold (same model, batch size, cache length, dtype), so only the first ``sample`` of a shape
-    pays the compile time. The cache's buffers are marked as static addresses: written in place at
-    every step, they are then also what CUDA graphs can capture."""
+    pays the compile time."""
     check_compilable(generator)
     if cache is None:
         raise ValueError(f"compile=True needs a KV cache; {type(generator).__name__}.new_cache returned None")
-    for buffer in (*cache.keys, *cache.values):
-        torch._dynamo.mark_static_address(buffer)
     return torch.compile(generator.decode_step, fullgraph=True, dynamic=False)
