@@ -208,8 +208,8 @@ def compiled_decode_step(generator: TokenGenerator, cache: object) -> Callable[.
     """``generator.decode_step`` compiled with static shapes (``torch.compile``, full graph).
 
     Dynamo keeps the traced graph with the method's code and reuses it for every later call whose
-    guards hold (same model, batch size, cache length, dtype), so only the first ``sample`` of a shape
-    pays the compile time."""
+    guards hold (same model shape, batch size, cache length, dtype; another instance of the same
+    architecture too), so only the first ``sample`` of a shape pays the compile time."""
     check_compilable(generator)
     if cache is None:
         raise ValueError(f"compile=True needs a KV cache; {type(generator).__name__}.new_cache returned None")
