@@ -141,6 +141,12 @@ def sample(
             :mod:`lightning_cfgrl.core.controls`), e.g. ``{"guidance_scale": 3.0}``: a number for every
             sequence, a ``[B]`` tensor per prompt or a ``[B * G]`` tensor per sequence. They are passed to
             every forward, the CFG null half included (same values as its conditional half).
+        compile: decode steps 1.. with the generator's static-shape ``decode_step`` compiled by
+            ``torch.compile`` (traced once per model shape, batch size and length, then reused by later
+            calls of the same shapes); the tokens are the eager path's up to the rounding of the
+            logits. Needs a generator with ``decode_step`` (:class:`~lightning_cfgrl.models.
+            AudioTokenTransformer`). Eager is the default: on CPU the compiled step saves little once
+            the model's matmuls dominate (README, "Compiled decoding").
 
     Returns:
         steps ``[B * G, K, T + max_delay]`` int64 in the generator's step domain (``pad_id`` where the
