@@ -60,9 +60,9 @@ class KVCache:
 class StaticStep(NamedTuple):
     """One decoded position with static shapes, passed to the attention layers in place of the cache.
 
-    Every tensor has the same shape at every step, so a compiled decode step (``torch.compile``, CUDA
-    graphs) is captured once: keys/values are written at ``position`` and attention runs over the whole
-    preallocated length, ``mask`` hiding the positions not written yet.
+    Every tensor has the same shape at every step, so a compiled decode step (``torch.compile``) is
+    traced once: keys/values are written at ``position`` and attention runs over the whole preallocated
+    length, ``mask`` hiding the positions not written yet.
     """
 
     cache: KVCache
