@@ -136,6 +136,8 @@ def generate(
     with tqdm(
         total=num_prompts * num_samples, desc="cfgrl generate", unit="sample", disable=not progress
     ) as bar:
+        if compile and progress:  # the bar stands still meanwhile: say why
+            bar.write("compiling the decode step (torch.compile, once per batch shape: ~10-40 s on a CPU)")
         for b, part in enumerate(batches):
             condition = condition_to(select_condition(prompts, part), device)
             steps = sample(
