@@ -199,6 +199,25 @@ def test_training_moves_the_film_of_every_layer(pretrained_base, domain, tmp_pat
     assert torch.equal(loaded(steps, PROMPTS, controls=g), student.eval()(steps, PROMPTS, controls=g))
 
 
+def test_the_selection_script_never_sees_the_heldout_prompts_and_can_freeze_the_base(domain):
+    """examples/steerable_select.py: its inner split is carved out of the training prompts only (the
+    evaluation's held-out prompts are in neither half), and its frozen-base candidate trains only the
+    control path."""
+    from examples.steerable_select import ControlsOnlyTransformer, InnerSplitPromptDataModule
+
+    def rows(prompts: torch.Tensor) -> set[tuple[int, ...]]:
+        return {tuple(r) for r in prompts.tolist()}
+
+    outer, inner = SyntheticPromptDataModule(domain), InnerSplitPromptDataModule(domain)
+    assert rows(inner.train_prompts) | rows(inner.heldout_prompts) == rows(outer.train_prompts)
+    assert not rows(inner.train_prompts) & rows(inner.heldout_prompts)
+    assert not (rows(inner.train_prompts) | rows(inner.heldout_prompts)) & rows(outer.heldout_prompts)
+    assert len(inner.heldout_prompts) == round(0.25 * len(outer.train_prompts))
+    model = ControlsOnlyTransformer(**BASE_ARGS, controls=BOTH, control_layers="every")
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"control_emb", "control_film"}
+
+
 def test_checkpoint_of_a_steerable_student_rebuilds_it(pretrained_base, domain, tmp_path):
     student = _steerable(controls=(GUIDANCE,))
     load_base_weights(student, pretrained_base.state_dict())
