@@ -19,7 +19,9 @@ from lightning_cfgrl.models import AudioTokenTransformer
 CONTROLS = ["guidance_scale", "diversity_weight"]
 
 
-def model(dtype: torch.dtype = torch.float32, controls: list[str] | None = None) -> AudioTokenTransformer:
+def model(
+    dtype: torch.dtype = torch.float32, controls: list[str] | None = None, control_layers: str = "input"
+) -> AudioTokenTransformer:
     torch.manual_seed(0)
     m = AudioTokenTransformer(
         num_codebooks=3,
@@ -29,9 +31,10 @@ def model(dtype: torch.dtype = torch.float32, controls: list[str] | None = None)
         num_heads=4,
         max_frames=24,
         controls=controls or (),
+        control_layers=control_layers,
     )
-    if controls:  # a trained control path (the zero-initialised one adds nothing)
-        for p in m.control_emb.parameters():
+    for name, p in m.named_parameters():  # a trained control path (the zero-initialised one adds nothing)
+        if name.startswith(("control_emb.", "control_film.")):
             nn.init.normal_(p, std=0.3)
     return m.to(dtype).eval()
 
@@ -56,9 +59,12 @@ def cached_and_static_logits(m: AudioTokenTransformer, steps, condition, control
     return torch.stack(expected, 2), torch.stack(actual, 2)
 
 
-@pytest.mark.parametrize("with_controls", [False, True])
-def test_decode_step_gives_the_cached_forward_logits_in_float64(with_controls):
-    m = model(torch.float64, CONTROLS if with_controls else None)
+@pytest.mark.parametrize(
+    "with_controls, control_layers", [(False, "input"), (True, "input"), (True, "every")]
+)
+def test_decode_step_gives_the_cached_forward_logits_in_float64(with_controls, control_layers):
+    """With controls at the input and, ``control_layers="every"``, as FiLM in every layer."""
+    m = model(torch.float64, CONTROLS if with_controls else None, control_layers)
     torch.manual_seed(1)
     steps = torch.randint(0, 16, (4, 3, m.max_steps))
     condition = torch.tensor([[1, 2, 0], [0, 0, 0], [4, 4, 3], [2, 1, 1]])
@@ -123,3 +129,8 @@ def test_compiled_sampling_draws_the_eager_tokens():
                 m, condition, 24, config, num_samples=2, seed=seed, controls=controls, compile=True
             )
             assert torch.equal(compiled, eager), (config, seed)
+    film = model(controls=CONTROLS, control_layers="every")  # FiLM in every layer: one more trace
+    eager = sample(film, condition, 24, num_samples=2, seed=0, controls=controls)
+    assert torch.equal(
+        sample(film, condition, 24, num_samples=2, seed=0, controls=controls, compile=True), eager
+    )

@@ -116,6 +116,108 @@ def test_base_checkpoint_loads_into_the_control_aware_model_unchanged(tmp_path):
         load_base_weights(_steerable(), partial)
 
 
+def _randomise(module: nn.Module, seed: int = 1) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.3)
+
+
+def test_controls_in_every_layer_load_a_base_unchanged_and_steer_every_layer():
+    """``control_layers="every"`` (FiLM per block and at the final norm): a base loads into it and gives
+    exactly the base's logits in float64 whatever the controls; once moved, each layer's FiLM changes the
+    logits, the controls change them, and cached decoding equals teacher forcing."""
+    torch.manual_seed(0)
+    base = AudioTokenTransformer(**BASE_ARGS).double().eval()
+    steps = sample(base, PROMPTS, 12, num_samples=2, seed=0)
+    condition = repeat_condition(PROMPTS, 2)
+    controls = {
+        GUIDANCE: torch.tensor([1.5, 1.5, 3.0, 3.0, 5.0, 5.0], dtype=torch.float64),
+        DIVERSITY: torch.linspace(0, 15, 6, dtype=torch.float64),
+    }
+    # the base parameters are initialised exactly as without controls
+    same_init = _steerable(seed=0, control_layers="every").double()
+    assert all(torch.equal(same_init.state_dict()[k], v) for k, v in base.state_dict().items())
+    assert len(same_init.control_film) == BASE_ARGS["num_layers"] + 1
+
+    steerable = _steerable(seed=7, control_layers="every").double()
+    _randomise(steerable.control_emb)
+    _randomise(steerable.control_film)  # a trained control path is reset by a base load, not kept
+    missing = load_base_weights(steerable, base.state_dict())
+    assert {k.split(".")[0] for k in missing} == {"control_emb", "control_film"}
+    assert any(k.startswith(f"control_film.{BASE_ARGS['num_layers']}.") for k in missing)
+    expected = base(steps, condition)
+    assert torch.equal(steerable(steps, condition, controls=controls), expected)
+    assert torch.equal(steerable(steps, condition), expected)
+
+    # each layer's FiLM alone moves the logits, and different controls give different logits
+    for layer in range(len(steerable.control_film)):
+        moved = copy.deepcopy(steerable)
+        _randomise(moved.control_film[layer], seed=layer + 2)
+        logits = moved(steps, condition, controls=controls)
+        assert not torch.allclose(logits, expected), layer
+        other = {GUIDANCE: controls[GUIDANCE].flip(0), DIVERSITY: controls[DIVERSITY]}
+        assert not torch.allclose(logits, moved(steps, condition, controls=other)), layer
+        assert torch.equal(moved(steps, condition), expected)  # no controls: the base path
+    _randomise(steerable.control_film, seed=11)
+    full = steerable(steps, condition, controls=controls)
+    cache = steerable.new_cache(6, steps.shape[2])
+    incremental = torch.cat(
+        [
+            steerable(steps[:, :, : s + 1], condition, cache=cache, controls=controls)
+            for s in range(steps.shape[2])
+        ],
+        2,
+    )
+    torch.testing.assert_close(incremental, full)
+    # gradient checkpointing recomputes the same FiLM'd blocks
+    steerable.gradient_checkpointing = True
+    assert torch.equal(steerable.train()(steps, condition, controls=controls), full)
+
+    # the spec records it (and only when set), so a checkpoint rebuilds it; bad settings are refused
+    assert steerable.spec()["init_args"]["control_layers"] == "every"
+    assert "control_layers" not in _steerable().spec()["init_args"]
+    with pytest.raises(ValueError, match="control_layers must be 'input' or 'every'"):
+        _steerable(control_layers="all")
+    with pytest.raises(ValueError, match="needs controls"):
+        AudioTokenTransformer(**BASE_ARGS, control_layers="every")
+
+
+def test_training_moves_the_film_of_every_layer(pretrained_base, domain, tmp_path):
+    student = _steerable(control_layers="every")
+    load_base_weights(student, pretrained_base.state_dict())
+    module = CFGRLModule(student, num_frames=8, learning_rate=1e-3)
+    callback = CFGDistillCallback(guidance_scale=[1.0, 5.0])
+    trainer = quiet_trainer(max_steps=2, limit_val_batches=0, callbacks=[callback], default_root_dir=tmp_path)
+    trainer.fit(module, SyntheticPromptDataModule(domain, batch_size=4))
+    for layer, film in enumerate(student.control_film):
+        assert float(film.mlps[GUIDANCE][2].weight.detach().abs().sum()) > 0, layer
+    trainer.save_checkpoint(tmp_path / "s.ckpt")
+    loaded = load_generator(tmp_path / "s.ckpt")
+    g = {GUIDANCE: torch.full((3,), 2.0), DIVERSITY: torch.zeros(3)}
+    steps = sample(loaded, PROMPTS, 8, seed=0, controls=g)
+    assert torch.equal(loaded(steps, PROMPTS, controls=g), student.eval()(steps, PROMPTS, controls=g))
+
+
+def test_the_selection_script_never_sees_the_heldout_prompts_and_can_freeze_the_base(domain):
+    """examples/steerable_select.py: its inner split is carved out of the training prompts only (the
+    evaluation's held-out prompts are in neither half), and its frozen-base candidate trains only the
+    control path."""
+    from examples.steerable_select import ControlsOnlyTransformer, InnerSplitPromptDataModule
+
+    def rows(prompts: torch.Tensor) -> set[tuple[int, ...]]:
+        return {tuple(r) for r in prompts.tolist()}
+
+    outer, inner = SyntheticPromptDataModule(domain), InnerSplitPromptDataModule(domain)
+    assert rows(inner.train_prompts) | rows(inner.heldout_prompts) == rows(outer.train_prompts)
+    assert not rows(inner.train_prompts) & rows(inner.heldout_prompts)
+    assert not (rows(inner.train_prompts) | rows(inner.heldout_prompts)) & rows(outer.heldout_prompts)
+    assert len(inner.heldout_prompts) == round(0.25 * len(outer.train_prompts))
+    model = ControlsOnlyTransformer(**BASE_ARGS, controls=BOTH, control_layers="every")
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"control_emb", "control_film"}
+
+
 def test_checkpoint_of_a_steerable_student_rebuilds_it(pretrained_base, domain, tmp_path):
     student = _steerable(controls=(GUIDANCE,))
     load_base_weights(student, pretrained_base.state_dict())

@@ -65,14 +65,29 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, cache: KVCache | StaticStep | None, layer: int) -> Tensor:
+    def forward(
+        self, x: Tensor, cache: KVCache | StaticStep | None, layer: int, film: Tensor | None = None
+    ) -> Tensor:
+        """``film [B, 1, 4 D]`` (optional): per-sequence ``(scale1, shift1, scale2, shift2)`` applied to
+        the two normalised inputs, ``norm(x) * (1 + scale) + shift`` (zeros: exactly the block without)."""
         # dropout is the identity in eval and at p = 0 (no random numbers drawn): skip the module call
         # then, which is what a decode step sees. `p` is read at call time (disable_dropout sets it).
         if self.training and self.dropout.p > 0:
-            x = x + self.dropout(self.attn(self.norm1(x), cache, layer))
-            return x + self.dropout(self.mlp(self.norm2(x)))
-        x = x + self.attn(self.norm1(x), cache, layer)
-        return x + self.mlp(self.norm2(x))
+            x = x + self.dropout(self.attn(modulate(self.norm1(x), film, 0), cache, layer))
+            return x + self.dropout(self.mlp(modulate(self.norm2(x), film, 1)))
+        x = x + self.attn(modulate(self.norm1(x), film, 0), cache, layer)
+        return x + self.mlp(modulate(self.norm2(x), film, 1))
+
+
+def modulate(h: Tensor, film: Tensor | None, index: int) -> Tensor:
+    """FiLM: ``h * (1 + scale) + shift`` with the ``index``-th (scale, shift) pair of ``film [..., 2 n D]``
+    (``h`` itself when ``film`` is None)."""
+    if film is None:
+        return h
+    dim = h.shape[-1]
+    scale = film[..., 2 * index * dim : (2 * index + 1) * dim]
+    shift = film[..., (2 * index + 1) * dim : (2 * index + 2) * dim]
+    return torch.addcmul(shift, h, 1 + scale)
 
 
 class CodebookEmbedding(nn.Module):
@@ -163,6 +178,10 @@ class AudioTokenTransformer(nn.Module):
             position (the condition prefix and the tokens), so a base checkpoint loaded with
             :func:`~lightning_cfgrl.core.controls.load_base_weights` computes exactly the base's logits.
             The other parameters are initialised exactly as without controls (same seed, same weights).
+        control_layers: where the controls enter. ``"input"`` (default): the input embedding above only.
+            ``"every"``: also FiLM in every layer, a zero-initialised ``ControlEmbedding`` per block giving
+            a per-sequence scale and shift of both of its normalised inputs (``norm(x) * (1 + s) + b``) and
+            one for the final norm; still exactly the base's logits after ``load_base_weights``.
     """
 
     def __init__(
@@ -178,6 +197,7 @@ class AudioTokenTransformer(nn.Module):
         delays: Sequence[int] | None = None,
         gradient_checkpointing: bool = False,
         controls: Sequence[str] = (),
+        control_layers: str = "input",
     ) -> None:
         super().__init__()
         self._init_args = dict(
@@ -195,6 +215,12 @@ class AudioTokenTransformer(nn.Module):
         self.gradient_checkpointing = gradient_checkpointing
         if controls:  # recorded only when set, so base checkpoints' specs stay as they were
             self._init_args["controls"] = list(controls)
+        if control_layers not in ("input", "every"):
+            raise ValueError(f"control_layers must be 'input' or 'every', got {control_layers!r}")
+        if control_layers != "input":
+            if not controls:
+                raise ValueError(f"control_layers={control_layers!r} needs controls=[...]")
+            self._init_args["control_layers"] = control_layers
         if dim % num_heads:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.num_codebooks = num_codebooks
@@ -215,6 +241,15 @@ class AudioTokenTransformer(nn.Module):
         # built after the base init so the base parameters draw the same random numbers as without controls
         self.control_names = tuple(controls)
         self.control_emb = ControlEmbedding(self.control_names, dim) if controls else None
+        # FiLM in every layer: 4 D per block (scale and shift of norm1 and norm2), 2 D for the final norm
+        self.control_film = (
+            nn.ModuleList(
+                [ControlEmbedding(self.control_names, 4 * dim) for _ in range(num_layers)]
+                + [ControlEmbedding(self.control_names, 2 * dim)]
+            )
+            if control_layers == "every"
+            else None
+        )
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -285,6 +320,7 @@ class AudioTokenTransformer(nn.Module):
             if self.control_emb is None:  # validated above on the first step; a cached step may skip it
                 check_controls(self, controls, steps.shape[0])
             x = x + self.control_emb(controls)[:, None]  # where the condition enters: every input position
+        films = self._films(controls)
         recompute = (
             self.gradient_checkpointing and self.training and cache is None and torch.is_grad_enabled()
         )
@@ -292,15 +328,15 @@ class AudioTokenTransformer(nn.Module):
             # non-reentrant: works when no input needs grad (frozen embeddings under LoRA) and replays
             # the dropout masks of the forward
             x = (
-                checkpoint(block, x, None, layer, use_reentrant=False)
+                checkpoint(block, x, None, layer, films[layer], use_reentrant=False)
                 if recompute
-                else block(x, cache, layer)
+                else block(x, cache, layer, films[layer])
             )
         if cache is not None:
             cache.advance(x.shape[1], steps.shape[2] - start)
         if start == 0:
             x = x[:, num_slots:]
-        logits = self.heads(self.norm(x))
+        logits = self.heads(modulate(self.norm(x), films[-1], 0))
         b, n = logits.shape[0], logits.shape[1]
         return logits.view(b, n, self.num_codebooks, self.vocab_size).transpose(1, 2)  # b s (k v) -> b k s v
 
@@ -318,11 +354,19 @@ class AudioTokenTransformer(nn.Module):
         x = self.token_emb(previous[:, :, None]) + self.pos_emb(slot)  # [B, 1, D]
         if controls:
             x = x + self.control_emb(controls)[:, None]
+        films = self._films(controls)
         step = StaticStep.at(cache, slot)
         for layer, block in enumerate(self.blocks):
-            x = block(x, step, layer)
-        logits = self.heads(self.norm(x[:, 0]))  # [B, K * V]
+            x = block(x, step, layer, films[layer])
+        logits = self.heads(modulate(self.norm(x), films[-1], 0))[:, 0]  # [B, K * V]
         return logits.view(logits.shape[0], self.num_codebooks, self.vocab_size)
+
+    def _films(self, controls: Controls | None) -> list[Tensor | None]:
+        """Per-block FiLM ``[B, 1, 4 D]`` and the final norm's ``[B, 1, 2 D]`` (``control_layers="every"``),
+        else a ``None`` for each."""
+        if not controls or self.control_film is None:
+            return [None] * (len(self.blocks) + 1)
+        return [film(controls)[:, None] for film in self.control_film]
 
     def _check_condition(self, condition: Tensor) -> None:
         if (
