@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from lightning_cfgrl.eval.candidates import evaluate_candidate
 from lightning_cfgrl.eval.protocol import selection_seeds
 from lightning_cfgrl.eval.stats import mean_se
 from lightning_cfgrl.experiments import PromptAdherence, SyntheticPromptDataModule
+from lightning_cfgrl.io.checkpoints import atomic_save_json
 from lightning_cfgrl.io.generators import load_generator
 from lightning_cfgrl.models import AudioTokenTransformer
 from lightning_cfgrl.training.prompts import split_rows
@@ -159,8 +159,7 @@ def main() -> None:
             "cfg": {f"{g:g}": v for g, v in cfg.items()},
             "students": {name: {"checkpoint": students[name], "per_g": row} for name, row in table.items()},
         }
-        with open(args.out, "w") as f:
-            json.dump(document, f, indent=1)
+        atomic_save_json(document, args.out)
 
 
 if __name__ == "__main__":
