@@ -60,30 +60,4 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_HOMES])
 
 
-__all__ = [
-    "AtomicCheckpointIO",
-    "AudioSampleLogger",
-    "CFGDistillCallback",
-    "CFGRLModule",
-    "Condition",
-    "DelayPattern",
-    "DiversityRewardCallback",
-    "ModelMergeCallback",
-    "ModuleAdapter",
-    "ObjectiveCallback",
-    "PretrainModule",
-    "PromptDataModule",
-    "RolloutBatch",
-    "RunCheckpoint",
-    "SamplingConfig",
-    "Scorer",
-    "TokenGenerator",
-    "cfg_logits",
-    "forward_kl",
-    "generalized_jsd",
-    "load_generator",
-    "merge_state_dicts",
-    "reverse_kl",
-    "sample",
-    "token_divergence",
-]
+__all__ = sorted(_HOMES)

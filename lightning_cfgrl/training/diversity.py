@@ -274,11 +274,8 @@ class DiversityRewardCallback(ObjectiveCallback):
     def _global_std(pl_module: CFGRLModule, rewards: Tensor) -> Tensor:
         """The std of the rewards of the whole global batch (every process holds as many): a per-rank
         std would make the update depend on how the batch is split."""
-        reduce = pl_module.trainer.strategy.reduce
-        mean, mean_sq = (
-            reduce(rewards.mean(), reduce_op="mean"),
-            reduce(rewards.square().mean(), reduce_op="mean"),
-        )
+        moments = torch.stack([rewards.mean(), rewards.square().mean()])  # one all-reduce for both
+        mean, mean_sq = pl_module.trainer.strategy.reduce(moments, reduce_op="mean")
         return (mean_sq - mean.square()).clamp(min=0).sqrt()
 
     def baseline_for(self, group_size: int) -> str:
