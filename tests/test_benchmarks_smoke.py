@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers.compiler import needs_cxx
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -108,6 +110,7 @@ def test_sampler_times_a_baseline_tree_and_checks_its_tokens(tmp_path):
 
 
 @pytest.mark.slow
+@needs_cxx
 def test_sampler_times_the_compiled_path_and_checks_its_tokens(tmp_path):
     """Slow: two traces by torch.compile (plain and CFG batch), ~10 s each on a 2-core CPU."""
     out = tmp_path / "sampler.json"

@@ -15,6 +15,7 @@ from torch import nn
 from lightning_cfgrl import SamplingConfig, sample
 from lightning_cfgrl.core.delay_pattern import DelayPattern
 from lightning_cfgrl.models import AudioTokenTransformer
+from tests.helpers.compiler import needs_cxx
 
 CONTROLS = ["guidance_scale", "diversity_weight"]
 
@@ -111,6 +112,7 @@ def test_compile_needs_a_generator_with_a_static_decode_step():
 
 
 @pytest.mark.slow
+@needs_cxx
 def test_compiled_sampling_draws_the_eager_tokens():
     """Plain, CFG (the doubled batch), top-k/top-p and per-sequence controls, K = 3 with the delay
     pattern; a second call with a new cache reuses the compiled graph (no new trace needed)."""

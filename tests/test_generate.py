@@ -14,6 +14,7 @@ from lightning_cfgrl.core.sampling import SamplingConfig, sample
 from lightning_cfgrl.io.checkpoints import atomic_save, load_safetensors
 from lightning_cfgrl.io.generators import load_generator
 from lightning_cfgrl.models import AudioTokenTransformer
+from tests.helpers.compiler import needs_cxx
 
 # the synthetic domain's shape (K = 2, V = 32, genre x mood x tempo), small and untrained
 SYNTHETIC = dict(
@@ -160,6 +161,7 @@ def test_generate_decodes_with_encodec(checkpoint, tmp_path):
 
 
 @pytest.mark.slow
+@needs_cxx
 def test_generate_compiled_writes_the_eager_tokens(checkpoint, tmp_path, capsys):
     """``--compile true``: the static-shape decode step compiled (one trace for the batch of 2 prompts x
     2 samples; the last batch of 1 prompt traces again), the same tokens as eager, recorded in metadata."""
