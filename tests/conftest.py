@@ -43,6 +43,12 @@ def pretrained_base(pretrained_base_state: dict[str, torch.Tensor]) -> AudioToke
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--full", action="store_true", help="also run the tests marked slow (what CI runs)")
+    parser.addoption(
+        "--research",
+        action="store_true",
+        help="assert the research-tier expectations (training outcomes calibrated on one CPU type); "
+        "without it they are measured and reported, never failed",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -77,3 +83,32 @@ def contrastive_embedder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Cont
     path = tmp_path_factory.mktemp("embedder") / "last.ckpt"
     trainer.save_checkpoint(path)
     return module.embedder.eval(), str(path)
+
+
+@pytest.fixture
+def research_check(request: pytest.FixtureRequest):
+    """``check(name, value, threshold)`` for a training outcome whose threshold was calibrated on one CPU
+    type only: with ``--research`` it asserts ``value > threshold``; otherwise it records the value for
+    the end-of-run report (training noise differs between CPUs, so CI must not fail on it; CONTRIBUTING.md,
+    "Portable tests")."""
+    strict = request.config.getoption("--research")
+
+    def check(name: str, value: float, threshold: float) -> None:
+        _RESEARCH_REPORT.append((request.node.nodeid, name, value, threshold))
+        if strict:
+            assert value > threshold, f"{name} = {value:.4f}, research threshold {threshold}"
+
+    return check
+
+
+_RESEARCH_REPORT: list[tuple[str, str, float, float]] = []
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if not _RESEARCH_REPORT:
+        return
+    mode = "asserted (--research)" if config.getoption("--research") else "reported, not asserted"
+    terminalreporter.section(f"research-tier measurements ({mode})")
+    for nodeid, name, value, threshold in _RESEARCH_REPORT:
+        status = "above" if value > threshold else "BELOW"
+        terminalreporter.write_line(f"{nodeid} {name} = {value:.4f} ({status} {threshold})")

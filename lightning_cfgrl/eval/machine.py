@@ -1,9 +1,13 @@
-"""What a number was measured on: CPU, threads, torch version, device and load, saved beside results."""
+"""What a number was measured on and with: CPU, threads, device and load, and the code (commit, dirty
+flag, library versions), saved beside every result."""
 
 from __future__ import annotations
 
 import os
 import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,8 +24,39 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+LIBRARIES = ("lightning-cfgrl", "torch", "lightning", "torchmetrics", "numpy", "transformers", "peft")
+
+
+def code_version() -> dict[str, Any]:
+    """``commit`` and ``dirty`` of the git checkout this package runs from (``None`` for an installed
+    wheel, where there is no checkout to ask), and the installed ``versions`` of the libraries a number
+    depends on. A dirty tree means the number came from uncommitted code: the commit alone does not
+    reproduce it."""
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "HEAD") if (root / ".git").exists() else None
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"commit": commit, "dirty": None if status is None else bool(status), "versions": versions}
+
+
 def describe_machine(device: torch.device | str = "cpu") -> dict[str, Any]:
-    """CPU, threads, torch version, device (with the GPU's name on CUDA) and the current load."""
+    """CPU, threads, torch version, device (with the GPU's name on CUDA), the current load, and the code
+    it ran (:func:`code_version`: commit, dirty flag, library versions)."""
     device = torch.device(device)
     info: dict[str, Any] = {
         "cpu_model": cpu_model(),
@@ -48,7 +83,8 @@ def describe_machine(device: torch.device | str = "cpu") -> dict[str, Any]:
         info["load_average_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
     except OSError:
         pass
+    info.update(code_version())
     return info
 
 
-__all__ = ["cpu_model", "describe_machine"]
+__all__ = ["code_version", "cpu_model", "describe_machine"]

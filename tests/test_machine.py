@@ -1,0 +1,38 @@
+"""Every saved result names the code it ran: commit, dirty flag and library versions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_cfgrl.eval.machine import code_version, describe_machine
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_code_version_names_this_checkout() -> None:
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: an installed package records commit None")
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    version = code_version()
+    assert version["commit"] == head.stdout.strip() and len(version["commit"]) == 40
+    assert isinstance(version["dirty"], bool)
+    assert version["versions"]["torch"] == torch.__version__
+
+
+def test_describe_machine_carries_the_code_version() -> None:
+    machine = describe_machine()
+    assert {"commit", "dirty", "versions", "cpu_model", "torch_threads"} <= set(machine)
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "benchmarks" / "results").glob("*.json")), ids=lambda p: p.name
+)
+def test_every_saved_result_names_its_commit(path: Path) -> None:
+    machine = json.loads(path.read_text())["machine"]
+    assert isinstance(machine, dict) and machine.get("commit"), f"{path.name}: no machine.commit"
+    assert "dirty" in machine, f"{path.name}: no machine.dirty"
