@@ -17,34 +17,43 @@ Stages (each an ordinary CLI command; a stage whose output exists is skipped, so
 Training stages whose ``last.ckpt`` reached the config's ``max_steps`` are skipped, so a rerun only
 re-evaluates; a stage killed midway resumes from its periodic ``last.ckpt`` (``--ckpt_path last``).
 Delete a ``runs/<stage>`` folder to redo that stage.
+
+``--results PATH`` also saves the evaluation's ``results.json`` (table, claims, machine, commit) with the
+stage times to PATH: the docs' quickstart page is generated from ``benchmarks/results/quickstart.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 import yaml
 
 from lightning_cfgrl.cli.main import main as cfgrl
-from lightning_cfgrl.io.checkpoints import load_checkpoint
+from lightning_cfgrl.io.checkpoints import atomic_save_json, load_checkpoint
 
 CONFIGS = Path(__file__).parent / "configs"
 TRAINING = ["pretrain", "embedder", "judge", "distill_beta0", "distill_beta15", "distill_placebo"]
 OUTPUT = {"pretrain": "base"}  # run directory of a config, when it differs from the config's name
 
 
+STAGE_SECONDS: dict[str, float | None] = {}
+
+
 def stage(name: str, done: Path | None, argv: list[str]) -> None:
     if done is not None and done.exists():
         print(f"[{name}] cached ({done})")
+        STAGE_SECONDS[name] = None
         return
     print(f"[{name}] cfgrl {' '.join(argv)}", flush=True)
     start = time.perf_counter()
     code = cfgrl(argv)
     if code:
         raise SystemExit(f"[{name}] failed with exit code {code}")
-    print(f"[{name}] done in {time.perf_counter() - start:.0f} s", flush=True)
+    STAGE_SECONDS[name] = round(time.perf_counter() - start, 1)
+    print(f"[{name}] done in {STAGE_SECONDS[name]:.0f} s", flush=True)
 
 
 def _max_steps(config: Path) -> int:
@@ -52,9 +61,11 @@ def _max_steps(config: Path) -> int:
 
 
 def main() -> None:
-    argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    ).parse_args()
+    )
+    parser.add_argument("--results", type=Path, help="also save the evaluation and stage times as this JSON")
+    args = parser.parse_args()
     total = time.perf_counter()
     for config in TRAINING:
         path = CONFIGS / f"{config}.yaml"
@@ -83,10 +94,13 @@ def main() -> None:
         ],
     )
     # every domain-specific part (prompts, scorers, embedders, candidates) is named in the YAML preset
-    print("[evaluate] cfgrl evaluate --config examples/configs/evaluate.yaml", flush=True)
-    code = cfgrl(["evaluate", "--config", str(CONFIGS / "evaluate.yaml")])
-    if code:
-        raise SystemExit(f"[evaluate] failed with exit code {code}")
+    stage("evaluate", None, ["evaluate", "--config", str(CONFIGS / "evaluate.yaml")])
+    if args.results is not None:
+        document = json.loads(Path("runs/eval/results.json").read_text())
+        document["command"] = "python examples/quickstart.py --results " + str(args.results)
+        document["stage_seconds"] = STAGE_SECONDS  # None: a cached stage, not run this time
+        atomic_save_json(document, args.results)
+        print(f"[results] {args.results}")
     print(
         f"\nquickstart finished in {time.perf_counter() - total:.0f} s; plot: runs/eval/quality_diversity.png; "
         "TensorBoard: tensorboard --logdir runs"
