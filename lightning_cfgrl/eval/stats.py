@@ -82,4 +82,19 @@ def paired_t_test(differences: Sequence[float]) -> TTest:
     return TTest(mean, se, t, df, student_t_sf(t, df))
 
 
-__all__ = ["TTest", "mean_se", "paired_t_test", "student_t_sf"]
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment (family-wise error over the m tests), in the input order.
+
+    Sorted ascending, the k-th smallest p (k = 0..m-1) becomes ``max over j <= k of min(1, (m - j) p_(j))``:
+    uniformly more powerful than Bonferroni's ``m p`` and valid under any dependence between the tests.
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(p_values[i])))
+        adjusted[i] = running
+    return adjusted
+
+
+__all__ = ["TTest", "holm_adjust", "mean_se", "paired_t_test", "student_t_sf"]
