@@ -25,7 +25,7 @@ Protocol (fixed in code before any run):
   reward hacking.
 
 Results go to ``benchmarks/results/recipe_*.json`` (with the machine), cached models to
-``runs/recipe_study/<domain>/``.
+``runs/recipe_study/<domain>/<code hash>/`` (never reused by other code).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from lightning_cfgrl.embedders import (
 from lightning_cfgrl.embedders.contrastive_training import triplet_accuracy
 from lightning_cfgrl.eval.candidates import CandidateResult, evaluate_candidate
 from lightning_cfgrl.eval.claims import ClaimInputs, check_claims, format_claims, paired_claim
-from lightning_cfgrl.eval.machine import describe_machine
+from lightning_cfgrl.eval.machine import describe_machine, source_sha256
 from lightning_cfgrl.eval.protocol import evaluation_seeds, selection_seeds
 from lightning_cfgrl.eval.stats import mean_se
 from lightning_cfgrl.eval.training_runs import pool_training_runs
@@ -163,9 +163,18 @@ def quiet_trainer(**kwargs) -> pl.Trainer:
     return pl.Trainer(**{**defaults, **kwargs})
 
 
+def cache_dir(spec: DomainSpec) -> Path:
+    """The domain's cache folder for this exact code (the package's ``source_sha256`` and this script's
+    bytes): models trained by other code are never reused; changed code trains afresh in a new folder."""
+    import hashlib
+
+    code = hashlib.sha256(source_sha256().encode() + Path(__file__).read_bytes()).hexdigest()
+    return CACHE / spec.name / code[:16]
+
+
 def base_state(spec: DomainSpec) -> dict[str, Tensor]:
     """The domain's pretrained base (cached): condition dropout 0.2, as examples/configs/pretrain.yaml."""
-    path = CACHE / spec.name / "base.pt"
+    path = cache_dir(spec) / "base.pt"
     if path.exists():
         return torch.load(path, weights_only=True)
     pl.seed_everything(0)
@@ -182,7 +191,7 @@ def base_state(spec: DomainSpec) -> dict[str, Tensor]:
 
 def reward_embedder(spec: DomainSpec) -> ContrastiveTokenEmbedder:
     """The reward's contrastive embedder (cached), trained as examples/configs/embedder.yaml."""
-    path = CACHE / spec.name / "embedder.pt"
+    path = cache_dir(spec) / "embedder.pt"
     embedder = ContrastiveTokenEmbedder(**spec.embedder_args)
     if path.exists():
         embedder.load_state_dict(torch.load(path, weights_only=True))
@@ -365,7 +374,7 @@ def cached_student(
     import json
 
     key = json.dumps({"recipe": asdict(recipe), "trainer": SHIPPED_TRAINER, "seed": seed}, sort_keys=True)
-    path = CACHE / spec.name / "students" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    path = cache_dir(spec) / "students" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
     if path.exists():
         saved = torch.load(path, weights_only=True)
         model = spec.generator()

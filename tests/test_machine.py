@@ -36,3 +36,17 @@ def test_every_saved_result_names_its_commit(path: Path) -> None:
     machine = json.loads(path.read_text())["machine"]
     assert isinstance(machine, dict) and machine.get("commit"), f"{path.name}: no machine.commit"
     assert "dirty" in machine, f"{path.name}: no machine.dirty"
+
+
+def test_source_hash_changes_with_any_source_byte(tmp_path, monkeypatch) -> None:
+    import shutil
+
+    import lightning_cfgrl.eval.machine as machine
+
+    copy = tmp_path / "lightning_cfgrl"
+    shutil.copytree(ROOT / "lightning_cfgrl", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(machine, "__file__", str(copy / "eval" / "machine.py"))
+    before = machine.source_sha256()
+    assert before == machine.source_sha256()
+    (copy / "core" / "guidance.py").write_text((copy / "core" / "guidance.py").read_text() + "\n# edit\n")
+    assert machine.source_sha256() != before

@@ -3,6 +3,7 @@ flag, library versions), saved beside every result."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import subprocess
@@ -27,11 +28,22 @@ def cpu_model() -> str:
 LIBRARIES = ("lightning-cfgrl", "torch", "lightning", "torchmetrics", "numpy", "transformers", "peft")
 
 
+def source_sha256() -> str:
+    """sha256 over the package's own source files (relative path and bytes, sorted): the same value
+    exactly when the code is the same, committed or not, so a cache keyed by it is never reused by
+    other code."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def code_version() -> dict[str, Any]:
     """``commit`` and ``dirty`` of the git checkout this package runs from (``None`` for an installed
-    wheel, where there is no checkout to ask), and the installed ``versions`` of the libraries a number
-    depends on. A dirty tree means the number came from uncommitted code: the commit alone does not
-    reproduce it."""
+    wheel, where there is no checkout to ask), the package's :func:`source_sha256`, and the installed
+    ``versions`` of the libraries a number depends on. A dirty tree means the number came from
+    uncommitted code: the commit alone does not reproduce it, the source hash identifies it."""
     root = Path(__file__).resolve().parents[2]
 
     def git(*args: str) -> str | None:
@@ -51,7 +63,8 @@ def code_version() -> dict[str, Any]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
-    return {"commit": commit, "dirty": None if status is None else bool(status), "versions": versions}
+    dirty = None if status is None else bool(status)
+    return {"commit": commit, "dirty": dirty, "source_sha256": source_sha256(), "versions": versions}
 
 
 def describe_machine(device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -87,4 +100,4 @@ def describe_machine(device: torch.device | str = "cpu") -> dict[str, Any]:
     return info
 
 
-__all__ = ["code_version", "cpu_model", "describe_machine"]
+__all__ = ["code_version", "cpu_model", "describe_machine", "source_sha256"]
