@@ -133,7 +133,7 @@ def test_shipped_configs_are_the_recipe_defaults(name: str) -> None:
 # (domain B's short base leaves CFG g=3 little gain over chance, so its fraction is noisy and can pass 1).
 # Domain A's bigram margin over the placebo is not asserted: at this short budget it is 0.005-0.036 over
 # the seeds, too close to 0 for a test that must not sit at the edge; the full-length recipe shows it
-# beyond 2 SE over 3 training seeds (README, "The recipe"), and the reward embedder's margin is asserted.
+# beyond 2 SE over 3 training seeds (docs: Results, the recipe on two domains), and the reward embedder's margin is asserted.
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["music", "hmm"])
 def test_short_recipe_closes_the_cfg_gap_and_beats_its_placebo(name, one_thread) -> None:
