@@ -1,5 +1,5 @@
-"""The README's "Bring your own model" tutorial, run as written: its Python snippets are extracted from
-README.md and executed in order in an empty folder (a snippet starting with ``# <name>.py`` is saved as
+"""The "Bring your own model" tutorial (``docs/getting-started/own-model.md``), run as written: its Python
+snippets are extracted from the page and executed in order in an empty folder (a snippet starting with ``# <name>.py`` is saved as
 that module instead). What the snippets print is printed again at the end (``pytest -s`` shows it)."""
 
 from __future__ import annotations
@@ -13,16 +13,13 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-SECTION = "## Bring your own model"
+TUTORIAL = Path(__file__).resolve().parents[1] / "docs" / "getting-started" / "own-model.md"
 
 
 def tutorial_snippets() -> list[str]:
-    text = README.read_text()
-    start = text.index(SECTION)
-    end = text.find("\n## ", start + len(SECTION))
-    section = text[start : end if end != -1 else len(text)]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    text = TUTORIAL.read_text()
+    assert text.startswith("# Bring your own model\n"), f"{TUTORIAL} is not the tutorial page"
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
 def test_the_tutorial_has_every_stage():
@@ -58,7 +55,7 @@ def test_the_tutorial_runs_as_written(tmp_path, monkeypatch):
             if re.fullmatch(r"# \w+\.py", first):
                 (tmp_path / first[2:]).write_text(snippet)
             else:
-                exec(compile(snippet, "README.md", "exec"), namespace)
+                exec(compile(snippet, str(TUTORIAL), "exec"), namespace)
     printed = out.getvalue()
     sys.modules.pop("my_lm", None)
     print(printed)

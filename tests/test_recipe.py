@@ -133,11 +133,12 @@ def test_shipped_configs_are_the_recipe_defaults(name: str) -> None:
 # (domain B's short base leaves CFG g=3 little gain over chance, so its fraction is noisy and can pass 1).
 # On an Intel Xeon (seed 0, 1 thread) domain B's bigram margin was 0.0051, and a rerun on an AMD EPYC
 # (family 25 model 17, 2026-12-06, the code of this commit) gave -0.0038 (reward_margin 0.0515): the
-# calibration above no longer describes every machine, so the bigram margin is not a CI check. So a threshold is asserted in CI only where both CPU types
-# passed it (ASSERTED); the others were calibrated on the AMD EPYC alone and are research-tier (RESEARCH):
-# measured and reported at the end of every run, asserted only under `pytest --research`
+# calibration above no longer describes every machine. So a threshold is asserted in CI only where both
+# CPU types passed it (ASSERTED); the others were calibrated on the AMD EPYC alone and are research-tier
+# (RESEARCH): measured and reported at the end of every run, asserted only under `pytest --research`
 # (CONTRIBUTING.md, "Portable tests"). Domain A's bigram margin is not checked at all at this short budget
-# (0.005-0.036 over the seeds); the full-length recipe shows it beyond 2 SE over 3 training seeds.
+# (0.005-0.036 over the seeds); the full-length recipe shows it beyond 2 SE over 3 training seeds (docs:
+# Results, the recipe on two domains).
 ASSERTED = {
     "music": dict(fraction=0.8, reward_margin=0.025),
     "hmm": dict(fraction=0.8),

@@ -57,7 +57,7 @@ def build_parser() -> ArgumentParser:
         type=bool,
         default=False,
         help="decode with the model's static-shape step compiled by torch.compile (AudioTokenTransformer; "
-        "pays a one-off compile of ~15 s per batch shape; see the README's 'Compiled decoding')",
+        "pays a one-off compile of ~15 s per batch shape; see the docs: Guides, Generation)",
     )
     return parser
 

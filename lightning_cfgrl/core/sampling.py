@@ -8,7 +8,7 @@ same tokens.
 ``compile=True`` decodes steps 1.. through the generator's static-shape ``decode_step`` (a preallocated
 cache attended with a mask: the same tensor shapes at every step) compiled once with ``torch.compile``;
 mixing, truncation and drawing stay eager, so the only difference from the eager path is the float
-rounding of the compiled model's logits (README, "Compiled decoding").
+rounding of the compiled model's logits (docs: Guides, Generation).
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def sample(
             calls of the same shapes); the tokens are the eager path's up to the rounding of the
             logits. Needs a generator with ``decode_step`` (:class:`~lightning_cfgrl.models.
             AudioTokenTransformer`). Eager is the default: on CPU the compiled step saves little once
-            the model's matmuls dominate (README, "Compiled decoding").
+            the model's matmuls dominate (docs: Guides, Generation).
 
     Returns:
         steps ``[B * G, K, T + max_delay]`` int64 in the generator's step domain (``pad_id`` where the
