@@ -94,6 +94,8 @@ def commit_of(data: dict) -> str:
         return NOT_RECORDED
     dirty = _lookup(data, ("dirty", "git_dirty"))
     state = " (uncommitted changes)" if dirty is True else " (clean tree)" if dirty is False else ""
+    if _lookup(data, ("commit_recorded",)):  # backfilled: the commit that last wrote the file
+        state += " (recorded after the fact: the commit that last wrote this file)"
     return f"`{str(commit)[:12]}`{state}"
 
 
