@@ -16,10 +16,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lightning_cfgrl import SamplingConfig, sample
 from lightning_cfgrl.audio import EncodecTokenizer, SyntheticSynth
-from lightning_cfgrl.audio.io import read_audio
 from lightning_cfgrl.callbacks.audio_logger import AudioSampleLogger
 from lightning_cfgrl.eval.diversity import pairwise_cosine_diversity
 from lightning_cfgrl.experiments import SyntheticMusic, SyntheticMusicDataModule
+from lightning_cfgrl.io.audio import read_audio
 from lightning_cfgrl.models import AudioTokenTransformer
 from lightning_cfgrl.training.pretrain import PretrainModule
 from tests.helpers.audio import small_codec

@@ -126,7 +126,7 @@ SAMPLE_RATE = 4000
 
 def _small_codec(num_codebooks: int = 2, bins: int = 32):
     """A tiny EnCodec (hop 16 samples) whose codebooks are k-means-initialised on 3 s of synthetic audio."""
-    from lightning_cfgrl.audio.encodec_import import import_encodec
+    from lightning_cfgrl.adapters.encodec_import import import_encodec
 
     encodec = import_encodec()
     torch.manual_seed(0)
@@ -161,7 +161,7 @@ def test_encodec_imports_lazily_and_without_a_loadable_torchaudio() -> None:
         "early = [m for m in sys.modules if m.split('.')[0] in ('encodec', 'torchaudio')]\n"
         "assert not early, early\n"
         "try:\n    import torchaudio; broken = False\nexcept Exception:\n    broken = True\n"
-        "from lightning_cfgrl.audio.encodec_import import import_encodec\n"
+        "from lightning_cfgrl.adapters.encodec_import import import_encodec\n"
         "enc = import_encodec()\n"
         "assert enc.EncodecModel.__name__ == 'EncodecModel'\n"
         "ta = sys.modules.get('torchaudio')\n"
@@ -210,7 +210,7 @@ def test_encodec_embedder_errors() -> None:
         EncodecAudioEmbedder(codec)(torch.full((2, 2, 8), 40))
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
         load_encodec("/nonexistent/encodec_24khz.th")
-    from lightning_cfgrl.audio.encodec_import import import_encodec
+    from lightning_cfgrl.adapters.encodec_import import import_encodec
 
     untrained = import_encodec().EncodecModel(
         codec.encoder,
@@ -225,7 +225,7 @@ def test_encodec_embedder_errors() -> None:
 
 
 def test_encodec_checkpoint_is_loaded_weights_only(tmp_path) -> None:
-    from lightning_cfgrl.audio.encodec_import import import_encodec
+    from lightning_cfgrl.adapters.encodec_import import import_encodec
 
     reference = import_encodec().EncodecModel.encodec_model_24khz(pretrained=False)
     torch.manual_seed(0)

@@ -12,7 +12,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
-from lightning_cfgrl.adapters.peft import ADAPTERS_KEY, AdapterLayout, is_peft_model
+from lightning_cfgrl.adapters.peft import is_peft_model
 from lightning_cfgrl.core.condition import Condition, cat_conditions, condition_batch_size, repeat_condition
 from lightning_cfgrl.core.controls import check_controls, controls_kwargs
 from lightning_cfgrl.core.eval_mode import eval_mode
@@ -20,6 +20,7 @@ from lightning_cfgrl.core.generator import check_logits
 from lightning_cfgrl.core.sampling import SamplingConfig, sample, step_seed
 from lightning_cfgrl.eval.diversity import group_pairwise_diversity
 from lightning_cfgrl.eval.scorers import Scorer
+from lightning_cfgrl.io.adapter_checkpoints import ADAPTERS_KEY, AdapterLayout
 from lightning_cfgrl.io.generators import load_init_checkpoint
 from lightning_cfgrl.io.specs import instantiate_spec, save_safe_hyperparameters
 from lightning_cfgrl.training.checkpoint_safety import SafeCheckpointLoading
@@ -148,7 +149,8 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
 
     def _use_adapters(self, peft_config: dict) -> None:
         """Wrap the generator with peft (after its base weights are loaded) unless it already is."""
-        from lightning_cfgrl.adapters.peft import adapter_layout, wrap_peft
+        from lightning_cfgrl.adapters.peft import wrap_peft
+        from lightning_cfgrl.io.adapter_checkpoints import adapter_layout
 
         if not is_peft_model(self.generator):
             self.generator = wrap_peft(self.generator, peft_config)
@@ -338,14 +340,14 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         if self.adapters is not None:  # the frozen base is rebuilt on load, not saved
-            from lightning_cfgrl.adapters.peft import adapter_checkpoint
+            from lightning_cfgrl.io.adapter_checkpoints import adapter_checkpoint
 
             adapter_checkpoint(checkpoint, self.adapters, "generator.")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         if self.adapters is not None:
-            from lightning_cfgrl.adapters.peft import check_adapter_state
+            from lightning_cfgrl.io.adapter_checkpoints import check_adapter_state
 
             state = checkpoint["state_dict"]
             saved = {k[len("generator.") :] for k in state if k.startswith("generator.")}
