@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
-from lightning_cfgrl.core.controls import DIVERSITY, ControlDistribution, Distribution, control_setting
+from lightning_cfgrl.core.controls import DIVERSITY_WEIGHT, ControlDistribution, Distribution, control_setting
 from lightning_cfgrl.core.diversity import (
     ADVANTAGE_NORMS,
     BASELINES,
@@ -122,7 +122,7 @@ class DiversityRewardCallback(ObjectiveCallback):
             raise TypeError(
                 f"embedder must be an nn.Module mapping tokens [B, K, T] to [B, D], got {type(embedder).__name__}"
             )
-        setting = control_setting(DIVERSITY, beta, beta_distribution)
+        setting = control_setting(DIVERSITY_WEIGHT, beta, beta_distribution)
         self.beta_range: ControlDistribution | None = (
             setting if isinstance(setting, ControlDistribution) else None
         )
@@ -252,7 +252,7 @@ class DiversityRewardCallback(ObjectiveCallback):
         if self.beta_range is None:
             term = -self.beta * diversity_surrogate(advantages, logprobs)
         else:  # each group's term weighted by its own beta (the student's control)
-            weights = batch.control(DIVERSITY)[rows].to(advantages.dtype)
+            weights = batch.control(DIVERSITY_WEIGHT)[rows].to(advantages.dtype)
             term = -diversity_surrogate(advantages * weights, logprobs)
 
         num_prompts = rewards.shape[0]
@@ -290,7 +290,7 @@ class DiversityRewardCallback(ObjectiveCallback):
         """One beta per prompt group (``[num_prompts * group_size]``), when ``beta`` is a range/list."""
         if self.beta_range is None:
             return {}
-        return {DIVERSITY: self.beta_range.draw(num_prompts, rng).repeat_interleave(group_size)}
+        return {DIVERSITY_WEIGHT: self.beta_range.draw(num_prompts, rng).repeat_interleave(group_size)}
 
     def _permutation(self, pl_module: CFGRLModule, n: int) -> Tensor:
         seed = step_seed(self.seed, pl_module.global_step, pl_module.global_rank)

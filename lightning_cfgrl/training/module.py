@@ -167,6 +167,10 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
                 "CFGRLModule found no objective callback on the Trainer; add CFGDistillCallback and/or "
                 "DiversityRewardCallback to Trainer(callbacks=[...])"
             )
+        # a control an objective feeds must be one the generator accepts: stop before step 1, naming both
+        check_controls(
+            self.generator, self.objective_controls(1, self.group_size, training=False), self.group_size
+        )
         log_objective_hyperparameters(self.trainer, self)  # guidance scale, beta, ... beside the hparams
         if self.disable_dropout and self._dropout_saved is None:
             self._dropout_saved = disable_dropout(self.generator)
@@ -175,10 +179,6 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
         if self._dropout_saved is not None:
             restore_dropout(self._dropout_saved)
             self._dropout_saved = None
-        # a control an objective will feed must be one the generator accepts: fail now, naming both
-        check_controls(
-            self.generator, self.objective_controls(1, self.group_size, training=False), self.group_size
-        )
 
     def _rollout_seed(self, salt: int) -> int:
         # distinct per step and per process, reproducible across resume
