@@ -26,7 +26,7 @@ from lightning_cfgrl.core.diversity import (
     pairwise_distances,
 )
 from lightning_cfgrl.core.sampling import step_seed
-from lightning_cfgrl.io.provenance import check_same_source
+from lightning_cfgrl.training.frozen import freeze, frozen_state, load_frozen_state, place_frozen
 from lightning_cfgrl.training.objective import ObjectiveCallback
 from lightning_cfgrl.training.rollout import RolloutBatch
 from lightning_cfgrl.training.sharding import is_sharded
@@ -139,7 +139,7 @@ class DiversityRewardCallback(ObjectiveCallback):
             raise ValueError(f"grad_norm_every_n_steps must be >= 1, got {grad_norm_every_n_steps}")
         if embed_batch_size is not None and embed_batch_size < 1:
             raise ValueError(f"embed_batch_size must be >= 1 or None, got {embed_batch_size}")
-        self.embedder = embedder.eval().requires_grad_(False)
+        self.embedder = freeze(embedder)
         self.beta = float(beta)
         self.baseline = baseline
         self.running = RunningMeanBaseline(baseline_decay)
@@ -185,9 +185,7 @@ class DiversityRewardCallback(ObjectiveCallback):
                 "(ModelParallelStrategy): this term's gradient would bypass FSDP's reduce-scatter. Expected "
                 "log_grad_norm=False under sharding (DDP and single-device runs support it)"
             )
-        # the precision plugin converts the embedder like the module (a no-op for "32-true" and AMP)
-        self.embedder = trainer.precision_plugin.convert_module(self.embedder.to(pl_module.device))
-        self.embedder.eval().requires_grad_(False)
+        self.embedder = place_frozen(self.embedder, trainer, pl_module.device)
 
     def hyperparameters(self) -> dict[str, Any]:
         embedder = type(self.embedder)
@@ -366,20 +364,15 @@ class DiversityRewardCallback(ObjectiveCallback):
     def state_dict(self) -> dict[str, Any]:
         # a resumed run must score with the same reward: the embedder's file (verified by hash), or its
         # weights when nothing else can rebuild it
-        state: dict[str, Any] = {"running_baseline": self.running.state_dict()}
         source = getattr(self.embedder, "checkpoint_source", None)
-        if source is not None and not self.embed_in_checkpoint:
-            return {**state, "embedder": None, "embedder_source": dict(source)}
-        return {**state, "embedder": self.embedder.state_dict()}
+        state = frozen_state(self.embedder, "embedder", source, self.embed_in_checkpoint)
+        return {"running_baseline": self.running.state_dict(), **state}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict.get("embedder_source") is not None:
-            current = getattr(self.embedder, "checkpoint_source", None)
-            check_same_source(state_dict["embedder_source"], current, "reward embedder")
+        source = getattr(self.embedder, "checkpoint_source", None)
+        load_frozen_state(self.embedder, state_dict, "embedder", source, "reward embedder")
         if "running_baseline" in state_dict:
             self.running.load_state_dict(state_dict["running_baseline"])
-        if state_dict.get("embedder") is not None:
-            self.embedder.load_state_dict(state_dict["embedder"])
 
 
 def _norm(tensors: list[Tensor]) -> Tensor:
