@@ -27,6 +27,7 @@ from lightning_cfgrl.core.diversity import (
 )
 from lightning_cfgrl.core.sampling import step_seed
 from lightning_cfgrl.training.frozen import freeze, frozen_state, load_frozen_state, place_frozen
+from lightning_cfgrl.training.grad_norm import GradNormMonitor
 from lightning_cfgrl.training.objective import ObjectiveCallback
 from lightning_cfgrl.training.rollout import RolloutBatch
 from lightning_cfgrl.training.sharding import is_sharded
@@ -152,7 +153,8 @@ class DiversityRewardCallback(ObjectiveCallback):
         self.name = name
         self.embed_in_checkpoint = embed_in_checkpoint
         self._prefix = "" if name == "diversity" else f"{name}_"
-        self._grad_buffer: list[Tensor] | None = None
+        ratio_key = f"train/grad_norm/{name}_ratio" if self._prefix else "train/grad_norm/ratio"
+        self.grad_norm = GradNormMonitor(name, ratio_key)
         self._warned_sampling = False
 
     @property
@@ -260,7 +262,7 @@ class DiversityRewardCallback(ObjectiveCallback):
         pl_module.log(f"train/{p}group_diversity", group_diversity(distances).mean(), batch_size=num_prompts)
         pl_module.log(f"train/{p}reward_baseline", baselines.mean(), batch_size=num_prompts)
         if self.log_grad_norm and pl_module.global_step % self.grad_norm_every_n_steps == 0:
-            self._log_term_grad(pl_module, term)
+            self.grad_norm.add_term(pl_module, term, self._params(pl_module))
         if kind == "running_mean":
             # after the loss is built, so the baseline of this batch never saw its rewards; averaged over
             # processes so every rank holds (and checkpoints) the same baseline
@@ -298,38 +300,9 @@ class DiversityRewardCallback(ObjectiveCallback):
     def _params(self, pl_module: CFGRLModule) -> list[Tensor]:
         return [p for p in pl_module.generator.parameters() if p.requires_grad]
 
-    def _log_term_grad(self, pl_module: CFGRLModule, term: Tensor) -> None:
-        params = self._params(pl_module)
-        grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
-        grads = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(params, grads, strict=True)]
-        # under DDP each rank holds its half-batch's gradient; average it as DDP averages p.grad, so the
-        # norms describe the update actually applied and "other_terms" subtracts like from like
-        grads = [pl_module.trainer.strategy.reduce(g, reduce_op="mean") for g in grads]
-        pl_module.log(f"train/grad_norm/{self.name}", _norm(grads), batch_size=1)
-        # Lightning divides the loss by accumulate_grad_batches before backward; mirror it so the
-        # buffer matches this term's share of p.grad at optimizer time
-        scale = 1.0 / pl_module.trainer.accumulate_grad_batches
-        if self._grad_buffer is None:
-            self._grad_buffer = [g * scale for g in grads]
-        else:
-            for buf, g in zip(self._grad_buffer, grads, strict=True):
-                buf.add_(g, alpha=scale)
-
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: CFGRLModule, optimizer: Any) -> None:
-        if not self.log_grad_norm or self._grad_buffer is None:
-            return
-        params = self._params(pl_module)
-        total = [torch.zeros_like(p) if p.grad is None else p.grad.detach() for p in params]
-        pl_module.log("train/grad_norm/total", _norm(total), batch_size=1)
-        own = _norm(self._grad_buffer)
-        others = _norm([t - b for t, b in zip(total, self._grad_buffer, strict=True)])
-        pl_module.log("train/grad_norm/other_terms", others, batch_size=1)
-        pl_module.log(
-            f"train/grad_norm/{self.name}_ratio" if self._prefix else "train/grad_norm/ratio",
-            own / others.clamp(min=1e-12),
-            batch_size=1,
-        )
-        self._grad_buffer = None
+        if self.log_grad_norm:
+            self.grad_norm.log_at_optimizer_step(pl_module, self._params(pl_module))
 
     # -- checks ---------------------------------------------------------------------------------------
     def _check_finite(self, pl_module: CFGRLModule, rewards: Tensor) -> None:
@@ -373,7 +346,3 @@ class DiversityRewardCallback(ObjectiveCallback):
         load_frozen_state(self.embedder, state_dict, "embedder", source, "reward embedder")
         if "running_baseline" in state_dict:
             self.running.load_state_dict(state_dict["running_baseline"])
-
-
-def _norm(tensors: list[Tensor]) -> Tensor:
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors]))
