@@ -26,7 +26,7 @@ from lightning_cfgrl.io.specs import instantiate_spec, save_safe_hyperparameters
 from lightning_cfgrl.training.checkpoint_safety import SafeCheckpointLoading
 from lightning_cfgrl.training.dropout import disable_dropout, restore_dropout
 from lightning_cfgrl.training.objective import ObjectiveCallback, log_objective_hyperparameters
-from lightning_cfgrl.training.optimization import build_optimizers, warmup_decay_lambda
+from lightning_cfgrl.training.optimization import WarmupDecayLR, build_optimizers, check_schedule
 from lightning_cfgrl.training.rollout import RolloutBatch
 
 EXTRA_ROLLOUT_SALT = (
@@ -115,7 +115,7 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
             raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate}")
         if val_samples_per_prompt < 1:
             raise ValueError(f"val_samples_per_prompt must be >= 1, got {val_samples_per_prompt}")
-        warmup_decay_lambda(lr_warmup_steps, 1, lr_decay)  # validates both now, not at fit start
+        check_schedule(lr_warmup_steps, lr_decay)  # now, not at fit start
         _check_frames_fit(generator, num_frames)
         self.rollout_sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
         save_safe_hyperparameters(
@@ -375,10 +375,8 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
                 f"lr_decay={self.lr_decay!r} needs a finite number of steps, but the Trainer has none "
                 "(set max_steps or max_epochs), or use lr_decay='constant'"
             )
-        factor = warmup_decay_lambda(
-            self.lr_warmup_steps, int(total) if math.isfinite(total) else 0, self.lr_decay
-        )
-        schedule = torch.optim.lr_scheduler.LambdaLR(built, factor)
+        steps = int(total) if math.isfinite(total) else 0
+        schedule = WarmupDecayLR(built, self.lr_warmup_steps, steps, self.lr_decay)
         return {"optimizer": built, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
