@@ -29,6 +29,7 @@ def _heldout_frames(n: int = 2000) -> torch.Tensor:
 # -- contrastive embedder -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains a model
 def test_trained_embedder_puts_chunks_of_one_sequence_closer(contrastive_embedder) -> None:
     embedder, _ = contrastive_embedder
     frames = _heldout_frames()
@@ -42,6 +43,7 @@ def test_trained_embedder_puts_chunks_of_one_sequence_closer(contrastive_embedde
     assert float(untrained) < float(trained) - 0.1
 
 
+@pytest.mark.slow  # trains a model
 def test_checkpoint_loads_weights_only_and_rebuilds_the_embedder(contrastive_embedder) -> None:
     embedder, path = contrastive_embedder
     ckpt = torch.load(path, weights_only=True)  # nothing pickled but tensors and containers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning.pytorch as pl
+import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -37,6 +38,7 @@ class TwoTerms(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.0)
 
 
+@pytest.mark.slow  # trains a model
 def test_the_monitor_logs_the_term_the_total_the_rest_and_the_ratio():
     module = TwoTerms()
     data = DataLoader(TensorDataset(X), batch_size=2)

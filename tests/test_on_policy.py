@@ -49,6 +49,7 @@ def _eval_logprobs(generator, batch) -> torch.Tensor:
     return torch.where(batch.mask, picked, torch.zeros_like(picked))
 
 
+@pytest.mark.slow  # trains a model
 def test_gradient_pass_reproduces_the_rollout_logprobs_exactly_with_dropout_disabled() -> None:
     torch.manual_seed(0)
     generator = AudioTokenTransformer(**{**BASE_ARGS, "dropout": 0.3})
@@ -73,6 +74,7 @@ def test_gradient_pass_reproduces_the_rollout_logprobs_exactly_with_dropout_disa
     assert gap > 1e-2
 
 
+@pytest.mark.slow  # trains a model
 def test_the_rollout_is_the_eval_mode_sampler_draw_of_the_same_weights() -> None:
     """What the first test compares against is what was sampled: the rollout of step 0 is the seeded
     sampler's draw from the student in eval mode (the spy's zero loss leaves the weights unchanged)."""
@@ -114,6 +116,7 @@ class _ConditionDropout(nn.Module):
         return self.inner.null_condition(condition)
 
 
+@pytest.mark.slow  # trains a model
 def test_mode_dependent_behaviour_left_in_the_model_is_reported_once() -> None:
     torch.manual_seed(0)
     with pytest.warns(
@@ -148,6 +151,7 @@ def test_disable_dropout_covers_hf_style_float_attributes_and_restores_them() ->
     ] * 2
 
 
+@pytest.mark.slow  # trains a model
 def test_teacher_fraction_adds_cfg_teacher_samples_after_the_on_policy_rows(pretrained_base) -> None:
     spy = Spy()
     distill = CFGDistillCallback(guidance_scale=3.0, teacher_fraction=0.2)
@@ -239,6 +243,7 @@ def test_a_lambda_lr_state_resumes_on_the_same_schedule() -> None:
     assert lrs == pytest.approx([2e-3 * factor(s) for s in range(5, 12)], rel=1e-12, abs=1e-17)
 
 
+@pytest.mark.slow  # trains a model
 def test_module_follows_the_schedule(pretrained_base) -> None:
     seen: list[float] = []
 

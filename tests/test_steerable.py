@@ -186,6 +186,7 @@ def test_controls_in_every_layer_load_a_base_unchanged_and_steer_every_layer():
         AudioTokenTransformer(**BASE_ARGS, control_layers="every")
 
 
+@pytest.mark.slow  # trains a model
 def test_training_moves_the_film_of_every_layer(pretrained_base, domain, tmp_path):
     student = _steerable(control_layers="every")
     load_base_weights(student, pretrained_base.state_dict())
@@ -221,6 +222,7 @@ def test_the_selection_script_never_sees_the_heldout_prompts_and_can_freeze_the_
     assert trainable == {"control_emb", "control_film"}
 
 
+@pytest.mark.slow  # trains a model
 def test_checkpoint_of_a_steerable_student_rebuilds_it(pretrained_base, domain, tmp_path):
     student = _steerable(controls=(GUIDANCE,))
     load_base_weights(student, pretrained_base.state_dict())
@@ -240,6 +242,7 @@ def test_checkpoint_of_a_steerable_student_rebuilds_it(pretrained_base, domain, 
 
 
 # -- clear errors -------------------------------------------------------------------------------------------
+@pytest.mark.slow  # trains a model
 def test_a_generator_without_controls_gives_a_clear_error(pretrained_base, domain):
     with pytest.raises(
         ValueError, match="AudioTokenTransformer does not accept the control 'guidance_scale'"
@@ -398,6 +401,7 @@ class _Recorder(ObjectiveCallback):
         return {}
 
 
+@pytest.mark.slow  # trains a model
 def test_rollout_loss_and_teacher_share_the_per_group_controls(pretrained_base, domain):
     student = _steerable()
     load_base_weights(student, pretrained_base.state_dict())
@@ -538,6 +542,7 @@ def _save(generator: nn.Module, path: Path) -> str:
     return str(path)
 
 
+@pytest.mark.slow  # trains a model
 def test_evaluation_sweeps_a_steerable_student_like_cfg(pretrained_base, tmp_path):
     from lightning_cfgrl.eval import Candidates, Evaluation
     from lightning_cfgrl.eval.candidates import evaluate_candidate
