@@ -3,8 +3,9 @@
 TRL's pattern, for distillation: only a few adapter weights are trained; the reference model (here the
 frozen CFG teacher) is the same network with its adapters disabled (``with model.disable_adapter():``),
 so it costs no second copy of the weights and nothing in a checkpoint. A checkpoint holds the adapter
-weights plus a SHA-256 fingerprint of the frozen base; loading rebuilds the base from the generator's
-spec (and ``init_checkpoint``), checks the fingerprint and adds the adapters.
+weights plus a SHA-256 fingerprint of the frozen base (:mod:`lightning_cfgrl.io.adapter_checkpoints`);
+loading rebuilds the base from the generator's spec (and ``init_checkpoint``), checks the fingerprint
+and adds the adapters (:func:`lightning_cfgrl.io.generators.load_peft_generator`).
 
 The wrapped model (``peft.PeftModel``) is still a ``TokenGenerator``: peft forwards attribute lookups
 (``num_codebooks``, ``pattern``, ``null_condition``, ``new_cache``, ``spec``...) to the wrapped generator.
