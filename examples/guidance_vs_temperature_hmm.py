@@ -22,7 +22,8 @@ from lightning_cfgrl.embedders import TokenHistogramEmbedder
 from lightning_cfgrl.eval.candidates import evaluate_candidate, format_table
 from lightning_cfgrl.experiments import LogLikelihood, PromptAdherence, SyntheticMusicDataModule
 from lightning_cfgrl.experiments.hmm_music import HMMMusic
-from lightning_cfgrl.models import AudioTokenTransformer, PretrainModule
+from lightning_cfgrl.models import AudioTokenTransformer
+from lightning_cfgrl.training import PretrainModule
 
 
 class ChunkedEmbedder(nn.Module):

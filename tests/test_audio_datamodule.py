@@ -97,6 +97,7 @@ def test_token_crops_for_pretraining(folder):
     )  # crop 0 at the start
 
 
+@pytest.mark.slow  # trains a model
 def test_pretraining_runs_on_audio_tokens(folder):
     import lightning.pytorch as pl
 

@@ -16,10 +16,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lightning_cfgrl import SamplingConfig, sample
 from lightning_cfgrl.audio import EncodecTokenizer, SyntheticSynth
-from lightning_cfgrl.audio.io import read_audio
 from lightning_cfgrl.callbacks.audio_logger import AudioSampleLogger
 from lightning_cfgrl.eval.diversity import pairwise_cosine_diversity
 from lightning_cfgrl.experiments import SyntheticMusic, SyntheticMusicDataModule
+from lightning_cfgrl.io.audio import read_audio
 from lightning_cfgrl.models import AudioTokenTransformer
 from lightning_cfgrl.training.pretrain import PretrainModule
 from tests.helpers.audio import small_codec
@@ -114,6 +114,7 @@ def _pcm(event) -> np.ndarray:
         return np.frombuffer(f.readframes(f.getnframes()), dtype="<i2") / np.iinfo(np.int16).max
 
 
+@pytest.mark.slow  # trains a model
 def test_logs_audio_and_diversity_to_tensorboard(tmp_path):
     every_step = AudioSampleLogger(
         num_prompts=2,
@@ -171,6 +172,7 @@ def test_logs_audio_and_diversity_to_tensorboard(tmp_path):
     assert 0.0 < diversity[-1].value <= 2.0
 
 
+@pytest.mark.slow  # trains a model
 def test_encodec_decoder_and_other_loggers(tmp_path):
     tokenizer = EncodecTokenizer(small_codec(), bandwidth=2.5)  # 2 codebooks of 32, 4 kHz, hop 16
     callback = AudioSampleLogger(
@@ -204,6 +206,7 @@ def test_encodec_decoder_and_other_loggers(tmp_path):
         AudioSampleLogger(num_samples=0)
 
 
+@pytest.mark.slow  # trains a model
 def test_other_loggers_get_wav_files_and_the_diversity_with_one_warning(tmp_path):
     callback = AudioSampleLogger(
         prompts=[[1, 2, 3]], num_samples=2, num_frames=NUM_FRAMES, every_n_steps=1, log_on_validation=False

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lightning_cfgrl.audio import EncodecTokenizer, read_audio, resample, write_audio
-from lightning_cfgrl.audio import io as audio_io
+from lightning_cfgrl.io import audio as audio_io
 from tests.helpers.audio import HOP, SR, invertible_codec, small_codec, tones
 
 pytestmark = pytest.mark.usefixtures("one_thread")

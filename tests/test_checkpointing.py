@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
+import struct
 from pathlib import Path
 
 import pytest
@@ -117,6 +119,26 @@ def test_streamed_safetensors_read_by_the_library_and_by_mmap(tmp_path: Path) ->
             assert got.dtype == t.dtype and got.shape == t.shape and torch.equal(got, t), name
     mapped["w"].add_(1.0)  # a private mapping: the file must not change
     assert torch.equal(load_file(path)["w"], tensors["w"])
+
+
+def test_load_safetensors_equals_the_library_on_odd_files_and_never_writes_them(tmp_path: Path) -> None:
+    # a foreign writer's misaligned data (odd header length) and zero-size tensors, both load modes
+    t = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    header = json.dumps({"a": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}}).encode() + b" "
+    odd = tmp_path / "odd.safetensors"
+    odd.write_bytes(struct.pack("<Q", len(header)) + header + t.numpy().tobytes())
+    empty = tmp_path / "empty.safetensors"
+    save_file({"e": torch.empty(0), "z": torch.zeros(0, 3, dtype=torch.int64)}, empty)
+    for path in (odd, empty):
+        before = path.read_bytes()
+        expected = load_file(path)
+        for mmap in (True, False):
+            got = load_safetensors(path, mmap=mmap)
+            assert set(got) == set(expected)
+            for name, value in expected.items():
+                assert got[name].dtype == value.dtype and torch.equal(got[name], value), (path, name)
+                got[name].add_(1)
+        assert path.read_bytes() == before
 
 
 def test_streamed_tensor_must_match_the_header(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ def test_print_config_resolves_class_paths(tmp_path):
         assert expected in out
 
 
+@pytest.mark.slow  # trains a model
 def test_pretrain_then_distill_from_yaml(tmp_path):
     short = [
         "--trainer.max_steps=4",

@@ -35,6 +35,7 @@ def _rollout_batch(module, condition, group_size=2):
     )
 
 
+@pytest.mark.slow  # trains a model
 def test_guidance_one_gives_zero_divergence_at_step_zero(pretrained_base, domain):
     module = CFGRLModule(pretrained_base, num_frames=32)
     callback = CFGDistillCallback(guidance_scale=1.0)
@@ -47,6 +48,7 @@ def test_guidance_one_gives_zero_divergence_at_step_zero(pretrained_base, domain
     assert callback3.loss_terms(module, _rollout_batch(module, domain.prompts[:6]))["distill"].item() > 0.05
 
 
+@pytest.mark.slow  # trains a model
 def test_teacher_frozen_student_trained(pretrained_base, domain):
     module = CFGRLModule(pretrained_base, num_frames=32, learning_rate=1e-3)
     callback = CFGDistillCallback(guidance_scale=3.0)
@@ -60,6 +62,7 @@ def test_teacher_frozen_student_trained(pretrained_base, domain):
     assert not optimized & {id(p) for p in callback.teacher.parameters()}
 
 
+@pytest.mark.slow  # trains a model
 def test_resume_restores_original_teacher_not_current_student(pretrained_base, domain, tmp_path):
     base_hash = param_hash(pretrained_base)
     module = CFGRLModule(pretrained_base, num_frames=32, learning_rate=1e-3)
@@ -74,6 +77,7 @@ def test_resume_restores_original_teacher_not_current_student(pretrained_base, d
     assert param_hash(callback.teacher) == base_hash
 
 
+@pytest.mark.slow  # trains a model
 def test_loaded_checkpoint_rebuilds_generator(pretrained_base, domain, tmp_path):
     module = CFGRLModule(pretrained_base, num_frames=32)
     trainer = _fit(module, [CFGDistillCallback()], 2, domain, default_root_dir=tmp_path)
@@ -83,6 +87,7 @@ def test_loaded_checkpoint_rebuilds_generator(pretrained_base, domain, tmp_path)
     assert isinstance(loaded.generator, AudioTokenTransformer)
 
 
+@pytest.mark.slow  # trains a model
 def test_teacher_vocab_or_codebook_mismatch_is_reported(pretrained_base, domain, tmp_path):
     for override, message in (
         (dict(vocab_size=16), "teacher vocab_size=16 does not match the student's vocab_size=32"),
@@ -111,6 +116,7 @@ def test_bad_distill_config(kwargs, message):
         CFGDistillCallback(**kwargs)
 
 
+@pytest.mark.slow  # trains a model
 def test_module_without_objective_or_with_bad_batch(pretrained_base, domain):
     with pytest.raises(ValueError, match="found no objective callback"):
         _fit(CFGRLModule(pretrained_base, num_frames=8), [], 1, domain)
@@ -154,6 +160,7 @@ def test_end_to_end_distillation_closes_the_cfg_gap(pretrained_base, domain):
     assert student - base_plain >= 0.5 * (base_cfg - base_plain), (base_plain, base_cfg, student)
 
 
+@pytest.mark.slow  # trains a model
 def test_non_finite_loss_stops_the_run_naming_step_and_term(pretrained_base, domain, tmp_path):
     module = CFGRLModule(pretrained_base, num_frames=8, learning_rate=1e-3)
     callback = CFGDistillCallback()
@@ -178,6 +185,7 @@ def test_non_finite_loss_stops_the_run_naming_step_and_term(pretrained_base, dom
     assert all(torch.equal(weights[k], v) for k, v in module.generator.state_dict().items())
 
 
+@pytest.mark.slow  # trains a model
 @pytest.mark.parametrize("scale", [0.0, 1.0])
 def test_guidance_zero_or_one_runs_one_teacher_pass(scale):
     """At g = 1 (or 0) CFG returns the conditional (unconditional) logits exactly: the teacher runs only

@@ -164,6 +164,7 @@ def _fit(
     return module, trainer
 
 
+@pytest.mark.slow  # trains a model
 def test_beta_zero_gives_exactly_the_gradients_of_distillation_alone(pretrained_base_state) -> None:
     alone, _ = _fit(pretrained_base_state, [CFGDistillCallback()])
     torch.manual_seed(0)
@@ -178,6 +179,7 @@ def test_beta_zero_gives_exactly_the_gradients_of_distillation_alone(pretrained_
     assert "train/reward_mean" in trainer.callback_metrics  # the reward was computed and logged all the same
 
 
+@pytest.mark.slow  # trains a model
 def test_embedder_is_frozen_never_optimised_and_saved_for_resume(pretrained_base_state, tmp_path) -> None:
     torch.manual_seed(0)
     embedder = ContrastiveTokenEmbedder()
@@ -210,6 +212,7 @@ def test_embedder_is_frozen_never_optimised_and_saved_for_resume(pretrained_base
     assert all(torch.equal(before[k], v) for k, v in resumed.embedder.state_dict().items())
 
 
+@pytest.mark.slow  # trains a model
 def test_grad_norm_logging_splits_the_total(pretrained_base_state) -> None:
     # diversity alone: every bit of the total gradient is this term's
     _, trainer = _fit(

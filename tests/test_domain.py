@@ -75,6 +75,7 @@ def _evaluate(generator, domain, config, num_samples=16, seed=0):
     return adherence, diversity
 
 
+@pytest.mark.slow  # trains a model
 def test_guidance_raises_adherence_where_temperature_cannot(pretrained_base, domain):
     """Why CFG is worth distilling on this domain (48 prompts x 16 samples, fixed seed).
 

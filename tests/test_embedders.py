@@ -29,6 +29,7 @@ def _heldout_frames(n: int = 2000) -> torch.Tensor:
 # -- contrastive embedder -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains a model
 def test_trained_embedder_puts_chunks_of_one_sequence_closer(contrastive_embedder) -> None:
     embedder, _ = contrastive_embedder
     frames = _heldout_frames()
@@ -42,6 +43,7 @@ def test_trained_embedder_puts_chunks_of_one_sequence_closer(contrastive_embedde
     assert float(untrained) < float(trained) - 0.1
 
 
+@pytest.mark.slow  # trains a model
 def test_checkpoint_loads_weights_only_and_rebuilds_the_embedder(contrastive_embedder) -> None:
     embedder, path = contrastive_embedder
     ckpt = torch.load(path, weights_only=True)  # nothing pickled but tensors and containers
@@ -126,7 +128,7 @@ SAMPLE_RATE = 4000
 
 def _small_codec(num_codebooks: int = 2, bins: int = 32):
     """A tiny EnCodec (hop 16 samples) whose codebooks are k-means-initialised on 3 s of synthetic audio."""
-    from lightning_cfgrl.audio.encodec_import import import_encodec
+    from lightning_cfgrl.adapters.encodec_import import import_encodec
 
     encodec = import_encodec()
     torch.manual_seed(0)
@@ -161,7 +163,7 @@ def test_encodec_imports_lazily_and_without_a_loadable_torchaudio() -> None:
         "early = [m for m in sys.modules if m.split('.')[0] in ('encodec', 'torchaudio')]\n"
         "assert not early, early\n"
         "try:\n    import torchaudio; broken = False\nexcept Exception:\n    broken = True\n"
-        "from lightning_cfgrl.audio.encodec_import import import_encodec\n"
+        "from lightning_cfgrl.adapters.encodec_import import import_encodec\n"
         "enc = import_encodec()\n"
         "assert enc.EncodecModel.__name__ == 'EncodecModel'\n"
         "ta = sys.modules.get('torchaudio')\n"
@@ -210,7 +212,7 @@ def test_encodec_embedder_errors() -> None:
         EncodecAudioEmbedder(codec)(torch.full((2, 2, 8), 40))
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
         load_encodec("/nonexistent/encodec_24khz.th")
-    from lightning_cfgrl.audio.encodec_import import import_encodec
+    from lightning_cfgrl.adapters.encodec_import import import_encodec
 
     untrained = import_encodec().EncodecModel(
         codec.encoder,
@@ -225,7 +227,7 @@ def test_encodec_embedder_errors() -> None:
 
 
 def test_encodec_checkpoint_is_loaded_weights_only(tmp_path) -> None:
-    from lightning_cfgrl.audio.encodec_import import import_encodec
+    from lightning_cfgrl.adapters.encodec_import import import_encodec
 
     reference = import_encodec().EncodecModel.encodec_model_24khz(pretrained=False)
     torch.manual_seed(0)

@@ -410,6 +410,7 @@ def test_best_temperature_point_is_chosen_on_selection_seeds(tmp_path):
     assert claim.margin == pytest.approx(2.9 - 0.95 * 1.0) and "temperature 0.5" in claim.statement
 
 
+@pytest.mark.slow  # trains a model
 def test_builtin_domain_evaluation_in_python(pretrained_base, tmp_path):
     from lightning_cfgrl.embedders import TokenHistogramEmbedder
     from lightning_cfgrl.experiments import LogLikelihood, PromptAdherence, SyntheticPromptDataModule

@@ -62,6 +62,7 @@ def _fit(module: CFGRLModule, steps: int = 2, **callback_kwargs):
     return trainer, callback
 
 
+@pytest.mark.slow  # trains a model
 def test_adapter_disabled_teacher_equals_the_base_bit_for_bit(base_file):
     module = _lora_module(base_file)
     base = tiny_generator(0).eval()
@@ -84,6 +85,7 @@ def test_adapter_disabled_teacher_equals_the_base_bit_for_bit(base_file):
     assert any(p.requires_grad for p in student.parameters())  # and did not freeze its adapters
 
 
+@pytest.mark.slow  # trains a model
 def test_only_adapters_are_trained_optimised_and_checkpointed(base_file, tmp_path):
     module = _lora_module(base_file)
     base_state = {k: v.clone() for k, v in tiny_generator(0).state_dict().items()}
@@ -125,6 +127,7 @@ def test_only_adapters_are_trained_optimised_and_checkpointed(base_file, tmp_pat
         torch.testing.assert_close(rebuilt(steps, COND), generator.eval()(steps, COND), rtol=0, atol=0)
 
 
+@pytest.mark.slow  # trains a model
 def test_adapters_on_another_base_are_refused(base_file, tmp_path):
     module = _lora_module(base_file)
     trainer, _ = _fit(module, steps=1)
@@ -137,6 +140,7 @@ def test_adapters_on_another_base_are_refused(base_file, tmp_path):
     assert CFGRLModule.load_from_checkpoint(path).adapters is not None  # the recorded base loads
 
 
+@pytest.mark.slow  # trains a model
 def test_lora_merge_merges_weight_deltas_not_factors(base_file, tmp_path):
     from lightning_cfgrl.cli.merge import merge_checkpoints
     from lightning_cfgrl.merging import merge_state_dicts
@@ -212,6 +216,7 @@ def test_teacher_chunks_and_low_precision_teacher_match_the_plain_teacher(base_f
     assert 0 < err < bf16_tol, (err, bf16_tol)
 
 
+@pytest.mark.slow  # trains a model
 def test_full_copy_teacher_can_be_stored_in_bfloat16(base_file):
     module = CFGRLModule(tiny_generator(0), num_frames=8, learning_rate=1e-2)
     trainer, callback = _fit(module, steps=1, teacher_dtype="bfloat16")
@@ -296,6 +301,7 @@ def test_already_wrapped_generator_is_accepted_and_recorded():
         CFGRLModule(wrapped, num_frames=8, peft_config={"r": 2, "target_modules": ["qkv"]})
 
 
+@pytest.mark.slow  # trains a model
 def test_merge_callback_merges_a_lora_student_like_cfgrl_merge(base_file, tmp_path):
     from lightning_cfgrl.callbacks.merge import ModelMergeCallback
     from lightning_cfgrl.cli.merge import merge_checkpoints
@@ -319,6 +325,7 @@ def test_merge_callback_merges_a_lora_student_like_cfgrl_merge(base_file, tmp_pa
         assert torch.equal(got.state_dict()[key], value), key
 
 
+@pytest.mark.slow  # trains a model
 def test_reference_transformer_lora_from_yaml(base_file, tmp_path, monkeypatch):
     """The shipped distill.yaml with ``peft_config`` given on the command line: a LoRA student of the
     reference transformer, its checkpoint adapters only."""

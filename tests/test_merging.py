@@ -313,6 +313,7 @@ def test_callback_validates_its_arguments() -> None:
     assert ModelMergeCallback("a.ckpt", lambdas=(2.0,), allow_extrapolation=True).lambdas == (2.0,)
 
 
+@pytest.mark.slow  # trains a model
 def test_callback_writes_loadable_merged_models(tmp_path: Path) -> None:
     torch.manual_seed(0)
     module = TinyModule()
@@ -349,6 +350,7 @@ def test_callback_rejects_an_incompatible_anchor_before_training(tmp_path: Path)
     assert trainer.global_step == 0 and not (tmp_path / "merged").exists()
 
 
+@pytest.mark.slow  # trains a model
 @pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
 def test_callback_state_survives_resume(tmp_path: Path) -> None:
     torch.manual_seed(1)
@@ -516,6 +518,7 @@ def test_cli_with_safetensors_sources_writes_no_ckpt(two_checkpoints, tmp_path: 
 # ------------------------------------------------------------------------------ with CFGRLModule
 
 
+@pytest.mark.slow  # trains a model
 def test_callback_with_cfgrl_module(tmp_path: Path) -> None:
     from lightning_cfgrl import CFGDistillCallback, CFGRLModule
     from lightning_cfgrl.experiments import SyntheticPromptDataModule

@@ -157,6 +157,7 @@ def test_stereo_pattern_and_logits(hf):
     assert gen.decode(gen.pattern.steps_to_frames(steps)).shape[:2] == (2, 2)
 
 
+@pytest.mark.slow  # trains a model
 def test_trains_with_cfg_distillation_and_checkpoint_rebuilds_it(hf, hf_model, tmp_path):
     import copy
 
@@ -197,6 +198,7 @@ def test_trains_with_cfg_distillation_and_checkpoint_rebuilds_it(hf, hf_model, t
     torch.testing.assert_close(rebuilt(steps, cond), gen(steps, cond))
 
 
+@pytest.mark.slow  # trains a model
 def test_controls_on_the_decoder_input_embeddings(hf, hf_model, tmp_path):
     """A control-aware adapter: a base state dict loads unchanged (HF's own logits), the control path is
     cache-exact and changes the samples once moved, a deep copy (the teacher) keeps its own hook, and a

@@ -9,9 +9,9 @@ import torch
 pytest.importorskip("transformers")
 
 from lightning_cfgrl.adapters import MusicgenGenerator  # noqa: E402
+from lightning_cfgrl.adapters.hf_codec import TransformersEncodec  # noqa: E402
 from lightning_cfgrl.adapters.musicgen import import_musicgen  # noqa: E402
 from lightning_cfgrl.audio import EncodecTokenizer  # noqa: E402
-from lightning_cfgrl.audio.hf_codec import TransformersEncodec  # noqa: E402
 from lightning_cfgrl.embedders import EncodecAudioEmbedder  # noqa: E402
 from tests.helpers.musicgen import V, randomise_codebooks, save_tiny_musicgen, tiny_config  # noqa: E402
 

@@ -215,6 +215,7 @@ def test_export_errors(folder, tmp_path, capsys):
     assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.*"))  # nothing half-written
 
 
+@pytest.mark.slow  # trains a model
 def test_export_refuses_a_generator_without_a_transformers_model(tmp_path, capsys):
     from lightning_cfgrl.cli.main import main
     from tests.helpers.tiny_fit import tiny_generator

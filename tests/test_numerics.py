@@ -108,6 +108,7 @@ def _assert_last_checkpoint_is_the_last_good_step(tmp_path: Path, module: CFGRLM
         assert torch.isfinite(value).all(), name
 
 
+@pytest.mark.slow  # trains a model
 def test_nan_student_logits_stop_the_run_naming_step_terms_and_logits(tmp_path: Path) -> None:
     module, _, error = _fit_until_poisoned(
         tmp_path, lambda trainer, m: m.generator, plugins=[AtomicCheckpointIO()]
@@ -120,6 +121,7 @@ def test_nan_student_logits_stop_the_run_naming_step_terms_and_logits(tmp_path: 
     _assert_last_checkpoint_is_the_last_good_step(tmp_path, module)
 
 
+@pytest.mark.slow  # trains a model
 def test_nan_student_logits_behind_a_finite_distillation_loss_still_stop_the_run(tmp_path: Path) -> None:
     # NaN logits only where the delay pattern has no token: every loss masks those positions, so the
     # loss is finite, but their gradients would not be; the logits check catches it
@@ -138,6 +140,7 @@ def test_nan_student_logits_behind_a_finite_distillation_loss_still_stop_the_run
     _assert_last_checkpoint_is_the_last_good_step(tmp_path, module)
 
 
+@pytest.mark.slow  # trains a model
 def test_nan_teacher_makes_a_nan_loss_term_named_with_finite_student_logits(tmp_path: Path) -> None:
     def teacher(trainer: pl.Trainer, m: CFGRLModule) -> torch.nn.Module:
         return next(cb for cb in trainer.callbacks if isinstance(cb, CFGDistillCallback)).teacher
@@ -150,6 +153,7 @@ def test_nan_teacher_makes_a_nan_loss_term_named_with_finite_student_logits(tmp_
     _assert_last_checkpoint_is_the_last_good_step(tmp_path, module)
 
 
+@pytest.mark.slow  # trains a model
 def test_nan_reward_stops_before_the_baseline_sees_it(tmp_path: Path) -> None:
     def embedder(trainer: pl.Trainer, m: CFGRLModule) -> torch.nn.Module:
         return next(cb for cb in trainer.callbacks if isinstance(cb, DiversityRewardCallback)).embedder
@@ -195,6 +199,7 @@ class RecordDtypes(Callback):
         return recorded
 
 
+@pytest.mark.slow  # trains a model
 @pytest.mark.parametrize(
     "precision, student_dtype", [("bf16-mixed", torch.bfloat16), ("bf16-true", torch.bfloat16)]
 )

@@ -4,6 +4,7 @@ learning-rate warm-up and decay."""
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -17,7 +18,7 @@ from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.models import AudioTokenTransformer
 from lightning_cfgrl.training.dropout import disable_dropout, restore_dropout
 from lightning_cfgrl.training.objective import ObjectiveCallback
-from lightning_cfgrl.training.optimization import warmup_decay_lambda
+from lightning_cfgrl.training.optimization import WarmupDecayLR, check_schedule
 from tests.conftest import BASE_ARGS, quiet_trainer
 
 
@@ -48,6 +49,7 @@ def _eval_logprobs(generator, batch) -> torch.Tensor:
     return torch.where(batch.mask, picked, torch.zeros_like(picked))
 
 
+@pytest.mark.slow  # trains a model
 def test_gradient_pass_reproduces_the_rollout_logprobs_exactly_with_dropout_disabled() -> None:
     torch.manual_seed(0)
     generator = AudioTokenTransformer(**{**BASE_ARGS, "dropout": 0.3})
@@ -72,6 +74,7 @@ def test_gradient_pass_reproduces_the_rollout_logprobs_exactly_with_dropout_disa
     assert gap > 1e-2
 
 
+@pytest.mark.slow  # trains a model
 def test_the_rollout_is_the_eval_mode_sampler_draw_of_the_same_weights() -> None:
     """What the first test compares against is what was sampled: the rollout of step 0 is the seeded
     sampler's draw from the student in eval mode (the spy's zero loss leaves the weights unchanged)."""
@@ -113,6 +116,7 @@ class _ConditionDropout(nn.Module):
         return self.inner.null_condition(condition)
 
 
+@pytest.mark.slow  # trains a model
 def test_mode_dependent_behaviour_left_in_the_model_is_reported_once() -> None:
     torch.manual_seed(0)
     with pytest.warns(
@@ -147,6 +151,7 @@ def test_disable_dropout_covers_hf_style_float_attributes_and_restores_them() ->
     ] * 2
 
 
+@pytest.mark.slow  # trains a model
 def test_teacher_fraction_adds_cfg_teacher_samples_after_the_on_policy_rows(pretrained_base) -> None:
     spy = Spy()
     distill = CFGDistillCallback(guidance_scale=3.0, teacher_fraction=0.2)
@@ -164,20 +169,81 @@ def test_teacher_fraction_adds_cfg_teacher_samples_after_the_on_policy_rows(pret
         CFGDistillCallback(teacher_fraction=1.0)
 
 
-def test_warmup_then_cosine_or_linear_decay() -> None:
-    cosine = warmup_decay_lambda(4, 20, "cosine")
-    assert [cosine(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
-    assert (
-        cosine(4) == 1.0 and cosine(12) == pytest.approx(0.5) and cosine(20) == pytest.approx(0.0, abs=1e-12)
-    )
-    assert cosine(8) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
-    linear = warmup_decay_lambda(0, 10, "linear")
-    assert [linear(s) for s in (0, 5, 10)] == [1.0, 0.5, 0.0]
-    assert warmup_decay_lambda(3, 10, "constant")(9) == 1.0
+def _reference_factor(warmup: int, total: int, decay: str, step: int) -> float:
+    """The schedule in closed form (float64): linear warm-up (s + 1) / w, then cosine/linear decay to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if decay == "constant" or total <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / (total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress)) if decay == "cosine" else 1.0 - progress
+
+
+def _lrs(scheduler_of, steps: int, base: float = 3e-3) -> list[float]:
+    param = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    optimizer = torch.optim.SGD([param], lr=base)
+    scheduler = scheduler_of(optimizer)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+@pytest.mark.parametrize(
+    "warmup, total, decay",
+    [
+        (4, 20, "cosine"),
+        (0, 10, "linear"),
+        (3, 10, "constant"),
+        (1, 50, "cosine"),
+        (10, 1000, "cosine"),
+        (7, 300, "linear"),
+        (5, 5, "cosine"),
+        (0, 100, "cosine"),
+        (2, 6, "cosine"),
+    ],
+)
+def test_warmup_then_cosine_or_linear_decay(warmup, total, decay) -> None:
+    got = _lrs(lambda opt: WarmupDecayLR(opt, warmup, total, decay), total)
+    expected = [3e-3 * _reference_factor(warmup, total, decay, s) for s in range(total)]
+    assert got == pytest.approx(expected, rel=1e-12, abs=1e-17)
+
+
+def test_schedule_checks_and_known_values() -> None:
+    got = _lrs(lambda opt: WarmupDecayLR(opt, 4, 20, "cosine"), 13, base=1.0)
+    assert got[:5] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0], rel=1e-14)
+    assert got[8] == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)), rel=1e-14)
+    assert got[12] == pytest.approx(0.5, rel=1e-14)
     with pytest.raises(ValueError, match="lr_decay must be one of"):
-        warmup_decay_lambda(0, 10, "step")
+        check_schedule(0, "step")
+    with pytest.raises(ValueError, match="lr_warmup_steps must be >= 0"):
+        check_schedule(-1, "cosine")
 
 
+def test_a_lambda_lr_state_resumes_on_the_same_schedule() -> None:
+    # checkpoints written before the schedule was built from torch's schedulers hold a LambdaLR state
+    factor = functools.partial(_reference_factor, 3, 12, "cosine")
+    param = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    old_opt = torch.optim.SGD([param], lr=2e-3)
+    old = torch.optim.lr_scheduler.LambdaLR(old_opt, factor)
+    for _ in range(5):
+        old_opt.step()
+        old.step()
+    new_opt = torch.optim.SGD([param], lr=2e-3)
+    new = WarmupDecayLR(new_opt, 3, 12, "cosine")
+    new_opt.load_state_dict(old_opt.state_dict())
+    new.load_state_dict(old.state_dict())
+    lrs = []
+    for _ in range(7):
+        lrs.append(new_opt.param_groups[0]["lr"])
+        new_opt.step()
+        new.step()
+    assert lrs == pytest.approx([2e-3 * factor(s) for s in range(5, 12)], rel=1e-12, abs=1e-17)
+
+
+@pytest.mark.slow  # trains a model
 def test_module_follows_the_schedule(pretrained_base) -> None:
     seen: list[float] = []
 
@@ -194,7 +260,7 @@ def test_module_follows_the_schedule(pretrained_base) -> None:
         lr_warmup_steps=2,
         lr_decay="cosine",
     )
-    expected = [1e-3 * warmup_decay_lambda(2, 6, "cosine")(s) for s in range(6)]
+    expected = [1e-3 * _reference_factor(2, 6, "cosine", s) for s in range(6)]
     assert seen == pytest.approx(expected, rel=1e-12)
     with pytest.raises(ValueError, match="lr_decay must be one of"):
         CFGRLModule(pretrained_base, lr_decay="exponential")

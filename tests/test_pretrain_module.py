@@ -52,6 +52,7 @@ def test_full_condition_dropout_trains_on_the_null_prompt_for_a_flat_condition()
     assert not torch.equal(module._loss(batch, drop=False), unconditional)
 
 
+@pytest.mark.slow  # trains a model
 def test_init_checkpoint_continues_from_saved_weights(tmp_path):
     module = PretrainModule(_adapter(seed=0), condition_dropout=0.2, learning_rate=1e-2)
     trainer = quiet_trainer(max_steps=3)

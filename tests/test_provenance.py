@@ -62,6 +62,7 @@ def _states(ckpt: Path) -> tuple[dict, dict]:
     return distill, diversity
 
 
+@pytest.mark.slow  # trains a model
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_files_are_recorded_by_hash_and_verified_on_resume(tmp_path: Path) -> None:
     teacher, embedder = (
@@ -104,6 +105,7 @@ def test_files_are_recorded_by_hash_and_verified_on_resume(tmp_path: Path) -> No
         _callbacks(teacher, embedder)
 
 
+@pytest.mark.slow  # trains a model
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_a_teacher_copied_from_the_init_checkpoint_is_rebuilt_from_it(tmp_path: Path) -> None:
     init, embedder = _generator_file(tmp_path / "base.ckpt", 8), _embedder_file(tmp_path / "emb.ckpt", 6)

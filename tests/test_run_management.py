@@ -45,6 +45,7 @@ def _session_hparams(events: EventAccumulator) -> dict:
     }
 
 
+@pytest.mark.slow  # trains a model
 @pytest.mark.usefixtures("one_thread")
 def test_reruns_and_renamed_runs_never_leave_a_stale_last_checkpoint(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

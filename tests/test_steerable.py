@@ -27,7 +27,7 @@ from lightning_cfgrl import (
 )
 from lightning_cfgrl.core.condition import repeat_condition
 from lightning_cfgrl.core.controls import (
-    DIVERSITY,
+    DIVERSITY_WEIGHT,
     GUIDANCE,
     ControlDistribution,
     ControlEmbedding,
@@ -48,7 +48,7 @@ from lightning_cfgrl.training.rollout import RolloutBatch
 from tests.helpers.models import BASE_ARGS, quiet_trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
-BOTH = (GUIDANCE, DIVERSITY)
+BOTH = (GUIDANCE, DIVERSITY_WEIGHT)
 PROMPTS = torch.tensor([[1, 2, 3], [4, 1, 2], [2, 3, 1]])
 
 
@@ -71,7 +71,10 @@ def test_base_checkpoint_loads_into_the_control_aware_model_unchanged(tmp_path):
     base = AudioTokenTransformer(**BASE_ARGS).eval()
     steps = sample(base, PROMPTS, 12, num_samples=2, seed=0)
     condition = repeat_condition(PROMPTS, 2)
-    controls = {GUIDANCE: torch.tensor([1.5, 1.5, 3.0, 3.0, 5.0, 5.0]), DIVERSITY: torch.linspace(0, 15, 6)}
+    controls = {
+        GUIDANCE: torch.tensor([1.5, 1.5, 3.0, 3.0, 5.0, 5.0]),
+        DIVERSITY_WEIGHT: torch.linspace(0, 15, 6),
+    }
 
     # same seed: the base parameters draw the same numbers with or without the control path
     same_init = _steerable(seed=0)
@@ -133,7 +136,7 @@ def test_controls_in_every_layer_load_a_base_unchanged_and_steer_every_layer():
     condition = repeat_condition(PROMPTS, 2)
     controls = {
         GUIDANCE: torch.tensor([1.5, 1.5, 3.0, 3.0, 5.0, 5.0], dtype=torch.float64),
-        DIVERSITY: torch.linspace(0, 15, 6, dtype=torch.float64),
+        DIVERSITY_WEIGHT: torch.linspace(0, 15, 6, dtype=torch.float64),
     }
     # the base parameters are initialised exactly as without controls
     same_init = _steerable(seed=0, control_layers="every").double()
@@ -156,7 +159,7 @@ def test_controls_in_every_layer_load_a_base_unchanged_and_steer_every_layer():
         _randomise(moved.control_film[layer], seed=layer + 2)
         logits = moved(steps, condition, controls=controls)
         assert not torch.allclose(logits, expected), layer
-        other = {GUIDANCE: controls[GUIDANCE].flip(0), DIVERSITY: controls[DIVERSITY]}
+        other = {GUIDANCE: controls[GUIDANCE].flip(0), DIVERSITY_WEIGHT: controls[DIVERSITY_WEIGHT]}
         assert not torch.allclose(logits, moved(steps, condition, controls=other)), layer
         assert torch.equal(moved(steps, condition), expected)  # no controls: the base path
     _randomise(steerable.control_film, seed=11)
@@ -183,6 +186,7 @@ def test_controls_in_every_layer_load_a_base_unchanged_and_steer_every_layer():
         AudioTokenTransformer(**BASE_ARGS, control_layers="every")
 
 
+@pytest.mark.slow  # trains a model
 def test_training_moves_the_film_of_every_layer(pretrained_base, domain, tmp_path):
     student = _steerable(control_layers="every")
     load_base_weights(student, pretrained_base.state_dict())
@@ -194,7 +198,7 @@ def test_training_moves_the_film_of_every_layer(pretrained_base, domain, tmp_pat
         assert float(film.mlps[GUIDANCE][2].weight.detach().abs().sum()) > 0, layer
     trainer.save_checkpoint(tmp_path / "s.ckpt")
     loaded = load_generator(tmp_path / "s.ckpt")
-    g = {GUIDANCE: torch.full((3,), 2.0), DIVERSITY: torch.zeros(3)}
+    g = {GUIDANCE: torch.full((3,), 2.0), DIVERSITY_WEIGHT: torch.zeros(3)}
     steps = sample(loaded, PROMPTS, 8, seed=0, controls=g)
     assert torch.equal(loaded(steps, PROMPTS, controls=g), student.eval()(steps, PROMPTS, controls=g))
 
@@ -218,6 +222,7 @@ def test_the_selection_script_never_sees_the_heldout_prompts_and_can_freeze_the_
     assert trainable == {"control_emb", "control_film"}
 
 
+@pytest.mark.slow  # trains a model
 def test_checkpoint_of_a_steerable_student_rebuilds_it(pretrained_base, domain, tmp_path):
     student = _steerable(controls=(GUIDANCE,))
     load_base_weights(student, pretrained_base.state_dict())
@@ -237,6 +242,7 @@ def test_checkpoint_of_a_steerable_student_rebuilds_it(pretrained_base, domain, 
 
 
 # -- clear errors -------------------------------------------------------------------------------------------
+@pytest.mark.slow  # trains a model
 def test_a_generator_without_controls_gives_a_clear_error(pretrained_base, domain):
     with pytest.raises(
         ValueError, match="AudioTokenTransformer does not accept the control 'guidance_scale'"
@@ -244,24 +250,26 @@ def test_a_generator_without_controls_gives_a_clear_error(pretrained_base, domai
         sample(pretrained_base, PROMPTS, 4, controls={GUIDANCE: 3.0})
     adapter = ModuleAdapter(nn.Linear(1, 1), num_codebooks=1, vocab_size=4, bos_id=4)
     with pytest.raises(ValueError, match="ModuleAdapter does not accept the control 'diversity_weight'"):
-        sample(adapter, torch.zeros(2), 4, controls={DIVERSITY: 1.0})
+        sample(adapter, torch.zeros(2), 4, controls={DIVERSITY_WEIGHT: 1.0})
     with pytest.raises(ValueError, match=r"does not accept the control 'guidance': its control_names are"):
         sample(_steerable(), PROMPTS, 4, controls={"guidance": 3.0})
     # at fit start, before any step: the objective feeds a control the generator does not take
     callback = CFGDistillCallback(guidance_scale=[1.0, 5.0])
     with pytest.raises(
         ValueError, match="AudioTokenTransformer does not accept the control 'guidance_scale'"
-    ):
+    ) as raised:
         quiet_trainer(max_steps=1, limit_val_batches=0, callbacks=[callback]).fit(
             CFGRLModule(pretrained_base, num_frames=8), SyntheticPromptDataModule(domain, batch_size=4)
         )
+    stopped_in = {entry.name for entry in raised.traceback}
+    assert "on_fit_start" in stopped_in and "training_step" not in stopped_in, stopped_in
 
 
 @pytest.mark.parametrize(
     "controls, message",
     [
         ({GUIDANCE: 0.0}, "control 'guidance_scale' must be finite and > 0, got 0.0"),
-        ({DIVERSITY: -1.0}, "control 'diversity_weight' must be finite and >= 0, got -1.0"),
+        ({DIVERSITY_WEIGHT: -1.0}, "control 'diversity_weight' must be finite and >= 0, got -1.0"),
         ({GUIDANCE: float("nan")}, "control 'guidance_scale' must be finite and > 0, got nan"),
         (
             {GUIDANCE: torch.ones(4)},
@@ -312,18 +320,21 @@ def test_bad_control_ranges(make, message):
 def test_sample_with_controls_is_cache_exact_and_the_controls_matter(config):
     model = _steerable()
     _randomise_controls(model)
-    per_sequence = {GUIDANCE: torch.tensor([1.5, 1.5, 3.0, 3.0, 5.0, 5.0]), DIVERSITY: torch.full((6,), 4.0)}
+    per_sequence = {
+        GUIDANCE: torch.tensor([1.5, 1.5, 3.0, 3.0, 5.0, 5.0]),
+        DIVERSITY_WEIGHT: torch.full((6,), 4.0),
+    }
     cached = sample(model, PROMPTS, 16, config, num_samples=2, seed=3, controls=per_sequence)
     assert torch.equal(
         cached,
         sample(model, PROMPTS, 16, config, num_samples=2, seed=3, controls=per_sequence, use_cache=False),
     )
     # a [B] tensor is per prompt, a number is for all: the same as the per-sequence form
-    per_prompt = {GUIDANCE: torch.tensor([1.5, 3.0, 5.0]), DIVERSITY: 4.0}
+    per_prompt = {GUIDANCE: torch.tensor([1.5, 3.0, 5.0]), DIVERSITY_WEIGHT: 4.0}
     assert torch.equal(cached, sample(model, PROMPTS, 16, config, num_samples=2, seed=3, controls=per_prompt))
     # the controls change what is sampled (same seed, same uniforms)
     assert not torch.equal(cached, sample(model, PROMPTS, 16, config, num_samples=2, seed=3))
-    other = {GUIDANCE: 5.0, DIVERSITY: 4.0}
+    other = {GUIDANCE: 5.0, DIVERSITY_WEIGHT: 4.0}
     assert not torch.equal(cached, sample(model, PROMPTS, 16, config, num_samples=2, seed=3, controls=other))
     # incremental logits with controls equal the teacher-forced ones
     steps, condition = cached, repeat_condition(PROMPTS, 2)
@@ -365,7 +376,7 @@ def test_control_distributions_draw_what_they_say():
     # log g is uniform on [0, log 5]: mean log 5 / 2, standard error of the mean log 5 / sqrt(12 n)
     se = torch.log(torch.tensor(5.0)).item() / (12 * n) ** 0.5
     assert abs(log_uniform.log().mean().item() - torch.log(torch.tensor(5.0)).item() / 2) < 5 * se
-    uniform = ControlDistribution(DIVERSITY, (0.0, 15.0), "uniform").draw(n, rng).double()
+    uniform = ControlDistribution(DIVERSITY_WEIGHT, (0.0, 15.0), "uniform").draw(n, rng).double()
     assert abs(uniform.mean().item() - 7.5) < 5 * 15 / (12 * n) ** 0.5
     choice = ControlDistribution(GUIDANCE, (1.5, 2.0, 3.0, 5.0), "choice").draw(n, rng)
     counts = torch.stack([(choice == v).sum() for v in (1.5, 2.0, 3.0, 5.0)])
@@ -373,7 +384,7 @@ def test_control_distributions_draw_what_they_say():
     # each count is Binomial(n, 1/4): within 5 standard deviations
     assert bool(((counts - n / 4).abs() < 5 * (n * 3 / 16) ** 0.5).all()), counts
     assert ControlDistribution(GUIDANCE, (1.0, 4.0)).reference == 2.0
-    assert ControlDistribution(DIVERSITY, (0.0, 15.0), "uniform").reference == 7.5
+    assert ControlDistribution(DIVERSITY_WEIGHT, (0.0, 15.0), "uniform").reference == 7.5
     assert ControlDistribution(GUIDANCE, (5.0, 1.5, 3.0), "choice").reference == 3.0
     assert torch.equal(ControlDistribution(GUIDANCE, (1.0, 4.0)).draw(3, None), torch.full((3,), 2.0))
 
@@ -390,6 +401,7 @@ class _Recorder(ObjectiveCallback):
         return {}
 
 
+@pytest.mark.slow  # trains a model
 def test_rollout_loss_and_teacher_share_the_per_group_controls(pretrained_base, domain):
     student = _steerable()
     load_base_weights(student, pretrained_base.state_dict())
@@ -403,7 +415,7 @@ def test_rollout_loss_and_teacher_share_the_per_group_controls(pretrained_base, 
     trainer.fit(module, SyntheticPromptDataModule(domain, batch_size=4))
     first, second = recorder.batches
     for batch in (first, second):
-        g, beta = batch.controls[GUIDANCE], batch.controls[DIVERSITY]
+        g, beta = batch.controls[GUIDANCE], batch.controls[DIVERSITY_WEIGHT]
         assert g.shape == beta.shape == (12,)
         assert bool(((g >= 1.0) & (g <= 5.0)).all()) and bool(((beta >= 0) & (beta <= 15)).all())
         # one value per prompt group, shared by its G = 3 samples
@@ -440,10 +452,12 @@ def test_diversity_term_weights_each_group_by_its_own_beta():
     torch.manual_seed(0)
     generator = _steerable()
     _randomise_controls(generator)
-    steps = sample(generator, PROMPTS, 12, num_samples=4, seed=0, controls={GUIDANCE: 2.0, DIVERSITY: 1.0})
+    steps = sample(
+        generator, PROMPTS, 12, num_samples=4, seed=0, controls={GUIDANCE: 2.0, DIVERSITY_WEIGHT: 1.0}
+    )
     condition = repeat_condition(PROMPTS, 4)
     betas = torch.tensor([0.0, 4.0, 15.0]).repeat_interleave(4)
-    controls = {GUIDANCE: torch.full((12,), 2.0), DIVERSITY: betas}
+    controls = {GUIDANCE: torch.full((12,), 2.0), DIVERSITY_WEIGHT: betas}
     logits = generator(steps, condition, controls=controls)
     mask = generator.pattern.valid_mask(steps.shape[2]).expand_as(steps)
     batch = RolloutBatch(steps, condition, mask, 4, logits, SamplingConfig(), controls=controls)
@@ -528,6 +542,7 @@ def _save(generator: nn.Module, path: Path) -> str:
     return str(path)
 
 
+@pytest.mark.slow  # trains a model
 def test_evaluation_sweeps_a_steerable_student_like_cfg(pretrained_base, tmp_path):
     from lightning_cfgrl.eval import Candidates, Evaluation
     from lightning_cfgrl.eval.candidates import evaluate_candidate
@@ -597,7 +612,7 @@ def test_evaluation_sweeps_a_steerable_student_like_cfg(pretrained_base, tmp_pat
         embedder,
         num_samples=4,
         seeds=run.seeds,
-        controls={GUIDANCE: 2.0, DIVERSITY: 5.0},
+        controls={GUIDANCE: 2.0, DIVERSITY_WEIGHT: 5.0},
     )
     assert rows[3].per_seed == direct.per_seed
     assert rows[2].per_seed != rows[3].per_seed

@@ -32,7 +32,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from lightning_cfgrl.audio.encodec_import import torchaudio_stub_if_broken
+from lightning_cfgrl.adapters.encodec_import import torchaudio_stub_if_broken
 from lightning_cfgrl.core.condition import Condition, condition_batch_size
 from lightning_cfgrl.core.controls import ControlEmbedding, Controls, check_controls
 from lightning_cfgrl.core.delay_pattern import DelayPattern

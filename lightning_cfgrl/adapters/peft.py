@@ -3,8 +3,9 @@
 TRL's pattern, for distillation: only a few adapter weights are trained; the reference model (here the
 frozen CFG teacher) is the same network with its adapters disabled (``with model.disable_adapter():``),
 so it costs no second copy of the weights and nothing in a checkpoint. A checkpoint holds the adapter
-weights plus a SHA-256 fingerprint of the frozen base; loading rebuilds the base from the generator's
-spec (and ``init_checkpoint``), checks the fingerprint and adds the adapters.
+weights plus a SHA-256 fingerprint of the frozen base (:mod:`lightning_cfgrl.io.adapter_checkpoints`);
+loading rebuilds the base from the generator's spec (and ``init_checkpoint``), checks the fingerprint
+and adds the adapters (:func:`lightning_cfgrl.io.generators.load_peft_generator`).
 
 The wrapped model (``peft.PeftModel``) is still a ``TokenGenerator``: peft forwards attribute lookups
 (``num_codebooks``, ``pattern``, ``null_condition``, ``new_cache``, ``spec``...) to the wrapped generator.
@@ -19,18 +20,14 @@ import enum
 import importlib
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
 
-from lightning_cfgrl.audio.encodec_import import torchaudio_stub_if_broken
+from lightning_cfgrl.adapters.encodec_import import torchaudio_stub_if_broken
 from lightning_cfgrl.core.eval_mode import eval_mode
 
 _INSTALL_HINT = "pip install lightning-cfgrl[lora]"
-ADAPTERS_KEY = (
-    "cfgrl_adapters"  # checkpoint entry: {"base_sha256", "num_tensors"} of an adapter-only checkpoint
-)
 
 
 def import_peft() -> Any:
@@ -125,67 +122,6 @@ def peft_config_of(model: nn.Module) -> Any:
     return model.peft_config[names[0]]
 
 
-# ------------------------------------------------------------------------------------------ checkpoints
-
-
-@dataclass(frozen=True)
-class AdapterLayout:
-    """Which state-dict entries of a PEFT student are its adapter (trained and checkpointed) and the
-    fingerprint of the rest (the frozen base, rebuilt rather than saved)."""
-
-    keys: frozenset[str]
-    base_sha256: str
-
-
-def adapter_layout(model: nn.Module) -> AdapterLayout:
-    """The trainable entries of ``model`` (the adapters peft left trainable) and the base's SHA-256."""
-    from lightning_cfgrl.io.checkpoints import tensors_sha256
-
-    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    state = model.state_dict()
-    if not trainable:
-        raise ValueError(
-            "the PEFT student has no trainable parameters; check the peft config's target_modules"
-        )
-    base = {k: v for k, v in state.items() if k not in trainable}
-    return AdapterLayout(frozenset(trainable), tensors_sha256(base))
-
-
-def adapter_checkpoint(checkpoint: dict[str, Any], layout: AdapterLayout, prefix: str) -> None:
-    """Drop the frozen base from a Lightning checkpoint (in place): keep the adapter entries under
-    ``prefix`` and every entry outside it, and record the base fingerprint under ``ADAPTERS_KEY``."""
-    state = checkpoint["state_dict"]
-    checkpoint["state_dict"] = {
-        k: v for k, v in state.items() if not k.startswith(prefix) or k[len(prefix) :] in layout.keys
-    }
-    checkpoint[ADAPTERS_KEY] = {"base_sha256": layout.base_sha256, "num_tensors": len(layout.keys)}
-
-
-def check_adapter_state(
-    saved_keys: set[str], layout: AdapterLayout, recorded: Mapping[str, Any] | None, source: str
-) -> None:
-    """Raise ValueError unless ``saved_keys`` (generator keys of a checkpoint) fit this PEFT student:
-    all adapter entries present, nothing unknown, and (for an adapter-only checkpoint) the same base."""
-    missing = sorted(layout.keys - saved_keys)
-    if missing:
-        raise ValueError(
-            f"{source} lacks {len(missing)} adapter tensor(s) of this PEFT student, e.g. {missing[:3]}; it was "
-            "saved from another model or another peft_config"
-        )
-    if recorded is None:
-        return  # a full state dict: the base comes from the checkpoint itself
-    extra = sorted(saved_keys - layout.keys)
-    if extra:
-        raise ValueError(f"{source} holds tensors that are not adapters of this PEFT student: {extra[:3]}")
-    if recorded.get("base_sha256") != layout.base_sha256:
-        raise ValueError(
-            f"{source} holds adapters trained on another base model: base sha256 "
-            f"{str(recorded.get('base_sha256'))[:16]}... there, {layout.base_sha256[:16]}... here. The base is "
-            "rebuilt from the generator spec and init_checkpoint: point them at the weights the adapters were "
-            "trained on (a randomly initialised generator never matches)"
-        )
-
-
 # ---------------------------------------------------------------------------------------------- teacher
 
 
@@ -233,32 +169,6 @@ class AdapterDisabledTeacher(nn.Module):
 # ---------------------------------------------------------------------------------------------- loading
 
 
-def load_peft_generator(
-    spec: Mapping[str, Any],
-    peft_config: Any,
-    state: Mapping[str, Tensor],
-    recorded: Mapping[str, Any] | None,
-    init_checkpoint: str | None = None,
-    source: str = "the checkpoint",
-) -> nn.Module:
-    """Rebuild a PEFT student: base from ``spec`` (+ ``init_checkpoint``), adapters from ``state``.
-
-    ``state`` holds the generator's entries (keys without the ``generator.`` prefix); ``recorded`` is the
-    checkpoint's ``ADAPTERS_KEY`` entry (None for a checkpoint that saved the whole model).
-    """
-    from lightning_cfgrl.io.generators import load_init_checkpoint
-    from lightning_cfgrl.io.specs import instantiate_spec
-
-    generator = instantiate_spec(spec, f"the generator spec of {source}")
-    if init_checkpoint is not None:
-        load_init_checkpoint(generator, init_checkpoint)
-    model = wrap_peft(generator, peft_config)
-    layout = adapter_layout(model)
-    check_adapter_state(set(state), layout, recorded, source)
-    model.load_state_dict(dict(state), strict=recorded is None)
-    return model.eval()
-
-
 def merge_adapters(model: nn.Module) -> nn.Module:
     """Fold the adapters into dense weights and drop peft (``merge_and_unload``; changes ``model``):
     the returned plain generator computes what the PEFT student computed."""
@@ -268,16 +178,10 @@ def merge_adapters(model: nn.Module) -> nn.Module:
 
 
 __all__ = [
-    "ADAPTERS_KEY",
     "AdapterDisabledTeacher",
-    "AdapterLayout",
-    "adapter_checkpoint",
-    "adapter_layout",
     "build_peft_config",
-    "check_adapter_state",
     "import_peft",
     "is_peft_model",
-    "load_peft_generator",
     "merge_adapters",
     "peft_config_dict",
     "peft_config_of",

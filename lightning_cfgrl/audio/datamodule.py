@@ -32,8 +32,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_cfgrl.audio.io import AudioFileError
 from lightning_cfgrl.audio.tokenizer import EncodecTokenizer
+from lightning_cfgrl.io.audio import AudioFileError
 from lightning_cfgrl.training.prompts import PromptDataModule
 
 FILE_COLUMN = "file"

@@ -1,6 +1,6 @@
 """``EncodecTokenizer``: audio files and waveforms <-> EnCodec tokens ``[K, T]``, with an on-disk cache.
 
-Files are read without torchaudio (:mod:`lightning_cfgrl.audio.io`), resampled to the codec's rate,
+Files are read without torchaudio (:mod:`lightning_cfgrl.io.audio`), resampled to the codec's rate,
 matched to its channels, and encoded in batches of equal-length clips (padding would change the codes
 near the end of the shorter clips, and a cached result must not depend on what it was batched with).
 Encoded files are cached as ``<cache_dir>/<model_id>/bw<bandwidth>/<sha256 of the file>.pt``, written
@@ -20,8 +20,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from lightning_cfgrl.audio.hf_codec import as_encodec
-from lightning_cfgrl.audio.io import AudioFileError, convert_channels, read_audio, resample
+from lightning_cfgrl.adapters.hf_codec import as_encodec
+from lightning_cfgrl.io.audio import AudioFileError, convert_channels, read_audio, resample
 
 _WEIGHTS_URL = "https://dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th"
 _CACHE_VERSION = 1
@@ -79,7 +79,7 @@ class EncodecTokenizer:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if pretrained is not None:
-            from lightning_cfgrl.audio.hf_codec import load_transformers_codec
+            from lightning_cfgrl.adapters.hf_codec import load_transformers_codec
 
             codec = load_transformers_codec(pretrained)
         if codec is None:
@@ -285,7 +285,7 @@ def _load_codec(checkpoint: str | None, model: str, download: bool) -> nn.Module
         from lightning_cfgrl.embedders.encodec_audio import load_encodec
 
         return load_encodec(checkpoint, model)
-    from lightning_cfgrl.audio.encodec_import import ENCODEC_MODELS, build_encodec
+    from lightning_cfgrl.adapters.encodec_import import ENCODEC_MODELS, build_encodec
 
     if model not in ENCODEC_MODELS:
         raise ValueError(f"model must be one of {sorted(ENCODEC_MODELS)}, got {model!r}")

@@ -1,27 +1,12 @@
-"""Lightning callbacks: the objective callbacks (re-exported from :mod:`lightning_cfgrl.training`),
-weight merging at the end of fit, audio sample logging and run-named checkpoints."""
-
-import importlib
-from typing import Any
+"""Lightning callbacks: weight merging at the end of fit, audio sample logging and run-named checkpoints,
+and the objective callbacks (re-exported from :mod:`lightning_cfgrl.training`, where they live)."""
 
 from lightning_cfgrl.callbacks.audio_logger import AudioSampleLogger
 from lightning_cfgrl.callbacks.merge import ModelMergeCallback
 from lightning_cfgrl.callbacks.run_checkpoint import RunCheckpoint
-
-# The objective callbacks live in lightning_cfgrl.training; they are re-exported on first access, since
-# training imports modules (audio generation) that import this package: an eager import is a cycle.
-_REEXPORTED = {
-    "CFGDistillCallback": "lightning_cfgrl.training.distill",
-    "DiversityRewardCallback": "lightning_cfgrl.training.diversity",
-    "ObjectiveCallback": "lightning_cfgrl.training.objective",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _REEXPORTED:
-        raise AttributeError(f"module 'lightning_cfgrl.callbacks' has no attribute {name!r}")
-    return getattr(importlib.import_module(_REEXPORTED[name]), name)
-
+from lightning_cfgrl.training.distill import CFGDistillCallback
+from lightning_cfgrl.training.diversity import DiversityRewardCallback
+from lightning_cfgrl.training.objective import ObjectiveCallback
 
 __all__ = [
     "AudioSampleLogger",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -29,6 +29,7 @@ from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelP
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
+from lightning_cfgrl.audio.decoder import AudioDecoder
 from lightning_cfgrl.core.condition import Condition, condition_batch_size, condition_to, select_condition
 from lightning_cfgrl.core.eval_mode import eval_mode
 from lightning_cfgrl.core.sampling import SamplingConfig, sample
@@ -36,17 +37,6 @@ from lightning_cfgrl.eval.diversity import pairwise_cosine_diversity
 
 # TensorBoard's tag alphabet (and a safe file name): anything else becomes "_"
 _SAFE = re.compile(r"[^-\w.]+")
-
-
-@runtime_checkable
-class AudioDecoder(Protocol):
-    """Tokens ``[B, K, T]`` -> waveform ``[B, C, L]`` at ``sample_rate`` (e.g. ``EncodecTokenizer``,
-    ``SyntheticSynth``, ``MusicgenGenerator``)."""
-
-    @property
-    def sample_rate(self) -> int: ...
-
-    def decode(self, tokens: Tensor) -> Tensor: ...
 
 
 class AudioSampleLogger(Callback):
@@ -222,7 +212,7 @@ class AudioSampleLogger(Callback):
                     f"{self.tag}/{names[p]}/sample{g}", clip, step, sample_rate=self.decoder.sample_rate
                 )
             else:
-                from lightning_cfgrl.audio.io import write_audio
+                from lightning_cfgrl.io.audio import write_audio
 
                 folder = os.path.join(self._wav_dir, f"step{step}", names[p])
                 os.makedirs(folder, exist_ok=True)

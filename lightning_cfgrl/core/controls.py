@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 GUIDANCE = "guidance_scale"
-DIVERSITY = "diversity_weight"
+DIVERSITY_WEIGHT = "diversity_weight"
 
 Controls = dict[str, Tensor]
 Distribution = Literal["log_uniform", "uniform", "choice"]
@@ -42,7 +42,11 @@ DISTRIBUTIONS: tuple[str, ...] = ("log_uniform", "uniform", "choice")
 _FEATURES: dict[str, tuple[Callable[[Tensor], Tensor], float, bool]] = {
     # name: (feature, lower bound, bound inclusive)
     GUIDANCE: (torch.log, 0.0, False),  # g > 0: log g is symmetric around "no guidance" (g = 1 -> 0)
-    DIVERSITY: (torch.log1p, 0.0, True),  # beta >= 0; log1p keeps beta = 0 finite and compresses 15 -> 2.8
+    DIVERSITY_WEIGHT: (
+        torch.log1p,
+        0.0,
+        True,
+    ),  # beta >= 0; log1p keeps beta = 0 finite and compresses 15 -> 2.8
 }
 CONTROL_NAMES: tuple[str, ...] = tuple(_FEATURES)
 
@@ -289,7 +293,7 @@ def control_setting(
 __all__ = [
     "CONTROL_NAMES",
     "DISTRIBUTIONS",
-    "DIVERSITY",
+    "DIVERSITY_WEIGHT",
     "GUIDANCE",
     "ControlDistribution",
     "ControlEmbedding",

@@ -191,3 +191,14 @@ def grouped(x: Tensor, group_size: int) -> Tensor:
     if x.shape[0] % group_size:
         raise ValueError(f"batch of {x.shape[0]} samples is not a multiple of group_size {group_size}")
     return rearrange(x, "(b g) ... -> b g ...", g=group_size)
+
+
+def token_histograms(frames: Tensor, vocab_size: int, ngram: int = 2) -> Tensor:
+    """``[B, K, T]`` ids -> ``[B, K * V**ngram]`` per-codebook n-gram frequencies."""
+    if ngram not in (1, 2):
+        raise ValueError(f"ngram must be 1 or 2, got {ngram}")
+    ids = frames if ngram == 1 else frames[..., :-1] * vocab_size + frames[..., 1:]
+    # scatter, not one_hot: a one-hot of V^2 = 4096 bigrams per position would take B K T V^2 floats
+    counts = torch.zeros(*ids.shape[:2], vocab_size**ngram, device=ids.device)
+    counts.scatter_add_(2, ids, torch.ones(ids.shape, device=ids.device)).div_(ids.shape[2])  # [B, K, V^n]
+    return rearrange(counts, "b k v -> b (k v)")

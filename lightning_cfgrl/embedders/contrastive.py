@@ -17,6 +17,13 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from lightning_cfgrl.core.generator import class_spec
+from lightning_cfgrl.io.checkpoints import (
+    is_safetensors_file,
+    load_checkpoint,
+    load_safetensors,
+    strip_prefix,
+)
+from lightning_cfgrl.io.provenance import file_source
 
 
 class _ConvBlock(nn.Module):
@@ -62,10 +69,6 @@ class ContrastiveTokenEmbedder(nn.Module):
         # record instead of the weights (hashed before reading, so it never describes newer bytes)
         self.checkpoint_source: dict[str, str] | None = None
         if checkpoint is not None:
-            from lightning_cfgrl.io.provenance import (
-                file_source,
-            )  # lazy: io comes after embedders in the layout
-
             source = file_source(checkpoint) if os.path.isfile(checkpoint) else None
             state, spec = load_embedder_checkpoint(checkpoint)
             if spec is not None:
@@ -153,13 +156,6 @@ def load_embedder_checkpoint(
     ``hyper_parameters["embedder"]`` spec), a ``.safetensors`` file or a plain ``torch.save`` state
     dict; never unpickles code (``weights_only`` loading).
     """
-    from lightning_cfgrl.io.checkpoints import (
-        is_safetensors_file,
-        load_checkpoint,
-        load_safetensors,
-        strip_prefix,
-    )
-
     if not os.path.isfile(path):
         raise FileNotFoundError(f"embedder checkpoint {str(path)!r} does not exist")
     if is_safetensors_file(path):

@@ -35,7 +35,7 @@ _INSTALL_HINT = "pip install lightning-cfgrl[audio]"
 
 def import_torchcrepe() -> Any:
     """The ``torchcrepe`` package, imported even where torchaudio cannot load; ImportError naming the extra."""
-    from lightning_cfgrl.audio.encodec_import import torchaudio_stub_if_broken
+    from lightning_cfgrl.adapters.encodec_import import torchaudio_stub_if_broken
 
     try:
         with torchaudio_stub_if_broken(stub_if_missing=True):
@@ -64,7 +64,7 @@ def load_crepe(capacity: str = "tiny") -> nn.Module:
 def crepe_frames(wav: Tensor, sample_rate: int, hop_seconds: float) -> Tensor:
     """Waveform ``[B, C, L]`` -> normalised CREPE input frames ``[B, F, 1024]`` (mono, 16 kHz, zero-padded
     by half a window at both ends, each frame mean-centred and divided by its std, as torchcrepe does)."""
-    from lightning_cfgrl.audio.io import resample
+    from lightning_cfgrl.io.audio import resample
 
     mono = resample(wav.float().mean(1, keepdim=True), sample_rate, CREPE_RATE)[:, 0]  # [B, L']
     hop = max(1, round(hop_seconds * CREPE_RATE))

@@ -4,7 +4,7 @@ tokens ``[B, K, T]`` -> EnCodec quantizer + decoder -> waveform ``[B, C, L]`` ->
 (default: the same EnCodec's encoder) -> latents ``[B, D, T']`` pooled over time -> ``[B, D]`` (or
 ``[B, 2D]`` with mean and std). Unlike a token-level embedder it compares what the tokens *sound like*.
 
-encodec is imported lazily through :func:`lightning_cfgrl.audio.encodec_import.import_encodec` (which copes
+encodec is imported lazily through :func:`lightning_cfgrl.adapters.encodec_import.import_encodec` (which copes
 with a broken torchaudio), only when an embedder is built from a checkpoint or codebooks are initialised.
 Nothing is downloaded: pass a constructed EnCodec model or a local checkpoint file.
 """
@@ -63,10 +63,10 @@ class EncodecAudioEmbedder(nn.Module):
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
         if pretrained is not None:
-            from lightning_cfgrl.audio.hf_codec import load_transformers_codec
+            from lightning_cfgrl.adapters.hf_codec import load_transformers_codec
 
             codec = load_transformers_codec(pretrained)
-        from lightning_cfgrl.audio.hf_codec import as_encodec
+        from lightning_cfgrl.adapters.hf_codec import as_encodec
 
         self.codec = as_encodec(codec) if codec is not None else load_encodec(checkpoint, model)
         for part in ("quantizer", "decoder"):
@@ -137,7 +137,7 @@ class EncodecAudioEmbedder(nn.Module):
 
 def load_encodec(checkpoint: str | os.PathLike[str], model: str = "encodec_24khz") -> nn.Module:
     """``EncodecModel.<model>(pretrained=False)`` with weights from a local state dict file (eval mode)."""
-    from lightning_cfgrl.audio.encodec_import import ENCODEC_MODELS, build_encodec
+    from lightning_cfgrl.adapters.encodec_import import ENCODEC_MODELS, build_encodec
     from lightning_cfgrl.io.checkpoints import load_checkpoint
 
     if model not in ENCODEC_MODELS:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from einops import rearrange
 from torch import Tensor
 
-from lightning_cfgrl.core.diversity import group_diversity, pairwise_distances
+from lightning_cfgrl.core.diversity import group_diversity, pairwise_distances, token_histograms
 
 
 def pairwise_cosine_diversity(embeddings: Tensor) -> Tensor:
@@ -21,7 +21,5 @@ def group_pairwise_diversity(frames: Tensor, group_size: int, vocab_size: int) -
 
     A cheap embedder-free measure (see :class:`~lightning_cfgrl.embedders.TokenHistogramEmbedder`).
     """
-    from lightning_cfgrl.embedders.histogram import token_histograms
-
     grouped = rearrange(token_histograms(frames, vocab_size), "(b g) d -> b g d", g=group_size)
     return pairwise_cosine_diversity(grouped)

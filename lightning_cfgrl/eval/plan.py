@@ -15,7 +15,7 @@ from pathlib import Path
 
 from torch import nn
 
-from lightning_cfgrl.core.controls import DIVERSITY, GUIDANCE, check_controls, expand_controls
+from lightning_cfgrl.core.controls import DIVERSITY_WEIGHT, GUIDANCE, check_controls, expand_controls
 from lightning_cfgrl.core.sampling import SamplingConfig
 from lightning_cfgrl.eval.protocol import DEFAULT_CFG_REFERENCE
 from lightning_cfgrl.io.checkpoints import CheckpointError
@@ -142,7 +142,7 @@ def _steerable_rows(c: Candidates) -> list[PlannedCandidate]:
         )
     for key, control, sweep in (
         ("control_guidance_scales", GUIDANCE, c.control_guidance_scales),
-        ("control_diversity_weights", DIVERSITY, weights or []),
+        ("control_diversity_weights", DIVERSITY_WEIGHT, weights or []),
     ):
         for value in sweep:  # the checks sample() makes, now rather than after the other candidates
             try:
@@ -153,7 +153,7 @@ def _steerable_rows(c: Candidates) -> list[PlannedCandidate]:
     for name, path in c.steerable.items():
         for g in c.control_guidance_scales:
             for w in weights if weights is not None else [None]:
-                controls = {GUIDANCE: float(g)} | ({DIVERSITY: float(w)} if w is not None else {})
+                controls = {GUIDANCE: float(g)} | ({DIVERSITY_WEIGHT: float(w)} if w is not None else {})
                 label = f"steerable {name} g={g:g}" + (f" w={w:g}" if w is not None else "")
                 setting = {"model": name, **controls, "quality_setting": w is None or w == min(weights)}
                 rows.append(

@@ -1,5 +1,6 @@
-"""Files: atomic writes, weights-only checkpoint and safetensors loading, generator specs and weights,
-and the Lightning ``CheckpointIO`` plugin that writes checkpoints atomically."""
+"""Files: atomic writes, weights-only checkpoint and safetensors loading, generator specs and weights
+(PEFT students' adapter-only checkpoints too), audio files without torchaudio, and the Lightning
+``CheckpointIO`` plugin that writes checkpoints atomically."""
 
 from lightning_cfgrl.io.checkpoint_io import AtomicCheckpointIO
 from lightning_cfgrl.io.checkpoints import (

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mmap as mmap_lib
 import os
 import pickle
 import re
@@ -265,56 +264,21 @@ def load_checkpoint(
 
 
 def load_safetensors(path: str | os.PathLike[str], *, mmap: bool = True) -> dict[str, Tensor]:
-    """Tensors of a safetensors file, CPU; ``mmap=True`` maps them lazily instead of reading them.
-
-    Mapped tensors are private copy-on-write views of the file: writing to them never changes it.
+    """Tensors of a safetensors file, CPU, read by ``safetensors.safe_open`` (which validates the header:
+    offsets, sizes, dtypes). safetensors maps the file privately: a tensor's bytes are read when touched,
+    and writing to a tensor never changes the file. ``mmap`` is kept for callers; both values load alike.
     """
     file = _existing_file(path, "a .safetensors file")
     from safetensors import SafetensorError, safe_open
 
-    try:  # the library validates the header (offsets, sizes, dtypes) before we trust it
+    try:
         with safe_open(file, framework="pt") as handle:
-            if not mmap:
-                return {name: handle.get_tensor(name) for name in handle.keys()}
-    except (SafetensorError, OSError, ValueError) as err:
+            return {name: handle.get_tensor(name) for name in handle.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as err:
         raise CheckpointError(
             f"{file} is not a valid safetensors file ({_first_line(err)}); expected a complete file "
             "written by safetensors"
         ) from err
-    with open(file, "rb") as f:
-        (header_len,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(header_len))
-        start = 8 + header_len
-        if os.fstat(f.fileno()).st_size == start:  # no tensor bytes: mmap refuses empty mappings
-            return {n: torch.empty(s["shape"], dtype=_dtype_of(file, n, s)) for n, s in _entries(header)}
-        # ACCESS_COPY: writable (torch.frombuffer wants that) yet private, so the file is never modified.
-        buffer = mmap_lib.mmap(f.fileno(), 0, access=mmap_lib.ACCESS_COPY)
-    tensors: dict[str, Tensor] = {}
-    for name, spec in _entries(header):
-        dtype = _dtype_of(file, name, spec)
-        begin, end = spec["data_offsets"]
-        if begin == end:
-            tensors[name] = torch.empty(spec["shape"], dtype=dtype)
-        elif (start + begin) % _itemsize(dtype) == 0:
-            tensors[name] = torch.frombuffer(
-                buffer, dtype=dtype, count=(end - begin) // _itemsize(dtype), offset=start + begin
-            ).reshape(spec["shape"])
-        else:  # misaligned (foreign writer): copy this one tensor into aligned memory
-            raw = torch.frombuffer(buffer, dtype=torch.uint8, count=end - begin, offset=start + begin)
-            tensors[name] = raw.clone().view(dtype).reshape(spec["shape"])
-    return tensors
-
-
-def _entries(header: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    return [(name, spec) for name, spec in header.items() if name != "__metadata__"]
-
-
-def _dtype_of(file: Path, name: str, spec: dict[str, Any]) -> torch.dtype:
-    if spec["dtype"] not in _SAFETENSORS_DTYPES:
-        raise CheckpointError(
-            f"{file}: tensor {name!r} has dtype {spec['dtype']}; expected one of {sorted(_SAFETENSORS_DTYPES)}"
-        )
-    return _SAFETENSORS_DTYPES[spec["dtype"]]
 
 
 GENERATOR_PREFIX = "generator."  # where a CFGRLModule / PretrainModule keeps its model in state_dict

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
+from lightning_cfgrl.adapters.peft import merge_adapters as merge
+from lightning_cfgrl.adapters.peft import wrap_peft
 from lightning_cfgrl.core.controls import load_base_weights
+from lightning_cfgrl.io.adapter_checkpoints import ADAPTERS_KEY, adapter_layout, check_adapter_state
 from lightning_cfgrl.io.checkpoints import (
     is_safetensors_file,
     load_checkpoint,
@@ -15,7 +20,13 @@ from lightning_cfgrl.io.checkpoints import (
 )
 from lightning_cfgrl.io.specs import instantiate_spec
 
-__all__ = ["load_generator", "load_generator_spec", "load_generator_state", "load_init_checkpoint"]
+__all__ = [
+    "load_generator",
+    "load_generator_spec",
+    "load_generator_state",
+    "load_init_checkpoint",
+    "load_peft_generator",
+]
 
 
 def load_generator_spec(path: str | Path) -> dict | None:
@@ -50,9 +61,6 @@ def load_generator(path: str | Path, merge_adapters: bool = False) -> nn.Module:
     ckpt = load_checkpoint(path, mmap=True)
     hparams = ckpt.get("hyper_parameters", {})
     if hparams.get("peft_config") is not None:
-        from lightning_cfgrl.adapters.peft import ADAPTERS_KEY, load_peft_generator
-        from lightning_cfgrl.adapters.peft import merge_adapters as merge
-
         model = load_peft_generator(
             spec,
             hparams["peft_config"],
@@ -65,3 +73,26 @@ def load_generator(path: str | Path, merge_adapters: bool = False) -> nn.Module:
     generator = instantiate_spec(spec, f"the generator spec of checkpoint {path}")
     generator.load_state_dict(load_generator_state(path))
     return generator.eval()
+
+
+def load_peft_generator(
+    spec: Mapping[str, Any],
+    peft_config: Any,
+    state: Mapping[str, Tensor],
+    recorded: Mapping[str, Any] | None,
+    init_checkpoint: str | None = None,
+    source: str = "the checkpoint",
+) -> nn.Module:
+    """Rebuild a PEFT student: base from ``spec`` (+ ``init_checkpoint``), adapters from ``state``.
+
+    ``state`` holds the generator's entries (keys without the ``generator.`` prefix); ``recorded`` is the
+    checkpoint's ``ADAPTERS_KEY`` entry (None for a checkpoint that saved the whole model).
+    """
+    generator = instantiate_spec(spec, f"the generator spec of {source}")
+    if init_checkpoint is not None:
+        load_init_checkpoint(generator, init_checkpoint)
+    model = wrap_peft(generator, peft_config)
+    layout = adapter_layout(model)
+    check_adapter_state(set(state), layout, recorded, source)
+    model.load_state_dict(dict(state), strict=recorded is None)
+    return model.eval()

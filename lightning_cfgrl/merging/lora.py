@@ -124,13 +124,9 @@ def open_dense_sources(paths: Mapping[str, str]) -> dict[str, Mapping[str, Tenso
     """Each checkpoint as a dense generator state dict: plain ones as stored (lazily mapped), LoRA ones
     as :class:`DenseWeights` of their rebuilt base + adapters. LoRA sources with the same peft config and
     base share one rebuilt model (each further one is a second adapter on it)."""
-    from lightning_cfgrl.adapters.peft import (
-        ADAPTERS_KEY,
-        build_peft_config,
-        load_peft_generator,
-        peft_config_of,
-    )
-    from lightning_cfgrl.io.generators import load_generator_spec
+    from lightning_cfgrl.adapters.peft import build_peft_config, peft_config_of
+    from lightning_cfgrl.io.adapter_checkpoints import ADAPTERS_KEY
+    from lightning_cfgrl.io.generators import load_generator_spec, load_peft_generator
 
     out: dict[str, Mapping[str, Tensor]] = {}
     shared: tuple[nn.Module, dict, str] | None = None  # (model, peft config dict, base sha256)
@@ -189,7 +185,7 @@ def dense_template(checkpoint: Mapping[str, Any], keys: Iterable[str]) -> dict[s
     """A Lightning checkpoint template for a dense merge of LoRA students: ``checkpoint`` without its
     adapters, its peft config and its adapter record, with placeholders for the dense generator ``keys``
     (:func:`~lightning_cfgrl.merging.streaming.merged_checkpoint` fills them in)."""
-    from lightning_cfgrl.adapters.peft import ADAPTERS_KEY
+    from lightning_cfgrl.io.adapter_checkpoints import ADAPTERS_KEY
 
     state = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(GENERATOR_PREFIX)}
     state.update({GENERATOR_PREFIX + key: None for key in keys})

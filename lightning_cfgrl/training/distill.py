@@ -26,11 +26,11 @@ from lightning_cfgrl.core.generator import check_compatible
 from lightning_cfgrl.core.guidance import cfg_logits, check_guidance_scale
 from lightning_cfgrl.core.sampling import SamplingConfig, sample
 from lightning_cfgrl.io.generators import load_generator_spec, load_generator_state
-from lightning_cfgrl.io.provenance import check_same_source, file_source
+from lightning_cfgrl.io.provenance import file_source
 from lightning_cfgrl.io.specs import instantiate_spec
+from lightning_cfgrl.training.frozen import freeze, frozen_state, load_frozen_state, place_frozen
 from lightning_cfgrl.training.objective import ObjectiveCallback
 from lightning_cfgrl.training.rollout import RolloutBatch
-from lightning_cfgrl.training.sharding import is_sharded
 
 if TYPE_CHECKING:
     from lightning_cfgrl.training.module import CFGRLModule
@@ -154,7 +154,7 @@ class CFGDistillCallback(ObjectiveCallback):
         check_compatible(pl_module.generator, teacher)
         if not callable(getattr(teacher, "null_condition", None)):
             raise ValueError("CFGDistillCallback needs a generator with null_condition() for the CFG teacher")
-        self.teacher = teacher.eval().requires_grad_(False)
+        self.teacher = freeze(teacher)
 
     def _load_teacher(self, pl_module: CFGRLModule) -> torch.nn.Module:
         """Teacher from ``teacher_checkpoint``: rebuilt from the checkpoint's generator spec when it has
@@ -177,12 +177,8 @@ class CFGDistillCallback(ObjectiveCallback):
         return teacher
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: CFGRLModule) -> None:
-        # the precision plugin converts the teacher like the student ("bf16-true" halves its memory;
-        # a no-op for "32-true" and the AMP precisions, whose autocast covers the teacher's forward)
-        self.teacher = trainer.precision_plugin.convert_module(self.teacher.to(pl_module.device))
-        if self.teacher_dtype is not None:  # a no-op for the adapter-disabled teacher (it owns no weights)
-            self.teacher.to(self.teacher_dtype)
-        self.teacher.eval().requires_grad_(False)
+        # teacher_dtype is a no-op for the adapter-disabled teacher (it owns no weights)
+        self.teacher = place_frozen(self.teacher, trainer, pl_module.device, self.teacher_dtype)
 
     def hyperparameters(self) -> dict[str, Any]:
         settings = {
@@ -288,34 +284,11 @@ class CFGDistillCallback(ObjectiveCallback):
     def state_dict(self) -> dict[str, Any]:
         # a resumed run must get the original teacher back: from the file it was loaded from (verified
         # by hash), or from the checkpoint itself when nothing else can rebuild it
-        if self.teacher is None:
-            return {"teacher": None}
-        if self.teacher_source is not None and not self.embed_in_checkpoint:
-            return {"teacher": None, "teacher_source": dict(self.teacher_source)}
-        if not is_sharded(self.teacher):
-            return {"teacher": self.teacher.state_dict()}
-        # FSDP2-sharded (ModelParallelStrategy): Lightning torch.saves callback state on rank 0 only,
-        # so gather whole tensors there (every rank must call this: it is a collective)
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        return {"teacher": get_model_state_dict(self.teacher, options=options)}
+        return frozen_state(self.teacher, "teacher", self.teacher_source, self.embed_in_checkpoint)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict.get("teacher_source") is not None:
-            # this run rebuilt the teacher from its own configuration in setup: it must be the same file
-            check_same_source(state_dict["teacher_source"], self.teacher_source, "teacher")
-        if state_dict.get("teacher") is None or self.teacher is None:
-            return
-        if not is_sharded(self.teacher):
-            self.teacher.load_state_dict(state_dict["teacher"])
-            return
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-        # every rank read the whole checkpoint file; each keeps its own shard
-        set_model_state_dict(
-            self.teacher, state_dict["teacher"], options=StateDictOptions(full_state_dict=True)
-        )
+        # a recorded file must be the one this run rebuilt the teacher from in setup
+        load_frozen_state(self.teacher, state_dict, "teacher", self.teacher_source, "teacher")
 
 
 def _init_checkpoint_source(pl_module: CFGRLModule, teacher: torch.nn.Module) -> dict[str, str] | None:

@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
-from lightning_cfgrl.core.controls import DIVERSITY, ControlDistribution, Distribution, control_setting
+from lightning_cfgrl.core.controls import DIVERSITY_WEIGHT, ControlDistribution, Distribution, control_setting
 from lightning_cfgrl.core.diversity import (
     ADVANTAGE_NORMS,
     BASELINES,
@@ -26,7 +26,8 @@ from lightning_cfgrl.core.diversity import (
     pairwise_distances,
 )
 from lightning_cfgrl.core.sampling import step_seed
-from lightning_cfgrl.io.provenance import check_same_source
+from lightning_cfgrl.training.frozen import freeze, frozen_state, load_frozen_state, place_frozen
+from lightning_cfgrl.training.grad_norm import GradNormMonitor
 from lightning_cfgrl.training.objective import ObjectiveCallback
 from lightning_cfgrl.training.rollout import RolloutBatch
 from lightning_cfgrl.training.sharding import is_sharded
@@ -122,7 +123,7 @@ class DiversityRewardCallback(ObjectiveCallback):
             raise TypeError(
                 f"embedder must be an nn.Module mapping tokens [B, K, T] to [B, D], got {type(embedder).__name__}"
             )
-        setting = control_setting(DIVERSITY, beta, beta_distribution)
+        setting = control_setting(DIVERSITY_WEIGHT, beta, beta_distribution)
         self.beta_range: ControlDistribution | None = (
             setting if isinstance(setting, ControlDistribution) else None
         )
@@ -139,7 +140,7 @@ class DiversityRewardCallback(ObjectiveCallback):
             raise ValueError(f"grad_norm_every_n_steps must be >= 1, got {grad_norm_every_n_steps}")
         if embed_batch_size is not None and embed_batch_size < 1:
             raise ValueError(f"embed_batch_size must be >= 1 or None, got {embed_batch_size}")
-        self.embedder = embedder.eval().requires_grad_(False)
+        self.embedder = freeze(embedder)
         self.beta = float(beta)
         self.baseline = baseline
         self.running = RunningMeanBaseline(baseline_decay)
@@ -152,7 +153,8 @@ class DiversityRewardCallback(ObjectiveCallback):
         self.name = name
         self.embed_in_checkpoint = embed_in_checkpoint
         self._prefix = "" if name == "diversity" else f"{name}_"
-        self._grad_buffer: list[Tensor] | None = None
+        ratio_key = f"train/grad_norm/{name}_ratio" if self._prefix else "train/grad_norm/ratio"
+        self.grad_norm = GradNormMonitor(name, ratio_key)
         self._warned_sampling = False
 
     @property
@@ -185,9 +187,7 @@ class DiversityRewardCallback(ObjectiveCallback):
                 "(ModelParallelStrategy): this term's gradient would bypass FSDP's reduce-scatter. Expected "
                 "log_grad_norm=False under sharding (DDP and single-device runs support it)"
             )
-        # the precision plugin converts the embedder like the module (a no-op for "32-true" and AMP)
-        self.embedder = trainer.precision_plugin.convert_module(self.embedder.to(pl_module.device))
-        self.embedder.eval().requires_grad_(False)
+        self.embedder = place_frozen(self.embedder, trainer, pl_module.device)
 
     def hyperparameters(self) -> dict[str, Any]:
         embedder = type(self.embedder)
@@ -252,7 +252,7 @@ class DiversityRewardCallback(ObjectiveCallback):
         if self.beta_range is None:
             term = -self.beta * diversity_surrogate(advantages, logprobs)
         else:  # each group's term weighted by its own beta (the student's control)
-            weights = batch.control(DIVERSITY)[rows].to(advantages.dtype)
+            weights = batch.control(DIVERSITY_WEIGHT)[rows].to(advantages.dtype)
             term = -diversity_surrogate(advantages * weights, logprobs)
 
         num_prompts = rewards.shape[0]
@@ -262,7 +262,7 @@ class DiversityRewardCallback(ObjectiveCallback):
         pl_module.log(f"train/{p}group_diversity", group_diversity(distances).mean(), batch_size=num_prompts)
         pl_module.log(f"train/{p}reward_baseline", baselines.mean(), batch_size=num_prompts)
         if self.log_grad_norm and pl_module.global_step % self.grad_norm_every_n_steps == 0:
-            self._log_term_grad(pl_module, term)
+            self.grad_norm.add_term(pl_module, term, self._params(pl_module))
         if kind == "running_mean":
             # after the loss is built, so the baseline of this batch never saw its rewards; averaged over
             # processes so every rank holds (and checkpoints) the same baseline
@@ -290,7 +290,7 @@ class DiversityRewardCallback(ObjectiveCallback):
         """One beta per prompt group (``[num_prompts * group_size]``), when ``beta`` is a range/list."""
         if self.beta_range is None:
             return {}
-        return {DIVERSITY: self.beta_range.draw(num_prompts, rng).repeat_interleave(group_size)}
+        return {DIVERSITY_WEIGHT: self.beta_range.draw(num_prompts, rng).repeat_interleave(group_size)}
 
     def _permutation(self, pl_module: CFGRLModule, n: int) -> Tensor:
         seed = step_seed(self.seed, pl_module.global_step, pl_module.global_rank)
@@ -300,38 +300,9 @@ class DiversityRewardCallback(ObjectiveCallback):
     def _params(self, pl_module: CFGRLModule) -> list[Tensor]:
         return [p for p in pl_module.generator.parameters() if p.requires_grad]
 
-    def _log_term_grad(self, pl_module: CFGRLModule, term: Tensor) -> None:
-        params = self._params(pl_module)
-        grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
-        grads = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(params, grads, strict=True)]
-        # under DDP each rank holds its half-batch's gradient; average it as DDP averages p.grad, so the
-        # norms describe the update actually applied and "other_terms" subtracts like from like
-        grads = [pl_module.trainer.strategy.reduce(g, reduce_op="mean") for g in grads]
-        pl_module.log(f"train/grad_norm/{self.name}", _norm(grads), batch_size=1)
-        # Lightning divides the loss by accumulate_grad_batches before backward; mirror it so the
-        # buffer matches this term's share of p.grad at optimizer time
-        scale = 1.0 / pl_module.trainer.accumulate_grad_batches
-        if self._grad_buffer is None:
-            self._grad_buffer = [g * scale for g in grads]
-        else:
-            for buf, g in zip(self._grad_buffer, grads, strict=True):
-                buf.add_(g, alpha=scale)
-
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: CFGRLModule, optimizer: Any) -> None:
-        if not self.log_grad_norm or self._grad_buffer is None:
-            return
-        params = self._params(pl_module)
-        total = [torch.zeros_like(p) if p.grad is None else p.grad.detach() for p in params]
-        pl_module.log("train/grad_norm/total", _norm(total), batch_size=1)
-        own = _norm(self._grad_buffer)
-        others = _norm([t - b for t, b in zip(total, self._grad_buffer, strict=True)])
-        pl_module.log("train/grad_norm/other_terms", others, batch_size=1)
-        pl_module.log(
-            f"train/grad_norm/{self.name}_ratio" if self._prefix else "train/grad_norm/ratio",
-            own / others.clamp(min=1e-12),
-            batch_size=1,
-        )
-        self._grad_buffer = None
+        if self.log_grad_norm:
+            self.grad_norm.log_at_optimizer_step(pl_module, self._params(pl_module))
 
     # -- checks ---------------------------------------------------------------------------------------
     def _check_finite(self, pl_module: CFGRLModule, rewards: Tensor) -> None:
@@ -366,21 +337,12 @@ class DiversityRewardCallback(ObjectiveCallback):
     def state_dict(self) -> dict[str, Any]:
         # a resumed run must score with the same reward: the embedder's file (verified by hash), or its
         # weights when nothing else can rebuild it
-        state: dict[str, Any] = {"running_baseline": self.running.state_dict()}
         source = getattr(self.embedder, "checkpoint_source", None)
-        if source is not None and not self.embed_in_checkpoint:
-            return {**state, "embedder": None, "embedder_source": dict(source)}
-        return {**state, "embedder": self.embedder.state_dict()}
+        state = frozen_state(self.embedder, "embedder", source, self.embed_in_checkpoint)
+        return {"running_baseline": self.running.state_dict(), **state}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict.get("embedder_source") is not None:
-            current = getattr(self.embedder, "checkpoint_source", None)
-            check_same_source(state_dict["embedder_source"], current, "reward embedder")
+        source = getattr(self.embedder, "checkpoint_source", None)
+        load_frozen_state(self.embedder, state_dict, "embedder", source, "reward embedder")
         if "running_baseline" in state_dict:
             self.running.load_state_dict(state_dict["running_baseline"])
-        if state_dict.get("embedder") is not None:
-            self.embedder.load_state_dict(state_dict["embedder"])
-
-
-def _norm(tensors: list[Tensor]) -> Tensor:
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors]))

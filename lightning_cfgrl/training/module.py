@@ -12,7 +12,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
-from lightning_cfgrl.adapters.peft import ADAPTERS_KEY, AdapterLayout, is_peft_model
+from lightning_cfgrl.adapters.peft import is_peft_model
 from lightning_cfgrl.core.condition import Condition, cat_conditions, condition_batch_size, repeat_condition
 from lightning_cfgrl.core.controls import check_controls, controls_kwargs
 from lightning_cfgrl.core.eval_mode import eval_mode
@@ -20,12 +20,13 @@ from lightning_cfgrl.core.generator import check_logits
 from lightning_cfgrl.core.sampling import SamplingConfig, sample, step_seed
 from lightning_cfgrl.eval.diversity import group_pairwise_diversity
 from lightning_cfgrl.eval.scorers import Scorer
+from lightning_cfgrl.io.adapter_checkpoints import ADAPTERS_KEY, AdapterLayout
 from lightning_cfgrl.io.generators import load_init_checkpoint
 from lightning_cfgrl.io.specs import instantiate_spec, save_safe_hyperparameters
 from lightning_cfgrl.training.checkpoint_safety import SafeCheckpointLoading
 from lightning_cfgrl.training.dropout import disable_dropout, restore_dropout
 from lightning_cfgrl.training.objective import ObjectiveCallback, log_objective_hyperparameters
-from lightning_cfgrl.training.optimization import build_optimizers, warmup_decay_lambda
+from lightning_cfgrl.training.optimization import WarmupDecayLR, build_optimizers, check_schedule
 from lightning_cfgrl.training.rollout import RolloutBatch
 
 EXTRA_ROLLOUT_SALT = (
@@ -114,7 +115,7 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
             raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate}")
         if val_samples_per_prompt < 1:
             raise ValueError(f"val_samples_per_prompt must be >= 1, got {val_samples_per_prompt}")
-        warmup_decay_lambda(lr_warmup_steps, 1, lr_decay)  # validates both now, not at fit start
+        check_schedule(lr_warmup_steps, lr_decay)  # now, not at fit start
         _check_frames_fit(generator, num_frames)
         self.rollout_sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
         save_safe_hyperparameters(
@@ -148,7 +149,8 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
 
     def _use_adapters(self, peft_config: dict) -> None:
         """Wrap the generator with peft (after its base weights are loaded) unless it already is."""
-        from lightning_cfgrl.adapters.peft import adapter_layout, wrap_peft
+        from lightning_cfgrl.adapters.peft import wrap_peft
+        from lightning_cfgrl.io.adapter_checkpoints import adapter_layout
 
         if not is_peft_model(self.generator):
             self.generator = wrap_peft(self.generator, peft_config)
@@ -165,6 +167,10 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
                 "CFGRLModule found no objective callback on the Trainer; add CFGDistillCallback and/or "
                 "DiversityRewardCallback to Trainer(callbacks=[...])"
             )
+        # a control an objective feeds must be one the generator accepts: stop before step 1, naming both
+        check_controls(
+            self.generator, self.objective_controls(1, self.group_size, training=False), self.group_size
+        )
         log_objective_hyperparameters(self.trainer, self)  # guidance scale, beta, ... beside the hparams
         if self.disable_dropout and self._dropout_saved is None:
             self._dropout_saved = disable_dropout(self.generator)
@@ -173,10 +179,6 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
         if self._dropout_saved is not None:
             restore_dropout(self._dropout_saved)
             self._dropout_saved = None
-        # a control an objective will feed must be one the generator accepts: fail now, naming both
-        check_controls(
-            self.generator, self.objective_controls(1, self.group_size, training=False), self.group_size
-        )
 
     def _rollout_seed(self, salt: int) -> int:
         # distinct per step and per process, reproducible across resume
@@ -338,14 +340,14 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         if self.adapters is not None:  # the frozen base is rebuilt on load, not saved
-            from lightning_cfgrl.adapters.peft import adapter_checkpoint
+            from lightning_cfgrl.io.adapter_checkpoints import adapter_checkpoint
 
             adapter_checkpoint(checkpoint, self.adapters, "generator.")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         if self.adapters is not None:
-            from lightning_cfgrl.adapters.peft import check_adapter_state
+            from lightning_cfgrl.io.adapter_checkpoints import check_adapter_state
 
             state = checkpoint["state_dict"]
             saved = {k[len("generator.") :] for k in state if k.startswith("generator.")}
@@ -373,10 +375,8 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
                 f"lr_decay={self.lr_decay!r} needs a finite number of steps, but the Trainer has none "
                 "(set max_steps or max_epochs), or use lr_decay='constant'"
             )
-        factor = warmup_decay_lambda(
-            self.lr_warmup_steps, int(total) if math.isfinite(total) else 0, self.lr_decay
-        )
-        schedule = torch.optim.lr_scheduler.LambdaLR(built, factor)
+        steps = int(total) if math.isfinite(total) else 0
+        schedule = WarmupDecayLR(built, self.lr_warmup_steps, steps, self.lr_decay)
         return {"optimizer": built, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 

@@ -25,7 +25,7 @@ def tones(n: int, seconds: float, sample_rate: int = SR, seed: int = 0) -> torch
 
 
 def _seanet_architecture() -> nn.Module:
-    from lightning_cfgrl.audio.encodec_import import import_encodec
+    from lightning_cfgrl.adapters.encodec_import import import_encodec
 
     encodec = import_encodec()
     seanet = dict(channels=1, dimension=16, n_filters=4, n_residual_layers=1, ratios=[4, 4], lstm=0)
@@ -77,7 +77,7 @@ def invertible_codec() -> nn.Module:
     """An ``EncodecModel`` whose encoder/decoder invert each other exactly (an orthonormal frame
     transform) around the real residual VQ: what a trained codec approximates. A random SEANet pair
     does not invert at all, so token round trips can only be tested on a codec like this one."""
-    from lightning_cfgrl.audio.encodec_import import import_encodec
+    from lightning_cfgrl.adapters.encodec_import import import_encodec
     from lightning_cfgrl.embedders.encodec_audio import init_codebooks
 
     encodec = import_encodec()

@@ -1,0 +1,21 @@
+"""``AudioDecoder``: what turns tokens into audio (used by ``cfgrl generate`` and ``AudioSampleLogger``)."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from torch import Tensor
+
+
+@runtime_checkable
+class AudioDecoder(Protocol):
+    """Tokens ``[B, K, T]`` -> waveform ``[B, C, L]`` at ``sample_rate`` (e.g. ``EncodecTokenizer``,
+    ``SyntheticSynth``, ``MusicgenGenerator``)."""
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    def decode(self, tokens: Tensor) -> Tensor: ...
+
+
+__all__ = ["AudioDecoder"]
