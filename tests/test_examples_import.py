@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-MODULES = sorted(p.stem for p in EXAMPLES.glob("*.py"))
+# every example script, in subfolders too (examples/analysis/front_gap.py -> "analysis.front_gap")
+MODULES = sorted(
+    ".".join(p.relative_to(EXAMPLES).with_suffix("").parts)
+    for p in EXAMPLES.rglob("*.py")
+    if p.name != "__init__.py"
+)
 
 
 def test_the_examples_are_found():
@@ -19,4 +24,5 @@ def test_the_examples_are_found():
 @pytest.mark.parametrize("name", MODULES)
 def test_example_imports(name: str) -> None:
     module = importlib.import_module(f"examples.{name}")
-    assert callable(getattr(module, "main", None)), f"examples/{name}.py has no main()"
+    path = name.replace(".", "/")
+    assert callable(getattr(module, "main", None)), f"examples/{path}.py has no main()"
