@@ -9,14 +9,14 @@ GRU LM whose ``step`` carries its hidden state), K codebooks on MusicGen's delay
 * **Sampler**: ``lightning_cfgrl.sample(adapter, ...)``, which uses the adapter's ``StepCache``.
 * **Recompute**: the same call with ``use_cache=False``: every step runs the module's ``forward`` over the
   whole prefix (what a module without ``step`` costs): O(T^2). Timed for lengths up to
-  ``--recompute-max`` frames only (at 1024 frames it takes minutes per run on one CPU thread).
+  ``--recompute-max`` frames only (128 by default: about a minute and a half per run on one busy CPU thread).
 
 Runs are interleaved (ABBA) after a warm-up round; ratios are medians of per-round ratios. Before
 timing, the incremental and recompute samplers are checked to draw the same tokens for one seed, with
 and without CFG.
 
     python benchmarks/adapter_rollout.py [--frames 128 256 1024] [--batch 8] [--dim 256] [--layers 2]
-        [--codebooks 4] [--vocab 1024] [--rounds 3] [--recompute-max 256] [--device cpu] [--threads N]
+        [--codebooks 4] [--vocab 1024] [--rounds 3] [--recompute-max 128] [--device cpu] [--threads N]
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--codebooks", type=int, default=4)
     parser.add_argument("--vocab", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--recompute-max", type=int, default=256, help="longest length timed with recompute")
+    parser.add_argument("--recompute-max", type=int, default=128, help="longest length timed with recompute")
     parser.add_argument("--check-frames", type=int, default=32, help="length of the same-tokens check")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/adapter_rollout.json"))
     return parser.parse_args(argv)
