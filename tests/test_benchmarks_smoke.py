@@ -213,3 +213,31 @@ def test_musicgen_memory_compares_full_copy_teacher_and_lora(tmp_path):
     assert full["checkpoint_parts_mb"]["teacher"] > 0 == lora["checkpoint_parts_mb"]["teacher"]
     assert lora["checkpoint_tensor_mb"] < full["checkpoint_tensor_mb"] / 5
     assert lora["checkpoint_file_mb"] is not None and "machine" in saved
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore")
+def test_gpu_suite_runs_every_section_at_tiny_sizes_on_cpu(tmp_path):
+    """Slow: every benchmark of the GPU suite at tiny sizes, plus an FSDP subprocess (~1-2 min)."""
+    pytest.importorskip("transformers")
+    out = tmp_path / "suite.json"
+    load("gpu_suite").main(["--tiny", "--threads", "1", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    sections = saved["sections"]
+    assert list(sections) == list(load("gpu_suite").SECTIONS)
+    failed = {name: s["error"] for name, s in sections.items() if s["status"] == "failed"}
+    assert not failed
+    # the CUDA-only part is skipped on the CPU, saying why; every other section ran or says why not
+    assert sections["compiled_decode"] == {**sections["compiled_decode"], "status": "skipped"}
+    assert "CUDA" in sections["compiled_decode"]["reason"]
+    for name in (
+        "cfg_vs_distilled",
+        "sampler_vs_floor_vs_hf",
+        "musicgen_vs_hf",
+        "adapter_rollout",
+        "fsdp_smoke",
+    ):
+        assert sections[name]["status"] == "ok", (name, sections[name])
+    assert sections["adapter_rollout"]["result"]["config"]["same_tokens_cfg"] is True
+    assert sections["fsdp_smoke"]["result"]["steps"] == 3
+    assert saved["machine"]["device"] == "cpu" and "commit" in saved and "dirty" in saved
