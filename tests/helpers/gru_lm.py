@@ -22,25 +22,16 @@ class NextTokenGRU(nn.Module):
     condition id 0 the null prompt."""
 
     def __init__(
-        self,
-        num_codebooks: int = 2,
-        vocab_size: int = 8,
-        dim: int = 16,
-        bidirectional: bool = False,
-        num_layers: int = 1,
+        self, num_codebooks: int = 2, vocab_size: int = 8, dim: int = 16, bidirectional: bool = False
     ):
         super().__init__()
         self._init_args = dict(
-            num_codebooks=num_codebooks,
-            vocab_size=vocab_size,
-            dim=dim,
-            bidirectional=bidirectional,
-            num_layers=num_layers,
+            num_codebooks=num_codebooks, vocab_size=vocab_size, dim=dim, bidirectional=bidirectional
         )
         self.k, self.v = num_codebooks, vocab_size
         self.emb = nn.Embedding(vocab_size + 1, dim)
         self.cond = nn.Embedding(5, dim)
-        self.rnn = nn.GRU(dim, dim, num_layers, batch_first=True, bidirectional=bidirectional)
+        self.rnn = nn.GRU(dim, dim, batch_first=True, bidirectional=bidirectional)
         self.out = nn.Linear(dim * (2 if bidirectional else 1), num_codebooks * vocab_size)
 
     def spec(self) -> dict:
@@ -64,7 +55,15 @@ class NoSpecGRU(NextTokenGRU):
 
 
 class RecurrentGRU(NextTokenGRU):
-    """``NextTokenGRU`` with an incremental ``step``: the GRU's hidden state is the whole cache."""
+    """``NextTokenGRU`` (``num_layers`` stacked GRUs) with an incremental ``step``: the GRU's hidden state
+    is the whole cache."""
+
+    def __init__(self, num_codebooks: int = 2, vocab_size: int = 8, dim: int = 16, num_layers: int = 1):
+        super().__init__(num_codebooks, vocab_size, dim)
+        self._init_args = dict(
+            num_codebooks=num_codebooks, vocab_size=vocab_size, dim=dim, num_layers=num_layers
+        )
+        self.rnn = nn.GRU(dim, dim, num_layers, batch_first=True)
 
     def step(self, tokens: Tensor, state: Tensor | None, condition: Tensor) -> tuple[Tensor, Tensor]:
         """``tokens [B, K, 1]`` (the input at the next position), ``state [layers, B, D]`` or None ->
@@ -73,10 +72,12 @@ class RecurrentGRU(NextTokenGRU):
         return self.out(h).view(tokens.shape[0], 1, self.k, self.v).transpose(1, 2), state
 
 
-class RecurrentShiftingGRU(ShiftingGRU):
+class RecurrentShiftingGRU(RecurrentGRU, ShiftingGRU):
     """``ShiftingGRU`` with a ``step``; ``tokens=None`` at the first position means its own start token."""
+
+    forward = ShiftingGRU.forward
 
     def step(self, tokens: Tensor | None, state: Tensor | None, condition: Tensor) -> tuple[Tensor, Tensor]:
         if tokens is None:
             tokens = torch.full((condition.shape[0], self.k, 1), self.v, device=condition.device)
-        return RecurrentGRU.step(self, tokens, state, condition)  # type: ignore[arg-type]
+        return super().step(tokens, state, condition)
