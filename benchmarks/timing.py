@@ -1,6 +1,7 @@
 """Interleaved timing: every runner once per round, odd rounds in reverse order (ABBA), so a load that
 drifts during the run favours neither side of a pair; round 0 is a warm-up and is not recorded.
-Ratios are medians of per-round ratios (both sides of a pair saw the same machine load)."""
+Ratios are medians of per-round ratios (both sides of a pair saw the same machine load), and beside them
+best-over-best ratios (:func:`best_ratio`)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,12 @@ def interleaved(
 def paired_ratio(times: dict[str, list[float]], numerator: str, denominator: str) -> float:
     """Median over rounds of ``time(numerator) / time(denominator)``."""
     return statistics.median(a / b for a, b in zip(times[numerator], times[denominator], strict=True))
+
+
+def best_ratio(times: dict[str, list[float]], numerator: str, denominator: str) -> float:
+    """``min time(numerator) / min time(denominator)``: the least disturbed run of each, steadier than
+    the paired median when other processes load the machine unevenly."""
+    return min(times[numerator]) / min(times[denominator])
 
 
 def summary_rows(times: dict[str, list[float]], tokens: int) -> list[dict]:
