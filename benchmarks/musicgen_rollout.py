@@ -16,8 +16,8 @@ decoder 24 layers, hidden 1024, 16 heads, FFN 4096, K 4, V 2048; T5-base text en
 parameters with random weights, so fewer steps on a CPU). Runs are interleaved (ABBA) after a warm-up;
 ratios are medians of per-round ratios. tokens/s counts batch x K x frames.
 
-Distribution check (the tiny model with the decoder's default initialisation, whose tokens are far from
-deterministic): ``--draws`` sequences of ``--check-frames`` frames from each sampler
+Distribution check (the tiny model with 2 and with 4 codebooks, the decoder's default initialisation,
+whose tokens are far from deterministic): ``--draws`` sequences of ``--check-frames`` frames from each sampler
 for one prompt; for every (codebook, frame) a chi-square test of the two samples' token counts (a 2 x V
 contingency table; different RNGs, so the draws cannot be the same). Reported: the smallest p-value and
 whether it passes at alpha 0.001 with Bonferroni over the positions.
@@ -60,14 +60,16 @@ GUIDANCE, TOP_K, PROMPT_LEN = 3.0, 250, 8
 SHAPES = {"tiny": dict(frames=48, batch=8), "small": dict(frames=12, batch=2)}
 
 
-def build_model(hf: Any, shape: str, device: torch.device, initializer_factor: float | None = None) -> Any:
+def build_model(
+    hf: Any, shape: str, device: torch.device, initializer_factor: float | None = None, codebooks: int = 2
+) -> Any:
     """A random MusicGen of ``shape``; ``initializer_factor`` overrides the tiny decoder's (20: peaky logits,
     nearly deterministic samples; 1: entropies of 0.7-2 nats per token, what the chi-square check needs)."""
     torch.manual_seed(0)
     if shape == "tiny":
         from tests.helpers.musicgen import tiny_config
 
-        config = tiny_config(hf)
+        config = tiny_config(hf, num_codebooks=codebooks)
         if initializer_factor is not None:
             config.decoder.initializer_factor = initializer_factor
     else:
@@ -258,12 +260,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     set_threads(args.threads)
     machine = describe_machine(device)
     hf = import_musicgen()
-    tiny = build_model(hf, "tiny", device, initializer_factor=1.0)
-    checks = [
-        distribution_check(tiny, args.draws, args.check_frames, guidance) for guidance in (1.0, GUIDANCE)
-    ]
+    checks = []
+    for codebooks in (2, 4):  # 4: musicgen-small's pattern (delays 0..3)
+        tiny = build_model(hf, "tiny", device, initializer_factor=1.0, codebooks=codebooks)
+        for guidance in (1.0, GUIDANCE):
+            checks.append(
+                {"codebooks": codebooks, **distribution_check(tiny, args.draws, args.check_frames, guidance)}
+            )
     # the test's power: a temperature of 1.3 on the package's side only must be detected
-    checks.append(distribution_check(tiny, args.draws, args.check_frames, GUIDANCE, temperature=1.3))
+    checks.append(
+        {"codebooks": 4, **distribution_check(tiny, args.draws, args.check_frames, GUIDANCE, temperature=1.3)}
+    )
     for check in checks:
         print(f"distribution check: {check}", flush=True)
     records, summary, shapes = [], {}, {}
@@ -325,7 +332,7 @@ def markdown_table(result: dict) -> str:
         )
     for c in result["distribution_checks"]:
         lines.append(
-            f"- chi-square, guidance {c['guidance_scale']:g}, our temperature {c['temperature_ours']:g}: min p "
+            f"- chi-square, K {c['codebooks']}, guidance {c['guidance_scale']:g}, our temperature {c['temperature_ours']:g}: min p "
             f"{c['min_p']:.3g} over {c['positions']} positions ({c['draws']} draws each): same distribution "
             f"{c['same_distribution']}"
         )

@@ -20,20 +20,20 @@ def bench():
     return module
 
 
-@pytest.fixture(scope="module")
-def model(bench):
+def model(bench, codebooks: int):
     from lightning_cfgrl.adapters.musicgen import import_musicgen
 
-    return bench.build_model(import_musicgen(), "tiny", "cpu", initializer_factor=1.0)
+    return bench.build_model(import_musicgen(), "tiny", "cpu", initializer_factor=1.0, codebooks=codebooks)
 
 
 @pytest.mark.parametrize("guidance", [1.0, 3.0])
-def test_same_token_distribution_as_hf_generate(bench, model, guidance):
-    check = bench.distribution_check(model, draws=1500, frames=3, guidance=guidance)
-    assert check["positions"] == 6  # 2 codebooks x 3 frames, each tested
+@pytest.mark.parametrize("codebooks", [2, 4])  # 4: musicgen-small's delays 0..3
+def test_same_token_distribution_as_hf_generate(bench, codebooks, guidance):
+    check = bench.distribution_check(model(bench, codebooks), draws=1500, frames=4, guidance=guidance)
+    assert check["positions"] == codebooks * 4  # every (codebook, frame) tested
     assert check["same_distribution"], check
 
 
-def test_the_check_detects_a_different_temperature(bench, model):
-    check = bench.distribution_check(model, draws=1500, frames=3, guidance=3.0, temperature=1.3)
+def test_the_check_detects_a_different_temperature(bench):
+    check = bench.distribution_check(model(bench, 4), draws=1500, frames=4, guidance=3.0, temperature=1.3)
     assert not check["same_distribution"] and check["min_p"] < 1e-8, check
