@@ -241,3 +241,62 @@ def test_gpu_suite_runs_every_section_at_tiny_sizes_on_cpu(tmp_path):
     assert sections["adapter_rollout"]["result"]["config"]["same_tokens_cfg"] is True
     assert sections["fsdp_smoke"]["result"]["steps"] == 3
     assert saved["machine"]["device"] == "cpu" and "commit" in saved and "dirty" in saved
+
+
+def test_adapter_rollout_times_incremental_against_its_floor_and_recompute(tmp_path):
+    out = tmp_path / "adapter.json"
+    tiny = [
+        "--threads",
+        "1",
+        "--dim",
+        "16",
+        "--layers",
+        "1",
+        "--codebooks",
+        "2",
+        "--vocab",
+        "8",
+        "--batch",
+        "2",
+    ]
+    load("adapter_rollout").main(
+        [
+            *tiny,
+            "--frames",
+            "4",
+            "6",
+            "--rounds",
+            "1",
+            "--recompute-max",
+            "4",
+            "--check-frames",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
+    saved = json.loads(out.read_text())
+    assert {(r["frames"], r["name"]) for r in saved["records"]} == {
+        (4, "recompute"),
+        *((t, n) for t in (4, 6) for n in ("floor", "sampler", "floor_cfg", "sampler_cfg")),
+    }
+    assert set(saved["summary"]["4"]) >= {"sampler_over_floor", "recompute_over_incremental_best"}
+    assert "recompute_over_incremental" not in saved["summary"]["6"]
+    assert saved["config"]["same_tokens_plain"] and saved["config"]["same_tokens_cfg"]
+    assert saved["commit"] is None or len(saved["commit"]) == 40
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_musicgen_rollout_compares_with_hf_generate(tmp_path):
+    pytest.importorskip("transformers")
+    pytest.importorskip("scipy")
+    out = tmp_path / "musicgen.json"
+    load("musicgen_rollout").main(
+        ["--threads", "1", "--shapes", "tiny", "--frames", "3", "--batch", "2", "--rounds", "1"]
+        + ["--draws", "50", "--check-frames", "2", "--out", str(out)]
+    )
+    saved = json.loads(out.read_text())
+    names = {r["name"] for r in saved["records"]}
+    assert names == {"ours", "hf", "floor", "ours_cfg", "hf_cfg", "floor_cfg"}
+    assert saved["summary"]["tiny"]["speedup_vs_hf"] > 0
+    assert [c["codebooks"] for c in saved["distribution_checks"]] == [2, 2, 4, 4, 4]
