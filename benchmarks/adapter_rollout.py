@@ -125,6 +125,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    provenance = git_state()  # before the run: the code that runs, not what is committed meanwhile
     device = resolve_device(args.device)
     set_threads(args.threads)
     machine = describe_machine(device)
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             **checks,
             "package_version": lightning_cfgrl.__version__,
         },
-        **git_state(),
+        **provenance,
         "machine": machine,
         "machine_after": {"load_average_1_5_15": describe_machine(device).get("load_average_1_5_15")},
         "records": records,

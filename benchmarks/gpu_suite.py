@@ -310,6 +310,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    provenance = git_state()  # before the run: the code that runs, not what is committed meanwhile
     device = resolve_device(args.device)
     if args.fsdp_child:
         fsdp_child(Path(args.fsdp_child), device, args.tiny)
@@ -341,7 +342,7 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "gpu_suite",
         "command": "python benchmarks/gpu_suite.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "config": {"tiny": args.tiny, "sections": args.sections, "budget_s": args.budget_s},
-        **git_state(),
+        **provenance,
         "machine": machine,
         "wall_s": time.perf_counter() - started,
         "sections": sections,

@@ -256,6 +256,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    provenance = git_state()  # before the run: the code that runs, not what is committed meanwhile
     device = resolve_device(args.device)
     set_threads(args.threads)
     machine = describe_machine(device)
@@ -297,7 +298,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "transformers_version": transformers.__version__,
             "package_version": lightning_cfgrl.__version__,
         },
-        **git_state(),
+        **provenance,
         "machine": machine,
         "machine_after": {"load_average_1_5_15": describe_machine(device).get("load_average_1_5_15")},
         "distribution_checks": checks,

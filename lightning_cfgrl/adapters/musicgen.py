@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from einops import rearrange
 from torch import Tensor, nn
 
 from lightning_cfgrl.audio.encodec_import import torchaudio_stub_if_broken
@@ -210,7 +209,7 @@ class MusicgenGenerator(nn.Module):
             out = self.model(
                 encoder_outputs=(states,),
                 attention_mask=mask,
-                decoder_input_ids=rearrange(inputs, "b k s -> (b k) s"),
+                decoder_input_ids=inputs.flatten(0, 1),  # b k s -> (b k) s
                 use_cache=cache is not None,
                 return_dict=True,
                 **{self._cache_arg: cache.past if cache is not None else None},
@@ -221,7 +220,8 @@ class MusicgenGenerator(nn.Module):
             past = getattr(out, "cache", None)
             cache.past = past if past is not None else getattr(out, "past_key_values", None)
             cache.steps = steps.shape[2]
-        return rearrange(out.logits, "(b k) s v -> b k s v", k=self.num_codebooks)
+        # (b k) s v -> b k s v as a view: einops costs ~15 us a call, twice per decoded step
+        return out.logits.unflatten(0, (-1, self.num_codebooks))
 
     def _add_steering(self, module: nn.Module, inputs: Any, output: Tensor) -> Tensor | None:
         # the first codebook's embedding [B, S, D]: the decoder sums the codebooks' embeddings, so this
