@@ -26,6 +26,26 @@ import torch
 from lightning_cfgrl.eval.machine import cpu_model, describe_machine  # noqa: F401  (one home)
 
 
+def git_state() -> dict[str, Any]:
+    """``{"commit", "dirty"}`` of the checkout the benchmark runs from (``None`` outside a git checkout):
+    dirty means tracked files differ from the commit, so the numbers may not be that commit's."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
 def add_device_args(parser: argparse.ArgumentParser) -> None:
     """``--device`` and ``--threads``, as every benchmark takes them."""
     parser.add_argument("--device", default="cpu")

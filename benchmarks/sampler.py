@@ -31,7 +31,7 @@ they are skipped.
 there are no HF rows: GPT-2 has one token per step).
 
     python benchmarks/sampler.py [--quick] [--device cpu|cuda] [--threads N] [--new-tokens 256]
-        [--codebooks K] [--baseline DIR] [--compile]
+        [--codebooks K] [--baseline DIR] [--compile [--compile-mode reduce-overhead]]
 """
 
 from __future__ import annotations
@@ -146,11 +146,11 @@ def sampler_runner(
     device: torch.device,
     sample_fn: Callable[..., torch.Tensor] = sample,
     config_class: Any = SamplingConfig,
-    compiled: bool = False,
+    compiled: bool | str = False,
 ) -> Callable[[], None]:
     config = config_class(guidance_scale=GUIDANCE if guided else 1.0)
     seed = iter(range(1, 10**9))
-    extra = {"compile": True} if compiled else {}
+    extra = {"compile": compiled} if compiled else {}
 
     def run() -> None:
         sample_fn(model, cond, frames, config, seed=next(seed), **extra)
@@ -172,7 +172,7 @@ def compile_runners(
     for guided, suffix in ((False, ""), (True, "_cfg")):
         config = SamplingConfig(guidance_scale=GUIDANCE if guided else 1.0)
         start = time.perf_counter()
-        compiled = sample(model, cond, args.new_tokens, config, seed=5, compile=True)
+        compiled = sample(model, cond, args.new_tokens, config, seed=5, compile=args.compile_mode or True)
         synchronize(device)
         info[f"compile_s{suffix}"] = time.perf_counter() - start
         info[f"same_tokens_compiled{suffix}"] = bool(
@@ -184,7 +184,7 @@ def compile_runners(
             flush=True,
         )
         runners[f"sampler_compiled{suffix}"] = sampler_runner(
-            model, cond, args.new_tokens, guided, device, compiled=True
+            model, cond, args.new_tokens, guided, device, compiled=args.compile_mode or True
         )
     return info
 
@@ -283,6 +283,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--compile",
         action="store_true",
         help="also time sample(..., compile=True) (static-shape decode step, torch.compile), plain and CFG",
+    )
+    p.add_argument(
+        "--compile-mode",
+        default=None,
+        help="torch.compile mode for --compile (e.g. reduce-overhead: CUDA graphs on CUDA)",
     )
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "sampler.json"))
     args = p.parse_args(argv)
@@ -422,6 +427,7 @@ def main(argv: list[str] | None = None) -> dict:
             "new_tokens": args.new_tokens,
             "codebooks": args.codebooks,
             "repeats": args.repeats,
+            "compile_mode": args.compile_mode,
             "guidance_scale": GUIDANCE,
             "package_params": sum(p.numel() for p in model.parameters()),
             **hf_info,

@@ -26,6 +26,7 @@ _HOMES = {
     "DelayPattern": "lightning_cfgrl.core",
     "ModuleAdapter": "lightning_cfgrl.core",
     "SamplingConfig": "lightning_cfgrl.core",
+    "StepModule": "lightning_cfgrl.core",
     "TokenGenerator": "lightning_cfgrl.core",
     "cfg_logits": "lightning_cfgrl.core",
     "forward_kl": "lightning_cfgrl.core",

@@ -213,3 +213,90 @@ def test_musicgen_memory_compares_full_copy_teacher_and_lora(tmp_path):
     assert full["checkpoint_parts_mb"]["teacher"] > 0 == lora["checkpoint_parts_mb"]["teacher"]
     assert lora["checkpoint_tensor_mb"] < full["checkpoint_tensor_mb"] / 5
     assert lora["checkpoint_file_mb"] is not None and "machine" in saved
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore")
+def test_gpu_suite_runs_every_section_at_tiny_sizes_on_cpu(tmp_path):
+    """Slow: every benchmark of the GPU suite at tiny sizes, plus an FSDP subprocess (~1-2 min)."""
+    pytest.importorskip("transformers")
+    out = tmp_path / "suite.json"
+    load("gpu_suite").main(["--tiny", "--threads", "1", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    sections = saved["sections"]
+    assert list(sections) == list(load("gpu_suite").SECTIONS)
+    failed = {name: s["error"] for name, s in sections.items() if s["status"] == "failed"}
+    assert not failed
+    # the CUDA-only part is skipped on the CPU, saying why; every other section ran or says why not
+    assert sections["compiled_decode"] == {**sections["compiled_decode"], "status": "skipped"}
+    assert "CUDA" in sections["compiled_decode"]["reason"]
+    for name in (
+        "cfg_vs_distilled",
+        "sampler_vs_floor_vs_hf",
+        "musicgen_vs_hf",
+        "adapter_rollout",
+        "fsdp_smoke",
+    ):
+        assert sections[name]["status"] == "ok", (name, sections[name])
+    assert sections["adapter_rollout"]["result"]["config"]["same_tokens_cfg"] is True
+    assert sections["fsdp_smoke"]["result"]["steps"] == 3
+    assert saved["machine"]["device"] == "cpu" and "commit" in saved and "dirty" in saved
+
+
+def test_adapter_rollout_times_incremental_against_its_floor_and_recompute(tmp_path):
+    out = tmp_path / "adapter.json"
+    tiny = [
+        "--threads",
+        "1",
+        "--dim",
+        "16",
+        "--layers",
+        "1",
+        "--codebooks",
+        "2",
+        "--vocab",
+        "8",
+        "--batch",
+        "2",
+    ]
+    load("adapter_rollout").main(
+        [
+            *tiny,
+            "--frames",
+            "4",
+            "6",
+            "--rounds",
+            "1",
+            "--recompute-max",
+            "4",
+            "--check-frames",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
+    saved = json.loads(out.read_text())
+    assert {(r["frames"], r["name"]) for r in saved["records"]} == {
+        (4, "recompute"),
+        *((t, n) for t in (4, 6) for n in ("floor", "sampler", "floor_cfg", "sampler_cfg")),
+    }
+    assert set(saved["summary"]["4"]) >= {"sampler_over_floor", "recompute_over_incremental_best"}
+    assert "recompute_over_incremental" not in saved["summary"]["6"]
+    assert saved["config"]["same_tokens_plain"] and saved["config"]["same_tokens_cfg"]
+    assert saved["commit"] is None or len(saved["commit"]) == 40
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_musicgen_rollout_compares_with_hf_generate(tmp_path):
+    pytest.importorskip("transformers")
+    pytest.importorskip("scipy")
+    out = tmp_path / "musicgen.json"
+    load("musicgen_rollout").main(
+        ["--threads", "1", "--shapes", "tiny", "--frames", "3", "--batch", "2", "--rounds", "1"]
+        + ["--draws", "50", "--check-frames", "2", "--out", str(out)]
+    )
+    saved = json.loads(out.read_text())
+    names = {r["name"] for r in saved["records"]}
+    assert names == {"ours", "hf", "floor", "ours_cfg", "hf_cfg", "floor_cfg"}
+    assert saved["summary"]["tiny"]["speedup_vs_hf"] > 0
+    assert [c["codebooks"] for c in saved["distribution_checks"]] == [2, 2, 4, 4, 4]

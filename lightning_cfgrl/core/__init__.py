@@ -33,7 +33,7 @@ from lightning_cfgrl.core.diversity import (
     pairwise_distances,
 )
 from lightning_cfgrl.core.eval_mode import eval_mode
-from lightning_cfgrl.core.generator import TokenGenerator, pad_id
+from lightning_cfgrl.core.generator import StepModule, TokenGenerator, pad_id
 from lightning_cfgrl.core.guidance import cfg_logits, check_guidance_scale
 from lightning_cfgrl.core.module_adapter import ModuleAdapter
 from lightning_cfgrl.core.sampling import SamplingConfig, process_logits, sample
@@ -47,6 +47,7 @@ __all__ = [
     "RunningMeanBaseline",
     "SamplingConfig",
     "TokenEmbedder",
+    "StepModule",
     "TokenGenerator",
     "cat_conditions",
     "cfg_logits",

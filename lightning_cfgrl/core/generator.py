@@ -23,6 +23,12 @@ the keyword, and asking them for a control is a clear error.
 Optional: ``decode_step(previous [B, K], position [1], cache, controls=None) -> [B, K, V]``, one cached
 step with static shapes, which ``sample(..., compile=True)`` compiles once (the reference:
 :meth:`~lightning_cfgrl.models.AudioTokenTransformer.decode_step`).
+
+Optional, for a plain module wrapped by ``ModuleAdapter``: an incremental step (:class:`StepModule`),
+``module.step(tokens [B, K, 1] | None, state, condition) -> (logits [B, K, 1, V], state)``. The adapter's
+``new_cache`` then returns a cache that carries ``state`` (a recurrent hidden state, an HF-style
+``past_key_values``, anything the module returns), and sampling feeds one step at a time instead of
+recomputing the prefix: O(T) rather than O(T^2) per sequence.
 """
 
 from __future__ import annotations
@@ -57,6 +63,22 @@ class TokenGenerator(Protocol):
     def new_cache(self, batch_size: int, max_steps: int) -> Any | None:
         """An empty KV cache for incremental decoding, or ``None`` if unsupported."""
         ...
+
+
+@runtime_checkable
+class StepModule(Protocol):
+    """A wrapped LM that decodes incrementally (optional, see the module docs).
+
+    ``step(tokens, state, condition)``: ``tokens [B, K, 1]`` are the module's input at the next position
+    (what its ``forward`` would read there: for ``convention="next_token"`` the adapter's start id at the
+    first position, then the previous step's tokens); ``None`` at the first position of a module that
+    prepends its own start token (``convention="shifts_internally"``). ``state`` is ``None`` at the first
+    position, then whatever the previous call returned. Returns the logits ``[B, K, 1, V]`` that
+    ``forward`` gives at that position, and the new state. The adapter checks on first use that the
+    steps reproduce ``forward``.
+    """
+
+    def step(self, tokens: Tensor | None, state: Any | None, condition: Condition) -> tuple[Tensor, Any]: ...
 
 
 def class_spec(obj: object, init_args: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,12 +12,19 @@ Getting it wrong raises nothing by itself (sampling runs, on a model that never 
 token, or that reads the token it predicts), so on first use the adapter runs a causality probe: it
 changes the tokens of one step and checks which output positions move. Only the next position may be
 the first to move; anything else is a clear error that names the convention to use.
+
+Incremental decoding: a module with a ``step(tokens [B, K, 1] | None, state, condition) -> (logits
+[B, K, 1, V], state)`` method (:class:`~lightning_cfgrl.core.generator.StepModule`: a recurrent hidden
+state, an HF-style ``past_key_values``...) gets a :class:`StepCache` from ``new_cache``, and sampling
+feeds it one step at a time instead of recomputing the whole prefix at every step. The probe then also
+checks that the steps reproduce ``forward``.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -32,10 +39,20 @@ Convention = Literal["next_token", "shifts_internally"]
 CONVENTIONS: tuple[str, ...] = ("next_token", "shifts_internally")
 
 
+@dataclass
+class StepCache:
+    """A ``ModuleAdapter``'s incremental state: the wrapped module's own ``state`` (whatever its ``step``
+    returned) and the number of steps fed so far."""
+
+    state: Any = None
+    steps: int = 0
+
+
 class ModuleAdapter(nn.Module):
     """Wrap ``module(tokens [B, K, T], condition) -> logits [B, K, T, V]`` as a TokenGenerator.
 
-    No KV cache: sampling recomputes the prefix at each step.
+    Without a ``step`` method on the module, sampling recomputes the prefix at each step; with one
+    (module docs), ``new_cache`` returns a :class:`StepCache` and sampling decodes incrementally.
 
     Args:
         module: the model.
@@ -92,13 +109,49 @@ class ModuleAdapter(nn.Module):
     # -- TokenGenerator ---------------------------------------------------------------------------
     def forward(self, steps: Tensor, condition: Condition, cache: Any | None = None) -> Tensor:
         """``steps [B, K, S]`` -> ``logits [B, K, S, V]``; ``logits[:, :, s]`` predicts ``steps[:, :, s]``."""
-        if cache is not None:
-            raise ValueError("ModuleAdapter has no KV cache; call it with cache=None")
-        check_condition_matches(condition, steps.shape[0])
-        if not self._checked:
-            self.check_convention(condition, steps.device)
-            self._checked = True
-        return self._logits(steps, condition)
+        if cache is not None and not isinstance(cache, StepCache):
+            raise ValueError(
+                f"ModuleAdapter takes the cache its new_cache() returns (a StepCache), got {type(cache).__name__}"
+            )
+        if cache is None or cache.steps == 0:  # validate once per sequence, not once per decoded step
+            check_condition_matches(condition, steps.shape[0])
+            if not self._checked:
+                self.check_convention(condition, steps.device)
+                self._checked = True
+        if cache is None:
+            return self._logits(steps, condition)
+        if steps.shape[2] <= cache.steps:
+            raise ValueError(
+                f"got {steps.shape[2]} steps but {cache.steps} are already cached; pass at least one new step"
+            )
+        logits = self._step_logits(steps, condition, cache)
+        expected = (steps.shape[0], self.num_codebooks, steps.shape[2] - cache.steps, self.vocab_size)
+        cache.steps = steps.shape[2]
+        if tuple(logits.shape) != expected:
+            raise ValueError(
+                f"wrapped module's step() returned logits of shape {tuple(logits.shape)} over "
+                f"{expected[2]} steps, expected {expected} [B, K, S, V] ([B, K, 1, V] per call)"
+            )
+        return logits
+
+    @property
+    def has_step(self) -> bool:
+        """Whether the wrapped module decodes incrementally (has a ``step`` method)."""
+        return callable(getattr(self.module, "step", None))
+
+    def _step_logits(self, steps: Tensor, condition: Condition, cache: StepCache) -> Tensor:
+        """Feed the steps ``cache.steps..S-1`` through ``module.step``: ``[B, K, S - cache.steps, V]``."""
+        out = []
+        for s in range(cache.steps, steps.shape[2]):
+            if s > 0:
+                tokens = steps[:, :, s - 1 : s]  # position s reads the previous step's tokens
+            elif self.convention == "next_token":
+                tokens = torch.full_like(steps[:, :, :1], self.bos_id)
+            else:
+                tokens = None  # the module starts from its own start token
+            logits, cache.state = self.module.step(tokens, cache.state, condition)
+            out.append(logits)
+        return out[0] if len(out) == 1 else torch.cat(out, dim=2)
 
     def _logits(self, steps: Tensor, condition: Condition) -> Tensor:
         inputs = steps
@@ -113,8 +166,9 @@ class ModuleAdapter(nn.Module):
             )
         return logits
 
-    def new_cache(self, batch_size: int, max_steps: int) -> None:
-        return None
+    def new_cache(self, batch_size: int, max_steps: int) -> StepCache | None:
+        """A :class:`StepCache` when the module has ``step``, else ``None`` (sampling recomputes)."""
+        return StepCache() if self.has_step else None
 
     def null_condition(self, condition: Condition) -> Condition:
         if self._null is None:
@@ -146,6 +200,8 @@ class ModuleAdapter(nn.Module):
         first = select_condition(condition, slice(0, 1))
         with eval_mode(self.module):
             a, b = self._logits(steps, first).double(), self._logits(changed, first).double()
+            if self.has_step:
+                self._check_step(steps, first, a)
         moved = (a - b).abs().amax(dim=(0, 1, 3))  # [S]: largest change of any logit at each position
         largest = float(moved.max())
         if not largest > 1e-6 * (1.0 + float(a.abs().max())):
@@ -191,6 +247,27 @@ class ModuleAdapter(nn.Module):
                 "its input by more than one position)"
             )
 
+    def _check_step(self, steps: Tensor, condition: Condition, full: Tensor) -> None:
+        """The module's ``step`` fed one position at a time must give ``forward``'s logits ``full``."""
+        stepped = self._step_logits(steps, condition, StepCache())
+        if tuple(stepped.shape) != tuple(full.shape):
+            raise ValueError(
+                f"{type(self.module).__name__}.step() returned logits of shape {tuple(stepped.shape)} over "
+                f"{steps.shape[2]} steps; forward gives {tuple(full.shape)}: step must return [B, K, 1, V]"
+            )
+        gap = (stepped.double() - full).abs().amax(dim=(0, 1, 3))  # [S]
+        # float rounding differs between a whole-sequence kernel and single steps; a wrong state does not
+        # stay within a thousandth of the logits' size
+        bad = [s for s, g in enumerate(gap.tolist()) if not g <= 1e-3 * (1.0 + float(full.abs().max()))]
+        if bad:
+            raise ValueError(
+                f"{type(self.module).__name__}.step() disagrees with its forward at positions {bad} (largest "
+                f"logit difference {float(gap.max()):.3g}) under convention={self.convention!r}: step(tokens, "
+                "state, condition) must return the logits forward gives at the next position, tokens being "
+                "the module's input there (None at the first position for 'shifts_internally'); fix step, "
+                "or remove it to decode by recomputing the prefix"
+            )
+
     # -- checkpoints ------------------------------------------------------------------------------
     def spec(self) -> dict:
         """``class_path``/``init_args`` that rebuild this adapter, the wrapped module's own ``spec()``
@@ -216,4 +293,4 @@ class ModuleAdapter(nn.Module):
         return class_spec(self, init_args)
 
 
-__all__ = ["CONVENTIONS", "Convention", "ModuleAdapter"]
+__all__ = ["CONVENTIONS", "Convention", "ModuleAdapter", "StepCache"]

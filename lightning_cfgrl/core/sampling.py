@@ -14,6 +14,7 @@ rounding of the compiled model's logits (docs: Guides, Generation).
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -125,7 +126,7 @@ def sample(
     seed: int | torch.Generator | None = None,
     use_cache: bool = True,
     controls: Mapping[str, float | Tensor] | None = None,
-    compile: bool = False,
+    compile: bool | str = False,
 ) -> Tensor:
     """Sample ``num_samples`` sequences per prompt.
 
@@ -146,7 +147,9 @@ def sample(
             calls of the same shapes); the tokens are the eager path's up to the rounding of the
             logits. Needs a generator with ``decode_step`` (:class:`~lightning_cfgrl.models.
             AudioTokenTransformer`). Eager is the default: on CPU the compiled step saves little once
-            the model's matmuls dominate (docs: Guides, Generation).
+            the model's matmuls dominate (docs: Guides, Generation). A string is the
+            ``torch.compile`` mode: ``"reduce-overhead"`` replays the step as a CUDA graph on CUDA (the
+            cache buffers are marked as static addresses, so the graph writes them in place).
 
     Returns:
         steps ``[B * G, K, T + max_delay]`` int64 in the generator's step domain (``pad_id`` where the
@@ -179,12 +182,18 @@ def sample(
         (2 if guided else 1, batch, k, num_steps), pad_id(generator), dtype=torch.long, device=device
     )
     flat_inputs = inputs.view(-1, k, num_steps)
-    cache = generator.new_cache(flat_inputs.shape[0], num_steps) if use_cache or compile else None
-    decode_step = compiled_decode_step(generator, cache) if compile else None
+    graphs = compile == "reduce-overhead" and device.type == "cuda"
+    if graphs:  # the same buffers every call: a CUDA graph recorded on them replays, not re-records
+        cache = _reused_cache(generator, flat_inputs.shape[0], num_steps)
+    else:
+        cache = generator.new_cache(flat_inputs.shape[0], num_steps) if use_cache or compile else None
+    decode_step = compiled_decode_step(generator, cache, compile) if compile else None
     position = torch.zeros(1, dtype=torch.long, device=device)  # written in place: one tensor for every step
     mix = cfg_mixer(config.guidance_scale)  # the scale validated once, not at every step
     for s in range(num_steps):
         if decode_step is not None and s > 0:  # static shapes: [B(x2), K] ids of step s - 1 in, logits out
+            if graphs:  # each replay overwrites the last one's logits, which are used up by now
+                torch.compiler.cudagraph_mark_step_begin()
             logits = decode_step(flat_inputs[:, :, s - 1], position.fill_(s), cache, **extra)
             cache.advance(1, 1)
         else:
@@ -210,13 +219,58 @@ def check_compilable(generator: TokenGenerator) -> None:
         )
 
 
-def compiled_decode_step(generator: TokenGenerator, cache: object) -> Callable[..., Tensor]:
-    """``generator.decode_step`` compiled with static shapes (``torch.compile``, full graph).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compiled_decode_step(
+    generator: TokenGenerator, cache: object, compile: bool | str = True
+) -> Callable[..., Tensor]:
+    """``generator.decode_step`` compiled with static shapes (``torch.compile``, full graph); ``compile``
+    is ``True`` or a ``torch.compile`` mode (:data:`COMPILE_MODES`).
 
     Dynamo keeps the traced graph with the method's code and reuses it for every later call whose
     guards hold (same model shape, batch size, cache length, dtype; another instance of the same
-    architecture too), so only the first ``sample`` of a shape pays the compile time."""
+    architecture too), so only the first ``sample`` of a shape pays the compile time. With
+    ``"reduce-overhead"`` on CUDA the cache's tensors are marked as static addresses: a CUDA graph may
+    then write them in place (mutated inputs at other addresses would make inductor skip the graph);
+    a new cache (each ``sample`` call) re-records the graph once."""
+    mode = None if compile is True else compile
+    if mode is not None and mode not in COMPILE_MODES:
+        raise ValueError(
+            f"compile must be True, False or a torch.compile mode {COMPILE_MODES}, got {compile!r}"
+        )
     check_compilable(generator)
     if cache is None:
         raise ValueError(f"compile=True needs a KV cache; {type(generator).__name__}.new_cache returned None")
-    return torch.compile(generator.decode_step, fullgraph=True, dynamic=False)
+    if mode == "reduce-overhead":
+        for tensor in _cache_tensors(cache):
+            if tensor.is_cuda:
+                torch._dynamo.mark_static_address(tensor)
+    return torch.compile(generator.decode_step, fullgraph=True, dynamic=False, mode=mode)
+
+
+_REUSED_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _reused_cache(generator: TokenGenerator, batch_size: int, max_steps: int) -> object:
+    """One cache per (generator, batch size, length), reset for each sequence where it can be
+    (``reset()``), so CUDA graphs recorded on its buffers stay valid across ``sample`` calls."""
+    weight = next(generator.parameters())
+    key = (batch_size, max_steps, weight.dtype, weight.device)
+    held = _REUSED_CACHES.get(generator)
+    if held is not None and held[0] == key and callable(getattr(held[1], "reset", None)):
+        held[1].reset()
+        return held[1]
+    cache = generator.new_cache(batch_size, max_steps)
+    _REUSED_CACHES[generator] = (key, cache)
+    return cache
+
+
+def _cache_tensors(cache: object) -> list[Tensor]:
+    """The tensors a cache object holds in its attributes (directly or in lists/tuples)."""
+    found = []
+    for value in vars(cache).values() if hasattr(cache, "__dict__") else ():
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(item, Tensor):
+                found.append(item)
+    return found

@@ -51,6 +51,12 @@ class KVCache:
         self.values[layer].index_copy_(2, position, v)
         return self.keys[layer], self.values[layer]
 
+    def reset(self) -> None:
+        """Start a new sequence in the same buffers (a CUDA graph recorded on them stays valid). Old
+        keys/values stay behind: finite, and masked until overwritten."""
+        self.length = 0
+        self.steps = 0
+
     def advance(self, num_positions: int, num_steps: int) -> None:
         """Called once per forward, after every layer wrote its keys/values."""
         self.length += num_positions

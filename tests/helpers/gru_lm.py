@@ -4,6 +4,9 @@
 ``ShiftingGRU``: prepends its own start token, so ``logits[t]`` predicts ``tokens[t]``. Built with the
 same seed, the two wrapped correctly give identical logits. ``NoSpecGRU`` is ``NextTokenGRU`` without
 ``spec()`` (a model whose checkpoints cannot record how to build it).
+
+``RecurrentGRU`` / ``RecurrentShiftingGRU``: the same networks with a ``step`` method that carries the GRU's
+hidden state ``[layers, B, D]`` (the incremental-decoding example of ``ModuleAdapter``).
 """
 
 from __future__ import annotations
@@ -49,3 +52,32 @@ class ShiftingGRU(NextTokenGRU):
 
 class NoSpecGRU(NextTokenGRU):
     spec = None  # type: ignore[assignment]
+
+
+class RecurrentGRU(NextTokenGRU):
+    """``NextTokenGRU`` (``num_layers`` stacked GRUs) with an incremental ``step``: the GRU's hidden state
+    is the whole cache."""
+
+    def __init__(self, num_codebooks: int = 2, vocab_size: int = 8, dim: int = 16, num_layers: int = 1):
+        super().__init__(num_codebooks, vocab_size, dim)
+        self._init_args = dict(
+            num_codebooks=num_codebooks, vocab_size=vocab_size, dim=dim, num_layers=num_layers
+        )
+        self.rnn = nn.GRU(dim, dim, num_layers, batch_first=True)
+
+    def step(self, tokens: Tensor, state: Tensor | None, condition: Tensor) -> tuple[Tensor, Tensor]:
+        """``tokens [B, K, 1]`` (the input at the next position), ``state [layers, B, D]`` or None ->
+        (logits ``[B, K, 1, V]``, new state)."""
+        h, state = self.rnn(self.emb(tokens).sum(1) + self.cond(condition)[:, None], state)
+        return self.out(h).view(tokens.shape[0], 1, self.k, self.v).transpose(1, 2), state
+
+
+class RecurrentShiftingGRU(RecurrentGRU, ShiftingGRU):
+    """``ShiftingGRU`` with a ``step``; ``tokens=None`` at the first position means its own start token."""
+
+    forward = ShiftingGRU.forward
+
+    def step(self, tokens: Tensor | None, state: Tensor | None, condition: Tensor) -> tuple[Tensor, Tensor]:
+        if tokens is None:
+            tokens = torch.full((condition.shape[0], self.k, 1), self.v, device=condition.device)
+        return super().step(tokens, state, condition)
