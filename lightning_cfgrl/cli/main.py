@@ -2,6 +2,7 @@
 
 ``cfgrl fit --config examples/configs/distill.yaml`` builds the model, data and callbacks from
 ``class_path``/``init_args`` YAML; ``cfgrl fit --print_config`` prints the full resolved config.
+``cfgrl <command> --import MODULE`` (or ``CFGRL_IMPORT``) trusts the user's own modules (cli/imports.py).
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ def usage() -> str:
     """``cfgrl --help``: every command, with an example."""
     width = max(map(len, COMMANDS))
     lines = [
-        f"usage: cfgrl [-h] [--version] {{{','.join(COMMANDS)}}} ...",
+        f"usage: cfgrl [-h] [--version] [--import MODULE] {{{','.join(COMMANDS)}}} ...",
         "",
         "Diversity-rewarded CFG distillation for autoregressive audio-token models.",
         "",
@@ -142,12 +143,21 @@ def usage() -> str:
         *(f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()),
         "",
         "`cfgrl <command> --help` lists a command's options.",
+        "Every command takes `--import MODULE` (repeatable; a module name or a .py file), or the environment",
+        "variable CFGRL_IMPORT=mod1,mod2: your own modules (models, scorers), imported and trusted before any",
+        "file is read; a checkpoint or YAML may name classes of them. Nothing named inside a file is imported.",
     ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    command = sys.argv[1:] if argv is None else argv
+    from lightning_cfgrl.cli.imports import ImportOptionError, apply_imports
+
+    try:  # the user's own trusted modules, before any file is read (cli/imports.py)
+        command = apply_imports(sys.argv[1:] if argv is None else list(argv))
+    except ImportOptionError as err:
+        print(f"cfgrl: error: {err}", file=sys.stderr)
+        return 2
     first = command[0] if command else None
     if first in (None, "-h", "--help"):
         print(usage())
@@ -176,8 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         from lightning_cfgrl.cli.export import export_main
 
         return export_main(command[1:])
+    if argv is None:  # LightningCLI reads sys.argv itself (and warns when given args beside it)
+        sys.argv[1:] = command
     try:
-        run_cli(argv)  # None lets LightningCLI read sys.argv itself
+        run_cli(None if argv is None else command)
     except ConfigError as err:
         if err.report:
             print(err.report, file=sys.stderr)

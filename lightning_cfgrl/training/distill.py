@@ -302,6 +302,9 @@ class CFGDistillCallback(ObjectiveCallback):
         return {"teacher": get_model_state_dict(self.teacher, options=options)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self.teacher is None:
+            # validate (not fit): setup built no teacher, and the validation pass does not use one
+            return
         if state_dict.get("teacher_source") is not None:
             # this run rebuilt the teacher from its own configuration in setup: it must be the same file
             check_same_source(state_dict["teacher_source"], self.teacher_source, "teacher")
