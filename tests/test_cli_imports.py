@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # an own model whose import leaves a mark: the test can tell whether a file made Python import it
 OWN_MODEL = textwrap.dedent(
-    '''
+    """
     import os
     from pathlib import Path
 
@@ -46,7 +46,7 @@ OWN_MODEL = textwrap.dedent(
         def forward(self, tokens, condition):
             h, _ = self.rnn(self.emb(tokens[:, 0]) + self.cond(condition[:, 0])[:, None])
             return self.out(h)[:, None]
-    '''
+    """
 )
 
 SAVE = textwrap.dedent(
@@ -92,7 +92,9 @@ def own_checkpoint(tmp_path: Path) -> Path:
 def test_a_checkpoint_of_an_own_model_is_refused_naming_the_option(tmp_path, own_checkpoint):
     # the module is on the path, so a file naming it *could* make Python import it: it must not
     args = ["generate", "--checkpoint", str(own_checkpoint), "--prompts", "[[1], [2]]", "--out", "gen"]
-    result = _cfgrl(args + ["--progress", "false"], tmp_path, PYTHONPATH=f"{ROOT}{os.pathsep}{tmp_path / 'models'}")
+    result = _cfgrl(
+        args + ["--progress", "false"], tmp_path, PYTHONPATH=f"{ROOT}{os.pathsep}{tmp_path / 'models'}"
+    )
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert "its module 'own_gru' is not imported" in last
@@ -138,7 +140,9 @@ def test_a_bad_import_entry_is_named(args, expected, capsys, monkeypatch):
 def test_a_bad_env_entry_names_the_variable(capsys, monkeypatch):
     monkeypatch.setenv("CFGRL_IMPORT", "json, no_such_module_xyz")
     assert main(["generate", "--help"]) == 2
-    assert capsys.readouterr().err.startswith("cfgrl: error: CFGRL_IMPORT no_such_module_xyz: no module named")
+    assert capsys.readouterr().err.startswith(
+        "cfgrl: error: CFGRL_IMPORT no_such_module_xyz: no module named"
+    )
 
 
 def test_import_is_taken_out_wherever_it_stands():

@@ -164,6 +164,11 @@ class TextPromptDataModule(PromptDataModule):
         self.input_ids, self.attention_mask = tokenize_prompts(
             self.texts, load_text_tokenizer(tokenizer, local_files_only), max_length
         )
+        # the prompt text of a tokenised condition (for audio tags): its unmasked ids -> the text
+        self._text_of = {
+            tuple(ids[mask.bool()].tolist()): text
+            for ids, mask, text in zip(self.input_ids, self.attention_mask, self.texts, strict=True)
+        }
         rows = torch.arange(len(self.texts))[:, None]  # the base class splits and shuffles prompt indices
         super().__init__(rows, batch_size, heldout_fraction, repeats, split_seed, shuffle_seed)
 
@@ -192,6 +197,18 @@ class TextPromptDataModule(PromptDataModule):
             drop_last=loader.drop_last,
             collate_fn=self.collate,
         )
+
+    def heldout_condition(self) -> dict[str, Tensor]:
+        """The held-out prompts tokenised, ``{"input_ids", "attention_mask"}`` ``[P, L]`` (not their row
+        indices): what ``cfgrl evaluate`` samples on."""
+        rows = self.heldout_prompts if len(self.heldout_prompts) else self.train_prompts
+        return self.collate([{"condition": row} for row in rows])["condition"]
+
+    def describe_prompt(self, condition: dict[str, Tensor]) -> str:
+        """The text of one tokenised prompt (``{"input_ids", "attention_mask"}``, ``[L]`` or ``[1, L]``),
+        e.g. for ``AudioSampleLogger``'s audio tags; ``""`` for the null prompt or an unknown one."""
+        ids, mask = condition["input_ids"].reshape(-1), condition["attention_mask"].reshape(-1)
+        return self._text_of.get(tuple(ids[mask.bool()].tolist()), "")
 
     def prompt_texts(self, split: str = "heldout") -> list[str]:
         """The ``"train"`` or ``"heldout"`` prompts as text."""

@@ -78,7 +78,9 @@ def import_trusted(entries: list[str], origin: str = OPTION) -> list[str]:
 def _module_name(entry: str, origin: str) -> str:
     if not entry.endswith(".py") and "/" not in entry and os.sep not in entry:
         if not all(part.isidentifier() for part in entry.split(".")):
-            raise ImportOptionError(f"{origin} {entry!r}: expected a module name such as gru_lm or a .py file")
+            raise ImportOptionError(
+                f"{origin} {entry!r}: expected a module name such as gru_lm or a .py file"
+            )
         return entry
     path = Path(entry)
     if not path.is_file() or path.suffix != ".py":

@@ -112,6 +112,7 @@ COMMANDS = {
     "evaluate": "quality-diversity plane and claims: cfgrl evaluate --config examples/configs/evaluate.yaml",
     "generate": "sample a checkpoint to tokens and WAVs: cfgrl generate --checkpoint C --prompts P --out DIR",
     "export": "a MusicGen checkpoint as a transformers folder: cfgrl export --checkpoint C --out DIR",
+    "tiny-musicgen": "a tiny random MusicGen folder for CPU trials: cfgrl tiny-musicgen --out DIR",
 }
 NOT_OFFERED = {
     "test": "cfgrl test is not offered: the modules define no test_step; evaluate held-out prompts with "
@@ -186,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         from lightning_cfgrl.cli.export import export_main
 
         return export_main(command[1:])
+    if first == "tiny-musicgen":
+        from lightning_cfgrl.cli.tiny_musicgen import tiny_musicgen_main
+
+        return tiny_musicgen_main(command[1:])
     if argv is None:  # LightningCLI reads sys.argv itself (and warns when given args beside it)
         sys.argv[1:] = command
     try:

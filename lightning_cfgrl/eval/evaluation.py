@@ -78,7 +78,8 @@ class Evaluation:
         num_frames: frames T sampled per sequence.
         candidates: what to sample (:class:`~lightning_cfgrl.eval.plan.Candidates`).
         datamodule: prompts = its held-out prompts (``heldout_prompts``, else its validation batches).
-        prompts: or a prompt file (``.json``/``.yaml``/``.safetensors``) or the prompts themselves.
+        prompts: or a prompt file (``.json``/``.yaml``/``.safetensors``) or the prompts themselves; text
+            prompts (a list of strings, a ``.csv``/``.txt``/``.json`` file of them) need ``tokenizer``.
         max_prompts: evaluate on the first ``max_prompts`` prompts only.
         quality: the scorer name on the plane's quality axis and in the claims (default: the first).
         reward_embedder: the reward's own embedder, reported beside the headline (``reward_diversity``).
@@ -93,6 +94,7 @@ class Evaluation:
         out: folder for ``results.csv``, ``results.json`` and ``quality_diversity.png`` (None: write nothing).
         log_dir: TensorBoard folder for the figure, hypervolumes and claims (None: no TensorBoard).
         progress: show a progress bar over candidates x seeds.
+        tokenizer: the text tokenizer of text ``prompts`` (a local model folder, e.g. the MusicGen base).
     """
 
     def __init__(
@@ -115,6 +117,7 @@ class Evaluation:
         out: str | None = "runs/eval",
         log_dir: str | None = None,
         progress: bool = True,
+        tokenizer: str | None = None,
     ) -> None:
         self.scorers = _check_scorers(scorers)
         names = [s.name for s in self.scorers]
@@ -149,7 +152,7 @@ class Evaluation:
             row.family in SAMPLING_FAMILIES for row in self.plan
         )
         self.selection_seeds = selection_seeds(num_selection_seeds) if needs_selection else []
-        self.prompts: Condition = load_prompts(datamodule, prompts, max_prompts)
+        self.prompts: Condition = load_prompts(datamodule, prompts, max_prompts, tokenizer)
         check_checkpoints(self.plan, num_frames)
 
     # -- running ----------------------------------------------------------------------------------
