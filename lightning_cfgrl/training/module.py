@@ -306,6 +306,13 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
         )
 
     # -- validation -----------------------------------------------------------------------------------
+    def validation_metric_names(self) -> list[str]:
+        """What :meth:`validation_step` logs (the metrics of TensorBoard's HParams view)."""
+        names = ["val/token_entropy", "val/distinct_tokens"]
+        if self.val_samples_per_prompt >= 2:
+            names.append("val/histogram_diversity")
+        return names + [f"val/{scorer.name}" for scorer in self.val_scorers]
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         condition = _condition_of(batch)
         g = self.val_samples_per_prompt
