@@ -169,3 +169,21 @@ def test_every_command_accepts_import(command, monkeypatch, capsys):
     assert exit_.value.code == 0
     assert "json" in specs.trusted_modules()
     assert "--import MODULE" in (main(["--help"]) == 0 and capsys.readouterr().out)
+
+
+def test_warnings_print_above_a_running_progress_bar_not_inside_it(capsys):
+    import warnings
+
+    from tqdm import tqdm
+
+    from lightning_cfgrl.cli.main import warnings_above_progress_bars
+
+    with warnings_above_progress_bars():
+        bar = tqdm(total=4, file=sys.stderr, ascii=True, mininterval=0)
+        bar.update(2)
+        warnings.warn("the reward is dead", UserWarning, stacklevel=1)
+        bar.update(1)
+        bar.close()
+    err = capsys.readouterr().err
+    line = next(part for part in err.replace("\r", "\n").split("\n") if "the reward is dead" in part)
+    assert "|" not in line and line.endswith("UserWarning: the reward is dead")

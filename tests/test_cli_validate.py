@@ -23,7 +23,15 @@ SHORT = [
 # config -> (its run folder, extra arguments); in the order the stages depend on each other
 RUNS = {
     "pretrain.yaml": ("base", ["--data.init_args.num_train=256"]),
-    "embedder.yaml": ("embedder", ["--data.init_args.num_train=256", "--data.init_args.num_val=64"]),
+    # not the YAML's default size: the runs that load it must state the size it has
+    "embedder.yaml": (
+        "embedder",
+        [
+            "--data.init_args.num_train=256",
+            "--data.init_args.num_val=64",
+            "--model.init_args.embedder.init_args.dim=48",
+        ],
+    ),
     "distill.yaml": ("distill", []),
     "distill_beta15.yaml": ("distill_beta15", []),
     "steerable.yaml": ("steerable", []),
@@ -82,3 +90,48 @@ def test_generate_refuses_a_steerable_student_without_controls(runs, monkeypatch
         "guidance_scale": 3.0,
         "diversity_weight": 0.0,
     }
+
+
+@pytest.mark.slow
+def test_saved_config_states_the_embedder_architecture_loaded_from_its_checkpoint(runs):
+    import yaml
+
+    config = yaml.safe_load(
+        next((runs / "runs" / "distill_beta15").glob("version_*/config.yaml")).read_text()
+    )
+    reward = next(
+        c for c in config["trainer"]["callbacks"] if c["class_path"].endswith("DiversityRewardCallback")
+    )
+    embedder = reward["init_args"]["embedder"]["init_args"]
+    assert embedder["dim"] == 48  # the checkpoint's, not the default 96 the parsed config held
+    assert embedder["checkpoint"] == "runs/embedder/checkpoints/last.ckpt"
+
+
+def _hparams_metrics(run: Path) -> tuple[set[str], set[str]]:
+    """(metric tags of the HParams record, scalar tags) of a run's TensorBoard events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    events = EventAccumulator(str(next(run.glob("version_*"))))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/experiment"]
+    data = HParamsPluginData.FromString(content)
+    return {m.name.tag for m in data.experiment.metric_infos}, set(events.Tags()["scalars"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("run", "expected"),
+    [
+        ("base", {"val/nll"}),
+        ("embedder", {"val/info_nce", "val/triplet_accuracy"}),
+        (
+            "distill_beta15",
+            {"val/token_entropy", "val/histogram_diversity", "val/adherence", "val/log_likelihood"},
+        ),
+    ],
+)
+def test_hparams_view_registers_the_validation_metrics(runs, run, expected):
+    metrics, scalars = _hparams_metrics(runs / "runs" / run)
+    assert expected <= metrics and "hp_metric" not in metrics
+    assert "hp_metric" not in scalars and expected <= scalars  # the metrics themselves were logged

@@ -7,14 +7,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import re
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from lightning_cfgrl.cli.saved_config import LoadedConfigSaver
 from lightning_cfgrl.io.specs import check_checkpoint_file
 
 
@@ -128,6 +132,7 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> CFGRLCLI:
         subclass_mode_data=True,
         args=args,
         run=run,
+        save_config_callback=LoadedConfigSaver,
         save_config_kwargs={"overwrite": True},
     )
 
@@ -151,7 +156,29 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def warnings_above_progress_bars() -> Iterator[None]:
+    """Within: Python warnings (Lightning's ``rank_zero_warn`` included) are printed with ``tqdm.write``,
+    above any running progress bar instead of inside its line, where the bar's next redraw hides them."""
+    from tqdm import tqdm
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        text = warnings.formatwarning(message, category, filename, lineno, line).rstrip("\n")
+        tqdm.write(text, file=file or sys.stderr)
+
+    previous, warnings.showwarning = warnings.showwarning, show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
 def main(argv: list[str] | None = None) -> int:
+    with warnings_above_progress_bars():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     from lightning_cfgrl.cli.imports import ImportOptionError, apply_imports
 
     try:  # the user's own trusted modules, before any file is read (cli/imports.py)

@@ -45,6 +45,7 @@ from lightning_cfgrl.eval.protocol import (
     evaluation_seeds,
     selection_seeds,
 )
+from lightning_cfgrl.eval.sanity import reference_above_every_point, saturated_embedder
 from lightning_cfgrl.eval.scorers import Scorer
 
 REWARD_DIVERSITY = "reward_diversity"  # the metric of the reward's own embedder, when given
@@ -62,6 +63,7 @@ class EvaluationReport:
     hypervolumes: dict[str, dict[str, float]]  # diversity metric -> front -> hypervolume of the means
     claims: list[Claim]
     settings: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # numbers that cannot be read as meant (eval/sanity.py)
 
     def by_name(self, name: str) -> CandidateResult:
         return next(r for r in self.results if r.name == name)
@@ -252,6 +254,14 @@ class Evaluation:
             steerable=groups.get("steerable", []),
             fraction=self.fraction,
         )
+        names = {
+            DIVERSITY: "evaluation embedder (embedder)",
+            REWARD_DIVERSITY: "reward embedder (reward_embedder)",
+        }
+        problems = [saturated_embedder(results, metric, names[metric]) for metric in self.embedders]
+        problems.append(reference_above_every_point(results, self.quality, self.sign, self.reference))
+        settings = self.settings()
+        settings["warnings"] = [p for p in problems if p is not None]
         return EvaluationReport(
             results=results,
             selection=selection,
@@ -259,7 +269,8 @@ class Evaluation:
             fronts=fronts,
             hypervolumes=hypervolumes,
             claims=check_claims(inputs),
-            settings=self.settings(),
+            settings=settings,
+            warnings=settings["warnings"],
         )
 
     def settings(self) -> dict[str, Any]:
