@@ -107,7 +107,7 @@ def test_musicgen_end_to_end_through_the_cli(tmp_path, monkeypatch, capsys, one_
         "num_frames": 4,
         "num_samples": 2,
         "num_seeds": 2,
-        "num_selection_seeds": 1,
+        "num_selection_seeds": 2,
         "candidates": {
             "base": str(folder),
             "guidance_scales": [1.0, 3.0],
@@ -134,7 +134,7 @@ def test_musicgen_end_to_end_through_the_cli(tmp_path, monkeypatch, capsys, one_
     assert names == ["CFG g=1", "CFG g=3", "temperature 0.8", "distilled beta=0", "distilled beta=15"]
     for r in results["results"]:
         assert 0.0 < r["metrics"]["distinct"][0] <= 1.0
-    assert results["settings"]["num_prompts"] == 2  # 25 % of the 8 prompts, tokenised
+    assert results["settings"]["num_prompts"] == 3  # the held-out 25 % of the 12 prompts, tokenised
 
     # generate from text prompts (the tokenizer is the base folder's, found from the checkpoint's spec)
     texts = ["calm piano", "loud rock guitar"]
