@@ -116,13 +116,16 @@ class _ConditionDropout(nn.Module):
         return self.inner.null_condition(condition)
 
 
-@pytest.mark.slow  # trains a model
-def test_mode_dependent_behaviour_left_in_the_model_is_reported_once() -> None:
+def test_mode_dependent_behaviour_left_in_the_model_is_an_error() -> None:
     torch.manual_seed(0)
-    with pytest.warns(
-        UserWarning, match=r"train-mode logits differ from its eval-mode logits by up to .*_ConditionDropout"
+    generator = _ConditionDropout(AudioTokenTransformer(**BASE_ARGS))
+    before = {k: v.clone() for k, v in generator.state_dict().items()}
+    with pytest.raises(
+        ValueError, match=r"train-mode logits differ from its eval-mode logits by up to .*_ConditionDropout"
     ):
-        _fit(_ConditionDropout(AudioTokenTransformer(**BASE_ARGS)), [Spy()], steps=2)
+        _fit(generator, [Spy()], steps=2)
+    after = generator.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # stopped before any optimizer step
 
 
 def test_disable_dropout_covers_hf_style_float_attributes_and_restores_them() -> None:

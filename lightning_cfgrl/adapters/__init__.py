@@ -6,5 +6,6 @@ Importing this package imports no third-party model library; each adapter import
 """
 
 from lightning_cfgrl.adapters.musicgen import MusicgenCache, MusicgenGenerator
+from lightning_cfgrl.adapters.tiny_musicgen import tiny_random_musicgen
 
-__all__ = ["MusicgenCache", "MusicgenGenerator"]
+__all__ = ["MusicgenCache", "MusicgenGenerator", "tiny_random_musicgen"]

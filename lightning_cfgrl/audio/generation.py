@@ -15,6 +15,7 @@ atomically. Prompt batch b is sampled with seed ``seed + b``, so the tokens depe
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 from lightning_cfgrl.audio.decoder import AudioDecoder
 from lightning_cfgrl.core.condition import Condition, condition_batch_size, condition_to, select_condition
+from lightning_cfgrl.core.controls import DIVERSITY_WEIGHT, GUIDANCE, check_controls, expand_controls
 from lightning_cfgrl.core.sampling import SamplingConfig, check_compilable, sample
 from lightning_cfgrl.eval.plan import load_candidate
 from lightning_cfgrl.io.audio import write_audio
@@ -81,6 +83,8 @@ def resolve_decoder(decoder: AudioDecoder | str | None, generator: nn.Module) ->
 
 def checkpoint_num_frames(path: str) -> int | None:
     """``num_frames`` a training checkpoint recorded in its hyperparameters (``CFGRLModule``), if any."""
+    if Path(path).is_dir():  # a transformers folder records none
+        return None
     value = load_checkpoint(path, mmap=True).get("hyper_parameters", {}).get("num_frames")
     return int(value) if isinstance(value, int) else None
 
@@ -98,10 +102,18 @@ def generate(
     device: str = "cpu",
     progress: bool = True,
     compile: bool = False,
+    controls: Mapping[str, float] | str | None = None,
+    prompt_texts: Sequence[str] | None = None,
 ) -> GeneratedFiles:
     """Sample ``num_samples`` sequences per prompt from ``checkpoint`` and write them (module docs);
     ``config`` defaults to the model's own distribution (``SamplingConfig()``); ``compile``: see
-    :func:`~lightning_cfgrl.core.sampling.sample`."""
+    :func:`~lightning_cfgrl.core.sampling.sample`. ``checkpoint`` may also be a transformers folder (a
+    local MusicGen).
+
+    ``controls``: the control values of a steerable student (``{"guidance_scale": 3.0,
+    "diversity_weight": 0.0}``), every control it takes; ``"off"`` samples it with the control path off,
+    a mode it never trained in, so only on request. ``prompt_texts``: the prompts as text, recorded in
+    ``generation.json`` beside their index."""
     config = config or SamplingConfig()
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -125,6 +137,9 @@ def generate(
             f"num_frames={num_frames} needs {generator.pattern.num_steps(num_frames)} decoding steps, more than "
             f"the generator's max_steps={max_steps}"
         )
+    controls = resolve_controls(controls, generator, checkpoint)
+    if prompt_texts is not None and len(prompt_texts) != num_prompts:
+        raise ValueError(f"prompt_texts has {len(prompt_texts)} entries for {num_prompts} prompts")
     decoder = resolve_decoder(decoder, generator)
     if compile:
         check_compilable(generator)
@@ -148,6 +163,7 @@ def generate(
                 num_samples=num_samples,
                 seed=seed + b,
                 compile=compile,
+                controls=controls or None,
             )
             chunk = generator.pattern.steps_to_frames(steps).cpu()  # [n * G, K, T]
             frames.append(chunk)
@@ -167,8 +183,10 @@ def generate(
     atomic_save_safetensors(tensors, out / "tokens.safetensors", metadata={"format": "cfgrl-generate"})
     metadata = {
         "checkpoint": str(checkpoint),
-        "checkpoint_sha256": file_sha256(checkpoint),
+        "checkpoint_sha256": _sha256(checkpoint),
         "num_prompts": num_prompts,
+        "prompts": list(prompt_texts) if prompt_texts is not None else None,
+        "controls": controls or None,
         "num_samples": num_samples,
         "num_frames": num_frames,
         "sampling": {
@@ -189,10 +207,56 @@ def generate(
     return GeneratedFiles(out / "tokens.safetensors", out / "generation.json", written, all_frames)
 
 
+CONTROLS_OFF = "off"
+
+
+def resolve_controls(
+    controls: Mapping[str, float] | str | None, generator: nn.Module, checkpoint: str | Path
+) -> dict[str, float]:
+    """The controls to sample with (``{}``: none). A steerable generator (one with ``control_names``) is
+    refused without a value for each of its controls, unless ``controls == "off"`` says so explicitly."""
+    accepted = tuple(getattr(generator, "control_names", None) or ())
+    if controls == CONTROLS_OFF:
+        return {}
+    if isinstance(controls, str):
+        raise ValueError(f"controls must be a mapping {{name: value}}, 'off' or None, got {controls!r}")
+    given = {str(k): float(v) for k, v in (controls or {}).items()}
+    if given:
+        check_controls(generator, expand_controls(given, 1, 1), 1)  # names the generator and the control
+    missing = [name for name in accepted if name not in given]
+    if missing:
+        example = ", ".join(f"{name}: {DEFAULT_CONTROL.get(name, 1.0):g}" for name in accepted)
+        raise ValueError(
+            f"{checkpoint} is a steerable student (controls {list(accepted)}), trained with a value for each; "
+            f"without {missing} it would be sampled in a mode it never trained in. Pass them, e.g. "
+            f"--controls '{{{example}}}', or --controls off to sample with the control path off on purpose"
+        )
+    return given
+
+
+# example values in the message above: the shipped recipe's reference guidance and quality setting
+DEFAULT_CONTROL = {GUIDANCE: 3.0, DIVERSITY_WEIGHT: 0.0}
+
+
+def _sha256(path: str | Path) -> str | None:
+    """A checkpoint file's sha256; for a transformers folder, that of its weights file (if one)."""
+    if Path(path).is_dir():
+        weights = Path(path) / "model.safetensors"
+        return file_sha256(weights) if weights.is_file() else None
+    return file_sha256(path)
+
+
 def _condition_tensors(prompts: Condition) -> dict[str, Tensor]:
     if isinstance(prompts, Tensor):
         return {"condition": prompts.detach().cpu().contiguous()}
     return {f"condition.{k}": v.detach().cpu().contiguous() for k, v in prompts.items()}
 
 
-__all__ = ["GeneratedFiles", "checkpoint_num_frames", "generate", "resolve_decoder"]
+__all__ = [
+    "CONTROLS_OFF",
+    "GeneratedFiles",
+    "checkpoint_num_frames",
+    "generate",
+    "resolve_controls",
+    "resolve_decoder",
+]

@@ -19,112 +19,19 @@ unconditional half), not the tokenizer's encoding of ``""``. Duplicates are drop
 
 from __future__ import annotations
 
-import csv
-import json
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from lightning_cfgrl.io.text_prompts import (  # noqa: F401  (re-exported: their home is io)
+    PROMPT_COLUMN,
+    load_text_tokenizer,
+    read_text_prompts,
+    tokenize_prompts,
+)
 from lightning_cfgrl.training.prompts import PromptDataModule
-
-PROMPT_COLUMN = "prompt"
-
-
-def read_text_prompts(source: str | Sequence[str], column: str = PROMPT_COLUMN) -> list[str]:
-    """Prompts from a CSV/JSON file (see the module docstring) or a list of strings, stripped, in order."""
-    if not isinstance(source, str):
-        texts = list(source)
-        origin = "prompts"
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"prompt file {source!r} does not exist; expected a CSV or JSON list of text prompts"
-            )
-        texts = _read_json(path, column) if path.suffix.lower() == ".json" else _read_csv(path, column)
-        origin = f"prompt file {source!r}"
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-    if bad:
-        raise ValueError(f"{origin}: entry {bad[0]} is a {type(texts[bad[0]]).__name__}, expected a string")
-    texts = [t.strip() for t in texts]
-    if not any(texts):
-        raise ValueError(f"{origin} holds no non-empty prompt: nothing to train on")
-    return list(dict.fromkeys(texts))
-
-
-def _read_csv(path: Path, column: str) -> list[str]:
-    with open(path, newline="", encoding="utf-8-sig") as f:  # utf-8-sig: spreadsheet exports add a BOM
-        reader = csv.DictReader(f)
-        header = {c.strip(): c for c in (reader.fieldnames or [])}
-        if column not in header:
-            raise ValueError(
-                f"prompt file {str(path)!r} has columns {list(header)}; expected a {column!r} column"
-            )
-        return [row.get(header[column]) or "" for row in reader]
-
-
-def _read_json(path: Path, column: str) -> list[Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"prompt file {str(path)!r} is not valid JSON: {err}") from err
-    if isinstance(data, dict):
-        data = list(data.values())
-    if not isinstance(data, list):
-        raise ValueError(
-            f"prompt file {str(path)!r} must hold a JSON list of prompts, got {type(data).__name__}"
-        )
-    out = []
-    for i, item in enumerate(data):
-        if isinstance(item, dict):
-            if column not in item:
-                raise ValueError(
-                    f"prompt file {str(path)!r}: entry {i} has keys {sorted(item)}, expected {column!r}"
-                )
-            item = item[column]
-        out.append(item)
-    return out
-
-
-def load_text_tokenizer(tokenizer: Any, local_files_only: bool = True) -> Any:
-    """A tokenizer object as is, or ``AutoTokenizer.from_pretrained(tokenizer)`` for a folder / hub id."""
-    if not isinstance(tokenizer, (str, Path)):
-        if not callable(tokenizer):
-            raise TypeError(
-                f"tokenizer must be a folder, a hub id or a callable tokenizer, got {type(tokenizer).__name__}"
-            )
-        return tokenizer
-    from lightning_cfgrl.adapters.musicgen import import_musicgen
-
-    try:
-        return import_musicgen().AutoTokenizer.from_pretrained(
-            str(tokenizer), local_files_only=local_files_only
-        )
-    except (OSError, ValueError) as err:  # no tokenizer files there (transformers raises either)
-        raise ValueError(
-            f"could not load a text tokenizer from {str(tokenizer)!r} ({str(err).splitlines()[0]}); expected a "
-            "local model folder with tokenizer files (e.g. a copy of facebook/musicgen-small)"
-        ) from err
-
-
-def tokenize_prompts(
-    texts: Sequence[str], tokenizer: Any, max_length: int | None = None
-) -> tuple[Tensor, Tensor]:
-    """``(input_ids [P, L], attention_mask [P, L])`` int64; empty prompts get an all-zero mask (null)."""
-    batch = tokenizer(
-        list(texts),
-        padding=True,
-        truncation=max_length is not None,
-        max_length=max_length,
-        return_tensors="pt",
-    )
-    ids, mask = batch["input_ids"].long(), batch["attention_mask"].long()
-    null = torch.tensor([not t for t in texts], dtype=torch.bool)
-    return ids, mask.masked_fill(null[:, None], 0)
 
 
 class TextPromptDataModule(PromptDataModule):
@@ -164,6 +71,11 @@ class TextPromptDataModule(PromptDataModule):
         self.input_ids, self.attention_mask = tokenize_prompts(
             self.texts, load_text_tokenizer(tokenizer, local_files_only), max_length
         )
+        # the prompt text of a tokenised condition (for audio tags): its unmasked ids -> the text
+        self._text_of = {
+            tuple(ids[mask.bool()].tolist()): text
+            for ids, mask, text in zip(self.input_ids, self.attention_mask, self.texts, strict=True)
+        }
         rows = torch.arange(len(self.texts))[:, None]  # the base class splits and shuffles prompt indices
         super().__init__(rows, batch_size, heldout_fraction, repeats, split_seed, shuffle_seed)
 
@@ -192,6 +104,18 @@ class TextPromptDataModule(PromptDataModule):
             drop_last=loader.drop_last,
             collate_fn=self.collate,
         )
+
+    def heldout_condition(self) -> dict[str, Tensor]:
+        """The held-out prompts tokenised, ``{"input_ids", "attention_mask"}`` ``[P, L]`` (not their row
+        indices): what ``cfgrl evaluate`` samples on."""
+        rows = self.heldout_prompts if len(self.heldout_prompts) else self.train_prompts
+        return self.collate([{"condition": row} for row in rows])["condition"]
+
+    def describe_prompt(self, condition: dict[str, Tensor]) -> str:
+        """The text of one tokenised prompt (``{"input_ids", "attention_mask"}``, ``[L]`` or ``[1, L]``),
+        e.g. for ``AudioSampleLogger``'s audio tags; ``""`` for the null prompt or an unknown one."""
+        ids, mask = condition["input_ids"].reshape(-1), condition["attention_mask"].reshape(-1)
+        return self._text_of.get(tuple(ids[mask.bool()].tolist()), "")
 
     def prompt_texts(self, split: str = "heldout") -> list[str]:
         """The ``"train"`` or ``"heldout"`` prompts as text."""

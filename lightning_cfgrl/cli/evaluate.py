@@ -50,6 +50,8 @@ def evaluate_main(argv: list[str] | None = None) -> int:
         print(format_claims(report.claims))
     if evaluation.out is not None:
         print(f"wrote {evaluation.out}/results.csv, results.json, quality_diversity.png")
+    for problem in report.warnings:  # last: what the user must not miss
+        print(f"cfgrl evaluate: warning: {problem}", file=sys.stderr)
     return 0
 
 

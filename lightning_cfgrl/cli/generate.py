@@ -4,6 +4,10 @@
         --num_samples 4 --decoder synth --out runs/samples
     cfgrl generate --checkpoint base.ckpt --prompts prompts.json --guidance 3 --out runs/cfg3 \\
         --decoder.class_path lightning_cfgrl.audio.EncodecTokenizer --decoder.init_args.checkpoint encodec_24khz.th
+    cfgrl generate --checkpoint runs/musicgen_lora/checkpoints/last.ckpt --prompts '["calm piano", "loud rock"]' \\
+        --num_frames 250 --decoder generator --out runs/musicgen_samples     # text prompts (MusicGen)
+    cfgrl generate --checkpoint runs/steerable/checkpoints/last.ckpt --prompts '[[1, 1, 1]]' \\
+        --controls '{guidance_scale: 3.0, diversity_weight: 0.0}' --out runs/steered
 
 Argument parsing only; the work is :func:`lightning_cfgrl.audio.generate` (outputs described there).
 """
@@ -11,6 +15,7 @@ Argument parsing only; the work is :func:`lightning_cfgrl.audio.generate` (outpu
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
@@ -18,7 +23,18 @@ from lightning_cfgrl.audio.generation import generate
 from lightning_cfgrl.audio.synth import SyntheticSynth
 from lightning_cfgrl.audio.tokenizer import EncodecTokenizer
 from lightning_cfgrl.core.sampling import SamplingConfig
-from lightning_cfgrl.eval.prompts import load_prompts
+from lightning_cfgrl.eval.prompts import load_prompts, text_prompts_of
+from lightning_cfgrl.io.generators import is_pretrained_folder, load_generator_spec
+
+
+def default_tokenizer(checkpoint: str) -> str | None:
+    """The folder whose tokenizer encodes text prompts for ``checkpoint``: the checkpoint itself when it is
+    a transformers folder, else the local model folder its generator spec was built from (MusicGen)."""
+    if is_pretrained_folder(checkpoint):
+        return checkpoint
+    spec = load_generator_spec(checkpoint) if Path(checkpoint).is_file() else None
+    source = (spec or {}).get("init_args", {}).get("model")
+    return source if isinstance(source, str) and Path(source).is_dir() else None
 
 
 def build_parser() -> ArgumentParser:
@@ -32,7 +48,21 @@ def build_parser() -> ArgumentParser:
         "--prompts",
         type=list | dict | str,
         required=True,
-        help="the prompts ([[1, 1, 1], [4, 3, 2]]) or a .json/.yaml/.safetensors file of them",
+        help="the prompts ([[1, 1, 1], [4, 3, 2]]) or a .json/.yaml/.safetensors file of them; text prompts "
+        "(['calm piano', 'loud rock'], or a .txt/.csv/.json file of strings) for a text-conditioned model",
+    )
+    parser.add_argument(
+        "--tokenizer",
+        type=str | None,
+        default=None,
+        help="text tokenizer folder for text prompts (default: the MusicGen folder the checkpoint was built from)",
+    )
+    parser.add_argument(
+        "--controls",
+        type=dict[str, float] | str | None,
+        default=None,
+        help="control values of a steerable student, every control it takes: '{guidance_scale: 3.0, "
+        "diversity_weight: 0.0}'; 'off' samples it with the control path off (a mode it never trained in)",
     )
     parser.add_argument("--out", type=str, required=True, help="output folder")
     parser.add_argument("--num_samples", type=int, default=1, help="samples per prompt")
@@ -72,9 +102,11 @@ def generate_main(argv: list[str] | None = None) -> int:
         config = SamplingConfig(
             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, guidance_scale=args.guidance
         )
+        texts = text_prompts_of(args.prompts)
+        tokenizer = args.tokenizer or (default_tokenizer(args.checkpoint) if texts is not None else None)
         files = generate(
             checkpoint=args.checkpoint,
-            prompts=load_prompts(prompts=args.prompts),
+            prompts=load_prompts(prompts=args.prompts, tokenizer=tokenizer),
             out=args.out,
             num_samples=args.num_samples,
             num_frames=args.num_frames,
@@ -85,6 +117,8 @@ def generate_main(argv: list[str] | None = None) -> int:
             device=args.device,
             progress=args.progress,
             compile=args.compile,
+            controls=args.controls,
+            prompt_texts=texts,
         )
     except (ValueError, TypeError, OSError) as err:
         print(f"cfgrl generate: error: {err}", file=sys.stderr)

@@ -2,18 +2,23 @@
 
 ``cfgrl fit --config examples/configs/distill.yaml`` builds the model, data and callbacks from
 ``class_path``/``init_args`` YAML; ``cfgrl fit --print_config`` prints the full resolved config.
+``cfgrl <command> --import MODULE`` (or ``CFGRL_IMPORT``) trusts the user's own modules (cli/imports.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import re
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from lightning_cfgrl.cli.saved_config import LoadedConfigSaver
 from lightning_cfgrl.io.specs import check_checkpoint_file
 
 
@@ -111,6 +116,7 @@ COMMANDS = {
     "evaluate": "quality-diversity plane and claims: cfgrl evaluate --config examples/configs/evaluate.yaml",
     "generate": "sample a checkpoint to tokens and WAVs: cfgrl generate --checkpoint C --prompts P --out DIR",
     "export": "a MusicGen checkpoint as a transformers folder: cfgrl export --checkpoint C --out DIR",
+    "tiny-musicgen": "a tiny random MusicGen folder for CPU trials: cfgrl tiny-musicgen --out DIR",
 }
 NOT_OFFERED = {
     "test": "cfgrl test is not offered: the modules define no test_step; evaluate held-out prompts with "
@@ -126,6 +132,7 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> CFGRLCLI:
         subclass_mode_data=True,
         args=args,
         run=run,
+        save_config_callback=LoadedConfigSaver,
         save_config_kwargs={"overwrite": True},
     )
 
@@ -134,7 +141,7 @@ def usage() -> str:
     """``cfgrl --help``: every command, with an example."""
     width = max(map(len, COMMANDS))
     lines = [
-        f"usage: cfgrl [-h] [--version] {{{','.join(COMMANDS)}}} ...",
+        f"usage: cfgrl [-h] [--version] [--import MODULE] {{{','.join(COMMANDS)}}} ...",
         "",
         "Diversity-rewarded CFG distillation for autoregressive audio-token models.",
         "",
@@ -142,12 +149,43 @@ def usage() -> str:
         *(f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()),
         "",
         "`cfgrl <command> --help` lists a command's options.",
+        "Every command takes `--import MODULE` (repeatable; a module name or a .py file), or the environment",
+        "variable CFGRL_IMPORT=mod1,mod2: your own modules (models, scorers), imported and trusted before any",
+        "file is read; a checkpoint or YAML may name classes of them. Nothing named inside a file is imported.",
     ]
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def warnings_above_progress_bars() -> Iterator[None]:
+    """Within: Python warnings (Lightning's ``rank_zero_warn`` included) are printed with ``tqdm.write``,
+    above any running progress bar instead of inside its line, where the bar's next redraw hides them."""
+    from tqdm import tqdm
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        text = warnings.formatwarning(message, category, filename, lineno, line).rstrip("\n")
+        tqdm.write(text, file=file or sys.stderr)
+
+    previous, warnings.showwarning = warnings.showwarning, show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
 def main(argv: list[str] | None = None) -> int:
-    command = sys.argv[1:] if argv is None else argv
+    with warnings_above_progress_bars():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    from lightning_cfgrl.cli.imports import ImportOptionError, apply_imports
+
+    try:  # the user's own trusted modules, before any file is read (cli/imports.py)
+        command = apply_imports(sys.argv[1:] if argv is None else list(argv))
+    except ImportOptionError as err:
+        print(f"cfgrl: error: {err}", file=sys.stderr)
+        return 2
     first = command[0] if command else None
     if first in (None, "-h", "--help"):
         print(usage())
@@ -176,8 +214,14 @@ def main(argv: list[str] | None = None) -> int:
         from lightning_cfgrl.cli.export import export_main
 
         return export_main(command[1:])
+    if first == "tiny-musicgen":
+        from lightning_cfgrl.cli.tiny_musicgen import tiny_musicgen_main
+
+        return tiny_musicgen_main(command[1:])
+    if argv is None:  # LightningCLI reads sys.argv itself (and warns when given args beside it)
+        sys.argv[1:] = command
     try:
-        run_cli(argv)  # None lets LightningCLI read sys.argv itself
+        run_cli(None if argv is None else command)
     except ConfigError as err:
         if err.report:
             print(err.report, file=sys.stderr)

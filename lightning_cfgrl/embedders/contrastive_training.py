@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from lightning_cfgrl.embedders.contrastive import ContrastiveTokenEmbedder
 from lightning_cfgrl.io.specs import instantiate_spec, save_safe_hyperparameters
+from lightning_cfgrl.training.hparams import log_hparams_with_metrics
 from lightning_cfgrl.training.optimization import build_optimizers
 
 
@@ -148,6 +149,15 @@ class ContrastiveEmbedderModule(pl.LightningModule):
         loss = self._loss(batch["frames"])
         self.log("train/info_nce", loss, prog_bar=True, batch_size=batch["frames"].shape[0])
         return loss
+
+    def validation_metric_names(self) -> list[str]:
+        """What :meth:`validation_step` logs (the metrics of TensorBoard's HParams view)."""
+        return ["val/info_nce", "val/triplet_accuracy"]
+
+    def on_fit_start(self) -> None:
+        # the hyperparameters with the validation metrics, instead of Lightning's `hp_metric = -1`
+        hparams = {k: v for k, v in self.hparams_initial.items() if k != "_class_path"}
+        log_hparams_with_metrics(self.trainer, hparams, self.validation_metric_names())
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         frames = batch["frames"]

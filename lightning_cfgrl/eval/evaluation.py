@@ -45,6 +45,7 @@ from lightning_cfgrl.eval.protocol import (
     evaluation_seeds,
     selection_seeds,
 )
+from lightning_cfgrl.eval.sanity import reference_above_every_point, saturated_embedder
 from lightning_cfgrl.eval.scorers import Scorer
 
 REWARD_DIVERSITY = "reward_diversity"  # the metric of the reward's own embedder, when given
@@ -62,6 +63,7 @@ class EvaluationReport:
     hypervolumes: dict[str, dict[str, float]]  # diversity metric -> front -> hypervolume of the means
     claims: list[Claim]
     settings: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # numbers that cannot be read as meant (eval/sanity.py)
 
     def by_name(self, name: str) -> CandidateResult:
         return next(r for r in self.results if r.name == name)
@@ -78,7 +80,8 @@ class Evaluation:
         num_frames: frames T sampled per sequence.
         candidates: what to sample (:class:`~lightning_cfgrl.eval.plan.Candidates`).
         datamodule: prompts = its held-out prompts (``heldout_prompts``, else its validation batches).
-        prompts: or a prompt file (``.json``/``.yaml``/``.safetensors``) or the prompts themselves.
+        prompts: or a prompt file (``.json``/``.yaml``/``.safetensors``) or the prompts themselves; text
+            prompts (a list of strings, a ``.csv``/``.txt``/``.json`` file of them) need ``tokenizer``.
         max_prompts: evaluate on the first ``max_prompts`` prompts only.
         quality: the scorer name on the plane's quality axis and in the claims (default: the first).
         reward_embedder: the reward's own embedder, reported beside the headline (``reward_diversity``).
@@ -93,6 +96,7 @@ class Evaluation:
         out: folder for ``results.csv``, ``results.json`` and ``quality_diversity.png`` (None: write nothing).
         log_dir: TensorBoard folder for the figure, hypervolumes and claims (None: no TensorBoard).
         progress: show a progress bar over candidates x seeds.
+        tokenizer: the text tokenizer of text ``prompts`` (a local model folder, e.g. the MusicGen base).
     """
 
     def __init__(
@@ -115,6 +119,7 @@ class Evaluation:
         out: str | None = "runs/eval",
         log_dir: str | None = None,
         progress: bool = True,
+        tokenizer: str | None = None,
     ) -> None:
         self.scorers = _check_scorers(scorers)
         names = [s.name for s in self.scorers]
@@ -149,7 +154,7 @@ class Evaluation:
             row.family in SAMPLING_FAMILIES for row in self.plan
         )
         self.selection_seeds = selection_seeds(num_selection_seeds) if needs_selection else []
-        self.prompts: Condition = load_prompts(datamodule, prompts, max_prompts)
+        self.prompts: Condition = load_prompts(datamodule, prompts, max_prompts, tokenizer)
         check_checkpoints(self.plan, num_frames)
 
     # -- running ----------------------------------------------------------------------------------
@@ -249,6 +254,14 @@ class Evaluation:
             steerable=groups.get("steerable", []),
             fraction=self.fraction,
         )
+        names = {
+            DIVERSITY: "evaluation embedder (embedder)",
+            REWARD_DIVERSITY: "reward embedder (reward_embedder)",
+        }
+        problems = [saturated_embedder(results, metric, names[metric]) for metric in self.embedders]
+        problems.append(reference_above_every_point(results, self.quality, self.sign, self.reference))
+        settings = self.settings()
+        settings["warnings"] = [p for p in problems if p is not None]
         return EvaluationReport(
             results=results,
             selection=selection,
@@ -256,7 +269,8 @@ class Evaluation:
             fronts=fronts,
             hypervolumes=hypervolumes,
             claims=check_claims(inputs),
-            settings=self.settings(),
+            settings=settings,
+            warnings=settings["warnings"],
         )
 
     def settings(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from lightning_cfgrl.core.controls import DIVERSITY_WEIGHT, GUIDANCE, check_cont
 from lightning_cfgrl.core.sampling import SamplingConfig
 from lightning_cfgrl.eval.protocol import DEFAULT_CFG_REFERENCE
 from lightning_cfgrl.io.checkpoints import CheckpointError
-from lightning_cfgrl.io.generators import load_generator
+from lightning_cfgrl.io.generators import is_pretrained_folder, load_generator, load_pretrained_folder
 from lightning_cfgrl.merging.streaming import complete_merged_sets
 
 SAMPLING_FAMILIES = ("temperature", "top_p")  # what a user could do instead of CFG, at one pass per token
@@ -30,7 +30,8 @@ class Candidates:
     """The candidates of an evaluation.
 
     Args:
-        base: checkpoint of the base model, sampled under the three sweeps below.
+        base: checkpoint of the base model, sampled under the three sweeps below; or a local transformers
+            folder (a MusicGen such as ``models/musicgen-small``: the base of a LoRA or MusicGen student).
         guidance_scales: CFG sweep of the base (``CFG g=<g>``; 1 = plain sampling).
         cfg_reference: the guidance scale whose candidate the claims compare against (by value; must be
             in ``guidance_scales``); ``None``: no CFG claims.
@@ -211,10 +212,14 @@ def load_candidate(path: str, names: list[str] | None = None) -> nn.Module:
     if names:
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         who = f" (candidates {shown})"
-    if not Path(path).is_file():
-        raise ValueError(f"checkpoint {path!r}{who} does not exist or is not a file")
+    folder = is_pretrained_folder(path)
+    if not (folder or Path(path).is_file()):
+        raise ValueError(
+            f"checkpoint {path!r}{who} does not exist or is not a file (nor a transformers folder with a "
+            "config.json, such as a local MusicGen)"
+        )
     try:
-        return load_generator(path)
+        return load_pretrained_folder(path) if folder else load_generator(path)
     except (CheckpointError, ValueError, RuntimeError, TypeError, OSError) as err:
         raise ValueError(f"cannot load the generator of checkpoint {path!r}{who}: {err}") from err
 

@@ -7,6 +7,10 @@ A condition batch is a tensor ``[P, ...]`` or a dict of tensors with a leading `
   mapping of such lists for a dict condition (``{"ids": [...], "mask": [...]}``); integers become int64,
   anything else float32;
 * ``.safetensors``: one tensor (the condition) or several (a dict condition).
+
+Text prompts (a text-conditioned generator such as MusicGen) are strings: a list of them, or a ``.csv``
+(``prompt`` column), ``.txt`` (one per line) or ``.json`` list of strings; they are tokenised with the
+``tokenizer`` given (a local model folder), into ``{"input_ids", "attention_mask"}``.
 """
 
 from __future__ import annotations
@@ -23,8 +27,12 @@ from lightning_cfgrl.core.condition import Condition, condition_batch_size, sele
 
 
 def prompts_from_datamodule(datamodule: Any) -> Condition:
-    """The datamodule's held-out prompts: its ``heldout_prompts`` when it has them (the RL prompt
-    datamodules), else the distinct ``"condition"`` entries of its validation batches."""
+    """The datamodule's held-out prompts as conditions: its ``heldout_condition()`` when it has one (the RL
+    prompt datamodules; text prompts come tokenised), else its ``heldout_prompts``, else the distinct
+    ``"condition"`` entries of its validation batches."""
+    heldout_condition = getattr(datamodule, "heldout_condition", None)
+    if callable(heldout_condition):
+        return heldout_condition()
     heldout = getattr(datamodule, "heldout_prompts", None)
     if isinstance(heldout, Tensor) and len(heldout):
         return heldout
@@ -88,9 +96,11 @@ def load_prompts(
     datamodule: Any = None,
     prompts: str | Sequence | Mapping | Tensor | None = None,
     max_prompts: int | None = None,
+    tokenizer: Any = None,
 ) -> Condition:
     """Exactly one of ``datamodule`` / ``prompts`` (a file path or the prompts themselves); the first
-    ``max_prompts`` of them when given. Raises ``ValueError`` for an empty or malformed batch."""
+    ``max_prompts`` of them when given. Text prompts are tokenised with ``tokenizer`` (a folder or a
+    tokenizer object; see the module docs). Raises ``ValueError`` for an empty or malformed batch."""
     if (datamodule is None) == (prompts is None):
         raise ValueError(
             "give exactly one prompt source: a datamodule (its held-out prompts) or prompts "
@@ -98,8 +108,11 @@ def load_prompts(
         )
     if max_prompts is not None and (isinstance(max_prompts, bool) or max_prompts < 1):
         raise ValueError(f"max_prompts must be >= 1 or None, got {max_prompts!r}")
+    texts = text_prompts_of(prompts)
     if datamodule is not None:
         condition = prompts_from_datamodule(datamodule)
+    elif texts is not None:
+        condition = tokenize_text_prompts(texts, tokenizer)
     elif isinstance(prompts, (str, Path)):
         condition = prompts_from_file(prompts)
     else:
@@ -110,6 +123,52 @@ def load_prompts(
     if max_prompts is not None and max_prompts < count:
         condition = select_condition(condition, slice(0, max_prompts))
     return condition
+
+
+TEXT_SUFFIXES = (".csv", ".txt")
+
+
+def text_prompts_of(prompts: Any) -> list[str] | None:
+    """The prompts as strings when they are text prompts (a list of strings, a ``.csv``/``.txt`` file, a
+    ``.json`` list of strings or of ``{"prompt": ...}`` objects), else None. Reads no tensor file."""
+    from lightning_cfgrl.io.text_prompts import read_text_prompts
+
+    if isinstance(prompts, (list, tuple)) and prompts and all(isinstance(p, str) for p in prompts):
+        return read_text_prompts(list(prompts))
+    if not isinstance(prompts, (str, Path)) or not Path(prompts).is_file():
+        return None
+    path = Path(prompts)
+    if path.suffix.lower() == ".txt":
+        return read_text_prompts(
+            [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        )
+    if path.suffix.lower() == ".csv":
+        return read_text_prompts(str(path))
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            return None  # prompts_from_file reports it
+        items = list(data.values()) if isinstance(data, dict) else data
+        if isinstance(items, list) and items and all(isinstance(i, (str, dict)) for i in items):
+            if any(isinstance(i, str) for i in items) or all(
+                isinstance(i, dict) and "prompt" in i for i in items
+            ):
+                return read_text_prompts(str(path))
+    return None
+
+
+def tokenize_text_prompts(texts: list[str], tokenizer: Any) -> dict[str, Tensor]:
+    """``{"input_ids", "attention_mask"}`` ``[P, L]`` of text prompts (an empty prompt is the null one)."""
+    if tokenizer is None:
+        raise ValueError(
+            f"the prompts are text ({texts[0]!r}, ...), which need the model's text tokenizer: give tokenizer "
+            "(a local model folder, e.g. the MusicGen folder; --tokenizer on the command line)"
+        )
+    from lightning_cfgrl.io.text_prompts import load_text_tokenizer, tokenize_prompts
+
+    ids, mask = tokenize_prompts(texts, load_text_tokenizer(tokenizer))
+    return {"input_ids": ids, "attention_mask": mask}
 
 
 def _tensor(value: Any, source: str) -> Tensor:
@@ -143,4 +202,11 @@ def _distinct_rows(tensor: Tensor) -> Tensor:
     return tensor[keep]
 
 
-__all__ = ["load_prompts", "prompts_from_datamodule", "prompts_from_file", "prompts_from_value"]
+__all__ = [
+    "load_prompts",
+    "prompts_from_datamodule",
+    "prompts_from_file",
+    "prompts_from_value",
+    "text_prompts_of",
+    "tokenize_text_prompts",
+]

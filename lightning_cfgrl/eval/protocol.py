@@ -30,7 +30,7 @@ def evaluation_seeds(n: int) -> list[int]:
 
 def selection_seeds(n: int) -> list[int]:
     """The first ``n`` selection seeds, disjoint from every evaluation seed."""
-    _check_count(n, "num_selection_seeds", minimum=1)
+    _check_count(n, "num_selection_seeds", minimum=2)  # evaluate_candidate needs 2 for a standard error
     return [_SELECTION_BASE + i for i in range(n)]
 
 

@@ -21,12 +21,44 @@ from lightning_cfgrl.io.checkpoints import (
 from lightning_cfgrl.io.specs import instantiate_spec
 
 __all__ = [
+    "is_pretrained_folder",
     "load_generator",
     "load_generator_spec",
     "load_generator_state",
     "load_init_checkpoint",
     "load_peft_generator",
+    "load_pretrained_folder",
 ]
+
+# transformers model types a pretrained folder may hold (config.json "model_type") -> their adapter
+PRETRAINED_TYPES = {"musicgen": "MusicgenGenerator"}
+
+
+def is_pretrained_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a folder with a transformers ``config.json`` (a ``save_pretrained`` folder)."""
+    return Path(path).is_dir() and (Path(path) / "config.json").is_file()
+
+
+def load_pretrained_folder(path: str | Path) -> nn.Module:
+    """The generator of a local transformers folder (``save_pretrained``, e.g. ``facebook/musicgen-small``
+    or a ``cfgrl export`` output), eval mode. Its ``config.json`` is read as data; no code runs from it."""
+    import json
+
+    folder = Path(path)
+    try:
+        model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ValueError(
+            f"{str(folder)!r}: cannot read config.json as a transformers config ({err})"
+        ) from err
+    if model_type not in PRETRAINED_TYPES:
+        raise ValueError(
+            f"{str(folder)!r} holds a transformers model of type {model_type!r}; the folders a candidate or a "
+            f"checkpoint may be are {sorted(PRETRAINED_TYPES)} (else give a Lightning .ckpt)"
+        )
+    from lightning_cfgrl.adapters.musicgen import MusicgenGenerator
+
+    return MusicgenGenerator(str(folder)).eval()
 
 
 def load_generator_spec(path: str | Path) -> dict | None:

@@ -14,7 +14,7 @@ import importlib
 import os
 import sys
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -31,6 +31,10 @@ TRUSTED_PACKAGE = "lightning_cfgrl"
 # Where our LightningModules record their own class in a checkpoint (LightningCLI runs also record it
 # as hyper_parameters["_class_path"]; runs from Python do not).
 MODULE_CLASS_KEY = "cfgrl_module_class"
+# modules the user trusted explicitly (``cfgrl --import MODULE``, ``CFGRL_IMPORT``, :func:`trust_modules`):
+# they and their submodules may be imported by a spec. Only the user's own command line adds names here,
+# never a file.
+_TRUSTED_MODULES: set[str] = set()
 # objects built by instantiate_spec -> the spec they were built from (weak: never keeps a model alive)
 _BUILT_FROM: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
@@ -40,22 +44,41 @@ class UnsafeSpecError(ValueError):
     is not imported; it was refused before anything in it was called."""
 
 
+def trust_modules(names: Iterable[str]) -> None:
+    """Let specs name classes of ``names`` and their submodules (the user's own, trusted modules; the CLI's
+    ``--import``). Called with names the user typed, never with names read from a file."""
+    _TRUSTED_MODULES.update(str(name) for name in names)
+
+
+def trusted_modules() -> frozenset[str]:
+    """The module names :func:`trust_modules` added (``cfgrl --import``)."""
+    return frozenset(_TRUSTED_MODULES)
+
+
+def _is_trusted(module_name: str) -> bool:
+    if module_name.endswith("__main__"):
+        return False
+    roots = (TRUSTED_PACKAGE, *_TRUSTED_MODULES)
+    return any(module_name == root or module_name.startswith(root + ".") for root in roots)
+
+
 def resolve_module_class(class_path: Any, source: str = "a spec") -> type[nn.Module]:
     """The ``nn.Module`` subclass that ``class_path`` ("pkg.mod.Class") names, checked before any call.
 
     Refuses (:class:`UnsafeSpecError`, naming ``source`` and the class path) anything that is not an
     ``nn.Module`` subclass (``os.system``, ``builtins.eval``, ``subprocess.Popen``) and any module that is
-    not imported yet unless it belongs to this package (importing it would run its top-level code).
+    not imported yet unless it belongs to this package or to a module the user trusted explicitly
+    (:func:`trust_modules`, ``cfgrl --import``): importing it would run its top-level code.
     """
     if not isinstance(class_path, str) or "." not in class_path:
         raise UnsafeSpecError(f"class_path in {source} must be 'package.module.Class', got {class_path!r}")
     module_name, _, attr = class_path.rpartition(".")
-    trusted = module_name == TRUSTED_PACKAGE or module_name.startswith(TRUSTED_PACKAGE + ".")
-    if module_name not in sys.modules and not (trusted and not module_name.endswith("__main__")):
+    if module_name not in sys.modules and not _is_trusted(module_name):
         raise UnsafeSpecError(
             f"refused class_path {class_path!r} in {source}: its module {module_name!r} is not imported, "
-            "and a spec may not import new modules (importing runs their code); if you trust it, "
-            f"`import {module_name}` before loading"
+            "and a spec may not import new modules (importing runs their code); if you trust it, pass "
+            f"`--import {module_name}` to cfgrl (or set CFGRL_IMPORT={module_name}; from Python, "
+            f"`import {module_name}` before loading)"
         )
     try:
         obj = getattr(importlib.import_module(module_name), attr)

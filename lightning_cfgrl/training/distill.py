@@ -287,6 +287,9 @@ class CFGDistillCallback(ObjectiveCallback):
         return frozen_state(self.teacher, "teacher", self.teacher_source, self.embed_in_checkpoint)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self.teacher is None:
+            # validate (not fit): setup built no teacher, and the validation pass does not use one
+            return
         # a recorded file must be the one this run rebuilt the teacher from in setup
         load_frozen_state(self.teacher, state_dict, "teacher", self.teacher_source, "teacher")
 

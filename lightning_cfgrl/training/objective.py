@@ -10,6 +10,7 @@ from lightning.pytorch import Callback
 from torch import Tensor
 
 from lightning_cfgrl.core.condition import Condition
+from lightning_cfgrl.training.hparams import log_hparams_with_metrics
 from lightning_cfgrl.training.rollout import RolloutBatch
 
 if TYPE_CHECKING:
@@ -62,14 +63,15 @@ def log_objective_hyperparameters(trainer: pl.Trainer, pl_module: pl.LightningMo
     """Log the module's hyperparameters together with every objective callback's settings.
 
     Called from ``on_fit_start``, i.e. before Lightning logs the module's hyperparameters alone:
-    TensorBoard keeps a run's first hparams record, and a logger's ``hparams.yaml`` keeps the union.
+    TensorBoard keeps a run's first hparams record, and a logger's ``hparams.yaml`` keeps the union. The
+    module's ``validation_metric_names()`` become the HParams view's metrics (``training/hparams.py``).
     """
     settings: dict[str, Any] = {}
     for callback in trainer.callbacks:
         if isinstance(callback, ObjectiveCallback):
             settings.update(callback.hyperparameters())
-    if not settings or not trainer.loggers:
+    if not trainer.loggers:
         return
     hparams = {k: v for k, v in pl_module.hparams_initial.items() if k != "_class_path"}
-    for logger in trainer.loggers:
-        logger.log_hyperparams({**hparams, **settings})
+    names = getattr(pl_module, "validation_metric_names", None)
+    log_hparams_with_metrics(trainer, {**hparams, **settings}, names() if callable(names) else [])

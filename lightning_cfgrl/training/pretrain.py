@@ -22,6 +22,7 @@ from lightning_cfgrl.core.generator import check_logits, pad_id
 from lightning_cfgrl.io.generators import load_init_checkpoint
 from lightning_cfgrl.io.specs import instantiate_spec, save_safe_hyperparameters
 from lightning_cfgrl.training.checkpoint_safety import SafeCheckpointLoading
+from lightning_cfgrl.training.hparams import log_hparams_with_metrics
 from lightning_cfgrl.training.optimization import build_optimizers
 
 
@@ -81,6 +82,15 @@ class PretrainModule(SafeCheckpointLoading, pl.LightningModule):
         loss = self._loss(batch, drop=True)
         self.log("train/nll", loss, prog_bar=True)
         return loss
+
+    def validation_metric_names(self) -> list[str]:
+        """What :meth:`validation_step` logs (the metrics of TensorBoard's HParams view)."""
+        return ["val/nll"]
+
+    def on_fit_start(self) -> None:
+        # the hyperparameters with the validation metrics, instead of Lightning's `hp_metric = -1`
+        hparams = {k: v for k, v in self.hparams_initial.items() if k != "_class_path"}
+        log_hparams_with_metrics(self.trainer, hparams, self.validation_metric_names())
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self.log("val/nll", self._loss(batch, drop=False), prog_bar=True, sync_dist=True)

@@ -8,6 +8,7 @@ datamodule with :class:`PromptDataModule`; the built-in domains and the audio pr
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -152,6 +153,12 @@ class PromptDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         prompts = self.heldout_prompts if len(self.heldout_prompts) else self.train_prompts
         return DataLoader(TensorDictDataset(condition=prompts), batch_size=self.batch_size)
+
+    def heldout_condition(self) -> Any:
+        """The held-out prompts as the generator's condition batch (what evaluation samples on): here the
+        rows themselves ``[P, A]``; a subclass whose batches are built from the rows (text prompts
+        tokenised in ``collate``) returns what its batches' ``"condition"`` holds."""
+        return self.heldout_prompts
 
 
 __all__ = ["PromptDataModule", "ResumableShuffle", "TensorDictDataset", "split_rows"]
