@@ -1,5 +1,5 @@
 """Lightning callbacks: the objective callbacks (re-exported from :mod:`lightning_cfgrl.training`),
-weight merging at the end of fit, audio sample logging and run-named checkpoints."""
+weight merging at the end of fit, audio sample logging, per-sample completion logs and run-named checkpoints."""
 
 import importlib
 from typing import Any
@@ -12,6 +12,7 @@ from lightning_cfgrl.callbacks.run_checkpoint import RunCheckpoint
 # training imports modules (audio generation) that import this package: an eager import is a cycle.
 _REEXPORTED = {
     "CFGDistillCallback": "lightning_cfgrl.training.distill",
+    "CompletionLogCallback": "lightning_cfgrl.callbacks.completion_log",
     "DiversityRewardCallback": "lightning_cfgrl.training.diversity",
     "ObjectiveCallback": "lightning_cfgrl.training.objective",
 }
@@ -26,6 +27,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AudioSampleLogger",
     "CFGDistillCallback",
+    "CompletionLogCallback",
     "DiversityRewardCallback",
     "ModelMergeCallback",
     "ObjectiveCallback",

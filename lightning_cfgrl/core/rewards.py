@@ -216,7 +216,7 @@ def _call(f: RewardFunction, inputs: RewardInputs, b: int, g: int) -> Tensor:
             f"reward function {f.name!r} ({f.path}, per={f.per!r}) must return shape {expected} "
             f"({'one reward per sample' if flat else '[B, G] rewards of each group'}), got {got}"
         )
-    values = values.detach().double()
+    values = values.detach().double().cpu()  # [B, G] is tiny; the callback moves what it reduces
     bad = ~torch.isfinite(values)
     if bool(bad.any()):
         raise FloatingPointError(
@@ -267,7 +267,7 @@ def leave_one_out_advantages(
             f"the 'leave_one_out' baseline with a per-group reward ({grouped[0].name!r}) needs G >= 3 samples "
             f"per prompt (it scores groups of G - 1), got G = {g}; use baseline='running_mean'"
         )
-    baselines = torch.zeros(b, g, dtype=torch.float64, device=next(iter(parts.values())).device)
+    baselines = torch.zeros(b, g, dtype=torch.float64)
     for f in functions:
         r = parts[f.name]
         if f.per == "sample":  # the others' rewards do not change when j leaves

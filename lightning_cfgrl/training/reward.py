@@ -251,7 +251,8 @@ class RewardCallback(ObjectiveCallback):
         for f in self.functions:
             log(f"train/{self.name}/{f.name}", parts[f.name].mean(), batch_size=num_prompts)
         if kind == "running_mean":  # after the loss is built: this batch's baseline never saw its rewards
-            self.running.update(float(pl_module.trainer.strategy.reduce(rewards.mean(), reduce_op="mean")))
+            mean = rewards.mean().to(pl_module.device)
+            self.running.update(float(pl_module.trainer.strategy.reduce(mean, reduce_op="mean")))
         return {self.name: term}
 
     def _baseline(self, kind: str, rewards: Tensor) -> Tensor:
@@ -264,9 +265,10 @@ class RewardCallback(ObjectiveCallback):
     @staticmethod
     def _global_std(pl_module: CFGRLModule, rewards: Tensor) -> Tensor:
         """The std over the global batch (every process holds as many rewards)."""
-        moments = torch.stack([rewards.mean(), rewards.square().mean()])
+        # on the module's device: NCCL reduces CUDA tensors only
+        moments = torch.stack([rewards.mean(), rewards.square().mean()]).to(pl_module.device)
         mean, mean_sq = pl_module.trainer.strategy.reduce(moments, reduce_op="mean")
-        return (mean_sq - mean.square()).clamp(min=0).sqrt()
+        return (mean_sq - mean.square()).clamp(min=0).sqrt().to(rewards.device)
 
     def _permutation(self, pl_module: CFGRLModule, n: int) -> Tensor:
         seed = step_seed(self.gradient.seed, pl_module.global_step, pl_module.global_rank)
