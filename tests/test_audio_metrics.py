@@ -355,3 +355,44 @@ def test_a_reward_that_reads_audio_needs_a_decoder(clap_folder) -> None:
     module = SimpleNamespace(generator=AudioTokenTransformer(**BASE_ARGS), group_size=4)
     with pytest.raises(ValueError, match=r"\['clap_text'\] read audio.*pass RewardCallback\(decoder=...\)"):
         reward.setup(SimpleNamespace(datamodule=None), module, "fit")
+
+
+def test_shipped_musicgen_clap_yaml_trains_through_the_cli(
+    clap_folder, musicgen_folder, tmp_path, monkeypatch
+) -> None:
+    """examples/configs/musicgen_lora_clap.yaml with the tiny models in place of the real ones: LoRA
+    distillation plus the CLAP reward, and the completion log with the prompts as text."""
+    import csv
+
+    from lightning_cfgrl.cli.main import run_cli
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "examples" / "configs" / "musicgen_lora_clap.yaml").read_text()
+    text = text.replace("models/musicgen-small", str(musicgen_folder))
+    text = text.replace("models/clap-htsat-unfused", str(clap_folder))
+    text = text.replace(
+        "examples/prompts/musicgen_prompts.csv", str(root / "examples/prompts/musicgen_prompts.csv")
+    )
+    (tmp_path / "clap.yaml").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    run_cli(
+        [
+            "fit",
+            "--config",
+            "clap.yaml",
+            "--model.init_args.num_frames=12",
+            "--trainer.max_steps=2",
+            "--trainer.limit_val_batches=0",
+            "--trainer.accelerator=cpu",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
+    rows = list(csv.DictReader(open(tmp_path / "runs/musicgen_lora_clap/version_0/completions.csv")))
+    from tests.helpers.musicgen import WORDS
+
+    # the tiny word-level tokenizer knows WORDS only: a prompt decodes to its known words
+    csv_prompts = [r["prompt"] for r in csv.DictReader(open(root / "examples/prompts/musicgen_prompts.csv"))]
+    prompts = {" ".join(w for w in p.split() if w in WORDS) for p in csv_prompts}
+    assert len(rows) == 8 and all(r["prompt"] in prompts and r["prompt"] for r in rows)
+    assert all(-1 <= float(r["reward/reward"]) <= 1 and r["audio"].endswith(".wav") for r in rows)
+    assert all(float(r["distill/divergence_per_token"]) >= 0 for r in rows)

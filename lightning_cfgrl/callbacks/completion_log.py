@@ -47,6 +47,8 @@ class CompletionLogCallback(ObjectiveCallback):
             that decodes its own tokens, e.g. MusicGen).
         decoder: tokens ``[N, K, T]`` -> audio ``[N, C, L]`` (``decode`` and ``sample_rate``).
         describe: one prompt's condition -> its text; default: the datamodule's ``describe_prompt``.
+        prompt_tokenizer: for text conditions (``{"input_ids", ...}``) without a ``describe``: the
+            generator's text tokenizer (a folder, e.g. the MusicGen folder) that decodes the ids to text.
         num_tokens: tokens per codebook shown in the ``sample`` column.
         tag: TensorBoard tag prefix.
     """
@@ -60,6 +62,7 @@ class CompletionLogCallback(ObjectiveCallback):
         describe: Callable[[Condition], str] | None = None,
         num_tokens: int = 16,
         tag: str = "completions",
+        prompt_tokenizer: str | None = None,
     ) -> None:
         for name, value in (
             ("every_n_steps", every_n_steps),
@@ -77,6 +80,11 @@ class CompletionLogCallback(ObjectiveCallback):
         self.every_n_steps, self.max_rows, self.audio = every_n_steps, max_rows, audio
         self.decoder, self.num_tokens, self.tag = decoder, num_tokens, tag
         self.describe, self._describe_given = describe, describe
+        self.prompt_tokenizer: Any = None
+        if prompt_tokenizer is not None:
+            from lightning_cfgrl.audio.text_prompts import load_text_tokenizer
+
+            self.prompt_tokenizer = load_text_tokenizer(prompt_tokenizer)
         self._batch: RolloutBatch | None = None
         self._step = -1
         self.path: str | None = None  # the CSV, once known
@@ -172,7 +180,13 @@ class CompletionLogCallback(ObjectiveCallback):
             return str(self.describe(condition))
         if isinstance(condition, Tensor):
             return str(condition.tolist())
-        ids = condition.get("input_ids")  # text prompts without a describer: the token ids
+        ids = condition.get("input_ids")
+        if ids is not None and self.prompt_tokenizer is not None:
+            from lightning_cfgrl.audio.clap import prompt_texts
+
+            batched = {k: v[None] for k, v in condition.items()}
+            return prompt_texts(batched, self.prompt_tokenizer)[0]
+        # text prompts without a describer or tokenizer: the token ids
         return str(ids.tolist()) if ids is not None else str(sorted(condition))
 
     def _audio(
