@@ -396,3 +396,28 @@ def test_shipped_musicgen_clap_yaml_trains_through_the_cli(
     assert len(rows) == 8 and all(r["prompt"] in prompts and r["prompt"] for r in rows)
     assert all(-1 <= float(r["reward/reward"]) <= 1 and r["audio"].endswith(".wav") for r in rows)
     assert all(float(r["distill/divergence_per_token"]) >= 0 for r in rows)
+
+
+@pytest.mark.slow  # ~10 s of CREPE on 2 CPU cores
+def test_fad_on_crepe_features_tells_the_domain_from_random_tokens(tmp_path) -> None:
+    """Real weights (CREPE ships with torchcrepe): sequences of the domain are nearer its reference
+    audio than uniformly random tokens are."""
+    from lightning_cfgrl.embedders.crepe import CrepeAudioEmbedder, import_torchcrepe
+
+    try:
+        import_torchcrepe()  # copes with a torchaudio that cannot load
+    except ImportError:
+        pytest.skip("torchcrepe is not installed (pip install lightning-cfgrl[audio])")
+    from lightning_cfgrl.experiments import SyntheticMusic
+
+    domain, synth = SyntheticMusic(), SyntheticSynth(vocab_size=32)
+    prompts = domain.prompts[:16].repeat_interleave(2, dim=0)
+    reference = domain.sample(prompts, torch.Generator().manual_seed(0))
+    for i, wav in enumerate(synth.decode(reference)):
+        write_audio(tmp_path / f"{i:02d}.wav", wav, synth.sample_rate)
+    crepe = CrepeAudioEmbedder(capacity="tiny", layer="pitch", pooling="mean", hop_seconds=0.125)
+    fad = FrechetAudioDistance(str(tmp_path), embedder=crepe, decoder=synth)
+    same_domain = domain.sample(prompts, torch.Generator().manual_seed(1))
+    random = torch.randint(0, 32, same_domain.shape, generator=torch.Generator().manual_seed(2))
+    near, far = float(fad(same_domain, None)[0]), float(fad(random, None)[0])
+    assert 0 < near < 0.5 * far
