@@ -38,7 +38,12 @@ class ClapEncoder:
                 f"CLAP model folder {model!r} has no config.json; expected a local transformers ClapModel folder "
                 "(e.g. `hf download laion/clap-htsat-unfused --local-dir clap`), nothing is downloaded here"
             )
-        from transformers import AutoFeatureExtractor, AutoTokenizer, ClapModel
+        try:
+            from transformers import AutoFeatureExtractor, AutoTokenizer, ClapModel
+        except ImportError as err:
+            raise ImportError(
+                f"CLAP needs the transformers package ({err}); install it with `pip install lightning-cfgrl[musicgen]`"
+            ) from err
 
         self.model = (
             ClapModel.from_pretrained(str(folder), local_files_only=True).eval().requires_grad_(False)
