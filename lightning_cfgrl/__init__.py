@@ -20,6 +20,7 @@ except PackageNotFoundError:  # imported from a source tree that was never insta
 # in Lightning with it.
 _HOMES = {
     "AudioSampleLogger": "lightning_cfgrl.callbacks",
+    "CompletionLogCallback": "lightning_cfgrl.callbacks",
     "ModelMergeCallback": "lightning_cfgrl.callbacks",
     "RunCheckpoint": "lightning_cfgrl.callbacks",
     "Condition": "lightning_cfgrl.core",
@@ -44,6 +45,8 @@ _HOMES = {
     "ObjectiveCallback": "lightning_cfgrl.training",
     "PretrainModule": "lightning_cfgrl.training",
     "PromptDataModule": "lightning_cfgrl.training",
+    "RewardCallback": "lightning_cfgrl.training",
+    "RewardSpec": "lightning_cfgrl.training",
     "RolloutBatch": "lightning_cfgrl.training",
 }
 

@@ -10,11 +10,11 @@ from lightning_cfgrl.audio.datamodule import (
     PromptTable,
     TokenCrops,
 )
-from lightning_cfgrl.audio.decoder import AudioDecoder
 from lightning_cfgrl.audio.generation import GeneratedFiles, generate
 from lightning_cfgrl.audio.synth import SyntheticSynth
 from lightning_cfgrl.audio.text_prompts import TextPromptDataModule
 from lightning_cfgrl.audio.tokenizer import EncodecTokenizer
+from lightning_cfgrl.core.decoder import AudioDecoder
 from lightning_cfgrl.io.audio import AudioFileError, convert_channels, read_audio, resample, write_audio
 
 __all__ = [

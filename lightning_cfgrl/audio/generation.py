@@ -23,9 +23,9 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from lightning_cfgrl.audio.decoder import AudioDecoder
 from lightning_cfgrl.core.condition import Condition, condition_batch_size, condition_to, select_condition
 from lightning_cfgrl.core.controls import DIVERSITY_WEIGHT, GUIDANCE, check_controls, expand_controls
+from lightning_cfgrl.core.decoder import AudioDecoder
 from lightning_cfgrl.core.sampling import SamplingConfig, check_compilable, sample
 from lightning_cfgrl.eval.plan import load_candidate
 from lightning_cfgrl.io.audio import write_audio

@@ -1,7 +1,9 @@
-"""Lightning callbacks: weight merging at the end of fit, audio sample logging and run-named checkpoints,
-and the objective callbacks (re-exported from :mod:`lightning_cfgrl.training`, where they live)."""
+"""Lightning callbacks: weight merging at the end of fit, audio sample logging, per-sample completion logs
+and run-named checkpoints, and the objective callbacks (re-exported from :mod:`lightning_cfgrl.training`,
+where they live)."""
 
 from lightning_cfgrl.callbacks.audio_logger import AudioSampleLogger
+from lightning_cfgrl.callbacks.completion_log import CompletionLogCallback
 from lightning_cfgrl.callbacks.merge import ModelMergeCallback
 from lightning_cfgrl.callbacks.run_checkpoint import RunCheckpoint
 from lightning_cfgrl.training.distill import CFGDistillCallback
@@ -11,6 +13,7 @@ from lightning_cfgrl.training.objective import ObjectiveCallback
 __all__ = [
     "AudioSampleLogger",
     "CFGDistillCallback",
+    "CompletionLogCallback",
     "DiversityRewardCallback",
     "ModelMergeCallback",
     "ObjectiveCallback",

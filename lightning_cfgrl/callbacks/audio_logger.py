@@ -29,8 +29,8 @@ from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelP
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
-from lightning_cfgrl.audio.decoder import AudioDecoder
 from lightning_cfgrl.core.condition import Condition, condition_batch_size, condition_to, select_condition
+from lightning_cfgrl.core.decoder import AudioDecoder
 from lightning_cfgrl.core.eval_mode import eval_mode
 from lightning_cfgrl.core.sampling import SamplingConfig, sample
 from lightning_cfgrl.eval.diversity import pairwise_cosine_diversity

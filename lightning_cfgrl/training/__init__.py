@@ -1,5 +1,5 @@
 """The thin Lightning layer: ``CFGRLModule``, the rollout it hands to objectives, the objective
-callbacks (distillation, diversity reward), the pretraining module and the optimizer factory."""
+callbacks (distillation, diversity reward, any reward), the pretraining module and the optimizer factory."""
 
 from lightning_cfgrl.training.distill import CFGDistillCallback
 from lightning_cfgrl.training.diversity import DiversityRewardCallback
@@ -7,6 +7,7 @@ from lightning_cfgrl.training.module import CFGRLModule
 from lightning_cfgrl.training.objective import ObjectiveCallback
 from lightning_cfgrl.training.pretrain import PretrainModule
 from lightning_cfgrl.training.prompts import PromptDataModule
+from lightning_cfgrl.training.reward import PolicyGradientConfig, RewardCallback, RewardSpec
 from lightning_cfgrl.training.rollout import RolloutBatch
 
 __all__ = [
@@ -14,7 +15,10 @@ __all__ = [
     "CFGRLModule",
     "DiversityRewardCallback",
     "ObjectiveCallback",
+    "PolicyGradientConfig",
     "PretrainModule",
     "PromptDataModule",
+    "RewardCallback",
+    "RewardSpec",
     "RolloutBatch",
 ]

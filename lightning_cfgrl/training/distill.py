@@ -278,6 +278,8 @@ class CFGDistillCallback(ObjectiveCallback):
         if self.reduction == "mean":
             per_sequence = per_sequence / tokens
         divergence = per_sequence.mean()
+        rows = batch.on_policy_rows()  # for CompletionLogCallback: each sample's divergence per token
+        batch.record("distill/divergence_per_token", per_token[rows].sum(dim=(1, 2)) / tokens[rows])
         pl_module.log("train/distill_divergence_per_token", (per_token.sum() / tokens.sum()).detach())
         return {"distill": self.weight * divergence}
 

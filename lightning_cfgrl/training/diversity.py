@@ -245,6 +245,8 @@ class DiversityRewardCallback(ObjectiveCallback):
         advantages = advantages.flatten()  # [N], prompt-major like the rollout
         if self.shuffle_rewards:
             advantages = advantages[self._permutation(pl_module, advantages.shape[0]).to(advantages.device)]
+        batch.record(f"{self.name}/reward", rewards.flatten())  # per sample, for CompletionLogCallback
+        batch.record(f"{self.name}/advantage", advantages)
         rows = batch.on_policy_rows()
         logprobs = batch.sequence_logprobs[rows]
         if self.beta_scale == "per_token":

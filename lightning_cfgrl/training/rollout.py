@@ -28,6 +28,9 @@ class RolloutBatch:
             gradient must use only the on-policy rows (:meth:`on_policy_rows`).
         controls: ``{name: [N]}`` control values the rollout was sampled with and the student's logits
             were computed with (from the objectives' ``rollout_controls``; empty without controls).
+        records: ``{"<objective>/<value>": [num_rows_on_policy]}`` per-sample values the objectives
+            publish for logs (reward, advantage, divergence per token; detached, float64), read by
+            :class:`~lightning_cfgrl.callbacks.CompletionLogCallback`.
     """
 
     steps: Tensor
@@ -38,6 +41,7 @@ class RolloutBatch:
     sampling: SamplingConfig
     num_on_policy: int | None = None
     controls: dict[str, Tensor] = field(default_factory=dict)
+    records: dict[str, Tensor] = field(default_factory=dict)
     _cache: dict[str, Tensor] = field(default_factory=dict, repr=False)
 
     def control(self, name: str) -> Tensor:
@@ -48,6 +52,16 @@ class RolloutBatch:
                 "with the controls from the objectives' rollout_controls, as CFGRLModule.training_step does"
             )
         return self.controls[name]
+
+    def record(self, name: str, values: Tensor) -> None:
+        """Publish one value per on-policy sample (``[num_rows_on_policy]``) under ``name`` for the logs."""
+        values = values.detach().reshape(-1)
+        if values.shape[0] != self.num_rows_on_policy:
+            raise ValueError(
+                f"record {name!r} must hold one value per on-policy sample ({self.num_rows_on_policy}), "
+                f"got {values.shape[0]}"
+            )
+        self.records[name] = values.double()
 
     @property
     def num_rows_on_policy(self) -> int:

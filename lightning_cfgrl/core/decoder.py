@@ -1,4 +1,5 @@
-"""``AudioDecoder``: what turns tokens into audio (used by ``cfgrl generate`` and ``AudioSampleLogger``)."""
+"""``AudioDecoder``: what turns tokens into audio (``cfgrl generate``, ``AudioSampleLogger``, audio rewards
+and scorers). A protocol in plain torch, so every layer may name it."""
 
 from __future__ import annotations
 
