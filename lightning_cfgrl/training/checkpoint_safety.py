@@ -23,6 +23,7 @@ from lightning_cfgrl.io.specs import (
     class_path_of,
     recorded_module_class,
 )
+from lightning_cfgrl.training.finite_guard import check_finite_weights
 
 
 class SafeCheckpointLoading:
@@ -49,6 +50,8 @@ class SafeCheckpointLoading:
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # recorded by every run, not only LightningCLI ones (which also write hyper_parameters._class_path)
         checkpoint[MODULE_CLASS_KEY] = class_path_of(type(self))
+        # a checkpoint is good only if it is: never write non-finite weights (one fused norm per save)
+        check_finite_weights(self, "while saving a checkpoint")  # type: ignore[arg-type]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # runs before Lightning restores any weights or optimizer state

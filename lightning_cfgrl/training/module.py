@@ -17,13 +17,14 @@ from lightning_cfgrl.core.condition import Condition, cat_conditions, condition_
 from lightning_cfgrl.core.controls import check_controls, controls_kwargs
 from lightning_cfgrl.core.eval_mode import eval_mode
 from lightning_cfgrl.core.generator import check_logits
-from lightning_cfgrl.core.sampling import SamplingConfig, sample, step_seed
+from lightning_cfgrl.core.sampling import NoMassError, SamplingConfig, sample, step_seed
 from lightning_cfgrl.eval.diversity import group_pairwise_diversity
 from lightning_cfgrl.eval.scorers import Scorer
 from lightning_cfgrl.io.generators import load_init_checkpoint
 from lightning_cfgrl.io.specs import instantiate_spec, save_safe_hyperparameters
 from lightning_cfgrl.training.checkpoint_safety import SafeCheckpointLoading
 from lightning_cfgrl.training.dropout import disable_dropout, restore_dropout
+from lightning_cfgrl.training.finite_guard import FiniteGuard, last_good_note
 from lightning_cfgrl.training.objective import ObjectiveCallback, log_objective_hyperparameters
 from lightning_cfgrl.training.optimization import build_optimizers, warmup_decay_lambda
 from lightning_cfgrl.training.rollout import RolloutBatch
@@ -33,7 +34,7 @@ EXTRA_ROLLOUT_SALT = (
 )
 
 
-class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
+class CFGRLModule(SafeCheckpointLoading, FiniteGuard, pl.LightningModule):
     """Wraps a :class:`~lightning_cfgrl.core.generator.TokenGenerator` for on-policy finetuning.
 
     Each training step: (1) sample G sequences per prompt from the student, no grad, KV cache;
@@ -206,15 +207,20 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
     ) -> Tensor:
         """Sample ``[B * G, K, S]`` steps from the current generator without grad (eval mode)."""
         with eval_mode(self.generator):
-            return sample(
-                self.generator,
-                condition,
-                self.num_frames,
-                config,
-                num_samples=num_samples,
-                seed=seed,
-                controls=controls,
-            )
+            try:
+                return sample(
+                    self.generator,
+                    condition,
+                    self.num_frames,
+                    config,
+                    num_samples=num_samples,
+                    seed=seed,
+                    controls=controls,
+                )
+            except NoMassError as err:
+                raise NoMassError(
+                    f"rollout at global step {self.global_step}: {err} {last_good_note(self)}"
+                ) from None
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         # Dropout draws from the global RNG; seed it per step (like the rollout) inside a fork, so the
@@ -288,10 +294,7 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
     def _non_finite_message(self, terms: dict[str, Tensor], logits: Tensor) -> str:
         bad = [f"{name}={value.item()}" for name, value in terms.items() if not bool(torch.isfinite(value))]
         nan_logits, inf_logits = int(torch.isnan(logits).sum()), int(torch.isposinf(logits).sum())
-        stop = (
-            "The run stops before the optimizer step, so the weights and the last checkpoint are the last "
-            "good ones."
-        )
+        stop = last_good_note(self)
         if not bad:
             finite = ", ".join(f"{name}={value.item():.4g}" for name, value in terms.items())
             return (

@@ -22,10 +22,11 @@ from lightning_cfgrl.core.generator import check_logits, pad_id
 from lightning_cfgrl.io.generators import load_init_checkpoint
 from lightning_cfgrl.io.specs import instantiate_spec, save_safe_hyperparameters
 from lightning_cfgrl.training.checkpoint_safety import SafeCheckpointLoading
+from lightning_cfgrl.training.finite_guard import FiniteGuard
 from lightning_cfgrl.training.optimization import build_optimizers
 
 
-class PretrainModule(SafeCheckpointLoading, pl.LightningModule):
+class PretrainModule(SafeCheckpointLoading, FiniteGuard, pl.LightningModule):
     """Maximum likelihood on ``{"frames": [B, K, T], "condition": ...}`` batches.
 
     Args:
