@@ -13,7 +13,7 @@ from lightning_cfgrl.io.checkpoints import (
     load_generator_state,
     strip_prefix,
 )
-from lightning_cfgrl.io.specs import instantiate_spec
+from lightning_cfgrl.io.specs import check_hparam_specs, instantiate_spec
 
 __all__ = ["load_generator", "load_generator_spec", "load_generator_state", "load_init_checkpoint"]
 
@@ -22,7 +22,10 @@ def load_generator_spec(path: str | Path) -> dict | None:
     """The ``class_path``/``init_args`` spec a Lightning checkpoint recorded for its generator, if any."""
     if is_safetensors_file(path):
         return None
-    spec = load_checkpoint(path).get("hyper_parameters", {}).get("generator")
+    hparams = load_checkpoint(path).get("hyper_parameters", {})
+    if isinstance(hparams, dict):  # every entry point that rebuilds from a file comes through here
+        check_hparam_specs(hparams, f"checkpoint {path}")
+    spec = hparams.get("generator") if isinstance(hparams, dict) else None
     return dict(spec) if isinstance(spec, dict) and "class_path" in spec else None
 
 
