@@ -64,7 +64,19 @@ def load_generator(path: str | Path, merge_adapters: bool = False) -> nn.Module:
             hparams.get("init_checkpoint"),
             source=str(path),
         )
+        _check_finite(model, path)
         return merge(model).eval() if merge_adapters else model
     generator = instantiate_spec(spec, f"the generator spec of checkpoint {path}")
     generator.load_state_dict(load_generator_state(path))
+    _check_finite(generator, path)
     return generator.eval()
+
+
+def _check_finite(generator: nn.Module, path: str | Path) -> None:
+    """NaN in is an error out: generate, evaluate and export refuse a checkpoint with non-finite weights."""
+    from lightning_cfgrl.training.finite_guard import check_finite_weights
+
+    try:
+        check_finite_weights(generator, f"in checkpoint {path}")
+    except FloatingPointError as err:
+        raise ValueError(f"{err}; it cannot be sampled (resume from an earlier checkpoint)") from None

@@ -61,7 +61,8 @@ def check_finite_weights(module: nn.Module, when: str) -> None:
     if not found:  # the norm overflowed on finite values: nothing is garbage
         return
     raise FloatingPointError(
-        f"non-finite weights {when}: {_listing(found)}; refused, so no checkpoint holds them"
+        f"non-finite weights {when}: {_listing(found)}"
+        + ("; refused, so no checkpoint holds them" if "saving" in when else "")
     )
 
 
