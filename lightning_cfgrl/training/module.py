@@ -28,6 +28,7 @@ from lightning_cfgrl.training.finite_guard import FiniteGuard, last_good_note
 from lightning_cfgrl.training.objective import ObjectiveCallback, log_objective_hyperparameters
 from lightning_cfgrl.training.optimization import build_optimizers, warmup_decay_lambda
 from lightning_cfgrl.training.rollout import RolloutBatch
+from lightning_cfgrl.training.zero_work import check_training_steps
 
 EXTRA_ROLLOUT_SALT = (
     200  # seeds of objectives' extra rollouts: salt 200 + the objective's index (controls use 100+)
@@ -166,6 +167,7 @@ class CFGRLModule(SafeCheckpointLoading, FiniteGuard, pl.LightningModule):
                 "CFGRLModule found no objective callback on the Trainer; add CFGDistillCallback and/or "
                 "DiversityRewardCallback to Trainer(callbacks=[...])"
             )
+        check_training_steps(self.trainer)  # zero steps is an error, not a silent success
         log_objective_hyperparameters(self.trainer, self)  # guidance scale, beta, ... beside the hparams
         if self.disable_dropout and self._dropout_saved is None:
             self._dropout_saved = disable_dropout(self.generator)

@@ -24,6 +24,7 @@ from lightning_cfgrl.io.specs import instantiate_spec, save_safe_hyperparameters
 from lightning_cfgrl.training.checkpoint_safety import SafeCheckpointLoading
 from lightning_cfgrl.training.finite_guard import FiniteGuard
 from lightning_cfgrl.training.optimization import build_optimizers
+from lightning_cfgrl.training.zero_work import check_training_steps
 
 
 class PretrainModule(SafeCheckpointLoading, FiniteGuard, pl.LightningModule):
@@ -66,6 +67,9 @@ class PretrainModule(SafeCheckpointLoading, FiniteGuard, pl.LightningModule):
         self.condition_dropout = condition_dropout
         self.learning_rate, self.weight_decay = learning_rate, weight_decay
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+
+    def on_fit_start(self) -> None:
+        check_training_steps(self.trainer)  # zero steps is an error, not a silent success
 
     def _loss(self, batch: dict[str, Tensor], drop: bool) -> Tensor:
         frames, condition = batch["frames"], batch["condition"]
