@@ -21,9 +21,8 @@ def _loader_sizes(trainer: pl.Trainer) -> list[str]:
         dataset = getattr(loader, "dataset", None)
         sampler = getattr(loader, "sampler", None)
         n = len(dataset) if isinstance(dataset, Sized) else "unknown"
-        per_rank = (
-            f" ({len(sampler)} on this process)" if isinstance(sampler, Sized) and sampler is not None else ""
-        )
+        shard = len(sampler) if isinstance(sampler, Sized) else n
+        per_rank = f" ({shard} on this process)" if shard != n else ""
         sizes.append(
             f"a dataset of {n} item(s){per_rank} in batches of {getattr(loader, 'batch_size', None)} "
             f"with drop_last={getattr(loader, 'drop_last', None)}"
