@@ -33,6 +33,7 @@ from lightning_cfgrl.io.checkpoints import (
     file_sha256,
     load_checkpoint,
 )
+from lightning_cfgrl.io.outputs import check_not_an_input
 
 
 @dataclass
@@ -106,6 +107,8 @@ def generate(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out={str(out)!r} is a file; expected a folder (existing or to create)")
+    for name in ("tokens.safetensors", "generation.json"):  # the files this writes, never an input
+        check_not_an_input(out / name, {"checkpoint": checkpoint}, flag=f"out={str(out)!r} ({name})")
     for name, value in (("num_samples", num_samples), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
