@@ -8,6 +8,7 @@ leaves a half-written file or damages an existing one. Every ``torch.load`` here
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import mmap as mmap_lib
@@ -15,6 +16,7 @@ import os
 import pickle
 import re
 import secrets
+import stat
 import struct
 import sys
 import zipfile
@@ -357,20 +359,57 @@ def is_safetensors_file(path: str | os.PathLike[str]) -> bool:
     file = Path(path)
     if file.suffix == ".safetensors":
         return True
-    with open(file, "rb") as f:
+    with open(_existing_file(file, "a checkpoint or safetensors file"), "rb") as f:
         head = f.read(9)
     return len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < os.path.getsize(file)
 
 
 def _existing_file(path: str | os.PathLike[str], expected: str) -> Path:
+    """``path`` if it is a regular file (through symlinks); else :class:`CheckpointError` saying what it is:
+    missing, a dangling symlink, a symlink loop, a directory, unreadable, or a FIFO/device/socket (never
+    opened: reading one could block forever or read a device)."""
     file = Path(path)
-    if not file.exists():
-        raise CheckpointError(f"{file} does not exist; expected {expected}")
-    if file.is_dir():
+    try:
+        info = os.stat(file)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise CheckpointError(
+                f"{file} is a symlink loop (it never resolves to a file); expected {expected}"
+            ) from None
+        if err.errno == errno.ENOENT and os.path.lexists(file):
+            raise CheckpointError(
+                f"{file} is a symlink to {os.readlink(file)!r}, which does not exist; expected {expected}"
+            ) from None
+        if err.errno == errno.ENOENT:
+            raise CheckpointError(f"{file} does not exist; expected {expected}") from None
+        raise CheckpointError(f"{file} cannot be read ({err.strerror}); expected {expected}") from None
+    if stat.S_ISDIR(info.st_mode):
         raise CheckpointError(
             f"{file} is a directory; expected {expected} (consolidate sharded checkpoints first)"
         )
+    if not stat.S_ISREG(info.st_mode):
+        kind = (
+            "a FIFO"
+            if stat.S_ISFIFO(info.st_mode)
+            else "a socket"
+            if stat.S_ISSOCK(info.st_mode)
+            else "a device"
+        )
+        raise CheckpointError(f"{file} is {kind}, not a regular file; refused unopened; expected {expected}")
     return file
+
+
+def resolve_stored_path(
+    stored: str | os.PathLike[str], checkpoint: str | os.PathLike[str], what: str
+) -> Path:
+    """A path recorded inside ``checkpoint`` (e.g. its ``init_checkpoint``), as data: an absolute path as
+    is; a relative one beside the checkpoint first, else relative to the working directory (where runs
+    record them); it must be a regular file (:func:`_existing_file` names what else it is)."""
+    path = Path(stored)
+    if not path.is_absolute():
+        beside = Path(checkpoint).parent / path
+        path = beside if os.path.lexists(beside) else path
+    return _existing_file(path, f"{what} (recorded in {checkpoint})")
 
 
 def _first_line(err: BaseException) -> str:

@@ -11,6 +11,7 @@ from lightning_cfgrl.io.checkpoints import (
     is_safetensors_file,
     load_checkpoint,
     load_generator_state,
+    resolve_stored_path,
     strip_prefix,
 )
 from lightning_cfgrl.io.specs import check_hparam_specs, instantiate_spec
@@ -61,7 +62,10 @@ def load_generator(path: str | Path, merge_adapters: bool = False) -> nn.Module:
             hparams["peft_config"],
             strip_prefix(ckpt["state_dict"], "generator."),
             ckpt.get(ADAPTERS_KEY),
-            hparams.get("init_checkpoint"),
+            # a stored path is data: resolved beside the checkpoint, a regular file only
+            resolve_stored_path(hparams["init_checkpoint"], path, "init_checkpoint")
+            if isinstance(hparams.get("init_checkpoint"), str)
+            else None,
             source=str(path),
         )
         _check_finite(model, path)

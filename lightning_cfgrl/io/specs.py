@@ -196,18 +196,22 @@ def recorded_module_class(checkpoint: Mapping[str, Any]) -> Any:
     return checkpoint.get(MODULE_CLASS_KEY) or from_cli
 
 
-def check_checkpoint_file(path: str | os.PathLike[str], expected: type | None, source: str) -> None:
+def check_checkpoint_file(
+    path: str | os.PathLike[str], expected: type | None, source: str
+) -> Mapping[str, Any] | None:
     """Before a module is built from the checkpoint at ``path``: refuse it if another module class than
     ``expected`` wrote it, or if a generator/embedder spec in its hyperparameters is not allowed. The
-    file is read weights-only and memory-mapped; nothing in it is instantiated."""
+    file is read weights-only and memory-mapped; nothing in it is instantiated. Returns its
+    hyperparameters (None if it records none)."""
     ckpt = load_checkpoint(path, mmap=True, require_state_dict=False)
     if not isinstance(ckpt, Mapping):
-        return  # not a Lightning checkpoint: Lightning's own loader reports that
+        return None  # not a Lightning checkpoint: Lightning's own loader reports that
     hparams = ckpt.get("hyper_parameters")
     if isinstance(hparams, Mapping):
         check_hparam_specs(hparams, source)
     if expected is not None:
         check_module_class(recorded_module_class(ckpt), expected, source)
+    return hparams if isinstance(hparams, Mapping) else None
 
 
 def spec_of(obj: Any, given: Any = None) -> tuple[dict[str, Any] | None, str]:

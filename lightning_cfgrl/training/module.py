@@ -22,7 +22,7 @@ from lightning_cfgrl.eval.diversity import group_pairwise_diversity
 from lightning_cfgrl.eval.scorers import Scorer
 from lightning_cfgrl.io.generators import load_init_checkpoint
 from lightning_cfgrl.io.specs import instantiate_spec, save_safe_hyperparameters
-from lightning_cfgrl.training.checkpoint_safety import SafeCheckpointLoading
+from lightning_cfgrl.training.checkpoint_safety import SafeCheckpointLoading, init_weights_needed
 from lightning_cfgrl.training.dropout import disable_dropout, restore_dropout
 from lightning_cfgrl.training.finite_guard import FiniteGuard, last_good_note
 from lightning_cfgrl.training.objective import ObjectiveCallback, log_objective_hyperparameters
@@ -129,7 +129,7 @@ class CFGRLModule(SafeCheckpointLoading, FiniteGuard, pl.LightningModule):
             },
         )
         self.generator = generator
-        if init_checkpoint is not None:
+        if init_checkpoint is not None and init_weights_needed():  # not when a full checkpoint follows
             load_init_checkpoint(self.generator, init_checkpoint)
         self.init_checkpoint = init_checkpoint  # a teacher copied from the student can be rebuilt from it
         self.adapters: AdapterLayout | None = None

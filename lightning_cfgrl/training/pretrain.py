@@ -21,7 +21,7 @@ from lightning_cfgrl.core.condition import where_condition
 from lightning_cfgrl.core.generator import check_logits, pad_id
 from lightning_cfgrl.io.generators import load_init_checkpoint
 from lightning_cfgrl.io.specs import instantiate_spec, save_safe_hyperparameters
-from lightning_cfgrl.training.checkpoint_safety import SafeCheckpointLoading
+from lightning_cfgrl.training.checkpoint_safety import SafeCheckpointLoading, init_weights_needed
 from lightning_cfgrl.training.finite_guard import FiniteGuard
 from lightning_cfgrl.training.optimization import build_optimizers
 from lightning_cfgrl.training.zero_work import check_training_steps
@@ -61,7 +61,7 @@ class PretrainModule(SafeCheckpointLoading, FiniteGuard, pl.LightningModule):
             self, {"generator": generator, "optimizer": optimizer, "scheduler": scheduler}
         )
         self.generator = generator
-        if init_checkpoint is not None:
+        if init_checkpoint is not None and init_weights_needed():  # not when a full checkpoint follows
             load_init_checkpoint(generator, init_checkpoint)
         _warn_if_dropout_stacks(generator, condition_dropout)
         self.condition_dropout = condition_dropout
