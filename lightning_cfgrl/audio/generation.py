@@ -112,6 +112,7 @@ def generate(
     for name, value in (("num_samples", num_samples), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    _check_device(device)
     num_prompts = condition_batch_size(prompts)
     if num_prompts == 0:
         raise ValueError("prompts holds no prompt")
@@ -190,6 +191,19 @@ def generate(
     }
     atomic_save_json(metadata, out / "generation.json")
     return GeneratedFiles(out / "tokens.safetensors", out / "generation.json", written, all_frames)
+
+
+def _check_device(device: str) -> None:
+    """Fail before loading anything on a device string torch does not know or a backend not available."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a torch device ({err}); e.g. 'cpu' or 'cuda:0'") from None
+    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}.get(kind)
+    if available is not None and not available():
+        raise ValueError(
+            f"device {device!r} was asked for, but {kind} is not available on this machine; use 'cpu'"
+        )
 
 
 def _condition_tensors(prompts: Condition) -> dict[str, Tensor]:

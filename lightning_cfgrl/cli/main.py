@@ -112,8 +112,38 @@ class CFGRLCLI(LightningCLI):
 _REPORT_NOISE = re.compile(
     r"^(Does not validate against any of the Union subtypes|Subtypes:|Errors:|Given value|Expected a <class|"
     r"Not a valid subclass of|Subclass types expect one of|a class path \(str\)|a dict with|a dict without|"
-    r"Problem with given class_path)"
+    r"Problem with given class_path|Parser key|Expected a path but)"
 )
+
+
+def parse_error_cause(report: str) -> str | None:
+    """One line naming the problem of a jsonargparse parse error: the option's key path, the class_path it
+    was building, and the first line of the report that is not jsonargparse's own wording."""
+    # "Expected a <class 'int'>. Got value: abc" names the problem; root_cause skips "Expected a <class"
+    got = [line.strip() for line in report.splitlines() if "Got value:" in line]
+    cause = got[0] if got else root_cause(report)
+    if cause is None:
+        return None
+    keys = re.findall(r'Parser key "([^"]+)"', report)
+    class_paths = re.findall(r"Problem with given class_path '([^']+)'", report)
+    where = ".".join(dict.fromkeys(keys))
+    if class_paths and class_paths[-1] not in cause:
+        cause = f"class_path {class_paths[-1]!r}: {cause}"
+    return f"{where}: {cause}" if where and where not in cause else cause
+
+
+class CFGRLArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser, whose parse errors end with one line naming the problem: jsonargparse's
+    Union report (printed in full first) otherwise ends with a dump of the given value."""
+
+    def error(self, message: str, ex: Exception | None = None) -> Any:
+        cause = parse_error_cause(message)
+        try:
+            super().error(message, ex)
+        except SystemExit:
+            if cause and cause != message.strip().splitlines()[-1].strip():
+                sys.stderr.write(f"{self.prog.replace(' [options]', '')}: error: {cause}\n")
+            raise
 
 
 def root_cause(report: str) -> str | None:
@@ -169,6 +199,7 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> CFGRLCLI:
     return CFGRLCLI(
         subclass_mode_model=True,
         subclass_mode_data=True,
+        parser_class=CFGRLArgumentParser,
         args=args,
         run=run,
         save_config_kwargs={"overwrite": True},

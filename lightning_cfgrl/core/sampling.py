@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lightning_cfgrl.core.checks import check_int, check_real, check_seed
 from lightning_cfgrl.core.condition import (
     Condition,
     cat_conditions,
@@ -45,6 +46,9 @@ class SamplingConfig:
     guidance_scale: float = 1.0
 
     def __post_init__(self) -> None:
+        check_real("temperature", self.temperature)
+        check_int("top_k", self.top_k, allow_none=True)
+        check_real("top_p", self.top_p, allow_none=True)
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
         if self.temperature < MIN_TEMPERATURE:
@@ -149,7 +153,7 @@ def step_seed(seed: int, step: int, rank: int = 0, salt: int = 0) -> int:
 def make_rng(seed: int | torch.Generator | None, device: torch.device) -> torch.Generator | None:
     if seed is None or isinstance(seed, torch.Generator):
         return seed
-    return torch.Generator(device=device).manual_seed(int(seed))
+    return torch.Generator(device=device).manual_seed(check_seed(seed))
 
 
 @torch.no_grad()
@@ -189,11 +193,13 @@ def sample(
         steps ``[B * G, K, T + max_delay]`` int64 in the generator's step domain (``pad_id`` where the
         delay pattern has no token); ``generator.pattern.steps_to_frames`` gives ``[B * G, K, T]``.
     """
-    if num_frames < 1:
+    if check_int("num_frames", num_frames) < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    if num_samples < 1:
+    if check_int("num_samples", num_samples) < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     device = next(generator.parameters()).device
+    if condition_batch_size(condition) == 0:
+        raise ValueError("the condition batch is empty (0 prompts): give at least one prompt to sample")
     condition = repeat_condition(condition, num_samples)
     batch = condition_batch_size(condition)
     steering = expand_controls(controls or {}, batch // num_samples, num_samples, device)

@@ -70,20 +70,55 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     exception it is deleted and ``path`` is left exactly as it was.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(target)
-    # "xb" (exclusive create, mode 0o666 minus umask) rather than mkstemp, whose 0o600 would stick.
-    f = open(tmp, "xb")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # "xb" (exclusive create, mode 0o666 minus umask) rather than mkstemp, whose 0o600 would stick.
+        f = open(tmp, "xb")
+    except OSError as err:
+        raise write_error(target, err) from None  # type: ignore[misc]
     try:
         with f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        named = write_error(target, err)
+        if named is not None:  # one error naming the file, not a chain of three tracebacks
+            raise named from None
         raise
     fsync_dir(target.parent)
+
+
+@contextmanager
+def naming_write_errors(target: str | os.PathLike[str]) -> Iterator[None]:
+    """Re-raise a failed write inside the block as one ``OSError`` naming ``target`` (:func:`write_error`)."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        named = write_error(target, err)
+        if named is None:
+            raise
+        raise named from None
+
+
+def write_error(target: str | os.PathLike[str], err: BaseException) -> OSError | None:
+    """An ``OSError`` naming ``target`` for a failed write (disk full, read-only folder, permission), or
+    None when ``err`` is not one (torch.save reports a full disk as a RuntimeError without the path)."""
+    if isinstance(err, OSError):
+        reason = err.strerror or _first_line(err)
+        hint = {errno.ENOSPC: "; free space or write elsewhere", errno.EROFS: "; write elsewhere"}.get(
+            err.errno, ""
+        )
+        return OSError(err.errno, f"cannot write {os.fspath(target)}: {reason}{hint}")
+    if isinstance(err, RuntimeError) and re.search(r"file write failed|PytorchStreamWriter failed", str(err)):
+        return OSError(
+            errno.EIO,
+            f"cannot write {os.fspath(target)}: torch.save failed ({_first_line(err)}); is the disk full?",
+        )
+    return None
 
 
 def temp_sibling(target: Path) -> Path:

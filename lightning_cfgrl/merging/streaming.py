@@ -25,6 +25,7 @@ from lightning_cfgrl.io.checkpoints import (
     TRAINING_STATE_KEYS,
     CheckpointError,
     load_safetensors,
+    naming_write_errors,
     safetensors_order,
     strip_prefix,
     write_safetensors,
@@ -425,7 +426,11 @@ def write_merged(
     data_files = {"safetensors": paths.safetensors}
     if paths.checkpoint is not None:
         data_files["checkpoint"] = paths.checkpoint
-    with StagedFileSet(paths.sidecar, list(data_files.values())) as staged:
+    # disk full / read-only: one error naming the folder, not the chain of a failed write and its cleanup
+    with (
+        naming_write_errors(paths.sidecar.parent),
+        StagedFileSet(paths.sidecar, list(data_files.values())) as staged,
+    ):
         f_tensors = staged.open(paths.safetensors)
         num_keys, num_interpolated = _stream_merge(
             anchor,

@@ -13,6 +13,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_cfgrl.adapters.peft import ADAPTERS_KEY, AdapterLayout, is_peft_model
+from lightning_cfgrl.core.checks import check_int, check_real, check_seed
 from lightning_cfgrl.core.condition import Condition, cat_conditions, condition_batch_size, repeat_condition
 from lightning_cfgrl.core.controls import check_controls, controls_kwargs
 from lightning_cfgrl.core.eval_mode import eval_mode
@@ -95,6 +96,12 @@ class CFGRLModule(SafeCheckpointLoading, FiniteGuard, pl.LightningModule):
         disable_dropout: bool = True,
     ) -> None:
         super().__init__()
+        for name, value in (("num_frames", num_frames), ("num_samples_per_prompt", num_samples_per_prompt)):
+            check_int(name, value)  # a wrong type fails here, named, not as a raw TypeError later
+        check_int("val_samples_per_prompt", val_samples_per_prompt)
+        check_int("lr_warmup_steps", lr_warmup_steps)
+        check_real("learning_rate", learning_rate)
+        check_seed(seed)
         if isinstance(generator, Mapping):
             generator = instantiate_spec(generator, "a generator spec")
         _check_generator(generator)
