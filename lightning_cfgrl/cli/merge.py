@@ -168,7 +168,11 @@ def merge_main(argv: list[str] | None = None) -> int:
             allow_extrapolation=args.allow_extrapolation,
             progress=True,
         )
-    except (ValueError, ImportError) as err:  # MergeError, CheckpointError, a LoRA base that does not fit
+    except (
+        ValueError,
+        ImportError,
+        OSError,
+    ) as err:  # MergeError, CheckpointError, a bad LoRA base, disk full
         print(f"cfgrl merge: error: {err}", file=sys.stderr)
         return 1
     for files in written:

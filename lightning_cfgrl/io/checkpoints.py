@@ -107,13 +107,20 @@ def naming_write_errors(target: str | os.PathLike[str]) -> Iterator[None]:
 def write_error(target: str | os.PathLike[str], err: BaseException) -> OSError | None:
     """An ``OSError`` naming ``target`` for a failed write (disk full, read-only folder, permission), or
     None when ``err`` is not one (torch.save reports a full disk as a RuntimeError without the path)."""
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, OSError):  # torch.save wraps ENOSPC in RuntimeError
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, OSError) and cause.errno is not None:
+        err = cause
     if isinstance(err, OSError):
         reason = err.strerror or _first_line(err)
         hint = {errno.ENOSPC: "; free space or write elsewhere", errno.EROFS: "; write elsewhere"}.get(
             err.errno, ""
         )
         return OSError(err.errno, f"cannot write {os.fspath(target)}: {reason}{hint}")
-    if isinstance(err, RuntimeError) and re.search(r"file write failed|PytorchStreamWriter failed", str(err)):
+    if isinstance(err, RuntimeError) and re.search(
+        r"file write failed|PytorchStreamWriter failed|inline_container", str(err)
+    ):
         return OSError(
             errno.EIO,
             f"cannot write {os.fspath(target)}: torch.save failed ({_first_line(err)}); is the disk full?",
