@@ -19,13 +19,14 @@ from lightning_cfgrl.io.specs import check_hparam_specs, instantiate_spec
 __all__ = ["load_generator", "load_generator_spec", "load_generator_state", "load_init_checkpoint"]
 
 
-def load_generator_spec(path: str | Path) -> dict | None:
-    """The ``class_path``/``init_args`` spec a Lightning checkpoint recorded for its generator, if any."""
+def load_generator_spec(path: str | Path, role: str = "checkpoint") -> dict | None:
+    """The ``class_path``/``init_args`` spec a Lightning checkpoint recorded for its generator, if any;
+    ``role`` names the file in refusals (``"teacher_checkpoint"``)."""
     if is_safetensors_file(path):
         return None
     hparams = load_checkpoint(path).get("hyper_parameters", {})
     if isinstance(hparams, dict):  # every entry point that rebuilds from a file comes through here
-        check_hparam_specs(hparams, f"checkpoint {path}")
+        check_hparam_specs(hparams, f"{role} {path}")
     spec = hparams.get("generator") if isinstance(hparams, dict) else None
     return dict(spec) if isinstance(spec, dict) and "class_path" in spec else None
 
