@@ -22,6 +22,19 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
+# init_args that change training, not the function a merged (eval-mode) model computes
+NEUTRAL_ARGS = {"gradient_checkpointing", "dropout", "attention_dropout", "activation_dropout", "layerdrop"}
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values, or two spellings of one existing path (a base model folder named two ways)."""
+    if a == b:
+        return True
+    if isinstance(a, str) and isinstance(b, str) and os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return False
+
+
 def spec_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     """``["init_args.num_heads: 2 vs 4", ...]``: where two ``class_path``/``init_args`` specs differ."""
     a, b = _plain(a), _plain(b)
@@ -29,8 +42,8 @@ def spec_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     if a.get("class_path") != b.get("class_path"):
         out.append(f"class_path: {a.get('class_path')} vs {b.get('class_path')}")
     args_a, args_b = a.get("init_args") or {}, b.get("init_args") or {}
-    for key in sorted(set(args_a) | set(args_b)):
-        if args_a.get(key, "<unset>") != args_b.get(key, "<unset>"):
+    for key in sorted((set(args_a) | set(args_b)) - NEUTRAL_ARGS):
+        if not _same(args_a.get(key, "<unset>"), args_b.get(key, "<unset>")):
             out.append(f"init_args.{key}: {args_a.get(key, '<unset>')!r} vs {args_b.get(key, '<unset>')!r}")
     return out
 
