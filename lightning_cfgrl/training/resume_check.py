@@ -51,6 +51,14 @@ def _flatten(name: str, value: Any) -> dict[str, Any]:
     return {name: value}
 
 
+def _same_class(a: Any, b: Any) -> bool:
+    """Two class paths naming one class ("pkg.Class" re-exported from "pkg.mod.Class"); never imports."""
+    from lightning_cfgrl.io.specs import imported_class
+
+    cls = imported_class(a)
+    return cls is not None and cls is imported_class(b)
+
+
 def setting_differences(
     saved: Mapping[str, Any], current: Mapping[str, Any], keys: Iterable[str]
 ) -> list[str]:
@@ -65,7 +73,7 @@ def setting_differences(
             old, new = a.get(leaf, "<unset>"), b.get(leaf, "<unset>")
             if leaf != key and "<unset>" in (old, new):  # a nested default one side leaves implicit
                 continue
-            if old != new:
+            if old != new and not (leaf.endswith("class_path") and _same_class(old, new)):
                 out.append(f"{leaf}: {old!r} (checkpoint) vs {new!r} (now)")
     return out
 
