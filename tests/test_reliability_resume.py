@@ -127,6 +127,7 @@ def test_cli_resume_with_a_changed_setting_is_refused_not_silently_replaced(
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2
     assert "learning_rate: 0.01 (checkpoint) vs 0.05 (now)" in last, last
+    assert "1 training setting(s)" in last, last  # 'pkg.Class' in the config is the recorded 'pkg.mod.Class'
 
 
 # ------------------------------------------------------------------------------ stored paths (rule 2)
