@@ -188,3 +188,14 @@ def test_a_relative_stored_path_resolves_beside_the_checkpoint(
     monkeypatch.chdir(tmp_path)
     found = resolve_stored_path("base.ckpt", tmp_path / "run" / "last.ckpt", "init_checkpoint")
     assert found.read_bytes() == b"beside"
+
+
+def test_a_resume_with_zero_batches_is_an_error(checkpoint: Path, tmp_path: Path) -> None:
+    """Zero work when resuming: checked once the loops are restored (the data order resumes from them)."""
+    trainer = quiet_trainer(max_steps=4, limit_val_batches=0, callbacks=_callbacks(beta=1.0))
+    module = CFGRLModule(tiny_generator(), **BASE)
+    with pytest.raises(
+        ValueError, match="the training data gives zero batches per epoch: a dataset of 36 item"
+    ):
+        trainer.fit(module, SyntheticPromptDataModule(batch_size=64, repeats=1), ckpt_path=str(checkpoint))
+    assert trainer.global_step == 2  # the checkpoint's step: nothing trained

@@ -29,7 +29,7 @@ from lightning_cfgrl.training.finite_guard import FiniteGuard, last_good_note
 from lightning_cfgrl.training.objective import ObjectiveCallback, log_objective_hyperparameters
 from lightning_cfgrl.training.optimization import build_optimizers, warmup_decay_lambda
 from lightning_cfgrl.training.rollout import RolloutBatch
-from lightning_cfgrl.training.zero_work import check_training_steps
+from lightning_cfgrl.training.zero_work import check_training_batches, check_training_steps
 
 EXTRA_ROLLOUT_SALT = (
     200  # seeds of objectives' extra rollouts: salt 200 + the objective's index (controls use 100+)
@@ -180,6 +180,7 @@ class CFGRLModule(SafeCheckpointLoading, FiniteGuard, pl.LightningModule):
             self._dropout_saved = disable_dropout(self.generator)
 
     def on_fit_end(self) -> None:
+        check_training_batches(self.trainer)  # a resumed fit's zero batches (see zero_work)
         if self._dropout_saved is not None:
             restore_dropout(self._dropout_saved)
             self._dropout_saved = None

@@ -24,7 +24,7 @@ from lightning_cfgrl.io.specs import instantiate_spec, save_safe_hyperparameters
 from lightning_cfgrl.training.checkpoint_safety import SafeCheckpointLoading, init_weights_needed
 from lightning_cfgrl.training.finite_guard import FiniteGuard
 from lightning_cfgrl.training.optimization import build_optimizers
-from lightning_cfgrl.training.zero_work import check_training_steps
+from lightning_cfgrl.training.zero_work import check_training_batches, check_training_steps
 
 
 class PretrainModule(SafeCheckpointLoading, FiniteGuard, pl.LightningModule):
@@ -70,6 +70,9 @@ class PretrainModule(SafeCheckpointLoading, FiniteGuard, pl.LightningModule):
 
     def on_fit_start(self) -> None:
         check_training_steps(self.trainer)  # zero steps is an error, not a silent success
+
+    def on_fit_end(self) -> None:
+        check_training_batches(self.trainer)  # a resumed fit's zero batches (see zero_work)
 
     def _loss(self, batch: dict[str, Tensor], drop: bool) -> Tensor:
         frames, condition = batch["frames"], batch["condition"]

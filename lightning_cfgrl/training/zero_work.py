@@ -40,7 +40,17 @@ def check_training_steps(trainer: pl.Trainer) -> None:
     for name, value in limits:
         if value == 0:
             raise ValueError(f"Trainer({name}=0) would train zero steps; set {name} >= 1 (or leave it unset)")
+    if trainer.ckpt_path is not None:
+        # a resumed fit must build its dataloaders after the loops are restored (the data order resumes
+        # mid-epoch from them): its batch count is checked at fit end instead (check_training_batches)
+        return
     trainer.fit_loop.setup_data()  # idempotent: what Lightning does next anyway
+    check_training_batches(trainer)
+
+
+def check_training_batches(trainer: pl.Trainer) -> None:
+    """Raise ``ValueError`` naming the sizes when the training data gave zero batches (from ``on_fit_start``,
+    or ``on_fit_end`` of a resumed fit, whose loop ended without a step)."""
     if trainer.num_training_batches == 0:
         sizes = "; ".join(_loader_sizes(trainer)) or "no training dataloader"
         world = f" over {trainer.world_size} processes" if trainer.world_size > 1 else ""
