@@ -1112,10 +1112,17 @@ def observed(case: Case, tmp: Path) -> str:
     return "no error"
 
 
+def all_cases() -> list[Case]:
+    """This file's cases, then the reliability rules' (``tests/test_reliability_cases.py``)."""
+    from tests.test_reliability_cases import CASES as RELIABILITY
+
+    return [*CASES, *RELIABILITY]
+
+
 def table() -> str:
     rows = ["| id | bad input | caught at | error (type: message) | clean? |", "|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as root:
-        for i, case in enumerate(CASES):
+        for i, case in enumerate(all_cases()):
             tmp = Path(root) / str(i)
             tmp.mkdir()
             cells = [

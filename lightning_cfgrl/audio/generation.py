@@ -35,6 +35,7 @@ from lightning_cfgrl.io.checkpoints import (
     file_sha256,
     load_checkpoint,
 )
+from lightning_cfgrl.io.outputs import check_not_an_input
 
 
 @dataclass
@@ -118,9 +119,12 @@ def generate(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out={str(out)!r} is a file; expected a folder (existing or to create)")
+    for name in ("tokens.safetensors", "generation.json"):  # the files this writes, never an input
+        check_not_an_input(out / name, {"checkpoint": checkpoint}, flag=f"out={str(out)!r} ({name})")
     for name, value in (("num_samples", num_samples), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    _check_device(device)
     num_prompts = condition_batch_size(prompts)
     if num_prompts == 0:
         raise ValueError("prompts holds no prompt")
@@ -244,6 +248,19 @@ def _sha256(path: str | Path) -> str | None:
         weights = Path(path) / "model.safetensors"
         return file_sha256(weights) if weights.is_file() else None
     return file_sha256(path)
+
+
+def _check_device(device: str) -> None:
+    """Fail before loading anything on a device string torch does not know or a backend not available."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a torch device ({err}); e.g. 'cpu' or 'cuda:0'") from None
+    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}.get(kind)
+    if available is not None and not available():
+        raise ValueError(
+            f"device {device!r} was asked for, but {kind} is not available on this machine; use 'cpu'"
+        )
 
 
 def _condition_tensors(prompts: Condition) -> dict[str, Tensor]:

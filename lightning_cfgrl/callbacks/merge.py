@@ -14,6 +14,8 @@ from torch import Tensor
 
 from lightning_cfgrl.adapters.peft import is_peft_model
 from lightning_cfgrl.io.checkpoints import GENERATOR_PREFIX, file_sha256, load_generator_state, strip_prefix
+from lightning_cfgrl.io.generators import load_generator_spec
+from lightning_cfgrl.merging.consistency import check_specs_agree
 from lightning_cfgrl.merging.lora import DenseWeights, dense_template, is_peft_checkpoint, open_dense_sources
 from lightning_cfgrl.merging.streaming import (
     MergeError,
@@ -120,6 +122,14 @@ class ModelMergeCallback(Callback):
         current = _current_weights(module, checkpoint["state_dict"])
         if is_peft_model(getattr(module, "generator", None)):
             checkpoint = dense_template(checkpoint, current)
+        check_specs_agree(
+            {
+                f"anchor_checkpoint {self.anchor_checkpoint}": load_generator_spec(self.anchor_checkpoint),
+                f"the trained {type(module).__name__}": (getattr(module, "hparams", None) or {}).get(
+                    "generator"
+                ),
+            }
+        )
         anchor = self._open_anchor()
         validate_merge(anchor, current, self.lambdas, self.allow_extrapolation)
         del anchor  # reopened lazily per lambda, so at most one anchor copy is ever paged in

@@ -40,7 +40,11 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, OSError) as err:  # construction errors: before any sample
         print(f"cfgrl evaluate: error: {err}", file=sys.stderr)
         return 2
-    report = evaluation.run()
+    try:
+        report = evaluation.run()
+    except (ValueError, OSError, FloatingPointError) as err:  # a candidate that cannot be sampled, disk full
+        print(f"cfgrl evaluate: error: {err}", file=sys.stderr)
+        return 1
     print(format_table(report.results))
     for metric, fronts in report.hypervolumes.items():
         print(f"hypervolumes ({metric}): " + ", ".join(f"{front} {hv:.4f}" for front, hv in fronts.items()))

@@ -11,6 +11,7 @@ load from ``out`` too. The folder appears atomically (written beside it, then re
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -22,6 +23,7 @@ from torch import nn
 
 from lightning_cfgrl.io.checkpoints import atomic_save_json, file_sha256, is_safetensors_file
 from lightning_cfgrl.io.generators import load_generator, load_generator_spec, load_init_checkpoint
+from lightning_cfgrl.io.outputs import check_not_an_input, check_only_own_files
 
 # what AutoTokenizer / AutoProcessor read from a MusicGen folder
 PROCESSOR_FILES = (
@@ -43,11 +45,18 @@ def export_pretrained(checkpoint: str, out: str, base: str | None = None, overwr
     ``base``, a local MusicGen folder, gives the architecture). Returns ``out``.
     """
     target = Path(out)
+    check_not_an_input(target, {"checkpoint": checkpoint, "base model folder": base})
     if target.exists() and not (overwrite or (target.is_dir() and not any(target.iterdir()))):
         raise FileExistsError(
             f"--out {out!r} exists and is not empty; choose a new folder or pass --overwrite"
         )
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"--out {out!r} is a file; expected a folder")
     generator, source_folder = _load(checkpoint, base)
+    # the folder the processor files come from is an input too (the spec's model folder)
+    check_not_an_input(target, {"model folder": source_folder})
+    if target.exists() and any(target.iterdir()):
+        check_only_own_files(target, _manifest_files(target), "cfgrl export")
     model = getattr(generator, "model", None)
     if not callable(getattr(model, "save_pretrained", None)):
         raise ValueError(
@@ -58,14 +67,16 @@ def export_pretrained(checkpoint: str, out: str, base: str | None = None, overwr
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         copied = _copy_processor_files(source_folder, tmp)
+        files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         atomic_save_json(
             {
                 "source": {"path": os.path.abspath(checkpoint), "sha256": file_sha256(checkpoint)},
                 "base": os.path.abspath(base) if base else None,
                 "processor_files": copied,
+                "files": [*files, MANIFEST],  # what a later --overwrite may remove
                 "created_by": "cfgrl export",
             },
-            tmp / "cfgrl_export.json",
+            tmp / MANIFEST,
         )
         if target.exists():
             old = target.parent / f".{target.name}.{secrets.token_hex(6)}.old"
@@ -78,6 +89,21 @@ def export_pretrained(checkpoint: str, out: str, base: str | None = None, overwr
         if tmp.exists():
             shutil.rmtree(tmp)
     return target
+
+
+MANIFEST = "cfgrl_export.json"
+
+
+def _manifest_files(folder: Path) -> list[str]:
+    """The files an earlier ``cfgrl export`` wrote into ``folder`` (its manifest), or [] if it wrote none."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(manifest, dict) or manifest.get("created_by") != "cfgrl export":
+        return []
+    files = manifest.get("files")
+    return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
 
 
 def _load(checkpoint: str, base: str | None) -> tuple[nn.Module, Path | None]:

@@ -120,7 +120,7 @@ def generate_main(argv: list[str] | None = None) -> int:
             controls=args.controls,
             prompt_texts=texts,
         )
-    except (ValueError, TypeError, OSError) as err:
+    except (ValueError, TypeError, OSError, FloatingPointError) as err:  # NoMassError: garbage logits
         print(f"cfgrl generate: error: {err}", file=sys.stderr)
         return 2
     audio = f" and {len(files.audio)} WAVs in {files.audio[0].parent}" if files.audio else ""

@@ -20,6 +20,8 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_cfgrl.cli.saved_config import LoadedConfigSaver
 from lightning_cfgrl.io.specs import check_checkpoint_file
+from lightning_cfgrl.training.checkpoint_safety import weights_from_checkpoint
+from lightning_cfgrl.training.resume_check import TRAINING_SETTINGS, setting_differences
 
 
 class ConfigError(ValueError):
@@ -54,15 +56,49 @@ class CFGRLCLI(LightningCLI):
         # swap the model class, and its generator spec is instantiated. Check both first.
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        hparams = None
         if ckpt_path and Path(ckpt_path).is_file():
             expected = _configured_class(self.config[subcommand].get("model"))
             try:
-                check_checkpoint_file(ckpt_path, expected, f"--ckpt_path {ckpt_path}")
+                hparams = check_checkpoint_file(ckpt_path, expected, f"--ckpt_path {ckpt_path}")
             except ValueError as err:  # CheckpointError, UnsafeSpecError, a class mismatch
                 raise ConfigError(str(err)) from None
-        super()._parse_ckpt_path()
+        if not hparams:
+            return
+        # LightningCLI replaces the configured settings by the checkpoint's: a changed one would be dropped
+        # silently. Refuse it by name instead (a resume records what it did).
+        model = self.config[subcommand].get("model")
+        before = _init_args(model)
+        changed = setting_differences(hparams, before, [k for k in TRAINING_SETTINGS if k in before])
+        if changed and subcommand == "fit":
+            raise ConfigError(
+                f"--ckpt_path {ckpt_path}: {len(changed)} training setting(s) of the config differ from the "
+                f"checkpoint's: {'; '.join(changed[:8])}. Resuming continues the checkpoint's run with its own "
+                "settings; resume with them, or start a new run from its weights with "
+                f"--model.init_args.init_checkpoint={ckpt_path} (without --ckpt_path)"
+            )
+        # LightningCLI's own step, from the hyperparameters read (and checked) above; a checkpoint written
+        # from Python records no "_class_path": the configured class (checked to match) stands in
+        settings = dict(hparams)
+        settings.pop("_instantiator", None)
+        class_path = settings.pop("_class_path", None) or (model.get("class_path") if model else None)
+        try:
+            self.config = self.parser.parse_object(
+                {subcommand: {"model": {"class_path": class_path, "dict_kwargs": settings}}}, self.config
+            )
+        except SystemExit:
+            raise ConfigError(
+                f"--ckpt_path {ckpt_path}: its hyperparameters do not parse as the configured model's "
+                "arguments (the jsonargparse report is above)"
+            ) from None
+        # a checkpoint holding every generator weight: the model's init_checkpoint is not re-read
+        self._full_weights = hparams.get("peft_config") is None
 
     def instantiate_classes(self) -> None:
+        with weights_from_checkpoint(getattr(self, "_full_weights", False)):
+            self._instantiate_classes()
+
+    def _instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
         except ValueError as err:
@@ -81,8 +117,38 @@ class CFGRLCLI(LightningCLI):
 _REPORT_NOISE = re.compile(
     r"^(Does not validate against any of the Union subtypes|Subtypes:|Errors:|Given value|Expected a <class|"
     r"Not a valid subclass of|Subclass types expect one of|a class path \(str\)|a dict with|a dict without|"
-    r"Problem with given class_path)"
+    r"Problem with given class_path|Parser key|Expected a path but)"
 )
+
+
+def parse_error_cause(report: str) -> str | None:
+    """One line naming the problem of a jsonargparse parse error: the option's key path, the class_path it
+    was building, and the first line of the report that is not jsonargparse's own wording."""
+    # "Expected a <class 'int'>. Got value: abc" names the problem; root_cause skips "Expected a <class"
+    got = [line.strip() for line in report.splitlines() if "Got value:" in line]
+    cause = got[0] if got else root_cause(report)
+    if cause is None:
+        return None
+    keys = re.findall(r'Parser key "([^"]+)"', report)
+    class_paths = re.findall(r"Problem with given class_path '([^']+)'", report)
+    where = ".".join(dict.fromkeys(keys))
+    if class_paths and class_paths[-1] not in cause:
+        cause = f"class_path {class_paths[-1]!r}: {cause}"
+    return f"{where}: {cause}" if where and where not in cause else cause
+
+
+class CFGRLArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser, whose parse errors end with one line naming the problem: jsonargparse's
+    Union report (printed in full first) otherwise ends with a dump of the given value."""
+
+    def error(self, message: str, ex: Exception | None = None) -> Any:
+        cause = parse_error_cause(message)
+        try:
+            super().error(message, ex)
+        except SystemExit:
+            if cause and cause != message.strip().splitlines()[-1].strip():
+                sys.stderr.write(f"{self.prog.replace(' [options]', '')}: error: {cause}\n")
+            raise
 
 
 def root_cause(report: str) -> str | None:
@@ -93,6 +159,15 @@ def root_cause(report: str) -> str | None:
         if text and not _REPORT_NOISE.match(text):
             return text
     return None
+
+
+def _init_args(model: Any) -> dict[str, Any]:
+    """The configured model's ``init_args`` as plain values ({} when there are none)."""
+    args = model.get("init_args") if hasattr(model, "get") else None
+    if args is None:
+        return {}
+    plain = args.as_dict() if hasattr(args, "as_dict") else dict(args)
+    return {k: (v.as_dict() if hasattr(v, "as_dict") else v) for k, v in plain.items()}
 
 
 def _configured_class(model: Any) -> type | None:
@@ -130,6 +205,7 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> CFGRLCLI:
     return CFGRLCLI(
         subclass_mode_model=True,
         subclass_mode_data=True,
+        parser_class=CFGRLArgumentParser,
         args=args,
         run=run,
         save_config_callback=LoadedConfigSaver,

@@ -25,6 +25,8 @@ from lightning_cfgrl.io.checkpoints import (
     load_checkpoint,
     load_generator_state,
 )
+from lightning_cfgrl.io.generators import load_generator_spec
+from lightning_cfgrl.merging.consistency import check_specs_agree
 from lightning_cfgrl.merging.lora import dense_template, is_peft_checkpoint, open_dense_sources
 from lightning_cfgrl.merging.streaming import (
     MergedFiles,
@@ -66,6 +68,13 @@ def merge_checkpoints(
 
     open_quality, open_diversity = _source_openers(quality, diversity)
     validate_merge(open_quality(), open_diversity(), lams, allow_extrapolation)
+    # same spec, not only same shapes (a safetensors source records none and is compared by shape only)
+    check_specs_agree(
+        {
+            f"--quality {quality}": load_generator_spec(quality),
+            f"--diversity {diversity}": load_generator_spec(diversity),
+        }
+    )
     template = None if is_safetensors_file(quality) else functools.partial(_template, quality, open_quality)
     check_outputs_are_not_inputs(
         out, lams, template is not None, {"--quality": quality, "--diversity": diversity}
@@ -159,7 +168,11 @@ def merge_main(argv: list[str] | None = None) -> int:
             allow_extrapolation=args.allow_extrapolation,
             progress=True,
         )
-    except (ValueError, ImportError) as err:  # MergeError, CheckpointError, a LoRA base that does not fit
+    except (
+        ValueError,
+        ImportError,
+        OSError,
+    ) as err:  # MergeError, CheckpointError, a bad LoRA base, disk full
         print(f"cfgrl merge: error: {err}", file=sys.stderr)
         return 1
     for files in written:

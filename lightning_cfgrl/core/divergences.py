@@ -51,7 +51,12 @@ def generalized_jsd(student_logits: Tensor, teacher_logits: Tensor, beta: float 
     if not 0.0 < beta < 1.0:
         raise ValueError(f"jsd beta must be in (0, 1), got {beta}")
     log_s, log_t = _log_probs(student_logits), _log_probs(teacher_logits)
-    log_m = torch.logaddexp(log_t + math.log(beta), log_s + math.log(1.0 - beta))
+    # a token both mask (-inf, -inf) has m = 0, but logaddexp's gradient there is 0 * NaN: feed it zeros
+    # and put the -inf back with masked_fill (whose gradient at the filled entries is 0)
+    both = torch.isneginf(log_s) & torch.isneginf(log_t)
+    log_m = torch.logaddexp(
+        log_t.masked_fill(both, 0.0) + math.log(beta), log_s.masked_fill(both, 0.0) + math.log(1.0 - beta)
+    ).masked_fill(both, float("-inf"))
     return beta * _kl(log_t, log_m) + (1.0 - beta) * _kl(log_s, log_m)
 
 

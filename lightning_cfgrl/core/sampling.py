@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lightning_cfgrl.core.checks import check_int, check_real, check_seed
 from lightning_cfgrl.core.condition import (
     Condition,
     cat_conditions,
@@ -46,6 +47,9 @@ class SamplingConfig:
     guidance_scale: float = 1.0
 
     def __post_init__(self) -> None:
+        check_real("temperature", self.temperature)
+        check_int("top_k", self.top_k, allow_none=True)
+        check_real("top_p", self.top_p, allow_none=True)
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
         if self.temperature < MIN_TEMPERATURE:
@@ -91,18 +95,55 @@ def process_logits(logits: Tensor, config: SamplingConfig) -> Tensor:
     return logits
 
 
-def _draw(logits: Tensor, uniforms: Tensor) -> Tensor:
-    """Inverse-CDF sampling: ``[..., V]`` logits and ``[...]`` uniforms in [0, 1) -> ``[...]`` ids.
+def _cdf(logits: Tensor) -> Tensor:
+    """``[..., V]`` logits -> their unnormalised CDF ``[..., V]`` (float32, float64 for float64 logits: a
+    float64 logit beyond float32's range must not overflow to inf). Its last entry is the row's mass: 1
+    up to rounding, NaN when the row has no finite positive mass (all -inf, a NaN or a +inf)."""
+    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    return logits.to(dtype).softmax(-1).cumsum(-1)
+
+
+def _search(cdf: Tensor, uniforms: Tensor) -> Tensor:
+    """Inverse-CDF sampling: a ``[..., V]`` CDF and ``[...]`` uniforms in [0, 1) -> ``[...]`` ids.
 
     Token i is drawn when ``cdf[i - 1] <= u * cdf[-1] < cdf[i]``: the right-sided search never returns a
-    token of zero mass (the left-sided one did for u = 0 when token 0 is masked), and scaling by the
-    CDF's last value, which rounding leaves slightly below 1, keeps u inside it (u above it fell past
-    the end, onto the last token even when masked).
+    token of zero mass (the left-sided one did for u = 0 when token 0 is masked). ``u * cdf[-1]`` is kept
+    strictly below ``cdf[-1]``: a uniform that rounds to 1 in the CDF's dtype (a float64 one in float32)
+    or a product that rounds up would fall past the end, onto the last token even when it is masked.
     """
-    cdf = logits.float().softmax(-1).cumsum(-1)
-    scaled = uniforms.unsqueeze(-1).to(cdf.dtype) * cdf[..., -1:]
+    total = cdf[..., -1:]
+    scaled = torch.minimum(
+        uniforms.unsqueeze(-1).to(cdf.dtype) * total, torch.nextafter(total, torch.zeros_like(total))
+    )
     ids = torch.searchsorted(cdf, scaled, right=True).squeeze(-1)
-    return ids.clamp_(max=logits.shape[-1] - 1)
+    return ids.clamp_(max=cdf.shape[-1] - 1)  # only a row without mass (NaN) gets here; sample() refuses it
+
+
+def _draw(logits: Tensor, uniforms: Tensor) -> Tensor:
+    """Inverse-CDF sampling: ``[..., V]`` logits and ``[...]`` uniforms in [0, 1) -> ``[...]`` ids (see
+    :func:`_search`; a zero-probability token is never drawn, in any dtype)."""
+    return _search(_cdf(logits), uniforms)
+
+
+class NoMassError(FloatingPointError):
+    """A decoding step's logits row has no finite positive mass: no token can be drawn from it."""
+
+
+def no_mass_error(generator: object, no_mass: Tensor, config: SamplingConfig) -> NoMassError:
+    """The sampler's refusal: ``no_mass`` ``[S, N, K]`` marks (step, sequence, codebook) rows whose
+    processed logits have no finite positive mass; the error names the first step, its rows and the
+    generator."""
+    step = int(no_mass.any(-1).any(-1).nonzero()[0])
+    rows = no_mass[step].nonzero().tolist()
+    shown = ", ".join(f"(sequence {b}, codebook {k})" for b, k in rows[:4]) + (
+        f" and {len(rows) - 4} more" if len(rows) > 4 else ""
+    )
+    return NoMassError(
+        f"sampling refused: at decoding step {step}, the logits of {type(generator).__name__} (after {config}) "
+        f"have no finite positive mass in {len(rows)} row(s): {shown}; every token is -inf or a logit is NaN/+inf, "
+        f"so no token can be drawn ({int(no_mass.any(-1).any(-1).sum())} step(s) affected). Check the "
+        "generator's weights (NaN?) and any masking that removes every token."
+    )
 
 
 def step_seed(seed: int, step: int, rank: int = 0, salt: int = 0) -> int:
@@ -113,7 +154,7 @@ def step_seed(seed: int, step: int, rank: int = 0, salt: int = 0) -> int:
 def make_rng(seed: int | torch.Generator | None, device: torch.device) -> torch.Generator | None:
     if seed is None or isinstance(seed, torch.Generator):
         return seed
-    return torch.Generator(device=device).manual_seed(int(seed))
+    return torch.Generator(device=device).manual_seed(check_seed(seed))
 
 
 @torch.no_grad()
@@ -155,11 +196,13 @@ def sample(
         steps ``[B * G, K, T + max_delay]`` int64 in the generator's step domain (``pad_id`` where the
         delay pattern has no token); ``generator.pattern.steps_to_frames`` gives ``[B * G, K, T]``.
     """
-    if num_frames < 1:
+    if check_int("num_frames", num_frames) < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    if num_samples < 1:
+    if check_int("num_samples", num_samples) < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     device = next(generator.parameters()).device
+    if condition_batch_size(condition) == 0:
+        raise ValueError("the condition batch is empty (0 prompts): give at least one prompt to sample")
     condition = repeat_condition(condition, num_samples)
     batch = condition_batch_size(condition)
     steering = expand_controls(controls or {}, batch // num_samples, num_samples, device)
@@ -188,6 +231,7 @@ def sample(
     else:
         cache = generator.new_cache(flat_inputs.shape[0], num_steps) if use_cache or compile else None
     decode_step = compiled_decode_step(generator, cache, compile) if compile else None
+    no_mass = torch.zeros(num_steps, batch, k, dtype=torch.bool, device=device)  # [S, N, K]
     position = torch.zeros(1, dtype=torch.long, device=device)  # written in place: one tensor for every step
     mix = cfg_mixer(config.guidance_scale)  # the scale validated once, not at every step
     for s in range(num_steps):
@@ -204,8 +248,14 @@ def sample(
         if guided:
             logits = mix(logits[:batch], logits[batch:])
         uniforms = torch.rand(batch, k, generator=rng, device=device)
-        ids = _draw(process_logits(logits, config), uniforms)
+        cdf = _cdf(process_logits(logits, config))
+        ids = _search(cdf, uniforms)
+        # NaN > 0 is False: a row without mass is flagged; kept on the device, read once after the loop
+        torch.logical_not(cdf[..., -1] > 0, out=no_mass[s])
         inputs[:, :, :, s] = ids if all_valid[s] else torch.where(valid[:, s], ids, pad)
+    no_mass &= valid.t().unsqueeze(1)  # [S, 1, K]: positions the delay pattern pads are never sampled
+    if bool(no_mass.any()):
+        raise no_mass_error(generator, no_mass, config)
     return inputs[0].clone() if guided else inputs[0]  # don't keep the null half alive
 
 

@@ -8,12 +8,14 @@ leaves a half-written file or damages an existing one. Every ``torch.load`` here
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import pickle
 import re
 import secrets
+import stat
 import struct
 import sys
 import zipfile
@@ -67,20 +69,62 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     exception it is deleted and ``path`` is left exactly as it was.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(target)
-    # "xb" (exclusive create, mode 0o666 minus umask) rather than mkstemp, whose 0o600 would stick.
-    f = open(tmp, "xb")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # "xb" (exclusive create, mode 0o666 minus umask) rather than mkstemp, whose 0o600 would stick.
+        f = open(tmp, "xb")
+    except OSError as err:
+        raise write_error(target, err) from None  # type: ignore[misc]
     try:
         with f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        named = write_error(target, err)
+        if named is not None:  # one error naming the file, not a chain of three tracebacks
+            raise named from None
         raise
     fsync_dir(target.parent)
+
+
+@contextmanager
+def naming_write_errors(target: str | os.PathLike[str]) -> Iterator[None]:
+    """Re-raise a failed write inside the block as one ``OSError`` naming ``target`` (:func:`write_error`)."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        named = write_error(target, err)
+        if named is None:
+            raise
+        raise named from None
+
+
+def write_error(target: str | os.PathLike[str], err: BaseException) -> OSError | None:
+    """An ``OSError`` naming ``target`` for a failed write (disk full, read-only folder, permission), or
+    None when ``err`` is not one (torch.save reports a full disk as a RuntimeError without the path)."""
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, OSError):  # torch.save wraps ENOSPC in RuntimeError
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, OSError) and cause.errno is not None:
+        err = cause
+    if isinstance(err, OSError):
+        reason = err.strerror or _first_line(err)
+        hint = {errno.ENOSPC: "; free space or write elsewhere", errno.EROFS: "; write elsewhere"}.get(
+            err.errno, ""
+        )
+        return OSError(err.errno, f"cannot write {os.fspath(target)}: {reason}{hint}")
+    if isinstance(err, RuntimeError) and re.search(
+        r"file write failed|PytorchStreamWriter failed|inline_container", str(err)
+    ):
+        return OSError(
+            errno.EIO,
+            f"cannot write {os.fspath(target)}: torch.save failed ({_first_line(err)}); is the disk full?",
+        )
+    return None
 
 
 def temp_sibling(target: Path) -> Path:
@@ -321,20 +365,57 @@ def is_safetensors_file(path: str | os.PathLike[str]) -> bool:
     file = Path(path)
     if file.suffix == ".safetensors":
         return True
-    with open(file, "rb") as f:
+    with open(_existing_file(file, "a checkpoint or safetensors file"), "rb") as f:
         head = f.read(9)
     return len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < os.path.getsize(file)
 
 
 def _existing_file(path: str | os.PathLike[str], expected: str) -> Path:
+    """``path`` if it is a regular file (through symlinks); else :class:`CheckpointError` saying what it is:
+    missing, a dangling symlink, a symlink loop, a directory, unreadable, or a FIFO/device/socket (never
+    opened: reading one could block forever or read a device)."""
     file = Path(path)
-    if not file.exists():
-        raise CheckpointError(f"{file} does not exist; expected {expected}")
-    if file.is_dir():
+    try:
+        info = os.stat(file)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise CheckpointError(
+                f"{file} is a symlink loop (it never resolves to a file); expected {expected}"
+            ) from None
+        if err.errno == errno.ENOENT and os.path.lexists(file):
+            raise CheckpointError(
+                f"{file} is a symlink to {os.readlink(file)!r}, which does not exist; expected {expected}"
+            ) from None
+        if err.errno == errno.ENOENT:
+            raise CheckpointError(f"{file} does not exist; expected {expected}") from None
+        raise CheckpointError(f"{file} cannot be read ({err.strerror}); expected {expected}") from None
+    if stat.S_ISDIR(info.st_mode):
         raise CheckpointError(
             f"{file} is a directory; expected {expected} (consolidate sharded checkpoints first)"
         )
+    if not stat.S_ISREG(info.st_mode):
+        kind = (
+            "a FIFO"
+            if stat.S_ISFIFO(info.st_mode)
+            else "a socket"
+            if stat.S_ISSOCK(info.st_mode)
+            else "a device"
+        )
+        raise CheckpointError(f"{file} is {kind}, not a regular file; refused unopened; expected {expected}")
     return file
+
+
+def resolve_stored_path(
+    stored: str | os.PathLike[str], checkpoint: str | os.PathLike[str], what: str
+) -> Path:
+    """A path recorded inside ``checkpoint`` (e.g. its ``init_checkpoint``), as data: an absolute path as
+    is; a relative one beside the checkpoint first, else relative to the working directory (where runs
+    record them); it must be a regular file (:func:`_existing_file` names what else it is)."""
+    path = Path(stored)
+    if not path.is_absolute():
+        beside = Path(checkpoint).parent / path
+        path = beside if os.path.lexists(beside) else path
+    return _existing_file(path, f"{what} (recorded in {checkpoint})")
 
 
 def _first_line(err: BaseException) -> str:

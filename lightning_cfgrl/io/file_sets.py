@@ -117,7 +117,7 @@ def verify_manifest(manifest: str | os.PathLike[str]) -> dict[str, Any]:
             "rewrite the set to trust it"
         )
     for role, name in files.items():
-        file = path.parent / str(name)
+        file = _confined(path, role, name)
         if not file.is_file():
             raise CheckpointError(f"manifest {path}: its {role} file {file} is missing")
         if file_sha256(file) != hashes[role]:
@@ -126,6 +126,25 @@ def verify_manifest(manifest: str | os.PathLike[str]) -> dict[str, Any]:
                 "writes, or a file changed since); rewrite the set"
             )
     return content
+
+
+def _confined(manifest: Path, role: str, name: Any) -> Path:
+    """The file a manifest names, which must be a plain name in the manifest's own folder: no path
+    separators or ``..``, and no symlink resolving elsewhere (a sidecar could otherwise vouch for any file
+    on the machine whose hash it knows, e.g. the base model as "merged")."""
+    folder = manifest.parent
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+        raise CheckpointError(
+            f"manifest {manifest}: its {role} file {name!r} is not a plain file name in {folder}; a sidecar "
+            "may only name files beside it"
+        )
+    file = folder / name
+    if file.exists() and file.resolve().parent != folder.resolve():
+        raise CheckpointError(
+            f"manifest {manifest}: its {role} file {file} resolves to {file.resolve()}, outside {folder}; a "
+            "sidecar may only name files beside it"
+        )
+    return file
 
 
 @contextlib.contextmanager

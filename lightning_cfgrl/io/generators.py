@@ -16,9 +16,10 @@ from lightning_cfgrl.io.checkpoints import (
     is_safetensors_file,
     load_checkpoint,
     load_generator_state,
+    resolve_stored_path,
     strip_prefix,
 )
-from lightning_cfgrl.io.specs import instantiate_spec
+from lightning_cfgrl.io.specs import check_hparam_specs, instantiate_spec
 
 __all__ = [
     "is_pretrained_folder",
@@ -61,11 +62,15 @@ def load_pretrained_folder(path: str | Path) -> nn.Module:
     return MusicgenGenerator(str(folder)).eval()
 
 
-def load_generator_spec(path: str | Path) -> dict | None:
-    """The ``class_path``/``init_args`` spec a Lightning checkpoint recorded for its generator, if any."""
+def load_generator_spec(path: str | Path, role: str = "checkpoint") -> dict | None:
+    """The ``class_path``/``init_args`` spec a Lightning checkpoint recorded for its generator, if any;
+    ``role`` names the file in refusals (``"teacher_checkpoint"``)."""
     if is_safetensors_file(path):
         return None
-    spec = load_checkpoint(path).get("hyper_parameters", {}).get("generator")
+    hparams = load_checkpoint(path).get("hyper_parameters", {})
+    if isinstance(hparams, dict):  # every entry point that rebuilds from a file comes through here
+        check_hparam_specs(hparams, f"{role} {path}")
+    spec = hparams.get("generator") if isinstance(hparams, dict) else None
     return dict(spec) if isinstance(spec, dict) and "class_path" in spec else None
 
 
@@ -98,12 +103,17 @@ def load_generator(path: str | Path, merge_adapters: bool = False) -> nn.Module:
             hparams["peft_config"],
             strip_prefix(ckpt["state_dict"], "generator."),
             ckpt.get(ADAPTERS_KEY),
-            hparams.get("init_checkpoint"),
+            # a stored path is data: resolved beside the checkpoint, a regular file only
+            resolve_stored_path(hparams["init_checkpoint"], path, "init_checkpoint")
+            if isinstance(hparams.get("init_checkpoint"), str)
+            else None,
             source=str(path),
         )
+        _check_finite(model, path)
         return merge(model).eval() if merge_adapters else model
     generator = instantiate_spec(spec, f"the generator spec of checkpoint {path}")
     generator.load_state_dict(load_generator_state(path))
+    _check_finite(generator, path)
     return generator.eval()
 
 
@@ -128,3 +138,13 @@ def load_peft_generator(
     check_adapter_state(set(state), layout, recorded, source)
     model.load_state_dict(dict(state), strict=recorded is None)
     return model.eval()
+
+
+def _check_finite(generator: nn.Module, path: str | Path) -> None:
+    """NaN in is an error out: generate, evaluate and export refuse a checkpoint with non-finite weights."""
+    from lightning_cfgrl.core.finite import check_finite_weights
+
+    try:
+        check_finite_weights(generator, f"in checkpoint {path}")
+    except FloatingPointError as err:
+        raise ValueError(f"{err}; it cannot be sampled (resume from an earlier checkpoint)") from None

@@ -114,6 +114,7 @@ def instantiate_spec(spec: Mapping[str, Any], source: str = "a spec") -> nn.Modu
     names where the spec came from in errors (a file, a config field). Init args that are specs
     themselves (the module a ``ModuleAdapter`` wraps) are checked and built first, as LightningCLI does."""
     check_spec(spec, source)
+    check_no_imports(spec, source)  # a spec nested at any depth of its init_args too
     init_args = {
         name: instantiate_spec(value, f"{source} (init_args.{name})")
         if isinstance(value, Mapping) and "class_path" in value
@@ -125,10 +126,56 @@ def instantiate_spec(spec: Mapping[str, Any], source: str = "a spec") -> nn.Modu
     return obj
 
 
+# Values jsonargparse imports when it rebuilds hyperparameters: a ``class_path`` anywhere, and a dotted
+# string given to a callable-typed argument (the optimizer and scheduler callables, Lightning's
+# ``_instantiator``). Other strings are data (a path like "base.ckpt" is not an import).
+IMPORTED_KEYS = ("class_path", "optimizer", "scheduler", "_instantiator", "_class_path")
+
+
+def check_no_imports(value: Any, source: str, where: str = "") -> None:
+    """Walk every mapping and list in ``value`` (stored hyperparameters, ``init_args``, ``dict_kwargs``, at
+    any depth) and raise :class:`UnsafeSpecError` for a name that would make Python import a module not
+    imported yet (outside this package). Nothing is imported or instantiated."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            if key in IMPORTED_KEYS and isinstance(item, str) and "." in item:
+                _check_importless(item, f"{path} of {source}")
+            check_no_imports(item, source, path)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            check_no_imports(item, source, f"{where}[{index}]")
+
+
+def _check_importless(name: str, source: str) -> None:
+    """``name`` ("pkg.mod.attr") must resolve from modules already imported, or this package's."""
+    module_name, _, attr = name.rpartition(".")
+    if module_name == TRUSTED_PACKAGE or module_name.startswith(TRUSTED_PACKAGE + "."):
+        if not module_name.endswith("__main__"):
+            return
+    module = sys.modules.get(module_name)
+    # ``import_module`` / jsonargparse's ``__import__(module, fromlist=[attr])`` import nothing new only
+    # when the module is loaded and already has the attribute (else the attribute may be a submodule)
+    if module is not None and hasattr(module, attr):
+        return
+    raise UnsafeSpecError(
+        f"refused {name!r} at {source}: resolving it would import a module that is not imported yet "
+        f"({module_name!r}), and nothing named in a file may import code; if you trust it, "
+        f"`import {module_name}` before loading"
+    )
+
+
+# hyperparameters that our modules rebuild with instantiate_spec: they must name nn.Module classes
+MODEL_SPEC_KEYS = ("generator", "embedder")
+
+
 def check_hparam_specs(hparams: Mapping[str, Any], source: str) -> None:
-    """Check every ``class_path`` spec among a checkpoint's top-level hyperparameters (the generator, the
-    embedder) before Lightning or jsonargparse can instantiate one. Nothing is instantiated."""
-    for name, value in hparams.items():
+    """Check a checkpoint's hyperparameters before Lightning or jsonargparse can instantiate anything:
+    the generator and embedder specs must name ``nn.Module`` classes, and no
+    name anywhere may import a new module (:func:`check_no_imports`). Nothing is instantiated."""
+    check_no_imports(hparams, source)
+    for name in MODEL_SPEC_KEYS:
+        value = hparams.get(name)
         if isinstance(value, Mapping) and "class_path" in value:
             check_spec(value, f"the {name} spec of {source}")
 
@@ -172,18 +219,22 @@ def recorded_module_class(checkpoint: Mapping[str, Any]) -> Any:
     return checkpoint.get(MODULE_CLASS_KEY) or from_cli
 
 
-def check_checkpoint_file(path: str | os.PathLike[str], expected: type | None, source: str) -> None:
+def check_checkpoint_file(
+    path: str | os.PathLike[str], expected: type | None, source: str
+) -> Mapping[str, Any] | None:
     """Before a module is built from the checkpoint at ``path``: refuse it if another module class than
     ``expected`` wrote it, or if a generator/embedder spec in its hyperparameters is not allowed. The
-    file is read weights-only and memory-mapped; nothing in it is instantiated."""
+    file is read weights-only and memory-mapped; nothing in it is instantiated. Returns its
+    hyperparameters (None if it records none)."""
     ckpt = load_checkpoint(path, mmap=True, require_state_dict=False)
     if not isinstance(ckpt, Mapping):
-        return  # not a Lightning checkpoint: Lightning's own loader reports that
-    if expected is not None:
-        check_module_class(recorded_module_class(ckpt), expected, source)
+        return None  # not a Lightning checkpoint: Lightning's own loader reports that
     hparams = ckpt.get("hyper_parameters")
     if isinstance(hparams, Mapping):
         check_hparam_specs(hparams, source)
+    if expected is not None:
+        check_module_class(recorded_module_class(ckpt), expected, source)
+    return hparams if isinstance(hparams, Mapping) else None
 
 
 def spec_of(obj: Any, given: Any = None) -> tuple[dict[str, Any] | None, str]:

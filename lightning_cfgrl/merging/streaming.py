@@ -23,7 +23,9 @@ from torch import Tensor
 
 from lightning_cfgrl.io.checkpoints import (
     TRAINING_STATE_KEYS,
+    CheckpointError,
     load_safetensors,
+    naming_write_errors,
     safetensors_order,
     strip_prefix,
     write_safetensors,
@@ -35,6 +37,7 @@ from lightning_cfgrl.io.file_sets import (
     remove_stale_temps,
     verify_manifest,
 )
+from lightning_cfgrl.merging.consistency import check_sidecar_lambda
 
 METHODS = ("lerp", "slerp")
 StateDict = Mapping[str, Tensor]
@@ -336,11 +339,14 @@ def complete_merged_sets(out_dir: str | Path) -> list[tuple[float, MergedFiles]]
     for sidecar in sorted(Path(out_dir).glob(f"{MERGED_PREFIX}*.json")):
         content = verify_manifest(sidecar)
         names = content["files"]
+        lam = check_sidecar_lambda(sidecar, content, {r: sidecar.parent / n for r, n in names.items()})
+        if sidecar.name != f"{MERGED_PREFIX}{lambda_tag(lam)}.json":
+            raise CheckpointError(f"sidecar {sidecar} records lambda={lam}, which its file name does not say")
         found.append(
             (
-                float(content["lambda"]),
+                lam,
                 MergedFiles(
-                    lam=float(content["lambda"]),
+                    lam=lam,
                     safetensors=sidecar.parent / names["safetensors"],
                     sidecar=sidecar,
                     checkpoint=sidecar.parent / names["checkpoint"] if "checkpoint" in names else None,
@@ -420,7 +426,11 @@ def write_merged(
     data_files = {"safetensors": paths.safetensors}
     if paths.checkpoint is not None:
         data_files["checkpoint"] = paths.checkpoint
-    with StagedFileSet(paths.sidecar, list(data_files.values())) as staged:
+    # disk full / read-only: one error naming the folder, not the chain of a failed write and its cleanup
+    with (
+        naming_write_errors(paths.sidecar.parent),
+        StagedFileSet(paths.sidecar, list(data_files.values())) as staged,
+    ):
         f_tensors = staged.open(paths.safetensors)
         num_keys, num_interpolated = _stream_merge(
             anchor,

@@ -14,8 +14,13 @@ which module class wrote the file, before anything is built:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
+from lightning_cfgrl.core.finite import check_finite_weights
+from lightning_cfgrl.io.checkpoints import resolve_stored_path
 from lightning_cfgrl.io.specs import (
     MODULE_CLASS_KEY,
     check_checkpoint_file,
@@ -23,6 +28,46 @@ from lightning_cfgrl.io.specs import (
     class_path_of,
     recorded_module_class,
 )
+from lightning_cfgrl.training.resume_check import (
+    OBJECTIVES_KEY,
+    OPTIMIZERS_KEY,
+    check_resume_optimizers,
+    check_resume_settings,
+    optimizer_settings,
+)
+
+# Set while a module is built from a checkpoint that holds every generator weight: its init_checkpoint is
+# then not re-read (the file may be gone or changed, and the checkpoint's weights replace it anyway)
+_FULL_WEIGHTS: ContextVar[bool] = ContextVar("cfgrl_full_weights", default=False)
+
+
+@contextmanager
+def weights_from_checkpoint(active: bool = True) -> Iterator[None]:
+    """Within this block, module constructors skip loading ``init_checkpoint`` (see :func:`init_weights_needed`)."""
+    token = _FULL_WEIGHTS.set(active)
+    try:
+        yield
+    finally:
+        _FULL_WEIGHTS.reset(token)
+
+
+def init_weights_needed() -> bool:
+    """False while a module is being built from a checkpoint holding all its weights."""
+    return not _FULL_WEIGHTS.get()
+
+
+def _objective_settings(module: Any) -> dict[str, Any] | None:
+    """Every objective callback's ``hyperparameters()`` on the module's Trainer (None without one)."""
+    from lightning_cfgrl.training.objective import ObjectiveCallback
+
+    trainer = getattr(module, "_trainer", None)
+    if trainer is None:
+        return None
+    settings: dict[str, Any] = {}
+    for callback in trainer.callbacks:
+        if isinstance(callback, ObjectiveCallback):
+            settings.update(callback.hyperparameters())
+    return settings
 
 
 class SafeCheckpointLoading:
@@ -40,16 +85,48 @@ class SafeCheckpointLoading:
     ) -> Any:
         """Lightning's ``load_from_checkpoint``, weights-only by default (URLs included), after checking
         the file's recorded module class and generator/embedder specs (naming the file on refusal)."""
+        hparams = None
         if isinstance(checkpoint_path, (str, os.PathLike)) and os.path.isfile(checkpoint_path):
-            check_checkpoint_file(checkpoint_path, cls, f"checkpoint {os.fspath(checkpoint_path)}")
-        return super().load_from_checkpoint(  # type: ignore[misc]
-            checkpoint_path, map_location, hparams_file, strict, weights_only=weights_only, **kwargs
-        )
+            hparams = check_checkpoint_file(checkpoint_path, cls, f"checkpoint {os.fspath(checkpoint_path)}")
+        stored = (hparams or {}).get("init_checkpoint")
+        full = hparams is not None and hparams.get("peft_config") is None
+        if not full and isinstance(stored, str) and "init_checkpoint" not in kwargs:
+            # a PEFT checkpoint needs its base: the stored path is data, resolved beside the checkpoint
+            kwargs["init_checkpoint"] = str(resolve_stored_path(stored, checkpoint_path, "init_checkpoint"))
+        with weights_from_checkpoint(full and "init_checkpoint" not in kwargs):
+            return super().load_from_checkpoint(  # type: ignore[misc]
+                checkpoint_path, map_location, hparams_file, strict, weights_only=weights_only, **kwargs
+            )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # recorded by every run, not only LightningCLI ones (which also write hyper_parameters._class_path)
         checkpoint[MODULE_CLASS_KEY] = class_path_of(type(self))
+        # a checkpoint is good only if it is: never write non-finite weights (one fused norm per save)
+        check_finite_weights(self, "while saving a checkpoint")  # type: ignore[arg-type]
+        objectives = _objective_settings(self)
+        if objectives is not None:  # what a resume compares its callbacks' settings with
+            checkpoint[OBJECTIVES_KEY] = objectives
+            checkpoint[OPTIMIZERS_KEY] = optimizer_settings(self.trainer)  # type: ignore[attr-defined]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # runs before Lightning restores any weights or optimizer state
         check_module_class(recorded_module_class(checkpoint), type(self), "the checkpoint being restored")
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None or trainer.state.fn != "fit":  # load_from_checkpoint, validate: nothing resumes
+            return
+        if "optimizer_states" not in checkpoint or "loops" not in checkpoint:
+            raise ValueError(
+                "the checkpoint being resumed holds weights only (a merged or weights-only checkpoint has no "
+                "optimizer, schedule or loop state), so it cannot resume a run; start a new run from its "
+                "weights with init_checkpoint=<the checkpoint> instead of --ckpt_path / ckpt_path"
+            )
+        check_resume_settings(checkpoint, dict(self.hparams), _objective_settings(self))  # type: ignore[attr-defined]
+        # the optimizers do not exist yet: compared once they do, before the first step
+        self._resumed_optimizers = checkpoint.get(OPTIMIZERS_KEY)
+
+    def on_train_start(self) -> None:
+        recorded = getattr(self, "_resumed_optimizers", None)
+        if recorded is not None:
+            self._resumed_optimizers = None
+            check_resume_optimizers(recorded, optimizer_settings(self.trainer))  # type: ignore[attr-defined]
+        super().on_train_start()  # type: ignore[misc]

@@ -164,7 +164,7 @@ class CFGDistillCallback(ObjectiveCallback):
             self.teacher_checkpoint, "a Lightning .ckpt or a .safetensors file of generator weights"
         )
         weights = load_generator_state(self.teacher_checkpoint)
-        spec = load_generator_spec(self.teacher_checkpoint)
+        spec = load_generator_spec(self.teacher_checkpoint, role="teacher_checkpoint")
         source = f"the generator spec of teacher_checkpoint {self.teacher_checkpoint}"
         teacher = instantiate_spec(spec, source) if spec is not None else copy.deepcopy(pl_module.generator)
         check_compatible(pl_module.generator, teacher)

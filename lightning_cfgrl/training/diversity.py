@@ -26,6 +26,7 @@ from lightning_cfgrl.core.diversity import (
     pairwise_distances,
 )
 from lightning_cfgrl.core.sampling import step_seed
+from lightning_cfgrl.training.finite_guard import last_good_note
 from lightning_cfgrl.training.frozen import freeze, frozen_state, load_frozen_state, place_frozen
 from lightning_cfgrl.training.grad_norm import GradNormMonitor
 from lightning_cfgrl.training.objective import ObjectiveCallback
@@ -314,8 +315,8 @@ class DiversityRewardCallback(ObjectiveCallback):
             raise FloatingPointError(
                 f"non-finite diversity reward at global step {pl_module.global_step}: term {self.name!r}, "
                 f"{int((~finite).sum())} of {finite.numel()} rewards are NaN or inf (the embedder "
-                f"{type(self.embedder).__name__} returned non-finite embeddings). The run stops before the "
-                "optimizer step, so the weights and the last checkpoint are the last good ones."
+                f"{type(self.embedder).__name__} returned non-finite embeddings). "
+                + last_good_note(pl_module)
             )
 
     @staticmethod

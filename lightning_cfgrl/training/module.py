@@ -12,21 +12,24 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_cfgrl.adapters.peft import is_peft_model
+from lightning_cfgrl.core.checks import check_int, check_real, check_seed
 from lightning_cfgrl.core.condition import Condition, cat_conditions, condition_batch_size, repeat_condition
 from lightning_cfgrl.core.controls import check_controls, controls_kwargs
 from lightning_cfgrl.core.eval_mode import eval_mode
 from lightning_cfgrl.core.generator import check_logits
-from lightning_cfgrl.core.sampling import SamplingConfig, sample, step_seed
+from lightning_cfgrl.core.sampling import NoMassError, SamplingConfig, sample, step_seed
 from lightning_cfgrl.eval.diversity import group_pairwise_diversity
 from lightning_cfgrl.eval.scorers import Scorer
 from lightning_cfgrl.io.adapter_checkpoints import ADAPTERS_KEY, AdapterLayout
 from lightning_cfgrl.io.generators import load_init_checkpoint
 from lightning_cfgrl.io.specs import instantiate_spec, save_safe_hyperparameters
-from lightning_cfgrl.training.checkpoint_safety import SafeCheckpointLoading
+from lightning_cfgrl.training.checkpoint_safety import SafeCheckpointLoading, init_weights_needed
 from lightning_cfgrl.training.dropout import disable_dropout, restore_dropout
+from lightning_cfgrl.training.finite_guard import FiniteGuard, last_good_note
 from lightning_cfgrl.training.objective import ObjectiveCallback, log_objective_hyperparameters
 from lightning_cfgrl.training.optimization import WarmupDecayLR, build_optimizers, check_schedule
 from lightning_cfgrl.training.rollout import RolloutBatch
+from lightning_cfgrl.training.zero_work import check_training_batches, check_training_steps
 
 EXTRA_ROLLOUT_SALT = (
     200  # seeds of objectives' extra rollouts: salt 200 + the objective's index (controls use 100+)
@@ -37,7 +40,7 @@ EXTRA_ROLLOUT_SALT = (
 TRAIN_EVAL_TOLERANCE = 1e-4
 
 
-class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
+class CFGRLModule(SafeCheckpointLoading, FiniteGuard, pl.LightningModule):
     """Wraps a :class:`~lightning_cfgrl.core.generator.TokenGenerator` for on-policy finetuning.
 
     Each training step: (1) sample G sequences per prompt from the student, no grad, KV cache;
@@ -97,6 +100,12 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
         disable_dropout: bool = True,
     ) -> None:
         super().__init__()
+        for name, value in (("num_frames", num_frames), ("num_samples_per_prompt", num_samples_per_prompt)):
+            check_int(name, value)  # a wrong type fails here, named, not as a raw TypeError later
+        check_int("val_samples_per_prompt", val_samples_per_prompt)
+        check_int("lr_warmup_steps", lr_warmup_steps)
+        check_real("learning_rate", learning_rate)
+        check_seed(seed)
         if isinstance(generator, Mapping):
             generator = instantiate_spec(generator, "a generator spec")
         _check_generator(generator)
@@ -131,7 +140,7 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
             },
         )
         self.generator = generator
-        if init_checkpoint is not None:
+        if init_checkpoint is not None and init_weights_needed():  # not when a full checkpoint follows
             load_init_checkpoint(self.generator, init_checkpoint)
         self.init_checkpoint = init_checkpoint  # a teacher copied from the student can be rebuilt from it
         self.adapters: AdapterLayout | None = None
@@ -174,11 +183,13 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
         check_controls(
             self.generator, self.objective_controls(1, self.group_size, training=False), self.group_size
         )
+        check_training_steps(self.trainer)  # zero steps is an error, not a silent success
         log_objective_hyperparameters(self.trainer, self)  # guidance scale, beta, ... beside the hparams
         if self.disable_dropout and self._dropout_saved is None:
             self._dropout_saved = disable_dropout(self.generator)
 
     def on_fit_end(self) -> None:
+        check_training_batches(self.trainer)  # a resumed fit's zero batches (see zero_work)
         if self._dropout_saved is not None:
             restore_dropout(self._dropout_saved)
             self._dropout_saved = None
@@ -211,15 +222,20 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
     ) -> Tensor:
         """Sample ``[B * G, K, S]`` steps from the current generator without grad (eval mode)."""
         with eval_mode(self.generator):
-            return sample(
-                self.generator,
-                condition,
-                self.num_frames,
-                config,
-                num_samples=num_samples,
-                seed=seed,
-                controls=controls,
-            )
+            try:
+                return sample(
+                    self.generator,
+                    condition,
+                    self.num_frames,
+                    config,
+                    num_samples=num_samples,
+                    seed=seed,
+                    controls=controls,
+                )
+            except NoMassError as err:
+                raise NoMassError(
+                    f"rollout at global step {self.global_step}: {err} {last_good_note(self)}"
+                ) from None
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         # Dropout draws from the global RNG; seed it per step (like the rollout) inside a fork, so the
@@ -299,10 +315,7 @@ class CFGRLModule(SafeCheckpointLoading, pl.LightningModule):
     def _non_finite_message(self, terms: dict[str, Tensor], logits: Tensor) -> str:
         bad = [f"{name}={value.item()}" for name, value in terms.items() if not bool(torch.isfinite(value))]
         nan_logits, inf_logits = int(torch.isnan(logits).sum()), int(torch.isposinf(logits).sum())
-        stop = (
-            "The run stops before the optimizer step, so the weights and the last checkpoint are the last "
-            "good ones."
-        )
+        stop = last_good_note(self)
         if not bad:
             finite = ", ".join(f"{name}={value.item():.4g}" for name, value in terms.items())
             return (

@@ -21,12 +21,14 @@ from lightning_cfgrl.core.condition import where_condition
 from lightning_cfgrl.core.generator import check_logits, pad_id
 from lightning_cfgrl.io.generators import load_init_checkpoint
 from lightning_cfgrl.io.specs import instantiate_spec, save_safe_hyperparameters
-from lightning_cfgrl.training.checkpoint_safety import SafeCheckpointLoading
+from lightning_cfgrl.training.checkpoint_safety import SafeCheckpointLoading, init_weights_needed
+from lightning_cfgrl.training.finite_guard import FiniteGuard
 from lightning_cfgrl.training.hparams import log_hparams_with_metrics
 from lightning_cfgrl.training.optimization import build_optimizers
+from lightning_cfgrl.training.zero_work import check_training_batches, check_training_steps
 
 
-class PretrainModule(SafeCheckpointLoading, pl.LightningModule):
+class PretrainModule(SafeCheckpointLoading, FiniteGuard, pl.LightningModule):
     """Maximum likelihood on ``{"frames": [B, K, T], "condition": ...}`` batches.
 
     Args:
@@ -60,12 +62,21 @@ class PretrainModule(SafeCheckpointLoading, pl.LightningModule):
             self, {"generator": generator, "optimizer": optimizer, "scheduler": scheduler}
         )
         self.generator = generator
-        if init_checkpoint is not None:
+        if init_checkpoint is not None and init_weights_needed():  # not when a full checkpoint follows
             load_init_checkpoint(generator, init_checkpoint)
         _warn_if_dropout_stacks(generator, condition_dropout)
         self.condition_dropout = condition_dropout
         self.learning_rate, self.weight_decay = learning_rate, weight_decay
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+
+    def on_fit_start(self) -> None:
+        check_training_steps(self.trainer)  # zero steps is an error, not a silent success
+        # the hyperparameters with the validation metrics, instead of Lightning's `hp_metric = -1`
+        hparams = {k: v for k, v in self.hparams_initial.items() if k != "_class_path"}
+        log_hparams_with_metrics(self.trainer, hparams, self.validation_metric_names())
+
+    def on_fit_end(self) -> None:
+        check_training_batches(self.trainer)  # a resumed fit's zero batches (see zero_work)
 
     def _loss(self, batch: dict[str, Tensor], drop: bool) -> Tensor:
         frames, condition = batch["frames"], batch["condition"]
@@ -86,11 +97,6 @@ class PretrainModule(SafeCheckpointLoading, pl.LightningModule):
     def validation_metric_names(self) -> list[str]:
         """What :meth:`validation_step` logs (the metrics of TensorBoard's HParams view)."""
         return ["val/nll"]
-
-    def on_fit_start(self) -> None:
-        # the hyperparameters with the validation metrics, instead of Lightning's `hp_metric = -1`
-        hparams = {k: v for k, v in self.hparams_initial.items() if k != "_class_path"}
-        log_hparams_with_metrics(self.trainer, hparams, self.validation_metric_names())
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self.log("val/nll", self._loss(batch, drop=False), prog_bar=True, sync_dist=True)
