@@ -13,7 +13,7 @@ def total_norm(tensors: list[Tensor]) -> Tensor:
     """One fused 2-norm of many tensors (``[]``); a DTensor norm (FSDP2) is gathered to a plain one."""
     if not tensors:
         return torch.zeros(())
-    norm = torch.nn.utils.gettotal_norm(tensors, error_if_nonfinite=False)
+    norm = torch.nn.utils.get_total_norm(tensors, error_if_nonfinite=False)
     return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
 
