@@ -54,6 +54,17 @@ class RunCheckpoint(ModelCheckpoint):
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "log_dir": self.log_dir}
 
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # a run that stops between periodic saves (PlateauStopping, max_steps off the save grid) must leave
+        # its final state as last.ckpt; Lightning's own hook saves only when no last.ckpt was written yet
+        if (
+            self.save_last
+            and self._last_checkpoint_saved
+            and self._last_global_step_saved != trainer.global_step
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        super().on_train_end(trainer, pl_module)
+
 
 def run_checkpoint_dir(trainer: pl.Trainer) -> str:
     """``<save_dir>/<name>/checkpoints`` of the Trainer's first logger (no version), or
