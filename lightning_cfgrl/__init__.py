@@ -41,8 +41,11 @@ _HOMES = {
     "CFGRLModule": "lightning_cfgrl.training",
     "DiversityRewardCallback": "lightning_cfgrl.training",
     "ObjectiveCallback": "lightning_cfgrl.training",
+    "PlateauStopping": "lightning_cfgrl.training",
     "PretrainModule": "lightning_cfgrl.training",
     "PromptDataModule": "lightning_cfgrl.training",
+    "QualityBudget": "lightning_cfgrl.core",
+    "RewardGates": "lightning_cfgrl.training",
     "RolloutBatch": "lightning_cfgrl.training",
 }
 

@@ -102,11 +102,14 @@ def test_shipped_configs_are_the_recipe_defaults(name: str) -> None:
     config = yaml.safe_load((ROOT / "examples" / "configs" / name).read_text())
     model = config["model"]["init_args"]
     module = _defaults(CFGRLModule)
-    for key in ("learning_rate", "lr_warmup_steps", "lr_decay", "num_samples_per_prompt", "disable_dropout"):
+    for key in ("learning_rate", "lr_warmup_steps", "num_samples_per_prompt", "disable_dropout"):
         assert model.get(key, module[key]) == module[key], key
     assert module["num_samples_per_prompt"] == study.SHIPPED_TRAINER["group_size"]
     assert config["data"]["init_args"]["batch_size"] == study.SHIPPED_TRAINER["prompts_per_batch"]
-    assert config["trainer"]["max_steps"] == study.SHIPPED_TRAINER["steps"]
+    # the configs stop by measurement (PlateauStopping), at a constant rate after warm-up; max_steps is a
+    # cap above the study's fixed step count, never below it
+    assert model["lr_decay"] == "constant"
+    assert config["trainer"]["max_steps"] >= study.SHIPPED_TRAINER["steps"]
     assert config["trainer"].get("gradient_clip_val") == study.SHIPPED_TRAINER["gradient_clip_val"]
     callbacks = {
         c["class_path"].rsplit(".", 1)[1]: c.get("init_args", {}) for c in config["trainer"]["callbacks"]
@@ -122,6 +125,13 @@ def test_shipped_configs_are_the_recipe_defaults(name: str) -> None:
     assert diversity["beta"] == 15.0
     assert given["beta"] == (0.0 if name == "distill_beta0.yaml" else 15.0)
     assert given.get("shuffle_rewards", False) == (name == "distill_placebo.yaml")
+    assert callbacks["PlateauStopping"]["monitor"] == (
+        "train/distill_divergence_per_token" if name == "distill_beta0.yaml" else "train/group_diversity"
+    )
+    if name != "distill_beta0.yaml":  # a quality budget from the quality model, towards the base's CFG
+        assert given["quality_budget"]["max_increase"] > 0
+        assert model["init_checkpoint"] == "runs/distill_beta0/checkpoints/last.ckpt"
+        assert callbacks["CFGDistillCallback"]["teacher_checkpoint"] == "runs/base/checkpoints/last.ckpt"
 
 
 # Calibrated over training seeds 0-3 (python -c "from tests.test_recipe import calibrate; calibrate()"),

@@ -38,7 +38,8 @@ class QualityBudget:
             beta = 0 level when the run starts from the quality model (``init_checkpoint``) and
             distils towards the base's CFG (``teacher_checkpoint``).
         reference_steps: steps averaged for the measured reference.
-        controller: ``"proportional"`` (multiplicative, Ziegler et al. 2019) or ``"dual"`` (Lagrangian).
+        controller: ``"dual"`` (Lagrangian, fast to back off a beta far too high) or ``"proportional"``
+            (multiplicative, Ziegler et al. 2019: at most 2 % per step).
         rate: the controller's gain (Ziegler's K_beta = 0.1) / the dual step size per unit relative error.
         smoothing: EMA decay of the per-step KL the controller sees (0: the raw KL).
         beta_max: the largest beta the controller may reach.
@@ -48,7 +49,7 @@ class QualityBudget:
     relative: bool = True
     reference_kl: float | None = None
     reference_steps: int = 25
-    controller: Controller = "proportional"
+    controller: Controller = "dual"
     rate: float = 0.1
     smoothing: float = 0.9
     beta_max: float = 100.0

@@ -7,14 +7,19 @@ from lightning_cfgrl.training.module import CFGRLModule
 from lightning_cfgrl.training.objective import ObjectiveCallback
 from lightning_cfgrl.training.pretrain import PretrainModule
 from lightning_cfgrl.training.prompts import PromptDataModule
+from lightning_cfgrl.training.reward_gates import RewardGateError, RewardGates
 from lightning_cfgrl.training.rollout import RolloutBatch
+from lightning_cfgrl.training.stopping import PlateauStopping
 
 __all__ = [
     "CFGDistillCallback",
     "CFGRLModule",
     "DiversityRewardCallback",
     "ObjectiveCallback",
+    "PlateauStopping",
     "PretrainModule",
     "PromptDataModule",
+    "RewardGateError",
+    "RewardGates",
     "RolloutBatch",
 ]
