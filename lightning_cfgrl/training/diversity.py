@@ -312,8 +312,9 @@ class DiversityRewardCallback(ObjectiveCallback):
         pl_module.log(f"train/{p}reward_baseline", baselines.mean(), batch_size=num_prompts)
         spread = rewards.std(dim=1, correction=0).mean()  # per-prompt spread: what the advantages rank
         pl_module.log(f"train/{p}reward_group_spread", spread, batch_size=num_prompts)
-        if self.trains_on_reward:
-            self.dead_reward.update(float(spread), pl_module.global_step)
+        if self.trains_on_reward:  # averaged over processes, so every rank stops at the same step
+            global_spread = pl_module.trainer.strategy.reduce(spread.detach(), reduce_op="mean")
+            self.dead_reward.update(float(global_spread), pl_module.global_step)
         if self.log_grad_norm and pl_module.global_step % self.grad_norm_every_n_steps == 0:
             self._log_term_grad(pl_module, term)
         if kind == "running_mean":
