@@ -102,8 +102,11 @@ def test_shipped_configs_are_the_recipe_defaults(name: str) -> None:
     config = yaml.safe_load((ROOT / "examples" / "configs" / name).read_text())
     model = config["model"]["init_args"]
     module = _defaults(CFGRLModule)
-    for key in ("learning_rate", "lr_warmup_steps", "num_samples_per_prompt", "disable_dropout"):
+    for key in ("lr_warmup_steps", "num_samples_per_prompt", "disable_dropout"):
         assert model.get(key, module[key]) == module[key], key
+    # the diversity runs finetune the quality model at its rate after the first drop (1e-3 x 0.3)
+    expected_lr = module["learning_rate"] * (1.0 if name == "distill_beta0.yaml" else 0.3)
+    assert model["learning_rate"] == pytest.approx(expected_lr, rel=1e-12)
     assert module["num_samples_per_prompt"] == study.SHIPPED_TRAINER["group_size"]
     assert config["data"]["init_args"]["batch_size"] == study.SHIPPED_TRAINER["prompts_per_batch"]
     # the configs stop by measurement (PlateauStopping), at a constant rate after warm-up; max_steps is a

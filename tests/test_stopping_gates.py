@@ -19,7 +19,7 @@ from lightning_cfgrl.experiments import SyntheticMusicDataModule, SyntheticPromp
 from lightning_cfgrl.io.checkpoints import load_checkpoint
 from lightning_cfgrl.training.diversity import DiversityRewardCallback
 from lightning_cfgrl.training.reward_gates import RewardGateError, RewardGates
-from lightning_cfgrl.training.stopping import PlateauStopping, stopped_step
+from lightning_cfgrl.training.stopping import Plateau, PlateauStopping, stopped_step
 from tests.helpers.models import quiet_trainer
 from tests.helpers.tiny_fit import NUM_FRAMES, tiny_embedder, tiny_generator
 
@@ -43,8 +43,11 @@ class _Curve(pl.LightningModule):
         return DataLoader(torch.zeros(10_000, 1), batch_size=1)
 
 
-def _fit_curve(curve, max_steps: int = 400, **kwargs) -> tuple[pl.Trainer, PlateauStopping]:
-    stop = PlateauStopping("train/m", every_n_train_steps=10, patience=3, smoothing=0.5, **kwargs)
+def _fit_curve(
+    curve, max_steps: int = 400, min_steps: int = 0, **kwargs
+) -> tuple[pl.Trainer, PlateauStopping]:
+    plateau = Plateau(every_n_train_steps=10, patience=3, smoothing=0.5, min_steps=min_steps)
+    stop = PlateauStopping("train/m", plateau=plateau, **kwargs)
     trainer = quiet_trainer(max_steps=max_steps, callbacks=[stop], limit_val_batches=0)
     trainer.fit(_Curve(curve))
     return trainer, stop
@@ -66,9 +69,8 @@ def test_plateau_does_not_stop_a_metric_that_keeps_improving() -> None:
 
 
 def test_plateau_respects_min_steps_and_a_threshold_for_max_mode() -> None:
-    stop = PlateauStopping(
-        "train/m", mode="max", every_n_train_steps=10, stopping_threshold=0.9, smoothing=0.0
-    )
+    plateau = Plateau(every_n_train_steps=10, smoothing=0.0)
+    stop = PlateauStopping("train/m", mode="max", plateau=plateau, stopping_threshold=0.9)
     trainer = quiet_trainer(max_steps=300, callbacks=[stop], limit_val_batches=0)
     trainer.fit(_Curve(lambda step: step / 100))
     assert stop.stopped_step == 100  # first check above 0.9 (0.9 itself is not > 0.9)
@@ -80,9 +82,8 @@ def test_stopped_distillation_writes_its_stopping_step_into_last_ckpt(tmp_path: 
     module = CFGRLModule(
         tiny_generator(), num_frames=NUM_FRAMES, num_samples_per_prompt=2, lr_decay="constant"
     )
-    stop = PlateauStopping(
-        "train/distill_divergence_per_token", every_n_train_steps=3, patience=1, min_improvement=0.5
-    )
+    plateau = Plateau(every_n_train_steps=3, patience=1, min_improvement=0.5)
+    stop = PlateauStopping("train/distill_divergence_per_token", plateau=plateau)
     checkpoint = RunCheckpoint(dirpath=str(tmp_path), save_last=True, save_top_k=0, every_n_train_steps=4)
     trainer = quiet_trainer(
         max_steps=200, callbacks=[CFGDistillCallback(), stop, checkpoint], enable_checkpointing=True
@@ -92,6 +93,26 @@ def test_stopped_distillation_writes_its_stopping_step_into_last_ckpt(tmp_path: 
     saved = load_checkpoint(tmp_path / "last.ckpt")
     assert saved["global_step"] == stop.stopped_step  # the final state, not the last periodic one
     assert stopped_step(saved) == stop.stopped_step
+
+
+class _ScheduledCurve(_Curve):
+    def configure_optimizers(self):
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.01)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def test_lr_drops_lower_the_rate_at_each_plateau_before_the_last_one_stops(capsys) -> None:
+    plateau = Plateau(every_n_train_steps=10, patience=3, smoothing=0.0)
+    stop = PlateauStopping("train/m", plateau=plateau, lr_drops=2, lr_factor=0.5)
+    trainer = quiet_trainer(max_steps=1000, callbacks=[stop], limit_val_batches=0)
+    trainer.fit(_ScheduledCurve(lambda step: 1.0))  # flat from the start: every plateau is 3 checks long
+    assert stop.drop_steps == [40, 70] and stop.stopped_step == 100
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(
+        0.0025, rel=1e-12
+    )  # the scheduler kept it
+    assert "learning rate x0.5 at steps [40, 70]" in capsys.readouterr().err
+    assert PlateauStopping("train/m", lr_drops=1).state_dict()["drop_steps"] == []
 
 
 # -- the embedder gate ------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -25,54 +26,87 @@ from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 
-class PlateauStopping(EarlyStopping):
-    """Stop when ``monitor`` stops improving; ``trainer.max_steps`` is the cap.
+@dataclass
+class Plateau:
+    """When a monitored metric counts as stopped improving.
 
     Args:
-        monitor: a logged metric, e.g. ``"train/distill_divergence_per_token"`` (mode ``"min"``) or
-            ``"val/triplet_accuracy"`` (mode ``"max"``).
-        mode: ``"min"`` or ``"max"``.
-        patience: checks without an improvement before stopping.
+        patience: checks without an improvement before the plateau is declared.
         min_improvement: the relative improvement over the best value that counts (0.01: 1 %).
         every_n_train_steps: check every this many optimizer steps on the smoothed training metric;
             None: check after each validation, on the metric as logged (``EarlyStopping``'s way).
         smoothing: EMA decay of the per-step metric (steps mode; bias-corrected; 0: the raw value).
         min_steps: no check before this step (the first steps of a warm-up move fastest).
-        stopping_threshold: stop as soon as the (smoothed) metric reaches this value.
+    """
+
+    patience: int = 4
+    min_improvement: float = 0.01
+    every_n_train_steps: int | None = 25
+    smoothing: float = 0.9
+    min_steps: int = 0
+
+    def __post_init__(self) -> None:
+        if self.patience < 1:
+            raise ValueError(f"Plateau.patience must be >= 1 check, got {self.patience}")
+        if not (math.isfinite(self.min_improvement) and self.min_improvement >= 0):
+            raise ValueError(
+                f"Plateau.min_improvement must be a relative improvement >= 0, got {self.min_improvement}"
+            )
+        if self.every_n_train_steps is not None and self.every_n_train_steps < 1:
+            raise ValueError(
+                f"Plateau.every_n_train_steps must be >= 1 or None, got {self.every_n_train_steps}"
+            )
+        if not 0.0 <= self.smoothing < 1.0:
+            raise ValueError(f"Plateau.smoothing must be in [0, 1), got {self.smoothing}")
+        if self.min_steps < 0:
+            raise ValueError(f"Plateau.min_steps must be >= 0, got {self.min_steps}")
+
+
+class PlateauStopping(EarlyStopping):
+    """Stop when ``monitor`` stops improving; ``trainer.max_steps`` is the cap.
+
+    With ``lr_drops`` the first plateaus lower the learning rate instead (every optimizer's rate and its
+    scheduler's base rate times ``lr_factor``, as ``ReduceLROnPlateau`` does) and the run goes on; the
+    plateau after the last drop stops it. Both live in the optimizer's and scheduler's own state, so a
+    resumed run keeps the lowered rate.
+
+    Args:
+        monitor: a logged metric, e.g. ``"train/distill_divergence_per_token"`` (mode ``"min"``) or
+            ``"val/triplet_accuracy"`` (mode ``"max"``).
+        mode: ``"min"`` or ``"max"``.
+        plateau: when the metric counts as stopped improving (:class:`Plateau`; default ``Plateau()``).
+        stopping_threshold: stop as soon as the (smoothed) metric passes this value.
+        lr_drops: plateaus that lower the learning rate before one stops the run.
+        lr_factor: the learning rate's factor at each drop.
     """
 
     def __init__(
         self,
         monitor: str,
         mode: Literal["min", "max"] = "min",
-        patience: int = 4,
-        min_improvement: float = 0.01,
-        every_n_train_steps: int | None = 25,
-        smoothing: float = 0.9,
-        min_steps: int = 0,
+        plateau: Plateau | None = None,
         stopping_threshold: float | None = None,
+        lr_drops: int = 0,
+        lr_factor: float = 0.1,
     ) -> None:
+        plateau = plateau if plateau is not None else Plateau()
         super().__init__(
             monitor=monitor,
             mode=mode,
-            patience=patience,
+            patience=plateau.patience,
             stopping_threshold=stopping_threshold,
             check_on_train_epoch_end=False,
         )
-        if patience < 1:
-            raise ValueError(f"patience must be >= 1 check, got {patience}")
-        if not (math.isfinite(min_improvement) and min_improvement >= 0):
-            raise ValueError(f"min_improvement must be a relative improvement >= 0, got {min_improvement}")
-        if every_n_train_steps is not None and every_n_train_steps < 1:
-            raise ValueError(f"every_n_train_steps must be >= 1 or None, got {every_n_train_steps}")
-        if not 0.0 <= smoothing < 1.0:
-            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
-        if min_steps < 0:
-            raise ValueError(f"min_steps must be >= 0, got {min_steps}")
-        self.min_improvement = min_improvement
-        self.every_n_train_steps = every_n_train_steps
-        self.smoothing = smoothing
-        self.min_steps = min_steps
+        if lr_drops < 0:
+            raise ValueError(f"lr_drops must be >= 0, got {lr_drops}")
+        if not 0.0 < lr_factor < 1.0:
+            raise ValueError(f"lr_factor must be in (0, 1), got {lr_factor}")
+        self.min_improvement = plateau.min_improvement
+        self.every_n_train_steps = plateau.every_n_train_steps
+        self.smoothing = plateau.smoothing
+        self.min_steps = plateau.min_steps
+        self.lr_drops, self.lr_factor = lr_drops, lr_factor
+        self.drop_steps: list[int] = []
         self.stopped_step: int | None = None
         self.smoothed: float | None = None
         self._ema, self._ema_steps = 0.0, 0
@@ -129,10 +163,27 @@ class PlateauStopping(EarlyStopping):
                 f"checks{every}; best {float(self.best_score):.4g}, last {float(current):.4g}"
             )
         should_stop = trainer.strategy.reduce_boolean_decision(should_stop, all=False)
+        if should_stop and self._plateaued() and len(self.drop_steps) < self.lr_drops:
+            self._drop_lr(trainer)  # a plateau at this rate: go on at a lower one
+            return
         if should_stop and not trainer.should_stop:
             self.stopped_epoch, self.stopped_step = trainer.current_epoch, trainer.global_step
             self.stopping_reason_message = reason
         trainer.should_stop = trainer.should_stop or should_stop
+
+    def _plateaued(self) -> bool:
+        return self.stopping_reason == EarlyStoppingReason.PATIENCE_EXHAUSTED
+
+    def _drop_lr(self, trainer: pl.Trainer) -> None:
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] *= self.lr_factor
+        for config in trainer.lr_scheduler_configs:  # LambdaLR & co. recompute lr from base_lrs each step
+            if hasattr(config.scheduler, "base_lrs"):
+                config.scheduler.base_lrs = [lr * self.lr_factor for lr in config.scheduler.base_lrs]
+        self.drop_steps.append(trainer.global_step)
+        self.wait_count = 0
+        self.stopping_reason = EarlyStoppingReason.NOT_STOPPED
 
     # -- report and state -----------------------------------------------------------------------------
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -143,13 +194,14 @@ class PlateauStopping(EarlyStopping):
         if self._reported:
             return
         self._reported = True
+        drops = f"; learning rate x{self.lr_factor:g} at steps {self.drop_steps}" if self.drop_steps else ""
         if self.stopped_step is not None:
             line = f"stopped at step {self.stopped_step} (cap {trainer.max_steps}): {self.stopping_reason_message}"
         else:
             line = (
                 f"ran to step {trainer.global_step} without a plateau of {self.monitor}: more steps may help"
             )
-        print(f"[PlateauStopping] {line}", file=sys.stderr, flush=True)
+        print(f"[PlateauStopping] {line}{drops}", file=sys.stderr, flush=True)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -158,6 +210,7 @@ class PlateauStopping(EarlyStopping):
             "smoothed": self.smoothed,
             "ema": self._ema,
             "ema_steps": self._ema_steps,
+            "drop_steps": list(self.drop_steps),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -165,6 +218,7 @@ class PlateauStopping(EarlyStopping):
         self.stopped_step = state_dict.get("stopped_step")
         self.smoothed = state_dict.get("smoothed")
         self._ema, self._ema_steps = state_dict.get("ema", 0.0), state_dict.get("ema_steps", 0)
+        self.drop_steps = list(state_dict.get("drop_steps", []))
 
 
 def stopped_step(checkpoint: dict[str, Any]) -> int | None:
