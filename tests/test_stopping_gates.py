@@ -95,6 +95,23 @@ def test_stopped_distillation_writes_its_stopping_step_into_last_ckpt(tmp_path: 
     assert stopped_step(saved) == stop.stopped_step
 
 
+def test_a_stop_decided_at_validation_after_the_periodic_save_still_reaches_last_ckpt(tmp_path: Path) -> None:
+    """The periodic save of step n runs before step n's validation; the stop decided there must not be lost."""
+    torch.manual_seed(0)
+    embedder = ContrastiveTokenEmbedder(num_codebooks=2, vocab_size=32, dim=16, embed_dim=16, num_layers=1)
+    stop = PlateauStopping(
+        "val/triplet_accuracy", mode="max", plateau=Plateau(every_n_train_steps=None), stopping_threshold=0.0
+    )
+    checkpoint = RunCheckpoint(dirpath=str(tmp_path), save_last=True, save_top_k=0, every_n_train_steps=2)
+    trainer = quiet_trainer(
+        max_steps=50, val_check_interval=2, callbacks=[stop, checkpoint], enable_checkpointing=True
+    )
+    data = SyntheticMusicDataModule(num_train=512, num_val=32, batch_size=16, seed=1)
+    trainer.fit(ContrastiveEmbedderModule(embedder, chunk_frames=8), datamodule=data)
+    assert stop.stopped_step == 2
+    assert stopped_step(load_checkpoint(tmp_path / "last.ckpt")) == 2
+
+
 class _ScheduledCurve(_Curve):
     def configure_optimizers(self):
         optimizer = torch.optim.SGD(self.parameters(), lr=0.01)
