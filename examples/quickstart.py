@@ -7,15 +7,18 @@ Stages (each an ordinary CLI command; a stage whose output exists is skipped, so
 1. ``cfgrl fit --config examples/configs/pretrain.yaml``        the base model (condition dropout)
 2. ``cfgrl fit --config examples/configs/embedder.yaml``        the diversity reward's contrastive embedder
 3. ``cfgrl fit --config examples/configs/judge.yaml``           a prompt classifier (adherence judge)
-4. ``cfgrl fit --config examples/configs/distill_beta0.yaml``   quality model: CFG distillation, beta = 0
-5. ``cfgrl fit --config examples/configs/distill_beta15.yaml``  diversity model: beta = 15
+4. ``cfgrl fit --config examples/configs/distill_beta0.yaml``   quality model: CFG distillation, beta = 0,
+   until its KL to the CFG teacher stops improving
+5. ``cfgrl fit --config examples/configs/distill_beta15.yaml``  diversity model: beta = 15, 300 steps
 6. ``cfgrl fit --config examples/configs/distill_placebo.yaml`` placebo: beta = 15, shuffled rewards
 7. ``cfgrl merge --quality ... --diversity ... --lambdas 0,0.25,0.5,0.75,1 --out runs/merged``
 8. ``cfgrl evaluate --config examples/configs/evaluate.yaml``   table, claims, plot -> runs/eval
    (5 evaluation seeds; the best temperature/top-p point is chosen on 3 separate selection seeds)
 
-Training stages whose ``last.ckpt`` reached the config's ``max_steps`` are skipped, so a rerun only
-re-evaluates; a stage killed midway resumes from its periodic ``last.ckpt`` (``--ckpt_path last``).
+The embedder and the quality model stop by measurement (``PlateauStopping``: held-out triplet accuracy
+at its target or flat, the distillation KL flat; ``max_steps`` is a cap). Stages whose ``last.ckpt``
+stopped or reached the cap are skipped, so a rerun only re-evaluates; a stage killed midway resumes
+from its periodic ``last.ckpt`` (``--ckpt_path last``).
 Delete a ``runs/<stage>`` folder to redo that stage.
 
 ``--results PATH`` also saves the evaluation's ``results.json`` (table, claims, machine, commit) with the
@@ -33,6 +36,7 @@ import yaml
 
 from lightning_cfgrl.cli.main import main as cfgrl
 from lightning_cfgrl.io.checkpoints import atomic_save_json, load_checkpoint
+from lightning_cfgrl.training.stopping import stopped_step
 
 CONFIGS = Path(__file__).parent / "configs"
 TRAINING = ["pretrain", "embedder", "judge", "distill_beta0", "distill_beta15", "distill_placebo"]
@@ -72,8 +76,10 @@ def main() -> None:
         last = Path("runs", OUTPUT.get(config, config), "checkpoints", "last.ckpt")
         argv = ["fit", "--config", str(path)]
         if last.exists():
-            step, max_steps = load_checkpoint(last, mmap=True)["global_step"], _max_steps(path)
-            if step < max_steps:  # killed midway: continue from the periodic checkpoint
+            saved = load_checkpoint(last, mmap=True)
+            step, max_steps = saved["global_step"], _max_steps(path)
+            # finished: stopped by measurement (PlateauStopping) or at the cap; else killed midway
+            if stopped_step(saved) is None and step < max_steps:  # continue from the periodic checkpoint
                 print(f"[{config}] resuming from step {step} of {max_steps}", flush=True)
                 stage(config, None, [*argv, "--ckpt_path", "last"])
                 continue

@@ -43,9 +43,12 @@ _HOMES = {
     "CFGRLModule": "lightning_cfgrl.training",
     "DiversityRewardCallback": "lightning_cfgrl.training",
     "ObjectiveCallback": "lightning_cfgrl.training",
+    "PlateauStopping": "lightning_cfgrl.training",
     "PretrainModule": "lightning_cfgrl.training",
     "PromptDataModule": "lightning_cfgrl.training",
+    "QualityBudget": "lightning_cfgrl.core",
     "RewardCallback": "lightning_cfgrl.training",
+    "RewardGates": "lightning_cfgrl.training",
     "RewardSpec": "lightning_cfgrl.training",
     "RolloutBatch": "lightning_cfgrl.training",
 }

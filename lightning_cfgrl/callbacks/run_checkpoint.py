@@ -54,6 +54,15 @@ class RunCheckpoint(ModelCheckpoint):
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "log_dir": self.log_dir}
 
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # a run stopped by a callback (PlateauStopping, after its decision at this step's validation) or
+        # ending off the save grid must leave its final state as last.ckpt; Lightning's own hook saves
+        # only when no last.ckpt was written yet, and skips a step it already saved before the decision
+        stopped = trainer.should_stop or self._last_global_step_saved != trainer.global_step
+        if self.save_last and self._last_checkpoint_saved and stopped:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        super().on_train_end(trainer, pl_module)
+
 
 def run_checkpoint_dir(trainer: pl.Trainer) -> str:
     """``<save_dir>/<name>/checkpoints`` of the Trainer's first logger (no version), or

@@ -4,6 +4,7 @@ Token-model contract (:mod:`.generator`), conditions, the delay pattern, samplin
 mix, the per-token divergences and the diversity reward with its baselines.
 """
 
+from lightning_cfgrl.core.budget import BudgetController, QualityBudget
 from lightning_cfgrl.core.condition import (
     Condition,
     cat_conditions,
@@ -40,10 +41,12 @@ from lightning_cfgrl.core.sampling import SamplingConfig, process_logits, sample
 
 __all__ = [
     "BASELINES",
+    "BudgetController",
     "DIVERGENCES",
     "Condition",
     "DelayPattern",
     "ModuleAdapter",
+    "QualityBudget",
     "RunningMeanBaseline",
     "SamplingConfig",
     "TokenEmbedder",

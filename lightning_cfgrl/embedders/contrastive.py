@@ -25,6 +25,8 @@ from lightning_cfgrl.io.checkpoints import (
 )
 from lightning_cfgrl.io.provenance import file_source
 
+QUALITY_KEY = "embedder_quality"  # checkpoint entry: {"heldout_triplet_accuracy", "global_step"}
+
 
 class _ConvBlock(nn.Module):
     def __init__(self, dim: int, kernel_size: int, dilation: int) -> None:
@@ -68,6 +70,8 @@ class ContrastiveTokenEmbedder(nn.Module):
         # {"path", "sha256"} when every weight comes from a file: a DiversityRewardCallback then saves this
         # record instead of the weights (hashed before reading, so it never describes newer bytes)
         self.checkpoint_source: dict[str, str] | None = None
+        # what the checkpoint recorded (chance 0.5); DiversityRewardCallback's gate reads it
+        self.heldout_triplet_accuracy: float | None = None
         if checkpoint is not None:
             source = file_source(checkpoint) if os.path.isfile(checkpoint) else None
             state, spec = load_embedder_checkpoint(checkpoint)
@@ -120,6 +124,7 @@ class ContrastiveTokenEmbedder(nn.Module):
                     f"({self._init_args}): {err}"
                 ) from err
             self.checkpoint_source = source
+            self.heldout_triplet_accuracy = recorded_triplet_accuracy(checkpoint)
 
     def spec(self) -> dict[str, Any]:
         """``class_path``/``init_args`` that rebuild this architecture (recorded in checkpoints)."""
@@ -145,6 +150,20 @@ class ContrastiveTokenEmbedder(nn.Module):
         x = sum(emb(tokens[:, k]) for k, emb in enumerate(self.token_emb))  # [B, T, D]
         x = self.norm(self.blocks(rearrange(x, "b t d -> b d t")))
         return self.proj(x.mean(dim=-1))
+
+
+def recorded_triplet_accuracy(path: str | os.PathLike[str]) -> float | None:
+    """The held-out triplet accuracy a ``ContrastiveEmbedderModule`` checkpoint recorded (chance 0.5), or None
+    (a state dict, a safetensors file, or a checkpoint written before any validation)."""
+    from lightning_cfgrl.io.checkpoints import is_safetensors_file, load_checkpoint
+
+    if is_safetensors_file(path):
+        return None
+    ckpt = load_checkpoint(path, require_state_dict=False, mmap=True)
+    record = ckpt.get(QUALITY_KEY) if isinstance(ckpt, dict) else None
+    if not isinstance(record, dict) or record.get("heldout_triplet_accuracy") is None:
+        return None
+    return float(record["heldout_triplet_accuracy"])
 
 
 def load_embedder_checkpoint(

@@ -19,7 +19,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
-from lightning_cfgrl.embedders.contrastive import ContrastiveTokenEmbedder
+from lightning_cfgrl.embedders.contrastive import QUALITY_KEY, ContrastiveTokenEmbedder
 from lightning_cfgrl.io.specs import instantiate_spec, save_safe_hyperparameters
 from lightning_cfgrl.training.hparams import log_hparams_with_metrics
 from lightning_cfgrl.training.optimization import build_optimizers
@@ -137,6 +137,15 @@ class ContrastiveEmbedderModule(pl.LightningModule):
                 "it would be mostly noise. Train longer (trainer.max_steps), or check chunk_frames against "
                 "the sequence length and the learning rate."
             )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # the last held-out accuracy travels with the weights: DiversityRewardCallback's gate reads it
+        accuracy = self.trainer.callback_metrics.get("val/triplet_accuracy")
+        if accuracy is not None:
+            checkpoint[QUALITY_KEY] = {
+                "heldout_triplet_accuracy": float(accuracy),
+                "global_step": int(self.trainer.global_step),
+            }
 
     def forward(self, tokens: Tensor) -> Tensor:
         return self.embedder(tokens)

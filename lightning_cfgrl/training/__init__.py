@@ -8,17 +8,22 @@ from lightning_cfgrl.training.objective import ObjectiveCallback
 from lightning_cfgrl.training.pretrain import PretrainModule
 from lightning_cfgrl.training.prompts import PromptDataModule
 from lightning_cfgrl.training.reward import PolicyGradientConfig, RewardCallback, RewardSpec
+from lightning_cfgrl.training.reward_gates import RewardGateError, RewardGates
 from lightning_cfgrl.training.rollout import RolloutBatch
+from lightning_cfgrl.training.stopping import PlateauStopping
 
 __all__ = [
     "CFGDistillCallback",
     "CFGRLModule",
     "DiversityRewardCallback",
     "ObjectiveCallback",
+    "PlateauStopping",
     "PolicyGradientConfig",
     "PretrainModule",
     "PromptDataModule",
     "RewardCallback",
+    "RewardGateError",
+    "RewardGates",
     "RewardSpec",
     "RolloutBatch",
 ]

@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
+from lightning_cfgrl.core.budget import BudgetController, QualityBudget
 from lightning_cfgrl.core.controls import DIVERSITY_WEIGHT, ControlDistribution, Distribution, control_setting
 from lightning_cfgrl.core.diversity import (
     ADVANTAGE_NORMS,
@@ -30,11 +31,19 @@ from lightning_cfgrl.training.finite_guard import last_good_note
 from lightning_cfgrl.training.frozen import freeze, frozen_state, load_frozen_state, place_frozen
 from lightning_cfgrl.training.grad_norm import GradNormMonitor
 from lightning_cfgrl.training.objective import ObjectiveCallback
+from lightning_cfgrl.training.reward_gates import (
+    DeadRewardMonitor,
+    RewardGates,
+    check_embedder,
+    over_budget_error,
+)
 from lightning_cfgrl.training.rollout import RolloutBatch
 from lightning_cfgrl.training.sharding import is_sharded
 
 if TYPE_CHECKING:
     from lightning_cfgrl.training.module import CFGRLModule
+
+BUDGET_METRIC = "train/distill_divergence_per_token"  # what CFGDistillCallback logs each step
 
 
 class DiversityRewardCallback(ObjectiveCallback):
@@ -101,6 +110,13 @@ class DiversityRewardCallback(ObjectiveCallback):
         seed: seeds the placebo permutation (combined with the global step and rank).
         name: the loss term's name (``train/<name>``).
         embed_in_checkpoint: save the embedder's weights even when it came from a file.
+        quality_budget: instead of a fixed beta, how much quality the run may give up
+            (:class:`~lightning_cfgrl.core.budget.QualityBudget`): ``beta`` is then the starting weight,
+            and a controller moves it each step so that the smoothed per-token KL to the CFG teacher
+            (``train/distill_divergence_per_token``, from ``CFGDistillCallback``) stays at the budget's
+            target. Logs ``train/<name>_beta``, ``train/budget_kl_smoothed`` and ``train/budget_kl_target``.
+        gates: when the run refuses to start or stops (:class:`~lightning_cfgrl.training.reward_gates.RewardGates`):
+            an embedder near chance, a dead reward, a budget exceeded although beta backed off.
     """
 
     def __init__(
@@ -119,6 +135,8 @@ class DiversityRewardCallback(ObjectiveCallback):
         name: str = "diversity",
         embed_in_checkpoint: bool = False,
         beta_distribution: Distribution = "uniform",
+        quality_budget: QualityBudget | None = None,
+        gates: RewardGates | None = None,
     ) -> None:
         if not isinstance(embedder, nn.Module):
             raise TypeError(
@@ -157,6 +175,18 @@ class DiversityRewardCallback(ObjectiveCallback):
         ratio_key = f"train/grad_norm/{name}_ratio" if self._prefix else "train/grad_norm/ratio"
         self.grad_norm = GradNormMonitor(name, ratio_key)
         self._warned_sampling = False
+        if quality_budget is not None and self.beta_range is not None:
+            raise ValueError("quality_budget adapts one beta; it cannot be combined with a beta range/list")
+        self.gates = gates if gates is not None else RewardGates()
+        self.controller = BudgetController(quality_budget, self.beta) if quality_budget is not None else None
+        if self.controller is not None:
+            self.beta = self.controller.beta  # 0 while the reference KL is measured
+        self.dead_reward = DeadRewardMonitor(self.gates)
+
+    @property
+    def trains_on_reward(self) -> bool:
+        """Whether the reward drives the update (a beta = 0 run only logs it, and is not gated)."""
+        return self.beta > 0 or self.beta_range is not None or self.controller is not None
 
     @property
     def state_key(self) -> str:
@@ -189,17 +219,36 @@ class DiversityRewardCallback(ObjectiveCallback):
                 "log_grad_norm=False under sharding (DDP and single-device runs support it)"
             )
         self.embedder = place_frozen(self.embedder, trainer, pl_module.device)
+        if self.trains_on_reward:  # before any RL step: an embedder near chance is an error
+            warning = check_embedder(self.embedder, self.gates)
+            if warning:
+                rank_zero_warn(f"DiversityRewardCallback: {warning}")
 
     def hyperparameters(self) -> dict[str, Any]:
         embedder = type(self.embedder)
+        return (
+            {
+                f"{self.name}/beta": self.beta,
+                f"{self.name}/baseline": self.baseline,
+                f"{self.name}/advantage_norm": self.advantage_norm,
+                f"{self.name}/beta_scale": self.beta_scale,
+                f"{self.name}/shuffle_rewards": self.shuffle_rewards,
+                f"{self.name}/embedder": f"{embedder.__module__}.{embedder.__qualname__}",
+            }
+            | ({f"{self.name}/beta_range": str(self.beta_range)} if self.beta_range else {})
+            | self._budget_hparams()
+        )
+
+    def _budget_hparams(self) -> dict[str, Any]:
+        if self.controller is None:
+            return {}
+        budget = self.controller.budget
+        unit = "relative" if budget.relative else "nats_per_token"
         return {
-            f"{self.name}/beta": self.beta,
-            f"{self.name}/baseline": self.baseline,
-            f"{self.name}/advantage_norm": self.advantage_norm,
-            f"{self.name}/beta_scale": self.beta_scale,
-            f"{self.name}/shuffle_rewards": self.shuffle_rewards,
-            f"{self.name}/embedder": f"{embedder.__module__}.{embedder.__qualname__}",
-        } | ({f"{self.name}/beta_range": str(self.beta_range)} if self.beta_range else {})
+            f"{self.name}/quality_budget": f"{budget.max_increase:g} ({unit})",
+            f"{self.name}/budget_controller": budget.controller,
+            f"{self.name}/beta": self.controller.initial_beta,
+        }
 
     # -- the loss term --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -264,6 +313,11 @@ class DiversityRewardCallback(ObjectiveCallback):
         pl_module.log(f"train/{p}reward_std", rewards.flatten().std(correction=0), batch_size=num_prompts)
         pl_module.log(f"train/{p}group_diversity", group_diversity(distances).mean(), batch_size=num_prompts)
         pl_module.log(f"train/{p}reward_baseline", baselines.mean(), batch_size=num_prompts)
+        spread = rewards.std(dim=1, correction=0).mean()  # per-prompt spread: what the advantages rank
+        pl_module.log(f"train/{p}reward_group_spread", spread, batch_size=num_prompts)
+        if self.trains_on_reward:  # averaged over processes, so every rank stops at the same step
+            global_spread = pl_module.trainer.strategy.reduce(spread.detach(), reduce_op="mean")
+            self.dead_reward.update(float(global_spread), pl_module.global_step)
         if self.log_grad_norm and pl_module.global_step % self.grad_norm_every_n_steps == 0:
             self.grad_norm.add_term(pl_module, term, self._params(pl_module))
         if kind == "running_mean":
@@ -272,6 +326,29 @@ class DiversityRewardCallback(ObjectiveCallback):
             batch_mean = pl_module.trainer.strategy.reduce(rewards.mean(), reduce_op="mean")
             self.running.update(float(batch_mean))
         return {self.name: term}
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: CFGRLModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.controller is None:
+            return
+        kl = trainer.callback_metrics.get(BUDGET_METRIC)
+        if kl is None:
+            raise ValueError(
+                f"DiversityRewardCallback(quality_budget=...) reads the logged {BUDGET_METRIC!r}, which no "
+                "callback logged this step; add CFGDistillCallback to the Trainer's callbacks"
+            )
+        # every rank feeds the same (averaged) KL, so every rank holds and checkpoints the same beta
+        kl = float(trainer.strategy.reduce(kl.detach().float().mean(), reduce_op="mean"))
+        self.beta = self.controller.update(kl)
+        c, p = self.controller, self._prefix
+        pl_module.log(f"train/{self.name}_beta", self.beta, batch_size=1)
+        pl_module.log(f"train/{p}budget_kl_smoothed", c.smoothed, batch_size=1)
+        if c.target is not None:
+            pl_module.log(f"train/{p}budget_kl_target", c.target, batch_size=1)
+        limit = self.gates.over_budget_steps
+        if limit and c.over_budget_steps >= limit:
+            raise over_budget_error(c.over_budget_steps, c.smoothed, c.target, self.beta, trainer.global_step)
 
     @staticmethod
     def _global_std(pl_module: CFGRLModule, rewards: Tensor) -> Tensor:
@@ -342,6 +419,9 @@ class DiversityRewardCallback(ObjectiveCallback):
         # weights when nothing else can rebuild it
         source = getattr(self.embedder, "checkpoint_source", None)
         state = frozen_state(self.embedder, "embedder", source, self.embed_in_checkpoint)
+        state["dead_reward_steps"] = self.dead_reward.dead_steps
+        if self.controller is not None:  # beta, the reference and the smoothed KL resume where they were
+            state["budget"] = self.controller.state_dict()
         return {"running_baseline": self.running.state_dict(), **state}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -349,3 +429,7 @@ class DiversityRewardCallback(ObjectiveCallback):
         load_frozen_state(self.embedder, state_dict, "embedder", source, "reward embedder")
         if "running_baseline" in state_dict:
             self.running.load_state_dict(state_dict["running_baseline"])
+        self.dead_reward.dead_steps = state_dict.get("dead_reward_steps", 0)
+        if self.controller is not None and state_dict.get("budget") is not None:
+            self.controller.load_state_dict(state_dict["budget"])
+            self.beta = self.controller.beta
