@@ -391,6 +391,21 @@ def view_summary(data: dict, key: str = "summary") -> str:
     return table(["quantity", "value"], ([f"`{k}`", fmt(v)] for k, v in _get(data, key).items()))
 
 
+def view_grid(data: dict, key: str = "summary", columns: str = "", labels: str = "", row: str = "") -> str:
+    """A dict of flat dicts (``{row: {column: value}}``, e.g. ratios per size) as one table: a row per outer
+    key (headed ``row``), the inner ``columns`` (default: every key of the first row)."""
+    grid = _get(data, key)
+    first = next(iter(grid.values()))
+    keys = columns.split(",") if columns else list(first)
+    header = labels.split(",") if labels else keys
+    if len(header) != len(keys):
+        raise ValueError(f"labels {header} and columns {keys} differ in length")
+    return table(
+        [row or key, *header],
+        ([f"{outer}", *[fmt(inner.get(k)) for k in keys]] for outer, inner in grid.items()),
+    )
+
+
 def view_config(data: dict, key: str = "config") -> str:
     """The scalar settings of a dict (by default ``config``) as one line."""
     items = [f"{k} {fmt(v)}" for k, v in _get(data, key).items() if not isinstance(v, dict | list)]
@@ -420,6 +435,7 @@ VIEWS: dict[str, Callable[..., str]] = {
     "selection": view_selection,
     "records": view_records,
     "summary": view_summary,
+    "grid": view_grid,
     "config": view_config,
     "command": view_command,
 }
