@@ -109,7 +109,7 @@ BAD = {
     ),
     "unknown decoder": (
         ["--decoder", "speaker"],
-        "decoder must be 'synth', 'generator', a decoder object or None",
+        "decoder must be 'synth', 'folk', 'generator', a decoder object or None",
     ),
     "not a self-decoding model": (
         ["--decoder", "generator"],

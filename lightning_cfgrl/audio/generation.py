@@ -5,7 +5,8 @@
 * ``tokens.safetensors``: ``frames`` int64 ``[P * G, K, T]`` (the G samples of a prompt adjacent),
   ``prompt_index`` and ``sample_index`` int64 ``[P * G]``, and the prompts as ``condition`` (or
   ``condition.<key>`` for a dict condition) ``[P, ...]``; safetensors, so loading it runs no code;
-* ``audio/prompt<p>_sample<g>.wav`` per sample when a decoder is configured (16-bit PCM);
+* ``audio/prompt<p>_sample<g>.wav`` per sample when a decoder is configured (16-bit PCM), and
+  ``audio/prompt<p>_sample<g>.mid`` beside it when the decoder writes MIDI (``decoder="folk"``);
 * ``generation.json``: the checkpoint (with its sha256), the sampling settings, seeds and file names.
 
 Every argument is checked and the checkpoint loaded before the first sample; every file is written
@@ -47,7 +48,7 @@ class GeneratedFiles:
 
 def resolve_decoder(decoder: AudioDecoder | str | None, generator: nn.Module) -> AudioDecoder | None:
     """``None``; ``"synth"`` (a :class:`~lightning_cfgrl.audio.SyntheticSynth` for the generator's
-    vocabulary); ``"generator"`` (a generator that decodes its own tokens, e.g. MusicGen's); or a decoder
+    vocabulary); ``"folk"`` (a :class:`~lightning_cfgrl.experiments.folk.FolkRenderer`: WAV and MIDI); ``"generator"`` (a generator that decodes its own tokens, e.g. MusicGen's); or a decoder
     (``EncodecTokenizer``, ``SyntheticSynth``, anything with ``decode`` and ``sample_rate``), checked to
     match the generator's vocabulary and codebooks."""
     if decoder is None:
@@ -56,6 +57,10 @@ def resolve_decoder(decoder: AudioDecoder | str | None, generator: nn.Module) ->
         from lightning_cfgrl.audio.synth import SyntheticSynth
 
         return SyntheticSynth(vocab_size=generator.vocab_size)
+    if decoder == "folk":  # the folk-tune domain (lightning_cfgrl.experiments.folk): WAV and MIDI
+        from lightning_cfgrl.experiments.folk import FolkRenderer, FolkTokenizer
+
+        return FolkRenderer(FolkTokenizer(vocab_size=generator.vocab_size))
     if decoder == "generator":
         if not isinstance(generator, AudioDecoder):
             raise ValueError(
@@ -64,7 +69,9 @@ def resolve_decoder(decoder: AudioDecoder | str | None, generator: nn.Module) ->
             )
         return generator
     if isinstance(decoder, str):
-        raise ValueError(f"decoder must be 'synth', 'generator', a decoder object or None, got {decoder!r}")
+        raise ValueError(
+            f"decoder must be 'synth', 'folk', 'generator', a decoder object or None, got {decoder!r}"
+        )
     if not isinstance(decoder, AudioDecoder):
         raise TypeError(f"decoder must have .decode(tokens) and .sample_rate, got {type(decoder).__name__}")
     size = getattr(decoder, "codebook_size", None) or getattr(decoder, "vocab_size", None)
@@ -158,6 +165,8 @@ def generate(
                     path = out / "audio" / f"prompt{p:03d}_sample{g:02d}.wav"
                     write_audio(path, wav, int(decoder.sample_rate))
                     written.append(path)
+                    if callable(getattr(decoder, "write_midi", None)):  # a symbolic decoder: MIDI too
+                        written.append(decoder.write_midi(chunk[j], path.with_suffix(".mid")))
             bar.update(chunk.shape[0])
     all_frames = torch.cat(frames)  # [P * G, K, T]
     prompt_index = torch.arange(num_prompts).repeat_interleave(num_samples)

@@ -45,7 +45,7 @@ def build_parser() -> ArgumentParser:
         "--decoder",
         type=SyntheticSynth | EncodecTokenizer | str | None,
         default=None,
-        help="tokens -> audio: 'synth' (SyntheticSynth), 'generator' (a model that decodes itself, e.g. "
+        help="tokens -> audio: 'synth' (SyntheticSynth), 'folk' (folk tunes: WAV and MIDI), 'generator' (a model that decodes itself, e.g. "
         "MusicGen), or a class_path (EncodecTokenizer with a local checkpoint); none: tokens only",
     )
     parser.add_argument("--seed", type=int, default=0, help="prompt batch b is sampled with seed + b")

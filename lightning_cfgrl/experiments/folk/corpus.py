@@ -67,7 +67,8 @@ def essen_files(collections: Sequence[str] | None = None) -> list[Path]:
 
 
 def collection_of(path: Path) -> str:
-    """A file's collection: its stem without trailing digits ("erk10" -> "erk", "han2" -> "han")."""
+    """A multi-tune file's collection: its stem without trailing digits ("erk10" -> "erk", "han2" -> "han").
+    A file holding one tune belongs to its folder's collection (a folder of single-tune files)."""
     return re.sub(r"\d+$", "", path.stem) or path.stem
 
 
@@ -91,8 +92,9 @@ def _parse_file(path: Path) -> Iterator[Tune]:
     except Exception as error:  # music21 raises many types; name the file
         raise ValueError(f"music21 could not read {path}: {error}") from error
     scores = list(parsed.scores) if isinstance(parsed, music21.stream.Opus) else [parsed]
+    collection = collection_of(path) if len(scores) > 1 else path.parent.name
     for index, score in enumerate(scores):
-        tune = _tune(score, collection_of(path), f"{path.name}#{index}")
+        tune = _tune(score, collection, f"{path.name}#{index}")
         if tune is not None:
             yield tune
 

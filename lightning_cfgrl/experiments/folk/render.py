@@ -41,7 +41,7 @@ class FolkRenderer:
     num_codebooks = 2
 
     def decode(self, frames: Tensor) -> Tensor:
-        n = round(self.tokenizer.num_frames * self.frame_seconds * self.sample_rate)
+        n = round(frames.shape[-1] * self.frame_seconds * self.sample_rate)  # any length T
         out = torch.zeros(frames.shape[0], 1, n)
         for b, f in enumerate(frames.cpu()):
             for onset, duration, midi in self.tokenizer.decode(f):
