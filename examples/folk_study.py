@@ -3,7 +3,8 @@ extra ``pip install -e ".[music]"``), judged by models and rules nobody trained 
 
     python examples/folk_study.py prepare   # parse (cached), judge, base (<= 10 min CPU), reward embedder
     python examples/folk_study.py sweep     # CFG vs temperature / top-p on the held-out prompts
-    python examples/folk_study.py claims    # beta=0 / beta=15 / placebo students, merges, the claims table
+    python examples/folk_study.py train --seeds 0 1 2   # the beta=0 / beta=15 / placebo students (cached)
+    python examples/folk_study.py claims    # students (trained if not cached), merges, the claims table
 
 Protocol (as examples/recipe_study.py; fixed before any run): the recipe is the shipped one
 (examples/configs/distill_*.yaml; nothing is tuned on this domain), claims are measured on the corpus's
@@ -18,6 +19,7 @@ models under ``runs/folk_study/``, audio (WAV + MIDI) under ``runs/folk_study/au
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -54,6 +56,7 @@ from lightning_cfgrl.experiments.folk import (  # noqa: E402
     save_judge,
     train_judge,
 )
+from lightning_cfgrl.experiments.folk.judge import calibrate_temperature, load_judge  # noqa: E402
 from lightning_cfgrl.io.checkpoints import atomic_save_json  # noqa: E402
 from lightning_cfgrl.merging.streaming import merge_state_dicts  # noqa: E402
 from lightning_cfgrl.models import AudioTokenTransformer  # noqa: E402
@@ -153,13 +156,24 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     )
     CACHE.mkdir(parents=True, exist_ok=True)
     cpu = time.process_time()
-    judge, prior = train_judge(data, steps=JUDGE_STEPS)
-    save_judge(judge, prior, data, CACHE / "judge.safetensors")
+    if (CACHE / "judge.safetensors").exists():
+        judge, prior, _ = load_judge(CACHE / "judge.safetensors", data)
+    else:
+        judge, prior = train_judge(data, steps=JUDGE_STEPS)
+    temperature = calibrate_temperature(judge, prior, data, "generator")
+    save_judge(judge, prior, data, CACHE / "judge.safetensors", temperature)
     judge_cpu = time.process_time() - cpu
-    accuracy = judge_accuracy(judge, prior, data, "test")
+    accuracy = judge_accuracy(judge, prior, data, "test", temperature)
+    accuracy["uncalibrated"] = judge_accuracy(judge, prior, data, "test")
     rules = rule_accuracies(data)
     print(f"judge: {accuracy}\nrules: {rules}", flush=True)
 
+    if args.judge_only:  # recalibrate a trained judge; the rest is cached
+        setup = RESULTS / "real_music_setup.json"
+        saved = json.loads(setup.read_text())
+        saved.update(judge_heldout=accuracy, rule_judges_heldout=rules, **provenance())
+        atomic_save_json(saved, setup)
+        return
     pl.seed_everything(0)
     base = generator(data)
     module = PretrainModule(
@@ -271,8 +285,6 @@ def sweeps(data, base, evaluator, selector):
 
 def saved_sweep(data, base, evaluator, selector):
     """The sweep that ``sweep`` saved (same commit's settings), else computed again."""
-    import json
-
     path = RESULTS / "real_music_sweep.json"
     if path.exists():
         saved = json.loads(path.read_text())
@@ -400,6 +412,23 @@ def cached_student(data, state, embedder, recipe, seed, key: str):
     return model, cpu
 
 
+KINDS = {
+    "beta=0": rs.Recipe(),
+    "beta=15": rs.Recipe(beta=15.0),
+    "placebo": rs.Recipe(beta=15.0, shuffle_rewards=True),
+}
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    """Train (and cache) the three students of the given training seeds, e.g. beside ``sweep``."""
+    data = corpus()
+    state, reward = load_base(data).state_dict(), load_reward()
+    for seed in args.seeds:
+        for key, recipe in KINDS.items():
+            _, cpu = cached_student(data, state, reward, recipe, seed, key.replace("=", ""))
+            print(f"trained {key} seed {seed}: {cpu:.0f} CPU s", flush=True)
+
+
 def cmd_claims(args: argparse.Namespace) -> None:
     data = corpus()
     base = load_base(data)
@@ -409,11 +438,7 @@ def cmd_claims(args: argparse.Namespace) -> None:
     chance = evaluator.chance
     cfg, sampling, best = saved_sweep(data, base, evaluator, selector)
     state = base.state_dict()
-    kinds = {
-        "beta=0": rs.Recipe(),
-        "beta=15": rs.Recipe(beta=15.0),
-        "placebo": rs.Recipe(beta=15.0, shuffle_rewards=True),
-    }
+    kinds = KINDS
     trained = {k: [] for k in kinds}
     seconds = {k: [] for k in kinds}
     merged = {lam: [] for lam in rs.MERGE_LAMBDAS}
@@ -532,13 +557,16 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("prepare")
+    prepare = sub.add_parser("prepare")
+    prepare.add_argument("--judge_only", action="store_true", help="recalibrate the judge, keep the rest")
     sub.add_parser("sweep")
+    train = sub.add_parser("train")
+    train.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
     claims = sub.add_parser("claims")
     claims.add_argument("--train_seeds", type=int, default=3, help="training seeds per student (1-3)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    {"prepare": cmd_prepare, "sweep": cmd_sweep, "claims": cmd_claims}[args.command](args)
+    {"prepare": cmd_prepare, "sweep": cmd_sweep, "train": cmd_train, "claims": cmd_claims}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -39,19 +39,39 @@ def train_judge(corpus, steps: int = 1500, dim: int = 64, seed: int = 0) -> tupl
 
 
 @torch.no_grad()
-def judge_log_posterior(model: PromptClassifier, log_prior: Tensor, frames: Tensor) -> Tensor:
+def judge_log_posterior(
+    model: PromptClassifier, log_prior: Tensor, frames: Tensor, temperature: float = 1.0
+) -> Tensor:
     """``[B, 2, T]`` -> ``[B, P]`` float64 log p(prompt | frames) under a uniform prompt prior (the
-    training share's prior divided out, so chance is log 1/P whatever the prompts' sizes)."""
-    logits = model(frames)[0].double() - log_prior.double()
+    training share's prior divided out, so chance is log 1/P whatever the prompts' sizes), with the
+    logits divided by ``temperature`` (see :func:`calibrate_temperature`)."""
+    logits = model(frames)[0].double() / temperature - log_prior.double()
     return F.log_softmax(logits, -1)
 
 
-def judge_accuracy(model: PromptClassifier, log_prior: Tensor, corpus, share: str = "test") -> dict:
+@torch.no_grad()
+def calibrate_temperature(
+    model: PromptClassifier, log_prior: Tensor, corpus, share: str = "generator"
+) -> float:
+    """The logit temperature that minimises the judge's NLL on real tunes it was not trained on (the
+    generator's share by default; never the test share it is reported on). A classifier trained to
+    over-confidence scores below chance on average; one scalar fixes its calibration, not its ranking."""
+    frames, condition = corpus.data(share)
+    rows = corpus.prompt_table.prompt_index(condition)[:, None]
+    logits = model(frames)[0].double()
+    grid = torch.linspace(0.5, 8.0, 76)
+    nll = [-F.log_softmax(logits / t - log_prior.double(), -1).gather(1, rows).mean() for t in grid]
+    return float(grid[int(torch.stack(nll).argmin())])
+
+
+def judge_accuracy(
+    model: PromptClassifier, log_prior: Tensor, corpus, share: str = "test", temperature: float = 1.0
+) -> dict:
     """Held-out accuracy on a share: top-1 over prompts, balanced (mean per-prompt recall), per attribute
     (the argmax prompt's value), and the mean log-posterior of the true prompt (chance log 1/P)."""
     frames, condition = corpus.data(share)
     rows = corpus.prompt_table.prompt_index(condition)
-    post = judge_log_posterior(model, log_prior, frames)
+    post = judge_log_posterior(model, log_prior, frames, temperature)
     pred = post.argmax(1)
     recall = [
         float((pred[rows == p] == p).double().mean()) for p in range(corpus.num_prompts) if (rows == p).any()
@@ -70,19 +90,28 @@ def judge_accuracy(model: PromptClassifier, log_prior: Tensor, corpus, share: st
         "adherence": float(post.gather(1, rows[:, None]).mean()),
         "chance_adherence": -math.log(corpus.num_prompts),
         "chance_accuracy": 1.0 / corpus.num_prompts,
+        "temperature": temperature,
     }
 
 
-def save_judge(model: PromptClassifier, log_prior: Tensor, corpus, path: str | Path) -> None:
-    """``path`` (.safetensors: weights + prior) and ``path`` with .json: the prompts it classifies."""
+def save_judge(
+    model: PromptClassifier, log_prior: Tensor, corpus, path: str | Path, temperature: float = 1.0
+) -> None:
+    """``path`` (.safetensors: weights + prior) and ``path`` with .json: the prompts it classifies and the
+    logit temperature."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({**model.state_dict(), "log_prior": log_prior.float()}, str(path))
-    meta = {"combos": [list(c) for c in corpus.prompt_table.combos], "dim": model.embed[0].embedding_dim}
+    meta = {
+        "combos": [list(c) for c in corpus.prompt_table.combos],
+        "dim": model.embed[0].embedding_dim,
+        "temperature": temperature,
+    }
     path.with_suffix(".json").write_text(json.dumps(meta))
 
 
-def load_judge(path: str | Path, corpus) -> tuple[PromptClassifier, Tensor]:
+def load_judge(path: str | Path, corpus) -> tuple[PromptClassifier, Tensor, float]:
+    """The judge :func:`save_judge` wrote: ``(classifier, log prior [P], temperature)``."""
     path = Path(path)
     if not path.is_file() or not path.with_suffix(".json").is_file():
         raise FileNotFoundError(
@@ -99,7 +128,7 @@ def load_judge(path: str | Path, corpus) -> tuple[PromptClassifier, Tensor]:
     log_prior = state.pop("log_prior").double()
     model = PromptClassifier(2, corpus.vocab_size, (corpus.num_prompts,), meta["dim"])
     model.load_state_dict(state)
-    return model.eval(), log_prior
+    return model.eval(), log_prior, float(meta.get("temperature", 1.0))
 
 
 class FolkJudgeAdherence(Scorer):
@@ -114,12 +143,12 @@ class FolkJudgeAdherence(Scorer):
 
     def __init__(self, corpus, checkpoint: str) -> None:
         self.corpus = corpus
-        self.model, self.log_prior = load_judge(checkpoint, corpus)
+        self.model, self.log_prior, self.temperature = load_judge(checkpoint, corpus)
         self.chance = -math.log(corpus.num_prompts)
 
     def __call__(self, frames: Tensor, condition: Tensor) -> Tensor:
         rows = self.corpus.prompt_table.prompt_index(condition.cpu())
-        post = judge_log_posterior(self.model, self.log_prior, frames.cpu())
+        post = judge_log_posterior(self.model, self.log_prior, frames.cpu(), self.temperature)
         return post.gather(1, rows[:, None])[:, 0]
 
 

@@ -40,10 +40,11 @@ class FolkRenderer:
 
     num_codebooks = 2
 
-    def decode(self, frames: Tensor) -> Tensor:
-        n = round(frames.shape[-1] * self.frame_seconds * self.sample_rate)  # any length T
-        out = torch.zeros(frames.shape[0], 1, n)
-        for b, f in enumerate(frames.cpu()):
+    def decode(self, tokens: Tensor) -> Tensor:
+        """Frames ``[B, 2, T]`` (any T) -> ``[B, 1, T * frame_seconds * sample_rate]``."""
+        n = round(tokens.shape[-1] * self.frame_seconds * self.sample_rate)
+        out = torch.zeros(tokens.shape[0], 1, n)
+        for b, f in enumerate(tokens.cpu()):
             for onset, duration, midi in self.tokenizer.decode(f):
                 if midi >= 0:
                     self._add_note(out[b, 0], onset, duration, midi)
