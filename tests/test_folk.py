@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-music21 = pytest.importorskip("music21", reason="the folk-tune domain needs the optional extra [music] (music21)")
+music21 = pytest.importorskip(
+    "music21", reason="the folk-tune domain needs the optional extra [music] (music21)"
+)
 
 from lightning_cfgrl.experiments.folk import (  # noqa: E402
     FolkCorpus,
@@ -163,7 +165,8 @@ def test_meter_alignment_on_hand_made_rhythms():
     tail = quarters.clone()
     tail[0, 33::4] = True
     assert math.isclose(
-        meter_alignment(tail, cut, "4/4").item(), meter_alignment(quarters[:, :32], live[:, :32], "4/4").item()
+        meter_alignment(tail, cut, "4/4").item(),
+        meter_alignment(quarters[:, :32], live[:, :32], "4/4").item(),
     )
 
 
@@ -185,7 +188,9 @@ def test_render_wav_and_midi(tmp_path):
     wav = renderer.decode(frames)
     assert wav.shape == (1, 1, round(16 * 0.125 * 8000)) and bool(torch.isfinite(wav).all())
     third = wav.shape[-1] // 4
-    assert wav[0, 0, :third].abs().max() > 0.05 and wav[0, 0, 2 * third + 50 : 3 * third - 50].abs().max() == 0
+    assert (
+        wav[0, 0, :third].abs().max() > 0.05 and wav[0, 0, 2 * third + 50 : 3 * third - 50].abs().max() == 0
+    )
     path = renderer.write_midi(frames[0], tmp_path / "x.mid", meter="4/4")
     back = music21.converter.parse(str(path)).flatten().notes
     assert [n.pitch.midi for n in back] == [60, 67, 72]
@@ -202,3 +207,33 @@ def test_melody_profile_embedder_sees_rhythm_and_intervals():
     cos = torch.nn.functional.cosine_similarity
     assert e.shape == (3, 25 + 16 + 16 + 12 + 1)
     assert cos(e[0], e[1], dim=0) > cos(e[0], e[2], dim=0) + 0.3  # transposition keeps intervals, rhythm
+
+
+def test_judge_prior_and_calibration(small_files, tmp_path):
+    from lightning_cfgrl.experiments.folk.judge import (
+        calibrate_temperature,
+        judge_accuracy,
+        judge_log_posterior,
+        load_judge,
+        save_judge,
+        train_judge,
+    )
+
+    corpus = FolkCorpus(files=[str(f) for f in small_files], min_tunes=2, heldout_fraction=0.34)
+    model, prior = train_judge(corpus, steps=40, dim=16)
+    frames, condition = corpus.data("generator")
+    post = judge_log_posterior(model, prior, frames)
+    assert post.shape == (len(frames), corpus.num_prompts)
+    assert torch.allclose(post.exp().sum(1), torch.ones(len(frames), dtype=torch.float64))
+    t = calibrate_temperature(model, prior, corpus, "generator")
+    rows = corpus.prompt_table.prompt_index(condition)[:, None]
+    nll = [-judge_log_posterior(model, prior, frames, x).gather(1, rows).mean() for x in (1.0, t)]
+    assert 0.5 <= t <= 8.0 and nll[1] <= nll[0] + 1e-12
+    save_judge(model, prior, corpus, tmp_path / "judge.safetensors", t)
+    _, _, loaded_t = load_judge(tmp_path / "judge.safetensors", corpus)
+    assert loaded_t == pytest.approx(t)
+    report = judge_accuracy(model, prior, corpus, "generator", t)
+    assert report["chance_adherence"] == pytest.approx(-math.log(corpus.num_prompts))
+    other = FolkCorpus(files=[str(small_files[0])], min_tunes=2)
+    with pytest.raises(ValueError, match="differ from this corpus"):
+        load_judge(tmp_path / "judge.safetensors", other)
