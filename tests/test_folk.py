@@ -237,3 +237,32 @@ def test_judge_prior_and_calibration(small_files, tmp_path):
     other = FolkCorpus(files=[str(small_files[0])], min_tunes=2)
     with pytest.raises(ValueError, match="differ from this corpus"):
         load_judge(tmp_path / "judge.safetensors", other)
+
+
+def test_cfgrl_generate_writes_wav_and_midi_for_folk_tokens(tmp_path, capsys):
+    from lightning_cfgrl.cli.main import main
+    from lightning_cfgrl.io.checkpoints import atomic_save
+    from lightning_cfgrl.models import AudioTokenTransformer
+
+    torch.manual_seed(0)
+    generator = AudioTokenTransformer(2, 40, (4, 6, 3), dim=16, num_layers=1, num_heads=2, max_frames=16)
+    state = {f"generator.{k}": v for k, v in generator.state_dict().items()}
+    ckpt = tmp_path / "folk.ckpt"
+    atomic_save(
+        {"state_dict": state, "hyper_parameters": {"generator": generator.spec(), "num_frames": 16}}, ckpt
+    )
+    out = tmp_path / "samples"
+    argv = ["generate", "--checkpoint", str(ckpt), "--prompts", "[[1, 2, 1]]", "--num_samples", "2"]
+    assert main([*argv, "--decoder", "folk", "--out", str(out), "--progress", "false"]) == 0, (
+        capsys.readouterr().err
+    )
+    names = sorted(p.name for p in (out / "audio").iterdir())
+    assert names == [
+        "prompt000_sample00.mid",
+        "prompt000_sample00.wav",
+        "prompt000_sample01.mid",
+        "prompt000_sample01.wav",
+    ]
+    meta = json.loads((out / "generation.json").read_text())
+    assert meta["decoder"] == "FolkRenderer" and len(meta["audio"]) == 4
+    assert music21.converter.parse(str(out / "audio" / "prompt000_sample00.mid")) is not None
