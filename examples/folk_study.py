@@ -422,9 +422,11 @@ KINDS = {
 def cmd_train(args: argparse.Namespace) -> None:
     """Train (and cache) the three students of the given training seeds, e.g. beside ``sweep``."""
     data = corpus()
-    state, reward = load_base(data).state_dict(), load_reward()
+    state = load_base(data).state_dict()
+    reward = load_reward() if any(KINDS[k].beta > 0 for k in args.kinds) else None
     for seed in args.seeds:
-        for key, recipe in KINDS.items():
+        for key in args.kinds:
+            recipe = KINDS[key]
             _, cpu = cached_student(data, state, reward, recipe, seed, key.replace("=", ""))
             print(f"trained {key} seed {seed}: {cpu:.0f} CPU s", flush=True)
 
@@ -562,6 +564,7 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("sweep")
     train = sub.add_parser("train")
     train.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
+    train.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS), help="which students")
     claims = sub.add_parser("claims")
     claims.add_argument("--train_seeds", type=int, default=3, help="training seeds per student (1-3)")
     args = parser.parse_args(argv)
