@@ -457,6 +457,10 @@ def cmd_claims(args: argparse.Namespace) -> None:
                 flush=True,
             )
         for lam in rs.MERGE_LAMBDAS:
+            if lam in (0.0, 1.0):  # the students themselves: same seeds, same samples; not sampled twice
+                same = trained["beta=0" if lam == 0.0 else "beta=15"][-1]
+                merged[lam].append(replace(same, name=f"merged {lam:g} seed {seed}", family="merged"))
+                continue
             model = generator(data)
             model.load_state_dict(merge_state_dicts(states["beta=0"], states["beta=15"], lam))
             merged[lam].append(evaluator(f"merged {lam:g} seed {seed}", model.eval(), family="merged"))
