@@ -5,7 +5,9 @@
 * ``tokens.safetensors``: ``frames`` int64 ``[P * G, K, T]`` (the G samples of a prompt adjacent),
   ``prompt_index`` and ``sample_index`` int64 ``[P * G]``, and the prompts as ``condition`` (or
   ``condition.<key>`` for a dict condition) ``[P, ...]``; safetensors, so loading it runs no code;
-* ``audio/prompt<p>_sample<g>.wav`` per sample when a decoder is configured (16-bit PCM);
+* ``audio/prompt<p>_sample<g>.wav`` per sample when a decoder is configured (16-bit PCM), and
+  ``audio/prompt<p>_sample<g>.mid`` beside it when the decoder writes MIDI (has ``write_midi``, e.g.
+  ``lightning_cfgrl.experiments.folk.FolkRenderer``);
 * ``generation.json``: the checkpoint (with its sha256), the sampling settings, seeds and file names.
 
 Every argument is checked and the checkpoint loaded before the first sample; every file is written
@@ -178,6 +180,8 @@ def generate(
                     path = out / "audio" / f"prompt{p:03d}_sample{g:02d}.wav"
                     write_audio(path, wav, int(decoder.sample_rate))
                     written.append(path)
+                    if callable(getattr(decoder, "write_midi", None)):  # a symbolic decoder: MIDI too
+                        written.append(decoder.write_midi(chunk[j], path.with_suffix(".mid")))
             bar.update(chunk.shape[0])
     all_frames = torch.cat(frames)  # [P * G, K, T]
     prompt_index = torch.arange(num_prompts).repeat_interleave(num_samples)

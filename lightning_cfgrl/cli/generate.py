@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
@@ -76,7 +77,9 @@ def build_parser() -> ArgumentParser:
         type=SyntheticSynth | EncodecTokenizer | str | None,
         default=None,
         help="tokens -> audio: 'synth' (SyntheticSynth), 'generator' (a model that decodes itself, e.g. "
-        "MusicGen), or a class_path (EncodecTokenizer with a local checkpoint); none: tokens only",
+        "MusicGen), a class_path (EncodecTokenizer with a local checkpoint), or the dotted name of a decoder "
+        "class built without arguments (lightning_cfgrl.experiments.folk.FolkRenderer: WAV and MIDI); "
+        "none: tokens only",
     )
     parser.add_argument("--seed", type=int, default=0, help="prompt batch b is sampled with seed + b")
     parser.add_argument("--batch_size", type=int, default=8, help="prompts per sampling call")
@@ -111,7 +114,7 @@ def generate_main(argv: list[str] | None = None) -> int:
             num_samples=args.num_samples,
             num_frames=args.num_frames,
             config=config,
-            decoder=args.decoder,
+            decoder=_named_decoder(args.decoder),
             seed=args.seed,
             batch_size=args.batch_size,
             device=args.device,
@@ -130,3 +133,21 @@ def generate_main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(generate_main())
+
+
+def _named_decoder(decoder: Any) -> Any:
+    """``--decoder package.module.Class``: the user named a decoder class on the command line (trusted, as
+    ``--import`` is; never a name read from a file), built without arguments. Other values pass through."""
+    if not isinstance(decoder, str) or "." not in decoder:
+        return decoder
+    import importlib
+
+    module, _, name = decoder.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(
+            f"--decoder {decoder!r}: no class {name!r} in module {module!r} ({err}); expected 'synth', "
+            "'generator', a class_path or the dotted name of a decoder class"
+        ) from None
+    return cls()
