@@ -74,12 +74,7 @@ def resolve_module_class(class_path: Any, source: str = "a spec") -> type[nn.Mod
         raise UnsafeSpecError(f"class_path in {source} must be 'package.module.Class', got {class_path!r}")
     module_name, _, attr = class_path.rpartition(".")
     if module_name not in sys.modules and not _is_trusted(module_name):
-        raise UnsafeSpecError(
-            f"refused class_path {class_path!r} in {source}: its module {module_name!r} is not imported, "
-            "and a spec may not import new modules (importing runs their code); if you trust it, pass "
-            f"`--import {module_name}` to cfgrl (or set CFGRL_IMPORT={module_name}; from Python, "
-            f"`import {module_name}` before loading)"
-        )
+        raise UnsafeSpecError(f"refused class_path {class_path!r} in {source}: {_not_imported(module_name)}")
     try:
         obj = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as err:
@@ -150,9 +145,8 @@ def check_no_imports(value: Any, source: str, where: str = "") -> None:
 def _check_importless(name: str, source: str) -> None:
     """``name`` ("pkg.mod.attr") must resolve from modules already imported, or this package's."""
     module_name, _, attr = name.rpartition(".")
-    if module_name == TRUSTED_PACKAGE or module_name.startswith(TRUSTED_PACKAGE + "."):
-        if not module_name.endswith("__main__"):
-            return
+    if _is_trusted(module_name):  # this package, or a module the user trusted (cfgrl --import)
+        return
     module = sys.modules.get(module_name)
     # ``import_module`` / jsonargparse's ``__import__(module, fromlist=[attr])`` import nothing new only
     # when the module is loaded and already has the attribute (else the attribute may be a submodule)
@@ -160,8 +154,16 @@ def _check_importless(name: str, source: str) -> None:
         return
     raise UnsafeSpecError(
         f"refused {name!r} at {source}: resolving it would import a module that is not imported yet "
-        f"({module_name!r}), and nothing named in a file may import code; if you trust it, "
-        f"`import {module_name}` before loading"
+        f"({module_name!r}); {_not_imported(module_name)}"
+    )
+
+
+def _not_imported(module_name: str) -> str:
+    """The one refusal text for a name whose module is not imported, naming the ways to trust it."""
+    return (
+        f"its module {module_name!r} is not imported, and nothing named in a file may import a new module "
+        f"(importing runs its code); if you trust it, pass `--import {module_name}` to cfgrl (or set "
+        f"CFGRL_IMPORT={module_name}; from Python, `import {module_name}` before loading)"
     )
 
 
