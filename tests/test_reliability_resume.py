@@ -199,3 +199,30 @@ def test_a_resume_with_zero_batches_is_an_error(checkpoint: Path, tmp_path: Path
     ):
         trainer.fit(module, SyntheticPromptDataModule(batch_size=64, repeats=1), ckpt_path=str(checkpoint))
     assert trainer.global_step == 2  # the checkpoint's step: nothing trained
+
+
+@pytest.mark.slow  # two 2-step fits through the CLI
+def test_cli_resume_from_last_with_a_changed_shape_names_the_setting_not_init_checkpoint(
+    tmp_path, monkeypatch, capsys
+):
+    """``--ckpt_path last`` is resolved to the run's ``last.ckpt`` before the model is built, so the config's
+    changed generator is refused as a resume setting; before, building the new shape from the config's
+    ``init_checkpoint`` failed first and the error blamed ``init_checkpoint``."""
+    from lightning_cfgrl.cli.main import main
+
+    configs = Path(__file__).resolve().parents[1] / "examples" / "configs"
+    short = ["--trainer.max_steps=2", "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false"]
+    monkeypatch.chdir(tmp_path)
+    assert (
+        main(["fit", "--config", str(configs / "pretrain.yaml"), *short, "--data.init_args.num_train=256"])
+        == 0
+    )
+    distill = ["fit", "--config", str(configs / "distill.yaml"), *short, "--data.init_args.batch_size=4"]
+    distill += ["--model.init_args.val_samples_per_prompt=2"]
+    assert main(distill) == 0
+    capsys.readouterr()
+    assert main([*distill, "--ckpt_path", "last", "--model.init_args.generator.init_args.dim=32"]) != 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--ckpt_path runs/distill/checkpoints/last.ckpt" in last, last
+    assert "generator.init_args.dim: 64 (checkpoint) vs 32 (now)" in last, last
+    assert "init_checkpoint 'runs/base" not in last, last

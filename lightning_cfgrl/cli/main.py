@@ -56,6 +56,10 @@ class CFGRLCLI(LightningCLI):
         # swap the model class, and its generator spec is instantiated. Check both first.
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path == "last":  # the file Lightning would pick, so that it is checked like a named one
+            found = _run_checkpoint_last(self.config[subcommand])
+            if found is not None:
+                ckpt_path = self.config[subcommand].ckpt_path = str(found)
         hparams = None
         if ckpt_path and Path(ckpt_path).is_file():
             expected = _configured_class(self.config[subcommand].get("model"))
@@ -158,6 +162,32 @@ def root_cause(report: str) -> str | None:
         text = text[2:].strip() if text.startswith("- ") else text
         if text and not _REPORT_NOISE.match(text):
             return text
+    return None
+
+
+def _run_checkpoint_last(config: Any) -> Path | None:
+    """``--ckpt_path last`` of a run whose checkpoints a ``RunCheckpoint`` writes: its ``last.ckpt``
+    (``<dirpath>`` or ``<logger save_dir>/<logger name>/checkpoints``), if that file exists; else None
+    (Lightning's own search then applies)."""
+
+    def get(node: Any, key: str) -> Any:
+        return node.get(key) if hasattr(node, "get") else None
+
+    trainer = get(config, "trainer")
+    for callback in get(trainer, "callbacks") or []:
+        if not str(get(callback, "class_path") or "").endswith("RunCheckpoint"):
+            continue
+        dirpath = get(get(callback, "init_args"), "dirpath")
+        if dirpath is None:
+            logger = get(trainer, "logger")
+            logger = logger[0] if isinstance(logger, list) and logger else logger
+            args = get(logger, "init_args")
+            save_dir, name = get(args, "save_dir"), get(args, "name")
+            if save_dir is None or name is None:
+                return None
+            dirpath = Path(save_dir) / str(name) / "checkpoints"
+        last = Path(dirpath) / "last.ckpt"
+        return last if last.is_file() else None
     return None
 
 
