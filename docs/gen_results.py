@@ -181,8 +181,18 @@ def view_claims(data: dict, metric: str = "", only: str = "") -> str:
         claims = [c for c in claims if c.get("metric") in metric.split(",")]
     if only:
         claims = [c for c in claims if c["claim"] in only.split(",")]
+    holm = any(c.get("p_holm") is not None for c in claims)  # files written since claims carry it
     return table(
-        ["claim", "measured on", "statement", "holds?", "margin ± SE", "p", "numbers"],
+        [
+            "claim",
+            "measured on",
+            "statement",
+            "holds?",
+            "margin ± SE",
+            "p",
+            *(["p (Holm)"] if holm else []),
+            "numbers",
+        ],
         (
             [
                 c["claim"],
@@ -191,6 +201,7 @@ def view_claims(data: dict, metric: str = "", only: str = "") -> str:
                 "**yes**" if c["holds"] else "**no**",
                 f"{c['margin']:+.3f} ± {c['standard_error']:.3f}",
                 f"{c['p_value']:.2g}" if c.get("p_value") is not None else "—",
+                *([f"{c['p_holm']:.2g}" if c.get("p_holm") is not None else "—"] if holm else []),
                 fmt(c.get("detail", "")),
             ]
             for c in claims
