@@ -133,9 +133,11 @@ def test_lr_drops_lower_the_rate_at_each_plateau_before_the_last_one_stops(capsy
 
 
 # -- the embedder gate ------------------------------------------------------------------------------
-def _diversity_fit(embedder: nn.Module, max_steps: int = 3, **kwargs) -> tuple[CFGRLModule, pl.Trainer]:
+def _diversity_fit(
+    embedder: nn.Module, max_steps: int = 3, group_size: int = 4, **kwargs
+) -> tuple[CFGRLModule, pl.Trainer]:
     module = CFGRLModule(
-        tiny_generator(), num_frames=NUM_FRAMES, num_samples_per_prompt=4, lr_decay="constant"
+        tiny_generator(), num_frames=NUM_FRAMES, num_samples_per_prompt=group_size, lr_decay="constant"
     )
     callbacks = [CFGDistillCallback(), DiversityRewardCallback(embedder, log_grad_norm=False, **kwargs)]
     trainer = quiet_trainer(max_steps=max_steps, callbacks=callbacks, limit_val_batches=0)
@@ -208,6 +210,17 @@ def test_dead_reward_stops_the_run_with_a_message_naming_the_fix() -> None:
         _ConstantEmbedder(), beta=1.0, max_steps=5, gates=RewardGates(dead_reward_steps=0)
     )
     assert trainer.global_step == 5
+
+
+def test_pairs_are_not_a_dead_reward() -> None:
+    """With G = 2 both samples of a prompt get their one pair's reward (zero spread within a prompt by
+    construction); the running-mean baseline compares rewards across the batch, which the gate watches."""
+    embedder = tiny_embedder()
+    embedder.heldout_triplet_accuracy = 0.9
+    gates = RewardGates(dead_reward_steps=3)
+    _, trainer = _diversity_fit(embedder, beta=1.0, max_steps=6, group_size=2, gates=gates)
+    assert trainer.global_step == 6
+    assert float(trainer.callback_metrics["train/reward_group_spread"]) == 0.0
 
 
 # -- the quality budget -------------------------------------------------------------------------------

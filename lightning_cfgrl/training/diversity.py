@@ -313,9 +313,14 @@ class DiversityRewardCallback(ObjectiveCallback):
         pl_module.log(f"train/{p}reward_std", rewards.flatten().std(correction=0), batch_size=num_prompts)
         pl_module.log(f"train/{p}group_diversity", group_diversity(distances).mean(), batch_size=num_prompts)
         pl_module.log(f"train/{p}reward_baseline", baselines.mean(), batch_size=num_prompts)
-        spread = rewards.std(dim=1, correction=0).mean()  # per-prompt spread: what the advantages rank
+        spread = rewards.std(dim=1, correction=0).mean()  # per-prompt spread: what other_pairs ranks
         pl_module.log(f"train/{p}reward_group_spread", spread, batch_size=num_prompts)
         if self.trains_on_reward:  # averaged over processes, so every rank stops at the same step
+            # the dead-reward gate watches the spread the advantages compare: within a prompt for the
+            # other_pairs baseline; across the batch for the others (with G = 2 both samples of a prompt
+            # share their one pair's reward, so the within-prompt spread is 0 by construction)
+            if kind != "other_pairs":
+                spread = rewards.flatten().std(correction=0)
             global_spread = pl_module.trainer.strategy.reduce(spread.detach(), reduce_op="mean")
             self.dead_reward.update(float(global_spread), pl_module.global_step)
         if self.log_grad_norm and pl_module.global_step % self.grad_norm_every_n_steps == 0:

@@ -29,8 +29,9 @@ class RewardGates:
             (``heldout_triplet_accuracy``).
         allow_weak_embedder: the override: train on an embedder below ``min_embedder_accuracy``, or one
             that records no accuracy, anyway.
-        dead_reward_steps: stop after this many consecutive steps whose mean per-prompt reward spread
-            (std of a prompt's G rewards) is below ``dead_reward_spread`` (0: never).
+        dead_reward_steps: stop after this many consecutive steps whose reward spread (what the
+            advantages compare: the std of a prompt's G rewards with the ``other_pairs`` baseline, of the
+            batch's rewards with the others) is below ``dead_reward_spread`` (0: never).
         dead_reward_spread: the spread below which a step's reward counts as dead.
         over_budget_steps: stop a quality-budget run after this many consecutive steps with its
             smoothed KL more than 20 % over the target although beta keeps backing off (0: never).
