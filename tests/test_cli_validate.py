@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from lightning_cfgrl.cli.main import main
 from lightning_cfgrl.io.checkpoints import file_sha256
+from tests.helpers.configs import allow_weak_embedder
 
 CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
 SHORT = [
@@ -40,16 +41,7 @@ RUNS = {
 
 
 def _config(workdir: Path, config: str) -> Path:
-    """The shipped YAML, with the reward gate's override where it trains on a reward: the embedder here is
-    trained 2 steps (near chance), which the gate rightly refuses; these tests are about validate."""
-    data = yaml.safe_load((CONFIGS / config).read_text())
-    for callback in data.get("trainer", {}).get("callbacks") or []:
-        if callback.get("class_path", "").endswith("DiversityRewardCallback"):
-            callback.setdefault("init_args", {})["gates"] = {"allow_weak_embedder": True}
-    path = workdir / "configs" / config
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return allow_weak_embedder(CONFIGS / config, workdir / "configs")
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +100,6 @@ def test_generate_refuses_a_steerable_student_without_controls(runs, monkeypatch
 
 @pytest.mark.slow
 def test_saved_config_states_the_embedder_architecture_loaded_from_its_checkpoint(runs):
-    import yaml
 
     config = yaml.safe_load(
         next((runs / "runs" / "distill_beta15").glob("version_*/config.yaml")).read_text()
