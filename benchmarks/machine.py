@@ -28,22 +28,12 @@ from lightning_cfgrl.eval.machine import cpu_model, describe_machine  # noqa: F4
 
 def git_state() -> dict[str, Any]:
     """``{"commit", "dirty"}`` of the checkout the benchmark runs from (``None`` outside a git checkout):
-    dirty means tracked files differ from the commit, so the numbers may not be that commit's."""
-    import subprocess
-    from pathlib import Path
+    dirty means tracked files differ from the commit, so the numbers may not be that commit's. Taken
+    before the run (the code that runs); one home: :func:`lightning_cfgrl.eval.machine.code_version`."""
+    from lightning_cfgrl.eval.machine import code_version
 
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": None if status is None else bool(status)}
+    version = code_version()
+    return {"commit": version["commit"], "dirty": version["dirty"]}
 
 
 def add_device_args(parser: argparse.ArgumentParser) -> None:

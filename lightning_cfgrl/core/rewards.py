@@ -64,44 +64,23 @@ class RewardInputs:
         if self.is_grouped:
             return self
         g = self.group_size
-
-        def group(x: Tensor) -> Tensor:
-            return rearrange(x, "(b g) ... -> b g ...", g=g)
-
-        condition = (
-            group(self.condition)
-            if isinstance(self.condition, Tensor)
-            else {k: group(v) for k, v in self.condition.items()}
-        )
-        return replace(
-            self,
-            tokens=group(self.tokens),
-            condition=condition,
-            texts=self.texts[::g] if self.texts is not None else None,
-            audio=group(self.audio) if self.audio is not None else None,
-            is_grouped=True,
-        )
+        texts = self.texts[::g] if self.texts is not None else None
+        return self._map(lambda x: rearrange(x, "(b g) ... -> b g ...", g=g), texts=texts, is_grouped=True)
 
     def without(self, j: int) -> RewardInputs:
         """Grouped inputs with sample j of every prompt removed (G - 1 samples per prompt)."""
-        grouped = self.grouped()
         keep = [i for i in range(self.group_size) if i != j]
+        return self.grouped()._map(lambda x: x[:, keep], group_size=self.group_size - 1)
 
-        def drop(x: Tensor) -> Tensor:
-            return x[:, keep]
-
+    def _map(self, fn: Callable[[Tensor], Tensor], **changes: Any) -> RewardInputs:
+        """``fn`` applied to every per-sample tensor (tokens, condition or its entries, audio)."""
         condition = (
-            drop(grouped.condition)
-            if isinstance(grouped.condition, Tensor)
-            else {k: drop(v) for k, v in grouped.condition.items()}
+            fn(self.condition)
+            if isinstance(self.condition, Tensor)
+            else {k: fn(v) for k, v in self.condition.items()}
         )
-        return replace(
-            grouped,
-            tokens=drop(grouped.tokens),
-            condition=condition,
-            audio=drop(grouped.audio) if grouped.audio is not None else None,
-            group_size=self.group_size - 1,
-        )
+        audio = fn(self.audio) if self.audio is not None else None
+        return replace(self, tokens=fn(self.tokens), condition=condition, audio=audio, **changes)
 
 
 @dataclass
