@@ -30,6 +30,53 @@ def test_print_config_resolves_class_paths(tmp_path):
         assert expected in out
 
 
+def test_print_config_shows_the_embedder_sizes_its_checkpoint_gives(tmp_path, monkeypatch, capsys):
+    """An embedder given only its checkpoint is built with the checkpoint's sizes: --print_config shows
+    those (and says where they came from), not the parsed defaults; a checkpoint not written yet is named."""
+    import yaml
+
+    from lightning_cfgrl.cli.main import main
+    from lightning_cfgrl.embedders import ContrastiveTokenEmbedder
+    from lightning_cfgrl.io.checkpoint_io import atomic_save
+
+    monkeypatch.chdir(tmp_path)
+
+    def printed(config: str) -> str:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as done:  # jsonargparse prints, then exits 0
+            main(["fit", "--config", config, "--print_config"])
+        assert done.value.code == 0
+        return capsys.readouterr().out
+
+    shipped = str(CONFIGS / "distill_beta15.yaml")
+    out = printed(shipped)
+    assert (
+        "runs/embedder/checkpoints/last.ckpt does not exist yet; the run takes ContrastiveTokenEmbedder's "
+        "sizes from it, not the values shown"
+    ) in out
+
+    embedder = ContrastiveTokenEmbedder(dim=48, embed_dim=16, num_layers=1)
+    state = {f"embedder.{k}": v for k, v in embedder.state_dict().items()}
+    (tmp_path / "runs/embedder/checkpoints").mkdir(parents=True)
+    atomic_save(
+        {"state_dict": state, "hyper_parameters": {"embedder": embedder.spec()}},
+        tmp_path / "runs/embedder/checkpoints/last.ckpt",
+    )
+    out = printed(shipped)
+    assert (
+        "ContrastiveTokenEmbedder sizes from runs/embedder/checkpoints/last.ckpt (dim 96 -> 48, embed_dim "
+        "64 -> 16, num_layers 2 -> 1)"
+    ) in out
+    callbacks = yaml.safe_load(out)["trainer"]["callbacks"]
+    reward = next(c for c in callbacks if c["class_path"].endswith("DiversityRewardCallback"))
+    sizes = reward["init_args"]["embedder"]["init_args"]
+    assert (sizes["dim"], sizes["embed_dim"], sizes["num_layers"]) == (48, 16, 1)
+    # the printed config is a config: fed back, it parses to the same sizes
+    (tmp_path / "printed.yaml").write_text(out)
+    again = printed("printed.yaml")
+    assert "dim 96 -> 48" not in again and "(as given)" in again
+
+
 @pytest.mark.slow  # trains a model
 def test_pretrain_then_distill_from_yaml(tmp_path):
     short = [

@@ -63,13 +63,6 @@ def test_fsdp_matches_one_process_with_a_sharded_teacher(
             assert rank["val"][name] == pytest.approx(single["val"][name], rel=1e-5), name
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known regression, quarantined: with the finite-weight guard, resume checks and zero-work rule "
-    "(reliability) together with the torch-scheduler / frozen-model refactor (renovation), the FSDP run "
-    "resumed from its one-file checkpoint differs from the single-process resumed reference by ~1e-3 after "
-    "one step (each change alone passes; DDP and single-process resumes still match). CHANGELOG, Known issues",
-)
 def test_fsdp_checkpoint_is_one_whole_file_and_resumes(fsdp_run: tuple[Path, list[dict], list[dict]]) -> None:
     out, ranks, resumed = fsdp_run
     _, single_resumed = single_process_reference()

@@ -176,3 +176,33 @@ def calibrate(seeds=(0, 1, 2, 3)) -> None:
         base = short_base_and_embedder(name)
         for seed in seeds:
             print(name, seed, run_short_recipe(name, seed, base), flush=True)
+
+
+def test_musicgen_diversity_yaml_uses_the_shipped_recipes_diversity_settings() -> None:
+    """``musicgen_lora_diversity.yaml`` is the shipped recipe's diversity run on MusicGen: the same G and
+    the same reward settings as ``distill_beta15.yaml`` (only the embedder, the model and the data differ)."""
+
+    def load(name: str) -> tuple[dict, dict, dict]:
+        config = yaml.safe_load((ROOT / "examples" / "configs" / name).read_text())
+        callbacks = {
+            c["class_path"].rsplit(".", 1)[1]: c.get("init_args", {}) for c in config["trainer"]["callbacks"]
+        }
+        return (
+            config["model"]["init_args"],
+            callbacks["DiversityRewardCallback"],
+            callbacks["CFGDistillCallback"],
+        )
+
+    module = _defaults(CFGRLModule)
+    (mg_model, mg_reward, mg_distill), (model, reward, distill) = (
+        load("musicgen_lora_diversity.yaml"),
+        load("distill_beta15.yaml"),
+    )
+    group = mg_model.get("num_samples_per_prompt", module["num_samples_per_prompt"])
+    assert group == model.get("num_samples_per_prompt", module["num_samples_per_prompt"]) == 4
+    defaults = _defaults(DiversityRewardCallback)
+    for key in ("beta", "baseline", "advantage_norm", "beta_scale"):
+        assert mg_reward.get(key, defaults[key]) == reward.get(key, defaults[key]), key
+    distill_defaults = _defaults(CFGDistillCallback)
+    for key in ("guidance_scale", "divergence", "reduction"):
+        assert mg_distill.get(key, distill_defaults[key]) == distill.get(key, distill_defaults[key]), key

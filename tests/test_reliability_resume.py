@@ -17,13 +17,14 @@ from typing import Any
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.strategies import SingleDeviceStrategy
 
 from lightning_cfgrl import CFGDistillCallback, CFGRLModule
 from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.io.checkpoints import CheckpointError, load_checkpoint, load_generator_state
 from lightning_cfgrl.training.diversity import DiversityRewardCallback
 from tests.helpers.models import quiet_trainer
-from tests.helpers.tiny_fit import tiny_embedder, tiny_generator
+from tests.helpers.tiny_fit import RecordPrompts, tiny_embedder, tiny_generator
 
 BASE: dict[str, Any] = dict(num_frames=8, num_samples_per_prompt=2, learning_rate=1e-2, lr_warmup_steps=0)
 
@@ -226,3 +227,54 @@ def test_cli_resume_from_last_with_a_changed_shape_names_the_setting_not_init_ch
     assert "--ckpt_path runs/distill/checkpoints/last.ckpt" in last, last
     assert "generator.init_args.dim: 64 (checkpoint) vs 32 (now)" in last, last
     assert "init_checkpoint 'runs/base" not in last, last
+
+
+class _RestoresAfterSetup(SingleDeviceStrategy):
+    """Restores the checkpoint after ``on_fit_start``, as ModelParallelStrategy, FSDP and DeepSpeed do."""
+
+    @property
+    def restore_checkpoint_after_setup(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("late_restore", [False, True], ids=["default", "restores_after_setup"])
+def test_a_resume_continues_the_data_order_whenever_the_strategy_restores(
+    late_restore: bool, tmp_path: Path
+) -> None:
+    """The resumed step trains on the batch the uninterrupted run trains on at that step. A strategy that
+    restores after setup learns the checkpoint path after ``on_fit_start``; the zero-work check built the
+    loaders there, before the loops were restored, and the resumed run restarted at the epoch's first batch
+    (what made the FSDP resume test differ by ~1e-3)."""
+    recorded = []
+    for steps, ckpt in ((3, None), (2, None), (3, tmp_path / "last.ckpt")):
+        recorder = RecordPrompts()
+        strategy: Any = _RestoresAfterSetup(torch.device("cpu")) if late_restore else "auto"
+        saver = ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=1, save_top_k=0)
+        trainer = quiet_trainer(
+            max_steps=steps,
+            limit_val_batches=0,
+            strategy=strategy,
+            enable_checkpointing=steps == 2,  # only the run that writes the checkpoint, into tmp_path
+            default_root_dir=tmp_path,
+            callbacks=[*_callbacks(beta=1.0), recorder, *([saver] if steps == 2 else [])],
+        )
+        data = SyntheticPromptDataModule(batch_size=4, shuffle_seed=0)
+        trainer.fit(CFGRLModule(tiny_generator(), **BASE), data, ckpt_path=str(ckpt) if ckpt else None)
+        recorded.append(recorder.prompts)
+    uninterrupted, _, resumed = recorded
+    assert len(uninterrupted) == 3 and len(resumed) == 1
+    assert torch.equal(resumed[0], uninterrupted[2]), (resumed[0].tolist(), uninterrupted[2].tolist())
+
+
+def test_zero_work_is_still_an_error_when_the_strategy_restores_after_setup() -> None:
+    trainer = quiet_trainer(
+        max_steps=2,
+        limit_val_batches=0,
+        strategy=_RestoresAfterSetup(torch.device("cpu")),
+        callbacks=_callbacks(),
+    )
+    with pytest.raises(ValueError, match="a dataset of 36 item\\(s\\) in batches of 64 with drop_last=True"):
+        trainer.fit(
+            CFGRLModule(tiny_generator(), **BASE), SyntheticPromptDataModule(batch_size=64, repeats=1)
+        )
+    assert trainer.global_step == 0

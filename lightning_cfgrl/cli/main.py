@@ -18,7 +18,7 @@ from typing import Any
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from lightning_cfgrl.cli.saved_config import LoadedConfigSaver
+from lightning_cfgrl.cli.saved_config import LoadedConfigSaver, resolve_printed_config
 from lightning_cfgrl.io.specs import check_checkpoint_file
 from lightning_cfgrl.training.checkpoint_safety import weights_from_checkpoint
 from lightning_cfgrl.training.resume_check import TRAINING_SETTINGS, setting_differences
@@ -144,6 +144,15 @@ def parse_error_cause(report: str) -> str | None:
 class CFGRLArgumentParser(LightningArgumentParser):
     """LightningCLI's parser, whose parse errors end with one line naming the problem: jsonargparse's
     Union report (printed in full first) otherwise ends with a dump of the given value."""
+
+    def dump(self, cfg: Any, *args: Any, **kwargs: Any) -> str:
+        text = super().dump(cfg, *args, **kwargs)
+        root = self
+        while hasattr(root, "parent_parser"):
+            root = root.parent_parser
+        # only --print_config (jsonargparse leaves `print_config` on the root parser, then exits); the
+        # run's saved config.yaml is written from the built objects instead (LoadedConfigSaver)
+        return resolve_printed_config(text) if hasattr(root, "print_config") else text
 
     def error(self, message: str, ex: Exception | None = None) -> Any:
         cause = parse_error_cause(message)

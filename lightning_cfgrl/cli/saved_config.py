@@ -4,14 +4,19 @@ A model given as ``{class_path, init_args: {checkpoint: ...}}`` (``ContrastiveTo
 sizes from the checkpoint, not from the (default) sizes the parsed config holds. Before the config is
 saved, every ``class_path`` entry of the model's and the callbacks' ``init_args`` whose built object can
 say how to rebuild itself (``spec()``) gets that object's own ``init_args`` merged in, so the saved
-config describes what ran. (``--print_config`` runs before anything is built, so it shows what was given.)
+config describes what ran. ``--print_config`` runs before anything is built: :func:`resolve_printed_config`
+replaces such an entry's sizes by those recorded in its checkpoint (read weights-only, nothing is built),
+and says so in a comment above the YAML; a checkpoint that does not exist yet is named as the source the
+run will read instead of the values shown.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import lightning.pytorch as pl
+import yaml
 from lightning.pytorch.cli import SaveConfigCallback
 
 from lightning_cfgrl.io.specs import imported_class
@@ -82,4 +87,69 @@ def _set(container: Any, key: str, value: Any) -> None:
         setattr(container, key, value)
 
 
-__all__ = ["LoadedConfigSaver"]
+def _checkpoint_entries(node: Any, path: str = "") -> list[tuple[str, dict]]:
+    """``[(dotted path, entry)]`` of every ``{class_path, init_args: {checkpoint: str, ...}}`` in ``node``."""
+    found: list[tuple[str, dict]] = []
+    if isinstance(node, dict):
+        init_args = node.get("init_args")
+        if isinstance(node.get("class_path"), str) and isinstance(init_args, dict):
+            if isinstance(init_args.get("checkpoint"), str):
+                found.append((path or "<root>", node))
+        for key, value in node.items():
+            found += _checkpoint_entries(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _checkpoint_entries(value, f"{path}[{i}]")
+    return found
+
+
+def resolve_printed_config(text: str) -> str:
+    """``--print_config``'s YAML with every checkpoint-sized entry (a class with ``recorded_architecture``,
+    e.g. ``ContrastiveTokenEmbedder(checkpoint=...)``) showing the sizes its checkpoint gives, and a comment
+    above it naming each resolved (or not yet existing) checkpoint. Other text is returned unchanged."""
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    notes, changed = [], False
+    for path, entry in _checkpoint_entries(config):
+        cls = imported_class(entry["class_path"])
+        resolve = getattr(cls, "recorded_architecture", None)
+        if not callable(resolve):
+            continue
+        init_args, ckpt = entry["init_args"], entry["init_args"]["checkpoint"]
+        if not os.path.isfile(ckpt):
+            notes.append(
+                f"#   {path}: {ckpt} does not exist yet; the run takes {cls.__name__}'s sizes from it, "
+                "not the values shown"
+            )
+            continue
+        try:
+            recorded = resolve(ckpt)
+        except (OSError, ValueError) as err:
+            notes.append(f"#   {path}: {ckpt} could not be read ({err}); the values shown are the given ones")
+            continue
+        if recorded is None:
+            continue
+        differs = {k: (init_args.get(k), v) for k, v in recorded.items() if init_args.get(k) != v}
+        init_args.update(recorded)
+        changed = True
+        shown = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in differs.items()) or "as given"
+        notes.append(f"#   {path}: {cls.__name__} sizes from {ckpt} ({shown})")
+    if not notes:
+        return text
+    header = [
+        "# cfgrl --print_config: the architecture below is what the run builds; these entries take their",
+        "# sizes from a checkpoint (the run's config.yaml records the same):",
+        *notes,
+    ]
+    body = text
+    if changed:  # re-dumped with the resolved sizes, keeping the leading comment lines (versions)
+        lead = (
+            [line for line in text.splitlines() if line.startswith("#")][:1] if text.startswith("#") else []
+        )
+        body = "\n".join([*lead, yaml.safe_dump(config, sort_keys=False, default_flow_style=False)])
+    return "\n".join(header) + "\n" + body
+
+
+__all__ = ["LoadedConfigSaver", "resolve_printed_config"]

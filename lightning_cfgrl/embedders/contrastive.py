@@ -135,6 +135,17 @@ class ContrastiveTokenEmbedder(nn.Module):
         """Rebuild a trained embedder (architecture and weights) from a checkpoint, in eval mode."""
         return cls(checkpoint=str(path)).eval()
 
+    @staticmethod
+    def recorded_architecture(checkpoint: str | os.PathLike[str]) -> dict[str, Any] | None:
+        """The sizes ``ContrastiveTokenEmbedder(checkpoint=...)`` builds from that file (its recorded spec's
+        ``init_args``), or None when the file records none (a state dict: the given sizes are used)."""
+        _, spec = load_embedder_checkpoint(checkpoint)
+        if spec is None:
+            return None
+        given = {k: v.default for k, v in inspect.signature(ContrastiveTokenEmbedder).parameters.items()}
+        given.pop("checkpoint")
+        return _architecture_from(spec, given, str(checkpoint))
+
     def forward(self, tokens: Tensor) -> Tensor:
         """``[B, K, T]`` int64 -> ``[B, embed_dim]``."""
         if tokens.dim() != 3 or tokens.shape[1] != self.num_codebooks:

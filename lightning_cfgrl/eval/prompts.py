@@ -53,7 +53,11 @@ def prompts_from_file(path: str | Path) -> Condition:
     """Prompts from a ``.json``/``.yaml``/``.yml`` list or a ``.safetensors`` file (see the module docs)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"prompt file {str(path)!r} does not exist (expected .json, .yaml or .safetensors)")
+        raise ValueError(
+            f"prompt file {str(path)!r} does not exist (expected a .json, .yaml or .safetensors file of "
+            "attribute ids, or for a text-conditioned model a .txt (one prompt per line), .csv (`prompt` "
+            "column) or .json list of strings)"
+        )
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         from lightning_cfgrl.io.checkpoints import load_safetensors

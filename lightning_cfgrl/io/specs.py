@@ -152,10 +152,7 @@ def _check_importless(name: str, source: str) -> None:
     # when the module is loaded and already has the attribute (else the attribute may be a submodule)
     if module is not None and hasattr(module, attr):
         return
-    raise UnsafeSpecError(
-        f"refused {name!r} at {source}: resolving it would import a module that is not imported yet "
-        f"({module_name!r}); {_not_imported(module_name)}"
-    )
+    raise UnsafeSpecError(f"refused {name!r} at {source}: {_not_imported(module_name)}")
 
 
 def _not_imported(module_name: str) -> str:

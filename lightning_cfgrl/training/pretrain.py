@@ -22,6 +22,7 @@ from lightning_cfgrl.core.generator import check_logits, pad_id
 from lightning_cfgrl.io.generators import load_init_checkpoint
 from lightning_cfgrl.io.specs import instantiate_spec, save_safe_hyperparameters
 from lightning_cfgrl.training.checkpoint_safety import SafeCheckpointLoading, init_weights_needed
+from lightning_cfgrl.training.condition_dropout import applied_condition_dropout, declared_condition_dropout
 from lightning_cfgrl.training.finite_guard import FiniteGuard
 from lightning_cfgrl.training.hparams import log_hparams_with_metrics
 from lightning_cfgrl.training.optimization import build_optimizers
@@ -35,9 +36,12 @@ class PretrainModule(SafeCheckpointLoading, FiniteGuard, pl.LightningModule):
         generator: the token model (an ``nn.Module`` TokenGenerator or a ``class_path`` spec dict).
         condition_dropout: probability of replacing a sample's prompt by the null prompt
             (``generator.null_condition``), so the same network also learns the unconditional
-            distribution that CFG needs. It stacks on any condition dropout the model applies itself:
-            a generator (or the module a ``ModuleAdapter`` wraps) with a ``condition_dropout``
-            attribute > 0 gets a warning; set one of the two to 0.
+            distribution that CFG needs. It stacks on any condition dropout the model applies itself,
+            which gets a warning naming the resulting keep probability (set one of the two to 0): one
+            the model declares (an attribute such as ``condition_dropout``, ``cond_drop_prob`` or
+            ``p_uncond`` on any submodule, checked at construction) or one it applies (its train-mode
+            logits equal the null condition's for some rows, measured at the first training step);
+            see :mod:`lightning_cfgrl.training.condition_dropout`.
         learning_rate, weight_decay: AdamW settings when no ``optimizer`` is given.
         init_checkpoint: generator weights to start from (Lightning checkpoint or safetensors), e.g. to
             continue pretraining with a new optimizer or data (``--ckpt_path`` resumes the whole run).
@@ -64,7 +68,7 @@ class PretrainModule(SafeCheckpointLoading, FiniteGuard, pl.LightningModule):
         self.generator = generator
         if init_checkpoint is not None and init_weights_needed():  # not when a full checkpoint follows
             load_init_checkpoint(generator, init_checkpoint)
-        _warn_if_dropout_stacks(generator, condition_dropout)
+        self._own_dropout_checked = _warn_if_dropout_stacks(generator, condition_dropout)
         self.condition_dropout = condition_dropout
         self.learning_rate, self.weight_decay = learning_rate, weight_decay
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -90,6 +94,9 @@ class PretrainModule(SafeCheckpointLoading, FiniteGuard, pl.LightningModule):
         return F.cross_entropy(logits[mask].float(), steps[mask])
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        if not self._own_dropout_checked:  # once, on a real batch: dropout the model applies in code
+            self._own_dropout_checked = True
+            _warn_if_dropout_is_applied(self.generator, batch, self.condition_dropout)
         loss = self._loss(batch, drop=True)
         self.log("train/nll", loss, prog_bar=True)
         return loss
@@ -111,17 +118,47 @@ class PretrainModule(SafeCheckpointLoading, FiniteGuard, pl.LightningModule):
         )
 
 
-def _warn_if_dropout_stacks(generator: nn.Module, condition_dropout: float) -> None:
-    """Warn when the model declares its own condition dropout: the two would compound."""
-    for owner in (generator, getattr(generator, "module", None)):
-        own = getattr(owner, "condition_dropout", None)
-        if condition_dropout > 0 and isinstance(own, (int, float)) and own > 0:
-            kept = (1 - own) * (1 - condition_dropout)
-            rank_zero_warn(
-                f"PretrainModule(condition_dropout={condition_dropout}) stacks on the condition dropout "
-                f"{type(owner).__name__} applies itself (condition_dropout={own}): a prompt is kept with "
-                f"probability {kept:.3g}, not {1 - condition_dropout:.3g}. Set PretrainModule(condition_dropout=0) "
-                "to keep only the model's, or turn the model's off",
-                category=UserWarning,
-            )
-            return
+def _stacking_message(condition_dropout: float, own: float, what: str) -> str:
+    kept = (1 - own) * (1 - condition_dropout)
+    return (
+        f"PretrainModule(condition_dropout={condition_dropout}) stacks on the condition dropout {what}: a "
+        f"prompt is kept with probability {kept:.3g}, not {1 - condition_dropout:.3g}. Set "
+        "PretrainModule(condition_dropout=0) to keep only the model's, or turn the model's off"
+    )
+
+
+def _warn_if_dropout_stacks(generator: nn.Module, condition_dropout: float) -> bool:
+    """Warn when the model declares its own condition dropout (any spelling, any submodule): the two would
+    compound. True when nothing is left to check (warned, or ``condition_dropout`` is 0)."""
+    if condition_dropout == 0:
+        return True
+    declared = declared_condition_dropout(generator)
+    if not declared:
+        return False
+    path, name, own = declared[0]
+    more = f" (and {', '.join(f'{p}.{n}={v}' for p, n, v in declared[1:])})" if len(declared) > 1 else ""
+    rank_zero_warn(
+        _stacking_message(condition_dropout, own, f"the model declares itself ({path}.{name}={own}{more})"),
+        category=UserWarning,
+    )
+    return True
+
+
+def _warn_if_dropout_is_applied(
+    generator: nn.Module, batch: dict[str, Tensor], condition_dropout: float
+) -> None:
+    """Warn when the model, in train mode with every dropout module off, replaces prompts by its null
+    condition itself (measured on the first training batch, however its code spells it)."""
+    frames, condition = batch["frames"], batch["condition"]
+    steps = generator.pattern.frames_to_steps(frames, pad_id(generator))
+    share = applied_condition_dropout(generator, steps, condition)
+    if share:
+        rank_zero_warn(
+            _stacking_message(
+                condition_dropout,
+                share,
+                f"the model applies in train mode ({type(generator).__name__} replaced {share:.0%} of the first "
+                "batch's prompts by its null condition over 8 draws, with every dropout module off)",
+            ),
+            category=UserWarning,
+        )

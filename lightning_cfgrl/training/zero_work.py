@@ -2,7 +2,9 @@
 
 Lightning ends such a fit "successfully" (``Trainer.fit`` stopped: No training batches) and exits 0,
 leaving whatever ``last.ckpt`` an earlier run wrote for the next stage to read. The usual cause is a
-prompt batch larger than the training split with ``drop_last=True``.
+prompt batch larger than the training split with ``drop_last=True``. A fit that resumes, or that runs
+under a strategy restoring its checkpoint after setup (whose ``on_fit_start`` cannot tell whether it
+resumes), is checked at fit end instead: its loaders must be built after the loops are restored.
 """
 
 from __future__ import annotations
@@ -40,9 +42,12 @@ def check_training_steps(trainer: pl.Trainer) -> None:
     for name, value in limits:
         if value == 0:
             raise ValueError(f"Trainer({name}=0) would train zero steps; set {name} >= 1 (or leave it unset)")
-    if trainer.ckpt_path is not None:
-        # a resumed fit must build its dataloaders after the loops are restored (the data order resumes
-        # mid-epoch from them): its batch count is checked at fit end instead (check_training_batches)
+    if trainer.ckpt_path is not None or trainer.strategy.restore_checkpoint_after_setup:
+        # A resumed fit must build its dataloaders after the loops are restored (the data order resumes
+        # mid-epoch from them), so its batch count is checked at fit end instead (check_training_batches).
+        # Strategies that restore after setup (ModelParallelStrategy, FSDP, DeepSpeed) only learn the
+        # checkpoint path after on_fit_start: trainer.ckpt_path is still None here even when resuming, and
+        # building the loaders now would restart a resumed run's data order at the epoch's first batch
         return
     trainer.fit_loop.setup_data()  # idempotent: what Lightning does next anyway
     check_training_batches(trainer)
