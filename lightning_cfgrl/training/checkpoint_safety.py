@@ -28,6 +28,7 @@ from lightning_cfgrl.io.specs import (
     class_path_of,
     recorded_module_class,
 )
+from lightning_cfgrl.training.configs import GROUPS, is_flat_layout, upgrade_hparams
 from lightning_cfgrl.training.resume_check import (
     OBJECTIVES_KEY,
     OPTIMIZERS_KEY,
@@ -88,6 +89,10 @@ class SafeCheckpointLoading:
         hparams = None
         if isinstance(checkpoint_path, (str, os.PathLike)) and os.path.isfile(checkpoint_path):
             hparams = check_checkpoint_file(checkpoint_path, cls, f"checkpoint {os.fspath(checkpoint_path)}")
+        if hparams is not None and is_flat_layout(hparams):  # written before CFGRLModule's settings groups
+            upgraded = upgrade_hparams(hparams)
+            for group in GROUPS:
+                kwargs.setdefault(group, upgraded.get(group))
         stored = (hparams or {}).get("init_checkpoint")
         full = hparams is not None and hparams.get("peft_config") is None
         if not full and isinstance(stored, str) and "init_checkpoint" not in kwargs:
