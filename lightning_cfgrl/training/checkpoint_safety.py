@@ -125,7 +125,9 @@ class SafeCheckpointLoading:
                 "optimizer, schedule or loop state), so it cannot resume a run; start a new run from its "
                 "weights with init_checkpoint=<the checkpoint> instead of --ckpt_path / ckpt_path"
             )
-        check_resume_settings(checkpoint, dict(self.hparams), _objective_settings(self))  # type: ignore[attr-defined]
+        resume_hparams = getattr(self, "resume_hparams", None)  # CFGRLModule: its live settings marked
+        current = resume_hparams() if callable(resume_hparams) else dict(self.hparams)  # type: ignore[attr-defined]
+        check_resume_settings(checkpoint, current, _objective_settings(self))  # type: ignore[attr-defined]
         # the optimizers do not exist yet: compared once they do, before the first step
         self._resumed_optimizers = checkpoint.get(OPTIMIZERS_KEY)
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -35,6 +35,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning_cfgrl.core.checks import check_int, check_real
 from lightning_cfgrl.core.sampling import SamplingConfig
 from lightning_cfgrl.eval.scorers import Scorer
+from lightning_cfgrl.io.specs import is_config
 from lightning_cfgrl.training.optimization import LR_DECAYS
 
 
@@ -167,11 +168,23 @@ def build_group(name: str, value: Any) -> Any:
 
 
 def group_record(name: str, config: Any) -> dict[str, Any]:
-    """The plain dict a checkpoint records for a settings object (its live objects left out)."""
-    record = asdict(config)
+    """The plain dict a checkpoint records for a settings object: a live object (an optimizer callable,
+    scorers) is left out, as before the grouping (None and plain specs are recorded)."""
+    record = {f.name: getattr(config, f.name) for f in fields(config)}
     for key in LIVE_FIELDS.get(name, ()):
-        record.pop(key, None)
+        if not is_config(record[key]):
+            record.pop(key)
     return record
+
+
+def live_markers(name: str, config: Any) -> dict[str, str]:
+    """``{field: "<partial set in code>"}`` for the live objects :func:`group_record` leaves out, so that a
+    resume compares "set in code" with the checkpoint's recorded value (e.g. ``optimizer: None``)."""
+    return {
+        key: f"<{type(getattr(config, key)).__name__} set in code>"
+        for key in LIVE_FIELDS.get(name, ())
+        if not is_config(getattr(config, key))
+    }
 
 
 def is_flat_layout(hparams: Mapping[str, Any]) -> bool:
@@ -179,19 +192,24 @@ def is_flat_layout(hparams: Mapping[str, Any]) -> bool:
     return "num_samples_per_prompt" in hparams and not any(group in hparams for group in GROUPS)
 
 
-def upgrade_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
-    """A checkpoint's hyperparameters in the grouped layout: flat ones (``num_frames``, ``learning_rate``,
-    ``val_samples_per_prompt``, ...) moved to their groups (:data:`FLAT_TO_GROUPED`); others unchanged."""
-    out = dict(hparams)
-    if not is_flat_layout(hparams):
-        return out
+def group_settings(settings: Mapping[str, Any], drop_live: bool = False) -> dict[str, Any]:
+    """``settings`` with every flat CFGRLModule argument (:data:`FLAT_TO_GROUPED`) moved into its group's
+    dict (merged with a group dict already there); other entries unchanged. ``drop_live`` leaves out live
+    optimizer/scheduler callables and scorers, which checkpoints do not record (None is kept)."""
+    out = dict(settings)
     for flat, grouped in FLAT_TO_GROUPED.items():
         if flat in out:
             group, field = grouped.split(".")
             value = out.pop(flat)
-            if field not in LIVE_FIELDS.get(group, ()):
-                out.setdefault(group, {})[field] = value
+            if not (drop_live and field in LIVE_FIELDS.get(group, ()) and not is_config(value)):
+                out[group] = {**dict(out.get(group) or {}), field: value}
     return out
+
+
+def upgrade_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's hyperparameters in the grouped layout: flat ones (``num_frames``, ``learning_rate``,
+    ``val_samples_per_prompt``, ...) moved to their groups (:data:`FLAT_TO_GROUPED`); others unchanged."""
+    return group_settings(hparams, drop_live=True) if is_flat_layout(hparams) else dict(hparams)
 
 
 __all__ = [
@@ -200,6 +218,7 @@ __all__ = [
     "RolloutConfig",
     "ValidationConfig",
     "build_group",
+    "group_settings",
     "group_record",
     "upgrade_hparams",
 ]

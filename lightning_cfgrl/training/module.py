@@ -28,6 +28,7 @@ from lightning_cfgrl.training.configs import (
     ValidationConfig,
     build_group,
     group_record,
+    live_markers,
 )
 from lightning_cfgrl.training.dropout import disable_dropout, restore_dropout
 from lightning_cfgrl.training.finite_guard import FiniteGuard, last_good_note
@@ -151,6 +152,14 @@ class CFGRLModule(SafeCheckpointLoading, FiniteGuard, pl.LightningModule):
         self.disable_dropout = disable_dropout
         self._dropout_saved: list | None = None
         self._check_train_mode = disable_dropout
+
+    def resume_hparams(self) -> dict[str, Any]:
+        """The hyperparameters a resume compares with the checkpoint's: ``hparams`` plus a marker for each
+        live object a checkpoint does not record (an optimizer callable set in code)."""
+        out = dict(self.hparams)
+        for name in ("optimization", "validation"):
+            out[name] = {**out[name], **live_markers(name, getattr(self, name))}
+        return out
 
     def _use_adapters(self, peft_config: dict) -> None:
         """Wrap the generator with peft (after its base weights are loaded) unless it already is."""
@@ -423,8 +432,8 @@ def _check_frames_fit(generator: nn.Module, num_frames: int) -> None:
     max_steps, pattern = getattr(generator, "max_steps", None), getattr(generator, "pattern", None)
     if isinstance(max_steps, int) and pattern is not None and pattern.num_steps(num_frames) > max_steps:
         raise ValueError(
-            f"num_frames={num_frames} needs {pattern.num_steps(num_frames)} decoding steps, more than the "
-            f"generator's max_steps={max_steps}; lower num_frames or build the generator with a larger max_frames"
+            f"rollout.num_frames={num_frames} needs {pattern.num_steps(num_frames)} decoding steps, more than the "
+            f"generator's max_steps={max_steps}; lower rollout.num_frames or build the generator with a larger max_frames"
         )
 
 
