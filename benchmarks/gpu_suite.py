@@ -236,9 +236,8 @@ def fsdp_child(out: Path, device: torch.device, tiny: bool) -> None:
     steps = 3
     module = tiny_fit.ShardedModule(
         tiny_fit.tiny_generator(0, **({} if tiny else dict(dim=512, num_layers=8, num_heads=8))),
-        num_frames=tiny_fit.NUM_FRAMES,
-        num_samples_per_prompt=2,
-        lr_warmup_steps=0,
+        rollout={"num_frames": tiny_fit.NUM_FRAMES, "num_samples_per_prompt": 2},
+        optimization={"lr_warmup_steps": 0},
     )
 
     class StepTimes(pl.Callback):

@@ -171,10 +171,9 @@ def run_config(name: str, args: argparse.Namespace) -> dict:
         decoder_params = sum(p.numel() for p in model.decoder.parameters())
         module = CFGRLModule(
             generator,
-            num_frames=args.frames,
-            num_samples_per_prompt=2,
-            learning_rate=1e-5,
             peft_config=LORA if options["lora"] else None,
+            rollout={"num_frames": args.frames, "num_samples_per_prompt": 2},
+            optimization={"learning_rate": 1e-5},
         )
         built_mb = (
             rss_mb() - rss_imports if device.type == "cpu" else torch.cuda.memory_allocated(device) / 2**20

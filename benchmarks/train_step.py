@@ -78,20 +78,25 @@ def example_config() -> dict:
     try:
         import yaml
 
+        from lightning_cfgrl.training.configs import build_group
+
         cfg = yaml.safe_load(EXAMPLE_CONFIG.read_text())
         model = cfg["model"]["init_args"]
         distill = next(
-            cb["init_args"]
+            cb.get("init_args", {})
             for cb in cfg["trainer"]["callbacks"]
             if cb["class_path"].endswith("CFGDistillCallback")
         )
         generator = {k: v for k, v in model["generator"]["init_args"].items() if k != "max_frames"}
+        # the config states what differs from the recipe; the defaults fill in the rest
+        rollout = build_group("rollout", model.get("rollout"))
+        optimization = build_group("optimization", model.get("optimization"))
         return dict(
             generator=generator,
-            num_frames=model["num_frames"],
+            num_frames=rollout.num_frames,
             prompts=cfg["data"]["init_args"]["batch_size"],
-            group_size=model["num_samples_per_prompt"],
-            learning_rate=model["learning_rate"],
+            group_size=rollout.num_samples_per_prompt,
+            learning_rate=optimization.learning_rate,
             guidance_scale=distill.get("guidance_scale", 3.0),
         )
     except (OSError, KeyError, StopIteration, ImportError) as err:
@@ -129,11 +134,8 @@ def run_config(spec: dict) -> dict:
     # a constant learning rate: the phases are timed without a Trainer, which the schedule needs
     module = CFGRLModule(
         generator,
-        num_frames=frames,
-        num_samples_per_prompt=group,
-        learning_rate=spec["learning_rate"],
-        lr_warmup_steps=0,
-        lr_decay="constant",
+        rollout={"num_frames": frames, "num_samples_per_prompt": group},
+        optimization={"learning_rate": spec["learning_rate"], "lr_warmup_steps": 0, "lr_decay": "constant"},
     )
     module.to(device).train()
     optimizer = module.configure_optimizers()

@@ -221,12 +221,13 @@ def cfgrl_block(
     with PeakMemory(device) as peak:
         module = TimedModule(
             generator,
-            num_frames=args.completion,
-            num_samples_per_prompt=1,
-            learning_rate=args.lr,
-            lr_warmup_steps=0,
-            lr_decay="constant",
-            optimizer=lambda params: torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0),
+            rollout={"num_frames": args.completion, "num_samples_per_prompt": 1},
+            optimization={
+                "learning_rate": args.lr,
+                "lr_warmup_steps": 0,
+                "lr_decay": "constant",
+                "optimizer": lambda params: torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0),
+            },
         )
         trainer = pl.Trainer(
             accelerator="cuda" if device.type == "cuda" else "cpu",

@@ -379,7 +379,9 @@ def train_student(data, state, embedder, recipe: rs.Recipe, seed: int) -> tuple[
     model = generator(data)
     model.load_state_dict(state)
     module = CFGRLModule(
-        model, num_frames=data.num_frames, num_samples_per_prompt=merged["group_size"], seed=seed
+        model,
+        seed=seed,
+        rollout={"num_frames": data.num_frames, "num_samples_per_prompt": merged["group_size"]},
     )
     callbacks: list[pl.Callback] = [CFGDistillCallback(guidance_scale=rs.REFERENCE_GUIDANCE)]
     if recipe.beta > 0:

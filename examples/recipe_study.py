@@ -324,10 +324,12 @@ def train_student(
     generator.load_state_dict(state)
     module = CFGRLModule(
         generator,
-        num_frames=spec.generator_args["max_frames"],
-        num_samples_per_prompt=merged["group_size"],
         seed=seed,
-        **_given(recipe, "learning_rate", "lr_warmup_steps", "lr_decay"),
+        optimization=_given(recipe, "learning_rate", "lr_warmup_steps", "lr_decay"),
+        rollout={
+            "num_frames": spec.generator_args["max_frames"],
+            "num_samples_per_prompt": merged["group_size"],
+        },
     )
     callbacks: list[pl.Callback] = [
         CFGDistillCallback(

@@ -51,6 +51,9 @@ _HOMES = {
     "RewardGates": "lightning_cfgrl.training",
     "RewardSpec": "lightning_cfgrl.training",
     "RolloutBatch": "lightning_cfgrl.training",
+    "RolloutConfig": "lightning_cfgrl.training",
+    "OptimizationConfig": "lightning_cfgrl.training",
+    "ValidationConfig": "lightning_cfgrl.training",
 }
 
 

@@ -319,7 +319,9 @@ def test_clap_reward_trains_musicgen_beside_distillation_and_is_logged(
     from lightning_cfgrl.training.reward import RewardCallback
 
     pl.seed_everything(0)
-    module = CFGRLModule(MusicgenGenerator(str(musicgen_folder)), num_frames=12, num_samples_per_prompt=2)
+    module = CFGRLModule(
+        MusicgenGenerator(str(musicgen_folder)), rollout={"num_frames": 12, "num_samples_per_prompt": 2}
+    )
     clap = RewardSpec(
         "lightning_cfgrl.audio.clap.ClapTextReward",
         args={"model": str(clap_folder), "prompt_tokenizer": str(musicgen_folder)},
@@ -385,7 +387,7 @@ def test_shipped_musicgen_clap_yaml_trains_through_the_cli(
             "fit",
             "--config",
             "clap.yaml",
-            "--model.init_args.num_frames=12",
+            "--model.init_args.rollout.num_frames=12",
             "--trainer.max_steps=2",
             "--trainer.limit_val_batches=0",
             "--trainer.accelerator=cpu",

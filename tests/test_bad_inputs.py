@@ -31,6 +31,7 @@ from lightning_cfgrl.embedders import ContrastiveTokenEmbedder
 from lightning_cfgrl.experiments import SyntheticMusic, SyntheticPromptDataModule
 from lightning_cfgrl.io.checkpoints import CheckpointError
 from lightning_cfgrl.models import AudioTokenTransformer
+from lightning_cfgrl.training.configs import group_settings
 from lightning_cfgrl.training.diversity import DiversityRewardCallback
 from tests.helpers.tiny_fit import TINY_ARGS
 
@@ -47,7 +48,7 @@ def _generator(**overrides: Any) -> AudioTokenTransformer:
 
 
 def _module(**kwargs: Any) -> CFGRLModule:
-    return CFGRLModule(_generator(), num_frames=8, **kwargs)
+    return CFGRLModule(_generator(), **group_settings({"num_frames": 8, **kwargs}))
 
 
 def _embedder(**overrides: Any) -> ContrastiveTokenEmbedder:
@@ -164,7 +165,7 @@ def _teacher_without_cfg(tmp: Path) -> None:
             return self.out(self.emb(tokens))
 
     student = ModuleAdapter(NextToken(), num_codebooks=2, vocab_size=32, bos_id=32)  # no null_condition
-    module = CFGRLModule(student, num_frames=4)
+    module = CFGRLModule(student, rollout={"num_frames": 4})
     callback = CFGDistillCallback()
     callback.setup(None, module, "fit")  # type: ignore[arg-type]
     steps = torch.zeros(2, 2, 4, dtype=torch.long)
@@ -260,7 +261,9 @@ class _WrongLogits(AudioTokenTransformer):
 
 
 def _wrong_logits_rollout(how: str) -> None:
-    CFGRLModule(_WrongLogits(how), num_frames=8).rollout(PROMPTS[:2], 2, SamplingConfig(), seed=0)
+    CFGRLModule(_WrongLogits(how), rollout={"num_frames": 8}).rollout(
+        PROMPTS[:2], 2, SamplingConfig(), seed=0
+    )
 
 
 def _merge_onto_input(tmp: Path) -> None:
@@ -428,15 +431,15 @@ CASES: list[Case] = [
     ),
     _c(
         "diversity_with_G1",
-        "DiversityRewardCallback with CFGRLModule(num_samples_per_prompt=1)",
+        "DiversityRewardCallback with CFGRLModule(rollout={num_samples_per_prompt: 1})",
         SETUP,
         lambda t: DiversityRewardCallback(_embedder()).setup(None, _module(num_samples_per_prompt=1), "fit"),  # type: ignore[arg-type]
         ValueError,
-        "needs G >= 2 samples per prompt (CFGRLModule(num_samples_per_prompt=...)), got G = 1",
+        "needs G >= 2 samples per prompt (CFGRLModule rollout.num_samples_per_prompt), got G = 1",
     ),
     _c(
         "other_pairs_baseline_with_G2",
-        "DiversityRewardCallback(baseline='other_pairs'), num_samples_per_prompt=2",
+        "DiversityRewardCallback(baseline='other_pairs'), rollout.num_samples_per_prompt=2",
         SETUP,
         lambda t: DiversityRewardCallback(_embedder(), baseline="other_pairs").setup(
             None,  # type: ignore[arg-type]
@@ -444,7 +447,7 @@ CASES: list[Case] = [
             "fit",
         ),  # type: ignore[arg-type]
         ValueError,
-        "baseline='other_pairs' needs num_samples_per_prompt >= 3, got 2",
+        "baseline='other_pairs' needs rollout.num_samples_per_prompt >= 3, got 2",
     ),
     _c(
         "other_prompts_baseline_one_prompt",
@@ -458,91 +461,91 @@ CASES: list[Case] = [
     ),
     _c(
         "temperature_zero",
-        "CFGRLModule(temperature=0.0)",
+        "CFGRLModule(rollout={temperature: 0.0})",
         CONSTRUCT,
         lambda t: _module(temperature=0.0),
         ValueError,
-        "temperature must be a finite number > 0, got 0.0",
+        "rollout.temperature must be a finite number > 0, got 0.0",
     ),
     _c(
         "temperature_nan",
-        "CFGRLModule(temperature=nan)",
+        "CFGRLModule(rollout={temperature: nan})",
         CONSTRUCT,
         lambda t: _module(temperature=float("nan")),
         ValueError,
-        "temperature must be a finite number > 0, got nan",
+        "rollout.temperature must be a finite number > 0, got nan",
     ),
     _c(
         "top_k_zero",
-        "CFGRLModule(top_k=0)",
+        "CFGRLModule(rollout={top_k: 0})",
         CONSTRUCT,
         lambda t: _module(top_k=0),
         ValueError,
-        "top_k must be >= 1 or None, got 0",
+        "rollout.top_k must be >= 1 or None, got 0",
     ),
     _c(
         "top_p_zero",
-        "CFGRLModule(top_p=0.0)",
+        "CFGRLModule(rollout={top_p: 0.0})",
         CONSTRUCT,
         lambda t: _module(top_p=0.0),
         ValueError,
-        "top_p must be in (0, 1] or None, got 0.0",
+        "rollout.top_p must be in (0, 1] or None, got 0.0",
     ),
     _c(
         "top_p_above_one",
-        "CFGRLModule(top_p=1.5)",
+        "CFGRLModule(rollout={top_p: 1.5})",
         CONSTRUCT,
         lambda t: _module(top_p=1.5),
         ValueError,
-        "top_p must be in (0, 1] or None, got 1.5",
+        "rollout.top_p must be in (0, 1] or None, got 1.5",
     ),
     _c(
         "num_frames_zero",
-        "CFGRLModule(num_frames=0)",
+        "CFGRLModule(rollout={num_frames: 0})",
         CONSTRUCT,
-        lambda t: CFGRLModule(_generator(), num_frames=0),
+        lambda t: CFGRLModule(_generator(), rollout={"num_frames": 0}),
         ValueError,
-        "num_frames must be >= 1, got 0",
+        "rollout.num_frames must be >= 1, got 0",
     ),
     _c(
         "num_frames_beyond_max_frames",
-        "CFGRLModule(num_frames=100) with a generator of max_frames=8",
+        "CFGRLModule(rollout={num_frames: 100}) with a generator of max_frames=8",
         CONSTRUCT,
-        lambda t: CFGRLModule(_generator(), num_frames=100),
+        lambda t: CFGRLModule(_generator(), rollout={"num_frames": 100}),
         ValueError,
-        "num_frames=100 needs 101 decoding steps, more than the generator's max_steps=9",
+        "rollout.num_frames=100 needs 101 decoding steps, more than the generator's max_steps=9",
     ),
     _c(
         "samples_per_prompt_zero",
-        "CFGRLModule(num_samples_per_prompt=0)",
+        "CFGRLModule(rollout={num_samples_per_prompt: 0})",
         CONSTRUCT,
         lambda t: _module(num_samples_per_prompt=0),
         ValueError,
-        "num_samples_per_prompt must be >= 1, got 0",
+        "rollout.num_samples_per_prompt must be >= 1, got 0",
     ),
     _c(
         "val_samples_per_prompt_zero",
-        "CFGRLModule(val_samples_per_prompt=0)",
+        "CFGRLModule(validation={samples_per_prompt: 0})",
         CONSTRUCT,
         lambda t: _module(val_samples_per_prompt=0),
         ValueError,
-        "val_samples_per_prompt must be >= 1, got 0",
+        "validation.samples_per_prompt must be >= 1, got 0",
     ),
     _c(
         "learning_rate_zero",
-        "CFGRLModule(learning_rate=0.0)",
+        "CFGRLModule(optimization={learning_rate: 0.0})",
         CONSTRUCT,
         lambda t: _module(learning_rate=0.0),
         ValueError,
-        "learning_rate must be a finite number > 0, got 0.0",
+        "optimization.learning_rate must be a finite number > 0, got 0.0",
     ),
     _c(
         "learning_rate_inf",
-        "CFGRLModule(learning_rate=inf)",
+        "CFGRLModule(optimization={learning_rate: inf})",
         CONSTRUCT,
         lambda t: _module(learning_rate=float("inf")),
         ValueError,
-        "learning_rate must be a finite number > 0, got inf",
+        "optimization.learning_rate must be a finite number > 0, got inf",
     ),
     _c(
         "generator_not_a_module",
@@ -1032,11 +1035,11 @@ CASES: list[Case] = [
     ),
     _c(
         "temperature_subnormal",
-        "CFGRLModule(temperature=1e-40)",
+        "CFGRLModule(rollout={temperature: 1e-40})",
         CONSTRUCT,
         lambda t: _module(temperature=1e-40),
         ValueError,
-        "temperature must be >= 1.18e-38 (the smallest normal float32), got 1e-40; for greedy decoding use top_k=1",
+        "rollout.temperature must be >= 1.18e-38 (the smallest normal float32), got 1e-40; for greedy decoding use top_k=1",
     ),
     _c(
         "embedder_zero_vectors",

@@ -110,7 +110,7 @@ def test_bad_config_value_is_reported(tmp_path):
         "fit",
         "--config",
         str(CONFIGS / "distill.yaml"),
-        "--model.init_args.num_frames=0",
+        "--model.init_args.rollout.num_frames=0",
         "--trainer.max_steps=1",
         cwd=tmp_path,
     )
@@ -155,7 +155,7 @@ def test_killed_cli_fit_resumes_from_last(tmp_path):
     common = ["--config", str(CONFIGS / "distill.yaml"), "--trainer.limit_val_batches=1"]
     # smaller steps, same checkpointing
     common += ["--trainer.enable_progress_bar=false"]
-    common += ["--data.init_args.batch_size=4", "--model.init_args.val_samples_per_prompt=2"]
+    common += ["--data.init_args.batch_size=4", "--model.init_args.validation.samples_per_prompt=2"]
     cmd = [sys.executable, "-m", "lightning_cfgrl.cli.main", "fit", *common, "--trainer.max_steps=100000"]
     last = tmp_path / "runs/distill/checkpoints/last.ckpt"
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -68,7 +68,7 @@ def _fit(config: str, folder: Path, workdir: Path, steps: int, val_batches: int 
         "examples/prompts/musicgen_prompts.csv", str(PROMPTS)
     )
     (workdir / config).write_text(text)
-    args = ["fit", "--config", str(workdir / config), "--model.init_args.num_frames=4"]
+    args = ["fit", "--config", str(workdir / config), "--model.init_args.rollout.num_frames=4"]
     args += [f"--trainer.max_steps={steps}", f"--trainer.val_check_interval={steps}"]
     args += [f"--trainer.limit_val_batches={val_batches}", "--trainer.accelerator=cpu"]
     args += ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -85,11 +85,11 @@ def test_musicgen_end_to_end_through_the_cli(tmp_path, monkeypatch, capsys, one_
     quality = _fit("musicgen_lora.yaml", folder, tmp_path, steps=2)
     diverse = _fit("musicgen_lora_diversity.yaml", folder, tmp_path, steps=1, val_batches=0)
     hparams = torch.load(diverse, weights_only=True)["hyper_parameters"]
-    assert hparams["num_samples_per_prompt"] == 4  # the shipped recipe's G
+    assert hparams["rollout"]["num_samples_per_prompt"] == 4  # the shipped recipe's G
 
     # validate a LoRA run's checkpoint with its own YAML
     args = ["validate", "--config", str(tmp_path / "musicgen_lora.yaml"), "--ckpt_path", str(quality)]
-    assert main([*args, "--model.init_args.num_frames=4", "--trainer.limit_val_batches=1"]) == 0
+    assert main([*args, "--model.init_args.rollout.num_frames=4", "--trainer.limit_val_batches=1"]) == 0
 
     # evaluate: the base folder under CFG and temperature beside both students, on the held-out text
     # prompts of the training datamodule, with an own scorer trusted by --import

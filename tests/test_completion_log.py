@@ -37,7 +37,9 @@ def constant(inputs) -> torch.Tensor:
 
 def fit(tmp_path, callbacks, logger, steps: int = 4) -> tuple[CFGRLModule, pl.Trainer]:
     pl.seed_everything(0)
-    module = CFGRLModule(AudioTokenTransformer(**BASE_ARGS), num_frames=8, num_samples_per_prompt=3)
+    module = CFGRLModule(
+        AudioTokenTransformer(**BASE_ARGS), rollout={"num_frames": 8, "num_samples_per_prompt": 3}
+    )
     trainer = quiet_trainer(
         max_steps=steps, limit_val_batches=0, callbacks=callbacks, logger=logger, log_every_n_steps=1
     )

@@ -37,7 +37,7 @@ def _rollout_batch(module, condition, group_size=2):
 
 @pytest.mark.slow  # trains a model
 def test_guidance_one_gives_zero_divergence_at_step_zero(pretrained_base, domain):
-    module = CFGRLModule(pretrained_base, num_frames=32)
+    module = CFGRLModule(pretrained_base, rollout={"num_frames": 32})
     callback = CFGDistillCallback(guidance_scale=1.0)
     callback.setup(None, module, "fit")
     terms = callback.loss_terms(module, _rollout_batch(module, domain.prompts[:6]))
@@ -50,7 +50,7 @@ def test_guidance_one_gives_zero_divergence_at_step_zero(pretrained_base, domain
 
 @pytest.mark.slow  # trains a model
 def test_teacher_frozen_student_trained(pretrained_base, domain):
-    module = CFGRLModule(pretrained_base, num_frames=32, learning_rate=1e-3)
+    module = CFGRLModule(pretrained_base, rollout={"num_frames": 32}, optimization={"learning_rate": 1e-3})
     callback = CFGDistillCallback(guidance_scale=3.0)
     before = param_hash(pretrained_base)
     trainer = _fit(module, [callback], 5, domain)
@@ -65,12 +65,14 @@ def test_teacher_frozen_student_trained(pretrained_base, domain):
 @pytest.mark.slow  # trains a model
 def test_resume_restores_original_teacher_not_current_student(pretrained_base, domain, tmp_path):
     base_hash = param_hash(pretrained_base)
-    module = CFGRLModule(pretrained_base, num_frames=32, learning_rate=1e-3)
+    module = CFGRLModule(pretrained_base, rollout={"num_frames": 32}, optimization={"learning_rate": 1e-3})
     trainer = _fit(module, [CFGDistillCallback()], 4, domain, default_root_dir=tmp_path)
     ckpt = tmp_path / "run.ckpt"
     trainer.save_checkpoint(ckpt)
     # resume into a module built from *random* weights: the teacher must still be the original base
-    fresh = CFGRLModule(AudioTokenTransformer(**BASE_ARGS), num_frames=32, learning_rate=1e-3)
+    fresh = CFGRLModule(
+        AudioTokenTransformer(**BASE_ARGS), rollout={"num_frames": 32}, optimization={"learning_rate": 1e-3}
+    )
     callback = CFGDistillCallback()
     data = SyntheticPromptDataModule(domain, batch_size=8)
     quiet_trainer(max_steps=6, limit_val_batches=0, callbacks=[callback]).fit(fresh, data, ckpt_path=ckpt)
@@ -79,7 +81,7 @@ def test_resume_restores_original_teacher_not_current_student(pretrained_base, d
 
 @pytest.mark.slow  # trains a model
 def test_loaded_checkpoint_rebuilds_generator(pretrained_base, domain, tmp_path):
-    module = CFGRLModule(pretrained_base, num_frames=32)
+    module = CFGRLModule(pretrained_base, rollout={"num_frames": 32})
     trainer = _fit(module, [CFGDistillCallback()], 2, domain, default_root_dir=tmp_path)
     trainer.save_checkpoint(tmp_path / "m.ckpt")
     loaded = CFGRLModule.load_from_checkpoint(tmp_path / "m.ckpt", weights_only=True)
@@ -93,10 +95,10 @@ def test_teacher_vocab_or_codebook_mismatch_is_reported(pretrained_base, domain,
         (dict(vocab_size=16), "teacher vocab_size=16 does not match the student's vocab_size=32"),
         (dict(num_codebooks=3), "teacher num_codebooks=3 does not match the student's num_codebooks=2"),
     ):
-        other = CFGRLModule(AudioTokenTransformer(**{**BASE_ARGS, **override}), num_frames=8)
+        other = CFGRLModule(AudioTokenTransformer(**{**BASE_ARGS, **override}), rollout={"num_frames": 8})
         trainer = _fit(other, [CFGDistillCallback()], 1, domain, default_root_dir=tmp_path)
         trainer.save_checkpoint(tmp_path / "other.ckpt")
-        module = CFGRLModule(pretrained_base, num_frames=8)
+        module = CFGRLModule(pretrained_base, rollout={"num_frames": 8})
         callback = CFGDistillCallback(teacher_checkpoint=str(tmp_path / "other.ckpt"))
         with pytest.raises(ValueError, match=message):
             callback.setup(None, module, "fit")
@@ -119,11 +121,11 @@ def test_bad_distill_config(kwargs, message):
 @pytest.mark.slow  # trains a model
 def test_module_without_objective_or_with_bad_batch(pretrained_base, domain):
     with pytest.raises(ValueError, match="found no objective callback"):
-        _fit(CFGRLModule(pretrained_base, num_frames=8), [], 1, domain)
+        _fit(CFGRLModule(pretrained_base, rollout={"num_frames": 8}), [], 1, domain)
     with pytest.raises(ValueError, match="expects batches as dicts with a 'condition' entry"):
-        CFGRLModule(pretrained_base, num_frames=8).training_step(torch.zeros(2, 3), 0)
+        CFGRLModule(pretrained_base, rollout={"num_frames": 8}).training_step(torch.zeros(2, 3), 0)
     with pytest.raises(ValueError, match="num_frames must be >= 1, got 0"):
-        CFGRLModule(pretrained_base, num_frames=0)
+        CFGRLModule(pretrained_base, rollout={"num_frames": 0})
 
 
 def _adherence(generator, domain, prompts, config, num_samples=16):
@@ -138,7 +140,11 @@ def test_end_to_end_distillation_closes_the_cfg_gap(pretrained_base, domain):
     """Distil guidance 3 into the student (150 steps): the divergence falls by >= 50 % and the student,
     sampled without CFG, closes >= half the adherence gap between the base without and with CFG."""
     torch.manual_seed(0)
-    module = CFGRLModule(pretrained_base, num_frames=32, num_samples_per_prompt=2, learning_rate=3e-4)
+    module = CFGRLModule(
+        pretrained_base,
+        rollout={"num_frames": 32, "num_samples_per_prompt": 2},
+        optimization={"learning_rate": 3e-4},
+    )
     callback = CFGDistillCallback(guidance_scale=3.0)
 
     history, original = [], callback.loss_terms
@@ -162,7 +168,7 @@ def test_end_to_end_distillation_closes_the_cfg_gap(pretrained_base, domain):
 
 @pytest.mark.slow  # trains a model
 def test_non_finite_loss_stops_the_run_naming_step_and_term(pretrained_base, domain, tmp_path):
-    module = CFGRLModule(pretrained_base, num_frames=8, learning_rate=1e-3)
+    module = CFGRLModule(pretrained_base, rollout={"num_frames": 8}, optimization={"learning_rate": 1e-3})
     callback = CFGDistillCallback()
     original = callback.loss_terms
 
@@ -192,7 +198,7 @@ def test_guidance_zero_or_one_runs_one_teacher_pass(scale):
     that half, a batch of N instead of 2N, with the same logits as the two-pass mix (up to float
     rounding of a different batch size)."""
     torch.manual_seed(0)
-    module = CFGRLModule(AudioTokenTransformer(**BASE_ARGS), num_frames=8)
+    module = CFGRLModule(AudioTokenTransformer(**BASE_ARGS), rollout={"num_frames": 8})
     callback = CFGDistillCallback(guidance_scale=scale)
     callback.setup(None, module, "fit")
     condition = torch.tensor([[1, 2, 3], [4, 1, 2], [2, 2, 1]])

@@ -139,13 +139,13 @@ def test_needs_two_samples_per_prompt_and_three_for_other_pairs() -> None:
     with pytest.raises(ValueError, match="got G = 1"):
         quiet_trainer(
             max_steps=1, limit_val_batches=0, callbacks=[DiversityRewardCallback(TokenHistogramEmbedder(32))]
-        ).fit(CFGRLModule(generator, num_frames=8, num_samples_per_prompt=1), data)
-    with pytest.raises(ValueError, match="'other_pairs' needs num_samples_per_prompt >= 3, got 2"):
+        ).fit(CFGRLModule(generator, rollout={"num_frames": 8, "num_samples_per_prompt": 1}), data)
+    with pytest.raises(ValueError, match="'other_pairs' needs rollout.num_samples_per_prompt >= 3, got 2"):
         quiet_trainer(
             max_steps=1,
             limit_val_batches=0,
             callbacks=[DiversityRewardCallback(TokenHistogramEmbedder(32), baseline="other_pairs")],
-        ).fit(CFGRLModule(generator, num_frames=8, num_samples_per_prompt=2), data)
+        ).fit(CFGRLModule(generator, rollout={"num_frames": 8, "num_samples_per_prompt": 2}), data)
     with pytest.raises(ValueError, match="beta must be a finite number >= 0, got -1.0"):
         DiversityRewardCallback(TokenHistogramEmbedder(32), beta=-1.0)
     with pytest.raises(ValueError, match="baseline must be one of"):
@@ -158,7 +158,11 @@ def _fit(
     pl.seed_everything(0)
     generator = AudioTokenTransformer(**BASE_ARGS)
     generator.load_state_dict(base_state)
-    module = CFGRLModule(generator, num_frames=16, num_samples_per_prompt=group_size, learning_rate=1e-3)
+    module = CFGRLModule(
+        generator,
+        rollout={"num_frames": 16, "num_samples_per_prompt": group_size},
+        optimization={"learning_rate": 1e-3},
+    )
     trainer = quiet_trainer(max_steps=steps, limit_val_batches=0, callbacks=callbacks, **trainer_kwargs)
     trainer.fit(module, SyntheticPromptDataModule(batch_size=4))
     return module, trainer
@@ -204,7 +208,11 @@ def test_embedder_is_frozen_never_optimised_and_saved_for_resume(pretrained_base
     torch.manual_seed(1)
     resumed = DiversityRewardCallback(ContrastiveTokenEmbedder(), beta=15.0)
     generator = AudioTokenTransformer(**BASE_ARGS)
-    fresh = CFGRLModule(generator, num_frames=16, num_samples_per_prompt=2, learning_rate=1e-3)
+    fresh = CFGRLModule(
+        generator,
+        rollout={"num_frames": 16, "num_samples_per_prompt": 2},
+        optimization={"learning_rate": 1e-3},
+    )
     quiet_trainer(max_steps=5, limit_val_batches=0, callbacks=[CFGDistillCallback(), resumed]).fit(
         fresh, SyntheticPromptDataModule(batch_size=4), ckpt_path=str(path)
     )

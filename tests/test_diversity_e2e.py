@@ -48,7 +48,12 @@ def train(
     pl.seed_everything(seed)
     generator = AudioTokenTransformer(**BASE_ARGS)
     generator.load_state_dict(base_state)
-    module = CFGRLModule(generator, num_frames=32, num_samples_per_prompt=2, learning_rate=3e-4, seed=seed)
+    module = CFGRLModule(
+        generator,
+        seed=seed,
+        rollout={"num_frames": 32, "num_samples_per_prompt": 2},
+        optimization={"learning_rate": 3e-4},
+    )
     callbacks = [
         CFGDistillCallback(guidance_scale=3.0),
         DiversityRewardCallback(embedder, beta=beta, shuffle_rewards=shuffle_rewards, seed=seed),

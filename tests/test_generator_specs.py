@@ -79,7 +79,7 @@ def test_a_generator_without_spec_warns_at_construction_naming_the_fix():
     torch.manual_seed(0)
     adapter = ModuleAdapter(NoSpecGRU(vocab_size=V), 2, V, bos_id=V, null_condition=0)
     with pytest.warns(UserWarning) as record:
-        CFGRLModule(adapter, num_frames=4)
+        CFGRLModule(adapter, rollout={"num_frames": 4})
     message = str(record[0].message)
     assert message.startswith(
         "CFGRLModule: checkpoints will hold the generator's weights but not how to build it"
@@ -96,7 +96,7 @@ def test_a_generator_without_spec_warns_at_construction_naming_the_fix():
 def test_a_generator_built_from_a_dict_records_that_dict(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        module = CFGRLModule(ADAPTER_SPEC, num_frames=4)
+        module = CFGRLModule(ADAPTER_SPEC, rollout={"num_frames": 4})
     assert module.hparams["generator"] == ADAPTER_SPEC
     assert _same_logits(module.generator, load_generator(_saved(module, tmp_path)))
 

@@ -14,6 +14,7 @@ from lightning_cfgrl.adapters.peft import AdapterDisabledTeacher, import_peft, w
 from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.io.checkpoints import atomic_save_safetensors
 from lightning_cfgrl.io.generators import load_generator
+from lightning_cfgrl.training.configs import group_settings
 from lightning_cfgrl.training.rollout import RolloutBatch
 from tests.helpers.models import quiet_trainer
 from tests.helpers.tiny_fit import tiny_generator
@@ -45,13 +46,11 @@ def base_file(tmp_path: Path) -> Path:
 def _lora_module(base_file: Path, seed: int = 0, lr: float = 1e-2, **kwargs) -> CFGRLModule:
     torch.manual_seed(100 + seed)  # the adapters' random init
     return CFGRLModule(
-        tiny_generator(7),  # other random weights: the base must come from init_checkpoint
-        num_frames=8,
-        learning_rate=lr,
+        tiny_generator(7),
         init_checkpoint=str(base_file),
         seed=seed,
         peft_config=LORA,
-        **kwargs,
+        **group_settings({"num_frames": 8, "learning_rate": lr, **kwargs}),
     )
 
 
@@ -218,7 +217,7 @@ def test_teacher_chunks_and_low_precision_teacher_match_the_plain_teacher(base_f
 
 @pytest.mark.slow  # trains a model
 def test_full_copy_teacher_can_be_stored_in_bfloat16(base_file):
-    module = CFGRLModule(tiny_generator(0), num_frames=8, learning_rate=1e-2)
+    module = CFGRLModule(tiny_generator(0), rollout={"num_frames": 8}, optimization={"learning_rate": 1e-2})
     trainer, callback = _fit(module, steps=1, teacher_dtype="bfloat16")
     assert {p.dtype for p in callback.teacher.parameters()} == {torch.bfloat16}
     assert {p.dtype for p in module.generator.parameters()} == {torch.float32}
@@ -276,7 +275,7 @@ def test_gradient_checkpointing_under_lora_trains_adapters_only():
 )
 def test_bad_peft_config(kwargs, error, message):
     with pytest.raises(error, match=message):
-        CFGRLModule(tiny_generator(0), num_frames=8, **kwargs)
+        CFGRLModule(tiny_generator(0), **group_settings({"num_frames": 8, **kwargs}))
 
 
 @pytest.mark.parametrize(
@@ -293,12 +292,12 @@ def test_bad_teacher_memory_options(kwargs, message):
 
 def test_already_wrapped_generator_is_accepted_and_recorded():
     wrapped = wrap_peft(copy.deepcopy(tiny_generator(0)), {"r": 2, "target_modules": ["qkv"]})
-    module = CFGRLModule(wrapped, num_frames=8)
+    module = CFGRLModule(wrapped, rollout={"num_frames": 8})
     assert module.generator is wrapped
     assert module.hparams["peft_config"] == {"peft_type": "LORA", "r": 2, "target_modules": ["qkv"]}
     assert module.hparams["generator"]["class_path"].endswith("AudioTokenTransformer")
     with pytest.raises(ValueError, match="already wrapped by peft"):
-        CFGRLModule(wrapped, num_frames=8, peft_config={"r": 2, "target_modules": ["qkv"]})
+        CFGRLModule(wrapped, peft_config={"r": 2, "target_modules": ["qkv"]}, rollout={"num_frames": 8})
 
 
 @pytest.mark.slow  # trains a model
@@ -342,7 +341,7 @@ def test_reference_transformer_lora_from_yaml(base_file, tmp_path, monkeypatch):
         "--model.init_args.generator.init_args.num_layers=1",
         "--model.init_args.generator.init_args.num_heads=2",
         "--model.init_args.generator.init_args.max_frames=8",
-        "--model.init_args.num_frames=8",
+        "--model.init_args.rollout.num_frames=8",
         "--trainer.max_steps=2",
         "--trainer.limit_val_batches=0",
         "--trainer.enable_progress_bar=false",

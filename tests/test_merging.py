@@ -536,7 +536,7 @@ def test_callback_with_cfgrl_module(tmp_path: Path) -> None:
     )
     anchor = {k: v.detach().clone() for k, v in generator.state_dict().items()}
     save_file(anchor, tmp_path / "anchor.safetensors")
-    module = CFGRLModule(generator, num_frames=8, learning_rate=1e-2)
+    module = CFGRLModule(generator, rollout={"num_frames": 8}, optimization={"learning_rate": 1e-2})
     merge = ModelMergeCallback(str(tmp_path / "anchor.safetensors"), lambdas=(0.0, 0.5, 1.0))
     _trainer(
         tmp_path, callbacks=[CFGDistillCallback(), merge], enable_checkpointing=False, limit_val_batches=0

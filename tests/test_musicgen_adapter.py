@@ -175,7 +175,7 @@ def test_trains_with_cfg_distillation_and_checkpoint_rebuilds_it(hf, hf_model, t
         batch_size=2,
         collate_fn=lambda rows: {"condition": {k: torch.stack([r[k] for r in rows]) for k in rows[0]}},
     )
-    module = CFGRLModule(gen, num_frames=4, learning_rate=1e-2)
+    module = CFGRLModule(gen, rollout={"num_frames": 4}, optimization={"learning_rate": 1e-2})
     before = {k: v.clone() for k, v in gen.state_dict().items()}
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -270,7 +270,7 @@ def test_controls_on_the_decoder_input_embeddings(hf, hf_model, tmp_path):
         default_root_dir=tmp_path,
         callbacks=[CFGDistillCallback(guidance_scale=[1.0, 5.0])],
     )
-    trainer.fit(CFGRLModule(student, num_frames=4, learning_rate=1e-2), data)
+    trainer.fit(CFGRLModule(student, rollout={"num_frames": 4}, optimization={"learning_rate": 1e-2}), data)
     assert float(student.control_emb.mlps["guidance_scale"][2].weight.detach().abs().sum()) > 0
     trainer.save_checkpoint(tmp_path / "s.ckpt")
     rebuilt = load_generator(tmp_path / "s.ckpt")

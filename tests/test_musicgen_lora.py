@@ -112,7 +112,7 @@ def _run_yaml(
         "fit",
         "--config",
         str(workdir / name),
-        "--model.init_args.num_frames=4",
+        "--model.init_args.rollout.num_frames=4",
         f"--trainer.max_steps={steps}",
         f"--trainer.val_check_interval={steps}",
         f"--trainer.limit_val_batches={val_batches}",
@@ -169,7 +169,11 @@ def test_text_prompt_yaml_trains_lora_and_exports(hf, folder, tmp_path, monkeypa
 def _fit_python(folder: Path, path: Path, seed: int, peft_config: dict | None) -> Path:
     torch.manual_seed(seed)
     module = CFGRLModule(
-        MusicgenGenerator(str(folder)), num_frames=4, learning_rate=1e-2, seed=seed, peft_config=peft_config
+        MusicgenGenerator(str(folder)),
+        seed=seed,
+        peft_config=peft_config,
+        rollout={"num_frames": 4},
+        optimization={"learning_rate": 1e-2},
     )
     data = TextPromptDataModule(str(PROMPTS), tokenizer=str(folder), batch_size=2)
     trainer = quiet_trainer(
@@ -220,7 +224,7 @@ def test_export_refuses_a_generator_without_a_transformers_model(tmp_path, capsy
     from lightning_cfgrl.cli.main import main
     from tests.helpers.tiny_fit import tiny_generator
 
-    module = CFGRLModule(tiny_generator(0), num_frames=4)
+    module = CFGRLModule(tiny_generator(0), rollout={"num_frames": 4})
     trainer = quiet_trainer(max_steps=1, limit_val_batches=0, callbacks=[CFGDistillCallback()])
     from lightning_cfgrl.experiments import SyntheticPromptDataModule
 

@@ -79,7 +79,9 @@ def _fit_until_poisoned(
     **trainer_kwargs: Any,
 ) -> tuple[CFGRLModule, list[Callback], pytest.ExceptionInfo]:
     torch.manual_seed(0)
-    module = CFGRLModule(PoisonableGenerator(**TINY_ARGS), num_frames=8, learning_rate=1e-3)
+    module = CFGRLModule(
+        PoisonableGenerator(**TINY_ARGS), rollout={"num_frames": 8}, optimization={"learning_rate": 1e-3}
+    )
     module.generator.only_padding = only_padding
     torch.manual_seed(1)
     embedder = PoisonableEmbedder(num_codebooks=2, vocab_size=32, dim=16, embed_dim=16, num_layers=1)
@@ -209,7 +211,9 @@ def test_bf16_on_cpu_keeps_divergences_and_rewards_in_float32(
     precision: str, student_dtype: torch.dtype
 ) -> None:
     torch.manual_seed(0)
-    module = CFGRLModule(AudioTokenTransformer(**TINY_ARGS), num_frames=8, learning_rate=1e-3)
+    module = CFGRLModule(
+        AudioTokenTransformer(**TINY_ARGS), rollout={"num_frames": 8}, optimization={"learning_rate": 1e-3}
+    )
     distill, diversity = CFGDistillCallback(), DiversityRewardCallback(tiny_embedder(), beta=1.0)
     recorder = RecordDtypes()
     trainer = quiet_trainer(

@@ -16,6 +16,7 @@ from lightning_cfgrl import CFGDistillCallback, CFGRLModule, SamplingConfig, sam
 from lightning_cfgrl.core.condition import repeat_condition
 from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.models import AudioTokenTransformer
+from lightning_cfgrl.training.configs import group_settings
 from lightning_cfgrl.training.dropout import disable_dropout, restore_dropout
 from lightning_cfgrl.training.objective import ObjectiveCallback
 from lightning_cfgrl.training.optimization import WarmupDecayLR, check_schedule
@@ -34,7 +35,9 @@ class Spy(ObjectiveCallback):
 
 
 def _fit(generator, callbacks, steps=1, **module_kwargs):
-    module = CFGRLModule(generator, num_frames=16, num_samples_per_prompt=2, **module_kwargs)
+    module = CFGRLModule(
+        generator, **group_settings({"num_frames": 16, "num_samples_per_prompt": 2, **module_kwargs})
+    )
     trainer = quiet_trainer(max_steps=steps, limit_val_batches=0, callbacks=callbacks)
     trainer.fit(module, SyntheticPromptDataModule(batch_size=4))
     return module, trainer
@@ -266,4 +269,4 @@ def test_module_follows_the_schedule(pretrained_base) -> None:
     expected = [1e-3 * _reference_factor(2, 6, "cosine", s) for s in range(6)]
     assert seen == pytest.approx(expected, rel=1e-12)
     with pytest.raises(ValueError, match="lr_decay must be one of"):
-        CFGRLModule(pretrained_base, lr_decay="exponential")
+        CFGRLModule(pretrained_base, optimization={"lr_decay": "exponential"})

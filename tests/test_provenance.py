@@ -13,6 +13,7 @@ from lightning_cfgrl import CFGDistillCallback, CFGRLModule
 from lightning_cfgrl.embedders import ContrastiveTokenEmbedder
 from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.io.checkpoints import file_sha256, load_checkpoint
+from lightning_cfgrl.training.configs import group_settings
 from lightning_cfgrl.training.diversity import DiversityRewardCallback
 from tests.helpers.models import quiet_trainer
 from tests.helpers.tiny_fit import tiny_embedder, tiny_generator
@@ -52,7 +53,7 @@ def _callbacks(teacher: Path | None, embedder: Path, embed: bool = False) -> lis
 
 
 def _module(**kwargs) -> CFGRLModule:
-    return CFGRLModule(tiny_generator(0), num_frames=4, **kwargs)
+    return CFGRLModule(tiny_generator(0), **group_settings({"num_frames": 4, **kwargs}))
 
 
 def _states(ckpt: Path) -> tuple[dict, dict]:

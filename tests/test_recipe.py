@@ -6,6 +6,7 @@ recipe (``examples/recipe_study.py`` trains and evaluates exactly as the study d
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import inspect
 import sys
@@ -21,6 +22,7 @@ from lightning_cfgrl import CFGDistillCallback, CFGRLModule, DiversityRewardCall
 from lightning_cfgrl.core.sampling import SamplingConfig
 from lightning_cfgrl.embedders import ContrastiveEmbedderModule, ContrastiveTokenEmbedder
 from lightning_cfgrl.experiments import SyntheticMusicDataModule
+from lightning_cfgrl.training.configs import RolloutConfig
 from lightning_cfgrl.training.pretrain import PretrainModule
 from tests.helpers.models import quiet_trainer
 
@@ -95,41 +97,88 @@ def _defaults(cls) -> dict:
     return {k: v.default for k, v in inspect.signature(cls.__init__).parameters.items()}
 
 
-@pytest.mark.parametrize("name", ["distill_beta0.yaml", "distill_beta15.yaml", "distill_placebo.yaml"])
-def test_shipped_configs_are_the_recipe_defaults(name: str) -> None:
-    """The recipe lives in the class defaults; the example configs spell it out and must agree, and the
-    study trains with exactly these settings (its SHIPPED_TRAINER). The quality (beta = 0) run stops by
-    measurement (PlateauStopping on the per-token KL, a constant rate after warm-up, max_steps a cap);
-    the diversity and placebo runs keep the study's fixed budget and beta (the quality budget is opt-in:
-    docs, Guides, stopping and budgets)."""
-    config = yaml.safe_load((ROOT / "examples" / "configs" / name).read_text())
+# The recipe's one source is the class defaults (CFGRLModule's settings groups, CFGDistillCallback,
+# DiversityRewardCallback): a stage config states only what differs (model, data, paths, beta), so
+# there is nothing to keep equal. ``beta`` is stated in every stage, being what tells the stages apart.
+STAGE_CONFIGS = [
+    "distill.yaml",
+    "distill_beta0.yaml",
+    "distill_beta15.yaml",
+    "distill_placebo.yaml",
+    "distill_ddp.yaml",
+    "hmm/distill_beta0.yaml",
+    "hmm/distill_beta15.yaml",
+]
+STATED = {"beta"}
+
+
+def restated_defaults(config: dict) -> list[str]:
+    """``["model.rollout.num_samples_per_prompt: 4", ...]``: the settings a config gives their default."""
+    from lightning_cfgrl.training.configs import GROUPS
+
+    out = []
     model = config["model"]["init_args"]
     module = _defaults(CFGRLModule)
-    for key in ("learning_rate", "lr_warmup_steps", "num_samples_per_prompt", "disable_dropout"):
-        assert model.get(key, module[key]) == module[key], key
-    assert module["num_samples_per_prompt"] == study.SHIPPED_TRAINER["group_size"]
+    for key, value in model.items():
+        if key in GROUPS:
+            defaults = {f.name: f.default for f in dataclasses.fields(GROUPS[key])}
+            out += [f"model.{key}.{k}: {v!r}" for k, v in value.items() if defaults.get(k, object()) == v]
+        elif module.get(key, object()) == value:
+            out.append(f"model.{key}: {value!r}")
+    classes = {"CFGDistillCallback": CFGDistillCallback, "DiversityRewardCallback": DiversityRewardCallback}
+    for callback in config["trainer"]["callbacks"]:
+        name = callback["class_path"].rsplit(".", 1)[1]
+        if name in classes:
+            defaults = _defaults(classes[name])
+            given = callback.get("init_args", {})
+            out += [
+                f"{name}.{k}: {v!r}" for k, v in given.items() if k not in STATED and defaults.get(k) == v
+            ]
+    return out
+
+
+@pytest.mark.parametrize("name", STAGE_CONFIGS)
+def test_stage_configs_state_only_what_differs_from_the_recipe_defaults(name: str) -> None:
+    config = yaml.safe_load((ROOT / "examples" / "configs" / name).read_text())
+    assert restated_defaults(config) == []
+
+
+def test_restated_defaults_are_found() -> None:
+    config = yaml.safe_load((ROOT / "examples" / "configs" / "distill_beta15.yaml").read_text())
+    config["model"]["init_args"]["rollout"] = {"num_samples_per_prompt": 4, "num_frames": 16}
+    config["trainer"]["callbacks"][0]["init_args"] = {"guidance_scale": 3.0, "divergence": "forward_kl"}
+    assert restated_defaults(config) == [
+        "model.rollout.num_samples_per_prompt: 4",
+        "CFGDistillCallback.guidance_scale: 3.0",
+    ]
+
+
+@pytest.mark.parametrize("name", ["distill_beta0.yaml", "distill_beta15.yaml", "distill_placebo.yaml"])
+def test_shipped_configs_are_the_recipe(name: str) -> None:
+    """The study trains with the class defaults too (it passes only what a Recipe sets), and with the
+    trainer settings of the stage configs (its SHIPPED_TRAINER: Trainer and data settings are not class
+    defaults). The quality (beta = 0) run stops by measurement (PlateauStopping on the per-token KL, a
+    constant rate after warm-up, max_steps a cap); the diversity and placebo runs keep the study's fixed
+    budget and beta (the quality budget is opt-in: docs, Guides, stopping and budgets)."""
+    config = yaml.safe_load((ROOT / "examples" / "configs" / name).read_text())
+    model = config["model"]["init_args"]
+    assert RolloutConfig().num_samples_per_prompt == study.SHIPPED_TRAINER["group_size"]
     assert config["data"]["init_args"]["batch_size"] == study.SHIPPED_TRAINER["prompts_per_batch"]
     assert config["trainer"].get("gradient_clip_val") == study.SHIPPED_TRAINER["gradient_clip_val"]
     callbacks = {
         c["class_path"].rsplit(".", 1)[1]: c.get("init_args", {}) for c in config["trainer"]["callbacks"]
     }
     if name == "distill_beta0.yaml":
-        assert model["lr_decay"] == "constant"
+        assert model["optimization"] == {"lr_decay": "constant"}
         assert config["trainer"]["max_steps"] >= study.SHIPPED_TRAINER["steps"]  # a cap, never below
         assert callbacks["PlateauStopping"]["monitor"] == "train/distill_divergence_per_token"
     else:
-        assert model.get("lr_decay", module["lr_decay"]) == module["lr_decay"]
+        assert "optimization" not in model
         assert config["trainer"]["max_steps"] == study.SHIPPED_TRAINER["steps"]
         assert model["init_checkpoint"] == "runs/base/checkpoints/last.ckpt"
-    distill = _defaults(CFGDistillCallback)
-    for key in ("guidance_scale", "divergence", "reduction", "teacher_fraction"):
-        assert callbacks["CFGDistillCallback"].get(key, distill[key]) == distill[key], key
-    diversity = _defaults(DiversityRewardCallback)
     given = callbacks["DiversityRewardCallback"]
     assert given.get("baseline", "auto") in ("auto", "other_pairs")  # "auto" is other_pairs at G = 4
-    for key in ("advantage_norm", "beta_scale", "baseline_decay"):
-        assert given.get(key, diversity[key]) == diversity[key], key
-    assert diversity["beta"] == 15.0
+    assert _defaults(DiversityRewardCallback)["beta"] == 15.0
     assert given["beta"] == (0.0 if name == "distill_beta0.yaml" else 15.0)
     assert given.get("shuffle_rewards", False) == (name == "distill_placebo.yaml")
 

@@ -67,7 +67,11 @@ def _fit(
         enable_checkpointing=True,
         callbacks=[*callbacks, ModelCheckpoint(dirpath=tmp, save_last=True)],
     )
-    module = CFGRLModule(tiny_generator(), num_frames=8, num_samples_per_prompt=2, learning_rate=lr)
+    module = CFGRLModule(
+        tiny_generator(),
+        rollout={"num_frames": 8, "num_samples_per_prompt": 2},
+        optimization={"learning_rate": lr},
+    )
     trainer.fit(module, SyntheticPromptDataModule(batch_size=batch, repeats=1), ckpt_path=ckpt)
 
 
@@ -84,7 +88,7 @@ def _resume_weights_only(tmp: Path) -> None:
 
 
 def _save_nan_weights(tmp: Path) -> None:
-    CFGRLModule(_nan_generator(), num_frames=8).on_save_checkpoint({})
+    CFGRLModule(_nan_generator(), rollout={"num_frames": 8}).on_save_checkpoint({})
 
 
 def _export_into_checkpoint_folder(tmp: Path) -> None:
@@ -183,13 +187,13 @@ CASES: list[Case] = [
     # rule 1: nothing named in a file imports anything
     _c(
         "hparams_list_spec_imports_a_module",
-        "CFGRLModule.load_from_checkpoint of hparams val_scorers: [{class_path: this.Scorer}]",
+        "CFGRLModule.load_from_checkpoint of hparams validation: {scorers: [{class_path: this.Scorer}]}",
         LOAD,
         lambda t: CFGRLModule.load_from_checkpoint(
-            _ckpt(t / "c.ckpt", val_scorers=[{"class_path": "this.Scorer"}])
+            _ckpt(t / "c.ckpt", validation={"scorers": [{"class_path": "this.Scorer"}]})
         ),
         UnsafeSpecError,
-        "refused 'this.Scorer' at val_scorers[0].class_path of checkpoint",
+        "refused 'this.Scorer' at validation.scorers[0].class_path of checkpoint",
     ),
     _c(
         "dict_kwargs_spec_imports_a_module",
@@ -208,7 +212,7 @@ CASES: list[Case] = [
         RESUME,
         _resume_with_new_lr,
         ValueError,
-        "resume refused: 1 training setting(s) differ from the checkpoint's: learning_rate: 0.01 (checkpoint) vs 0.05 (now)",
+        "resume refused: 1 training setting(s) differ from the checkpoint's: optimization.learning_rate: 0.01 (checkpoint) vs 0.05 (now)",
     ),
     _c(
         "resume_weights_only_checkpoint",
@@ -281,27 +285,29 @@ CASES: list[Case] = [
     # rule 9: Python API types caught where they enter, out-of-range values named
     _c(
         "top_k_float",
-        "CFGRLModule(top_k=2.5)",
+        "CFGRLModule(rollout={top_k: 2.5})",
         CONSTRUCT,
-        lambda t: CFGRLModule(tiny_generator(), num_frames=8, top_k=2.5),
+        lambda t: CFGRLModule(tiny_generator(), rollout={"num_frames": 8, "top_k": 2.5}),
         TypeError,
-        "top_k must be an integer or None, got 2.5 (float)",
+        "rollout.top_k must be an integer or None, got 2.5 (float)",
     ),
     _c(
         "num_frames_float",
-        "CFGRLModule(num_frames=2.5)",
+        "CFGRLModule(rollout={num_frames: 2.5})",
         CONSTRUCT,
-        lambda t: CFGRLModule(tiny_generator(), num_frames=2.5),
+        lambda t: CFGRLModule(tiny_generator(), rollout={"num_frames": 2.5}),
         TypeError,
-        "num_frames must be an integer, got 2.5 (float)",
+        "rollout.num_frames must be an integer, got 2.5 (float)",
     ),
     _c(
         "learning_rate_string",
-        "CFGRLModule(learning_rate='1e-3')",
+        "CFGRLModule(optimization={learning_rate: '1e-3'})",
         CONSTRUCT,
-        lambda t: CFGRLModule(tiny_generator(), num_frames=8, learning_rate="1e-3"),
+        lambda t: CFGRLModule(
+            tiny_generator(), rollout={"num_frames": 8}, optimization={"learning_rate": "1e-3"}
+        ),
         TypeError,
-        "learning_rate must be a real number, got '1e-3' (str)",
+        "optimization.learning_rate must be a real number, got '1e-3' (str)",
     ),
     _c(
         "seed_2_pow_70",

@@ -51,7 +51,7 @@ def test_a_fit_of_zero_steps_fails_before_it_starts(how: str, named: str, tmp_pa
     trainer = quiet_trainer(limit_val_batches=0, callbacks=[CFGDistillCallback()], **trainer_kw)
     with pytest.raises(ValueError, match="zero") as err:
         trainer.fit(
-            CFGRLModule(tiny_generator(), num_frames=8),
+            CFGRLModule(tiny_generator(), rollout={"num_frames": 8}),
             SyntheticPromptDataModule(batch_size=batch, repeats=1),
         )
     assert named in str(err.value), str(err.value)
@@ -80,13 +80,13 @@ def test_pretraining_of_zero_steps_fails_too() -> None:
             "attribute 'CFGDistillCallbak'",
         ),
         (
-            "--model.init_args.lr_decay=cosin",
-            "model.lr_decay: class_path 'lightning_cfgrl.CFGRLModule': Expected a typing.Literal['cosine', "
+            "--model.init_args.optimization.lr_decay=cosin",
+            "model.optimization.lr_decay: class_path 'lightning_cfgrl.CFGRLModule': Expected a typing.Literal['cosine', "
             "'linear', 'constant']. Got value: cosin",
         ),
         (
-            "--model.init_args.num_frames=abc",
-            "model.num_frames: class_path 'lightning_cfgrl.CFGRLModule': Expected a <class 'int'>. Got value: abc",
+            "--model.init_args.rollout.num_frames=abc",
+            "model.rollout.num_frames: class_path 'lightning_cfgrl.CFGRLModule': Expected a <class 'int'>. Got value: abc",
         ),
         ("--model.init_args.learning_rat=0.1", "Option 'learning_rat' is not accepted"),
     ],
@@ -112,18 +112,23 @@ def test_parse_errors_end_with_the_option_and_the_cause(
     "call,message",
     [
         (
-            lambda: CFGRLModule(tiny_generator(), num_frames=8, top_k=2.5),
+            lambda: CFGRLModule(tiny_generator(), rollout={"num_frames": 8, "top_k": 2.5}),
             "top_k must be an integer or None, got 2.5",
         ),
         (
-            lambda: CFGRLModule(tiny_generator(), num_frames=2.5),
+            lambda: CFGRLModule(tiny_generator(), rollout={"num_frames": 2.5}),
             "num_frames must be an integer, got 2.5 (float)",
         ),
         (
-            lambda: CFGRLModule(tiny_generator(), num_frames=8, learning_rate="1e-3"),
+            lambda: CFGRLModule(
+                tiny_generator(), rollout={"num_frames": 8}, optimization={"learning_rate": "1e-3"}
+            ),
             "learning_rate must be a real number, got '1e-3' (str); pass the number 1e-3, not a string",
         ),
-        (lambda: CFGRLModule(tiny_generator(), num_frames=8, num_samples_per_prompt=True), "got True (bool)"),
+        (
+            lambda: CFGRLModule(tiny_generator(), rollout={"num_frames": 8, "num_samples_per_prompt": True}),
+            "got True (bool)",
+        ),
         (lambda: SamplingConfig(temperature="hot"), "temperature must be a real number, got 'hot'"),
         (lambda: sample(tiny_generator(), torch.tensor([[1, 1, 1]]), 2.5), "num_frames must be an integer"),
     ],

@@ -73,7 +73,11 @@ def test_jsd_distillation_with_a_token_both_mask_trains_and_saves_finite_weights
     """The issue's example: JSD with a token masked by student and teacher gave NaN gradients, AdamW
     wrote NaN into the weights and last.ckpt held them."""
     torch.manual_seed(0)
-    module = CFGRLModule(_MasksLastToken(**TINY_ARGS), num_frames=8, learning_rate=1e-2, lr_warmup_steps=0)
+    module = CFGRLModule(
+        _MasksLastToken(**TINY_ARGS),
+        rollout={"num_frames": 8},
+        optimization={"learning_rate": 1e-2, "lr_warmup_steps": 0},
+    )
     trainer = quiet_trainer(
         max_steps=3,
         limit_val_batches=0,
@@ -110,7 +114,7 @@ class _NaNGradientAt(ObjectiveCallback):
 
 def test_nan_gradients_behind_a_finite_loss_stop_before_the_optimizer_step(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    module = CFGRLModule(tiny_generator(), num_frames=8, learning_rate=1e-2)
+    module = CFGRLModule(tiny_generator(), rollout={"num_frames": 8}, optimization={"learning_rate": 1e-2})
     trainer = quiet_trainer(
         max_steps=5,
         limit_val_batches=0,
@@ -133,7 +137,7 @@ def test_nan_gradients_behind_a_finite_loss_stop_before_the_optimizer_step(tmp_p
     # and it resumes: the next step trains (the NaN objective removed)
     trainer = quiet_trainer(max_steps=3, limit_val_batches=0, callbacks=[CFGDistillCallback()])
     trainer.fit(
-        CFGRLModule(tiny_generator(), num_frames=8, learning_rate=1e-2),
+        CFGRLModule(tiny_generator(), rollout={"num_frames": 8}, optimization={"learning_rate": 1e-2}),
         SyntheticPromptDataModule(batch_size=4),
         ckpt_path=str(tmp_path / "last.ckpt"),
     )
@@ -146,7 +150,7 @@ def _poison(module: torch.nn.Module) -> None:
 
 
 def test_non_finite_weights_are_never_saved_nor_trained_from(tmp_path: Path) -> None:
-    module = CFGRLModule(tiny_generator(), num_frames=8)
+    module = CFGRLModule(tiny_generator(), rollout={"num_frames": 8})
     _poison(module)
     with pytest.raises(
         FloatingPointError, match=r"non-finite weights while saving a checkpoint: generator\."
@@ -159,12 +163,12 @@ def test_non_finite_weights_are_never_saved_nor_trained_from(tmp_path: Path) -> 
 
 def test_every_last_good_message_is_true() -> None:
     """The note says "good" only when the weights are finite, checked when the message is written."""
-    module = CFGRLModule(tiny_generator(), num_frames=8)
+    module = CFGRLModule(tiny_generator(), rollout={"num_frames": 8})
     assert "the last checkpoint is a good one" in last_good_note(module)
     _poison(module)
     note = last_good_note(module)
     assert "already non-finite" in note and "good one" not in note
-    check_finite_weights(CFGRLModule(tiny_generator(), num_frames=8), "now")  # finite: no error
+    check_finite_weights(CFGRLModule(tiny_generator(), rollout={"num_frames": 8}), "now")  # finite: no error
 
 
 # ------------------------------------------------------------------------------------ sampler (rule 4)

@@ -22,11 +22,15 @@ from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning_cfgrl import CFGDistillCallback, CFGRLModule
 from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.io.checkpoints import CheckpointError, load_checkpoint, load_generator_state
+from lightning_cfgrl.training.configs import group_settings
 from lightning_cfgrl.training.diversity import DiversityRewardCallback
 from tests.helpers.models import quiet_trainer
 from tests.helpers.tiny_fit import RecordPrompts, tiny_embedder, tiny_generator
 
-BASE: dict[str, Any] = dict(num_frames=8, num_samples_per_prompt=2, learning_rate=1e-2, lr_warmup_steps=0)
+BASE: dict[str, Any] = dict(
+    rollout={"num_frames": 8, "num_samples_per_prompt": 2},
+    optimization={"learning_rate": 1e-2, "lr_warmup_steps": 0},
+)
 
 
 def _callbacks(guidance: float = 3.0, beta: float | None = None) -> list:
@@ -56,17 +60,25 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 CHANGES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     # id: (module overrides, callback overrides, what the message names)
-    "learning_rate": ({"learning_rate": 5e-2}, {}, "learning_rate: 0.01 (checkpoint) vs 0.05 (now)"),
-    "schedule": ({"lr_decay": "linear"}, {}, "lr_decay: 'cosine' (checkpoint) vs 'linear' (now)"),
-    "warmup": ({"lr_warmup_steps": 5}, {}, "lr_warmup_steps: 0 (checkpoint) vs 5 (now)"),
-    "G": ({"num_samples_per_prompt": 4}, {}, "num_samples_per_prompt: 2 (checkpoint) vs 4 (now)"),
-    "temperature": ({"temperature": 0.7}, {}, "temperature: 1.0 (checkpoint) vs 0.7 (now)"),
+    "learning_rate": (
+        {"learning_rate": 5e-2},
+        {},
+        "optimization.learning_rate: 0.01 (checkpoint) vs 0.05 (now)",
+    ),
+    "schedule": (
+        {"lr_decay": "linear"},
+        {},
+        "optimization.lr_decay: 'cosine' (checkpoint) vs 'linear' (now)",
+    ),
+    "warmup": ({"lr_warmup_steps": 5}, {}, "optimization.lr_warmup_steps: 0 (checkpoint) vs 5 (now)"),
+    "G": ({"num_samples_per_prompt": 4}, {}, "rollout.num_samples_per_prompt: 2 (checkpoint) vs 4 (now)"),
+    "temperature": ({"temperature": 0.7}, {}, "rollout.temperature: 1.0 (checkpoint) vs 0.7 (now)"),
     "seed": ({"seed": 3}, {}, "seed: 0 (checkpoint) vs 3 (now)"),
     "model_shape": ({"generator": {"dim": 64}}, {}, "generator.init_args.dim: 32 (checkpoint) vs 64 (now)"),
     "optimizer": (
         {"optimizer": "sgd"},
         {},
-        "optimizer: None (checkpoint) vs",
+        "optimization.optimizer: None (checkpoint) vs",
     ),
     "guidance": ({}, {"guidance": 5.0}, "distill/guidance_scale: 3.0 (checkpoint) vs 5.0 (now)"),
     "beta": ({}, {"beta": 2.0}, "diversity/beta: 1.0 (checkpoint) vs 2.0 (now)"),
@@ -79,11 +91,11 @@ def test_a_resume_with_a_changed_setting_is_refused_by_name(
     change: str, checkpoint: Path, tmp_path: Path
 ) -> None:
     module_kw, callback_kw, named = CHANGES[change]
-    kwargs = {**BASE, **{k: v for k, v in module_kw.items() if k not in ("generator", "optimizer")}}
-    generator = tiny_generator(**module_kw.get("generator", {}))
+    flat = {k: v for k, v in module_kw.items() if k != "generator"}
     if "optimizer" in module_kw:
-        kwargs["optimizer"] = lambda params: torch.optim.SGD(params, lr=0.1)
-    module = CFGRLModule(generator, **kwargs)
+        flat["optimizer"] = lambda params: torch.optim.SGD(params, lr=0.1)
+    generator = tiny_generator(**module_kw.get("generator", {}))
+    module = CFGRLModule(generator, **group_settings({**BASE, **flat}))
     callbacks = _callbacks(callback_kw.get("guidance", 3.0), callback_kw.get("beta", 1.0))
     with pytest.raises(ValueError, match="resume refused") as err:
         _fit(tmp_path, 4, module, callbacks, checkpoint)
@@ -119,7 +131,8 @@ def test_cli_resume_with_a_changed_setting_is_refused_not_silently_replaced(
         "model:\n  class_path: lightning_cfgrl.CFGRLModule\n  init_args:\n"
         "    generator: {class_path: lightning_cfgrl.models.AudioTokenTransformer, init_args: {num_codebooks: 2, "
         "vocab_size: 32, condition_sizes: [4, 4, 3], dim: 32, num_layers: 1, num_heads: 2, max_frames: 8}}\n"
-        "    num_frames: 8\n    num_samples_per_prompt: 2\n    learning_rate: 0.05\n    lr_warmup_steps: 0\n"
+        "    rollout: {num_frames: 8, num_samples_per_prompt: 2}\n"
+        "    optimization: {learning_rate: 0.05, lr_warmup_steps: 0}\n"
         "data: {class_path: lightning_cfgrl.experiments.SyntheticPromptDataModule, init_args: {batch_size: 4}}\n"
         "trainer: {accelerator: cpu, max_steps: 3, logger: false, enable_progress_bar: false, "
         "limit_val_batches: 0, callbacks: [{class_path: lightning_cfgrl.CFGDistillCallback}]}\n"
@@ -127,7 +140,7 @@ def test_cli_resume_with_a_changed_setting_is_refused_not_silently_replaced(
     code = main(["fit", "--config", str(config), "--ckpt_path", str(checkpoint)])
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2
-    assert "learning_rate: 0.01 (checkpoint) vs 0.05 (now)" in last, last
+    assert "optimization.learning_rate: 0.01 (checkpoint) vs 0.05 (now)" in last, last
     assert "1 training setting(s)" in last, last  # 'pkg.Class' in the config is the recorded 'pkg.mod.Class'
 
 
@@ -219,7 +232,7 @@ def test_cli_resume_from_last_with_a_changed_shape_names_the_setting_not_init_ch
         == 0
     )
     distill = ["fit", "--config", str(configs / "distill.yaml"), *short, "--data.init_args.batch_size=4"]
-    distill += ["--model.init_args.val_samples_per_prompt=2"]
+    distill += ["--model.init_args.validation.samples_per_prompt=2"]
     assert main(distill) == 0
     capsys.readouterr()
     assert main([*distill, "--ckpt_path", "last", "--model.init_args.generator.init_args.dim=32"]) != 0

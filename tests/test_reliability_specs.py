@@ -98,7 +98,7 @@ def _evaluate(path: Path) -> None:  # how `cfgrl evaluate` loads every candidate
 def _teacher(path: Path) -> None:
     from lightning_cfgrl import CFGDistillCallback
 
-    module = CFGRLModule(tiny_generator(), num_frames=8)
+    module = CFGRLModule(tiny_generator(), rollout={"num_frames": 8})
     CFGDistillCallback(teacher_checkpoint=str(path)).setup(None, module, "fit")  # type: ignore[arg-type]
 
 

@@ -157,7 +157,7 @@ def test_auto_baseline_and_group_size_checks() -> None:
         [RewardSpec(histogram_diversity, per="group")],
         gradient=PolicyGradientConfig(baseline="leave_one_out"),
     )
-    with pytest.raises(ValueError, match="needs num_samples_per_prompt >= 3 with a per-group reward"):
+    with pytest.raises(ValueError, match="needs rollout.num_samples_per_prompt >= 3 with a per-group reward"):
         strict.baseline_for(2)
 
 
@@ -220,7 +220,9 @@ def test_fit_with_distillation_raises_the_reward(tmp_path) -> None:
         pl.seed_everything(0)
         generator = AudioTokenTransformer(**BASE_ARGS)
         module = CFGRLModule(
-            generator, num_frames=8, num_samples_per_prompt=4, learning_rate=3e-3, lr_warmup_steps=0
+            generator,
+            rollout={"num_frames": 8, "num_samples_per_prompt": 4},
+            optimization={"learning_rate": 3e-3, "lr_warmup_steps": 0},
         )
         reward = RewardCallback(
             [token_mean], beta=beta, gradient=PolicyGradientConfig(advantage_norm="batch")

@@ -96,8 +96,8 @@ def test_reruns_and_renamed_runs_never_leave_a_stale_last_checkpoint(tmp_path, m
         "diversity/baseline": "other_pairs",
         "diversity/shuffle_rewards": False,
         "diversity/embedder": "lightning_cfgrl.embedders.contrastive.ContrastiveTokenEmbedder",
-        "num_samples_per_prompt": 4.0,
+        "rollout/num_samples_per_prompt": 4.0,
     }
     assert {k: hparams.get(k) for k in expected} == expected
     saved = yaml.safe_load((log_dir / "hparams.yaml").read_text())
-    assert saved["diversity/beta"] == 15.0 and saved["learning_rate"] == 0.001
+    assert saved["diversity/beta"] == 15.0 and saved["optimization"]["learning_rate"] == 0.001

@@ -103,7 +103,7 @@ def test_base_checkpoint_loads_into_the_control_aware_model_unchanged(tmp_path):
     # the same through CFGRLModule(init_checkpoint=...), from a safetensors file of the base
     path = tmp_path / "base.safetensors"
     atomic_save_safetensors(base.state_dict(), path)
-    module = CFGRLModule(_steerable(seed=3), num_frames=12, init_checkpoint=str(path))
+    module = CFGRLModule(_steerable(seed=3), init_checkpoint=str(path), rollout={"num_frames": 12})
     assert torch.equal(module.generator(steps, condition, controls=controls), expected)
     # the teacher copied from it is rebuilt from the file on resume, not stored in every checkpoint
     callback = CFGDistillCallback(guidance_scale=[1.0, 5.0])
@@ -190,7 +190,7 @@ def test_controls_in_every_layer_load_a_base_unchanged_and_steer_every_layer():
 def test_training_moves_the_film_of_every_layer(pretrained_base, domain, tmp_path):
     student = _steerable(control_layers="every")
     load_base_weights(student, pretrained_base.state_dict())
-    module = CFGRLModule(student, num_frames=8, learning_rate=1e-3)
+    module = CFGRLModule(student, rollout={"num_frames": 8}, optimization={"learning_rate": 1e-3})
     callback = CFGDistillCallback(guidance_scale=[1.0, 5.0])
     trainer = quiet_trainer(max_steps=2, limit_val_batches=0, callbacks=[callback], default_root_dir=tmp_path)
     trainer.fit(module, SyntheticPromptDataModule(domain, batch_size=4))
@@ -226,7 +226,7 @@ def test_the_selection_script_never_sees_the_heldout_prompts_and_can_freeze_the_
 def test_checkpoint_of_a_steerable_student_rebuilds_it(pretrained_base, domain, tmp_path):
     student = _steerable(controls=(GUIDANCE,))
     load_base_weights(student, pretrained_base.state_dict())
-    module = CFGRLModule(student, num_frames=8, learning_rate=1e-3)
+    module = CFGRLModule(student, rollout={"num_frames": 8}, optimization={"learning_rate": 1e-3})
     callback = CFGDistillCallback(guidance_scale=[1.0, 5.0])
     trainer = quiet_trainer(max_steps=2, limit_val_batches=0, callbacks=[callback], default_root_dir=tmp_path)
     trainer.fit(module, SyntheticPromptDataModule(domain, batch_size=4))
@@ -259,7 +259,8 @@ def test_a_generator_without_controls_gives_a_clear_error(pretrained_base, domai
         ValueError, match="AudioTokenTransformer does not accept the control 'guidance_scale'"
     ) as raised:
         quiet_trainer(max_steps=1, limit_val_batches=0, callbacks=[callback]).fit(
-            CFGRLModule(pretrained_base, num_frames=8), SyntheticPromptDataModule(domain, batch_size=4)
+            CFGRLModule(pretrained_base, rollout={"num_frames": 8}),
+            SyntheticPromptDataModule(domain, batch_size=4),
         )
     stopped_in = {entry.name for entry in raised.traceback}
     assert "on_fit_start" in stopped_in and "training_step" not in stopped_in, stopped_in
@@ -407,7 +408,9 @@ def test_rollout_loss_and_teacher_share_the_per_group_controls(pretrained_base, 
     load_base_weights(student, pretrained_base.state_dict())
     _randomise_controls(student)  # so that the controls change what step 0 samples
     initial = copy.deepcopy(student)
-    module = CFGRLModule(student, num_frames=8, num_samples_per_prompt=3, learning_rate=1e-3)
+    module = CFGRLModule(
+        student, rollout={"num_frames": 8, "num_samples_per_prompt": 3}, optimization={"learning_rate": 1e-3}
+    )
     distill = CFGDistillCallback(guidance_scale=[1.0, 5.0])
     diversity = DiversityRewardCallback(TokenHistogramEmbedder(32), beta=[0.0, 15.0])
     recorder = _Recorder()
@@ -519,7 +522,9 @@ def test_training_teaches_the_guidance_control(pretrained_base, domain):
     torch.manual_seed(0)
     student = _steerable(controls=(GUIDANCE,))
     load_base_weights(student, pretrained_base.state_dict())
-    module = CFGRLModule(student, num_frames=32, num_samples_per_prompt=2, learning_rate=1e-3)
+    module = CFGRLModule(
+        student, rollout={"num_frames": 32, "num_samples_per_prompt": 2}, optimization={"learning_rate": 1e-3}
+    )
     callback = CFGDistillCallback(guidance_scale=[1.0, 5.0])
     quiet_trainer(max_steps=150, limit_val_batches=0, callbacks=[callback]).fit(
         module, SyntheticPromptDataModule(domain, batch_size=8)

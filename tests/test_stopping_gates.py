@@ -80,7 +80,9 @@ def test_plateau_respects_min_steps_and_a_threshold_for_max_mode() -> None:
 
 def test_stopped_distillation_writes_its_stopping_step_into_last_ckpt(tmp_path: Path) -> None:
     module = CFGRLModule(
-        tiny_generator(), num_frames=NUM_FRAMES, num_samples_per_prompt=2, lr_decay="constant"
+        tiny_generator(),
+        rollout={"num_frames": NUM_FRAMES, "num_samples_per_prompt": 2},
+        optimization={"lr_decay": "constant"},
     )
     plateau = Plateau(every_n_train_steps=3, patience=1, min_improvement=0.5)
     stop = PlateauStopping("train/distill_divergence_per_token", plateau=plateau)
@@ -137,7 +139,9 @@ def _diversity_fit(
     embedder: nn.Module, max_steps: int = 3, group_size: int = 4, **kwargs
 ) -> tuple[CFGRLModule, pl.Trainer]:
     module = CFGRLModule(
-        tiny_generator(), num_frames=NUM_FRAMES, num_samples_per_prompt=group_size, lr_decay="constant"
+        tiny_generator(),
+        rollout={"num_frames": NUM_FRAMES, "num_samples_per_prompt": group_size},
+        optimization={"lr_decay": "constant"},
     )
     callbacks = [CFGDistillCallback(), DiversityRewardCallback(embedder, log_grad_norm=False, **kwargs)]
     trainer = quiet_trainer(max_steps=max_steps, callbacks=callbacks, limit_val_batches=0)
@@ -149,7 +153,9 @@ def test_chance_level_embedder_is_an_error_before_any_step_naming_the_override()
     embedder = tiny_embedder()
     embedder.heldout_triplet_accuracy = 0.52
     module = CFGRLModule(
-        tiny_generator(), num_frames=NUM_FRAMES, num_samples_per_prompt=4, lr_decay="constant"
+        tiny_generator(),
+        rollout={"num_frames": NUM_FRAMES, "num_samples_per_prompt": 4},
+        optimization={"lr_decay": "constant"},
     )
     before = {k: v.clone() for k, v in module.state_dict().items()}
     callbacks = [CFGDistillCallback(), DiversityRewardCallback(embedder, beta=1.0, log_grad_norm=False)]
@@ -255,7 +261,9 @@ def test_budget_needs_the_distillation_metric() -> None:
     embedder = tiny_embedder()
     embedder.heldout_triplet_accuracy = 0.9
     module = CFGRLModule(
-        tiny_generator(), num_frames=NUM_FRAMES, num_samples_per_prompt=4, lr_decay="constant"
+        tiny_generator(),
+        rollout={"num_frames": NUM_FRAMES, "num_samples_per_prompt": 4},
+        optimization={"lr_decay": "constant"},
     )
     callback = DiversityRewardCallback(
         embedder, beta=1.0, quality_budget=QualityBudget(), log_grad_norm=False

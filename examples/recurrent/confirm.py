@@ -60,7 +60,7 @@ def _swap(config: dict, name: str, seed: int, init: str, teacher: str | None) ->
         model["seed"] = seed
     config["trainer"]["logger"]["init_args"]["name"] = name
     for callback in config["trainer"]["callbacks"]:
-        args = callback.get("init_args", {})
+        args = callback.setdefault("init_args", {})
         if callback["class_path"].endswith("CFGDistillCallback") and teacher is not None:
             args["teacher_checkpoint"] = teacher
         if callback["class_path"].endswith("DiversityRewardCallback"):

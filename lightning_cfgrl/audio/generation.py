@@ -85,10 +85,13 @@ def resolve_decoder(decoder: AudioDecoder | str | None, generator: nn.Module) ->
 
 
 def checkpoint_num_frames(path: str) -> int | None:
-    """``num_frames`` a training checkpoint recorded in its hyperparameters (``CFGRLModule``), if any."""
+    """``num_frames`` a training checkpoint recorded in its hyperparameters (``CFGRLModule``'s
+    ``rollout.num_frames``, or the flat ``num_frames`` of checkpoints written before the grouping), if any."""
     if Path(path).is_dir():  # a transformers folder records none
         return None
-    value = load_checkpoint(path, mmap=True).get("hyper_parameters", {}).get("num_frames")
+    hparams = load_checkpoint(path, mmap=True).get("hyper_parameters", {})
+    rollout = hparams.get("rollout") if isinstance(hparams, dict) else None
+    value = rollout.get("num_frames") if isinstance(rollout, dict) else hparams.get("num_frames")
     return int(value) if isinstance(value, int) else None
 
 

@@ -21,6 +21,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning_cfgrl.cli.saved_config import LoadedConfigSaver, resolve_printed_config
 from lightning_cfgrl.io.specs import check_checkpoint_file
 from lightning_cfgrl.training.checkpoint_safety import weights_from_checkpoint
+from lightning_cfgrl.training.configs import upgrade_hparams
 from lightning_cfgrl.training.resume_check import TRAINING_SETTINGS, setting_differences
 
 
@@ -69,6 +70,7 @@ class CFGRLCLI(LightningCLI):
                 raise ConfigError(str(err)) from None
         if not hparams:
             return
+        hparams = upgrade_hparams(hparams)  # a checkpoint of the flat layout resumes with the grouped config
         # LightningCLI replaces the configured settings by the checkpoint's: a changed one would be dropped
         # silently. Refuse it by name instead (a resume records what it did).
         model = self.config[subcommand].get("model")

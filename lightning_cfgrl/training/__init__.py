@@ -1,6 +1,7 @@
 """The thin Lightning layer: ``CFGRLModule``, the rollout it hands to objectives, the objective
 callbacks (distillation, diversity reward, any reward), the pretraining module and the optimizer factory."""
 
+from lightning_cfgrl.training.configs import OptimizationConfig, RolloutConfig, ValidationConfig
 from lightning_cfgrl.training.distill import CFGDistillCallback
 from lightning_cfgrl.training.diversity import DiversityRewardCallback
 from lightning_cfgrl.training.module import CFGRLModule
@@ -17,6 +18,7 @@ __all__ = [
     "CFGRLModule",
     "DiversityRewardCallback",
     "ObjectiveCallback",
+    "OptimizationConfig",
     "PlateauStopping",
     "PolicyGradientConfig",
     "PretrainModule",
@@ -26,4 +28,6 @@ __all__ = [
     "RewardGates",
     "RewardSpec",
     "RolloutBatch",
+    "RolloutConfig",
+    "ValidationConfig",
 ]

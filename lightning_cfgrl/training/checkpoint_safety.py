@@ -28,6 +28,7 @@ from lightning_cfgrl.io.specs import (
     class_path_of,
     recorded_module_class,
 )
+from lightning_cfgrl.training.configs import GROUPS, is_flat_layout, upgrade_hparams
 from lightning_cfgrl.training.resume_check import (
     OBJECTIVES_KEY,
     OPTIMIZERS_KEY,
@@ -88,6 +89,10 @@ class SafeCheckpointLoading:
         hparams = None
         if isinstance(checkpoint_path, (str, os.PathLike)) and os.path.isfile(checkpoint_path):
             hparams = check_checkpoint_file(checkpoint_path, cls, f"checkpoint {os.fspath(checkpoint_path)}")
+        if hparams is not None and is_flat_layout(hparams):  # written before CFGRLModule's settings groups
+            upgraded = upgrade_hparams(hparams)
+            for group in GROUPS:
+                kwargs.setdefault(group, upgraded.get(group))
         stored = (hparams or {}).get("init_checkpoint")
         full = hparams is not None and hparams.get("peft_config") is None
         if not full and isinstance(stored, str) and "init_checkpoint" not in kwargs:
@@ -120,7 +125,9 @@ class SafeCheckpointLoading:
                 "optimizer, schedule or loop state), so it cannot resume a run; start a new run from its "
                 "weights with init_checkpoint=<the checkpoint> instead of --ckpt_path / ckpt_path"
             )
-        check_resume_settings(checkpoint, dict(self.hparams), _objective_settings(self))  # type: ignore[attr-defined]
+        resume_hparams = getattr(self, "resume_hparams", None)  # CFGRLModule: its live settings marked
+        current = resume_hparams() if callable(resume_hparams) else dict(self.hparams)  # type: ignore[attr-defined]
+        check_resume_settings(checkpoint, current, _objective_settings(self))  # type: ignore[attr-defined]
         # the optimizers do not exist yet: compared once they do, before the first step
         self._resumed_optimizers = checkpoint.get(OPTIMIZERS_KEY)
 

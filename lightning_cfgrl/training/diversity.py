@@ -201,12 +201,12 @@ class DiversityRewardCallback(ObjectiveCallback):
             self._check_group_size(group_size)
         if self.baseline == "other_pairs" and group_size is not None and group_size < 3:
             raise ValueError(
-                f"baseline='other_pairs' needs num_samples_per_prompt >= 3, got {group_size}; "
+                f"baseline='other_pairs' needs rollout.num_samples_per_prompt >= 3, got {group_size}; "
                 "use 'running_mean' for pairs"
             )
         if self.advantage_norm == "group" and group_size is not None and group_size < 3:
             raise ValueError(
-                f"advantage_norm='group' needs num_samples_per_prompt >= 3, got {group_size}; use 'batch'"
+                f"advantage_norm='group' needs rollout.num_samples_per_prompt >= 3, got {group_size}; use 'batch'"
             )
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: CFGRLModule) -> None:
@@ -405,7 +405,7 @@ class DiversityRewardCallback(ObjectiveCallback):
     def _check_group_size(group_size: int) -> None:
         if group_size < 2:
             raise ValueError(
-                f"DiversityRewardCallback needs G >= 2 samples per prompt (CFGRLModule(num_samples_per_prompt=...)), "
+                f"DiversityRewardCallback needs G >= 2 samples per prompt (CFGRLModule rollout.num_samples_per_prompt), "
                 f"got G = {group_size}"
             )
 

@@ -3,31 +3,37 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_cfgrl.adapters.peft import is_peft_model
-from lightning_cfgrl.core.checks import check_int, check_real, check_seed
+from lightning_cfgrl.core.checks import check_seed
 from lightning_cfgrl.core.condition import Condition, cat_conditions, condition_batch_size, repeat_condition
 from lightning_cfgrl.core.controls import check_controls, controls_kwargs
 from lightning_cfgrl.core.eval_mode import eval_mode
 from lightning_cfgrl.core.generator import check_logits
 from lightning_cfgrl.core.sampling import NoMassError, SamplingConfig, sample, step_seed
 from lightning_cfgrl.eval.diversity import group_pairwise_diversity
-from lightning_cfgrl.eval.scorers import Scorer
 from lightning_cfgrl.io.adapter_checkpoints import ADAPTERS_KEY, AdapterLayout
 from lightning_cfgrl.io.generators import load_init_checkpoint
 from lightning_cfgrl.io.specs import instantiate_spec, save_safe_hyperparameters
 from lightning_cfgrl.training.checkpoint_safety import SafeCheckpointLoading, init_weights_needed
+from lightning_cfgrl.training.configs import (
+    OptimizationConfig,
+    RolloutConfig,
+    ValidationConfig,
+    build_group,
+    group_record,
+    live_markers,
+)
 from lightning_cfgrl.training.dropout import disable_dropout, restore_dropout
 from lightning_cfgrl.training.finite_guard import FiniteGuard, last_good_note
 from lightning_cfgrl.training.objective import ObjectiveCallback, log_objective_hyperparameters
-from lightning_cfgrl.training.optimization import WarmupDecayLR, build_optimizers, check_schedule
+from lightning_cfgrl.training.optimization import WarmupDecayLR, build_optimizers
 from lightning_cfgrl.training.rollout import RolloutBatch
 from lightning_cfgrl.training.zero_work import check_training_batches, check_training_steps
 
@@ -51,60 +57,49 @@ class CFGRLModule(SafeCheckpointLoading, FiniteGuard, pl.LightningModule):
     Args:
         generator: the student model (an ``nn.Module`` TokenGenerator, or a ``class_path``/``init_args``
             dict).
-        num_frames: frames T per rollout sequence.
-        num_samples_per_prompt: G (the diversity reward needs G >= 2).
-        temperature, top_k, top_p: rollout sampling; the default (1, None, None) samples the student's
-            own distribution, which on-policy distillation and the policy gradient assume.
+        rollout: how the student samples its training rollouts: ``num_frames``, G =
+            ``num_samples_per_prompt``, ``temperature``/``top_k``/``top_p``
+            (:class:`~lightning_cfgrl.training.configs.RolloutConfig`, or its fields as a dict).
+        optimization: ``optimizer``/``scheduler`` callables, ``learning_rate``, ``lr_warmup_steps``,
+            ``lr_decay`` (:class:`~lightning_cfgrl.training.configs.OptimizationConfig`, or a dict).
+        validation: ``samples_per_prompt`` and ``scorers`` logged at validation
+            (:class:`~lightning_cfgrl.training.configs.ValidationConfig`, or a dict).
         init_checkpoint: generator weights to start from (Lightning checkpoint or safetensors); a base
             checkpoint loads into a control-aware generator (its control embedding starts at zero).
-        optimizer, scheduler: LightningCLI callables (default AdamW with ``learning_rate``).
-        learning_rate: used when ``optimizer`` is not given.
-        lr_warmup_steps, lr_decay: when no ``scheduler`` is given, the learning rate warms up linearly
-            over ``lr_warmup_steps`` optimizer steps, then decays (``"cosine"`` or ``"linear"`` to 0 at the
-            Trainer's last step, or ``"constant"``).
+        peft_config: train LoRA/PEFT adapters instead of the whole generator (a ``peft.LoraConfig`` or its
+            fields as a dict, e.g. ``{"r": 8, "lora_alpha": 16, "target_modules": ["qkv", "proj"]}``); a
+            generator already wrapped by peft is used as is. Only the adapters are trained and saved (with
+            a fingerprint of the base), and ``CFGDistillCallback``'s teacher is the base itself, adapters
+            disabled. Needs ``pip install lightning-cfgrl[lora]``.
+        seed: seeds the rollout sampling and the training step's dropout (combined with the step and the
+            process rank).
         disable_dropout: switch the student's dropout off for the whole fit (``nn.Dropout`` modules and
             the float ``dropout``/``attention_dropout``/``activation_dropout``/``layerdrop`` attributes of
             HF-style layers; restored at fit end), as TRL does. Rollouts are sampled in eval mode; with
             dropout on, the gradient pass would score other log-probs than those of the policy that
             sampled, and the on-policy KL and policy gradient would be biased. The first training step
             checks that the train-mode forward reproduces the eval-mode one and warns if it does not.
-        val_samples_per_prompt: samples per validation prompt.
-        val_scorers: per-sample quality scorers logged at validation (``val/<name>``).
-        seed: seeds the rollout sampling and the training step's dropout (combined with the step and the
-            process rank).
-        peft_config: train LoRA/PEFT adapters instead of the whole generator (a ``peft.LoraConfig`` or its
-            fields as a dict, e.g. ``{"r": 8, "lora_alpha": 16, "target_modules": ["qkv", "proj"]}``); a
-            generator already wrapped by peft is used as is. Only the adapters are trained and saved (with
-            a fingerprint of the base), and ``CFGDistillCallback``'s teacher is the base itself, adapters
-            disabled. Needs ``pip install lightning-cfgrl[lora]``.
+
+    Every default is the shipped recipe. A checkpoint records the three settings groups as plain dicts
+    (without the optimizer/scheduler callables and scorers); checkpoints of the earlier flat layout
+    (``num_frames=``, ``learning_rate=``, ...) are converted on load (``training/configs.py``).
     """
 
     def __init__(
         self,
         generator: nn.Module | dict,
-        num_frames: int = 32,
-        num_samples_per_prompt: int = 4,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
+        rollout: RolloutConfig = RolloutConfig(),
+        optimization: OptimizationConfig = OptimizationConfig(),
+        validation: ValidationConfig = ValidationConfig(),
         init_checkpoint: str | None = None,
-        optimizer: OptimizerCallable | None = None,
-        scheduler: LRSchedulerCallable | None = None,
-        learning_rate: float = 1e-3,
-        val_samples_per_prompt: int = 4,
-        val_scorers: Sequence[Scorer] | None = None,
-        seed: int = 0,
         peft_config: dict | None = None,
-        lr_warmup_steps: int = 10,
-        lr_decay: Literal["cosine", "linear", "constant"] = "cosine",
+        seed: int = 0,
         disable_dropout: bool = True,
     ) -> None:
         super().__init__()
-        for name, value in (("num_frames", num_frames), ("num_samples_per_prompt", num_samples_per_prompt)):
-            check_int(name, value)  # a wrong type fails here, named, not as a raw TypeError later
-        check_int("val_samples_per_prompt", val_samples_per_prompt)
-        check_int("lr_warmup_steps", lr_warmup_steps)
-        check_real("learning_rate", learning_rate)
+        rollout = build_group("rollout", rollout)  # each checks its fields, named "rollout.num_frames"
+        optimization = build_group("optimization", optimization)
+        validation = build_group("validation", validation)
         check_seed(seed)
         if isinstance(generator, Mapping):
             generator = instantiate_spec(generator, "a generator spec")
@@ -119,26 +114,25 @@ class CFGRLModule(SafeCheckpointLoading, FiniteGuard, pl.LightningModule):
             peft_config = peft_config_dict(
                 peft_config if peft_config is not None else peft_config_of(generator)
             )
-        if num_frames < 1:
-            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-        if num_samples_per_prompt < 1:
-            raise ValueError(f"num_samples_per_prompt must be >= 1, got {num_samples_per_prompt}")
-        if not (math.isfinite(learning_rate) and learning_rate > 0):
-            raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate}")
-        if val_samples_per_prompt < 1:
-            raise ValueError(f"val_samples_per_prompt must be >= 1, got {val_samples_per_prompt}")
-        check_schedule(lr_warmup_steps, lr_decay)  # now, not at fit start
-        _check_frames_fit(generator, num_frames)
-        self.rollout_sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
+        _check_frames_fit(generator, rollout.num_frames)
+        self.rollout_config, self.optimization, self.validation = rollout, optimization, validation
+        self.rollout_sampling = rollout.sampling
         save_safe_hyperparameters(
             self,
             {
                 "generator": generator,
-                "optimizer": optimizer,
-                "scheduler": scheduler,
-                "val_scorers": val_scorers,
+                "rollout": rollout,
+                "optimization": optimization,
+                "validation": validation,
             },
         )
+        for name, config in (
+            ("rollout", rollout),
+            ("optimization", optimization),
+            ("validation", validation),
+        ):
+            # plain values (weights-only loadable), in the logged copy too
+            self.hparams[name] = self._hparams_initial[name] = group_record(name, config)
         self.generator = generator
         if init_checkpoint is not None and init_weights_needed():  # not when a full checkpoint follows
             load_init_checkpoint(self.generator, init_checkpoint)
@@ -146,18 +140,26 @@ class CFGRLModule(SafeCheckpointLoading, FiniteGuard, pl.LightningModule):
         self.adapters: AdapterLayout | None = None
         if peft_config is not None:
             self._use_adapters(peft_config)
-        self.num_frames = num_frames
-        self.group_size = num_samples_per_prompt
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.learning_rate = learning_rate
-        self.val_samples_per_prompt = val_samples_per_prompt
-        self.val_scorers = list(val_scorers or [])
+        self.num_frames = rollout.num_frames
+        self.group_size = rollout.num_samples_per_prompt
+        self.optimizer_factory = optimization.optimizer
+        self.scheduler_factory = optimization.scheduler
+        self.learning_rate = optimization.learning_rate
+        self.val_samples_per_prompt = validation.samples_per_prompt
+        self.val_scorers = list(validation.scorers or [])
         self.seed = seed
-        self.lr_warmup_steps, self.lr_decay = lr_warmup_steps, lr_decay
+        self.lr_warmup_steps, self.lr_decay = optimization.lr_warmup_steps, optimization.lr_decay
         self.disable_dropout = disable_dropout
         self._dropout_saved: list | None = None
         self._check_train_mode = disable_dropout
+
+    def resume_hparams(self) -> dict[str, Any]:
+        """The hyperparameters a resume compares with the checkpoint's: ``hparams`` plus a marker for each
+        live object a checkpoint does not record (an optimizer callable set in code)."""
+        out = dict(self.hparams)
+        for name in ("optimization", "validation"):
+            out[name] = {**out[name], **live_markers(name, getattr(self, name))}
+        return out
 
     def _use_adapters(self, peft_config: dict) -> None:
         """Wrap the generator with peft (after its base weights are loaded) unless it already is."""
@@ -430,8 +432,8 @@ def _check_frames_fit(generator: nn.Module, num_frames: int) -> None:
     max_steps, pattern = getattr(generator, "max_steps", None), getattr(generator, "pattern", None)
     if isinstance(max_steps, int) and pattern is not None and pattern.num_steps(num_frames) > max_steps:
         raise ValueError(
-            f"num_frames={num_frames} needs {pattern.num_steps(num_frames)} decoding steps, more than the "
-            f"generator's max_steps={max_steps}; lower num_frames or build the generator with a larger max_frames"
+            f"rollout.num_frames={num_frames} needs {pattern.num_steps(num_frames)} decoding steps, more than the "
+            f"generator's max_steps={max_steps}; lower rollout.num_frames or build the generator with a larger max_frames"
         )
 
 

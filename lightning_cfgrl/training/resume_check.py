@@ -15,13 +15,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 # hyperparameters of CFGRLModule / PretrainModule that shape the training a checkpoint continues
+# (CFGRLModule's grouped "rollout" and "optimization"; PretrainModule's flat ones)
 TRAINING_SETTINGS = (
     "generator",
-    "num_frames",
-    "num_samples_per_prompt",
-    "temperature",
-    "top_k",
-    "top_p",
+    "rollout",
+    "optimization",
     "optimizer",
     "scheduler",
     "learning_rate",
@@ -85,6 +83,10 @@ def check_resume_settings(
     ``objectives`` (the objective callbacks' ``hyperparameters()`` now; None: not known) that differs from
     what ``checkpoint`` records. A checkpoint from before objectives were recorded skips those."""
     saved = checkpoint.get("hyper_parameters")
+    if isinstance(saved, Mapping):  # a checkpoint of the flat layout compares as the grouped one
+        from lightning_cfgrl.training.configs import upgrade_hparams
+
+        saved = upgrade_hparams(saved)
     diff = setting_differences(saved, hparams, TRAINING_SETTINGS) if isinstance(saved, Mapping) else []
     recorded = checkpoint.get(OBJECTIVES_KEY)
     if objectives is not None and isinstance(recorded, Mapping):

@@ -157,7 +157,7 @@ class RewardCallback(ObjectiveCallback):
             self.baseline_for(group_size)  # fails now on a baseline the group size cannot support
             if self.gradient.advantage_norm == "group" and group_size < 3:
                 raise ValueError(
-                    f"advantage_norm='group' needs num_samples_per_prompt >= 3, got {group_size}; use 'batch'"
+                    f"advantage_norm='group' needs rollout.num_samples_per_prompt >= 3, got {group_size}; use 'batch'"
                 )
         if self.needs_audio and self.decoder is None:
             generator = pl_module.generator
@@ -192,7 +192,7 @@ class RewardCallback(ObjectiveCallback):
             return "leave_one_out" if group_size >= minimum else "running_mean"
         if kind == "leave_one_out" and group_size < minimum:
             raise ValueError(
-                f"baseline='leave_one_out' needs num_samples_per_prompt >= {minimum}"
+                f"baseline='leave_one_out' needs rollout.num_samples_per_prompt >= {minimum}"
                 f"{' with a per-group reward' if minimum == 3 else ''}, got {group_size}; use 'running_mean'"
             )
         return kind

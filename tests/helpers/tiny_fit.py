@@ -147,12 +147,13 @@ def build_module(strategy: str, seed: int = 0, learning_rate: float = 0.05) -> C
     # (IndexError: list index out of range, in fabric's _rekey_optimizer_state_if_needed)
     return cls(
         tiny_generator(seed),
-        num_frames=NUM_FRAMES,
-        num_samples_per_prompt=2,
-        val_samples_per_prompt=2,
-        optimizer=functools.partial(torch.optim.SGD, lr=learning_rate, momentum=0.9),
-        lr_warmup_steps=0,  # 3 steps: a warm-up would leave the weights almost where they started
-        lr_decay="constant",
+        rollout={"num_frames": NUM_FRAMES, "num_samples_per_prompt": 2},
+        optimization={
+            "optimizer": functools.partial(torch.optim.SGD, lr=learning_rate, momentum=0.9),
+            "lr_warmup_steps": 0,  # 3 steps: a warm-up would leave the weights almost where they started
+            "lr_decay": "constant",
+        },
+        validation={"samples_per_prompt": 2},
     )
 
 
