@@ -34,25 +34,32 @@ def _last(name: str) -> str:
     return str(RUNS / name / "checkpoints" / "last.ckpt")
 
 
-def _candidate(kind: str, fraction: float, seed: int) -> tuple[str, dict]:
+def _candidate(kind: str, fraction: float, seed: int, controller: str, steps: int) -> tuple[str, dict]:
+    """The shipped budget config with the gain budget ``fraction`` and ``controller``; ``steps`` > 0: a fixed
+    length (no diversity plateau), 0: the config's own stopping."""
     config = yaml.safe_load((CONFIGS / "budget" / f"distill_{kind}.yaml").read_text())
-    name = f"sel_gain{fraction:g}_s{seed}_{kind}"
+    name = f"sel_gain{fraction:g}_{controller}_{steps or 'plateau'}_s{seed}_{kind}"
+    if steps:
+        config["trainer"]["max_steps"] = steps
+        config["trainer"]["callbacks"] = [
+            c for c in config["trainer"]["callbacks"] if not c["class_path"].endswith("PlateauStopping")
+        ]
     config["seed_everything"] = seed
     config["model"]["init_args"]["seed"] = seed
     config["trainer"]["logger"]["init_args"]["name"] = name
     for callback in config["trainer"]["callbacks"]:
         if callback["class_path"].endswith("DiversityRewardCallback"):
             budget = callback["init_args"]["quality_budget"]
-            budget.update(relative=True, relative_to="gain", max_increase=fraction)
+            budget.update(relative=True, relative_to="gain", max_increase=fraction, controller=controller)
             callback["init_args"]["seed"] = seed
     return name, config
 
 
-def train(fraction: float, seed: int) -> None:
+def train(fraction: float, seed: int, controller: str, steps: int) -> None:
     from lightning_cfgrl.training.stopping import stopped_step
 
     for kind in ("beta15", "placebo"):
-        name, config = _candidate(kind, fraction, seed)
+        name, config = _candidate(kind, fraction, seed, controller, steps)
         path = RUNS / "selection_configs" / f"{name}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -66,6 +73,9 @@ def train(fraction: float, seed: int) -> None:
         budget = next(v["budget"] for k, v in saved["callbacks"].items() if k.startswith("DiversityReward"))
         info = {
             "fraction": fraction,
+            "controller": controller,
+            "fixed_steps": steps or None,
+            "candidate": name.rsplit("_s", 1)[0],
             "seed": seed,
             "kind": kind,
             "steps": int(saved["global_step"]),
@@ -129,32 +139,31 @@ def evaluate(num_samples: int, num_seeds: int) -> None:
     plain, cfg = table["base"]["adherence"], table["cfg3"]["adherence"]
     for row in table.values():
         row["fraction_of_cfg_gain_over_base"] = (row["adherence"] - plain) / (cfg - plain)
+    def stat(values: list[float]) -> tuple[float, float]:
+        return mean_se(values) if len(values) > 1 else (values[0], float("nan"))
+
     candidates: dict[str, dict] = {}
-    for fraction in sorted({info["fraction"] for info in runs.values()}):
-        pairs = [
-            (f"sel_gain{fraction:g}_s{s}_beta15", f"sel_gain{fraction:g}_s{s}_placebo")
-            for s in sorted({i["seed"] for i in runs.values() if i["fraction"] == fraction})
-        ]
+    for key in sorted({info["candidate"] for info in runs.values()}):
+        seeds_run = sorted({i["seed"] for i in runs.values() if i["candidate"] == key})
+        pairs = [(f"{key}_s{s}_beta15", f"{key}_s{s}_placebo") for s in seeds_run]
         pairs = [(a, b) for a, b in pairs if a in table and b in table]
-
-        def stat(values: list[float]) -> tuple[float, float]:
-            return mean_se(values) if len(values) > 1 else (values[0], float("nan"))
-
-        candidates[f"gain{fraction:g}"] = {
+        if not pairs:
+            continue
+        candidates[key] = {
             "training_seeds": len(pairs),
-            "diversity_minus_placebo": stat(
-                [table[a]["diversity"] - table[b]["diversity"] for a, b in pairs]
-            ),
+            "diversity_minus_placebo": stat([table[a]["diversity"] - table[b]["diversity"] for a, b in pairs]),
             "reward_diversity_minus_placebo": stat(
                 [table[a]["reward_diversity"] - table[b]["reward_diversity"] for a, b in pairs]
             ),
-            "diversity_minus_cfg3": stat(
-                [table[a]["diversity"] - table["cfg3"]["diversity"] for a, _ in pairs]
+            "diversity_minus_cfg3": stat([table[a]["diversity"] - table["cfg3"]["diversity"] for a, _ in pairs]),
+            "fraction_of_cfg_gain_over_base": stat([table[a]["fraction_of_cfg_gain_over_base"] for a, _ in pairs]),
+            "share_of_beta0_gain_kept": stat(
+                [
+                    (table[a]["adherence"] - plain) / (table["beta0"]["adherence"] - plain)
+                    for a, _ in pairs
+                ]
             ),
-            "fraction_of_cfg_gain_over_base": stat(
-                [table[a]["fraction_of_cfg_gain_over_base"] for a, _ in pairs]
-            ),
-            "budget_keeps": 1.0 - fraction,
+            "budget_keeps": 1.0 - runs[pairs[0][0]]["fraction"],
         }
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     dirty = bool(
@@ -190,11 +199,13 @@ def main() -> None:
     parser.add_argument("stage", choices=["train", "evaluate"])
     parser.add_argument("--fraction", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--controller", choices=["dual", "proportional"], default="dual")
+    parser.add_argument("--steps", type=int, default=0, help="fixed length without the plateau stop (0: the config's)")
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--selection-seeds", type=int, default=3)
     args = parser.parse_args()
     if args.stage == "train":
-        train(args.fraction, args.seed)
+        train(args.fraction, args.seed, args.controller, args.steps)
     else:
         evaluate(args.samples, args.selection_seeds)
 
