@@ -28,6 +28,15 @@ CONFIGS = ROOT / "examples" / "configs"
 RUNS = Path("runs")
 OUT = Path("benchmarks/results/budget_selection_music.json")
 LOG = RUNS / "selection_configs" / "runs.json"
+# what was chosen from these runs, and why (the trajectories are in each run's TensorBoard log)
+DECISION = (
+    "relative_to=gain, max_increase=0.25, controller=proportional, 400 steps without the diversity plateau "
+    "stop. The dual controller (sel_gain0.25_dual_plateau) drove beta to beta_max=100 by step 80 before the "
+    "smoothed KL responded, overshot the KL target 2.5x (0.123 vs 0.050) and was stopped at step 225 by the "
+    "group-diversity plateau mid-transient (bigram diversity +0.010 over beta=0); its placebo was not run. "
+    "The proportional controller held the smoothed KL at 0.040-0.067 around its 0.050 target with beta "
+    "8-18 and beat its placebo on the train prompts (one training seed)."
+)
 
 
 def _last(name: str) -> str:
@@ -139,6 +148,7 @@ def evaluate(num_samples: int, num_seeds: int) -> None:
     plain, cfg = table["base"]["adherence"], table["cfg3"]["adherence"]
     for row in table.values():
         row["fraction_of_cfg_gain_over_base"] = (row["adherence"] - plain) / (cfg - plain)
+
     def stat(values: list[float]) -> tuple[float, float]:
         return mean_se(values) if len(values) > 1 else (values[0], float("nan"))
 
@@ -151,17 +161,20 @@ def evaluate(num_samples: int, num_seeds: int) -> None:
             continue
         candidates[key] = {
             "training_seeds": len(pairs),
-            "diversity_minus_placebo": stat([table[a]["diversity"] - table[b]["diversity"] for a, b in pairs]),
+            "diversity_minus_placebo": stat(
+                [table[a]["diversity"] - table[b]["diversity"] for a, b in pairs]
+            ),
             "reward_diversity_minus_placebo": stat(
                 [table[a]["reward_diversity"] - table[b]["reward_diversity"] for a, b in pairs]
             ),
-            "diversity_minus_cfg3": stat([table[a]["diversity"] - table["cfg3"]["diversity"] for a, _ in pairs]),
-            "fraction_of_cfg_gain_over_base": stat([table[a]["fraction_of_cfg_gain_over_base"] for a, _ in pairs]),
+            "diversity_minus_cfg3": stat(
+                [table[a]["diversity"] - table["cfg3"]["diversity"] for a, _ in pairs]
+            ),
+            "fraction_of_cfg_gain_over_base": stat(
+                [table[a]["fraction_of_cfg_gain_over_base"] for a, _ in pairs]
+            ),
             "share_of_beta0_gain_kept": stat(
-                [
-                    (table[a]["adherence"] - plain) / (table["beta0"]["adherence"] - plain)
-                    for a, _ in pairs
-                ]
+                [(table[a]["adherence"] - plain) / (table["beta0"]["adherence"] - plain) for a, _ in pairs]
             ),
             "budget_keeps": 1.0 - runs[pairs[0][0]]["fraction"],
         }
@@ -185,6 +198,7 @@ def evaluate(num_samples: int, num_seeds: int) -> None:
         "table": table,
         "runs": runs,
         "candidates": candidates,
+        "decision": DECISION,
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")
@@ -200,7 +214,9 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--controller", choices=["dual", "proportional"], default="dual")
-    parser.add_argument("--steps", type=int, default=0, help="fixed length without the plateau stop (0: the config's)")
+    parser.add_argument(
+        "--steps", type=int, default=0, help="fixed length without the plateau stop (0: the config's)"
+    )
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--selection-seeds", type=int, default=3)
     args = parser.parse_args()
