@@ -35,7 +35,7 @@ DECISION = (
     "smoothed KL responded, overshot the KL target 2.5x (0.123 vs 0.050) and was stopped at step 225 by the "
     "group-diversity plateau mid-transient (bigram diversity +0.010 over beta=0); its placebo was not run. "
     "The proportional controller held the smoothed KL at 0.040-0.067 around its 0.050 target with beta "
-    "8-18 and beat its placebo on the train prompts (one training seed)."
+    "8-18 and beat its placebo on the train prompts (two training seeds)."
 )
 
 
