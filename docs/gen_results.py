@@ -397,23 +397,28 @@ def view_records(
     return table(header, ([fmt(_get(r, k)) for k in keys] for r in records))
 
 
-def view_summary(data: dict, key: str = "summary") -> str:
-    """A flat dict (by default ``summary``) as a two-column table."""
-    return table(["quantity", "value"], ([f"`{k}`", fmt(v)] for k, v in _get(data, key).items()))
+def view_summary(data: dict, key: str = "summary", se: str = "") -> str:
+    """A flat dict (by default ``summary``) as a two-column table (``se=1``: ``[mean, SE]`` as ``mean ± se``)."""
+    cell = mean_se if se else fmt
+    return table(["quantity", "value"], ([f"`{k}`", cell(v)] for k, v in _get(data, key).items()))
 
 
-def view_grid(data: dict, key: str = "summary", columns: str = "", labels: str = "", row: str = "") -> str:
+def view_grid(
+    data: dict, key: str = "summary", columns: str = "", labels: str = "", row: str = "", se: str = ""
+) -> str:
     """A dict of flat dicts (``{row: {column: value}}``, e.g. ratios per size) as one table: a row per outer
-    key (headed ``row``), the inner ``columns`` (default: every key of the first row)."""
+    key (headed ``row``), the inner ``columns`` (default: every key of the first row); ``se=1``: a
+    ``[mean, standard error]`` cell as ``mean ± se``."""
     grid = _get(data, key)
     first = next(iter(grid.values()))
     keys = columns.split(",") if columns else list(first)
     header = labels.split(",") if labels else keys
     if len(header) != len(keys):
         raise ValueError(f"labels {header} and columns {keys} differ in length")
+    cell = mean_se if se else fmt
     return table(
         [row or key, *header],
-        ([f"{outer}", *[fmt(inner.get(k)) for k in keys]] for outer, inner in grid.items()),
+        ([f"{outer}", *[cell(inner.get(k)) for k in keys]] for outer, inner in grid.items()),
     )
 
 

@@ -95,6 +95,39 @@ def test_resume_continues_the_same_trajectory() -> None:
     assert [resumed.update(kl) for kl in kls[17:]] == betas[17:]
 
 
+def test_gain_budget_gives_back_a_fraction_of_the_kl_the_distillation_closed() -> None:
+    """relative_to='gain': target = ref + f (kl_base - ref), in float64, from given or measured levels."""
+    given = BudgetController(
+        QualityBudget(max_increase=0.25, relative_to="gain", reference_kl=0.01, base_kl=0.41), 1.0
+    )
+    assert given.target == pytest.approx(0.01 + 0.25 * 0.40, rel=1e-15)
+    # a base no worse than the reference: nothing to give back, the target is the reference itself
+    assert QualityBudget(relative_to="gain").target(0.3, 0.2) == 0.3
+    budget = QualityBudget(max_increase=0.5, relative_to="gain", reference_steps=3, smoothing=0.0)
+    c = BudgetController(budget, 2.0)
+    refs, bases = [0.011, 0.009, 0.013], [0.50, 0.42, 0.46]
+    for kl, base in zip(refs, bases, strict=True):
+        assert c.update(kl, base) == (2.0 if base == bases[-1] else 0.0)
+    ref, base = sum(refs) / 3, sum(bases) / 3
+    assert (c.reference, c.base) == (pytest.approx(ref, rel=1e-15), pytest.approx(base, rel=1e-15))
+    assert c.target == pytest.approx(ref + 0.5 * (base - ref), rel=1e-15)
+    # measured: no base KL needed any more; the dual step is the formula's on the gain target
+    kl = 0.3
+    error = min(max((kl - c.target) / c.target, -ERROR_CLIP), ERROR_CLIP)
+    assert c.update(kl) == pytest.approx(1 / (1 / 2.0 + budget.rate * error), rel=1e-12)
+    resumed = BudgetController(budget, 2.0)
+    resumed.load_state_dict(c.state_dict())
+    assert (resumed.reference, resumed.base, resumed.target) == (c.reference, c.base, c.target)
+
+
+def test_gain_budget_refuses_a_missing_base_kl_while_measuring() -> None:
+    c = BudgetController(QualityBudget(relative_to="gain"), 1.0)
+    with pytest.raises(ValueError, match="base_kl"):
+        c.update(0.01)
+    with pytest.raises(ValueError, match="base_kl"):
+        c.update(0.01, math.nan)
+
+
 @pytest.mark.parametrize("controller", ["proportional", "dual"])
 def test_closed_loop_holds_the_kl_at_its_target(controller: str) -> None:
     """A toy plant whose KL rises with beta (kl = 0.2 + 0.02 beta + noise): from a beta that is far
@@ -121,6 +154,10 @@ def test_closed_loop_holds_the_kl_at_its_target(controller: str) -> None:
         ({"rate": 0.0}, "rate"),
         ({"smoothing": 1.0}, "smoothing"),
         ({"beta_max": math.inf}, "beta_max"),
+        ({"relative_to": "base"}, "relative_to"),
+        ({"relative_to": "gain", "relative": False}, "relative=True"),
+        ({"relative_to": "gain", "reference_kl": 0.1}, "base_kl"),
+        ({"relative_to": "gain", "reference_kl": 0.1, "base_kl": -0.3}, "base_kl"),
     ],
 )
 def test_bad_budget_settings_are_refused_by_name(kwargs: dict, fragment: str) -> None:

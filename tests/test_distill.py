@@ -209,3 +209,30 @@ def test_guidance_zero_or_one_runs_one_teacher_pass(scale):
     assert batches == [batch.steps.shape[0]]
     cond, uncond = callback.teacher_forward(batch.steps, batch.condition)
     torch.testing.assert_close(one_pass, uncond if scale == 0.0 else cond, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [None, 2])
+def test_base_divergence_is_the_teachers_own_conditional_against_its_cfg_mix(chunk):
+    """For a gain-relative quality budget: with ``log_base_divergence`` the callback also logs the KL of the
+    teacher's conditional logits (the base, no guidance) from its CFG mix, per token, on the same
+    rollouts; computed from the one CFG forward (whole batch or chunks) and equal to the written-out KL."""
+    from lightning_cfgrl.core.divergences import token_divergence
+    from lightning_cfgrl.core.guidance import cfg_logits
+    from lightning_cfgrl.training.distill import BASE_DIVERGENCE_METRIC
+
+    torch.manual_seed(0)
+    module = CFGRLModule(AudioTokenTransformer(**BASE_ARGS), num_frames=8)
+    callback = CFGDistillCallback(guidance_scale=3.0, teacher_chunk_size=chunk)
+    callback.setup(None, module, "fit")
+    logged = {}
+    module.log = lambda name, value, **kwargs: logged.__setitem__(name, float(value))
+    batch = _rollout_batch(module, torch.tensor([[1, 2, 3], [4, 1, 2], [2, 2, 1]]))
+    callback.loss_terms(module, batch)
+    assert BASE_DIVERGENCE_METRIC not in logged  # off unless a budget asks for it
+    callback.log_base_divergence = True
+    callback.loss_terms(module, batch)
+    cond, uncond = callback.teacher_forward(batch.steps, batch.condition)
+    per_token = token_divergence(cond.double(), cfg_logits(cond, uncond, 3.0).double(), "reverse_kl")
+    want = (per_token * batch.mask).sum() / batch.mask.sum()
+    assert logged[BASE_DIVERGENCE_METRIC] == pytest.approx(float(want), rel=1e-5)
+    assert logged[BASE_DIVERGENCE_METRIC] > 0

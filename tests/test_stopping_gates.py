@@ -3,6 +3,7 @@ error before any step, a dead reward stops the run, a budget run adapts beta and
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -243,6 +244,20 @@ def test_budget_run_adapts_beta_logs_it_and_resumes_it() -> None:
     fresh = DiversityRewardCallback(embedder, beta=2.0, quality_budget=budget)
     fresh.load_state_dict(state)
     assert fresh.beta == callback.beta and fresh.controller.state_dict() == callback.controller.state_dict()
+
+
+def test_gain_budget_measures_the_base_kl_with_the_reference_then_stops_asking_for_it() -> None:
+    embedder = tiny_embedder()
+    embedder.heldout_triplet_accuracy = 0.9
+    budget = QualityBudget(max_increase=0.25, relative_to="gain", reference_steps=2)
+    module, trainer = _diversity_fit(embedder, beta=2.0, max_steps=4, quality_budget=budget)
+    callback = next(cb for cb in trainer.callbacks if isinstance(cb, DiversityRewardCallback))
+    distill = next(cb for cb in trainer.callbacks if isinstance(cb, CFGDistillCallback))
+    c = callback.controller
+    assert c.reference is not None and c.base is not None and math.isfinite(c.base) and c.base > 0
+    assert c.target == pytest.approx(c.reference + 0.25 * max(c.base - c.reference, 0.0), rel=1e-12)
+    assert float(trainer.callback_metrics["train/budget_kl_base"]) == pytest.approx(c.base, rel=1e-6)
+    assert distill.log_base_divergence is False  # measured: the extra KL is no longer computed
 
 
 def test_budget_exceeded_although_beta_backed_off_stops_the_run() -> None:

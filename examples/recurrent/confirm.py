@@ -104,6 +104,7 @@ def _fit(config: dict, name: str) -> dict:
     ]
     if budget and budget[0]:
         info["beta_final"], info["kl_reference"] = budget[0]["beta"], budget[0]["reference"]
+        info["kl_base"] = budget[0].get("base")  # the gain budget's base KL (None for other budgets)
         info["kl_smoothed_final"] = budget[0]["smoothed"]
     print(f"[{name}] {info}", flush=True)
     return info
@@ -199,13 +200,31 @@ def evaluate(num_samples: int, num_seeds: int) -> None:
         summary[key]["fraction_of_cfg_gain_over_base"] = (
             mean_se(gain) if len(gain) > 1 else (gain[0], float("nan"))
         )
+    comparisons: dict[str, tuple[float, float]] = {}  # paired by training seed, mean and SE
     for versus in ("placebo", "beta0"):
         if per_seed["beta15"] and per_seed[versus]:
             n = min(len(per_seed["beta15"]["diversity"]), len(per_seed[versus]["diversity"]))
-            diffs = [per_seed["beta15"]["diversity"][i] - per_seed[versus]["diversity"][i] for i in range(n)]
-            summary[f"beta15_minus_{versus}_diversity"] = (
-                mean_se(diffs) if n > 1 else (diffs[0], float("nan"))
+            for metric in ("diversity", "reward_diversity"):
+                diffs = [per_seed["beta15"][metric][i] - per_seed[versus][metric][i] for i in range(n)]
+                comparisons[f"beta15_minus_{versus}_{metric}"] = (
+                    mean_se(diffs) if n > 1 else (diffs[0], float("nan"))
+                )
+    for key in ("beta15", "placebo"):
+        if per_seed[key]:  # against the fixed CFG g = 3 reference (the same numbers for every seed)
+            diffs = [d - table["cfg3"]["diversity"] for d in per_seed[key]["diversity"]]
+            comparisons[f"{key}_minus_cfg3_diversity"] = (
+                mean_se(diffs) if len(diffs) > 1 else (diffs[0], float("nan"))
             )
+    if per_seed["beta15"] and per_seed["beta0"]:
+        # the share of its own quality model's gain over the base that each diversity run kept (paired by
+        # seed): the adherence side of a budget stated as a fraction of the gain
+        kept = [
+            (a - plain) / (q - plain)
+            for a, q in zip(per_seed["beta15"]["adherence"], per_seed["beta0"]["adherence"], strict=False)
+        ]
+        comparisons["beta15_share_of_beta0_gain_kept"] = (
+            mean_se(kept) if len(kept) > 1 else (kept[0], float("nan"))
+        )
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     dirty = bool(
         subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip()
@@ -222,17 +241,31 @@ def evaluate(num_samples: int, num_seeds: int) -> None:
             "eval_seeds": seeds,
             "samples_per_prompt": num_samples,
             "training_seeds": seeds_done,
+            "diversity_budget": _budget_of(CONFIGS / f"{STAGES['beta15']}.yaml"),
         },
         "chance_adherence": chance,
         "references": table,
         "runs": runs,
         "summary": summary,
+        "comparisons": comparisons,
         "per_seed": per_seed,
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({"references": table, "summary": summary}, indent=2))
+    print(json.dumps({"references": table, "summary": summary, "comparisons": comparisons}, indent=2))
     print(f"saved {OUT}")
+
+
+def _budget_of(path: Path) -> dict:
+    """The diversity run's quality budget and length, as the shipped YAML states them."""
+    config = yaml.safe_load(path.read_text())
+    callback = next(
+        c for c in config["trainer"]["callbacks"] if c["class_path"].endswith("DiversityRewardCallback")
+    )
+    return {
+        "quality_budget": callback["init_args"].get("quality_budget"),
+        "max_steps": config["trainer"]["max_steps"],
+    }
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from lightning_cfgrl.training.module import CFGRLModule
 
 TEACHER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+BASE_DIVERGENCE_METRIC = "train/distill_base_divergence_per_token"  # for a gain-relative quality budget
 
 
 class CFGDistillCallback(ObjectiveCallback):
@@ -136,6 +137,10 @@ class CFGDistillCallback(ObjectiveCallback):
         self.teacher_chunk_size = teacher_chunk_size
         self.teacher: torch.nn.Module | None = None
         self.teacher_source: dict[str, str] | None = None  # the file the teacher's weights are exactly
+        # set by a gain-relative quality budget (DiversityRewardCallback) while it measures its reference:
+        # also log train/distill_base_divergence_per_token, the teacher's own conditional (the base, no
+        # guidance) against its CFG mix on the same rollouts, i.e. the KL distillation starts from
+        self.log_base_divergence = False
 
     def setup(self, trainer: pl.Trainer, pl_module: CFGRLModule, stage: str) -> None:
         # `setup` runs before a resumed run restores the student, so the copy is of the base weights;
@@ -215,33 +220,49 @@ class CFGDistillCallback(ObjectiveCallback):
         """``[N, K, S, V]`` CFG-mixed teacher logits (float32): per chunk of ``teacher_chunk_size``
         sequences, one batched ``[cond; null]`` forward, mixed (at each sequence's own guidance scale
         when the scale is a control) before the next chunk runs."""
+        return self._teacher_and_cond(batch, keep_cond=False)[0]
+
+    @torch.no_grad()
+    def _teacher_and_cond(self, batch: RolloutBatch, keep_cond: bool) -> tuple[Tensor, Tensor | None]:
+        """The mixed logits and (``keep_cond``) the teacher's own conditional logits ``[N, K, S, V]``,
+        which the CFG forward computes anyway; None where the forward ran no conditional half."""
         n = batch.steps.shape[0]
         size = self.teacher_chunk_size or n
         scale = batch.control(GUIDANCE) if self.guidance is not None else None
         if size >= n:
-            return self._mixed_chunk(batch.steps, batch.condition, scale)
+            return self._mixed_chunk(batch.steps, batch.condition, scale, keep_cond)
         out: Tensor | None = None
+        conds: Tensor | None = None
         for start in range(0, n, size):
             index = slice(start, start + size)
-            mixed = self._mixed_chunk(
+            mixed, cond = self._mixed_chunk(
                 batch.steps[index],
                 select_condition(batch.condition, index),
                 None if scale is None else scale[index],
+                keep_cond,
             )
             if out is None:
                 out = mixed.new_empty((n, *mixed.shape[1:]))
+                conds = None if cond is None else mixed.new_empty((n, *mixed.shape[1:]))
             out[index] = mixed
+            if conds is not None and cond is not None:
+                conds[index] = cond
         assert out is not None
-        return out
+        return out, conds
 
-    def _mixed_chunk(self, steps: Tensor, condition: Condition, scale: Tensor | None) -> Tensor:
+    def _mixed_chunk(
+        self, steps: Tensor, condition: Condition, scale: Tensor | None, keep_cond: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
         if scale is None and self.guidance_scale in (0.0, 1.0):
             # cfg_logits would return one half exactly: run only that half (half the teacher's work)
             if self.guidance_scale == 0.0:
-                condition = self.teacher.null_condition(condition)
-            return self._teacher_logits(steps, condition)
+                return self._teacher_logits(steps, self.teacher.null_condition(condition)), None
+            logits = self._teacher_logits(steps, condition)
+            return logits, logits if keep_cond else None
         cond, uncond = self.teacher_forward(steps, condition)
-        return cfg_logits(cond, uncond, self.guidance_scale if scale is None else scale)
+        return cfg_logits(cond, uncond, self.guidance_scale if scale is None else scale), (
+            cond if keep_cond else None
+        )
 
     def _teacher_logits(self, steps: Tensor, condition: Condition) -> Tensor:
         """The teacher's float32 logits ``[B, K, S, V]`` (in ``teacher_dtype`` inside)."""
@@ -269,9 +290,8 @@ class CFGDistillCallback(ObjectiveCallback):
         return cond, uncond
 
     def loss_terms(self, pl_module: CFGRLModule, batch: RolloutBatch) -> dict[str, Tensor]:
-        per_token = token_divergence(
-            batch.student_logits, self.teacher_logits(batch), self.divergence, self.jsd_beta
-        )
+        teacher, cond = self._teacher_and_cond(batch, keep_cond=self.log_base_divergence)
+        per_token = token_divergence(batch.student_logits, teacher, self.divergence, self.jsd_beta)
         per_token = torch.where(batch.mask, per_token, torch.zeros_like(per_token))
         per_sequence = per_token.sum(dim=(1, 2))
         tokens = batch.mask.sum(dim=(1, 2)).clamp(min=1)
@@ -281,6 +301,11 @@ class CFGDistillCallback(ObjectiveCallback):
         rows = batch.on_policy_rows()  # for CompletionLogCallback: each sample's divergence per token
         batch.record("distill/divergence_per_token", per_token[rows].sum(dim=(1, 2)) / tokens[rows])
         pl_module.log("train/distill_divergence_per_token", (per_token.sum() / tokens.sum()).detach())
+        if cond is not None:
+            with torch.no_grad():
+                base = token_divergence(cond, teacher, self.divergence, self.jsd_beta)
+                base = torch.where(batch.mask, base, torch.zeros_like(base))
+            pl_module.log(BASE_DIVERGENCE_METRIC, (base.sum() / tokens.sum()).detach())
         return {"distill": self.weight * divergence}
 
     def state_dict(self) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from lightning_cfgrl.core.diversity import (
     pairwise_distances,
 )
 from lightning_cfgrl.core.sampling import step_seed
+from lightning_cfgrl.training.distill import BASE_DIVERGENCE_METRIC
 from lightning_cfgrl.training.finite_guard import last_good_note
 from lightning_cfgrl.training.frozen import freeze, frozen_state, load_frozen_state, place_frozen
 from lightning_cfgrl.training.grad_norm import GradNormMonitor
@@ -224,6 +225,23 @@ class DiversityRewardCallback(ObjectiveCallback):
             if warning:
                 rank_zero_warn(f"DiversityRewardCallback: {warning}")
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: CFGRLModule) -> None:
+        # after a resume restored the controller: the base's KL is needed only while measuring
+        self._request_base_divergence(trainer)
+
+    def _request_base_divergence(self, trainer: pl.Trainer) -> None:
+        """Ask the distillation callback for the base's KL while a gain budget measures its reference."""
+        if self.controller is None or not self.controller.budget.needs_base_kl:
+            return
+        distill = [cb for cb in trainer.callbacks if hasattr(cb, "log_base_divergence")]  # CFGDistillCallback
+        if not distill:
+            raise ValueError(
+                "DiversityRewardCallback(quality_budget=QualityBudget(relative_to='gain')) measures the base's "
+                "KL to the CFG teacher through CFGDistillCallback; add it to the Trainer's callbacks"
+            )
+        for callback in distill:
+            callback.log_base_divergence = self.controller.measuring
+
     def hyperparameters(self) -> dict[str, Any]:
         embedder = type(self.embedder)
         return (
@@ -243,7 +261,11 @@ class DiversityRewardCallback(ObjectiveCallback):
         if self.controller is None:
             return {}
         budget = self.controller.budget
-        unit = "relative" if budget.relative else "nats_per_token"
+        unit = (
+            ("of_gain" if budget.relative_to == "gain" else "relative")
+            if budget.relative
+            else "nats_per_token"
+        )
         return {
             f"{self.name}/quality_budget": f"{budget.max_increase:g} ({unit})",
             f"{self.name}/budget_controller": budget.controller,
@@ -345,8 +367,14 @@ class DiversityRewardCallback(ObjectiveCallback):
             )
         # every rank feeds the same (averaged) KL, so every rank holds and checkpoints the same beta
         kl = float(trainer.strategy.reduce(kl.detach().float().mean(), reduce_op="mean"))
-        self.beta = self.controller.update(kl)
+        base = trainer.callback_metrics.get(BASE_DIVERGENCE_METRIC) if self.controller.measuring else None
+        if base is not None:
+            base = float(trainer.strategy.reduce(base.detach().float().mean(), reduce_op="mean"))
+        self.beta = self.controller.update(kl, base)
+        self._request_base_divergence(trainer)
         c, p = self.controller, self._prefix
+        if c.base is not None:
+            pl_module.log(f"train/{p}budget_kl_base", c.base, batch_size=1)
         pl_module.log(f"train/{self.name}_beta", self.beta, batch_size=1)
         pl_module.log(f"train/{p}budget_kl_smoothed", c.smoothed, batch_size=1)
         if c.target is not None:
