@@ -35,7 +35,11 @@ RUNS = {
         ],
     ),
     "distill.yaml": ("distill", []),
-    "distill_beta15.yaml": ("distill_beta15", []),
+    # the diversity stage starts from the quality (beta = 0) model; the base stands in for it here
+    "distill_beta15.yaml": (
+        "distill_beta15",
+        ["--model.init_args.init_checkpoint=runs/base/checkpoints/last.ckpt"],
+    ),
     "steerable.yaml": ("steerable", []),
 }
 

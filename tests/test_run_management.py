@@ -86,13 +86,19 @@ def test_reruns_and_renamed_runs_never_leave_a_stale_last_checkpoint(tmp_path, m
         },
         tmp_path / "runs/embedder/checkpoints/last.ckpt",
     )
-    _fit("distill_beta15.yaml", "--trainer.max_steps=2")
+    # the diversity stage starts from the quality model; here the base stands in for it
+    _fit(
+        "distill_beta15.yaml",
+        "--trainer.max_steps=2",
+        "--model.init_args.init_checkpoint=runs/base/checkpoints/last.ckpt",
+    )
     log_dir = tmp_path / "runs/distill_beta15/version_0"
     hparams = _session_hparams(_events(log_dir))
     expected = {
         "distill/guidance_scale": 3.0,
         "distill/divergence": "reverse_kl",
-        "diversity/beta": 15.0,
+        "diversity/beta": 1.0,
+        "diversity/quality_budget": "0.25 (of_gain)",
         "diversity/baseline": "other_pairs",
         "diversity/shuffle_rewards": False,
         "diversity/embedder": "lightning_cfgrl.embedders.contrastive.ContrastiveTokenEmbedder",
@@ -100,4 +106,4 @@ def test_reruns_and_renamed_runs_never_leave_a_stale_last_checkpoint(tmp_path, m
     }
     assert {k: hparams.get(k) for k in expected} == expected
     saved = yaml.safe_load((log_dir / "hparams.yaml").read_text())
-    assert saved["diversity/beta"] == 15.0 and saved["optimization"]["learning_rate"] == 0.001
+    assert saved["diversity/beta"] == 1.0 and saved["optimization"]["learning_rate"] == 0.0003
