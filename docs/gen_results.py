@@ -151,8 +151,12 @@ def _evaluation_rows(data: dict) -> list[dict]:
     return rows
 
 
-def view_candidates(data: dict, names: str = "", metrics: str = "", family: str = "") -> str:
-    """Evaluated candidates (``results``): one row each, ``mean ± SE`` over evaluation seeds per metric."""
+def view_candidates(
+    data: dict, names: str = "", metrics: str = "", family: str = "", labels: str = "", reference: str = ""
+) -> str:
+    """Evaluated candidates (``results``): one row each, ``mean ± SE`` over evaluation seeds per metric.
+    ``labels``: column headers for ``metrics``; ``reference``: ``KEY=ROW NAME``, a dict of the file
+    (``{metric: [mean, se] or value}``, e.g. the true process's own levels) shown as the first row."""
     rows = _evaluation_rows(data)
     if names:
         wanted = names.split("|")
@@ -164,14 +168,20 @@ def view_candidates(data: dict, names: str = "", metrics: str = "", family: str 
     if family:
         rows = [r for r in rows if r.get("family") in family.split("|")]
     keys = metrics.split(",") if metrics else list(rows[0]["metrics"])
-    header = ["candidate", *keys, "passes/token"]
-    return table(
-        header,
-        (
-            [r["name"], *(mean_se(r["metrics"].get(k)) for k in keys), fmt(r.get("forward_passes_per_token"))]
-            for r in rows
-        ),
-    )
+    names_of = labels.split(",") if labels else keys
+    if len(names_of) != len(keys):
+        raise ValueError(f"labels {names_of} and metrics {keys} differ in length")
+    body = [
+        [r["name"], *(mean_se(r["metrics"].get(k)) for k in keys), fmt(r.get("forward_passes_per_token"))]
+        for r in rows
+    ]
+    if reference:
+        key, _, label = reference.partition("=")
+        levels = _get(data, key)
+        if not isinstance(levels, dict):
+            raise KeyError(f"reference {key!r} is not a dict in the file")
+        body.insert(0, [label or key, *(mean_se(levels.get(k)) for k in keys), "—"])
+    return table(["candidate", *names_of, "passes/token"], body)
 
 
 def view_claims(data: dict, metric: str = "", only: str = "") -> str:

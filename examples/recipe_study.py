@@ -22,7 +22,11 @@ Protocol (fixed in code before any run):
 * A claim holds when its mean margin exceeds 2 standard errors; a one-sided paired t-test p-value is
   reported beside it. Diversity is reported with an independent evaluation embedder (bigram
   histograms, no parameters) and with the reward's own embedder: a gain seen only by the latter is
-  reward hacking.
+  reward hacking. A third embedder of another kind, ``LatentModeEmbedder`` (``latent_diversity``), is
+  the exact posterior over the domain's latent mode: mode coverage of the true generative structure,
+  no token statistics. Naturalness (``log_likelihood``) is the exact per-frame log-likelihood of the
+  samples under the true process, reported beside adherence (the true process's own samples give its
+  reference level).
 
 Results go to ``benchmarks/results/recipe_*.json`` (with the machine), cached models to
 ``runs/recipe_study/<domain>/<code hash>/`` (never reused by other code).
@@ -51,12 +55,15 @@ from lightning_cfgrl.embedders import (
 from lightning_cfgrl.embedders.contrastive_training import triplet_accuracy
 from lightning_cfgrl.eval.candidates import CandidateResult, evaluate_candidate
 from lightning_cfgrl.eval.claims import ClaimInputs, check_claims, format_claims, paired_claim
+from lightning_cfgrl.eval.diversity import pairwise_cosine_diversity
 from lightning_cfgrl.eval.machine import describe_machine, source_sha256
 from lightning_cfgrl.eval.protocol import evaluation_seeds, selection_seeds
 from lightning_cfgrl.eval.stats import mean_se
 from lightning_cfgrl.eval.training_runs import pool_training_runs
 from lightning_cfgrl.experiments import (
     HMMMusic,
+    LatentModeEmbedder,
+    LogLikelihood,
     PromptAdherence,
     SyntheticMusic,
     SyntheticMusicDataModule,
@@ -392,8 +399,9 @@ def cached_student(
 # -- evaluation ----------------------------------------------------------------------------------------
 @dataclass
 class Evaluator:
-    """Samples candidates on fixed prompts and seeds; quality = exact adherence, diversity = bigram
-    histograms (``diversity``) and the reward embedder (``reward_diversity``)."""
+    """Samples candidates on fixed prompts and seeds; quality = exact adherence, naturalness = exact
+    per-frame log-likelihood (``log_likelihood``), diversity = bigram histograms (``diversity``), the
+    latent-mode posterior (``latent_diversity``) and the reward embedder (``reward_diversity``)."""
 
     spec: DomainSpec
     prompts: Tensor
@@ -409,7 +417,10 @@ class Evaluator:
         self, name: str, generator: nn.Module, config: SamplingConfig | None = None, family: str = ""
     ) -> CandidateResult:
         config = config or SamplingConfig()
-        embedders = {"diversity": TokenHistogramEmbedder(self.spec.generator_args["vocab_size"])}
+        embedders = {
+            "diversity": TokenHistogramEmbedder(self.spec.generator_args["vocab_size"]),
+            "latent_diversity": LatentModeEmbedder(self.domain),
+        }
         if self.reward is not None:
             embedders["reward_diversity"] = self.reward
         return evaluate_candidate(
@@ -418,7 +429,7 @@ class Evaluator:
             self.prompts,
             self.spec.generator_args["max_frames"],
             config,
-            [PromptAdherence(self.domain)],
+            [PromptAdherence(self.domain), LogLikelihood(self.domain)],
             embedders,
             num_samples=self.num_samples,
             seeds=self.seeds,
@@ -431,6 +442,24 @@ class Evaluator:
     @property
     def chance(self) -> float:
         return math.log(1.0 / self.domain.num_prompts)
+
+    def true_process(self) -> dict[str, tuple[float, float]]:
+        """The domain's own samples scored like a candidate (same prompts, samples and seeds): the
+        reference levels of naturalness, adherence and the parameter-free diversities."""
+        per_seed: dict[str, list[float]] = {}
+        repeated = self.prompts.repeat_interleave(self.num_samples, 0)
+        embedders = {
+            "diversity": TokenHistogramEmbedder(self.spec.generator_args["vocab_size"]),
+            "latent_diversity": LatentModeEmbedder(self.domain),
+        }
+        for seed in self.seeds:
+            frames = self.domain.sample(repeated, torch.Generator().manual_seed(int(seed)))
+            for scorer in (PromptAdherence(self.domain), LogLikelihood(self.domain)):
+                per_seed.setdefault(scorer.name, []).append(float(scorer(frames, repeated).mean()))
+            for metric, embedder in embedders.items():
+                e = embedder(frames).reshape(len(self.prompts), self.num_samples, -1)
+                per_seed.setdefault(metric, []).append(float(pairwise_cosine_diversity(e).mean()))
+        return {k: mean_se(v) for k, v in per_seed.items()}
 
 
 def prompts_of(spec: DomainSpec, split: str) -> Tensor:
@@ -727,7 +756,7 @@ def cmd_claims(args: argparse.Namespace) -> None:
             sign=1.0,
             chance=chance,
             reference=(chance, 0.0),
-            diversity_metrics=("diversity", "reward_diversity"),
+            diversity_metrics=("diversity", "latent_diversity", "reward_diversity"),
             cfg_reference=reference,
             quality_model=quality,
             diversity_model=diversity,
@@ -751,7 +780,7 @@ def cmd_claims(args: argparse.Namespace) -> None:
             "fractions " + ", ".join(f"{f:.1%}" for f in per_train),
         )
     )
-    for metric in ("diversity", "reward_diversity"):
+    for metric in ("diversity", "latent_diversity", "reward_diversity"):
         b, p = ([m.mean(metric) for m in trained[k]] for k in (f"beta={args.beta:g}", "placebo"))
         claims.append(
             paired_claim(
@@ -767,13 +796,15 @@ def cmd_claims(args: argparse.Namespace) -> None:
     front_q = max((r.mean("adherence") for r in at_least), default=None)
 
     everything = [*cfg, *sampling, quality, diversity, placebo, *merged_pooled]
-    lines = ["| candidate | adherence | diversity (bigram) | diversity (reward emb.) |", "|---|---|---|---|"]
-    for r in everything:
-        m = r.metrics
-        lines.append(
-            f"| {r.name} | {m['adherence'][0]:.3f} ± {m['adherence'][1]:.3f} | {m['diversity'][0]:.4f} ± "
-            f"{m['diversity'][1]:.4f} | {m['reward_diversity'][0]:.4f} ± {m['reward_diversity'][1]:.4f} |"
-        )
+    true_process = evaluator.true_process()
+    columns = ("adherence", "log_likelihood", "diversity", "latent_diversity", "reward_diversity")
+    lines = [
+        "| candidate | adherence | naturalness | diversity (bigram) | diversity (latent mode) | diversity (reward emb.) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, m in [("true process", true_process), *((r.name, r.metrics) for r in everything)]:
+        cells = [f"{m[c][0]:.4f} ± {m[c][1]:.4f}" if c in m else "" for c in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     print("\n".join(lines))
     print(
         f"\n[{spec.name}] chance adherence {chance:.3f}; best temperature/top-p point (selection seeds): "
@@ -798,6 +829,7 @@ def cmd_claims(args: argparse.Namespace) -> None:
             "trainer": SHIPPED_TRAINER,
             "beta": args.beta,
             "train_cpu_seconds": seconds,
+            "true_process": true_process,
             "results": [r.as_dict() for r in everything],
             "per_training_seed": {k: [r.as_dict() for r in v] for k, v in trained.items()},
             "best_sampling": sampling[best].name,

@@ -138,3 +138,14 @@ def test_a_page_asking_for_a_missing_file_fails_the_build(tmp_path):
         _render(tmp_path, EVALUATION, "{{ results claims missing.json }}\n")
     with pytest.raises(KeyError, match="unknown results view"):
         _render(tmp_path, EVALUATION, "{{ results nonsense x.json }}\n")
+
+
+def test_candidates_view_takes_labels_and_a_reference_row(tmp_path):
+    data = EVALUATION | {"truth": {"adherence": [-0.5, 0.25]}}
+    text = _render(
+        tmp_path,
+        data,
+        '{{ results candidates x.json metrics=adherence labels=adh "reference=truth=true process" }}\n',
+    )
+    assert "| candidate | adh | passes/token |" in text
+    assert text.index("| true process | -0.500 ± 0.250 | — |") < text.index("| CFG g=3 |")

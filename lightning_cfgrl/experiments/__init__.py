@@ -8,7 +8,7 @@ from lightning_cfgrl.experiments.datamodules import (
     split_prompts,
 )
 from lightning_cfgrl.experiments.domain import TokenDomain
-from lightning_cfgrl.experiments.exact_scorers import LogLikelihood, PromptAdherence
+from lightning_cfgrl.experiments.exact_scorers import LatentModeEmbedder, LogLikelihood, PromptAdherence
 from lightning_cfgrl.experiments.hmm_music import HMM_ATTRIBUTE_NAMES, HMMMusic
 from lightning_cfgrl.experiments.judge import JudgeAdherence, JudgeModule, PromptClassifier
 from lightning_cfgrl.experiments.synthetic_music import ATTRIBUTE_NAMES, SyntheticMusic
@@ -19,6 +19,7 @@ __all__ = [
     "HMMMusic",
     "JudgeAdherence",
     "JudgeModule",
+    "LatentModeEmbedder",
     "LogLikelihood",
     "PromptAdherence",
     "PromptClassifier",

@@ -6,7 +6,7 @@ import functools
 import math
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lightning_cfgrl.eval.scorers import Scorer
 from lightning_cfgrl.experiments.domain import TokenDomain
@@ -50,3 +50,26 @@ class LogLikelihood(Scorer):
 
     def __call__(self, frames: Tensor, condition: Tensor) -> Tensor:
         return (self.domain.log_likelihood(frames, condition) / frames.shape[-1]).to(frames.device)
+
+
+class LatentModeEmbedder(nn.Module):
+    """An evaluation embedder from the true process: ``frames [N, K, T] -> [N, M]``, the exact posterior
+    over the domain's latent mode (SyntheticMusic's section mode z, HMMMusic's groove m), prompts summed
+    out under a uniform prior. Each domain draws its modes uniformly for every prompt, so a model that
+    keeps a prompt's variety spreads its samples over the modes; cosine diversity of these posteriors is
+    about the chance that two samples of a prompt come from different modes. Unlike the token-statistics
+    embedders (bigram histograms, the contrastive reward embedder) it counts no n-grams and learns
+    nothing: it measures mode coverage of the real generative structure. No parameters."""
+
+    def __init__(self, domain: TokenDomain | None = None) -> None:
+        super().__init__()
+        self.domain = domain or SyntheticMusic()
+        if not hasattr(self.domain, "mode_log_posterior"):
+            raise TypeError(
+                f"LatentModeEmbedder needs a domain with mode_log_posterior (SyntheticMusic, HMMMusic), "
+                f"got {type(self.domain).__name__}"
+            )
+
+    @torch.no_grad()
+    def forward(self, frames: Tensor) -> Tensor:
+        return self.domain.mode_log_posterior(frames).exp().float().to(frames.device)

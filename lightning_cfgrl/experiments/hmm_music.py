@@ -158,9 +158,10 @@ class HMMMusic(TokenDomain):
         return frames
 
     # -- exact scores -------------------------------------------------------------------------------
-    def _forward(self, frames: Tensor, index: Tensor | None) -> Tensor:
+    def _forward(self, frames: Tensor, index: Tensor | None, per_mode: bool = False) -> Tensor:
         """Scaled forward algorithm: ``[B, 3, T]`` -> ``log p*(frames | prompt)`` as ``[B, P]`` for every
-        prompt (``index`` None) or ``[B, 1]`` for prompt ``index[b]`` of each sample.
+        prompt (``index`` None) or ``[B, 1]`` for prompt ``index[b]`` of each sample; ``per_mode``: the
+        joint ``log p*(frames, m | prompt)`` as ``[B, P or 1, M]`` (the groove m not summed out).
 
         The prompt enters through additive logits, so ``trans_p[m, i, j] = exp(trans[m, i, j]) w_p[j] /
         Zt_p[m, i]`` and ``emit_p[m, j, v] = exp(emit[m, j, v] + e_p[v]) / Ze_p[m, j]``. Carrying
@@ -205,6 +206,9 @@ class HMMMusic(TokenDomain):
                 log_norm = log_norm + norm.log()
             beta = torch.matmul(self._exp_trans_t, beta.reshape(m, s, g * n)).view(m, s, g, n)
             beta.mul_(step).mul_(w[t])
+        if per_mode:
+            joint = log_norm + (beta * last).sum(dim=1).log() + log_total  # [M, G, N]
+            return joint.permute(2, 1, 0)  # [B, G, M]
         return (log_norm + (beta * last).sum(dim=(0, 1)).log() + log_total).T  # [B, G]
 
     def log_likelihood(self, frames: Tensor, prompts: Tensor) -> Tensor:
@@ -227,6 +231,12 @@ class HMMMusic(TokenDomain):
             )
         every = self._forward(frames, None)  # [B, P]
         return every[torch.arange(len(index)), index] - torch.logsumexp(every, dim=1)
+
+    def mode_log_posterior(self, frames: Tensor) -> Tensor:
+        """Exact ``log p*(m | frames)`` of the latent groove, prompts summed out under a uniform prior:
+        ``[B, 3, T]`` -> ``[B, M]`` float64."""
+        joint = torch.logsumexp(self._forward(frames, None, per_mode=True), dim=1)  # [B, M]
+        return torch.log_softmax(joint, dim=1)
 
 
 __all__ = ["HMM_ATTRIBUTE_NAMES", "HMMMusic"]

@@ -120,15 +120,19 @@ class SyntheticMusic(TokenDomain):
     # -- exact scores -------------------------------------------------------------------------------
     def _coarse_log_likelihood_all(self, frames: Tensor) -> Tensor:
         """``[B, 2, T]`` -> ``[B, P]``: ``log p*(codebook 0 | prompt p)`` for every prompt, z summed out."""
+        ll = self._coarse_log_likelihood_modes(frames)  # [P, M, B]
+        ll = torch.logsumexp(ll, dim=1) - torch.log(torch.tensor(float(self.num_modes), dtype=ll.dtype))
+        return ll.T  # [B, P]
+
+    def _coarse_log_likelihood_modes(self, frames: Tensor) -> Tensor:
+        """``[B, 2, T]`` -> ``[P, M, B]``: ``log p*(codebook 0 | prompt p, mode z)``."""
         self.check_frames(frames)
         c0 = frames[:, 0].cpu()
         v = self.vocab_size
         ll = self._log_init[:, :, c0[:, 0]]  # [P, M, B]
         pairs = c0[:, :-1] * v + c0[:, 1:]  # [B, T-1] flattened (prev, next)
         trans = rearrange(self._log_trans, "p m i j -> p m (i j)")[:, :, pairs]  # [P, M, B, T-1]
-        ll = ll + trans.sum(-1)
-        ll = torch.logsumexp(ll, dim=1) - torch.log(torch.tensor(float(self.num_modes), dtype=ll.dtype))
-        return ll.T  # [B, P]
+        return ll + trans.sum(-1)
 
     def _residual_log_likelihood(self, frames: Tensor) -> Tensor:
         c0, c1 = frames[:, 0].cpu(), frames[:, 1].cpu()
@@ -146,3 +150,9 @@ class SyntheticMusic(TokenDomain):
         index = self.prompt_index(prompts)
         coarse = self._coarse_log_likelihood_all(frames)  # the residual term cancels
         return coarse[torch.arange(len(index)), index] - torch.logsumexp(coarse, dim=1)
+
+    def mode_log_posterior(self, frames: Tensor) -> Tensor:
+        """Exact ``log p*(z | frames)`` of the latent section mode, prompts summed out under a uniform
+        prior: ``[B, 2, T]`` -> ``[B, M]`` float64 (the residual codebook does not depend on z)."""
+        ll = torch.logsumexp(self._coarse_log_likelihood_modes(frames), dim=0)  # [M, B]
+        return torch.log_softmax(ll.T, dim=1)
