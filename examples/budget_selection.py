@@ -3,7 +3,7 @@
     python examples/budget_selection.py train --fraction 0.25 --seed 0   # budget run + its placebo
     python examples/budget_selection.py evaluate                         # -> benchmarks/results/budget_selection_music.json
 
-Each candidate is the shipped ``examples/configs/budget/distill_beta15.yaml`` (and its placebo) with only
+Each candidate is the shipped ``examples/configs/distill_beta15.yaml`` (and its placebo) with only
 the budget's ``relative_to: gain`` / ``max_increase`` and the seed changed; it starts from the domain's
 quality model (``runs/distill_beta0``, from the quickstart or ``distill_beta0.yaml``) and distils towards
 ``runs/base``'s CFG. The evaluation uses the data module's TRAIN prompts and the package's selection seeds
@@ -46,7 +46,7 @@ def _last(name: str) -> str:
 def _candidate(kind: str, fraction: float, seed: int, controller: str, steps: int) -> tuple[str, dict]:
     """The shipped budget config with the gain budget ``fraction`` and ``controller``; ``steps`` > 0: a fixed
     length (no diversity plateau), 0: the config's own stopping."""
-    config = yaml.safe_load((CONFIGS / "budget" / f"distill_{kind}.yaml").read_text())
+    config = yaml.safe_load((CONFIGS / f"distill_{kind}.yaml").read_text())
     name = f"sel_gain{fraction:g}_{controller}_{steps or 'plateau'}_s{seed}_{kind}"
     if steps:
         config["trainer"]["max_steps"] = steps

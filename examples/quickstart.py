@@ -9,8 +9,9 @@ Stages (each an ordinary CLI command; a stage whose output exists is skipped, so
 3. ``cfgrl fit --config examples/configs/judge.yaml``           a prompt classifier (adherence judge)
 4. ``cfgrl fit --config examples/configs/distill_beta0.yaml``   quality model: CFG distillation, beta = 0,
    until its KL to the CFG teacher stops improving
-5. ``cfgrl fit --config examples/configs/distill_beta15.yaml``  diversity model: beta = 15, 300 steps
-6. ``cfgrl fit --config examples/configs/distill_placebo.yaml`` placebo: beta = 15, shuffled rewards
+5. ``cfgrl fit --config examples/configs/distill_beta15.yaml``  diversity model: from the quality model,
+   beta adapted to keep 75 % of its gain (a quality budget), 400 steps
+6. ``cfgrl fit --config examples/configs/distill_placebo.yaml`` placebo: the same, with shuffled rewards
 7. ``cfgrl merge --quality ... --diversity ... --lambdas 0,0.25,0.5,0.75,1 --out runs/merged``
 8. ``cfgrl evaluate --config examples/configs/evaluate.yaml``   table, claims, plot -> runs/eval
    (5 evaluation seeds; the best temperature/top-p point is chosen on 3 separate selection seeds)
