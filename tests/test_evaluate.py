@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import ast
 import csv
+import dataclasses
+import inspect
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -462,3 +465,44 @@ def test_eval_and_cli_do_not_import_the_experiments():
             names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             offending += [f"{path.name}: {n}" for n in names if n.startswith("lightning_cfgrl.experiments")]
     assert not offending, offending
+
+
+def _evaluate_output(args: list[str], capsys, monkeypatch) -> str:
+    monkeypatch.setenv("COLUMNS", "80")  # argparse wraps at the terminal's width: a plain 80 columns
+    with pytest.raises(SystemExit) as exit_:
+        evaluate_main(args)
+    assert exit_.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_is_one_page_that_documents_every_option(capsys, monkeypatch):
+    """``cfgrl evaluate --help`` was 1080 lines (every ``nn.Module`` of torch as a possible embedder)."""
+    text = _evaluate_output(["--help"], capsys, monkeypatch)
+    assert len(text.splitlines()) <= 200, len(text.splitlines())
+    assert "known subclasses" not in text and "torch.nn.Conv1d" not in text
+    flat = " ".join(text.split())
+    args = Evaluation.__doc__.split("Args:")[1]
+    docs = dict(re.findall(r"^ {8}(\w+): (.+)$", args, flags=re.M))
+    assert set(docs) == set(inspect.signature(Evaluation).parameters)  # every argument has its doc
+    for name, doc in docs.items():
+        assert f"--{name} " in text, name  # the option ...
+        assert " ".join(doc.replace("``", "`").split()[:3]) in flat, name  # ... with its doc
+    for field in dataclasses.fields(Candidates):
+        assert f"--candidates.{field.name} " in text, field.name
+    assert "--embedder.help ContrastiveTokenEmbedder" in text  # the way to a nested class's options
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["--embedder.help", "ContrastiveTokenEmbedder"], "--embedder.checkpoint"),
+        (
+            ["--reward_embedder.help=lightning_cfgrl.embedders.TokenHistogramEmbedder"],
+            "--reward_embedder.ngram",
+        ),
+        (["--datamodule.help", "PromptDataModule"], "--datamodule.heldout_fraction"),
+        (["--scorers.help", "lightning_cfgrl.experiments.PromptAdherence"], "--scorers.domain"),
+    ],
+)
+def test_nested_help_lists_the_options_of_one_class(args, option, capsys, monkeypatch):
+    assert option in _evaluate_output(args, capsys, monkeypatch)
