@@ -60,6 +60,7 @@ from lightning_cfgrl.eval.machine import describe_machine, source_sha256
 from lightning_cfgrl.eval.protocol import evaluation_seeds, selection_seeds
 from lightning_cfgrl.eval.stats import mean_se
 from lightning_cfgrl.eval.training_runs import pool_training_runs
+from lightning_cfgrl.experimental import TeacherMixDistillCallback
 from lightning_cfgrl.experiments import (
     HMMMusic,
     LatentModeEmbedder,
@@ -338,11 +339,14 @@ def train_student(
             "num_samples_per_prompt": merged["group_size"],
         },
     )
-    callbacks: list[pl.Callback] = [
-        CFGDistillCallback(
-            guidance_scale=REFERENCE_GUIDANCE, **_given(recipe, "reduction", "teacher_fraction")
+    given = _given(recipe, "reduction")
+    if recipe.teacher_fraction:  # a teacher-sampled share of the rows: lightning_cfgrl.experimental
+        distill = TeacherMixDistillCallback(
+            recipe.teacher_fraction, guidance_scale=REFERENCE_GUIDANCE, **given
         )
-    ]
+    else:
+        distill = CFGDistillCallback(guidance_scale=REFERENCE_GUIDANCE, **given)
+    callbacks: list[pl.Callback] = [distill]
     if recipe.beta > 0:
         callbacks.append(
             DiversityRewardCallback(

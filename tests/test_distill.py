@@ -221,7 +221,7 @@ def test_base_divergence_is_the_teachers_own_conditional_against_its_cfg_mix(chu
     from lightning_cfgrl.training.distill import BASE_DIVERGENCE_METRIC
 
     torch.manual_seed(0)
-    module = CFGRLModule(AudioTokenTransformer(**BASE_ARGS), num_frames=8)
+    module = CFGRLModule(AudioTokenTransformer(**BASE_ARGS), rollout={"num_frames": 8})
     callback = CFGDistillCallback(guidance_scale=3.0, teacher_chunk_size=chunk)
     callback.setup(None, module, "fit")
     logged = {}

@@ -23,7 +23,8 @@ PACKAGE = Path(lightning_cfgrl.__file__).parent
 ROOT = "lightning_cfgrl"
 
 # Who may import whom, bottom-up: each folder imports only folders listed for it. Layers, lowest first:
-# core | models, adapters | io | merging | eval | training | embedders | audio | callbacks | cli, experiments.
+# core | models, adapters | io | merging | eval | training | embedders | audio | callbacks | cli, experiments,
+# experimental.
 _CORE = {"core"}
 _MODELS = _CORE | {"models", "adapters"}
 _IO = _MODELS | {"io"}
@@ -46,6 +47,7 @@ ALLOWED: dict[str, set[str]] = {
     "callbacks": _AUDIO,  # merge, audio logger, run checkpoints; re-exports the objective callbacks
     "cli": _CALLBACKS,  # the cfgrl console script
     "experiments": _CALLBACKS,  # the paper's domains and judge: nothing in the library imports them
+    "experimental": _CALLBACKS,  # options that did not help (TeacherMixDistillCallback); nothing imports them
 }
 
 

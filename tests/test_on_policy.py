@@ -14,6 +14,7 @@ from torch import nn
 
 from lightning_cfgrl import CFGDistillCallback, CFGRLModule, SamplingConfig, sample
 from lightning_cfgrl.core.condition import repeat_condition
+from lightning_cfgrl.experimental import TeacherMixDistillCallback
 from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.models import AudioTokenTransformer
 from lightning_cfgrl.training.configs import group_settings
@@ -160,7 +161,7 @@ def test_disable_dropout_covers_hf_style_float_attributes_and_restores_them() ->
 @pytest.mark.slow  # trains a model
 def test_teacher_fraction_adds_cfg_teacher_samples_after_the_on_policy_rows(pretrained_base) -> None:
     spy = Spy()
-    distill = CFGDistillCallback(guidance_scale=3.0, teacher_fraction=0.2)
+    distill = TeacherMixDistillCallback(guidance_scale=3.0, teacher_fraction=0.2)
     module, _ = _fit(pretrained_base, [distill, spy], steps=1)
     batch = spy.batches[0]
     # 4 prompts x G = 2 on-policy rows, then round(0.2 * 8 / 0.8) = 2 teacher rows (prompts 0 and 1)
@@ -172,7 +173,7 @@ def test_teacher_fraction_adds_cfg_teacher_samples_after_the_on_policy_rows(pret
     assert torch.equal(batch.steps[8:], teacher_rows)
     assert torch.equal(batch.condition[:8], repeat_condition(prompts, 2))
     with pytest.raises(ValueError, match=r"teacher_fraction must be in \[0, 1\), got 1.0"):
-        CFGDistillCallback(teacher_fraction=1.0)
+        TeacherMixDistillCallback(teacher_fraction=1.0)
 
 
 def _reference_factor(warmup: int, total: int, decay: str, step: int) -> float:

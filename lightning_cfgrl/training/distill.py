@@ -13,7 +13,7 @@ from einops import rearrange
 from torch import Tensor
 
 from lightning_cfgrl.adapters.peft import AdapterDisabledTeacher, is_peft_model
-from lightning_cfgrl.core.condition import Condition, cat_conditions, condition_batch_size, select_condition
+from lightning_cfgrl.core.condition import Condition, cat_conditions, select_condition
 from lightning_cfgrl.core.controls import (
     GUIDANCE,
     ControlDistribution,
@@ -24,7 +24,6 @@ from lightning_cfgrl.core.controls import (
 from lightning_cfgrl.core.divergences import DIVERGENCES, token_divergence
 from lightning_cfgrl.core.generator import check_compatible
 from lightning_cfgrl.core.guidance import cfg_logits, check_guidance_scale
-from lightning_cfgrl.core.sampling import SamplingConfig, sample
 from lightning_cfgrl.io.generators import load_generator_spec, load_generator_state
 from lightning_cfgrl.io.provenance import file_source
 from lightning_cfgrl.io.specs import instantiate_spec
@@ -80,12 +79,6 @@ class CFGDistillCallback(ObjectiveCallback):
         teacher_chunk_size: sequences per teacher forward (None: all N at once). Each chunk's
             ``[2n, K, S, V]`` logits are mixed before the next, so only the ``[N, K, S, V]`` float32
             result is ever whole: it caps the teacher's share of peak memory.
-        teacher_fraction: GKD's on/off-policy mix: this fraction of the rows the term averages over
-            are sampled from the CFG teacher (``round(f N / (1 - f))`` rows added to the student's N,
-            prompts taken in turn from the batch). They show the student the high-adherence regions it
-            rarely visits itself; they are off-policy, so a policy gradient skips them
-            (``RolloutBatch.num_on_policy``). 0 is pure on-policy distillation. TRL's ``lmbda`` is the
-            on-policy fraction, ``1 - teacher_fraction``.
     """
 
     def __init__(
@@ -99,7 +92,6 @@ class CFGDistillCallback(ObjectiveCallback):
         embed_in_checkpoint: bool = False,
         teacher_dtype: Literal["float32", "bfloat16", "float16"] | None = None,
         teacher_chunk_size: int | None = None,
-        teacher_fraction: float = 0.0,
         guidance_distribution: Distribution = "log_uniform",
     ) -> None:
         setting = control_setting(GUIDANCE, guidance_scale, guidance_distribution)
@@ -116,9 +108,6 @@ class CFGDistillCallback(ObjectiveCallback):
             raise ValueError(f"weight must be a finite number >= 0, got {weight}")
         if not 0.0 < jsd_beta < 1.0:  # checked here, not at the first "jsd" step
             raise ValueError(f"jsd_beta must be in (0, 1), got {jsd_beta}")
-        if not (math.isfinite(teacher_fraction) and 0.0 <= teacher_fraction < 1.0):
-            raise ValueError(f"teacher_fraction must be in [0, 1), got {teacher_fraction}")
-        self.teacher_fraction = teacher_fraction
         self.divergence = divergence
         self.jsd_beta = jsd_beta
         self.weight = weight
@@ -197,23 +186,7 @@ class CFGDistillCallback(ObjectiveCallback):
             settings["distill/guidance_range"] = str(self.guidance)
         if self.divergence == "jsd":
             settings["distill/jsd_beta"] = self.jsd_beta
-        if self.teacher_fraction:
-            settings["distill/teacher_fraction"] = self.teacher_fraction
         return settings
-
-    @torch.no_grad()
-    def extra_rollouts(
-        self, pl_module: CFGRLModule, condition: Condition, seed: int
-    ) -> tuple[Tensor, Condition] | None:
-        """``round(f N / (1 - f))`` sequences sampled from the teacher with CFG (``teacher_fraction`` f)."""
-        n = pl_module.group_size * condition_batch_size(condition)
-        rows = round(self.teacher_fraction * n / (1.0 - self.teacher_fraction))
-        if rows == 0:
-            return None
-        b = condition_batch_size(condition)
-        prompts = select_condition(condition, torch.arange(rows, device=pl_module.device) % b)
-        config = SamplingConfig(guidance_scale=self.guidance_scale)
-        return sample(self.teacher, prompts, pl_module.num_frames, config, seed=seed), prompts
 
     @torch.no_grad()
     def teacher_logits(self, batch: RolloutBatch) -> Tensor:

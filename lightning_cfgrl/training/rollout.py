@@ -23,8 +23,8 @@ class RolloutBatch:
         student_logits: ``[N, K, S, V]`` the student's logits on ``steps`` (with grad).
         sampling: how the rollout was sampled (temperature, top-k/p).
         num_on_policy: rows ``[0, num_on_policy)`` are the student's own ``B * G`` samples; rows after
-            them were contributed by objectives (e.g. teacher samples, ``CFGDistillCallback(
-            teacher_fraction=...)``) and are off-policy. ``None``: every row is on-policy. A policy
+            them were contributed by objectives (e.g. teacher samples,
+            ``lightning_cfgrl.experimental.TeacherMixDistillCallback``) and are off-policy. ``None``: every row is on-policy. A policy
             gradient must use only the on-policy rows (:meth:`on_policy_rows`).
         controls: ``{name: [N]}`` control values the rollout was sampled with and the student's logits
             were computed with (from the objectives' ``rollout_controls``; empty without controls).
