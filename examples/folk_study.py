@@ -239,14 +239,17 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         flush=True,
     )
     CACHE.mkdir(parents=True, exist_ok=True)
-    cpu = time.process_time()
-    if (CACHE / "judge.safetensors").exists():
+    cpu, judge_time = time.process_time(), CACHE / "judge_cpu_seconds.json"
+    if (CACHE / "judge.safetensors").exists() and judge_time.exists():
         judge, prior, _ = load_judge(CACHE / "judge.safetensors", data)
+        judge_cpu = json.loads(judge_time.read_text())["cpu_s"]
     else:
         judge, prior = train_judge(data, steps=JUDGE_STEPS)
+        temperature = calibrate_temperature(judge, prior, data, "generator")
+        save_judge(judge, prior, data, CACHE / "judge.safetensors", temperature)
+        judge_cpu = time.process_time() - cpu
+        atomic_save_json({"cpu_s": judge_cpu}, judge_time)
     temperature = calibrate_temperature(judge, prior, data, "generator")
-    save_judge(judge, prior, data, CACHE / "judge.safetensors", temperature)
-    judge_cpu = time.process_time() - cpu
     accuracy = judge_accuracy(judge, prior, data, "test", temperature)
     accuracy["uncalibrated"] = judge_accuracy(judge, prior, data, "test")
     rules = rule_accuracies(data)
@@ -622,28 +625,83 @@ def cmd_steerable(args: argparse.Namespace) -> None:
         document = report_dict(report)
         document["evaluation_wall_s"] = time.perf_counter() - start
         reports[str(seed)] = document
-    cost = {
-        str(seed): {
+    cost = {}
+    for seed in args.seeds:
+        two = {
+            run_name(v, seed): runs.get(f"{v}/seed{seed}", {}) for v in ("distill_beta0", "distill_beta15")
+        }
+        cost[str(seed)] = {
             "steerable": runs.get(f"steerable/seed{seed}", {}),
             "two_model_recipe": {
-                k: runs.get(f"{v}/seed{seed}", {}) for k, v in KINDS.items() if k != "placebo"
+                "steps": sum(r.get("steps", 0) for r in two.values()),
+                "wall_s": sum(r.get("wall_s", 0.0) for r in two.values()),
+                "cpu_s": sum(r.get("cpu_s", 0.0) for r in two.values()),
+                "runs": two,
             },
         }
-        for seed in args.seeds
-    }
-    atomic_save_json(
-        {
-            "domain": "folk (Essen: " + ", ".join(corpus_args()["collections"]) + ")",
-            "config": "examples/configs/folk/steerable.yaml",
-            "train_seeds": list(args.seeds),
-            "control_guidance_scales": CONTROL_G,
-            "control_diversity_weights": CONTROL_W,
-            "training_cost": cost,
-            "per_training_seed": reports,
-            **provenance(),
+    first = str(args.seeds[0])
+    document = dict(reports[first])  # the first seed's evaluation at the top (what the results pages read)
+    document.update(
+        domain="folk (Essen: " + ", ".join(corpus_args()["collections"]) + ")",
+        configs="examples/configs/folk/",
+        train_seed=args.seeds[0],
+        train_seeds=list(args.seeds),
+        control_guidance_scales=CONTROL_G,
+        control_diversity_weights=CONTROL_W,
+        training_cost=cost[first],
+        training_cost_per_seed=cost,
+        per_training_seed={
+            k: {"claims": v["claims"], "hypervolumes": v.get("hypervolumes")} for k, v in reports.items()
         },
-        RESULTS / "real_music_steerable.json",
+        **provenance(),
     )
+    atomic_save_json(document, RESULTS / "real_music_steerable.json")
+
+
+# -- audio examples for the docs ------------------------------------------------------------------------
+DOCS_AUDIO = ROOT / "docs" / "audio" / "folk"
+
+
+def write_wav_8bit(path: Path, wav: torch.Tensor, sample_rate: int) -> None:
+    """Mono ``[S]`` in [-1, 1] -> an 8-bit PCM WAV: a few seconds of plucked tones stay under 60 KB."""
+    import wave
+
+    data = (wav.clamp(-1, 1) * 127 + 128).round().to(torch.uint8).numpy().tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(1)
+        f.setframerate(sample_rate)
+        f.writeframes(data)
+
+
+def cmd_audio(args: argparse.Namespace) -> None:
+    """One sample per model for one held-out prompt (training seed 0, sampling seed 0), rendered by
+    ``FolkRenderer`` at 8 kHz / 8 bit / 120 bpm into docs/audio/folk/ (small enough to commit)."""
+    from lightning_cfgrl.core.sampling import sample
+
+    data = corpus()
+    renderer = FolkRenderer(data.tokenizer, sample_rate=8000, tempo=120.0)
+    prompt = data.heldout_prompts[args.prompt : args.prompt + 1]
+    models = {
+        "base_g1": (load_base(data), SamplingConfig(), None),
+        "cfg_g3": (load_base(data), SamplingConfig(guidance_scale=3.0), None),
+        "distilled_beta0": (trained("distill_beta0", 0), SamplingConfig(), None),
+        "distilled_beta15": (trained("distill_beta15", 0), SamplingConfig(), None),
+    }
+    if last("steerable").exists():
+        controls = {"guidance_scale": 3.0, "diversity_weight": 15.0}
+        models["steerable_g3_w15"] = (trained("steerable", 0), SamplingConfig(), controls)
+    written = {}
+    for name, (model, sampling, controls) in models.items():
+        steps = sample(model, prompt, data.num_frames, sampling, num_samples=1, seed=0, controls=controls)
+        frames = model.pattern.steps_to_frames(steps)
+        path = DOCS_AUDIO / f"{name}.wav"
+        write_wav_8bit(path, renderer.decode(frames)[0, 0], renderer.sample_rate)
+        written[name] = path.stat().st_size
+    total = sum(written.values())
+    print(f"prompt {data.describe(prompt[0])}: {written} ({total / 1000:.0f} KB)", flush=True)
+    atomic_save_json({"prompt": data.describe(prompt[0]), "bytes": written}, DOCS_AUDIO / "index.json")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -656,16 +714,20 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("sweep")
     train = sub.add_parser("train")
     train.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
-    train.add_argument("--stages", nargs="+", default=list(KINDS.values()), choices=STAGES, help="which runs")
+    train.add_argument(
+        "--stages", nargs="+", default=list(KINDS.values()), choices=["pretrain", "embedder", *STAGES]
+    )
     train.add_argument("--retrain", action="store_true", help="train again even if the run exists")
     claims = sub.add_parser("claims")
     claims.add_argument("--train_seeds", type=int, default=3, help="training seeds per student (1-3)")
+    audio = sub.add_parser("audio")
+    audio.add_argument("--prompt", type=int, default=0, help="index of the held-out prompt")
     steer = sub.add_parser("steerable")
     steer.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds of the student")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     commands = {"prepare": cmd_prepare, "sweep": cmd_sweep, "train": cmd_train, "claims": cmd_claims}
-    commands["steerable"] = cmd_steerable
+    commands.update(steerable=cmd_steerable, audio=cmd_audio)
     commands[args.command](args)
 
 
