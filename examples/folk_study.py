@@ -221,6 +221,46 @@ def rule_accuracies(data: FolkCorpus) -> dict:
     }
 
 
+def corpus_summary(stats: dict) -> dict:
+    """The corpus's counts as one flat table (the results page shows it)."""
+    shares = stats["tunes_per_share"]
+    return {
+        "Essen files": stats["files"],
+        "tunes parsed": stats["tunes_parsed"],
+        "notes parsed": stats["notes_parsed"],
+        "prompts (collection, meter, mode) with enough tunes": stats["prompts"],
+        "training / held-out prompts": f"{stats['train_prompts']} / {stats['heldout_prompts']}",
+        "held-out prompts": "; ".join(stats["heldout_prompt_text"]),
+        "tunes in prompts": stats["tunes_in_prompts"],
+        "tunes: generator / judge / test share": f"{shares['generator']} / {shares['judge']} / {shares['test']}",
+        "frames per tune (sixteenths) x codebooks": f"{stats['frames_per_tune']} x {stats['codebooks']}",
+        "tokens": stats["tokens"],
+    }
+
+
+def judges_summary(accuracy: dict, rules: dict, triplet: float) -> dict:
+    """The judges' held-out accuracies as one flat table, each beside its chance level."""
+    return {
+        "learned judge: top-1 over the prompts": accuracy["accuracy"],
+        "learned judge: balanced top-1": accuracy["balanced_accuracy"],
+        "learned judge: chance top-1 (1/P)": accuracy["chance_accuracy"],
+        "learned judge: mean log p(true prompt)": accuracy["adherence"],
+        "learned judge: chance log p (log 1/P)": accuracy["chance_adherence"],
+        "learned judge: logit temperature (fitted on the generator's tunes)": accuracy["temperature"],
+        "learned judge, uncalibrated: mean log p(true prompt)": accuracy["uncalibrated"]["adherence"],
+        "meter rule: accuracy over the meters": rules["meter_rule_accuracy"],
+        "meter rule: chance": rules["meter_chance"],
+        "key-profile rule: balanced accuracy, major vs minor (chance 0.5)": rules[
+            "mode_rule_balanced_accuracy"
+        ],
+        "key-profile rule: raw accuracy (majority rate beside it)": rules[
+            "mode_rule_accuracy_major_vs_minor"
+        ],
+        "key-profile rule: majority rate": rules["mode_majority_rate"],
+        "reward embedder: triplet accuracy (chance 0.5)": triplet,
+    }
+
+
 def cmd_prepare(args: argparse.Namespace) -> None:
     """Corpus statistics, the learned judge (not a cfgrl stage: a classifier trained here on the judge's
     share) and the rule judges' held-out accuracies; then ``cfgrl fit`` of folk/pretrain.yaml and
@@ -232,7 +272,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         {"prompt": ", ".join(c), "tunes": n}
         for c, n in zip(data.prompt_table.combos, data.prompt_table.counts, strict=True)
     ]
-    stats["heldout_prompts"] = [data.describe(p) for p in data.heldout_prompts]
+    stats["heldout_prompt_text"] = [data.describe(p) for p in data.heldout_prompts]
     print(
         f"corpus: {stats['tunes_parsed']} tunes, {stats['prompts']} prompts, {stats['tokens']} tokens "
         f"({time.perf_counter() - start:.0f} s to load)",
@@ -266,6 +306,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     atomic_save_json(
         {
             "corpus": stats,
+            "corpus_summary": corpus_summary(stats),
+            "judges_summary": judges_summary(accuracy, rules, triplet),
             "judge_heldout": accuracy,
             "rule_judges_heldout": rules,
             "reward_embedder_triplet_accuracy": triplet,
@@ -348,12 +390,21 @@ def sweeps(data, base, evaluator, selector):
     return cfg, sampling, best
 
 
+def sweep_key() -> dict:
+    """What the sweep depends on: the base's and the embedder's YAMLs, the judge, the protocol."""
+    return {
+        "configs": {s: stage_config(s) for s in ("pretrain", "embedder")},
+        "judge_steps": JUDGE_STEPS,
+        "protocol": [rs.EVAL_SEEDS, rs.SELECTION_SEEDS, rs.EVAL_SAMPLES, rs.GUIDANCE_SWEEP],
+    }
+
+
 def saved_sweep(data, base, evaluator, selector):
     """The sweep that ``sweep`` saved (same commit's settings), else computed again."""
     path = RESULTS / "real_music_sweep.json"
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved.get("config") == json.loads(json.dumps(config())):
+        if saved.get("sweep_key") == json.loads(json.dumps(sweep_key())):  # same base, judge and protocol
             results = [CandidateResult(**r) for r in saved["results"]]
             cfg = [r for r in results if r.family == "cfg"]
             sampling = [r for r in results if r.family != "cfg"]
@@ -429,6 +480,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
             "summary": summary,
             "chance": evaluator.chance,
             "heldout_prompts": [data.describe(p) for p in data.heldout_prompts],
+            "sweep_key": sweep_key(),
             **provenance(),
         },
         RESULTS / "real_music_sweep.json",
@@ -449,6 +501,21 @@ def trained(stage: str, seed: int) -> nn.Module:
 
 
 # -- claims ---------------------------------------------------------------------------------------------
+def fit_table(runs: dict) -> list[dict]:
+    """Every recorded ``cfgrl fit`` as one flat row: run, steps, where it stopped, CPU and wall seconds."""
+    return [
+        {
+            "run": key,
+            "steps": r.get("steps"),
+            "max_steps": r.get("max_steps"),
+            "stopped": r.get("stopped_step"),
+            "CPU s": r.get("cpu_s"),
+            "wall s": r.get("wall_s"),
+        }
+        for key, r in sorted(runs.items())
+    ]
+
+
 def cmd_claims(args: argparse.Namespace) -> None:
     data = corpus()
     base = load_base(data)
@@ -543,6 +610,7 @@ def cmd_claims(args: argparse.Namespace) -> None:
                 "reference_point": (chance, 0.0),
             },
             "configs": {k: f"examples/configs/folk/{v}.yaml" for k, v in KINDS.items()},
+            "fit_table": fit_table(runs),
             "fit_runs": {k: [runs.get(f"{v}/seed{s}", {}) for s in seeds] for k, v in KINDS.items()},
             "results": [r.as_dict() for r in everything],
             "per_training_seed": {k: [r.as_dict() for r in v] for k, v in students.items()},
@@ -558,7 +626,7 @@ def cmd_claims(args: argparse.Namespace) -> None:
 
 # -- the steerable student -----------------------------------------------------------------------------
 CONTROL_G = [1.0, 1.5, 2.0, 3.0, 4.0, 5.0]  # steerable.yaml trains g in [1, 5]
-CONTROL_W = [0.0, 5.0, 10.0, 15.0]  # and the diversity weight in [0, 15]
+CONTROL_W = [0.0, 15.0]  # the ends of the trained diversity-weight range [0, 15] (CPU budget: 2 of 4)
 
 
 def cmd_steerable(args: argparse.Namespace) -> None:
@@ -595,7 +663,7 @@ def cmd_steerable(args: argparse.Namespace) -> None:
             num_frames=data.num_frames,
             candidates=Candidates(
                 base=str(last("pretrain")),
-                guidance_scales=list(rs.GUIDANCE_SWEEP),
+                guidance_scales=CONTROL_G,  # CFG at each control g, for the s_g claims
                 temperatures=list(rs.TEMPERATURES),
                 top_ps=list(rs.TOP_PS),
                 distilled={
