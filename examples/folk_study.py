@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -46,8 +47,10 @@ from lightning_cfgrl.core.sampling import SamplingConfig  # noqa: E402
 from lightning_cfgrl.embedders import ContrastiveTokenEmbedder  # noqa: E402
 from lightning_cfgrl.embedders.contrastive_training import triplet_accuracy  # noqa: E402
 from lightning_cfgrl.eval.candidates import CandidateResult, evaluate_candidate  # noqa: E402
-from lightning_cfgrl.eval.claims import ClaimInputs, check_claims, format_claims  # noqa: E402
+from lightning_cfgrl.eval.claims import ClaimInputs, check_claims, format_claims, paired_claim  # noqa: E402
 from lightning_cfgrl.eval.machine import describe_machine  # noqa: E402
+from lightning_cfgrl.eval.stats import paired_t_test  # noqa: E402
+from lightning_cfgrl.eval.training_runs import pool_training_runs  # noqa: E402
 from lightning_cfgrl.experiments.folk import (  # noqa: E402
     FolkCorpus,
     FolkJudgeAdherence,
@@ -148,7 +151,7 @@ def fit(stage: str, seed: int = 0, retrain: bool = False) -> dict:
         "lightning_cfgrl.cli.main",
         "fit",
         "--config",
-        str(CONFIGS / f"{stage}.yaml"),
+        os.path.relpath(CONFIGS / f"{stage}.yaml"),  # as the docs write it, from the repository root
     ]
     cmd += ["--trainer.enable_progress_bar=false"]
     if seed:
@@ -459,7 +462,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     reference = cfg[rs.GUIDANCE_SWEEP.index(rs.REFERENCE_GUIDANCE)]
     best_s = sampling[best]
     d = [a - b for a, b in zip(reference.per_seed["adherence"], best_s.per_seed["adherence"], strict=True)]
-    verdict = rs.paired_t_test(d)
+    verdict = paired_t_test(d)
     summary = (
         f"CFG g=3 adherence {reference.mean('adherence'):.3f} (diversity {reference.mean('diversity'):.3f}) vs the best "
         f"temperature/top-p point ({best_s.name}, chosen on selection seeds) {best_s.mean('adherence'):.3f} "
@@ -543,10 +546,12 @@ def cmd_claims(args: argparse.Namespace) -> None:
             model = trained("distill_beta0", seed)  # LERP (what cfgrl merge writes), in memory
             model.load_state_dict(merge_state_dicts(states["beta=0"], states["beta=15"], lam))
             merged[lam].append(evaluator(f"merged {lam:g} seed {seed}", model.eval(), family="merged"))
-    quality = rs.pooled("distilled beta=0", students["beta=0"], "distilled")
-    diversity = rs.pooled("distilled beta=15", students["beta=15"], "distilled")
-    placebo = rs.pooled("placebo (shuffled rewards)", students["placebo"], "placebo")
-    merged_pooled = [rs.pooled(f"merged lambda={lam:g}", merged[lam], "merged") for lam in rs.MERGE_LAMBDAS]
+    quality = pool_training_runs("distilled beta=0", students["beta=0"], "distilled")
+    diversity = pool_training_runs("distilled beta=15", students["beta=15"], "distilled")
+    placebo = pool_training_runs("placebo (shuffled rewards)", students["placebo"], "placebo")
+    merged_pooled = [
+        pool_training_runs(f"merged lambda={lam:g}", merged[lam], "merged") for lam in rs.MERGE_LAMBDAS
+    ]
     reference = cfg[rs.GUIDANCE_SWEEP.index(rs.REFERENCE_GUIDANCE)]
     claims = check_claims(
         ClaimInputs(
@@ -569,7 +574,7 @@ def cmd_claims(args: argparse.Namespace) -> None:
     gain = reference.mean("adherence") - chance
     if len(seeds) >= 2:
         claims.append(
-            rs.over_training_seeds(
+            paired_claim(
                 "a_train_seeds",
                 f"beta=0 reaches {rs.FRACTION:.0%} of {reference.name}'s gain (per training seed)",
                 [(m.mean("adherence") - chance) - rs.FRACTION * gain for m in students["beta=0"]],
@@ -581,7 +586,7 @@ def cmd_claims(args: argparse.Namespace) -> None:
         for metric in ("diversity", "reward_diversity"):
             b, p = ([m.mean(metric) for m in students[k]] for k in ("beta=15", "placebo"))
             claims.append(
-                rs.over_training_seeds(
+                paired_claim(
                     "b_vs_placebo_train_seeds",
                     "beta=15 more diverse than its placebo (per training seed)",
                     [x - y for x, y in zip(b, p, strict=True)],
