@@ -636,8 +636,8 @@ CONTROL_W = [0.0, 15.0]  # the ends of the trained diversity-weight range [0, 15
 
 def cmd_steerable(args: argparse.Namespace) -> None:
     """The library's evaluation (what ``cfgrl evaluate`` runs) of the steerable student of each training
-    seed beside the base's CFG and temperature / top-p sweeps, the two-model recipe of the same seed, its
-    ``cfgrl merge`` front and the placebo: claims (a), (b), (c) and s_g / s_front per seed."""
+    seed beside the base's CFG and temperature / top-p sweeps, the two-model recipe of the same seed and its
+    ``cfgrl merge`` front (the placebo is in real_music_claims.json): claims (a), (c), s_g and s_front."""
     from lightning_cfgrl.cli.main import main as cfgrl
     from lightning_cfgrl.eval import Candidates, Evaluation
     from lightning_cfgrl.eval.report import report_dict
@@ -678,7 +678,6 @@ def cmd_steerable(args: argparse.Namespace) -> None:
                 quality_model="beta=0",
                 diversity_model="beta=15",
                 merged_dir=str(merged),
-                placebo=str(last("distill_placebo", seed)),
                 steerable={"student": str(last("steerable", seed))},
                 control_guidance_scales=CONTROL_G,
                 control_diversity_weights=CONTROL_W,
