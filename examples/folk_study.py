@@ -30,6 +30,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -159,8 +160,6 @@ def fit(stage: str, seed: int = 0, retrain: bool = False) -> dict:
         if stage_config(stage)["model"]["class_path"].endswith("CFGRLModule"):
             cmd += [f"--model.init_args.seed={seed}"]
     if retrain and path.parent.parent.exists():
-        import shutil
-
         shutil.rmtree(path.parent.parent)
     print(f"[{key}] {' '.join(cmd[2:])}", flush=True)
     wall, cpu = time.perf_counter(), _children_cpu()
@@ -648,14 +647,15 @@ def cmd_steerable(args: argparse.Namespace) -> None:
     reports = {}
     for seed in args.seeds:
         merged = Path("runs") / f"folk_merged_s{seed}"
-        if not merged.exists():
-            lambdas = ",".join(f"{x:g}" for x in rs.MERGE_LAMBDAS)
-            code = cfgrl(
-                ["merge", "--quality", str(last("distill_beta0", seed)), "--diversity",
-                 str(last("distill_beta15", seed)), "--lambdas", lambdas, "--out", str(merged)]
-            )  # fmt: skip
-            if code:
-                raise SystemExit(f"cfgrl merge failed with exit code {code}")
+        if merged.exists():  # merged again from this seed's runs: never a folder an earlier run left
+            shutil.rmtree(merged)
+        lambdas = ",".join(f"{x:g}" for x in rs.MERGE_LAMBDAS)
+        code = cfgrl(
+            ["merge", "--quality", str(last("distill_beta0", seed)), "--diversity",
+             str(last("distill_beta15", seed)), "--lambdas", lambdas, "--out", str(merged)]
+        )  # fmt: skip
+        if code:
+            raise SystemExit(f"cfgrl merge failed with exit code {code}")
         start = time.perf_counter()
         evaluation = Evaluation(
             scorers=[
