@@ -219,6 +219,42 @@ def view_claims(data: dict, metric: str = "", only: str = "") -> str:
     )
 
 
+def view_compare_claims(data: dict, others: str = "", labels: str = "") -> str:
+    """The claims of several files side by side: one row per (claim, metric) of the first file, one column
+    per file (``others``: further results files, comma-separated; ``labels``: the column titles, ``|``-separated),
+    each cell ``holds (margin ± SE)`` or ``no (margin ± SE)``; "—" where a file lacks the claim."""
+    files = [data, *(load(name) for name in others.split(",") if name)]
+    titles = labels.split("|") if labels else [f"file {i + 1}" for i in range(len(files))]
+    if len(titles) != len(files):
+        raise ValueError(
+            f"labels names {len(titles)} columns for {len(files)} files: give one label per file"
+        )
+
+    def cell(claims: list[dict], claim: str, metric: str) -> str:
+        c = next((c for c in claims if c["claim"] == claim and c.get("metric") == metric), None)
+        if c is None:
+            return "—"
+        return f"{'holds' if c['holds'] else 'no'} ({c['margin']:+.3f} ± {c['standard_error']:.3f})"
+
+    keys = list(dict.fromkeys((c["claim"], c.get("metric", "")) for c in data["claims"]))
+    return table(
+        ["claim", "measured on", *titles],
+        ([claim, metric, *(cell(f["claims"], claim, metric) for f in files)] for claim, metric in keys),
+    )
+
+
+def view_not_holding(data: dict) -> str:
+    """A plain list of the claims that do not hold (beyond 2 SE), with their numbers."""
+    failed = [c for c in data["claims"] if not c["holds"]]
+    if not failed:
+        return "Every claim in this file holds beyond 2 SE."
+    return "\n".join(
+        f"* **{c['claim']}** ({c.get('metric', '')}): {c['statement']}: margin {c['margin']:+.3f} ± "
+        f"{c['standard_error']:.3f}; {c.get('detail', '')}"
+        for c in failed
+    )
+
+
 def view_hypervolumes(data: dict) -> str:
     """Hypervolume of each family's front against the reference point, per diversity embedder."""
     hv = data["hypervolumes"]
@@ -453,6 +489,8 @@ VIEWS: dict[str, Callable[..., str]] = {
     "candidates": view_candidates,
     "claims": view_claims,
     "hypervolumes": view_hypervolumes,
+    "compare_claims": view_compare_claims,
+    "not_holding": view_not_holding,
     "variants": view_variants,
     "beta": view_beta,
     "curve": view_curve,
