@@ -17,15 +17,17 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fit_runner import RUNS, budget_readout, last, run_fit  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "examples" / "configs"
-RUNS = Path("runs")
+
 OUT = Path("benchmarks/results/budget_selection_music.json")
 LOG = RUNS / "selection_configs" / "runs.json"
 # what was chosen from these runs, and why (the trajectories are in each run's TensorBoard log)
@@ -40,7 +42,7 @@ DECISION = (
 
 
 def _last(name: str) -> str:
-    return str(RUNS / name / "checkpoints" / "last.ckpt")
+    return str(last(name))
 
 
 def _candidate(kind: str, fraction: float, seed: int, controller: str, steps: int) -> tuple[str, dict]:
@@ -72,14 +74,10 @@ def train(fraction: float, seed: int, controller: str, steps: int) -> None:
         path = RUNS / "selection_configs" / f"{name}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(config, sort_keys=False))
-        cmd = [sys.executable, "-m", "lightning_cfgrl.cli.main", "fit", "--config", str(path)]
-        start, before = time.perf_counter(), _children_cpu()
-        result = subprocess.run([*cmd, "--trainer.enable_progress_bar=false"], capture_output=True, text=True)
-        if result.returncode:
-            print(result.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"[{name}] failed with exit code {result.returncode}")
+        _, wall, cpu = run_fit(["--config", str(path)], name)
         saved = torch.load(_last(name), map_location="cpu", weights_only=True)
-        budget = next(v["budget"] for k, v in saved["callbacks"].items() if k.startswith("DiversityReward"))
+        budget = budget_readout(saved)
+        assert budget, f"{name}: no quality budget in its DiversityRewardCallback state"
         info = {
             "fraction": fraction,
             "controller": controller,
@@ -89,24 +87,13 @@ def train(fraction: float, seed: int, controller: str, steps: int) -> None:
             "kind": kind,
             "steps": int(saved["global_step"]),
             "stopped_step": stopped_step(saved),
-            "wall_s": time.perf_counter() - start,
-            "cpu_s": _children_cpu() - before,
-            "beta_final": budget["beta"],
-            "kl_reference": budget["reference"],
-            "kl_base": budget.get("base"),
-            "kl_smoothed_final": budget["smoothed"],
-        }
+            "wall_s": wall,
+            "cpu_s": cpu,
+        } | budget
         print(f"[{name}] {info}", flush=True)
         runs = json.loads(LOG.read_text()) if LOG.exists() else {}
         runs[name] = info
         LOG.write_text(json.dumps(runs, indent=2))
-
-
-def _children_cpu() -> float:
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def evaluate(num_samples: int, num_seeds: int) -> None:

@@ -29,7 +29,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 import recipe_study as rs  # noqa: E402  (the protocol, pooling and per-seed claims)
+from fit_runner import run_fit  # noqa: E402
 
 from lightning_cfgrl.core.sampling import SamplingConfig  # noqa: E402
 from lightning_cfgrl.embedders import ContrastiveTokenEmbedder  # noqa: E402
@@ -129,11 +129,6 @@ def provenance() -> dict:
 
 
 # -- cfgrl fit -----------------------------------------------------------------------------------------
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def fit(stage: str, seed: int = 0, retrain: bool = False) -> dict:
     """``cfgrl fit --config examples/configs/folk/<stage>.yaml`` (plus the seed and run name for seed > 0),
     unless its finished run exists; records CPU / wall seconds and where it stopped in ``fit_runs.json``."""
@@ -146,34 +141,25 @@ def fit(stage: str, seed: int = 0, retrain: bool = False) -> dict:
         if stopped_step(saved) is not None or int(saved["global_step"]) >= max_steps:
             print(f"[{key}] cached ({path})", flush=True)
             return times.get(key, {})
-    cmd = [
-        sys.executable,
-        "-m",
-        "lightning_cfgrl.cli.main",
-        "fit",
+    args = [
         "--config",
-        os.path.relpath(CONFIGS / f"{stage}.yaml"),  # as the docs write it, from the repository root
-    ]
-    cmd += ["--trainer.enable_progress_bar=false"]
+        os.path.relpath(CONFIGS / f"{stage}.yaml"),
+    ]  # as the docs write it, from the repo root
     if seed:
-        cmd += [f"--seed_everything={seed}", f"--trainer.logger.init_args.name={run_name(stage, seed)}"]
+        args += [f"--seed_everything={seed}", f"--trainer.logger.init_args.name={run_name(stage, seed)}"]
         if stage_config(stage)["model"]["class_path"].endswith("CFGRLModule"):
-            cmd += [f"--model.init_args.seed={seed}"]
+            args += [f"--model.init_args.seed={seed}"]
     if retrain and path.parent.parent.exists():
         shutil.rmtree(path.parent.parent)
-    print(f"[{key}] {' '.join(cmd[2:])}", flush=True)
-    wall, cpu = time.perf_counter(), _children_cpu()
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    wall, cpu = time.perf_counter() - wall, _children_cpu() - cpu
-    log = Path("runs") / run_name(stage, seed) / "fit.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text(result.stdout + result.stderr)
-    if result.returncode:
-        print(result.stderr[-3000:], file=sys.stderr)
-        raise SystemExit(f"[{key}] failed with exit code {result.returncode}; log: {log}")
+    command = "cfgrl fit " + " ".join([*args, "--trainer.enable_progress_bar=false"])
+    print(
+        f"[{key}] lightning_cfgrl.cli.main fit {' '.join(args)} --trainer.enable_progress_bar=false",
+        flush=True,
+    )
+    _, wall, cpu = run_fit(args, key, log=Path("runs") / run_name(stage, seed) / "fit.log")
     saved = load_checkpoint(path)
     info = {
-        "command": "cfgrl " + " ".join(cmd[3:]),
+        "command": command,
         "steps": int(saved["global_step"]),
         "max_steps": max_steps,
         "stopped_step": stopped_step(saved),

@@ -20,15 +20,17 @@ import copy
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fit_runner import RUNS, budget_readout, last, run_fit  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "examples" / "configs"
-RUNS = Path("runs")
+
 OUT = Path("benchmarks/results/recurrent_film_gru.json")
 GENERATOR = {
     "class_path": "examples.recurrent.film_gru.FilmGRU",
@@ -45,7 +47,7 @@ STAGES = {"beta0": "distill_beta0", "beta15": "distill_beta15", "placebo": "dist
 
 
 def _last(name: str) -> str:
-    return str(RUNS / name / "checkpoints" / "last.ckpt")
+    return str(last(name))
 
 
 def _swap(config: dict, name: str, seed: int, init: str, teacher: str | None) -> dict:
@@ -79,41 +81,22 @@ def _fit(config: dict, name: str) -> dict:
         if stopped_step(saved) is not None or saved["global_step"] >= config["trainer"]["max_steps"]:
             print(f"[{name}] cached", flush=True)
             return {"steps": int(saved["global_step"]), "stopped_step": stopped_step(saved), "cached": True}
-    cmd = [sys.executable, "-m", "lightning_cfgrl.cli.main", "fit", "--config", str(path)]
-    cmd += ["--trainer.enable_progress_bar=false"]
-    print(f"[{name}] {' '.join(cmd)}", flush=True)
-    start = time.perf_counter()
-    before = _children_cpu()
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    wall, cpu_s = time.perf_counter() - start, _children_cpu() - before
+    print(
+        f"[{name}] lightning_cfgrl.cli.main fit --config {path} --trainer.enable_progress_bar=false",
+        flush=True,
+    )
+    result, wall, cpu_s = run_fit(["--config", str(path)], name)
     tail = [line for line in result.stderr.splitlines() if "[PlateauStopping]" in line or "Error" in line]
     print("\n".join(tail[-3:]), flush=True)
-    if result.returncode:
-        print(result.stderr[-3000:], file=sys.stderr)
-        raise SystemExit(f"[{name}] failed with exit code {result.returncode}")
     saved = torch.load(_last(name), map_location="cpu", weights_only=True)
     info = {
         "steps": int(saved["global_step"]),
         "stopped_step": stopped_step(saved),
         "wall_s": wall,
         "cpu_s": cpu_s,
-    }
-    budget = [
-        v.get("budget") for k, v in saved.get("callbacks", {}).items() if k.startswith("DiversityReward")
-    ]
-    if budget and budget[0]:
-        info["beta_final"], info["kl_reference"] = budget[0]["beta"], budget[0]["reference"]
-        info["kl_base"] = budget[0].get("base")  # the gain budget's base KL (None for other budgets)
-        info["kl_smoothed_final"] = budget[0]["smoothed"]
+    } | budget_readout(saved)
     print(f"[{name}] {info}", flush=True)
     return info
-
-
-def _children_cpu() -> float:
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def prepare() -> None:
