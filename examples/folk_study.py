@@ -48,10 +48,10 @@ from lightning_cfgrl.core.sampling import SamplingConfig  # noqa: E402
 from lightning_cfgrl.embedders import ContrastiveTokenEmbedder  # noqa: E402
 from lightning_cfgrl.embedders.contrastive_training import triplet_accuracy  # noqa: E402
 from lightning_cfgrl.eval.candidates import CandidateResult, evaluate_candidate  # noqa: E402
-from lightning_cfgrl.eval.claims import ClaimInputs, check_claims, format_claims, paired_claim  # noqa: E402
+from lightning_cfgrl.eval.claims import ClaimInputs, check_claims, format_claims  # noqa: E402
 from lightning_cfgrl.eval.machine import describe_machine  # noqa: E402
 from lightning_cfgrl.eval.stats import paired_t_test  # noqa: E402
-from lightning_cfgrl.eval.training_runs import pool_training_runs  # noqa: E402
+from lightning_cfgrl.eval.training_runs import pool_training_runs, training_run_claims  # noqa: E402
 from lightning_cfgrl.experiments.folk import (  # noqa: E402
     FolkCorpus,
     FolkJudgeAdherence,
@@ -538,47 +538,28 @@ def cmd_claims(args: argparse.Namespace) -> None:
         pool_training_runs(f"merged lambda={lam:g}", merged[lam], "merged") for lam in rs.MERGE_LAMBDAS
     ]
     reference = cfg[rs.GUIDANCE_SWEEP.index(rs.REFERENCE_GUIDANCE)]
-    claims = check_claims(
-        ClaimInputs(
-            quality="adherence",
-            sign=1.0,
-            chance=chance,
-            reference=(chance, 0.0),
-            diversity_metrics=("diversity", "reward_diversity"),
-            cfg_reference=reference,
-            quality_model=quality,
-            diversity_model=diversity,
-            placebo=placebo,
-            best_sampling=sampling[best],
-            cfg=cfg,
-            sampling=sampling,
-            merged=merged_pooled,
-            fraction=rs.FRACTION,
-        )
+    inputs = ClaimInputs(
+        quality="adherence",
+        sign=1.0,
+        chance=chance,
+        reference=(chance, 0.0),
+        diversity_metrics=("diversity", "reward_diversity"),
+        cfg_reference=reference,
+        quality_model=quality,
+        diversity_model=diversity,
+        placebo=placebo,
+        best_sampling=sampling[best],
+        cfg=cfg,
+        sampling=sampling,
+        merged=merged_pooled,
+        fraction=rs.FRACTION,
     )
+    claims = check_claims(inputs)
     gain = reference.mean("adherence") - chance
-    if len(seeds) >= 2:
-        claims.append(
-            paired_claim(
-                "a_train_seeds",
-                f"beta=0 reaches {rs.FRACTION:.0%} of {reference.name}'s gain (per training seed)",
-                [(m.mean("adherence") - chance) - rs.FRACTION * gain for m in students["beta=0"]],
-                "adherence",
-                "fractions "
-                + ", ".join(f"{(m.mean('adherence') - chance) / gain:.1%}" for m in students["beta=0"]),
-            )
+    if len(seeds) >= 2:  # training runs as the unit
+        claims += training_run_claims(
+            inputs, students["beta=0"], students["beta=15"], students["placebo"], "beta=15"
         )
-        for metric in ("diversity", "reward_diversity"):
-            b, p = ([m.mean(metric) for m in students[k]] for k in ("beta=15", "placebo"))
-            claims.append(
-                paired_claim(
-                    "b_vs_placebo_train_seeds",
-                    "beta=15 more diverse than its placebo (per training seed)",
-                    [x - y for x, y in zip(b, p, strict=True)],
-                    metric,
-                    ", ".join(f"{x:.4f} vs {y:.4f}" for x, y in zip(b, p, strict=True)),
-                )
-            )
     everything = [*cfg, *sampling, quality, diversity, placebo, *merged_pooled]
     print(table(everything))
     fraction = (quality.mean("adherence") - chance) / gain

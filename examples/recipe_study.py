@@ -54,12 +54,12 @@ from lightning_cfgrl.embedders import (
 )
 from lightning_cfgrl.embedders.contrastive_training import triplet_accuracy
 from lightning_cfgrl.eval.candidates import CandidateResult, evaluate_candidate
-from lightning_cfgrl.eval.claims import ClaimInputs, check_claims, format_claims, paired_claim
+from lightning_cfgrl.eval.claims import ClaimInputs, check_claims, format_claims
 from lightning_cfgrl.eval.diversity import pairwise_cosine_diversity
 from lightning_cfgrl.eval.machine import describe_machine, source_sha256
 from lightning_cfgrl.eval.protocol import evaluation_seeds, selection_seeds
 from lightning_cfgrl.eval.stats import mean_se
-from lightning_cfgrl.eval.training_runs import pool_training_runs
+from lightning_cfgrl.eval.training_runs import pool_training_runs, training_run_claims
 from lightning_cfgrl.experimental import TeacherMixDistillCallback
 from lightning_cfgrl.experiments import (
     HMMMusic,
@@ -754,47 +754,26 @@ def cmd_claims(args: argparse.Namespace) -> None:
         pool_training_runs(f"merged lambda={lam:g}", merged[lam], "merged") for lam in MERGE_LAMBDAS
     ]
     reference = cfg[GUIDANCE_SWEEP.index(REFERENCE_GUIDANCE)]
-    claims = check_claims(
-        ClaimInputs(
-            quality="adherence",
-            sign=1.0,
-            chance=chance,
-            reference=(chance, 0.0),
-            diversity_metrics=("diversity", "latent_diversity", "reward_diversity"),
-            cfg_reference=reference,
-            quality_model=quality,
-            diversity_model=diversity,
-            placebo=placebo,
-            best_sampling=sampling[best],
-            cfg=cfg,
-            sampling=sampling,
-            merged=merged_pooled,
-            fraction=FRACTION,
-        )
+    inputs = ClaimInputs(
+        quality="adherence",
+        sign=1.0,
+        chance=chance,
+        reference=(chance, 0.0),
+        diversity_metrics=("diversity", "latent_diversity", "reward_diversity"),
+        cfg_reference=reference,
+        quality_model=quality,
+        diversity_model=diversity,
+        placebo=placebo,
+        best_sampling=sampling[best],
+        cfg=cfg,
+        sampling=sampling,
+        merged=merged_pooled,
+        fraction=FRACTION,
     )
+    claims = check_claims(inputs)
     # the same comparisons with training seeds as the units (each averaged over the evaluation seeds)
-    gain_ref = reference.mean("adherence") - chance
-    per_train = [(m.mean("adherence") - chance) / gain_ref for m in trained["beta=0"]]
-    claims.append(
-        paired_claim(
-            "a_train_seeds",
-            f"beta=0 reaches {FRACTION:.0%} of {reference.name}'s gain (per training seed)",
-            [(m.mean("adherence") - chance) - FRACTION * gain_ref for m in trained["beta=0"]],
-            "adherence",
-            "fractions " + ", ".join(f"{f:.1%}" for f in per_train),
-        )
-    )
-    for metric in ("diversity", "latent_diversity", "reward_diversity"):
-        b, p = ([m.mean(metric) for m in trained[k]] for k in (f"beta={args.beta:g}", "placebo"))
-        claims.append(
-            paired_claim(
-                "b_vs_placebo_train_seeds",
-                f"beta={args.beta:g} more diverse than its placebo (per training seed)",
-                [x - y for x, y in zip(b, p, strict=True)],
-                metric,
-                ", ".join(f"{x:.4f} vs {y:.4f}" for x, y in zip(b, p, strict=True)),
-            )
-        )
+    beta = f"beta={args.beta:g}"
+    claims += training_run_claims(inputs, trained["beta=0"], trained[beta], trained["placebo"], beta)
     # (b)'s side condition: adherence above the temperature/top-p front's at the model's diversity
     at_least = [r for r in sampling if r.mean("diversity") >= diversity.mean("diversity")]
     front_q = max((r.mean("adherence") for r in at_least), default=None)

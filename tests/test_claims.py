@@ -231,3 +231,27 @@ def test_pool_training_runs_means_per_evaluation_seed():
     runs[1] = result("run1", "distilled", [-2.0, -3.0, -4.0], [0.7, 0.8, 0.9], seeds=[1, 2, 3])
     with pytest.raises(ValueError, match=r"run1 has evaluation seeds \[1, 2, 3\], expected \[11, 12, 13\]"):
         pool_training_runs("beta=0", runs, "distilled")
+
+
+def test_training_run_claims_test_one_difference_per_run_by_hand(inputs):
+    """(a) and (b) vs the placebo with training runs as the unit: run i's mean over its evaluation seeds
+    against the target (a) or run i's placebo (b), a paired t-test over the runs."""
+    from lightning_cfgrl.eval.training_runs import training_run_claims
+
+    quality = [result(f"q{i}", "distilled", [-1.0 - i / 10] * 3, [0.7] * 3) for i in range(3)]
+    diverse = [result(f"d{i}", "distilled", [-2.0] * 3, [0.80 + i / 100, 0.81, 0.82]) for i in range(3)]
+    placebo = [result(f"p{i}", "placebo", [-2.0] * 3, [0.79, 0.78 + i / 50, 0.80]) for i in range(3)]
+    claims = training_run_claims(inputs, quality, diverse, placebo, "beta=15")
+    assert [c.claim for c in claims] == ["a_train_seeds", "b_vs_placebo_train_seeds"]
+    gain = statistics.fmean([-1.0, -1.2, -0.9]) + 4.0  # CFG g=3 over chance -4
+    a = [statistics.fmean([-1.0 - i / 10] * 3) + 4.0 - 0.95 * gain for i in range(3)]
+    b = [d.mean("diversity") - p.mean("diversity") for d, p in zip(diverse, placebo, strict=True)]
+    for claim, differences in zip(claims, (a, b), strict=True):
+        mean, se, p = by_hand(differences)
+        assert claim.margin == pytest.approx(mean, rel=1e-12) and claim.standard_error == pytest.approx(
+            se, rel=1e-12
+        )
+        assert claim.p_value == pytest.approx(p, rel=1e-9) and claim.num_seeds == 3
+        assert claim.holds == (mean > 2 * se)
+    assert claims[0].statement == "beta=0 reaches 95% of CFG g=3's gain (per training seed)"
+    assert claims[1].statement == "beta=15 more diverse than its placebo (per training seed)"

@@ -19,8 +19,9 @@ import json
 from pathlib import Path
 
 from lightning_cfgrl.eval.candidates import CandidateResult
-from lightning_cfgrl.eval.claims import Claim, ClaimInputs, check_claims, format_claims, paired_claim
+from lightning_cfgrl.eval.claims import Claim, ClaimInputs, check_claims, format_claims
 from lightning_cfgrl.eval.machine import describe_machine
+from lightning_cfgrl.eval.training_runs import training_run_claims
 from lightning_cfgrl.io.checkpoints import atomic_save_json
 
 RESULTS = Path("benchmarks/results")
@@ -37,48 +38,29 @@ def recompute(data: dict) -> list[Claim]:
     ]
     chance = data["protocol"]["chance"]
     reference = results[REFERENCE]
-    claims = check_claims(
-        ClaimInputs(
-            quality="adherence",
-            sign=1.0,
-            chance=chance,
-            reference=tuple(data["protocol"]["reference_point"]),
-            diversity_metrics=metrics,
-            cfg_reference=reference,
-            quality_model=results["distilled beta=0"],
-            diversity_model=results[f"distilled beta={beta}"],
-            placebo=results["placebo (shuffled rewards)"],
-            best_sampling=results[data["best_sampling"]],
-            cfg=family["cfg"],
-            sampling=sampling,
-            merged=family["merged"],
-            fraction=FRACTION,
-        )
+    inputs = ClaimInputs(
+        quality="adherence",
+        sign=1.0,
+        chance=chance,
+        reference=tuple(data["protocol"]["reference_point"]),
+        diversity_metrics=metrics,
+        cfg_reference=reference,
+        quality_model=results["distilled beta=0"],
+        diversity_model=results[f"distilled beta={beta}"],
+        placebo=results["placebo (shuffled rewards)"],
+        best_sampling=results[data["best_sampling"]],
+        cfg=family["cfg"],
+        sampling=sampling,
+        merged=family["merged"],
+        fraction=FRACTION,
     )
+    claims = check_claims(inputs)
     # the per-training-seed claims, as cmd_claims computes them
     trained = {k: [CandidateResult(**r) for r in v] for k, v in data["per_training_seed"].items()}
-    gain = reference.mean("adherence") - chance
-    fractions = [(m.mean("adherence") - chance) / gain for m in trained["beta=0"]]
-    claims.append(
-        paired_claim(
-            "a_train_seeds",
-            f"beta=0 reaches {FRACTION:.0%} of {REFERENCE}'s gain (per training seed)",
-            [(m.mean("adherence") - chance) - FRACTION * gain for m in trained["beta=0"]],
-            "adherence",
-            "fractions " + ", ".join(f"{f:.1%}" for f in fractions),
-        )
+    diversity = f"beta={beta}"
+    claims += training_run_claims(
+        inputs, trained["beta=0"], trained[diversity], trained["placebo"], diversity
     )
-    for metric in metrics:
-        b, p = ([m.mean(metric) for m in trained[k]] for k in (f"beta={beta}", "placebo"))
-        claims.append(
-            paired_claim(
-                "b_vs_placebo_train_seeds",
-                f"beta={beta} more diverse than its placebo (per training seed)",
-                [x - y for x, y in zip(b, p, strict=True)],
-                metric,
-                ", ".join(f"{x:.4f} vs {y:.4f}" for x, y in zip(b, p, strict=True)),
-            )
-        )
     return claims
 
 
