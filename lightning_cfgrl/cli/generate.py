@@ -15,6 +15,7 @@ Argument parsing only; the work is :func:`lightning_cfgrl.audio.generate` (outpu
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,10 @@ def generate_main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, OSError, FloatingPointError) as err:  # NoMassError: garbage logits
         print(f"cfgrl generate: error: {err}", file=sys.stderr)
         return 2
-    audio = f" and {len(files.audio)} WAVs in {files.audio[0].parent}" if files.audio else ""
+    # a decoder may write more than WAVs (FolkRenderer: a MIDI file beside each): count each kind
+    kinds = Counter(path.suffix.lstrip(".").upper() for path in files.audio)
+    counted = " and ".join(f"{n} {kind}s" for kind, n in kinds.items())
+    audio = f" and {counted} in {files.audio[0].parent}" if files.audio else ""
     print(f"wrote {files.tokens} ({tuple(files.frames.shape)} frames){audio}; settings in {files.metadata}")
     return 0
 
