@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from lightning_cfgrl.audio import SyntheticSynth, read_audio
+from lightning_cfgrl.audio import GenerationConfig, SyntheticSynth, read_audio
 from lightning_cfgrl.cli.main import main
 from lightning_cfgrl.core.sampling import SamplingConfig, sample
 from lightning_cfgrl.io.checkpoints import atomic_save, load_safetensors
@@ -148,7 +148,7 @@ def test_generate_decodes_with_encodec(checkpoint, tmp_path):
         str(checkpoint),
         torch.tensor([[1, 2, 3]]),
         tmp_path / "enc",
-        num_samples=2,
+        GenerationConfig(num_samples=2),
         decoder=tokenizer,
         progress=False,
     )
