@@ -172,7 +172,14 @@ def compile_runners(
     for guided, suffix in ((False, ""), (True, "_cfg")):
         config = SamplingConfig(guidance_scale=GUIDANCE if guided else 1.0)
         start = time.perf_counter()
-        compiled = sample(model, cond, args.new_tokens, config, seed=5, decoding=DecodeConfig(compile=args.compile_mode or True))
+        compiled = sample(
+            model,
+            cond,
+            args.new_tokens,
+            config,
+            seed=5,
+            decoding=DecodeConfig(compile=args.compile_mode or True),
+        )
         synchronize(device)
         info[f"compile_s{suffix}"] = time.perf_counter() - start
         info[f"same_tokens_compiled{suffix}"] = bool(

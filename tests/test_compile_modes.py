@@ -50,4 +50,6 @@ def test_reduce_overhead_mode_samples_the_eager_tokens():
     m = model()
     config = SamplingConfig(guidance_scale=3.0)
     eager = sample(m, CONDITION, 5, config, seed=3)
-    assert torch.equal(sample(m, CONDITION, 5, config, seed=3, decoding=DecodeConfig(compile="reduce-overhead")), eager)
+    assert torch.equal(
+        sample(m, CONDITION, 5, config, seed=3, decoding=DecodeConfig(compile="reduce-overhead")), eager
+    )

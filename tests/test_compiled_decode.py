@@ -128,11 +128,21 @@ def test_compiled_sampling_draws_the_eager_tokens():
         for seed in (0, 1):
             eager = sample(m, condition, 24, config, num_samples=2, seed=seed, controls=controls)
             compiled = sample(
-                m, condition, 24, config, num_samples=2, seed=seed, controls=controls, decoding=DecodeConfig(compile=True)
+                m,
+                condition,
+                24,
+                config,
+                num_samples=2,
+                seed=seed,
+                controls=controls,
+                decoding=DecodeConfig(compile=True),
             )
             assert torch.equal(compiled, eager), (config, seed)
     film = model(controls=CONTROLS, control_layers="every")  # FiLM in every layer: one more trace
     eager = sample(film, condition, 24, num_samples=2, seed=0, controls=controls)
     assert torch.equal(
-        sample(film, condition, 24, num_samples=2, seed=0, controls=controls, decoding=DecodeConfig(compile=True)), eager
+        sample(
+            film, condition, 24, num_samples=2, seed=0, controls=controls, decoding=DecodeConfig(compile=True)
+        ),
+        eager,
     )

@@ -121,7 +121,12 @@ def test_tokens_and_logits_bitwise_equal_to_reference(case, use_cache):
     cond = torch.tensor([[1, 2, 3], [0, 0, 0], [4, 1, 2]])
     args = (cond, 24, config)
     got = sample(
-        model, *args, num_samples=2, seed=7 + case, controls=controls, decoding=DecodeConfig(use_cache=use_cache)
+        model,
+        *args,
+        num_samples=2,
+        seed=7 + case,
+        controls=controls,
+        decoding=DecodeConfig(use_cache=use_cache),
     )
     want = reference_sample(
         model, *args, num_samples=2, seed=7 + case, use_cache=use_cache, controls=controls

@@ -140,6 +140,7 @@ output:
   progress: false
 """
 
+
 def tiny_checkpoint(path: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     generator = AudioTokenTransformer(**TINY)

@@ -84,7 +84,9 @@ def test_kv_cache_and_precomputed_encoder_states_match(hf_model):
     torch.testing.assert_close(incremental, full, atol=1e-4, rtol=1e-4)  # logits ~ 1e2 (initializer_factor)
     config = SamplingConfig(guidance_scale=3.0)
     a = sample(gen, cond, 8, config, num_samples=2, seed=3, decoding=DecodeConfig(use_cache=True))
-    assert torch.equal(a, sample(gen, cond, 8, config, num_samples=2, seed=3, decoding=DecodeConfig(use_cache=False)))
+    assert torch.equal(
+        a, sample(gen, cond, 8, config, num_samples=2, seed=3, decoding=DecodeConfig(use_cache=False))
+    )
     encoded = gen.encode_text(cond["input_ids"], cond["attention_mask"])
     assert torch.equal(a, sample(gen, encoded, 8, config, num_samples=2, seed=3))
 

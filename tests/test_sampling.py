@@ -30,8 +30,12 @@ CONDITION = torch.tensor([[1, 2, 3], [4, 1, 2]])
     ],
 )
 def test_kv_cache_gives_identical_tokens(model, config):
-    cached = sample(model, CONDITION, 20, config, num_samples=3, seed=11, decoding=DecodeConfig(use_cache=True))
-    recomputed = sample(model, CONDITION, 20, config, num_samples=3, seed=11, decoding=DecodeConfig(use_cache=False))
+    cached = sample(
+        model, CONDITION, 20, config, num_samples=3, seed=11, decoding=DecodeConfig(use_cache=True)
+    )
+    recomputed = sample(
+        model, CONDITION, 20, config, num_samples=3, seed=11, decoding=DecodeConfig(use_cache=False)
+    )
     assert torch.equal(cached, recomputed)
 
 

@@ -328,7 +328,16 @@ def test_sample_with_controls_is_cache_exact_and_the_controls_matter(config):
     cached = sample(model, PROMPTS, 16, config, num_samples=2, seed=3, controls=per_sequence)
     assert torch.equal(
         cached,
-        sample(model, PROMPTS, 16, config, num_samples=2, seed=3, controls=per_sequence, decoding=DecodeConfig(use_cache=False)),
+        sample(
+            model,
+            PROMPTS,
+            16,
+            config,
+            num_samples=2,
+            seed=3,
+            controls=per_sequence,
+            decoding=DecodeConfig(use_cache=False),
+        ),
     )
     # a [B] tensor is per prompt, a number is for all: the same as the per-sequence form
     per_prompt = {GUIDANCE: torch.tensor([1.5, 3.0, 5.0]), DIVERSITY_WEIGHT: 4.0}
