@@ -524,3 +524,33 @@ def test_help_is_one_page_that_documents_every_option(capsys, monkeypatch):
 )
 def test_nested_help_lists_the_options_of_one_class(args, option, capsys, monkeypatch):
     assert option in _evaluate_output(args, capsys, monkeypatch)
+
+
+def test_settings_groups_name_the_group_in_their_errors(tmp_path):
+    """The groups of ``Evaluation`` check their fields where they are built, naming ``group.field``."""
+    with pytest.raises(ValueError, match=r"protocol.num_frames must be an integer >= 1, got 0"):
+        EvaluationProtocol(num_frames=0)
+    with pytest.raises(ValueError, match=r"protocol.reference must be two finite numbers"):
+        EvaluationProtocol(num_frames=4, reference=(0.0, float("nan")))
+    with pytest.raises(ValueError, match=r"got prompts.file and prompts.values"):
+        PromptSource(file="prompts.json", values=[[1]]).load()
+    with pytest.raises(ValueError, match=r"prompts.max_prompts must be >= 1 or None, got 0"):
+        PromptSource(values=[[1]], max_prompts=0).load()
+    assert PromptSource(values=[[1], [2], [3]], max_prompts=2).load().tolist() == [[1], [2]]
+    ckpt = str(tiny_checkpoint(tmp_path / "base.ckpt", 0))
+    from lightning_cfgrl.embedders import TokenHistogramEmbedder
+
+    arguments = dict(
+        scorers=[_Fixed()],
+        embedder=TokenHistogramEmbedder(8),
+        candidates=Candidates(base=ckpt, guidance_scales=[1.0, 3.0], temperatures=[], top_ps=[]),
+        protocol={"num_frames": 4},  # a dict of the group's fields is built into it
+        prompts={"values": [[1], [2]]},
+        output={"out": None, "progress": False},
+    )
+    evaluation = Evaluation(**arguments)
+    assert evaluation.protocol == EvaluationProtocol(num_frames=4) and evaluation.out is None
+    with pytest.raises(ValueError, match=r"protocol has no setting\(s\) \['seeds'\]"):
+        Evaluation(**{**arguments, "protocol": {"num_frames": 4, "seeds": 3}})
+    with pytest.raises(TypeError, match="output must be a EvaluationOutput or a dict of its fields"):
+        Evaluation(**{**arguments, "output": "runs/eval"})
