@@ -8,7 +8,9 @@
 
 The settings come in groups (:class:`~lightning_cfgrl.eval.protocol.EvaluationProtocol`,
 :class:`~lightning_cfgrl.eval.prompts.PromptSource`, :class:`~lightning_cfgrl.eval.report.EvaluationOutput`),
-which a ``cfgrl evaluate`` YAML nests (``protocol: {num_frames: 250, num_seeds: 5}``). Constructing an ``Evaluation`` validates every argument, reads the prompts and loads every checkpoint
+which a ``cfgrl evaluate`` YAML nests (``protocol: {num_frames: 250, num_seeds: 5}``).
+
+Constructing an ``Evaluation`` validates every argument, reads the prompts and loads every checkpoint
 once, so a bad value fails before the first sample; :meth:`Evaluation.run` then samples every candidate
 over the evaluation seeds (and the temperature / top-p sweep also over the selection seeds, to choose
 the best point for claim (a) without testing it on the seeds it was chosen on), computes fronts,
