@@ -57,7 +57,7 @@ candidates:
     merged 0.5: "runs/musicgen_merged/merged_lambda=0.50.ckpt"
   quality_model: beta=0
   diversity_model: beta=15
-output: {out: runs/eval_musicgen, progress: false}
+output: {{out: runs/eval_musicgen, progress: false}}
 """
 
 
