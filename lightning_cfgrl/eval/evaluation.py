@@ -117,7 +117,7 @@ class Evaluation:
         if reward_embedder is not None:
             self.embedders[REWARD_DIVERSITY] = _check_embedder(reward_embedder, "reward_embedder")
         self.num_frames, self.num_samples = protocol.num_frames, protocol.num_samples
-        self.seeds = protocol.seeds
+        self.seeds = protocol.evaluation_seeds()
         self.fraction = float(protocol.fraction)
         self.device = _check_device(device)
         self.out = _check_folder(output.out, "output.out")

@@ -75,13 +75,13 @@ class EvaluationProtocol:
         if not (isinstance(self.fraction, (int, float)) and 0 < self.fraction <= 1):
             raise ValueError(f"protocol.fraction must be in (0, 1], got {self.fraction!r}")
 
-    @property
-    def seeds(self) -> list[int]:
-        """The evaluation seeds."""
+    def evaluation_seeds(self) -> list[int]:
+        """The evaluation seeds (:func:`evaluation_seeds`)."""
         return evaluation_seeds(self.num_seeds)
 
     def selection_seeds(self) -> list[int]:
-        """The selection seeds (checked here, only when an evaluation has a point to select)."""
+        """The selection seeds (:func:`selection_seeds`), checked only when an evaluation has a point to
+        select."""
         try:
             return selection_seeds(self.num_selection_seeds)
         except ValueError as err:
