@@ -10,7 +10,7 @@ from lightning_cfgrl.audio.datamodule import (
     PromptTable,
     TokenCrops,
 )
-from lightning_cfgrl.audio.generation import GeneratedFiles, generate
+from lightning_cfgrl.audio.generation import GeneratedFiles, GenerationConfig, generate
 from lightning_cfgrl.audio.synth import SyntheticSynth
 from lightning_cfgrl.audio.text_prompts import TextPromptDataModule
 from lightning_cfgrl.audio.tokenizer import EncodecTokenizer
@@ -24,6 +24,7 @@ __all__ = [
     "AudioTokenDataModule",
     "EncodecTokenizer",
     "GeneratedFiles",
+    "GenerationConfig",
     "PromptTable",
     "SyntheticSynth",
     "TextPromptDataModule",
