@@ -11,7 +11,13 @@ from lightning_cfgrl.experiments import LogLikelihood, PromptAdherence, Syntheti
 from lightning_cfgrl.experiments.hmm_music import HMMMusic, HMMScales
 
 TINY = dict(
-    vocab_size=2, num_frames=2, num_states=2, num_modes=2, attribute_sizes=(2, 2), prompt_scale=1.0, seed=1
+    vocab_size=2,
+    num_frames=2,
+    num_states=2,
+    num_modes=2,
+    attribute_sizes=(2, 2),
+    scales=HMMScales(prompt_scale=1.0),
+    seed=1,
 )
 
 
