@@ -5,10 +5,11 @@ With the code of ``--before`` (exported with ``git archive``): a tiny ``pretrain
 ``distill.yaml`` run (3 steps) make a checkpoint whose generator spec is flat, and ``cfgrl generate``
 samples it (plain, and CFG 3 with top-k 8). Then two steerable students are distilled 2 steps from
 that base in Python, one with controls at the input (and ``dropout=0.1``), one with
-``control_layers="every"``, and each is sampled with controls. With this tree's code: the same
-checkpoints are sampled again (the "every" one through ``load_control_film_generator``, after checking
-that ``load_generator`` refuses it naming the experimental class), and the same three trainings run
-with the new arguments. Compared bit for bit: the token files / tensors and the trained weights.
+``control_layers="every"``, and each is sampled with controls; ``cfgrl fit --ckpt_path`` resumes the
+flat base checkpoint for 2 more steps. With this tree's code: the same checkpoints are sampled again
+(the "every" one through ``load_control_film_generator``, after checking that ``load_generator``
+refuses it naming the experimental class), the same three trainings run with the new arguments, and
+the same resume. Compared bit for bit: the token files / tensors and the trained weights.
 
     python benchmarks/model_args_bit_identity.py --before 17c0768 --work /tmp/model_args_bitid
 """
@@ -143,6 +144,14 @@ def main() -> None:
     cfgrl(ROOT, work, "fit", "--config", str(ROOT / "examples/configs/distill.yaml"), *distill,
           "--trainer.logger.init_args.name", "distill_after")  # fmt: skip
     weights = {"distill_yaml": same_weights(checkpoint, work / "runs/distill_after/checkpoints/last.ckpt")}
+    # `cfgrl fit --ckpt_path` of the flat base checkpoint: 2 more steps with each code
+    for side, code in (("before", old), ("after", ROOT)):
+        cfgrl(code, work, "fit", "--config", str(code / "examples/configs/pretrain.yaml"), "--ckpt_path", str(base),
+              "--trainer.max_steps", "7", "--trainer.val_check_interval", "7", "--data.init_args.num_train", "512",
+              "--data.init_args.num_val", "64", "--trainer.logger.init_args.name", f"resume_{side}", *short)  # fmt: skip
+    weights["pretrain_yaml_resumed"] = same_weights(
+        *(work / f"runs/resume_{side}/checkpoints/last.ckpt" for side in ("before", "after"))
+    )
     refusals = {}
     for kind in STUDENTS:
         before, after, loaded = (work / f"{side}_{kind}" for side in ("before", "after", "loaded"))
@@ -180,7 +189,7 @@ def main() -> None:
         "load_generator_refusals": refusals,
         "runs": "pretrain.yaml 5 steps (512 items), distill.yaml 3 steps, cfgrl generate seed 123, 2 prompts x 4; "
         "steerable students (input controls with dropout 0.1; FiLM in every layer) distilled 2 steps in Python "
-        "from the pretrain checkpoint, sampled seed 5, 3 prompts x 2, g = 2",
+        "from the pretrain checkpoint, sampled seed 5, 3 prompts x 2, g = 2; the pretrain checkpoint resumed to step 7",
         **code_version(),
         "machine": describe_machine(),
     }
