@@ -89,9 +89,9 @@ def swap(stage: str, shipped: dict) -> dict:
     model = config["model"]["init_args"]
     if "generator" in model:
         generator = copy.deepcopy(GENERATOR)
-        controls = shipped["model"]["init_args"]["generator"]["init_args"].get("controls")
-        if controls:  # the steerable student's control inputs
-            generator["init_args"]["controls"] = controls
+        options = shipped["model"]["init_args"]["generator"]["init_args"].get("options")
+        if options:  # the steerable student's control inputs
+            generator["init_args"]["options"] = options
         model["generator"] = generator
     if "embedder" in model:  # the reward embedder's own training run
         model["embedder"] = copy.deepcopy(EMBEDDER)

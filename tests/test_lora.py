@@ -227,7 +227,9 @@ def test_full_copy_teacher_can_be_stored_in_bfloat16(base_file):
 def test_gradient_checkpointing_gives_the_same_gradients(dropout):
     grads = []
     for checkpointing in (False, True):
-        model = tiny_generator(0, dropout=dropout, gradient_checkpointing=checkpointing).train()
+        model = tiny_generator(
+            0, options={"dropout": dropout, "gradient_checkpointing": checkpointing}
+        ).train()
         steps = sample(tiny_generator(0), COND, 8, seed=3)
         calls = []
         # the block's first layer: recomputation may stop before the block's own hooks run
@@ -243,13 +245,12 @@ def test_gradient_checkpointing_gives_the_same_gradients(dropout):
         torch.testing.assert_close(
             grads[1][name], grads[0][name], rtol=0, atol=16 * torch.finfo(torch.float32).eps * scale
         )
-    assert (
-        tiny_generator(0, gradient_checkpointing=True).spec()["init_args"]["gradient_checkpointing"] is True
-    )
+    spec = tiny_generator(0, options={"gradient_checkpointing": True}).spec()
+    assert spec["init_args"]["options"]["gradient_checkpointing"] is True
 
 
 def test_gradient_checkpointing_under_lora_trains_adapters_only():
-    model = wrap_peft(tiny_generator(0, gradient_checkpointing=True), LORA).train()
+    model = wrap_peft(tiny_generator(0, options={"gradient_checkpointing": True}), LORA).train()
     steps = sample(tiny_generator(0), COND, 8, seed=3)
     model(steps, COND).float().logsumexp(-1).mean().backward()  # frozen embeddings: no input needs grad
     with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
