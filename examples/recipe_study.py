@@ -71,6 +71,7 @@ from lightning_cfgrl.io import load_generator
 from lightning_cfgrl.io.checkpoints import atomic_save_json
 from lightning_cfgrl.merging.streaming import merge_state_dicts
 from lightning_cfgrl.training.configs import RolloutConfig
+from lightning_cfgrl.training.prompts import split_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fit_runner import RUNS, last, run_fit  # noqa: E402
@@ -84,6 +85,7 @@ KEYS = {
     "seed": "seed_everything",
     "module_seed": "model.init_args.seed",
     "shuffle_seed": "data.init_args.shuffle_seed",
+    "data": "data.class_path",
     "reward_seed": f"{REWARD}.init_args.seed",
     "name": "trainer.logger.init_args.name",
     "steps": "trainer.max_steps",
@@ -222,7 +224,8 @@ def fit(domain: str, stage: str, edits: dict, label: str) -> dict:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     print(f"[{name}] cfgrl fit --config {path}", flush=True)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # 1 thread, as the committed results
-    _, wall, cpu = run_fit(["--config", str(path)], name, path.with_suffix(".log"))
+    trusted = ["--import", __file__] if config["data"]["class_path"] == NESTED else []  # NestedPrompts
+    _, wall, cpu = run_fit([*trusted, "--config", str(path)], name, path.with_suffix(".log"))
     steps = int(torch.load(last(name), map_location="cpu", weights_only=True)["global_step"])
     model, data = config["model"]["init_args"], config["data"]["init_args"]
     rows = data.get("batch_size", 0) * model.get("rollout", {}).get(
@@ -266,6 +269,18 @@ def parse(item: str) -> tuple[str, object]:
     return key, {"True": True, "False": False, "None": None, "dropped": DROP}.get(text, text)
 
 
+class NestedPrompts(SyntheticPromptDataModule):
+    """``ablate --nested``: the training prompts split again (27 / 9), to train on the first part and
+    measure on prompts the students never saw without touching the held-out ones."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.train_prompts, self.heldout_prompts = split_rows(self.train_prompts, 0.25, seed=1)
+
+
+NESTED = "recipe_study.NestedPrompts"
+
+
 # -- evaluation: lightning_cfgrl.eval --------------------------------------------------------------------
 class Protocol:
     """The domain's exact scorers and the three diversity embedders on fixed prompts and seeds."""
@@ -275,6 +290,8 @@ class Protocol:
         self.truth, self.frames = spec["truth"](), spec["frames"]
         data = SyntheticPromptDataModule(self.truth, heldout_fraction=0.25)
         self.prompts = data.train_prompts if split == "train" else data.heldout_prompts
+        if split == "nested_val":
+            self.prompts = NestedPrompts(self.truth).heldout_prompts
         self.seeds, self.samples = list(seeds), EVAL_SAMPLES
         if smoke:
             self.prompts, self.seeds = self.prompts[: SMOKE["prompts"]], self.seeds[: SMOKE["seeds"]]
@@ -326,7 +343,8 @@ def cmd_prepare(args) -> None:
 
 def cmd_ablate(args) -> None:
     base, embedder = prepare(args.domain, args.smoke)
-    evaluate = Protocol(args.domain, "train", ABLATION_SEEDS, args.smoke, embedder["checkpoint"])
+    split = "nested_val" if args.nested else "train"
+    evaluate = Protocol(args.domain, split, ABLATION_SEEDS, args.smoke, embedder["checkpoint"])
     cfg = evaluate("CFG g=3", base["checkpoint"], SamplingConfig(guidance_scale=REFERENCE_GUIDANCE))
     plain, chance = evaluate("CFG g=1", base["checkpoint"]), evaluate.chance
     variants = DISTILL_VARIANTS
@@ -341,6 +359,7 @@ def cmd_ablate(args) -> None:
             continue
         stage = "distill_beta15" if edits.get("beta") else "distill_beta0"
         edits = {**edits, **({} if edits.get("beta") else {"reward": DROP}), **smoke_steps(args)}
+        edits = {**edits, "data": NESTED} if args.nested else edits
         per_seed = []
         for seed in ABLATION_TRAIN_SEEDS:
             run = train(args.domain, stage, edits, "ablate", seed, base, embedder)
@@ -357,7 +376,7 @@ def cmd_ablate(args) -> None:
         )
         print(f"{label}: fraction {s['fraction'][0]:.3f} ± {s['fraction'][1]:.3f}, diversity "
               f"{s['diversity'][0]:.4f}, reward diversity {s['reward_diversity'][0]:.4f}", flush=True)  # fmt: skip
-    result = dict(domain=args.domain, prompts="train", sampling_seeds=ABLATION_SEEDS, train_seeds=ABLATION_TRAIN_SEEDS,
+    result = dict(domain=args.domain, prompts=split, sampling_seeds=ABLATION_SEEDS, train_seeds=ABLATION_TRAIN_SEEDS,
                   cfg_reference=cfg.as_dict(), plain=plain.as_dict(), chance=chance, variants=rows)  # fmt: skip
     save(result, f"recipe_ablation_{args.study}_{args.domain}{args.tag}.json", args.smoke)
 
@@ -516,6 +535,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="curve and claims: the students' length")
     parser.add_argument("--every", type=int, default=25, help="curve: evaluate every this many steps")
     parser.add_argument("--study", choices=("distill", "diversity", "custom"), default="distill")
+    parser.add_argument(
+        "--nested", action="store_true", help="ablate: train on 27 training prompts, test on 9"
+    )
     parser.add_argument("--only", nargs="*", help="ablate: the variants whose name contains one of these")
     parser.add_argument("--variants", nargs="*", default=[], help="ablate --study custom: key=value,...")
     args = parser.parse_args(argv)
