@@ -12,29 +12,21 @@ with a few edits (KEYS), and every number comes from ``lightning_cfgrl.eval``.
     python examples/recipe_study.py plot                        # docs/images/recipe_curve.png
     python examples/recipe_study.py --smoke claims              # toy sizes, in minutes, JSON under runs/
 
-Protocol (fixed in code before any run):
-
-* Settings are chosen on domain A ("music", ``SyntheticMusic``) only, on its TRAINING prompts, sampled
-  with ABLATION_SEEDS and trained with ABLATION_TRAIN_SEEDS. Domain B ("hmm") is then run unchanged.
-* Claims are measured on the HELD-OUT prompts with EVAL_SEEDS (5) and TRAIN_SEEDS (3 training runs per
-  model); the best temperature/top-p point is chosen on SELECTION_SEEDS and tested on EVAL_SEEDS.
-* Chance adherence is log(1 / number of prompts); the hypervolume reference point is (chance, 0).
-* A claim holds when its mean margin exceeds 2 standard errors (a one-sided paired t-test beside it).
-  Diversity: bigram histograms (``diversity``, independent of the reward), the exact posterior over the
-  domain's latent mode (``latent_diversity``, no token statistics) and the reward's own embedder
-  (``reward_diversity``: a gain seen only there is reward hacking). Naturalness (``log_likelihood``) is
-  the exact per-frame log-likelihood under the true process, whose own samples are a reference row.
-* The claims measure the paper's form (CLAIMS): 300 steps, the default schedule (AdamW 1e-3, 10 warm-up
-  steps, cosine), beta = 0 without its stop by measurement, and a fixed beta = 15 from the base instead
-  of the shipped quality budget. Every study run is at 1 thread, without validation.
+Protocol (fixed before any run; docs: Results, the recipe on two domains): settings are chosen on domain
+A's TRAINING prompts (ABLATION_SEEDS, ABLATION_TRAIN_SEEDS), then run unchanged on domain B; claims are
+measured on the HELD-OUT prompts (EVAL_SEEDS x TRAIN_SEEDS, the best temperature/top-p point chosen on
+SELECTION_SEEDS), holding beyond 2 standard errors, with three diversity embedders (bigrams, the exact
+latent mode, the reward's own) and the exact log-likelihood as naturalness. The claims measure the paper's
+form (CLAIMS: 300 steps, the default schedule, a fixed beta = 15 from the base, no quality budget).
 
 Provenance: the committed ``benchmarks/results/recipe_*.json`` were measured by the earlier, in-process
 version of this script (``git show 17c0768:examples/recipe_study.py``), at the commits their
-``machine.commit`` names (claims: 000253c for domain A, 3fa45c3 for B; ablations and curves: c2ed7c0,
-df06959, a2c1747, 8d51ff0). For the same base, embedder, settings and seed, a student trained here is
-bit-identical to that script's (checked at 4 steps). Differences in a full rerun: the base and embedder
-come from their stage YAMLs (the embedder stops by measurement, the old script ran 400 fixed steps),
-and CPU seconds are those of the ``cfgrl fit`` process (start-up included).
+``machine.commit`` names (claims: 000253c for A, 3fa45c3 for B; ablations and curves: c2ed7c0, df06959,
+a2c1747, 8d51ff0). At the same base, embedder, settings and seed, the students trained here are
+bit-identical to that script's and score the same to the last digit (checked with ``--smoke`` on the
+claims' models and the distill, diversity, custom and nested ablation rows). A full rerun differs where
+the stages do: the base and embedder come from their YAMLs (the embedder stops by measurement, the old
+script ran 400 fixed steps), and CPU seconds are the ``cfgrl fit`` process's (start-up included).
 Results: ``benchmarks/results/recipe_*.json`` (``--smoke``: ``runs/recipe_study/smoke/``); runs:
 ``runs/recipe_<domain>_<label>_<config hash>`` (a finished run of the same config is reused).
 """
@@ -194,7 +186,12 @@ def edit(config: dict, path: str, value) -> None:
     node = config
     for part in parents:
         if part.startswith("["):
-            node = next(c for c in node if c["class_path"].endswith(part[1:-1]))
+            found = [c for c in node if c["class_path"].endswith(part[1:-1])]
+            if not found and value is DROP:
+                return
+            if not found:
+                raise KeyError(f"{path}: the config has no callback {part[1:-1]}")
+            node = found[0]
         else:
             node = node.get(part, {}) if value is DROP else node.setdefault(part, {})
     if key == "[+]":
