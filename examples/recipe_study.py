@@ -46,8 +46,14 @@ import yaml
 
 from lightning_cfgrl.core.sampling import SamplingConfig
 from lightning_cfgrl.embedders import ContrastiveTokenEmbedder, TokenHistogramEmbedder
-from lightning_cfgrl.eval import ClaimInputs, check_claims, evaluate_candidate, format_claims, mean_se
-from lightning_cfgrl.eval.candidates import Measurement
+from lightning_cfgrl.eval import (
+    ClaimInputs,
+    Measurement,
+    check_claims,
+    evaluate_candidate,
+    format_claims,
+    mean_se,
+)
 from lightning_cfgrl.eval.diversity import pairwise_cosine_diversity
 from lightning_cfgrl.eval.machine import describe_machine
 from lightning_cfgrl.eval.protocol import evaluation_seeds, selection_seeds
