@@ -45,7 +45,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from lightning_cfgrl import CFGDistillCallback, CFGRLModule, DiversityRewardCallback
+from lightning_cfgrl import CFGDistillCallback, CFGRLModule, DiversityGradientConfig, DiversityRewardCallback
 from lightning_cfgrl.core.sampling import SamplingConfig
 from lightning_cfgrl.embedders import (
     ContrastiveEmbedderModule,
@@ -352,10 +352,12 @@ def train_student(
             DiversityRewardCallback(
                 embedder,
                 beta=recipe.beta,
-                shuffle_rewards=recipe.shuffle_rewards,
-                seed=seed,
-                log_grad_norm=False,
-                **_given(recipe, "baseline", "advantage_norm", "beta_scale"),
+                gradient=DiversityGradientConfig(
+                    shuffle_rewards=recipe.shuffle_rewards,
+                    seed=seed,
+                    log_norm=False,
+                    **_given(recipe, "baseline", "advantage_norm", "beta_scale"),
+                ),
             )
         )
     clock = clock or StepClock()
