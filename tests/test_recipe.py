@@ -18,7 +18,14 @@ import pytest
 import torch
 import yaml
 
-from lightning_cfgrl import CFGDistillCallback, CFGRLModule, DiversityRewardCallback
+from lightning_cfgrl import (
+    CFGDistillCallback,
+    CFGRLModule,
+    DiversityGradientConfig,
+    DiversityRewardCallback,
+    FrozenModelConfig,
+    TeacherConfig,
+)
 from lightning_cfgrl.core.budget import QualityBudget
 from lightning_cfgrl.core.sampling import SamplingConfig
 from lightning_cfgrl.embedders import ContrastiveEmbedderModule, ContrastiveTokenEmbedder
@@ -111,6 +118,12 @@ STAGE_CONFIGS = [
     "hmm/distill_beta15.yaml",
 ]
 STATED = {"beta"}
+# the callbacks' settings groups, whose fields a config states one by one (a quality budget is stated whole)
+CALLBACK_GROUPS = {
+    "teacher": TeacherConfig,
+    "gradient": DiversityGradientConfig,
+    "embedding": FrozenModelConfig,
+}
 
 
 def restated_defaults(config: dict) -> list[str]:
@@ -132,9 +145,14 @@ def restated_defaults(config: dict) -> list[str]:
         if name in classes:
             defaults = _defaults(classes[name])
             given = callback.get("init_args", {})
-            out += [
-                f"{name}.{k}: {v!r}" for k, v in given.items() if k not in STATED and defaults.get(k) == v
-            ]
+            for key, value in given.items():
+                if key in CALLBACK_GROUPS and isinstance(value, dict):
+                    fields = {f.name: f.default for f in dataclasses.fields(CALLBACK_GROUPS[key])}
+                    out += [
+                        f"{name}.{key}.{k}: {v!r}" for k, v in value.items() if fields.get(k, object()) == v
+                    ]
+                elif key not in STATED and defaults.get(key) == value:
+                    out.append(f"{name}.{key}: {value!r}")
     return out
 
 
@@ -148,9 +166,11 @@ def test_restated_defaults_are_found() -> None:
     config = yaml.safe_load((ROOT / "examples" / "configs" / "distill_beta15.yaml").read_text())
     config["model"]["init_args"]["rollout"] = {"num_samples_per_prompt": 4, "num_frames": 16}
     config["trainer"]["callbacks"][0]["init_args"] = {"guidance_scale": 3.0, "divergence": "forward_kl"}
+    config["trainer"]["callbacks"][1]["init_args"]["gradient"] = {"baseline": "other_pairs", "seed": 0}
     assert restated_defaults(config) == [
         "model.rollout.num_samples_per_prompt: 4",
         "CFGDistillCallback.guidance_scale: 3.0",
+        "DiversityRewardCallback.gradient.seed: 0",
     ]
 
 
@@ -179,7 +199,7 @@ def test_shipped_configs_are_the_recipe(name: str) -> None:
         assert model["optimization"] == {"learning_rate": 0.0003, "lr_decay": "constant"}
         assert config["trainer"]["max_steps"] == 400 and "PlateauStopping" not in callbacks
         assert model["init_checkpoint"] == "runs/distill_beta0/checkpoints/last.ckpt"
-        assert callbacks["CFGDistillCallback"]["teacher_checkpoint"] == "runs/base/checkpoints/last.ckpt"
+        assert callbacks["CFGDistillCallback"]["teacher"] == {"checkpoint": "runs/base/checkpoints/last.ckpt"}
         budget = QualityBudget(**callbacks["DiversityRewardCallback"]["quality_budget"])
         assert (budget.max_increase, budget.relative, budget.relative_to, budget.controller) == (
             0.25,
@@ -188,10 +208,11 @@ def test_shipped_configs_are_the_recipe(name: str) -> None:
             "proportional",
         )
     given = callbacks["DiversityRewardCallback"]
-    assert given.get("baseline", "auto") in ("auto", "other_pairs")  # "auto" is other_pairs at G = 4
+    gradient = given.get("gradient", {})
+    assert gradient.get("baseline", "auto") in ("auto", "other_pairs")  # "auto" is other_pairs at G = 4
     assert _defaults(DiversityRewardCallback)["beta"] == 15.0  # the paper's fixed beta, without a budget
     assert given["beta"] == (0.0 if name == "distill_beta0.yaml" else 1.0)
-    assert given.get("shuffle_rewards", False) == (name == "distill_placebo.yaml")
+    assert gradient.get("shuffle_rewards", False) == (name == "distill_placebo.yaml")
 
 
 # Calibrated over training seeds 0-3 (python -c "from tests.test_recipe import calibrate; calibrate()"),
@@ -273,8 +294,12 @@ def test_musicgen_diversity_yaml_uses_the_shipped_recipes_diversity_settings() -
     assert group == 4
     defaults = _defaults(DiversityRewardCallback)
     assert mg_reward["beta"] == defaults["beta"] and "quality_budget" not in mg_reward
+    gradient = DiversityGradientConfig()
     for key in ("baseline", "advantage_norm", "beta_scale"):
-        assert mg_reward.get(key, defaults[key]) == reward.get(key, defaults[key]), key
+        default = getattr(gradient, key)
+        assert mg_reward.get("gradient", {}).get(key, default) == reward.get("gradient", {}).get(
+            key, default
+        ), key
     distill_defaults = _defaults(CFGDistillCallback)
     for key in ("guidance_scale", "divergence", "reduction"):
         assert mg_distill.get(key, distill_defaults[key]) == distill.get(key, distill_defaults[key]), key

@@ -78,7 +78,9 @@ class TeacherConfig(FrozenModelConfig):
         if self.checkpoint is not None and not isinstance(self.checkpoint, str):
             raise TypeError(f"teacher.checkpoint must be a path (str) or None, got {self.checkpoint!r}")
         if self.dtype is not None and self.dtype not in TEACHER_DTYPES:
-            raise ValueError(f"teacher.dtype must be one of {sorted(TEACHER_DTYPES)} or None, got {self.dtype!r}")
+            raise ValueError(
+                f"teacher.dtype must be one of {sorted(TEACHER_DTYPES)} or None, got {self.dtype!r}"
+            )
 
     @property
     def torch_dtype(self) -> torch.dtype | None:
@@ -184,7 +186,8 @@ class CFGDistillCallback(ObjectiveCallback):
         one (so a mismatched architecture is reported as such), else the student's architecture."""
         # hashed before it is read, so the record never describes newer bytes than the teacher's
         path = self.teacher_config.checkpoint
-        self.teacher_source = file_source(path, "a Lightning .ckpt or a .safetensors file of generator weights"
+        self.teacher_source = file_source(
+            path, "a Lightning .ckpt or a .safetensors file of generator weights"
         )
         weights = load_generator_state(path)
         spec = load_generator_spec(path, role="teacher.checkpoint")
@@ -194,9 +197,7 @@ class CFGDistillCallback(ObjectiveCallback):
         try:
             teacher.load_state_dict(weights)
         except RuntimeError as err:
-            raise ValueError(
-                f"teacher.checkpoint {path!r} does not fit the generator: {err}"
-            ) from err
+            raise ValueError(f"teacher.checkpoint {path!r} does not fit the generator: {err}") from err
         return teacher
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: CFGRLModule) -> None:

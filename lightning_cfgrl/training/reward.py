@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from lightning_cfgrl.core.decoder import AudioDecoder
     from lightning_cfgrl.training.module import CFGRLModule
 
+
 class RewardCallback(ObjectiveCallback):
     """Adds ``-beta * mean_j A_j * log pi(y_j | x)``: a policy gradient towards a weighted sum of rewards
     (TRL's ``reward_funcs``), beside or instead of ``CFGDistillCallback`` and ``DiversityRewardCallback``.
