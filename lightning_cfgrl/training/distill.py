@@ -121,6 +121,14 @@ class CFGDistillCallback(ObjectiveCallback):
             None: the student at fit start, in the module's dtype, whole batches).
     """
 
+    # the flat arguments of earlier versions -> their place now (named when an old config gives them)
+    moved_settings: ClassVar[dict[str, str]] = {
+        "teacher_checkpoint": "teacher.checkpoint",
+        "teacher_dtype": "teacher.dtype",
+        "teacher_chunk_size": "teacher.chunk_size",
+        "embed_in_checkpoint": "teacher.embed_in_checkpoint",
+    }
+
     def __init__(
         self,
         guidance_scale: float | list[float] = 3.0,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from lightning_cfgrl.training.module import CFGRLModule
 
 BUDGET_METRIC = "train/distill_divergence_per_token"  # what CFGDistillCallback logs each step
+GRADIENT_FIELDS = ("baseline", "baseline_decay", "advantage_norm", "beta_scale", "shuffle_rewards", "seed")
 
 
 class DiversityRewardCallback(ObjectiveCallback):
@@ -110,6 +111,15 @@ class DiversityRewardCallback(ObjectiveCallback):
         gates: when the run refuses to start or stops (:class:`~lightning_cfgrl.training.reward_gates.RewardGates`):
             an embedder near chance, a dead reward, a budget exceeded although beta backed off.
     """
+
+    # the flat arguments of earlier versions -> their place now (named when an old config gives them)
+    moved_settings: ClassVar[dict[str, str]] = {
+        **{key: f"gradient.{key}" for key in GRADIENT_FIELDS},
+        "log_grad_norm": "gradient.log_norm",
+        "grad_norm_every_n_steps": "gradient.log_norm_every_n_steps",
+        "embed_batch_size": "embedding.chunk_size",
+        "embed_in_checkpoint": "embedding.embed_in_checkpoint",
+    }
 
     def __init__(
         self,
