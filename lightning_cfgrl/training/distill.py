@@ -97,11 +97,11 @@ class CFGDistillCallback(ObjectiveCallback):
     and uncond logits come from one
     batched no-grad forward on ``[cond; null]``, are mixed with ``cfg_logits`` and compared per token
     with the student's logits (in float32). The per-token divergence is masked to generated positions,
-    then ``reduction="mean"`` (default) averages it per token, which pairs with
-    ``DiversityRewardCallback`` with ``gradient.beta_scale="per_token"`` so that beta means the same balance at any
-    sequence length; ``reduction="sum"`` sums it over a sequence's positions and averages over
-    sequences, as in the paper (pair it with ``gradient.beta_scale="paper"``). Under Adam the two give the same
-    updates for distillation alone (every sequence has the same number of generated tokens).
+    then ``reduction="mean"`` (default) averages it per token, which pairs with the diversity reward's
+    ``gradient.beta_scale="per_token"`` so that beta means the same balance at any sequence length;
+    ``reduction="sum"`` sums it over a sequence's positions and averages over sequences, as in the
+    paper (pair it with ``gradient.beta_scale="paper"``). Under Adam the two give the same updates
+    for distillation alone (every sequence has the same number of generated tokens).
 
     Steerable student: a list ``guidance_scale=[low, high]`` draws one g per prompt group each step
     (log-uniform by default; ``guidance_distribution="choice"`` takes a list of values instead), shared
@@ -159,8 +159,8 @@ class CFGDistillCallback(ObjectiveCallback):
         self.reduction = reduction
         if teacher is not None and not isinstance(teacher, TeacherConfig):
             raise TypeError(
-                f"teacher must be a TeacherConfig (checkpoint, dtype, chunk_size, embed_in_checkpoint) or None, "
-                f"got {type(teacher).__name__}"
+                "teacher must be a TeacherConfig (checkpoint, dtype, chunk_size, embed_in_checkpoint) or "
+                f"None, got {type(teacher).__name__}"
             )
         self.teacher_config = teacher if teacher is not None else TeacherConfig()
         self.teacher: torch.nn.Module | None = None

@@ -53,24 +53,24 @@ GRADIENT_FIELDS = ("baseline", "baseline_decay", "advantage_norm", "beta_scale",
 
 class DiversityRewardCallback(ObjectiveCallback):
     """Adds ``-beta * 2 * mean_i A_i * log pi(y_i | x)``, a policy gradient towards diverse samples:
-    with the paper's scale (``gradient.beta_scale="paper"``, ``gradient.advantage_norm="none"``) its gradient is
-    ``-beta`` times an unbiased estimate of the gradient of the expected pairwise diversity
+    with the paper's scale (``gradient.beta_scale="paper"``, ``gradient.advantage_norm="none"``) its
+    gradient is ``-beta`` times an unbiased estimate of the gradient of the expected pairwise diversity
     ``E[1 - cos(E(y), E(y'))]`` of two samples of a prompt (see :mod:`lightning_cfgrl.core.diversity`).
 
     r_i is sample i's mean ``1 - cos`` to the other samples of its prompt (the module's G >= 2 samples
     per prompt); the frozen ``embedder`` maps frames ``[N, K, T]`` (the rollout's steps through the
     generator's delay pattern) to ``[N, D]``. ``A_i = (r_i - b_i) / s``: ``b_i`` the baseline, ``s`` the
-    reward spread of ``gradient.advantage_norm``. ``log pi`` is ``batch.sequence_logprobs`` of the on-policy rows
-    only (off-policy rows contributed by other objectives are skipped), under the distribution actually
-    sampled from (temperature/top-k/top-p included).
+    reward spread of ``gradient.advantage_norm``. ``log pi`` is ``batch.sequence_logprobs`` of the
+    on-policy rows only (off-policy rows contributed by other objectives are skipped), under the
+    distribution actually sampled from (temperature/top-k/top-p included).
 
-    **The scale of beta.** ``gradient.beta_scale="per_token"`` (default) averages ``log pi`` over a sequence's
-    generated tokens, matching ``CFGDistillCallback(reduction="mean")`` (KL per token), and with
-    ``gradient.advantage_norm`` rescales the advantages by the rewards' spread: beta is then the same balance of
-    the two terms whatever the sequence length and the embedder's distance scale. ``"paper"`` is the
-    paper's literal form: ``log pi`` summed over the sequence, against the KL summed per sequence
-    (``reduction="sum"``), with raw advantages (set ``gradient.advantage_norm="none"`` for the exact paper
-    estimator). The two scales give the same gradient directions; only beta's unit differs.
+    **The scale of beta.** ``gradient.beta_scale="per_token"`` (default) averages ``log pi`` over a
+    sequence's generated tokens, matching ``CFGDistillCallback(reduction="mean")`` (KL per token), and
+    ``gradient.advantage_norm`` rescales the advantages by the rewards' spread: beta is then the same
+    balance of the two terms whatever the sequence length and the embedder's distance scale. ``"paper"``
+    is the paper's literal form: ``log pi`` summed over the sequence, against the KL summed per sequence
+    (``reduction="sum"``), with raw advantages (set ``gradient.advantage_norm="none"`` for the exact
+    paper estimator). The two scales give the same gradient directions; only beta's unit differs.
 
     The embedder is put in eval mode with ``requires_grad=False``, is never a submodule of the
     LightningModule (so never in its optimizer), follows the module's device and precision from fit
@@ -196,7 +196,8 @@ class DiversityRewardCallback(ObjectiveCallback):
             )
         if self.gradient.advantage_norm == "group" and group_size is not None and group_size < 3:
             raise ValueError(
-                f"gradient.advantage_norm='group' needs rollout.num_samples_per_prompt >= 3, got {group_size}; use 'batch'"
+                f"gradient.advantage_norm='group' needs rollout.num_samples_per_prompt >= 3, got {group_size}; "
+                "use 'batch'"
             )
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: CFGRLModule) -> None:
