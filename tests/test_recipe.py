@@ -16,7 +16,14 @@ import pytest
 import torch
 import yaml
 
-from lightning_cfgrl import CFGDistillCallback, CFGRLModule, DiversityRewardCallback
+from lightning_cfgrl import (
+    CFGDistillCallback,
+    CFGRLModule,
+    DiversityGradientConfig,
+    DiversityRewardCallback,
+    FrozenModelConfig,
+    TeacherConfig,
+)
 from lightning_cfgrl.core.sampling import SamplingConfig
 from lightning_cfgrl.io import load_generator
 from lightning_cfgrl.training.configs import RolloutConfig
@@ -92,6 +99,12 @@ STAGE_CONFIGS = [
     "hmm/distill_beta15.yaml",
 ]
 STATED = {"beta"}
+# the callbacks' settings groups, whose fields a config states one by one (a quality budget is stated whole)
+CALLBACK_GROUPS = {
+    "teacher": TeacherConfig,
+    "gradient": DiversityGradientConfig,
+    "embedding": FrozenModelConfig,
+}
 
 
 def restated_defaults(config: dict) -> list[str]:
@@ -113,9 +126,14 @@ def restated_defaults(config: dict) -> list[str]:
         if name in classes:
             defaults = _defaults(classes[name])
             given = callback.get("init_args", {})
-            out += [
-                f"{name}.{k}: {v!r}" for k, v in given.items() if k not in STATED and defaults.get(k) == v
-            ]
+            for key, value in given.items():
+                if key in CALLBACK_GROUPS and isinstance(value, dict):
+                    fields = {f.name: f.default for f in dataclasses.fields(CALLBACK_GROUPS[key])}
+                    out += [
+                        f"{name}.{key}.{k}: {v!r}" for k, v in value.items() if fields.get(k, object()) == v
+                    ]
+                elif key not in STATED and defaults.get(key) == value:
+                    out.append(f"{name}.{key}: {value!r}")
     return out
 
 
@@ -129,9 +147,11 @@ def test_restated_defaults_are_found() -> None:
     config = yaml.safe_load((ROOT / "examples" / "configs" / "distill_beta15.yaml").read_text())
     config["model"]["init_args"]["rollout"] = {"num_samples_per_prompt": 4, "num_frames": 16}
     config["trainer"]["callbacks"][0]["init_args"] = {"guidance_scale": 3.0, "divergence": "forward_kl"}
+    config["trainer"]["callbacks"][1]["init_args"]["gradient"] = {"baseline": "other_pairs", "seed": 0}
     assert restated_defaults(config) == [
         "model.rollout.num_samples_per_prompt: 4",
         "CFGDistillCallback.guidance_scale: 3.0",
+        "DiversityRewardCallback.gradient.seed: 0",
     ]
 
 
@@ -218,8 +238,12 @@ def test_musicgen_diversity_yaml_uses_the_shipped_recipes_diversity_settings() -
     assert group == 4
     defaults = _defaults(DiversityRewardCallback)
     assert mg_reward["beta"] == defaults["beta"] and "quality_budget" not in mg_reward
+    gradient = DiversityGradientConfig()
     for key in ("baseline", "advantage_norm", "beta_scale"):
-        assert mg_reward.get(key, defaults[key]) == reward.get(key, defaults[key]), key
+        default = getattr(gradient, key)
+        assert mg_reward.get("gradient", {}).get(key, default) == reward.get("gradient", {}).get(
+            key, default
+        ), key
     distill_defaults = _defaults(CFGDistillCallback)
     for key in ("guidance_scale", "divergence", "reduction"):
         assert mg_distill.get(key, distill_defaults[key]) == distill.get(key, distill_defaults[key]), key

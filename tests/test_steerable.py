@@ -17,6 +17,7 @@ from torch import nn
 from lightning_cfgrl import (
     CFGDistillCallback,
     CFGRLModule,
+    DiversityGradientConfig,
     DiversityRewardCallback,
     ModuleAdapter,
     ObjectiveCallback,
@@ -494,7 +495,7 @@ def test_diversity_term_weights_each_group_by_its_own_beta():
         trainer=SimpleNamespace(strategy=SimpleNamespace(reduce=lambda t, reduce_op: t)),
     )
     paper = dict(baseline="none", advantage_norm="none", beta_scale="paper")  # the literal form
-    callback = DiversityRewardCallback(embedder, beta=[0.0, 15.0], **paper)
+    callback = DiversityRewardCallback(embedder, beta=[0.0, 15.0], gradient=DiversityGradientConfig(**paper))
     term = callback.loss_terms(stub, batch)["diversity"]
     frames = generator.pattern.steps_to_frames(steps)
     rewards = diversity_rewards(pairwise_distances(grouped(embedder(frames), 4))).flatten().double()
@@ -506,7 +507,7 @@ def test_diversity_term_weights_each_group_by_its_own_beta():
     (grad,) = torch.autograd.grad(term, logits)
     assert float(grad[:4].abs().max()) == 0.0 and float(grad[4:].abs().max()) > 0.0
     # a fixed beta keeps the plain form
-    fixed = DiversityRewardCallback(embedder, beta=4.0, **paper)
+    fixed = DiversityRewardCallback(embedder, beta=4.0, gradient=DiversityGradientConfig(**paper))
     torch.testing.assert_close(
         fixed.loss_terms(stub, batch)["diversity"].double(),
         -4.0 * 2.0 * (rewards * logp).mean(),
