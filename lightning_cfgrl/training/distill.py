@@ -25,7 +25,7 @@ from lightning_cfgrl.core.controls import (
 from lightning_cfgrl.core.divergences import DIVERGENCES, token_divergence
 from lightning_cfgrl.core.generator import check_compatible
 from lightning_cfgrl.core.guidance import cfg_logits, check_guidance_scale
-from lightning_cfgrl.io.generators import load_generator_spec, load_generator_state
+from lightning_cfgrl.io.generators import load_generator_spec, load_generator_state, load_init_checkpoint
 from lightning_cfgrl.io.provenance import file_source
 from lightning_cfgrl.io.specs import instantiate_spec
 from lightning_cfgrl.training.frozen import (
@@ -183,6 +183,8 @@ class CFGDistillCallback(ObjectiveCallback):
             teacher = self._load_teacher(pl_module)
         else:
             teacher = copy.deepcopy(pl_module.generator)
+            if getattr(pl_module, "init_checkpoint_deferred", False):
+                load_init_checkpoint(teacher, pl_module.init_checkpoint)  # the student is restored later
             self.teacher_source = _init_checkpoint_source(pl_module, teacher)
         check_compatible(pl_module.generator, teacher)
         if not callable(getattr(teacher, "null_condition", None)):
