@@ -106,8 +106,9 @@ class CFGDistillCallback(ObjectiveCallback):
     Steerable student: a list ``guidance_scale=[low, high]`` draws one g per prompt group each step
     (log-uniform by default; ``guidance_distribution="choice"`` takes a list of values instead), shared
     by the group's G samples so the diversity reward compares samples drawn under the same controls.
-    The student gets g as its ``"guidance_scale"`` control (build it with ``controls=[...]``), samples the
-    rollout with it, and is compared with the teacher's CFG mix at that g, sequence by sequence.
+    The student gets g as its ``"guidance_scale"`` control (an ``AudioTokenTransformer`` built with
+    ``options=TransformerOptions(controls=[...])``, a ``MusicgenGenerator`` with ``controls=[...]``), samples
+    the rollout with it, and is compared with the teacher's CFG mix at that g, sequence by sequence.
 
     Args:
         guidance_scale: the teacher's CFG scale g (paper: 3), or ``[low, high]`` / a list of values.
