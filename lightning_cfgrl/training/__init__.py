@@ -7,7 +7,7 @@ from lightning_cfgrl.training.diversity import DiversityRewardCallback
 from lightning_cfgrl.training.module import CFGRLModule
 from lightning_cfgrl.training.objective import ObjectiveCallback
 from lightning_cfgrl.training.pretrain import PretrainModule
-from lightning_cfgrl.training.prompts import PromptDataModule
+from lightning_cfgrl.training.prompts import PromptDataModule, PromptSplit
 from lightning_cfgrl.training.reward import PolicyGradientConfig, RewardCallback, RewardSpec
 from lightning_cfgrl.training.reward_gates import RewardGateError, RewardGates
 from lightning_cfgrl.training.rollout import RolloutBatch
@@ -23,6 +23,7 @@ __all__ = [
     "PolicyGradientConfig",
     "PretrainModule",
     "PromptDataModule",
+    "PromptSplit",
     "RewardCallback",
     "RewardGateError",
     "RewardGates",

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lightning_cfgrl.experiments.folk.domain import FolkCorpus
-from lightning_cfgrl.training.prompts import PromptDataModule, TensorDictDataset
+from lightning_cfgrl.training.prompts import PromptDataModule, PromptSplit, TensorDictDataset
 
 
 class FolkTuneDataModule(pl.LightningDataModule):
@@ -57,7 +57,10 @@ class FolkPromptDataModule(PromptDataModule):
         shuffle_seed: int | None = None,
     ) -> None:
         self.corpus = corpus or FolkCorpus()
-        super().__init__(self.corpus.prompts, batch_size, 0.25, repeats, 0, shuffle_seed)
+        # the split below is the corpus's; the base class's default split is replaced
+        super().__init__(
+            self.corpus.prompts, batch_size, PromptSplit(repeats=repeats, shuffle_seed=shuffle_seed)
+        )
         self.train_prompts, self.heldout_prompts = self.corpus.train_prompts, self.corpus.heldout_prompts
 
     def describe_prompt(self, condition: torch.Tensor) -> str:
