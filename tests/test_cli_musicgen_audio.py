@@ -22,7 +22,7 @@ from tests.test_cli_musicgen import PROMPTS, _fit  # noqa: E402
 EVAL_YAML = """
 datamodule:
   class_path: lightning_cfgrl.audio.TextPromptDataModule
-  init_args: {{prompts: {prompts}, tokenizer: models/tiny-musicgen, heldout_fraction: 0.25}}
+  init_args: {{prompts: {prompts}, tokenizer: models/tiny-musicgen, split: {{heldout_fraction: 0.25}}}}
 num_frames: 4
 num_samples: 2
 num_seeds: 2

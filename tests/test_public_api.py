@@ -31,13 +31,9 @@ OVER_LIMIT: dict[str, int] = {
     "lightning_cfgrl.eval.evaluation.Evaluation": 19,
     "lightning_cfgrl.training.diversity.DiversityRewardCallback": 16,
     "lightning_cfgrl.audio.generation.generate": 14,
-    "lightning_cfgrl.callbacks.audio_logger.AudioSampleLogger": 13,
     "lightning_cfgrl.eval.candidates.evaluate_candidate": 13,
     "lightning_cfgrl.models.transformer.AudioTokenTransformer": 12,
     "lightning_cfgrl.training.distill.CFGDistillCallback": 10,  # teacher_fraction moved to experimental
-    "lightning_cfgrl.audio.datamodule.AudioTokenDataModule": 10,
-    "lightning_cfgrl.audio.tokenizer.EncodecTokenizer": 10,
-    "lightning_cfgrl.audio.text_prompts.TextPromptDataModule": 10,
     "lightning_cfgrl.experiments.hmm_music.HMMMusic": 10,
     "lightning_cfgrl.merging.streaming.write_merged": 10,
     "lightning_cfgrl.core.sampling.sample": 9,
