@@ -166,6 +166,15 @@ def test_prompt_datamodule_for_rl(folder):
 
 def test_errors_name_the_offending_value(folder, tmp_path_factory):
     tok = EncodecTokenizer(small_codec())
+    # the settings objects name the field with its group, as YAML spells it
+    with pytest.raises(ValueError, match=r"crops.num_frames must be >= 1, got 0"):
+        AudioCrops(num_frames=0)
+    with pytest.raises(ValueError, match=r"split.val_fraction must be in \[0, 1\), got 1.0"):
+        FileSplit(val_fraction=1.0)
+    with pytest.raises(ValueError, match=r"crops has no setting\(s\) \['crops_per_file'\]; its settings are"):
+        AudioTokenDataModule(str(folder), tok, crops={"crops_per_file": 2})
+    with pytest.raises(TypeError, match="split must be a FileSplit or a dict of its fields, got float"):
+        AudioTokenDataModule(str(folder), tok, split=0.1)
     with pytest.raises(FileNotFoundError, match="audio_dir '.*nowhere' does not exist"):
         AudioTokenDataModule(str(folder / "nowhere"), tok)
     with pytest.raises(FileNotFoundError, match="prompt table .*other.csv' does not exist"):

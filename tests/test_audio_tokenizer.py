@@ -164,6 +164,8 @@ def test_tokenizer_errors(tmp_path):
         match=r"weights=EncodecWeights\(checkpoint='/path/to/encodec_24khz-d7cc33bc.th'\).*EncodecWeights\(download=True\)",
     ):
         EncodecTokenizer()
+    with pytest.raises(ValueError, match=r"give only one of codec, .*got \['codec', 'weights.download'\]"):
+        EncodecTokenizer(small_codec(), weights=EncodecWeights(download=True))
     with pytest.raises(FileNotFoundError, match="nope.th"):
         EncodecTokenizer(weights=EncodecWeights(checkpoint=str(tmp_path / "nope.th")))
     with pytest.raises(ValueError, match=r"bandwidth 6.0 kbps is not one of .*\[1.25, 2.5\]"):
