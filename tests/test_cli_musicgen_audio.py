@@ -32,12 +32,12 @@ scorers:
     init_args:
       reference: ref/audio
       embedder: {{class_path: lightning_cfgrl.audio.clap.ClapEncoder, init_args: {{model: models/tiny-clap}}}}
-      decoder: {{class_path: lightning_cfgrl.audio.EncodecTokenizer, init_args: {{pretrained: models/tiny-musicgen}}}}
+      decoder: {{class_path: lightning_cfgrl.audio.EncodecTokenizer, init_args: {{weights: {{pretrained: models/tiny-musicgen}}}}}}
   - class_path: lightning_cfgrl.audio.scorers.ClapTextAdherence
     init_args:
       model: models/tiny-clap
       prompt_tokenizer: models/tiny-musicgen
-      decoder: {{class_path: lightning_cfgrl.audio.EncodecTokenizer, init_args: {{pretrained: models/tiny-musicgen}}}}
+      decoder: {{class_path: lightning_cfgrl.audio.EncodecTokenizer, init_args: {{weights: {{pretrained: models/tiny-musicgen}}}}}}
 embedder:
   class_path: lightning_cfgrl.embedders.TokenHistogramEmbedder
   init_args: {{vocab_size: 16}}
