@@ -1,8 +1,8 @@
 """``AudioSampleLogger``: listen to the generator while it trains, in TensorBoard.
 
 Every ``schedule.every_n_steps`` training steps and at the end of each validation, samples
-``clips.num_samples`` sequences for each of a few fixed prompts from ``pl_module.generator`` (same seed every time, so what
-changes between logs is the model), decodes them to audio and logs them with
+``clips.num_samples`` sequences for each of a few fixed prompts from ``pl_module.generator`` (same seed
+every time, so what changes between logs is the model), decodes them to audio and logs them with
 ``SummaryWriter.add_audio`` (``<tag>/prompt<p>_<prompt text>/sample<g>``), along with their
 within-prompt diversity (``<tag>/diversity``: mean pairwise ``1 - cos`` of ``embedder`` embeddings).
 Rank zero only.
@@ -63,10 +63,8 @@ class LoggedClips:
             value = check_int(f"clips.{name}", getattr(self, name))
             if value < 1:
                 raise ValueError(f"clips.{name} must be >= 1, got {value}")
-        if (
-            check_int("clips.num_frames", self.num_frames, allow_none=True) is not None
-            and self.num_frames < 1
-        ):
+        num_frames = check_int("clips.num_frames", self.num_frames, allow_none=True)
+        if num_frames is not None and num_frames < 1:
             raise ValueError(f"clips.num_frames must be >= 1 or None, got {self.num_frames}")
         check_seed(self.seed, "clips.seed")
 
@@ -132,7 +130,7 @@ class AudioSampleLogger(Callback):
             torch.as_tensor(prompts, dtype=torch.long) if prompts is not None else None
         )
         self.clips, self.sampling, self.schedule = clips, sampling, schedule
-        # None until setup takes pl_module.num_frames
+        # clips.num_frames, else pl_module.num_frames once setup has run
         self.num_frames: int | None = clips.num_frames
         self.tag = tag
         self.describe, self._describe_given = describe, describe

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+from collections.abc import Mapping
 from typing import Any
 
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
@@ -49,7 +50,7 @@ def check_settings(name: str, value: Any, cls: type) -> Any:
     its fields (a Python caller's shorthand), checked by ``cls``; anything else fails naming ``name``."""
     if isinstance(value, cls):
         return value
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(value) - known)
         if unknown:
