@@ -7,7 +7,7 @@ GRU LM whose ``step`` carries its hidden state), K codebooks on MusicGen's delay
   input stream: start id, then each previous step), state carried; CFG's floor runs the doubled batch
   ``[cond; null]``. ``sampler / floor`` is what the adapter and the sampler add per step (target <= 1.2x).
 * **Sampler**: ``lightning_cfgrl.sample(adapter, ...)``, which uses the adapter's ``StepCache``.
-* **Recompute**: the same call with ``use_cache=False``: every step runs the module's ``forward`` over the
+* **Recompute**: the same call with ``decoding=DecodeConfig(use_cache=False)``: every step runs the module's ``forward`` over the
   whole prefix (what a module without ``step`` costs): O(T^2). Timed for lengths up to
   ``--recompute-max`` frames only (128 by default: about a minute and a half per run on one busy CPU thread).
 
@@ -44,7 +44,7 @@ from machine import (  # noqa: E402
 from timing import best_ratio, interleaved, paired_ratio, summary_rows  # noqa: E402
 
 import lightning_cfgrl  # noqa: E402
-from lightning_cfgrl import ModuleAdapter, SamplingConfig, sample  # noqa: E402
+from lightning_cfgrl import DecodeConfig, ModuleAdapter, SamplingConfig, sample  # noqa: E402
 from lightning_cfgrl.core.delay_pattern import DelayPattern  # noqa: E402
 from tests.helpers.gru_lm import RecurrentGRU  # noqa: E402
 
@@ -88,7 +88,7 @@ def sampler_runner(
     seeds = iter(range(1, 10**9))
 
     def run() -> None:
-        sample(adapter, cond, frames, config, seed=next(seeds), use_cache=cache)
+        sample(adapter, cond, frames, config, seed=next(seeds), decoding=DecodeConfig(use_cache=cache))
         synchronize(device)
 
     return run
@@ -100,7 +100,7 @@ def same_tokens(adapter: ModuleAdapter, cond: torch.Tensor, frames: int) -> dict
     for guided, key in ((False, "same_tokens_plain"), (True, "same_tokens_cfg")):
         config = SamplingConfig(guidance_scale=GUIDANCE if guided else 1.0)
         a = sample(adapter, cond, frames, config, seed=11)
-        b = sample(adapter, cond, frames, config, seed=11, use_cache=False)
+        b = sample(adapter, cond, frames, config, seed=11, decoding=DecodeConfig(use_cache=False))
         out[key] = bool(torch.equal(a, b))
     return out
 

@@ -21,7 +21,7 @@ they are skipped.
   tar -x -C DIR``), imported under another name, its model loaded with the same weights. Reports the
   speed-up of the current tree over it and checks that both sample the same tokens for the same seed.
 
-* **Compiled** (``--compile``): ``sample(..., compile=True)``, the model's static-shape ``decode_step``
+* **Compiled** (``--compile``): ``sample(..., decoding=DecodeConfig(compile=True))``, the model's static-shape ``decode_step``
   (a preallocated cache attended over its whole length with a mask) traced once by ``torch.compile``,
   plain and CFG. Reports its speed-up over the eager sampler and over the eager floor, the compile time
   (the first call less one run) and the break-even number of sampled tokens (compile time / time saved
@@ -62,7 +62,7 @@ from machine import (  # noqa: E402
 )
 
 import lightning_cfgrl  # noqa: E402
-from lightning_cfgrl.core.sampling import SamplingConfig, sample  # noqa: E402
+from lightning_cfgrl.core.sampling import DecodeConfig, SamplingConfig, sample  # noqa: E402
 from lightning_cfgrl.models import AudioTokenTransformer  # noqa: E402
 
 CONDITION_SIZES = (4, 4, 3)  # 3 prompt slots -> a 3-position prefix, matched by a 3-token GPT-2 prompt
@@ -172,7 +172,14 @@ def compile_runners(
     for guided, suffix in ((False, ""), (True, "_cfg")):
         config = SamplingConfig(guidance_scale=GUIDANCE if guided else 1.0)
         start = time.perf_counter()
-        compiled = sample(model, cond, args.new_tokens, config, seed=5, compile=args.compile_mode or True)
+        compiled = sample(
+            model,
+            cond,
+            args.new_tokens,
+            config,
+            seed=5,
+            decoding=DecodeConfig(compile=args.compile_mode or True),
+        )
         synchronize(device)
         info[f"compile_s{suffix}"] = time.perf_counter() - start
         info[f"same_tokens_compiled{suffix}"] = bool(
@@ -282,7 +289,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--compile",
         action="store_true",
-        help="also time sample(..., compile=True) (static-shape decode step, torch.compile), plain and CFG",
+        help="also time sample(..., decoding=DecodeConfig(compile=True)) (static-shape decode step, torch.compile), plain and CFG",
     )
     p.add_argument(
         "--compile-mode",

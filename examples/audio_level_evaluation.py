@@ -23,7 +23,7 @@ from lightning_cfgrl import SamplingConfig
 from lightning_cfgrl.audio import SyntheticSynth
 from lightning_cfgrl.embedders import TokenHistogramEmbedder
 from lightning_cfgrl.embedders.crepe import CrepeAudioEmbedder
-from lightning_cfgrl.eval.candidates import evaluate_candidate, format_table
+from lightning_cfgrl.eval.candidates import Measurement, evaluate_candidate, format_table
 from lightning_cfgrl.eval.machine import describe_machine
 from lightning_cfgrl.experiments import PromptAdherence, SyntheticMusic, SyntheticMusicDataModule
 from lightning_cfgrl.io.checkpoints import atomic_save_json
@@ -73,22 +73,12 @@ def main() -> None:
     }
     configs = [(f"CFG g={g:g}", SamplingConfig(guidance_scale=g), "cfg") for g in (1.0, 3.0, 5.0)]
     configs += [(f"temperature {t:g}", SamplingConfig(temperature=t), "temperature") for t in (0.7, 0.5)]
+    measurement = Measurement(
+        prompts, domain.num_frames, [PromptAdherence(domain)], embedders, args.samples, range(args.seeds)
+    )
     results = []
     for name, config, family in configs:
-        results.append(
-            evaluate_candidate(
-                name,
-                base,
-                prompts,
-                domain.num_frames,
-                config,
-                [PromptAdherence(domain)],
-                embedders,
-                num_samples=args.samples,
-                seeds=range(args.seeds),
-                family=family,
-            )
-        )
+        results.append(evaluate_candidate(name, base, config, measurement, family=family))
         print(format_table(results[-1:]), flush=True)
     print(f"\n{len(prompts)} prompts x {args.samples} samples x {args.seeds} seeds\n{format_table(results)}")
     out = Path(args.out)

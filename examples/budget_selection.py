@@ -99,7 +99,7 @@ def train(fraction: float, seed: int, controller: str, steps: int) -> None:
 def evaluate(num_samples: int, num_seeds: int) -> None:
     from lightning_cfgrl.core.sampling import SamplingConfig
     from lightning_cfgrl.embedders import ContrastiveTokenEmbedder, TokenHistogramEmbedder
-    from lightning_cfgrl.eval.candidates import evaluate_candidate
+    from lightning_cfgrl.eval.candidates import Measurement, evaluate_candidate
     from lightning_cfgrl.eval.machine import describe_machine
     from lightning_cfgrl.eval.protocol import selection_seeds
     from lightning_cfgrl.eval.stats import mean_se
@@ -116,12 +116,12 @@ def evaluate(num_samples: int, num_seeds: int) -> None:
         "reward_diversity": ContrastiveTokenEmbedder(checkpoint=_last("embedder")).eval(),
     }
     seeds = selection_seeds(num_seeds)
+    measurement = Measurement(prompts, 32, [scorer], embedders, num_samples, seeds)
 
     def run(name: str, path: str, guidance: float = 1.0) -> dict:
         result = evaluate_candidate(
-            name, load_generator(path), prompts, 32, SamplingConfig(guidance_scale=guidance), [scorer],
-            embedders, num_samples=num_samples, seeds=seeds,
-        )  # fmt: skip
+            name, load_generator(path), SamplingConfig(guidance_scale=guidance), measurement
+        )
         return {m: result.metrics[m][0] for m in ("adherence", "diversity", "reward_diversity")}
 
     table = {

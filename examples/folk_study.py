@@ -47,7 +47,7 @@ from fit_runner import run_fit  # noqa: E402
 from lightning_cfgrl.core.sampling import SamplingConfig  # noqa: E402
 from lightning_cfgrl.embedders import ContrastiveTokenEmbedder  # noqa: E402
 from lightning_cfgrl.embedders.contrastive_training import triplet_accuracy  # noqa: E402
-from lightning_cfgrl.eval.candidates import CandidateResult, evaluate_candidate  # noqa: E402
+from lightning_cfgrl.eval.candidates import CandidateResult, Measurement, evaluate_candidate  # noqa: E402
 from lightning_cfgrl.eval.claims import ClaimInputs, check_claims, format_claims  # noqa: E402
 from lightning_cfgrl.eval.machine import describe_machine  # noqa: E402
 from lightning_cfgrl.eval.stats import paired_t_test  # noqa: E402
@@ -332,18 +332,15 @@ class Evaluator:
     def __call__(
         self, name: str, model: nn.Module, config: SamplingConfig | None = None, family: str = ""
     ) -> CandidateResult:
-        return evaluate_candidate(
-            name,
-            model,
+        measurement = Measurement(
             self.data.heldout_prompts,
             self.data.num_frames,
-            config or SamplingConfig(),
             self.scorers,
             self.embedders,
             num_samples=self.samples,
             seeds=self.seeds,
-            family=family,
         )
+        return evaluate_candidate(name, model, config or SamplingConfig(), measurement, family=family)
 
     def adherence(self, model: nn.Module, config: SamplingConfig) -> float:
         return self("", model, config).mean("adherence")
@@ -605,7 +602,13 @@ def cmd_steerable(args: argparse.Namespace) -> None:
     seed beside the base's CFG and temperature / top-p sweeps, the two-model recipe of the same seed and its
     ``cfgrl merge`` front (the placebo is in real_music_claims.json): claims (a), (c), s_g and s_front."""
     from lightning_cfgrl.cli.main import main as cfgrl
-    from lightning_cfgrl.eval import Candidates, Evaluation
+    from lightning_cfgrl.eval import (
+        Candidates,
+        Evaluation,
+        EvaluationOutput,
+        EvaluationProtocol,
+        PromptSource,
+    )
     from lightning_cfgrl.eval.report import report_dict
     from lightning_cfgrl.experiments.folk import FolkPromptDataModule
 
@@ -632,7 +635,6 @@ def cmd_steerable(args: argparse.Namespace) -> None:
             ],
             embedder=MelodyProfileEmbedder(data.num_frames, data.vocab_size),  # independent of the reward
             reward_embedder=load_reward(),
-            num_frames=data.num_frames,
             candidates=Candidates(
                 base=str(last("pretrain")),
                 guidance_scales=CONTROL_G,  # CFG at each control g, for the s_g claims
@@ -649,11 +651,11 @@ def cmd_steerable(args: argparse.Namespace) -> None:
                 control_guidance_scales=CONTROL_G,
                 control_diversity_weights=CONTROL_W,
             ),
-            datamodule=FolkPromptDataModule(data),  # its held-out prompts
-            num_samples=rs.EVAL_SAMPLES,
-            num_seeds=len(rs.EVAL_SEEDS),
-            out=str(CACHE / f"eval_steerable_s{seed}"),
-            progress=False,
+            protocol=EvaluationProtocol(
+                num_frames=data.num_frames, num_samples=rs.EVAL_SAMPLES, num_seeds=len(rs.EVAL_SEEDS)
+            ),
+            prompts=PromptSource(datamodule=FolkPromptDataModule(data)),  # its held-out prompts
+            output=EvaluationOutput(out=str(CACHE / f"eval_steerable_s{seed}"), progress=False),
         )
         report = evaluation.run()
         print(

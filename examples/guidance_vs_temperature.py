@@ -18,7 +18,7 @@ import torch
 
 from lightning_cfgrl import SamplingConfig
 from lightning_cfgrl.embedders import TokenHistogramEmbedder
-from lightning_cfgrl.eval.candidates import evaluate_candidate, format_table
+from lightning_cfgrl.eval.candidates import Measurement, evaluate_candidate, format_table
 from lightning_cfgrl.eval.machine import describe_machine
 from lightning_cfgrl.experiments import LatentModeEmbedder, LogLikelihood, PromptAdherence, SyntheticMusic
 from lightning_cfgrl.io.checkpoints import atomic_save_json
@@ -68,22 +68,10 @@ def main() -> None:
         "diversity": TokenHistogramEmbedder(domain.vocab_size),
         "latent_diversity": LatentModeEmbedder(domain),
     }
+    measurement = Measurement(domain.prompts, domain.num_frames, scorers, embedders, 16, range(args.seeds))
     results = []
     for name, config, family in configs:
-        results.append(
-            evaluate_candidate(
-                name,
-                base,
-                domain.prompts,
-                domain.num_frames,
-                config,
-                scorers,
-                embedders,
-                num_samples=16,
-                seeds=range(args.seeds),
-                family=family,
-            )
-        )
+        results.append(evaluate_candidate(name, base, config, measurement, family=family))
         print(format_table(results[-1:]).splitlines()[-1], flush=True)
     print(f"all {domain.num_prompts} prompts x 16 samples x {args.seeds} seeds")
     print(format_table(results))

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from lightning_cfgrl import SamplingConfig
 from lightning_cfgrl.embedders import TokenHistogramEmbedder
-from lightning_cfgrl.eval.candidates import evaluate_candidate, format_table
+from lightning_cfgrl.eval.candidates import Measurement, evaluate_candidate, format_table
 from lightning_cfgrl.eval.machine import describe_machine
 from lightning_cfgrl.experiments import (
     LatentModeEmbedder,
@@ -120,22 +120,12 @@ def main() -> None:
         "diversity": ChunkedEmbedder(TokenHistogramEmbedder(domain.vocab_size)),
         "latent_diversity": LatentModeEmbedder(domain),
     }
+    measurement = Measurement(
+        domain.prompts, domain.num_frames, scorers, embedders, args.samples, range(args.seeds)
+    )
     results = []
     for name, config, family in configs:
-        results.append(
-            evaluate_candidate(
-                name,
-                base,
-                domain.prompts,
-                domain.num_frames,
-                config,
-                scorers,
-                embedders,
-                num_samples=args.samples,
-                seeds=range(args.seeds),
-                family=family,
-            )
-        )
+        results.append(evaluate_candidate(name, base, config, measurement, family=family))
         print(format_table(results[-1:]).splitlines()[-1], flush=True)
     print(f"all {domain.num_prompts} prompts x {args.samples} samples x {args.seeds} seeds")
     print(format_table(results))

@@ -53,7 +53,7 @@ from lightning_cfgrl.embedders import (
     TokenHistogramEmbedder,
 )
 from lightning_cfgrl.embedders.contrastive_training import triplet_accuracy
-from lightning_cfgrl.eval.candidates import CandidateResult, evaluate_candidate
+from lightning_cfgrl.eval.candidates import CandidateResult, Measurement, evaluate_candidate
 from lightning_cfgrl.eval.claims import ClaimInputs, check_claims, format_claims
 from lightning_cfgrl.eval.diversity import pairwise_cosine_diversity
 from lightning_cfgrl.eval.machine import describe_machine, source_sha256
@@ -427,18 +427,15 @@ class Evaluator:
         }
         if self.reward is not None:
             embedders["reward_diversity"] = self.reward
-        return evaluate_candidate(
-            name,
-            generator,
+        measurement = Measurement(
             self.prompts,
             self.spec.generator_args["max_frames"],
-            config,
             [PromptAdherence(self.domain), LogLikelihood(self.domain)],
             embedders,
             num_samples=self.num_samples,
             seeds=self.seeds,
-            family=family,
         )
+        return evaluate_candidate(name, generator, config, measurement, family=family)
 
     def adherence(self, generator: nn.Module, config: SamplingConfig | None = None) -> float:
         return self("", generator, config).metrics["adherence"][0]

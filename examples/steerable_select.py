@@ -28,7 +28,7 @@ from pathlib import Path
 
 from lightning_cfgrl.core.sampling import SamplingConfig
 from lightning_cfgrl.embedders import TokenHistogramEmbedder
-from lightning_cfgrl.eval.candidates import evaluate_candidate
+from lightning_cfgrl.eval.candidates import Measurement, evaluate_candidate
 from lightning_cfgrl.eval.protocol import selection_seeds
 from lightning_cfgrl.eval.stats import mean_se
 from lightning_cfgrl.experiments import PromptAdherence, SyntheticPromptDataModule
@@ -94,20 +94,10 @@ def main() -> None:
     scorer = PromptAdherence(domain)
     embedder = TokenHistogramEmbedder(domain.vocab_size)
     chance = scorer.chance
+    measurement = Measurement(prompts, domain.num_frames, [scorer], embedder, args.num_samples, seeds)
 
     def run(name, generator, config, controls=None) -> dict:
-        result = evaluate_candidate(
-            name,
-            generator,
-            prompts,
-            domain.num_frames,
-            config,
-            [scorer],
-            embedder,
-            num_samples=args.num_samples,
-            seeds=seeds,
-            controls=controls,
-        )
+        result = evaluate_candidate(name, generator, config, measurement, controls=controls)
         return {k: result.per_seed[k] for k in ("adherence", "diversity")}
 
     start = time.perf_counter()

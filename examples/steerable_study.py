@@ -37,7 +37,7 @@ import yaml
 
 from lightning_cfgrl.cli.main import main as cfgrl
 from lightning_cfgrl.embedders import ContrastiveTokenEmbedder, TokenHistogramEmbedder
-from lightning_cfgrl.eval import Candidates, Evaluation
+from lightning_cfgrl.eval import Candidates, Evaluation, EvaluationOutput, EvaluationProtocol, PromptSource
 from lightning_cfgrl.eval.candidates import DIVERSITY
 from lightning_cfgrl.eval.claims import format_claims
 from lightning_cfgrl.eval.plotting import plot_quality_diversity
@@ -163,7 +163,6 @@ def main() -> None:
             scorers=[PromptAdherence(domain), LogLikelihood(domain)],
             embedder=TokenHistogramEmbedder(domain.vocab_size),  # independent of the reward
             reward_embedder=ContrastiveTokenEmbedder(checkpoint=ckpt["embedder"]),
-            num_frames=domain.num_frames,
             candidates=Candidates(
                 base=ckpt["pretrain"],
                 guidance_scales=GUIDANCE_SWEEP,
@@ -177,11 +176,12 @@ def main() -> None:
                 control_guidance_scales=CONTROL_G,
                 control_diversity_weights=CONTROL_W,
             ),
-            datamodule=SyntheticPromptDataModule(domain),  # the held-out split of the training configs
-            num_samples=NUM_SAMPLES,
-            num_seeds=NUM_SEEDS,
-            out="runs/eval_steerable",
-            progress=False,
+            protocol=EvaluationProtocol(
+                num_frames=domain.num_frames, num_samples=NUM_SAMPLES, num_seeds=NUM_SEEDS
+            ),
+            # the held-out split of the training configs
+            prompts=PromptSource(datamodule=SyntheticPromptDataModule(domain)),
+            output=EvaluationOutput(out="runs/eval_steerable", progress=False),
         )
         start = time.perf_counter()
         report = evaluation.run()

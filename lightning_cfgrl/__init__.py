@@ -27,6 +27,7 @@ _HOMES = {
     "DelayPattern": "lightning_cfgrl.core",
     "ModuleAdapter": "lightning_cfgrl.core",
     "SamplingConfig": "lightning_cfgrl.core",
+    "DecodeConfig": "lightning_cfgrl.core",
     "StepModule": "lightning_cfgrl.core",
     "TokenGenerator": "lightning_cfgrl.core",
     "cfg_logits": "lightning_cfgrl.core",

@@ -169,14 +169,12 @@ def test_fad_scorer_through_cfgrl_evaluate(clap_folder, tmp_path, monkeypatch) -
     )
     (tmp_path / "eval.yaml").write_text(
         f"""
-datamodule:
-  class_path: lightning_cfgrl.experiments.SyntheticPromptDataModule
-  init_args: {{split: {{heldout_fraction: 0.25, split_seed: 0}}}}
-max_prompts: 2
-num_frames: 32
-num_samples: 3
-num_seeds: 2
-num_selection_seeds: 1
+prompts:
+  datamodule:
+    class_path: lightning_cfgrl.experiments.SyntheticPromptDataModule
+    init_args: {{split: {{heldout_fraction: 0.25, split_seed: 0}}}}
+  max_prompts: 2
+protocol: {{num_frames: 32, num_samples: 3, num_seeds: 2, num_selection_seeds: 1}}
 scorers:
   - class_path: lightning_cfgrl.experiments.PromptAdherence
   - class_path: lightning_cfgrl.audio.scorers.FrechetAudioDistance
@@ -192,8 +190,7 @@ candidates:
   guidance_scales: [1.0, 3.0]
   temperatures: []
   top_ps: []
-out: out
-progress: false
+output: {{out: out, progress: false}}
 """
     )
     monkeypatch.chdir(tmp_path)

@@ -98,23 +98,22 @@ def test_musicgen_end_to_end_through_the_cli(tmp_path, monkeypatch, capsys, one_
     # prompts of the training datamodule, with an own scorer trusted by --import
     (tmp_path / "mg_scorers.py").write_text(SCORER)
     config = {
-        "datamodule": {
-            "class_path": "lightning_cfgrl.audio.TextPromptDataModule",
-            "init_args": {
-                "prompts": str(PROMPTS),
-                "tokenizer": str(folder),
-                "split": {"heldout_fraction": 0.25},
-            },
+        "prompts": {
+            "datamodule": {
+                "class_path": "lightning_cfgrl.audio.TextPromptDataModule",
+                "init_args": {
+                    "prompts": str(PROMPTS),
+                    "tokenizer": str(folder),
+                    "split": {"heldout_fraction": 0.25},
+                },
+            }
         },
         "scorers": [{"class_path": "mg_scorers.DistinctCodes"}],
         "embedder": {
             "class_path": "lightning_cfgrl.embedders.TokenHistogramEmbedder",
             "init_args": {"vocab_size": 16},
         },
-        "num_frames": 4,
-        "num_samples": 2,
-        "num_seeds": 2,
-        "num_selection_seeds": 2,
+        "protocol": {"num_frames": 4, "num_samples": 2, "num_seeds": 2, "num_selection_seeds": 2},
         "candidates": {
             "base": str(folder),
             "guidance_scales": [1.0, 3.0],
@@ -125,8 +124,7 @@ def test_musicgen_end_to_end_through_the_cli(tmp_path, monkeypatch, capsys, one_
             "quality_model": "beta=0",
             "diversity_model": "beta=15",
         },
-        "out": "eval",
-        "progress": False,
+        "output": {"out": "eval", "progress": False},
     }
     (tmp_path / "eval.json").write_text(json.dumps(config))
     capsys.readouterr()

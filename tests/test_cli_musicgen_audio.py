@@ -20,13 +20,17 @@ from tests.helpers.clap import save_tiny_clap  # noqa: E402
 from tests.test_cli_musicgen import PROMPTS, _fit  # noqa: E402
 
 EVAL_YAML = """
-datamodule:
-  class_path: lightning_cfgrl.audio.TextPromptDataModule
-  init_args: {{prompts: {prompts}, tokenizer: models/tiny-musicgen, split: {{heldout_fraction: 0.25}}}}
-num_frames: 4
-num_samples: 2
-num_seeds: 2
-num_selection_seeds: 2
+prompts:
+  datamodule:
+    class_path: lightning_cfgrl.audio.TextPromptDataModule
+    init_args: {{prompts: {prompts}, tokenizer: models/tiny-musicgen, split: {{heldout_fraction: 0.25}}}}
+protocol:
+  num_frames: 4
+  num_samples: 2
+  num_seeds: 2
+  num_selection_seeds: 2
+  quality: clap_text
+  reference: [0.0, 0.0]  # CLAP has no chance level: the hypervolume reference (quality, diversity) is given
 scorers:
   - class_path: lightning_cfgrl.audio.scorers.FrechetAudioDistance
     init_args:
@@ -53,10 +57,7 @@ candidates:
     merged 0.5: "runs/musicgen_merged/merged_lambda=0.50.ckpt"
   quality_model: beta=0
   diversity_model: beta=15
-quality: clap_text
-reference: [0.0, 0.0]  # CLAP has no chance level: the hypervolume reference (quality, diversity) is given
-out: runs/eval_musicgen
-progress: false
+output: {{out: runs/eval_musicgen, progress: false}}
 """
 
 

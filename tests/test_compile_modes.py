@@ -1,4 +1,4 @@
-"""``sample(..., compile=<torch.compile mode>)``: a bad mode is named; ``"reduce-overhead"`` samples the eager
+"""``sample(..., decoding=DecodeConfig(compile=<torch.compile mode>))``: a bad mode is named; ``"reduce-overhead"`` samples the eager
 tokens (on CPU inductor has no CUDA graphs, so this checks the mode's plumbing; the CUDA-graph path runs in
 ``benchmarks/gpu_suite.py``); the cache reused across calls for CUDA graphs is reset, not rebuilt."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_cfgrl import SamplingConfig, sample
+from lightning_cfgrl import DecodeConfig, SamplingConfig, sample
 from lightning_cfgrl.core.sampling import _cache_tensors, _reused_cache
 from lightning_cfgrl.models import AudioTokenTransformer
 from tests.helpers.compiler import needs_cxx
@@ -30,7 +30,7 @@ def model() -> AudioTokenTransformer:
 
 def test_an_unknown_compile_mode_is_named():
     with pytest.raises(ValueError, match=r"torch.compile mode .*'reduce-overhead'.*got 'fast'"):
-        sample(model(), CONDITION, 4, compile="fast")
+        sample(model(), CONDITION, 4, decoding=DecodeConfig(compile="fast"))
 
 
 def test_the_reused_cache_is_reset_per_sequence_and_rebuilt_for_another_shape():
@@ -50,4 +50,6 @@ def test_reduce_overhead_mode_samples_the_eager_tokens():
     m = model()
     config = SamplingConfig(guidance_scale=3.0)
     eager = sample(m, CONDITION, 5, config, seed=3)
-    assert torch.equal(sample(m, CONDITION, 5, config, seed=3, compile="reduce-overhead"), eager)
+    assert torch.equal(
+        sample(m, CONDITION, 5, config, seed=3, decoding=DecodeConfig(compile="reduce-overhead")), eager
+    )

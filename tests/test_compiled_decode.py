@@ -1,4 +1,4 @@
-"""Static-shape decoding (``AudioTokenTransformer.decode_step``) and ``sample(..., compile=True)``.
+"""Static-shape decoding (``AudioTokenTransformer.decode_step``) and ``sample(..., decoding=DecodeConfig(compile=True))``.
 
 The static step attends over the whole preallocated cache with a mask; in float64 it must give the
 cached forward's logits to rounding, and positions not written yet must not matter. The compiled path
@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_cfgrl import SamplingConfig, sample
+from lightning_cfgrl import DecodeConfig, SamplingConfig, sample
 from lightning_cfgrl.core.delay_pattern import DelayPattern
 from lightning_cfgrl.models import AudioTokenTransformer
 from tests.helpers.compiler import needs_cxx
@@ -108,7 +108,7 @@ def test_compile_needs_a_generator_with_a_static_decode_step():
     with pytest.raises(
         ValueError, match="compile=True needs a generator with a static-shape decode_step.*NoStaticStep"
     ):
-        sample(NoStaticStep(), torch.zeros(2, 1, dtype=torch.long), 4, compile=True)
+        sample(NoStaticStep(), torch.zeros(2, 1, dtype=torch.long), 4, decoding=DecodeConfig(compile=True))
 
 
 @pytest.mark.slow
@@ -128,11 +128,21 @@ def test_compiled_sampling_draws_the_eager_tokens():
         for seed in (0, 1):
             eager = sample(m, condition, 24, config, num_samples=2, seed=seed, controls=controls)
             compiled = sample(
-                m, condition, 24, config, num_samples=2, seed=seed, controls=controls, compile=True
+                m,
+                condition,
+                24,
+                config,
+                num_samples=2,
+                seed=seed,
+                controls=controls,
+                decoding=DecodeConfig(compile=True),
             )
             assert torch.equal(compiled, eager), (config, seed)
     film = model(controls=CONTROLS, control_layers="every")  # FiLM in every layer: one more trace
     eager = sample(film, condition, 24, num_samples=2, seed=0, controls=controls)
     assert torch.equal(
-        sample(film, condition, 24, num_samples=2, seed=0, controls=controls, compile=True), eager
+        sample(
+            film, condition, 24, num_samples=2, seed=0, controls=controls, decoding=DecodeConfig(compile=True)
+        ),
+        eager,
     )

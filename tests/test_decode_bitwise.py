@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from lightning_cfgrl import SamplingConfig, sample
+from lightning_cfgrl import DecodeConfig, SamplingConfig, sample
 from lightning_cfgrl.core.condition import cat_conditions, condition_batch_size, repeat_condition
 from lightning_cfgrl.core.controls import cat_controls, controls_kwargs, expand_controls
 from lightning_cfgrl.core.guidance import cfg_logits, cfg_mixer
@@ -120,7 +120,14 @@ def test_tokens_and_logits_bitwise_equal_to_reference(case, use_cache):
         controls = {"guidance_scale": torch.tensor([1.0, 3.0, 2.0])}
     cond = torch.tensor([[1, 2, 3], [0, 0, 0], [4, 1, 2]])
     args = (cond, 24, config)
-    got = sample(model, *args, num_samples=2, seed=7 + case, use_cache=use_cache, controls=controls)
+    got = sample(
+        model,
+        *args,
+        num_samples=2,
+        seed=7 + case,
+        controls=controls,
+        decoding=DecodeConfig(use_cache=use_cache),
+    )
     want = reference_sample(
         model, *args, num_samples=2, seed=7 + case, use_cache=use_cache, controls=controls
     )

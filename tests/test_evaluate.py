@@ -15,13 +15,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import docstring_parser
 import matplotlib.image
 import pytest
 import torch
 
 import lightning_cfgrl
 from lightning_cfgrl.cli.evaluate import build_parser, evaluate_main
-from lightning_cfgrl.eval import Candidates, Evaluation, Scorer
+from lightning_cfgrl.eval import (
+    Candidates,
+    Evaluation,
+    EvaluationOutput,
+    EvaluationProtocol,
+    PromptSource,
+    Scorer,
+)
 from lightning_cfgrl.eval.candidates import CandidateResult
 from lightning_cfgrl.eval.pareto import hypervolume_2d, pareto_front
 from lightning_cfgrl.eval.protocol import evaluation_seeds, selection_seeds
@@ -100,12 +108,14 @@ class CountEmbedder(nn.Module):
 '''
 
 CONFIG = """
-datamodule:
-  class_path: my_domain.ParityPrompts
-num_frames: 6
-num_samples: 3
-num_seeds: 2
-num_selection_seeds: 2
+prompts:
+  datamodule:
+    class_path: my_domain.ParityPrompts
+protocol:
+  num_frames: 6
+  num_samples: 3
+  num_seeds: 2
+  num_selection_seeds: 2
 scorers:
   - class_path: my_domain.Distance
   - class_path: my_domain.ParityMatch
@@ -124,9 +134,10 @@ candidates:
   diversity_model: d
   merged_dir: merged
   placebo: other.ckpt
-out: out
-log_dir: out/tb
-progress: false
+output:
+  out: out
+  log_dir: out/tb
+  progress: false
 """
 
 
@@ -299,8 +310,8 @@ BAD = {
         ],
         "no candidates to evaluate",
     ),
-    "out is a file": (["--out", "a_file"], "out='a_file' is a file; expected a folder"),
-    "log_dir is a file": (["--log_dir", "a_file"], "log_dir='a_file' is a file"),
+    "out is a file": (["--output.out", "a_file"], "output.out='a_file' is a file; expected a folder"),
+    "log_dir is a file": (["--output.log_dir", "a_file"], "output.log_dir='a_file' is a file"),
     "unreadable checkpoint": (
         ["--candidates.placebo", "garbage.ckpt"],
         "cannot load the generator of checkpoint 'garbage.ckpt' (candidates placebo)",
@@ -310,17 +321,17 @@ BAD = {
         "checkpoint 'missing.ckpt' (candidates placebo) does not exist",
     ),
     "one seed": (
-        ["--num_seeds", "1"],
-        "num_seeds must be an integer in [2, 1000] to report standard errors, got 1",
+        ["--protocol.num_seeds", "1"],
+        "protocol.num_seeds must be an integer in [2, 1000] to report standard errors, got 1",
     ),
-    "one sample": (["--num_samples", "1"], "num_samples must be an integer >= 2, got 1"),
+    "one sample": (["--protocol.num_samples", "1"], "protocol.num_samples must be an integer >= 2, got 1"),
     "unknown quality": (
-        ["--quality", "nope"],
-        "quality must be the name of one of the scorers ['distance', 'parity'], got 'nope'",
+        ["--protocol.quality", "nope"],
+        "protocol.quality must be the name of one of the scorers ['distance', 'parity'], got 'nope'",
     ),
     "no chance level": (['--scorers=[{"class_path": "my_domain.Unanchored"}]'], "has no chance level"),
     "too many frames": (
-        ["--num_frames", "100"],
+        ["--protocol.num_frames", "100"],
         "num_frames=100 needs 101 decoding steps, more than the max_steps=9",
     ),
     "bad temperature": (
@@ -332,13 +343,18 @@ BAD = {
         "candidates.guidance_scales has duplicates",
     ),
     "no base for sweeps": (["--candidates.base=null"], "candidates.base is not set"),
-    "two prompt sources": (["--prompts", "[[1]]"], "give exactly one prompt source"),
+    "two prompt sources": (
+        ["--prompts.values", "[[1]]"],
+        "give exactly one prompt source: prompts.datamodule (its held-out prompts), prompts.file (a "
+        ".json/.yaml/.safetensors file) or prompts.values (the prompts themselves), got "
+        "prompts.datamodule and prompts.values",
+    ),
     "missing prompt file": (
-        ["--datamodule=null", "--prompts", "nothere.json"],
+        ["--prompts.datamodule=null", "--prompts.file", "nothere.json"],
         "prompt file 'nothere.json' does not exist",
     ),
     "empty merged dir": (["--candidates.merged_dir", "empty_dir"], "holds no merged checkpoints"),
-    "fraction": (["--fraction", "0"], "fraction must be in (0, 1], got 0"),
+    "fraction": (["--protocol.fraction", "0"], "protocol.fraction must be in (0, 1], got 0"),
 }
 
 
@@ -380,7 +396,6 @@ def test_best_temperature_point_is_chosen_on_selection_seeds(tmp_path):
     evaluation = Evaluation(
         scorers=[_Fixed()],
         embedder=TokenHistogramEmbedder(8),
-        num_frames=4,
         candidates=Candidates(
             base=ckpt,
             guidance_scales=[3.0],
@@ -389,9 +404,9 @@ def test_best_temperature_point_is_chosen_on_selection_seeds(tmp_path):
             distilled={"q": ckpt},
             quality_model="q",
         ),
-        prompts=[[1], [2]],
-        out=None,
-        progress=False,
+        protocol=EvaluationProtocol(num_frames=4),
+        prompts=PromptSource(values=[[1], [2]]),
+        output=EvaluationOutput(out=None, progress=False),
     )
     seeds, chosen_on = evaluation.seeds, evaluation.selection_seeds
     assert chosen_on == selection_seeds(3) and not set(chosen_on) & set(seeds)
@@ -425,14 +440,10 @@ def test_builtin_domain_evaluation_in_python(pretrained_base, tmp_path):
     report = Evaluation(
         scorers=[PromptAdherence(), LogLikelihood()],
         embedder=TokenHistogramEmbedder(32),
-        num_frames=32,
         candidates=Candidates(base=str(ckpt), guidance_scales=[1.0, 3.0], temperatures=[0.6], top_ps=[]),
-        datamodule=SyntheticPromptDataModule(),
-        max_prompts=6,
-        num_samples=4,
-        num_seeds=2,
-        out=str(out),
-        progress=False,
+        protocol=EvaluationProtocol(num_frames=32, num_samples=4, num_seeds=2),
+        prompts=PromptSource(datamodule=SyntheticPromptDataModule(), max_prompts=6),
+        output=EvaluationOutput(out=str(out), progress=False),
     ).run()
     assert [r.name for r in report.results] == ["CFG g=1", "CFG g=3", "temperature 0.6"]
     cfg1, cfg3 = report.results[0], report.results[1]
@@ -447,13 +458,13 @@ def test_builtin_domain_evaluation_in_python(pretrained_base, tmp_path):
 
 def test_builtin_preset_names_the_synthetic_domain():
     cfg = build_parser().parse_args(["--config", str(ROOT / "examples/configs/evaluate.yaml")])
-    assert cfg.datamodule.class_path == "lightning_cfgrl.experiments.SyntheticPromptDataModule"
+    assert cfg.prompts.datamodule.class_path == "lightning_cfgrl.experiments.SyntheticPromptDataModule"
     assert [s.class_path for s in cfg.scorers][:2] == [
         "lightning_cfgrl.experiments.PromptAdherence",
         "lightning_cfgrl.experiments.LogLikelihood",
     ]
     assert cfg.candidates.cfg_reference == 3.0 and cfg.candidates.quality_model in cfg.candidates.distilled
-    assert cfg.num_seeds >= 5 and cfg.quality == "adherence"
+    assert cfg.protocol.num_seeds >= 5 and cfg.protocol.quality == "adherence"
 
 
 def test_eval_and_cli_do_not_import_the_experiments():
@@ -489,6 +500,13 @@ def test_help_is_one_page_that_documents_every_option(capsys, monkeypatch):
         assert " ".join(doc.replace("``", "`").split()[:3]) in flat, name  # ... with its doc
     for field in dataclasses.fields(Candidates):
         assert f"--candidates.{field.name} " in text, field.name
+    groups = {"protocol": EvaluationProtocol, "prompts": PromptSource, "output": EvaluationOutput}
+    for group, cls in groups.items():  # each settings group's fields, with their docs
+        documented = {p.arg_name: p.description for p in docstring_parser.parse(cls.__doc__).params}
+        assert set(documented) == {f.name for f in dataclasses.fields(cls)}, cls
+        for name, doc in documented.items():
+            assert f"--{group}.{name} " in text, (group, name)
+            assert " ".join(doc.replace("``", "`").split()[:3]) in flat, (group, name)
     assert "--embedder.help ContrastiveTokenEmbedder" in text  # the way to a nested class's options
 
 
@@ -500,9 +518,39 @@ def test_help_is_one_page_that_documents_every_option(capsys, monkeypatch):
             ["--reward_embedder.help=lightning_cfgrl.embedders.TokenHistogramEmbedder"],
             "--reward_embedder.ngram",
         ),
-        (["--datamodule.help", "PromptDataModule"], "--datamodule.split.heldout_fraction"),
+        (["--prompts.datamodule.help", "PromptDataModule"], "--prompts.datamodule.split.heldout_fraction"),
         (["--scorers.help", "lightning_cfgrl.experiments.PromptAdherence"], "--scorers.domain"),
     ],
 )
 def test_nested_help_lists_the_options_of_one_class(args, option, capsys, monkeypatch):
     assert option in _evaluate_output(args, capsys, monkeypatch)
+
+
+def test_settings_groups_name_the_group_in_their_errors(tmp_path):
+    """The groups of ``Evaluation`` check their fields where they are built, naming ``group.field``."""
+    with pytest.raises(ValueError, match=r"protocol.num_frames must be an integer >= 1, got 0"):
+        EvaluationProtocol(num_frames=0)
+    with pytest.raises(ValueError, match=r"protocol.reference must be two finite numbers"):
+        EvaluationProtocol(num_frames=4, reference=(0.0, float("nan")))
+    with pytest.raises(ValueError, match=r"got prompts.file and prompts.values"):
+        PromptSource(file="prompts.json", values=[[1]]).load()
+    with pytest.raises(ValueError, match=r"prompts.max_prompts must be >= 1 or None, got 0"):
+        PromptSource(values=[[1]], max_prompts=0).load()
+    assert PromptSource(values=[[1], [2], [3]], max_prompts=2).load().tolist() == [[1], [2]]
+    ckpt = str(tiny_checkpoint(tmp_path / "base.ckpt", 0))
+    from lightning_cfgrl.embedders import TokenHistogramEmbedder
+
+    arguments = dict(
+        scorers=[_Fixed()],
+        embedder=TokenHistogramEmbedder(8),
+        candidates=Candidates(base=ckpt, guidance_scales=[1.0, 3.0], temperatures=[], top_ps=[]),
+        protocol={"num_frames": 4},  # a dict of the group's fields is built into it
+        prompts={"values": [[1], [2]]},
+        output={"out": None, "progress": False},
+    )
+    evaluation = Evaluation(**arguments)
+    assert evaluation.protocol == EvaluationProtocol(num_frames=4) and evaluation.out is None
+    with pytest.raises(ValueError, match=r"protocol has no setting\(s\) \['seeds'\]"):
+        Evaluation(**{**arguments, "protocol": {"num_frames": 4, "seeds": 3}})
+    with pytest.raises(TypeError, match="output must be a EvaluationOutput or a dict of its fields"):
+        Evaluation(**{**arguments, "output": "runs/eval"})

@@ -7,7 +7,7 @@ import torch
 
 from examples.recurrent.film_gru import FilmGRU
 from lightning_cfgrl.core.condition import repeat_condition
-from lightning_cfgrl.core.sampling import SamplingConfig, sample
+from lightning_cfgrl.core.sampling import DecodeConfig, SamplingConfig, sample
 from lightning_cfgrl.experiments import SyntheticMusic
 
 
@@ -22,7 +22,9 @@ def test_cached_sampling_with_cfg_equals_recomputation() -> None:
     model, prompts = _model(), SyntheticMusic().prompts[:3]
     config = SamplingConfig(guidance_scale=3.0)
     cached = sample(model, prompts, 16, config, num_samples=2, seed=1)
-    recomputed = sample(model, prompts, 16, config, num_samples=2, seed=1, use_cache=False)
+    recomputed = sample(
+        model, prompts, 16, config, num_samples=2, seed=1, decoding=DecodeConfig(use_cache=False)
+    )
     assert torch.equal(cached, recomputed)
 
 

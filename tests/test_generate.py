@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from lightning_cfgrl.audio import SyntheticSynth, read_audio
+from lightning_cfgrl.audio import GenerationConfig, SyntheticSynth, generate, read_audio
 from lightning_cfgrl.cli.main import main
-from lightning_cfgrl.core.sampling import SamplingConfig, sample
+from lightning_cfgrl.core.sampling import DecodeConfig, SamplingConfig, sample
 from lightning_cfgrl.io.checkpoints import atomic_save, load_safetensors
 from lightning_cfgrl.io.generators import load_generator
 from lightning_cfgrl.models import AudioTokenTransformer
@@ -148,7 +148,7 @@ def test_generate_decodes_with_encodec(checkpoint, tmp_path):
         str(checkpoint),
         torch.tensor([[1, 2, 3]]),
         tmp_path / "enc",
-        num_samples=2,
+        GenerationConfig(num_samples=2),
         decoder=tokenizer,
         progress=False,
     )
@@ -176,3 +176,24 @@ def test_generate_compiled_writes_the_eager_tokens(checkpoint, tmp_path, capsys)
     compiled = load_safetensors(tmp_path / "compiled" / "tokens.safetensors", mmap=False)["frames"]
     assert torch.equal(compiled, eager)
     assert json.loads((tmp_path / "compiled" / "generation.json").read_text())["compiled"] is True
+
+
+@pytest.mark.parametrize("cls", [GenerationConfig, DecodeConfig])
+def test_generation_settings_are_typed_dataclasses_with_documented_fields(cls):
+    import dataclasses
+
+    import docstring_parser
+
+    documented = {p.arg_name for p in docstring_parser.parse(cls.__doc__).params}
+    assert {f.name for f in dataclasses.fields(cls)} == documented
+
+
+def test_generation_settings_are_checked_where_they_are_built(checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
+        GenerationConfig(batch_size=0)
+    with pytest.raises(TypeError, match="sampling must be a SamplingConfig"):
+        GenerationConfig(sampling={"temperature": 0.5})
+    with pytest.raises(TypeError, match="decoding.use_cache must be True or False"):
+        DecodeConfig(use_cache=None)
+    with pytest.raises(TypeError, match="a SamplingConfig goes in its sampling field"):
+        generate(str(checkpoint), torch.tensor([[1, 1, 1]]), tmp_path / "o", SamplingConfig())

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_cfgrl import ModuleAdapter, SamplingConfig, sample
+from lightning_cfgrl import DecodeConfig, ModuleAdapter, SamplingConfig, sample
 from lightning_cfgrl.core.module_adapter import StepCache
 from tests.helpers.gru_lm import NextTokenGRU, RecurrentGRU, RecurrentShiftingGRU
 
@@ -74,7 +74,9 @@ def test_sampling_with_the_state_draws_the_recompute_paths_tokens(convention, gu
     module.step = counted_step
     cached = sample(adapter, CONDITION, 12, config, num_samples=3, seed=7)
     assert calls == {"forward": 0, "step": 13}  # one step per decoded position (12 frames + 1 delay)
-    recomputed = sample(adapter, CONDITION, 12, config, num_samples=3, seed=7, use_cache=False)
+    recomputed = sample(
+        adapter, CONDITION, 12, config, num_samples=3, seed=7, decoding=DecodeConfig(use_cache=False)
+    )
     assert calls["forward"] == 13 and cached.shape == (6, 2, 13)
     assert torch.equal(cached, recomputed)
     # not the same tokens by accident: another seed draws others
@@ -171,4 +173,7 @@ def test_an_hf_kv_cache_works_as_the_state():
     _close(stepped, full)
     config = SamplingConfig(guidance_scale=3.0)
     a = sample(adapter, CONDITION, 10, config, num_samples=2, seed=1)
-    assert torch.equal(a, sample(adapter, CONDITION, 10, config, num_samples=2, seed=1, use_cache=False))
+    assert torch.equal(
+        a,
+        sample(adapter, CONDITION, 10, config, num_samples=2, seed=1, decoding=DecodeConfig(use_cache=False)),
+    )

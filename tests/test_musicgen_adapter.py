@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from lightning_cfgrl import CFGDistillCallback, CFGRLModule, SamplingConfig, cfg_logits, sample
+from lightning_cfgrl import CFGDistillCallback, CFGRLModule, DecodeConfig, SamplingConfig, cfg_logits, sample
 from lightning_cfgrl.core.condition import cat_conditions
 
 pytest.importorskip("transformers")
@@ -83,8 +83,10 @@ def test_kv_cache_and_precomputed_encoder_states_match(hf_model):
     )
     torch.testing.assert_close(incremental, full, atol=1e-4, rtol=1e-4)  # logits ~ 1e2 (initializer_factor)
     config = SamplingConfig(guidance_scale=3.0)
-    a = sample(gen, cond, 8, config, num_samples=2, seed=3, use_cache=True)
-    assert torch.equal(a, sample(gen, cond, 8, config, num_samples=2, seed=3, use_cache=False))
+    a = sample(gen, cond, 8, config, num_samples=2, seed=3, decoding=DecodeConfig(use_cache=True))
+    assert torch.equal(
+        a, sample(gen, cond, 8, config, num_samples=2, seed=3, decoding=DecodeConfig(use_cache=False))
+    )
     encoded = gen.encode_text(cond["input_ids"], cond["attention_mask"])
     assert torch.equal(a, sample(gen, encoded, 8, config, num_samples=2, seed=3))
 
@@ -240,7 +242,7 @@ def test_controls_on_the_decoder_input_embeddings(hf, hf_model, tmp_path):
             num_samples=2,
             seed=3,
             controls={"guidance_scale": 2.0},
-            use_cache=False,
+            decoding=DecodeConfig(use_cache=False),
         ),
     )
     assert not torch.equal(a, sample(steerable, cond, 8, config, num_samples=2, seed=3))

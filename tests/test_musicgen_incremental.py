@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_cfgrl import SamplingConfig, sample
+from lightning_cfgrl import DecodeConfig, SamplingConfig, sample
 
 pytest.importorskip("transformers")
 from lightning_cfgrl.adapters.musicgen import MusicgenGenerator, import_musicgen  # noqa: E402
@@ -53,4 +53,4 @@ def test_sampling_draws_from_the_whole_sequence_model():
     gen = generator(1)
     config = SamplingConfig(guidance_scale=3.0)
     a = sample(gen, condition(), 6, config, seed=2)
-    assert torch.equal(a, sample(gen, condition(), 6, config, seed=2, use_cache=False))
+    assert torch.equal(a, sample(gen, condition(), 6, config, seed=2, decoding=DecodeConfig(use_cache=False)))

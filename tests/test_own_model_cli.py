@@ -56,17 +56,17 @@ def test_own_gru_through_every_cfgrl_command(tmp_path, monkeypatch, capsys, one_
         *IMPORT,
         "--config",
         str(OWN / "evaluate.yaml"),
-        "--num_samples",
+        "--protocol.num_samples",
         "2",
-        "--num_seeds",
+        "--protocol.num_seeds",
         "2",
     ]
     args += [
-        "--num_selection_seeds",
+        "--protocol.num_selection_seeds",
         "2",
         "--candidates.merged_dir",
         "runs/gru_merged",
-        "--progress",
+        "--output.progress",
         "false",
     ]
     assert main(args) == 0

@@ -28,15 +28,11 @@ LIMIT = 8
 
 # Not grouped yet (count of parameters). Each is a candidate for a settings object of its own.
 OVER_LIMIT: dict[str, int] = {
-    "lightning_cfgrl.eval.evaluation.Evaluation": 19,
     "lightning_cfgrl.training.diversity.DiversityRewardCallback": 16,
-    "lightning_cfgrl.audio.generation.generate": 14,
-    "lightning_cfgrl.eval.candidates.evaluate_candidate": 13,
     "lightning_cfgrl.models.transformer.AudioTokenTransformer": 12,
     "lightning_cfgrl.training.distill.CFGDistillCallback": 10,  # teacher_fraction moved to experimental
     "lightning_cfgrl.experiments.hmm_music.HMMMusic": 10,
     "lightning_cfgrl.merging.streaming.write_merged": 10,
-    "lightning_cfgrl.core.sampling.sample": 9,
 }
 
 

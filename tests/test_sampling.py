@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_cfgrl import DelayPattern, ModuleAdapter, SamplingConfig, sample
+from lightning_cfgrl import DecodeConfig, DelayPattern, ModuleAdapter, SamplingConfig, sample
 from lightning_cfgrl.core.sampling import process_logits
 from lightning_cfgrl.models import AudioTokenTransformer
 
@@ -30,8 +30,12 @@ CONDITION = torch.tensor([[1, 2, 3], [4, 1, 2]])
     ],
 )
 def test_kv_cache_gives_identical_tokens(model, config):
-    cached = sample(model, CONDITION, 20, config, num_samples=3, seed=11, use_cache=True)
-    recomputed = sample(model, CONDITION, 20, config, num_samples=3, seed=11, use_cache=False)
+    cached = sample(
+        model, CONDITION, 20, config, num_samples=3, seed=11, decoding=DecodeConfig(use_cache=True)
+    )
+    recomputed = sample(
+        model, CONDITION, 20, config, num_samples=3, seed=11, decoding=DecodeConfig(use_cache=False)
+    )
     assert torch.equal(cached, recomputed)
 
 

@@ -34,7 +34,7 @@ from lightning_cfgrl.core.controls import (
     load_base_weights,
 )
 from lightning_cfgrl.core.diversity import diversity_rewards, grouped, pairwise_distances
-from lightning_cfgrl.core.sampling import step_seed
+from lightning_cfgrl.core.sampling import DecodeConfig, step_seed
 from lightning_cfgrl.embedders import (
     ContrastiveEmbedderModule,
     ContrastiveTokenEmbedder,
@@ -328,7 +328,16 @@ def test_sample_with_controls_is_cache_exact_and_the_controls_matter(config):
     cached = sample(model, PROMPTS, 16, config, num_samples=2, seed=3, controls=per_sequence)
     assert torch.equal(
         cached,
-        sample(model, PROMPTS, 16, config, num_samples=2, seed=3, controls=per_sequence, use_cache=False),
+        sample(
+            model,
+            PROMPTS,
+            16,
+            config,
+            num_samples=2,
+            seed=3,
+            controls=per_sequence,
+            decoding=DecodeConfig(use_cache=False),
+        ),
     )
     # a [B] tensor is per prompt, a number is for all: the same as the per-sequence form
     per_prompt = {GUIDANCE: torch.tensor([1.5, 3.0, 5.0]), DIVERSITY_WEIGHT: 4.0}
@@ -549,7 +558,14 @@ def _save(generator: nn.Module, path: Path) -> str:
 
 @pytest.mark.slow  # trains a model
 def test_evaluation_sweeps_a_steerable_student_like_cfg(pretrained_base, tmp_path):
-    from lightning_cfgrl.eval import Candidates, Evaluation
+    from lightning_cfgrl.eval import (
+        Candidates,
+        Evaluation,
+        EvaluationOutput,
+        EvaluationProtocol,
+        Measurement,
+        PromptSource,
+    )
     from lightning_cfgrl.eval.candidates import evaluate_candidate
     from lightning_cfgrl.experiments import PromptAdherence
 
@@ -565,7 +581,6 @@ def test_evaluation_sweeps_a_steerable_student_like_cfg(pretrained_base, tmp_pat
         return Evaluation(
             scorers=[PromptAdherence()],
             embedder=embedder,
-            num_frames=32,
             candidates=Candidates(
                 base=base,
                 guidance_scales=[1.0, 2.0],
@@ -574,12 +589,9 @@ def test_evaluation_sweeps_a_steerable_student_like_cfg(pretrained_base, tmp_pat
                 top_ps=[],
                 **candidates,
             ),
-            datamodule=SyntheticPromptDataModule(),
-            max_prompts=4,
-            num_samples=4,
-            num_seeds=2,
-            out=None,
-            progress=False,
+            protocol=EvaluationProtocol(num_frames=32, num_samples=4, num_seeds=2),
+            prompts=PromptSource(datamodule=SyntheticPromptDataModule(), max_prompts=4),
+            output=EvaluationOutput(out=None, progress=False),
         )
 
     # bad control settings fail before any sample, naming the candidate or the value
@@ -610,13 +622,8 @@ def test_evaluation_sweeps_a_steerable_student_like_cfg(pretrained_base, tmp_pat
     direct = evaluate_candidate(
         "x",
         student,
-        run.prompts,
-        32,
         SamplingConfig(),
-        [PromptAdherence()],
-        embedder,
-        num_samples=4,
-        seeds=run.seeds,
+        Measurement(run.prompts, 32, [PromptAdherence()], embedder, num_samples=4, seeds=run.seeds),
         controls={GUIDANCE: 2.0, DIVERSITY_WEIGHT: 5.0},
     )
     assert rows[3].per_seed == direct.per_seed
@@ -693,10 +700,10 @@ def test_steerable_yaml_fits_a_few_steps_then_cfgrl_evaluate_prints_its_claims(t
             "--candidates.top_ps=[]",
             "--candidates.control_guidance_scales=[1.0, 3.0]",
             "--candidates.control_diversity_weights=[0.0, 15.0]",
-            "--num_samples=2",
-            "--num_seeds=2",
-            "--max_prompts=2",
-            "--progress=false",
+            "--protocol.num_samples=2",
+            "--protocol.num_seeds=2",
+            "--prompts.max_prompts=2",
+            "--output.progress=false",
         ]
     )
     printed = capsys.readouterr().out

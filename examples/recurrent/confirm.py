@@ -132,7 +132,7 @@ def evaluate(num_samples: int, num_seeds: int) -> None:
     import examples.recurrent.film_gru  # noqa: F401  (a checkpoint's spec may only name imported modules)
     from lightning_cfgrl.core.sampling import SamplingConfig
     from lightning_cfgrl.embedders import ContrastiveTokenEmbedder, TokenHistogramEmbedder
-    from lightning_cfgrl.eval.candidates import evaluate_candidate
+    from lightning_cfgrl.eval.candidates import Measurement, evaluate_candidate
     from lightning_cfgrl.eval.machine import describe_machine
     from lightning_cfgrl.eval.protocol import evaluation_seeds
     from lightning_cfgrl.eval.stats import mean_se
@@ -147,12 +147,12 @@ def evaluate(num_samples: int, num_seeds: int) -> None:
         "reward_diversity": ContrastiveTokenEmbedder(checkpoint=_last("embedder")).eval(),
     }
     seeds = evaluation_seeds(num_seeds)
+    measurement = Measurement(prompts, 32, [scorer], embedders, num_samples, seeds)
 
     def run(name: str, path: str, guidance: float = 1.0) -> dict:
         result = evaluate_candidate(
-            name, load_generator(path), prompts, 32, SamplingConfig(guidance_scale=guidance), [scorer],
-            embedders, num_samples=num_samples, seeds=seeds,
-        )  # fmt: skip
+            name, load_generator(path), SamplingConfig(guidance_scale=guidance), measurement
+        )
         return {
             metric: result.metrics[metric][0] for metric in ("adherence", "diversity", "reward_diversity")
         }

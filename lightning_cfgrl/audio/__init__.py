@@ -12,7 +12,7 @@ from lightning_cfgrl.audio.datamodule import (
     PromptTable,
     TokenCrops,
 )
-from lightning_cfgrl.audio.generation import GeneratedFiles, generate
+from lightning_cfgrl.audio.generation import GeneratedFiles, GenerationConfig, generate
 from lightning_cfgrl.audio.synth import SyntheticSynth
 from lightning_cfgrl.audio.text_prompts import TextPromptDataModule
 from lightning_cfgrl.audio.tokenizer import EncodecTokenizer, EncodecWeights
@@ -29,6 +29,7 @@ __all__ = [
     "EncodecWeights",
     "FileSplit",
     "GeneratedFiles",
+    "GenerationConfig",
     "PromptTable",
     "SyntheticSynth",
     "TextPromptDataModule",

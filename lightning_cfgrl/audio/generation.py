@@ -11,8 +11,8 @@
 * ``generation.json``: the checkpoint (with its sha256), the sampling settings, seeds and file names.
 
 Every argument is checked and the checkpoint loaded before the first sample; every file is written
-atomically. Prompt batch b is sampled with seed ``seed + b``, so the tokens depend on ``seed`` and
-``batch_size`` and on nothing else.
+atomically. What is drawn is a :class:`GenerationConfig`; prompt batch b is sampled with seed
+``seed + b``, so the tokens depend on the checkpoint, the prompts and that object only.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from tqdm import tqdm
 from lightning_cfgrl.core.condition import Condition, condition_batch_size, condition_to, select_condition
 from lightning_cfgrl.core.controls import DIVERSITY_WEIGHT, GUIDANCE, check_controls, expand_controls
 from lightning_cfgrl.core.decoder import AudioDecoder
-from lightning_cfgrl.core.sampling import SamplingConfig, check_compilable, sample
+from lightning_cfgrl.core.sampling import DecodeConfig, SamplingConfig, check_compilable, sample
 from lightning_cfgrl.eval.plan import load_candidate
 from lightning_cfgrl.io.audio import write_audio
 from lightning_cfgrl.io.checkpoints import (
@@ -48,6 +48,43 @@ class GeneratedFiles:
     metadata: Path
     audio: list[Path] = field(default_factory=list)
     frames: Tensor | None = None  # [P * G, K, T] int64
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """What :func:`generate` draws; the tokens depend on the checkpoint, the prompts and these settings only.
+
+    Args:
+        num_samples: G samples per prompt (the G samples of a prompt are adjacent in the output).
+        num_frames: frames T per sample (None: the ``rollout.num_frames`` the checkpoint recorded).
+        sampling: temperature / top-k / top-p / guidance; the default is the model's own distribution.
+        seed: prompt batch b is sampled with seed ``seed + b``.
+        batch_size: prompts per sampling call (the tokens depend on it, through the seeds).
+        controls: the control values of a steerable student (``{"guidance_scale": 3.0,
+            "diversity_weight": 0.0}``), every control it takes; ``"off"`` samples it with the control
+            path off, a mode it never trained in, so only on request.
+        decoding: KV cache and ``torch.compile`` (:class:`~lightning_cfgrl.core.sampling.DecodeConfig`):
+            the tokens do not depend on it (compiled: up to the rounding of the logits).
+    """
+
+    num_samples: int = 1
+    num_frames: int | None = None
+    sampling: SamplingConfig = SamplingConfig()
+    seed: int = 0
+    batch_size: int = 8
+    controls: Mapping[str, float] | str | None = None
+    decoding: DecodeConfig = DecodeConfig()
+
+    def __post_init__(self) -> None:
+        for name in ("num_samples", "batch_size", "num_frames"):
+            value = getattr(self, name)
+            if name == "num_frames" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name, cls in (("sampling", SamplingConfig), ("decoding", DecodeConfig)):
+            if not isinstance(getattr(self, name), cls):
+                raise TypeError(f"{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")
 
 
 def resolve_decoder(decoder: AudioDecoder | str | None, generator: nn.Module) -> AudioDecoder | None:
@@ -99,36 +136,28 @@ def generate(
     checkpoint: str,
     prompts: Condition,
     out: str | Path,
-    num_samples: int = 1,
-    num_frames: int | None = None,
-    config: SamplingConfig | None = None,
+    settings: GenerationConfig = GenerationConfig(),
     decoder: AudioDecoder | str | None = None,
-    seed: int = 0,
-    batch_size: int = 8,
     device: str = "cpu",
     progress: bool = True,
-    compile: bool = False,
-    controls: Mapping[str, float] | str | None = None,
     prompt_texts: Sequence[str] | None = None,
 ) -> GeneratedFiles:
-    """Sample ``num_samples`` sequences per prompt from ``checkpoint`` and write them (module docs);
-    ``config`` defaults to the model's own distribution (``SamplingConfig()``); ``compile``: see
-    :func:`~lightning_cfgrl.core.sampling.sample`. ``checkpoint`` may also be a transformers folder (a
-    local MusicGen).
-
-    ``controls``: the control values of a steerable student (``{"guidance_scale": 3.0,
-    "diversity_weight": 0.0}``), every control it takes; ``"off"`` samples it with the control path off,
-    a mode it never trained in, so only on request. ``prompt_texts``: the prompts as text, recorded in
-    ``generation.json`` beside their index."""
-    config = config or SamplingConfig()
+    """Sample ``settings.num_samples`` sequences per prompt ``[P, ...]`` from ``checkpoint`` and write them
+    (module docs). ``checkpoint`` may also be a transformers folder (a local MusicGen); ``settings`` says
+    what is drawn (:class:`GenerationConfig`); ``decoder`` turns tokens into audio (:func:`resolve_decoder`);
+    ``prompt_texts``: the prompts as text, recorded in ``generation.json`` beside their index."""
+    if not isinstance(settings, GenerationConfig):
+        raise TypeError(
+            f"settings must be a GenerationConfig (a SamplingConfig goes in its sampling field), got "
+            f"{type(settings).__name__}"
+        )
+    config, num_samples, batch_size = settings.sampling, settings.num_samples, settings.batch_size
+    num_frames, seed, compile = settings.num_frames, settings.seed, settings.decoding.compile
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out={str(out)!r} is a file; expected a folder (existing or to create)")
     for name in ("tokens.safetensors", "generation.json"):  # the files this writes, never an input
         check_not_an_input(out / name, {"checkpoint": checkpoint}, flag=f"out={str(out)!r} ({name})")
-    for name, value in (("num_samples", num_samples), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     _check_device(device)
     num_prompts = condition_batch_size(prompts)
     if num_prompts == 0:
@@ -146,7 +175,7 @@ def generate(
             f"num_frames={num_frames} needs {generator.pattern.num_steps(num_frames)} decoding steps, more than "
             f"the generator's max_steps={max_steps}"
         )
-    controls = resolve_controls(controls, generator, checkpoint)
+    controls = resolve_controls(settings.controls, generator, checkpoint)
     if prompt_texts is not None and len(prompt_texts) != num_prompts:
         raise ValueError(f"prompt_texts has {len(prompt_texts)} entries for {num_prompts} prompts")
     decoder = resolve_decoder(decoder, generator)
@@ -171,8 +200,8 @@ def generate(
                 config,
                 num_samples=num_samples,
                 seed=seed + b,
-                compile=compile,
                 controls=controls or None,
+                decoding=settings.decoding,
             )
             chunk = generator.pattern.steps_to_frames(steps).cpu()  # [n * G, K, T]
             frames.append(chunk)
@@ -279,6 +308,7 @@ def _condition_tensors(prompts: Condition) -> dict[str, Tensor]:
 __all__ = [
     "CONTROLS_OFF",
     "GeneratedFiles",
+    "GenerationConfig",
     "checkpoint_num_frames",
     "generate",
     "resolve_controls",

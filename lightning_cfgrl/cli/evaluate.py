@@ -1,9 +1,10 @@
 """``cfgrl evaluate``: the quality-diversity plane and the paper's claims, for any domain, from YAML.
 
     cfgrl evaluate --config examples/configs/evaluate.yaml
-    cfgrl evaluate --config my_eval.yaml --candidates.cfg_reference 2.0 --num_seeds 8
+    cfgrl evaluate --config my_eval.yaml --candidates.cfg_reference 2.0 --protocol.num_seeds 8
 
-Every option is an argument of :class:`lightning_cfgrl.eval.Evaluation` (``--help`` lists them);
+Every option is an argument of :class:`lightning_cfgrl.eval.Evaluation` (``--help`` lists them, the
+fields of its settings groups ``candidates``, ``protocol``, ``prompts`` and ``output`` included);
 scorers, embedders and the prompt datamodule are given by ``class_path``. Argument parsing only: the
 library does the work, and every bad value is reported before the first sample.
 
@@ -27,16 +28,17 @@ from lightning_cfgrl.eval.evaluation import Evaluation
 DESCRIPTION = """\
 The quality-diversity plane and the paper's claims, for any domain, from YAML.
 
-Every option below is an argument of lightning_cfgrl.eval.Evaluation: set it in the --config YAML
-file, on the command line (--num_seeds 8, --candidates.cfg_reference 2.0), or both.
+Every option below is an argument of lightning_cfgrl.eval.Evaluation or a field of one of its groups
+(candidates, protocol, prompts, output): set it in the --config YAML file, on the command line
+(--protocol.num_seeds 8, --candidates.cfg_reference 2.0), or both.
 """
 
 EPILOG = """\
-Classes: --scorers, --embedder, --reward_embedder and --datamodule take classes, by class_path and
-init_args (examples/configs/evaluate.yaml, docs/guides/evaluation.md). --X.help CLASS lists the
+Classes: --scorers, --embedder, --reward_embedder and --prompts.datamodule take classes, by class_path
+and init_args (examples/configs/evaluate.yaml, docs/guides/evaluation.md). --X.help CLASS lists the
 options of one class, e.g.
   cfgrl evaluate --embedder.help ContrastiveTokenEmbedder
-  cfgrl evaluate --datamodule.help PromptDataModule
+  cfgrl evaluate --prompts.datamodule.help PromptDataModule
   cfgrl evaluate --scorers.help lightning_cfgrl.experiments.PromptAdherence
 Short names resolve for the package's embedders and PromptDataModule; name any other class (your
 own, the scorers) by its full path.

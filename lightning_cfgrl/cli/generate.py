@@ -9,7 +9,9 @@
     cfgrl generate --checkpoint runs/steerable/checkpoints/last.ckpt --prompts '[[1, 1, 1]]' \\
         --controls '{guidance_scale: 3.0, diversity_weight: 0.0}' --out runs/steered
 
-Argument parsing only; the work is :func:`lightning_cfgrl.audio.generate` (outputs described there).
+Argument parsing only; the work is :func:`lightning_cfgrl.audio.generate` (outputs described there):
+``--num_samples``, ``--num_frames``, the sampling flags, ``--seed``, ``--batch_size``, ``--controls`` and
+``--compile`` make its :class:`~lightning_cfgrl.audio.GenerationConfig`.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from lightning_cfgrl.audio.generation import generate
+from lightning_cfgrl.audio.generation import GenerationConfig, generate
 from lightning_cfgrl.audio.synth import SyntheticSynth
 from lightning_cfgrl.audio.tokenizer import EncodecTokenizer
-from lightning_cfgrl.core.sampling import SamplingConfig
+from lightning_cfgrl.core.sampling import DecodeConfig, SamplingConfig
 from lightning_cfgrl.eval.prompts import load_prompts, text_prompts_of
 from lightning_cfgrl.io.generators import is_pretrained_folder, load_generator_spec
 
@@ -103,8 +105,16 @@ def generate_main(argv: list[str] | None = None) -> int:
     try:
         instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
         args = instantiate(cfg)
-        config = SamplingConfig(
-            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, guidance_scale=args.guidance
+        settings = GenerationConfig(
+            num_samples=args.num_samples,
+            num_frames=args.num_frames,
+            sampling=SamplingConfig(
+                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, guidance_scale=args.guidance
+            ),
+            seed=args.seed,
+            batch_size=args.batch_size,
+            controls=args.controls,
+            decoding=DecodeConfig(compile=args.compile),
         )
         texts = text_prompts_of(args.prompts)
         tokenizer = args.tokenizer or (default_tokenizer(args.checkpoint) if texts is not None else None)
@@ -112,16 +122,10 @@ def generate_main(argv: list[str] | None = None) -> int:
             checkpoint=args.checkpoint,
             prompts=load_prompts(prompts=args.prompts, tokenizer=tokenizer),
             out=args.out,
-            num_samples=args.num_samples,
-            num_frames=args.num_frames,
-            config=config,
+            settings=settings,
             decoder=_named_decoder(args.decoder),
-            seed=args.seed,
-            batch_size=args.batch_size,
             device=args.device,
             progress=args.progress,
-            compile=args.compile,
-            controls=args.controls,
             prompt_texts=texts,
         )
     except (ValueError, TypeError, OSError, FloatingPointError) as err:  # NoMassError: garbage logits

@@ -37,13 +37,14 @@ from lightning_cfgrl.core.eval_mode import eval_mode
 from lightning_cfgrl.core.generator import StepModule, TokenGenerator, pad_id
 from lightning_cfgrl.core.guidance import cfg_logits, check_guidance_scale
 from lightning_cfgrl.core.module_adapter import ModuleAdapter
-from lightning_cfgrl.core.sampling import SamplingConfig, process_logits, sample
+from lightning_cfgrl.core.sampling import DecodeConfig, SamplingConfig, process_logits, sample
 
 __all__ = [
     "BASELINES",
     "BudgetController",
     "DIVERGENCES",
     "Condition",
+    "DecodeConfig",
     "DelayPattern",
     "ModuleAdapter",
     "QualityBudget",

@@ -21,7 +21,7 @@ keyword of ``forward``; see :mod:`lightning_cfgrl.core.controls`. Generators wit
 the keyword, and asking them for a control is a clear error.
 
 Optional: ``decode_step(previous [B, K], position [1], cache, controls=None) -> [B, K, V]``, one cached
-step with static shapes, which ``sample(..., compile=True)`` compiles once (the reference:
+step with static shapes, which ``sample(..., decoding=DecodeConfig(compile=True))`` compiles once (the reference:
 :meth:`~lightning_cfgrl.models.AudioTokenTransformer.decode_step`).
 
 Optional, for a plain module wrapped by ``ModuleAdapter``: an incremental step (:class:`StepModule`),

@@ -5,7 +5,7 @@ number per (sequence, codebook, step) from a seeded ``torch.Generator`` and inve
 random stream does not depend on the logits: with and without the KV cache the same seed gives the
 same tokens.
 
-``compile=True`` decodes steps 1.. through the generator's static-shape ``decode_step`` (a preallocated
+``DecodeConfig(compile=True)`` decodes steps 1.. through the generator's static-shape ``decode_step`` (a preallocated
 cache attended with a mask: the same tensor shapes at every step) compiled once with ``torch.compile``;
 mixing, truncation and drawing stay eager, so the only difference from the eager path is the float
 rounding of the compiled model's logits (docs: Guides, Generation).
@@ -146,6 +146,37 @@ def no_mass_error(generator: object, no_mass: Tensor, config: SamplingConfig) ->
     )
 
 
+@dataclass(frozen=True)
+class DecodeConfig:
+    """How :func:`sample` computes each step's logits; the tokens do not depend on it (compiled: up to the
+    rounding of the logits).
+
+    Args:
+        use_cache: use the generator's KV cache when it has one (the same tokens as recomputing every
+            step, faster).
+        compile: decode steps 1.. with the generator's static-shape ``decode_step`` compiled by
+            ``torch.compile`` (traced once per model shape, batch size and length, then reused by later
+            calls of the same shapes); the tokens are the eager path's up to the rounding of the logits.
+            Needs a generator with ``decode_step`` (:class:`~lightning_cfgrl.models.AudioTokenTransformer`).
+            Eager is the default: on CPU the compiled step saves little once the model's matmuls dominate
+            (docs: Guides, Generation). A string is the ``torch.compile`` mode: ``"reduce-overhead"``
+            replays the step as a CUDA graph on CUDA (the cache buffers are marked as static addresses,
+            so the graph writes them in place).
+    """
+
+    use_cache: bool = True
+    compile: bool | str = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.use_cache, bool):
+            raise TypeError(f"decoding.use_cache must be True or False, got {self.use_cache!r}")
+        if not isinstance(self.compile, (bool, str)):
+            raise TypeError(
+                f"decoding.compile must be True, False or a torch.compile mode {COMPILE_MODES}, "
+                f"got {self.compile!r}"
+            )
+
+
 def step_seed(seed: int, step: int, rank: int = 0, salt: int = 0) -> int:
     """A seed distinct per (run seed, training step, process rank, salt) and the same after a resume."""
     return (seed * 1_000_003 + step * 7919 + rank * 104_729 + salt) % (2**63)
@@ -165,9 +196,8 @@ def sample(
     config: SamplingConfig = SamplingConfig(),
     num_samples: int = 1,
     seed: int | torch.Generator | None = None,
-    use_cache: bool = True,
     controls: Mapping[str, float | Tensor] | None = None,
-    compile: bool | str = False,
+    decoding: DecodeConfig = DecodeConfig(),
 ) -> Tensor:
     """Sample ``num_samples`` sequences per prompt.
 
@@ -178,19 +208,12 @@ def sample(
         config: temperature / top-k / top-p / guidance.
         num_samples: G samples per prompt; the G samples of a prompt are adjacent in the output.
         seed: int or ``torch.Generator`` for reproducible sampling.
-        use_cache: use the generator's KV cache when it has one.
         controls: control values for a generator that lists them in ``control_names`` (see
             :mod:`lightning_cfgrl.core.controls`), e.g. ``{"guidance_scale": 3.0}``: a number for every
             sequence, a ``[B]`` tensor per prompt or a ``[B * G]`` tensor per sequence. They are passed to
             every forward, the CFG null half included (same values as its conditional half).
-        compile: decode steps 1.. with the generator's static-shape ``decode_step`` compiled by
-            ``torch.compile`` (traced once per model shape, batch size and length, then reused by later
-            calls of the same shapes); the tokens are the eager path's up to the rounding of the
-            logits. Needs a generator with ``decode_step`` (:class:`~lightning_cfgrl.models.
-            AudioTokenTransformer`). Eager is the default: on CPU the compiled step saves little once
-            the model's matmuls dominate (docs: Guides, Generation). A string is the
-            ``torch.compile`` mode: ``"reduce-overhead"`` replays the step as a CUDA graph on CUDA (the
-            cache buffers are marked as static addresses, so the graph writes them in place).
+        decoding: how each step's logits are computed (KV cache, ``torch.compile``); the tokens do not
+            depend on it (compiled: up to the rounding of the logits). See :class:`DecodeConfig`.
 
     Returns:
         steps ``[B * G, K, T + max_delay]`` int64 in the generator's step domain (``pad_id`` where the
@@ -200,6 +223,9 @@ def sample(
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     if check_int("num_samples", num_samples) < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if not isinstance(decoding, DecodeConfig):
+        raise TypeError(f"decoding must be a DecodeConfig, got {type(decoding).__name__}")
+    use_cache, compile = decoding.use_cache, decoding.compile
     device = next(generator.parameters()).device
     if condition_batch_size(condition) == 0:
         raise ValueError("the condition batch is empty (0 prompts): give at least one prompt to sample")

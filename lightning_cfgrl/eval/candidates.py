@@ -49,41 +49,66 @@ class CandidateResult:
         return asdict(self)
 
 
+@dataclass(frozen=True, eq=False)
+class Measurement:
+    """What every candidate is measured on; the same for all, so that comparisons are paired per seed.
+
+    Args:
+        prompts: the condition batch ``[P, ...]`` (a tensor or a dict of tensors).
+        num_frames: frames T sampled per sequence.
+        scorers: per-sample quality scorers (frames ``[N, K, T]`` and conditions -> scores ``[N]``).
+        diversity_embedders: a metric name -> an embedder (frames ``[N, K, T]`` -> ``[N, D]``); a single
+            module is named ``"diversity"``. Use an embedder other than the one a model was rewarded with
+            for the headline.
+        num_samples: samples per prompt; diversity is the mean pairwise ``1 - cos`` among them (>= 2).
+        seeds: evaluation seeds, one sampling of every prompt each (>= 2, for standard errors).
+    """
+
+    prompts: Condition
+    num_frames: int
+    scorers: Sequence[Scorer]
+    diversity_embedders: nn.Module | Mapping[str, nn.Module]
+    num_samples: int = 16
+    seeds: Sequence[int] = (0, 1, 2, 3, 4)
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 2:
+            raise ValueError(f"num_samples must be >= 2 to measure diversity, got {self.num_samples}")
+        if len(self.seeds) < 2:
+            raise ValueError(
+                f"seeds must hold >= 2 evaluation seeds to report standard errors, got {list(self.seeds)}"
+            )
+
+    @property
+    def embedders(self) -> Mapping[str, nn.Module]:
+        """``diversity_embedders`` by metric name (a single module is ``"diversity"``)."""
+        if isinstance(self.diversity_embedders, nn.Module):
+            return {DIVERSITY: self.diversity_embedders}
+        return self.diversity_embedders
+
+
 @torch.no_grad()
 def evaluate_candidate(
     name: str,
     generator: TokenGenerator,
-    prompts: Condition,
-    num_frames: int,
     config: SamplingConfig,
-    scorers: Sequence[Scorer],
-    diversity_embedders: nn.Module | Mapping[str, nn.Module],
-    num_samples: int = 16,
-    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    measurement: Measurement,
     family: str = "",
     setting: Mapping[str, Any] | None = None,
-    on_seed: Callable[[], None] | None = None,
     controls: Mapping[str, float] | None = None,
+    on_seed: Callable[[], None] | None = None,
 ) -> CandidateResult:
-    """Sample ``num_samples`` per prompt for each seed; score quality per sample and diversity per prompt.
+    """Sample ``measurement.num_samples`` per prompt for each of its seeds; score quality per sample and
+    diversity per prompt (:class:`Measurement`).
 
-    ``diversity_embedders`` maps a metric name to an embedder (frames ``[N, K, T]`` -> ``[N, D]``); a
-    single module is named ``"diversity"``. Diversity is the mean pairwise ``1 - cos`` within a prompt.
-    Use an embedder other than the one a model was rewarded with for the headline. ``on_seed`` is called
-    after each seed (progress bars). ``controls`` (e.g. ``{"guidance_scale": 3.0}``) steer a
-    control-aware generator (passed to ``sample``).
+    ``family`` and ``setting`` are recorded in the result (see :class:`CandidateResult`). ``controls`` (e.g.
+    ``{"guidance_scale": 3.0}``) steer a control-aware generator (passed to ``sample``). ``on_seed`` is
+    called after each seed (progress bars).
     """
-    if num_samples < 2:
-        raise ValueError(f"num_samples must be >= 2 to measure diversity, got {num_samples}")
-    if len(seeds) < 2:
-        raise ValueError(
-            f"seeds must hold >= 2 evaluation seeds to report standard errors, got {list(seeds)}"
-        )
-    embedders = (
-        {DIVERSITY: diversity_embedders}
-        if isinstance(diversity_embedders, nn.Module)
-        else diversity_embedders
-    )
+    if not isinstance(measurement, Measurement):
+        raise TypeError(f"measurement must be a Measurement, got {type(measurement).__name__}")
+    prompts, num_frames, scorers = measurement.prompts, measurement.num_frames, measurement.scorers
+    num_samples, seeds, embedders = measurement.num_samples, measurement.seeds, measurement.embedders
     generator.eval()
     per_seed: dict[str, list[float]] = {}
     tokens, seconds = 0, 0.0
@@ -149,4 +174,4 @@ def format_table(results: Sequence[CandidateResult]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["DIVERSITY", "CandidateResult", "evaluate_candidate", "format_table"]
+__all__ = ["DIVERSITY", "CandidateResult", "Measurement", "evaluate_candidate", "format_table"]

@@ -1,9 +1,14 @@
 """``Evaluation``: the quality-diversity plane of any domain, with the paper's claims, from Python or YAML.
 
-    from lightning_cfgrl.eval import Candidates, Evaluation
-    report = Evaluation(scorers=[MyScorer()], embedder=MyEmbedder(), num_frames=250,
+    from lightning_cfgrl.eval import Candidates, Evaluation, EvaluationProtocol, PromptSource
+    report = Evaluation(scorers=[MyScorer()], embedder=MyEmbedder(),
                         candidates=Candidates(base="base.ckpt", distilled={"beta=0": "q.ckpt"}),
-                        prompts="prompts.json", out="runs/eval").run()
+                        protocol=EvaluationProtocol(num_frames=250),
+                        prompts=PromptSource(file="prompts.json")).run()
+
+The settings come in groups (:class:`~lightning_cfgrl.eval.protocol.EvaluationProtocol`,
+:class:`~lightning_cfgrl.eval.prompts.PromptSource`, :class:`~lightning_cfgrl.eval.report.EvaluationOutput`),
+which a ``cfgrl evaluate`` YAML nests (``protocol: {num_frames: 250, num_seeds: 5}``).
 
 Constructing an ``Evaluation`` validates every argument, reads the prompts and loads every checkpoint
 once, so a bad value fails before the first sample; :meth:`Evaluation.run` then samples every candidate
@@ -15,18 +20,17 @@ hypervolumes and claims, and writes the outputs (:mod:`lightning_cfgrl.eval.repo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
-import lightning.pytorch as pl
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from lightning_cfgrl.core.condition import Condition, condition_batch_size, condition_to
-from lightning_cfgrl.eval.candidates import DIVERSITY, CandidateResult, evaluate_candidate
+from lightning_cfgrl.eval.candidates import DIVERSITY, CandidateResult, Measurement, evaluate_candidate
 from lightning_cfgrl.eval.claims import Claim, ClaimInputs, check_claims
 from lightning_cfgrl.eval.pareto import hypervolume_2d, pareto_front
 from lightning_cfgrl.eval.plan import (
@@ -37,14 +41,9 @@ from lightning_cfgrl.eval.plan import (
     load_candidate,
     plan_candidates,
 )
-from lightning_cfgrl.eval.prompts import load_prompts
-from lightning_cfgrl.eval.protocol import (
-    DEFAULT_FRACTION,
-    DEFAULT_NUM_SEEDS,
-    DEFAULT_NUM_SELECTION_SEEDS,
-    evaluation_seeds,
-    selection_seeds,
-)
+from lightning_cfgrl.eval.prompts import PromptSource
+from lightning_cfgrl.eval.protocol import EvaluationProtocol
+from lightning_cfgrl.eval.report import EvaluationOutput
 from lightning_cfgrl.eval.sanity import reference_above_every_point, saturated_embedder
 from lightning_cfgrl.eval.scorers import Scorer
 
@@ -77,73 +76,53 @@ class Evaluation:
         scorers: per-sample quality scorers (each with its name, direction and chance level).
         embedder: the independent evaluation embedder, frames ``[N, K, T]`` -> ``[N, D]``: the headline
             diversity (``diversity``). Not the reward's embedder: that one can be hacked.
-        num_frames: frames T sampled per sequence.
         candidates: what to sample (:class:`~lightning_cfgrl.eval.plan.Candidates`).
-        datamodule: prompts = its held-out prompts (``heldout_prompts``, else its validation batches).
-        prompts: or a prompt file (``.json``/``.yaml``/``.safetensors``) or the prompts themselves; text
-            prompts (a list of strings, a ``.csv``/``.txt``/``.json`` file of them) need ``tokenizer``.
-        max_prompts: evaluate on the first ``max_prompts`` prompts only.
-        quality: the scorer name on the plane's quality axis and in the claims (default: the first).
+        protocol: frames, samples and seeds per candidate, the quality axis and the claims' reference
+            (:class:`~lightning_cfgrl.eval.protocol.EvaluationProtocol`).
+        prompts: a datamodule's held-out prompts, a prompt file or the prompts themselves
+            (:class:`~lightning_cfgrl.eval.prompts.PromptSource`).
         reward_embedder: the reward's own embedder, reported beside the headline (``reward_diversity``).
-        num_samples: samples per prompt (diversity is measured among them; >= 2).
-        num_seeds: evaluation seeds (the first ``num_seeds`` of the fixed list, >= 2; 5 by default).
-        num_selection_seeds: seeds that choose the best temperature / top-p point (disjoint from the
-            evaluation seeds).
-        reference: hypervolume reference ``(quality, diversity)``; its quality is also the chance level
-            of claim (a). Default: ``(chance level of the quality scorer, 0)``.
-        fraction: claim (a)'s share of the reference's quality gain.
+        output: the result files, TensorBoard and the progress bar
+            (:class:`~lightning_cfgrl.eval.report.EvaluationOutput`).
         device: where candidates sample.
-        out: folder for ``results.csv``, ``results.json`` and ``quality_diversity.png`` (None: write nothing).
-        log_dir: TensorBoard folder for the figure, hypervolumes and claims (None: no TensorBoard).
-        progress: show a progress bar over candidates x seeds.
-        tokenizer: the text tokenizer of text ``prompts`` (a local model folder, e.g. the MusicGen base).
     """
 
     def __init__(
         self,
         scorers: Sequence[Scorer],
         embedder: nn.Module,
-        num_frames: int,
         candidates: Candidates,
-        datamodule: pl.LightningDataModule | None = None,
-        prompts: Union[str, list, dict, None] = None,
-        max_prompts: int | None = None,
-        quality: str | None = None,
+        protocol: EvaluationProtocol,
+        prompts: PromptSource,
         reward_embedder: nn.Module | None = None,
-        num_samples: int = 16,
-        num_seeds: int = DEFAULT_NUM_SEEDS,
-        num_selection_seeds: int = DEFAULT_NUM_SELECTION_SEEDS,
-        reference: tuple[float, float] | None = None,
-        fraction: float = DEFAULT_FRACTION,
+        output: EvaluationOutput = EvaluationOutput(),
         device: str = "cpu",
-        out: str | None = "runs/eval",
-        log_dir: str | None = None,
-        progress: bool = True,
-        tokenizer: str | None = None,
     ) -> None:
+        protocol = _group("protocol", EvaluationProtocol, protocol)
+        prompts = _group("prompts", PromptSource, prompts)
+        output = _group("output", EvaluationOutput, output)
+        self.protocol = protocol
         self.scorers = _check_scorers(scorers)
         names = [s.name for s in self.scorers]
-        self.quality = names[0] if quality is None else quality
+        self.quality = names[0] if protocol.quality is None else protocol.quality
         if self.quality not in names:
-            raise ValueError(f"quality must be the name of one of the scorers {names}, got {quality!r}")
+            raise ValueError(
+                f"protocol.quality must be the name of one of the scorers {names}, got {protocol.quality!r}"
+            )
         scorer = self.scorers[names.index(self.quality)]
         self.sign = 1.0 if scorer.higher_is_better else -1.0
-        self.reference = _reference(scorer, reference)
+        self.reference = _reference(scorer, protocol.reference)
         self.chance = self.reference[0]
         self.embedders = {DIVERSITY: _check_embedder(embedder, "embedder")}
         if reward_embedder is not None:
             self.embedders[REWARD_DIVERSITY] = _check_embedder(reward_embedder, "reward_embedder")
-        _check_int("num_frames", num_frames, minimum=1)
-        _check_int("num_samples", num_samples, minimum=2)  # diversity is measured among them
-        self.num_frames, self.num_samples = num_frames, num_samples
-        self.seeds = evaluation_seeds(num_seeds)
-        if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
-            raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
-        self.fraction = float(fraction)
+        self.num_frames, self.num_samples = protocol.num_frames, protocol.num_samples
+        self.seeds = protocol.evaluation_seeds()
+        self.fraction = float(protocol.fraction)
         self.device = _check_device(device)
-        self.out = _check_folder(out, "out")
-        self.log_dir = _check_folder(log_dir, "log_dir")
-        self.progress = progress
+        self.out = _check_folder(output.out, "output.out")
+        self.log_dir = _check_folder(output.log_dir, "output.log_dir")
+        self.progress = output.progress
         if isinstance(candidates, dict):
             candidates = Candidates(**candidates)
         if not isinstance(candidates, Candidates):
@@ -153,9 +132,9 @@ class Evaluation:
         needs_selection = candidates.quality_model is not None and any(
             row.family in SAMPLING_FAMILIES for row in self.plan
         )
-        self.selection_seeds = selection_seeds(num_selection_seeds) if needs_selection else []
-        self.prompts: Condition = load_prompts(datamodule, prompts, max_prompts, tokenizer)
-        check_checkpoints(self.plan, num_frames)
+        self.selection_seeds = protocol.selection_seeds() if needs_selection else []
+        self.prompts: Condition = prompts.load()
+        check_checkpoints(self.plan, self.num_frames)
 
     # -- running ----------------------------------------------------------------------------------
     def run(self) -> EvaluationReport:
@@ -198,20 +177,16 @@ class Evaluation:
         seeds: list[int],
         on_seed: Callable[[], object],
     ) -> CandidateResult:
+        measurement = Measurement(prompts, self.num_frames, self.scorers, embedders, self.num_samples, seeds)
         return evaluate_candidate(
             row.name,
             generator,
-            prompts,
-            self.num_frames,
             row.config,
-            self.scorers,
-            embedders,
-            num_samples=self.num_samples,
-            seeds=seeds,
+            measurement,
             family=row.family,
             setting=row.setting,
-            on_seed=on_seed,
             controls=row.controls,
+            on_seed=on_seed,
         )
 
     def summarize(self, results: list[CandidateResult], selection: list[CandidateResult]) -> EvaluationReport:
@@ -330,9 +305,18 @@ def _check_scorers(scorers: Sequence[Scorer]) -> list[Scorer]:
     return scorers
 
 
-def _check_int(name: str, value: int, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def _group(name: str, cls: type, value: Any) -> Any:
+    """``value`` as the settings object ``cls`` of argument ``name``: the object itself or its fields as a
+    dict (Python callers)."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"{name} has no setting(s) {unknown}; its settings are {sorted(known)}")
+        return cls(**value)
+    raise TypeError(f"{name} must be a {cls.__name__} or a dict of its fields, got {type(value).__name__}")
 
 
 def _reference(scorer: Scorer, reference: Sequence[float] | None) -> tuple[float, float]:
@@ -341,12 +325,10 @@ def _reference(scorer: Scorer, reference: Sequence[float] | None) -> tuple[float
             raise ValueError(
                 f"the quality scorer {scorer.name!r} ({type(scorer).__name__}) has no chance level, which "
                 "claims and hypervolumes are measured from: set its `chance` attribute or give "
-                "reference: [<quality at chance>, 0.0]"
+                "protocol.reference: [<quality at chance>, 0.0]"
             )
         return (float(scorer.chance), 0.0)
-    values = list(reference)
-    if len(values) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
-        raise ValueError(f"reference must be two finite numbers [quality, diversity], got {reference!r}")
+    values = list(reference)  # checked by EvaluationProtocol: two finite numbers
     return (float(values[0]), float(values[1]))
 
 

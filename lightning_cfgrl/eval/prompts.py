@@ -11,15 +11,19 @@ A condition batch is a tensor ``[P, ...]`` or a dict of tensors with a leading `
 Text prompts (a text-conditioned generator such as MusicGen) are strings: a list of them, or a ``.csv``
 (``prompt`` column), ``.txt`` (one per line) or ``.json`` list of strings; they are tokenised with the
 ``tokenizer`` given (a local model folder), into ``{"input_ids", "attention_mask"}``.
+
+:class:`PromptSource` names one of these sources (``prompts:`` in a ``cfgrl evaluate`` YAML).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
+import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
@@ -129,6 +133,40 @@ def load_prompts(
     return condition
 
 
+@dataclass(frozen=True)
+class PromptSource:
+    """Where the prompts come from: exactly one of ``datamodule``, ``file`` and ``values``.
+
+    Args:
+        datamodule: its held-out prompts (``heldout_prompts``, else its validation batches).
+        file: a prompt file (``.json``/``.yaml``/``.safetensors``), or of text prompts
+            (``.csv``/``.txt``/``.json`` of strings, which need ``tokenizer``).
+        values: the prompts themselves (``[[1, 2, 3], [4, 1, 2]]``; text prompts ``["calm piano"]``).
+        max_prompts: use the first ``max_prompts`` prompts only.
+        tokenizer: the text tokenizer of text prompts (a local model folder, e.g. the MusicGen base).
+    """
+
+    datamodule: pl.LightningDataModule | None = None
+    file: str | None = None
+    values: Union[list, dict, None] = None
+    max_prompts: int | None = None
+    tokenizer: str | None = None
+
+    def load(self) -> Condition:
+        """The prompts as a condition batch ``[P, ...]`` (:func:`load_prompts`)."""
+        given = [name for name in ("datamodule", "file", "values") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one prompt source: prompts.datamodule (its held-out prompts), prompts.file (a "
+                ".json/.yaml/.safetensors file) or prompts.values (the prompts themselves), got "
+                + (" and ".join(f"prompts.{name}" for name in given) if given else "none")
+            )
+        if self.max_prompts is not None and (isinstance(self.max_prompts, bool) or self.max_prompts < 1):
+            raise ValueError(f"prompts.max_prompts must be >= 1 or None, got {self.max_prompts!r}")
+        source = self.file if self.file is not None else self.values
+        return load_prompts(self.datamodule, source, self.max_prompts, self.tokenizer)
+
+
 TEXT_SUFFIXES = (".csv", ".txt")
 
 
@@ -207,6 +245,7 @@ def _distinct_rows(tensor: Tensor) -> Tensor:
 
 
 __all__ = [
+    "PromptSource",
     "load_prompts",
     "prompts_from_datamodule",
     "prompts_from_file",

@@ -12,6 +12,7 @@ import csv
 import io
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,21 @@ from lightning_cfgrl.io.checkpoints import atomic_save_json, atomic_write
 
 if TYPE_CHECKING:
     from lightning_cfgrl.eval.evaluation import EvaluationReport
+
+
+@dataclass(frozen=True)
+class EvaluationOutput:
+    """What an evaluation writes and shows.
+
+    Args:
+        out: folder for ``results.csv``, ``results.json`` and ``quality_diversity.png`` (None: write nothing).
+        log_dir: TensorBoard folder for the figure, hypervolumes and claims (None: no TensorBoard).
+        progress: show a progress bar over candidates x seeds.
+    """
+
+    out: str | None = "runs/eval"
+    log_dir: str | None = None
+    progress: bool = True
 
 
 def strict_json(value: Any) -> Any:
@@ -116,4 +132,4 @@ def _csv(report: EvaluationReport) -> str:
     return buffer.getvalue()
 
 
-__all__ = ["report_dict", "strict_json", "write_report"]
+__all__ = ["EvaluationOutput", "report_dict", "strict_json", "write_report"]
