@@ -45,7 +45,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from lightning_cfgrl import CFGDistillCallback, CFGRLModule, DiversityRewardCallback
+from lightning_cfgrl import CFGDistillCallback, CFGRLModule, DiversityRewardCallback, PromptSplit
 from lightning_cfgrl.core.sampling import SamplingConfig
 from lightning_cfgrl.embedders import (
     ContrastiveEmbedderModule,
@@ -360,7 +360,9 @@ def train_student(
         )
     clock = clock or StepClock()
     data = SyntheticPromptDataModule(
-        spec.domain(), batch_size=merged["prompts_per_batch"], heldout_fraction=0.25, shuffle_seed=seed
+        spec.domain(),
+        batch_size=merged["prompts_per_batch"],
+        split=PromptSplit(heldout_fraction=0.25, shuffle_seed=seed),
     )
     if train_prompts is not None:
         data.train_prompts = train_prompts
@@ -467,7 +469,7 @@ def prompts_of(spec: DomainSpec, split: str) -> Tensor:
     """``"train"``/``"heldout"``: the datamodule's split. ``"nested_train"``/``"nested_val"``: the
     training prompts split again (27 / 9), so that ablations can measure generalisation to unseen
     prompts without ever touching the held-out ones."""
-    data = SyntheticPromptDataModule(spec.domain(), heldout_fraction=0.25)
+    data = SyntheticPromptDataModule(spec.domain(), split=PromptSplit(heldout_fraction=0.25))
     if split.startswith("nested"):
         train, val = split_rows(data.train_prompts, 0.25, seed=1)
         return train if split == "nested_train" else val
