@@ -14,7 +14,7 @@ Configurations, each in its own subprocess:
 * ``lora``: ``peft_config`` r = 16 on the decoder's q/k/v/out/fc1/fc2, the teacher is the student with
   its adapters disabled (no copy);
 * ``lora_gc``: ``lora`` plus ``gradient_checkpointing``;
-* ``lora_gc_bf16`` (``--configs``): plus ``teacher_dtype="bfloat16"`` and ``teacher_chunk_size``.
+* ``lora_gc_bf16`` (``--configs``): plus ``teacher=TeacherConfig(dtype="bfloat16", chunk_size=2)``.
 
 Each runs ``--steps`` real Lightning training steps (rollout with the KV cache, student forward and
 backward, teacher, AdamW) on ``--prompts`` prompts x G = 2 samples x ``--frames`` frames. Peak memory
@@ -58,7 +58,7 @@ CONFIGS = {
     "lora": dict(lora=True, gradient_checkpointing=False),
     "lora_gc": dict(lora=True, gradient_checkpointing=True),
     "lora_gc_bf16": dict(
-        lora=True, gradient_checkpointing=True, teacher_dtype="bfloat16", teacher_chunk_size=2
+        lora=True, gradient_checkpointing=True, teacher={"dtype": "bfloat16", "chunk_size": 2}
     ),
 }
 LORA = {"r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]}
@@ -128,7 +128,7 @@ def run_config(name: str, args: argparse.Namespace) -> dict:
     from lightning.pytorch.callbacks import Callback
     from torch.utils.data import DataLoader
 
-    from lightning_cfgrl import CFGDistillCallback, CFGRLModule
+    from lightning_cfgrl import CFGDistillCallback, CFGRLModule, TeacherConfig
     from lightning_cfgrl.adapters.musicgen import MusicgenGenerator, import_musicgen
 
     hf = import_musicgen()
@@ -178,11 +178,7 @@ def run_config(name: str, args: argparse.Namespace) -> dict:
         built_mb = (
             rss_mb() - rss_imports if device.type == "cpu" else torch.cuda.memory_allocated(device) / 2**20
         )
-        distill = CFGDistillCallback(
-            guidance_scale=3.0,
-            teacher_dtype=options.get("teacher_dtype"),
-            teacher_chunk_size=options.get("teacher_chunk_size"),
-        )
+        distill = CFGDistillCallback(guidance_scale=3.0, teacher=TeacherConfig(**options.get("teacher", {})))
         trainer = pl.Trainer(
             accelerator="gpu" if device.type == "cuda" else "cpu",
             devices=[device.index or 0] if device.type == "cuda" else 1,

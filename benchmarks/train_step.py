@@ -245,8 +245,14 @@ def _diversity_callback(k: int, vocab: int, device: torch.device) -> tuple[Any, 
             from lightning_cfgrl.training.diversity import DiversityRewardCallback
         from lightning_cfgrl.embedders import ContrastiveTokenEmbedder
 
+        try:  # the gradient settings are a group since DiversityGradientConfig
+            from lightning_cfgrl import DiversityGradientConfig
+
+            settings: dict = {"gradient": DiversityGradientConfig(baseline="none")}
+        except ImportError:
+            settings = {"baseline": "none"}
         callback = DiversityRewardCallback(
-            ContrastiveTokenEmbedder(num_codebooks=k, vocab_size=vocab), beta=15.0, baseline="none"
+            ContrastiveTokenEmbedder(num_codebooks=k, vocab_size=vocab), beta=15.0, **settings
         )
         callback.embedder.to(device)
         return callback, ""

@@ -89,9 +89,9 @@ def swap(stage: str, shipped: dict) -> dict:
     model = config["model"]["init_args"]
     if "generator" in model:
         generator = copy.deepcopy(GENERATOR)
-        controls = shipped["model"]["init_args"]["generator"]["init_args"].get("controls")
-        if controls:  # the steerable student's control inputs
-            generator["init_args"]["controls"] = controls
+        options = shipped["model"]["init_args"]["generator"]["init_args"].get("options")
+        if options:  # the steerable student's control inputs
+            generator["init_args"]["options"] = options
         model["generator"] = generator
     if "embedder" in model:  # the reward embedder's own training run
         model["embedder"] = copy.deepcopy(EMBEDDER)
@@ -118,9 +118,10 @@ def swap(stage: str, shipped: dict) -> dict:
             embedder_args = args["embedder"].get("init_args", {})
             if "checkpoint" in embedder_args:
                 embedder_args["checkpoint"] = _runs(embedder_args["checkpoint"])
-        for key in ("teacher_checkpoint", "anchor_checkpoint"):
-            if key in args:
-                args[key] = _runs(args[key])
+        if isinstance(args.get("teacher"), dict) and args["teacher"].get("checkpoint"):
+            args["teacher"]["checkpoint"] = _runs(args["teacher"]["checkpoint"])
+        if "anchor_checkpoint" in args:
+            args["anchor_checkpoint"] = _runs(args["anchor_checkpoint"])
     return config
 
 

@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--prompt-scale", type=float, default=None)
     parser.add_argument("--out", default="benchmarks/results/guidance_vs_temperature_hmm.json")
     args = parser.parse_args()
-    domain = HMMMusic() if args.prompt_scale is None else HMMMusic(prompt_scale=args.prompt_scale)
+    domain = HMMMusic() if args.prompt_scale is None else HMMMusic(scales={"prompt_scale": args.prompt_scale})
     if os.path.exists(args.base):
         base = AudioTokenTransformer(**base_args(domain))
         base.load_state_dict(torch.load(args.base, weights_only=True))
@@ -135,7 +135,7 @@ def main() -> None:
             + " ".join(sys.argv[1:]),
             "domain": "HMMMusic()"
             if args.prompt_scale is None
-            else f"HMMMusic(prompt_scale={args.prompt_scale})",
+            else f"HMMMusic(scales=HMMScales(prompt_scale={args.prompt_scale}))",
             "base": pretrained,
             "protocol": {
                 "prompts": "all",

@@ -31,6 +31,7 @@ from lightning_cfgrl.embedders import TokenHistogramEmbedder
 from lightning_cfgrl.eval.candidates import Measurement, evaluate_candidate
 from lightning_cfgrl.eval.protocol import selection_seeds
 from lightning_cfgrl.eval.stats import mean_se
+from lightning_cfgrl.experimental import ControlFiLMTransformer
 from lightning_cfgrl.experiments import PromptAdherence, SyntheticPromptDataModule
 from lightning_cfgrl.io.checkpoints import atomic_save_json
 from lightning_cfgrl.io.generators import load_generator
@@ -42,15 +43,23 @@ DEFAULT_G = [1.5, 2.0, 3.0, 5.0]
 INNER_FRACTION, INNER_SEED = 0.25, 1
 
 
-class ControlsOnlyTransformer(AudioTokenTransformer):
-    """A selection candidate: the control-aware reference model whose base parameters are frozen, so
-    training moves only the control path (``control_emb``, ``control_film``) and cannot learn anything
+class ControlsOnly:
+    """Freezes the base parameters of the model class it is mixed into, so training moves only the
+    control path (``control_emb``, and ``control_film`` of the FiLM model) and cannot learn anything
     prompt-specific."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         for name, parameter in self.named_parameters():
             parameter.requires_grad_(name.startswith(("control_emb.", "control_film.")))
+
+
+class ControlsOnlyTransformer(ControlsOnly, AudioTokenTransformer):
+    """A selection candidate: the control-aware reference model, base frozen."""
+
+
+class ControlsOnlyFiLMTransformer(ControlsOnly, ControlFiLMTransformer):
+    """A selection candidate: the experimental model with control FiLM in every layer, base frozen."""
 
 
 class InnerSplitPromptDataModule(SyntheticPromptDataModule):

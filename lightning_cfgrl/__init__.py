@@ -43,6 +43,8 @@ _HOMES = {
     "CFGDistillCallback": "lightning_cfgrl.training",
     "CFGRLModule": "lightning_cfgrl.training",
     "DiversityRewardCallback": "lightning_cfgrl.training",
+    "DiversityGradientConfig": "lightning_cfgrl.training",
+    "FrozenModelConfig": "lightning_cfgrl.training",
     "ObjectiveCallback": "lightning_cfgrl.training",
     "PlateauStopping": "lightning_cfgrl.training",
     "PretrainModule": "lightning_cfgrl.training",
@@ -56,6 +58,7 @@ _HOMES = {
     "RolloutConfig": "lightning_cfgrl.training",
     "OptimizationConfig": "lightning_cfgrl.training",
     "ValidationConfig": "lightning_cfgrl.training",
+    "TeacherConfig": "lightning_cfgrl.training",
 }
 
 

@@ -24,7 +24,16 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from lightning_cfgrl import CFGDistillCallback, CFGRLModule, ModuleAdapter, RolloutBatch, SamplingConfig
+from lightning_cfgrl import (
+    CFGDistillCallback,
+    CFGRLModule,
+    DiversityGradientConfig,
+    FrozenModelConfig,
+    ModuleAdapter,
+    RolloutBatch,
+    SamplingConfig,
+    TeacherConfig,
+)
 from lightning_cfgrl.cli.main import ConfigError
 from lightning_cfgrl.core.condition import condition_batch_size, repeat_condition
 from lightning_cfgrl.embedders import ContrastiveTokenEmbedder
@@ -77,7 +86,8 @@ def _steps() -> tuple[AudioTokenTransformer, Tensor, Tensor]:
 
 def _diversity_loss(embedder: nn.Module, **kwargs: Any) -> None:
     module, batch = _rollout(**kwargs)
-    DiversityRewardCallback(embedder, **{"baseline": "running_mean"}).loss_terms(module, batch)
+    gradient = DiversityGradientConfig(baseline="running_mean")
+    DiversityRewardCallback(embedder, gradient=gradient).loss_terms(module, batch)
 
 
 def _generator_ckpt(path: Path, seed: int = 0, **overrides: Any) -> Path:
@@ -153,7 +163,7 @@ def _bad_file(kind: str) -> Callable[[Path], Path]:
 
 def _teacher_setup(tmp: Path, **overrides: Any) -> None:
     path = str(_generator_ckpt(tmp / "teacher.ckpt", **overrides)) if overrides else str(tmp / "missing.ckpt")
-    CFGDistillCallback(teacher_checkpoint=path).setup(None, _module(), "fit")  # type: ignore[arg-type]
+    CFGDistillCallback(teacher=TeacherConfig(checkpoint=path)).setup(None, _module(), "fit")  # type: ignore[arg-type]
 
 
 def _teacher_without_cfg(tmp: Path) -> None:
@@ -302,11 +312,11 @@ def _resume_into_other_module(tmp: Path) -> None:
 
 def _teacher_file_changed(tmp: Path) -> None:
     path = _generator_ckpt(tmp / "teacher.ckpt")
-    first = CFGDistillCallback(teacher_checkpoint=str(path))
+    first = CFGDistillCallback(teacher=TeacherConfig(checkpoint=str(path)))
     first.setup(None, _module(), "fit")  # type: ignore[arg-type]
     state = first.state_dict()
     _generator_ckpt(path, seed=3)  # replaced between the run and its resume
-    resumed = CFGDistillCallback(teacher_checkpoint=str(path))
+    resumed = CFGDistillCallback(teacher=TeacherConfig(checkpoint=str(path)))
     resumed.setup(None, _module(), "fit")  # type: ignore[arg-type]
     resumed.load_state_dict(state)
 
@@ -400,27 +410,27 @@ CASES: list[Case] = [
     ),
     _c(
         "baseline_unknown",
-        "DiversityRewardCallback(baseline='leave_one_out')",
+        "DiversityRewardCallback(gradient={baseline: leave_one_out})",
         CONSTRUCT,
-        lambda t: DiversityRewardCallback(_embedder(), baseline="leave_one_out"),  # type: ignore[arg-type]
+        lambda t: DiversityGradientConfig(baseline="leave_one_out"),  # type: ignore[arg-type]
         ValueError,
-        "baseline must be one of ('running_mean', 'other_pairs', 'other_prompts', 'none', 'auto'), got 'leave_one_out'",
+        "gradient.baseline must be one of ('running_mean', 'other_pairs', 'other_prompts', 'none', 'auto'), got 'leave_one_out'",
     ),
     _c(
         "baseline_decay_one",
-        "DiversityRewardCallback(baseline_decay=1.0)",
+        "DiversityRewardCallback(gradient={baseline_decay: 1.0})",
         CONSTRUCT,
-        lambda t: DiversityRewardCallback(_embedder(), baseline_decay=1.0),
+        lambda t: DiversityGradientConfig(baseline_decay=1.0),
         ValueError,
-        "baseline decay must be in [0, 1), got 1.0",
+        "gradient.baseline_decay must be in [0, 1), got 1.0",
     ),
     _c(
-        "embed_batch_size_zero",
-        "DiversityRewardCallback(embed_batch_size=0)",
+        "embedding_chunk_size_zero",
+        "DiversityRewardCallback(embedding={chunk_size: 0})",
         CONSTRUCT,
-        lambda t: DiversityRewardCallback(_embedder(), embed_batch_size=0),
+        lambda t: FrozenModelConfig(chunk_size=0),
         ValueError,
-        "embed_batch_size must be >= 1 or None, got 0",
+        "embedding.chunk_size must be >= 1 or None (the whole batch), got 0",
     ),
     _c(
         "embedder_not_a_module",
@@ -440,23 +450,25 @@ CASES: list[Case] = [
     ),
     _c(
         "other_pairs_baseline_with_G2",
-        "DiversityRewardCallback(baseline='other_pairs'), rollout.num_samples_per_prompt=2",
+        "DiversityRewardCallback(gradient={baseline: other_pairs}), rollout.num_samples_per_prompt=2",
         SETUP,
-        lambda t: DiversityRewardCallback(_embedder(), baseline="other_pairs").setup(
+        lambda t: DiversityRewardCallback(
+            _embedder(), gradient=DiversityGradientConfig(baseline="other_pairs")
+        ).setup(
             None,  # type: ignore[arg-type]
             _module(num_samples_per_prompt=2),
             "fit",
         ),  # type: ignore[arg-type]
         ValueError,
-        "baseline='other_pairs' needs rollout.num_samples_per_prompt >= 3, got 2",
+        "gradient.baseline='other_pairs' needs rollout.num_samples_per_prompt >= 3, got 2",
     ),
     _c(
         "other_prompts_baseline_one_prompt",
-        "DiversityRewardCallback(baseline='other_prompts'), batch of 1 prompt",
+        "DiversityRewardCallback(gradient={baseline: other_prompts}), batch of 1 prompt",
         STEP,
-        lambda t: DiversityRewardCallback(_embedder(), baseline="other_prompts").loss_terms(
-            *_rollout(num_prompts=1)
-        ),
+        lambda t: DiversityRewardCallback(
+            _embedder(), gradient=DiversityGradientConfig(baseline="other_prompts")
+        ).loss_terms(*_rollout(num_prompts=1)),
         ValueError,
         "the 'other_prompts' baseline needs >= 2 prompts per batch, got 1",
     ),
@@ -817,7 +829,7 @@ CASES: list[Case] = [
     ),
     _c(
         "teacher_checkpoint_missing",
-        "CFGDistillCallback(teacher_checkpoint='<tmp>/missing.ckpt')",
+        "CFGDistillCallback(teacher={checkpoint: '<tmp>/missing.ckpt'})",
         SETUP,
         lambda t: _teacher_setup(t),
         CheckpointError,
@@ -825,7 +837,7 @@ CASES: list[Case] = [
     ),
     _c(
         "teacher_vocab_mismatch",
-        "teacher_checkpoint of a vocab_size=16 model, student vocab_size=32",
+        "teacher.checkpoint of a vocab_size=16 model, student vocab_size=32",
         SETUP,
         lambda t: _teacher_setup(t, vocab_size=16),
         ValueError,
@@ -833,7 +845,7 @@ CASES: list[Case] = [
     ),
     _c(
         "teacher_codebook_mismatch",
-        "teacher_checkpoint of a 3-codebook model, student 2 codebooks",
+        "teacher.checkpoint of a 3-codebook model, student 2 codebooks",
         SETUP,
         lambda t: _teacher_setup(t, num_codebooks=3),
         ValueError,
@@ -894,13 +906,13 @@ CASES: list[Case] = [
     # -- round two (issue 14): a spec read from a file may only build an nn.Module
     _c(
         "spec_calls_a_function_teacher_checkpoint",
-        "teacher_checkpoint whose generator spec is {class_path: os.mkdir, ...}",
+        "teacher.checkpoint whose generator spec is {class_path: os.mkdir, ...}",
         SETUP,
-        lambda t: CFGDistillCallback(teacher_checkpoint=str(_spec_ckpt(t / "evil.ckpt"))).setup(
-            None, _module(), "fit"
-        ),  # type: ignore[arg-type]
+        lambda t: CFGDistillCallback(
+            teacher=TeacherConfig(checkpoint=str(_spec_ckpt(t / "evil.ckpt")))
+        ).setup(None, _module(), "fit"),  # type: ignore[arg-type]
         ValueError,
-        "refused class_path 'os.mkdir' in the generator spec of teacher_checkpoint",
+        "refused class_path 'os.mkdir' in the generator spec of teacher.checkpoint",
     ),
     _c(
         "spec_calls_a_function_load_from_checkpoint",
@@ -1053,7 +1065,7 @@ CASES: list[Case] = [
     # -- files a resumed run rebuilds from
     _c(
         "teacher_file_changed_before_resume",
-        "CFGDistillCallback(teacher_checkpoint=f): f replaced between the run and its resume",
+        "CFGDistillCallback(teacher={checkpoint: f}): f replaced between the run and its resume",
         RESUME,
         _teacher_file_changed,
         ValueError,
@@ -1162,7 +1174,7 @@ def test_malicious_checkpoint_is_refused_without_running_code(tmp_path: Path, lo
         if load == "init_checkpoint":
             _module(init_checkpoint=path)
         elif load == "teacher_checkpoint":
-            CFGDistillCallback(teacher_checkpoint=path).setup(None, _module(), "fit")  # type: ignore[arg-type]
+            CFGDistillCallback(teacher=TeacherConfig(checkpoint=path)).setup(None, _module(), "fit")  # type: ignore[arg-type]
         elif load == "embedder_checkpoint":
             ContrastiveTokenEmbedder(checkpoint=path)
         elif load == "fit_ckpt_path":  # resuming: Lightning's own load (torch's weights_only default)

@@ -14,25 +14,26 @@ from torch import nn
 
 from lightning_cfgrl import DecodeConfig, SamplingConfig, sample
 from lightning_cfgrl.core.delay_pattern import DelayPattern
-from lightning_cfgrl.models import AudioTokenTransformer
+from lightning_cfgrl.experimental import ControlFiLMTransformer
+from lightning_cfgrl.models import AudioTokenTransformer, TransformerOptions
 from tests.helpers.compiler import needs_cxx
 
 CONTROLS = ["guidance_scale", "diversity_weight"]
 
 
 def model(
-    dtype: torch.dtype = torch.float32, controls: list[str] | None = None, control_layers: str = "input"
+    dtype: torch.dtype = torch.float32, controls: list[str] | None = None, film: bool = False
 ) -> AudioTokenTransformer:
+    """The reference model; ``film``: the experimental one with control FiLM in every layer."""
     torch.manual_seed(0)
-    m = AudioTokenTransformer(
+    m = (ControlFiLMTransformer if film else AudioTokenTransformer)(
         num_codebooks=3,
         vocab_size=16,
         dim=32,
         num_layers=2,
         num_heads=4,
         max_frames=24,
-        controls=controls or (),
-        control_layers=control_layers,
+        options=TransformerOptions(controls=controls or ()),
     )
     for name, p in m.named_parameters():  # a trained control path (the zero-initialised one adds nothing)
         if name.startswith(("control_emb.", "control_film.")):
@@ -60,12 +61,11 @@ def cached_and_static_logits(m: AudioTokenTransformer, steps, condition, control
     return torch.stack(expected, 2), torch.stack(actual, 2)
 
 
-@pytest.mark.parametrize(
-    "with_controls, control_layers", [(False, "input"), (True, "input"), (True, "every")]
-)
-def test_decode_step_gives_the_cached_forward_logits_in_float64(with_controls, control_layers):
-    """With controls at the input and, ``control_layers="every"``, as FiLM in every layer."""
-    m = model(torch.float64, CONTROLS if with_controls else None, control_layers)
+@pytest.mark.parametrize("with_controls, film", [(False, False), (True, False), (True, True)])
+def test_decode_step_gives_the_cached_forward_logits_in_float64(with_controls, film):
+    """With controls at the input and, in the experimental ``ControlFiLMTransformer``, as FiLM in every
+    layer."""
+    m = model(torch.float64, CONTROLS if with_controls else None, film)
     torch.manual_seed(1)
     steps = torch.randint(0, 16, (4, 3, m.max_steps))
     condition = torch.tensor([[1, 2, 0], [0, 0, 0], [4, 4, 3], [2, 1, 1]])
@@ -138,7 +138,7 @@ def test_compiled_sampling_draws_the_eager_tokens():
                 decoding=DecodeConfig(compile=True),
             )
             assert torch.equal(compiled, eager), (config, seed)
-    film = model(controls=CONTROLS, control_layers="every")  # FiLM in every layer: one more trace
+    film = model(controls=CONTROLS, film=True)  # FiLM in every layer (experimental): one more trace
     eager = sample(film, condition, 24, num_samples=2, seed=0, controls=controls)
     assert torch.equal(
         sample(

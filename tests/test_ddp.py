@@ -13,7 +13,7 @@ after 3 steps must agree up to float rounding (gradient all-reduce sums in anoth
 teacher and embedder must be bit-identical. Validation logs use ``sync_dist=True``: each rank validates
 half of the 8 held-out prompts, and the synced value must equal the 1-process value over all 8 (an
 unsynced rank 0 would log its own half). Training logs are per rank (not synced) except the gradient
-norms of ``log_grad_norm``, which are of the averaged gradient.
+norms of ``gradient.log_norm``, which are of the averaged gradient.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def test_ddp_validation_metrics_are_synced(ddp_run: tuple[Path, list[dict]]) -> 
 
 
 def test_ddp_gradient_norm_logs_describe_the_averaged_gradient(ddp_run: tuple[Path, list[dict]]) -> None:
-    # DiversityRewardCallback(log_grad_norm=True) averages its term's gradient over ranks as DDP does
+    # DiversityRewardCallback(gradient={log_norm: true}) averages its term's gradient over ranks as DDP does
     # p.grad, so every rank logs the 1-process numbers (not its half-batch's)
     _, ranks = ddp_run
     single, _ = single_process_reference()

@@ -92,15 +92,18 @@ def reference_sample(model, condition, num_frames, config, num_samples, seed, us
 
 CASES = [
     (dict(num_codebooks=1, vocab_size=64, dim=64), SamplingConfig()),
-    (dict(num_codebooks=2, vocab_size=32, dim=64, dropout=0.1), SamplingConfig(guidance_scale=3.0)),
+    (
+        dict(num_codebooks=2, vocab_size=32, dim=64, options={"dropout": 0.1}),
+        SamplingConfig(guidance_scale=3.0),
+    ),
     (dict(num_codebooks=4, vocab_size=48, dim=32, num_layers=3), SamplingConfig(0.8, 20, None, 0.5)),
     (
-        dict(num_codebooks=3, vocab_size=40, dim=48, num_heads=3, delays=[0, 2, 3]),
+        dict(num_codebooks=3, vocab_size=40, dim=48, num_heads=3, options={"delays": [0, 2, 3]}),
         SamplingConfig(top_p=0.9, guidance_scale=1.7),
     ),
     (dict(num_codebooks=4, vocab_size=256, dim=128, num_layers=2), SamplingConfig(guidance_scale=3.0)),
     (
-        dict(num_codebooks=2, vocab_size=32, dim=32, controls=["guidance_scale"]),
+        dict(num_codebooks=2, vocab_size=32, dim=32, options={"controls": ["guidance_scale"]}),
         SamplingConfig(guidance_scale=2.0),
     ),
 ]
@@ -141,7 +144,7 @@ def test_tokens_and_logits_bitwise_equal_to_reference(case, use_cache):
 def test_dropout_in_training_unchanged():
     """With p > 0 in training the dropout modules still run, drawing the same masks as before."""
     torch.manual_seed(0)
-    model = AudioTokenTransformer(num_codebooks=2, dropout=0.3).train()
+    model = AudioTokenTransformer(num_codebooks=2, options={"dropout": 0.3}).train()
     steps = torch.randint(0, 32, (2, 2, 9))
     cond = torch.tensor([[1, 2, 3], [0, 1, 0]])
     torch.manual_seed(1)

@@ -5,7 +5,7 @@ import hashlib
 import pytest
 import torch
 
-from lightning_cfgrl import CFGDistillCallback, CFGRLModule, SamplingConfig, sample
+from lightning_cfgrl import CFGDistillCallback, CFGRLModule, SamplingConfig, TeacherConfig, sample
 from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.models import AudioTokenTransformer
 from lightning_cfgrl.training.rollout import RolloutBatch
@@ -99,7 +99,7 @@ def test_teacher_vocab_or_codebook_mismatch_is_reported(pretrained_base, domain,
         trainer = _fit(other, [CFGDistillCallback()], 1, domain, default_root_dir=tmp_path)
         trainer.save_checkpoint(tmp_path / "other.ckpt")
         module = CFGRLModule(pretrained_base, rollout={"num_frames": 8})
-        callback = CFGDistillCallback(teacher_checkpoint=str(tmp_path / "other.ckpt"))
+        callback = CFGDistillCallback(teacher=TeacherConfig(checkpoint=str(tmp_path / "other.ckpt")))
         with pytest.raises(ValueError, match=message):
             callback.setup(None, module, "fit")
 
@@ -222,7 +222,7 @@ def test_base_divergence_is_the_teachers_own_conditional_against_its_cfg_mix(chu
 
     torch.manual_seed(0)
     module = CFGRLModule(AudioTokenTransformer(**BASE_ARGS), rollout={"num_frames": 8})
-    callback = CFGDistillCallback(guidance_scale=3.0, teacher_chunk_size=chunk)
+    callback = CFGDistillCallback(guidance_scale=3.0, teacher=TeacherConfig(chunk_size=chunk))
     callback.setup(None, module, "fit")
     logged = {}
     module.log = lambda name, value, **kwargs: logged.__setitem__(name, float(value))

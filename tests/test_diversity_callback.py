@@ -10,7 +10,13 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from lightning_cfgrl import CFGDistillCallback, CFGRLModule, RolloutBatch, SamplingConfig
+from lightning_cfgrl import (
+    CFGDistillCallback,
+    CFGRLModule,
+    DiversityGradientConfig,
+    RolloutBatch,
+    SamplingConfig,
+)
 from lightning_cfgrl.core.condition import repeat_condition
 from lightning_cfgrl.core.diversity import diversity_rewards, grouped, pairwise_distances
 from lightning_cfgrl.core.sampling import sample
@@ -61,7 +67,9 @@ def test_term_is_minus_beta_times_twice_the_advantage_weighted_logprob_of_the_sa
     # tempered rollout: the policy gradient must use the log-probs of what was actually sampled
     module, batch = _rollout(sampling=SamplingConfig(temperature=0.7))
     embedder = TokenHistogramEmbedder(32, ngram=1)
-    callback = DiversityRewardCallback(embedder, beta=15.0, baseline="other_pairs", **PAPER)
+    callback = DiversityRewardCallback(
+        embedder, beta=15.0, gradient=DiversityGradientConfig(baseline="other_pairs", **PAPER)
+    )
     with pytest.warns(UserWarning, match="not the student's own distribution"):
         term = callback.loss_terms(module, batch)["diversity"]
     # the expectation in float64 throughout (the package computes rewards and the surrogate in float64
@@ -110,7 +118,9 @@ def test_running_baseline_lags_one_batch_and_shuffle_permutes_advantages() -> No
     embedder = TokenHistogramEmbedder(32, ngram=1)
     rewards = _rewards(module, batch, embedder)
     logp = batch.sequence_logprobs.detach()
-    callback = DiversityRewardCallback(embedder, beta=2.0, **PAPER)  # default: running mean, G = 2 fine
+    callback = DiversityRewardCallback(
+        embedder, beta=2.0, gradient=DiversityGradientConfig(**PAPER)
+    )  # running mean
     first = callback.loss_terms(module, batch)["diversity"]
     torch.testing.assert_close(first, -2.0 * 2 * (rewards * logp).mean())  # no history yet: baseline 0
     assert callback.running.value == pytest.approx(float(rewards.mean()))  # updated after the loss
@@ -118,7 +128,9 @@ def test_running_baseline_lags_one_batch_and_shuffle_permutes_advantages() -> No
     torch.testing.assert_close(second, -2.0 * 2 * ((rewards - rewards.mean()) * logp).mean())
 
     placebo = DiversityRewardCallback(
-        embedder, beta=2.0, baseline="none", shuffle_rewards=True, seed=5, **PAPER
+        embedder,
+        beta=2.0,
+        gradient=DiversityGradientConfig(baseline="none", shuffle_rewards=True, seed=5, **PAPER),
     )
     shuffled = placebo.loss_terms(module, batch)["diversity"]
     perm = placebo._permutation(module, rewards.shape[0])
@@ -144,12 +156,16 @@ def test_needs_two_samples_per_prompt_and_three_for_other_pairs() -> None:
         quiet_trainer(
             max_steps=1,
             limit_val_batches=0,
-            callbacks=[DiversityRewardCallback(TokenHistogramEmbedder(32), baseline="other_pairs")],
+            callbacks=[
+                DiversityRewardCallback(
+                    TokenHistogramEmbedder(32), gradient=DiversityGradientConfig(baseline="other_pairs")
+                )
+            ],
         ).fit(CFGRLModule(generator, rollout={"num_frames": 8, "num_samples_per_prompt": 2}), data)
     with pytest.raises(ValueError, match="beta must be a finite number >= 0, got -1.0"):
         DiversityRewardCallback(TokenHistogramEmbedder(32), beta=-1.0)
-    with pytest.raises(ValueError, match="baseline must be one of"):
-        DiversityRewardCallback(TokenHistogramEmbedder(32), baseline="leave_one_out")
+    with pytest.raises(ValueError, match="gradient.baseline must be one of"):
+        DiversityGradientConfig(baseline="leave_one_out")  # type: ignore[arg-type]
 
 
 def _fit(
@@ -225,7 +241,11 @@ def test_grad_norm_logging_splits_the_total(pretrained_base_state) -> None:
     # diversity alone: every bit of the total gradient is this term's
     _, trainer = _fit(
         pretrained_base_state,
-        [DiversityRewardCallback(ContrastiveTokenEmbedder(), beta=15.0, log_grad_norm=True)],
+        [
+            DiversityRewardCallback(
+                ContrastiveTokenEmbedder(), beta=15.0, gradient=DiversityGradientConfig(log_norm=True)
+            )
+        ],
         steps=2,
         group_size=3,
     )
@@ -236,7 +256,7 @@ def test_grad_norm_logging_splits_the_total(pretrained_base_state) -> None:
     )
     assert float(metrics["train/grad_norm/other_terms"]) < 1e-4 * float(metrics["train/grad_norm/total"])
     # with distillation too, the other terms' share is distillation's, and the logs are all there: by
-    # default (log_grad_norm=None), every grad_norm_every_n_steps steps, here steps 0 and 2 of 3
+    # default (gradient.log_norm=None), every gradient.log_norm_every_n_steps steps, here steps 0 and 2 of 3
     recorded: list[dict[str, float]] = []
 
     class Record(pl.Callback):
@@ -247,7 +267,11 @@ def test_grad_norm_logging_splits_the_total(pretrained_base_state) -> None:
         pretrained_base_state,
         [
             CFGDistillCallback(),
-            DiversityRewardCallback(ContrastiveTokenEmbedder(), beta=15.0, grad_norm_every_n_steps=2),
+            DiversityRewardCallback(
+                ContrastiveTokenEmbedder(),
+                beta=15.0,
+                gradient=DiversityGradientConfig(log_norm_every_n_steps=2),
+            ),
             Record(),
         ],
         steps=3,
@@ -297,7 +321,7 @@ def test_yaml_configs_resolve_the_diversity_callback(tmp_path) -> None:
         assert (
             (callbacks[0].beta, budget.initial_beta) == (0.0, beta) if budget else callbacks[0].beta == beta
         )
-        assert callbacks[0].shuffle_rewards == (name == "distill_placebo.yaml")
+        assert callbacks[0].gradient.shuffle_rewards == (name == "distill_placebo.yaml")
         assert isinstance(callbacks[0].embedder, ContrastiveTokenEmbedder)
         assert torch.equal(callbacks[0].embedder.proj[0].weight, embedder.proj[0].weight)
         assert any(isinstance(cb, CFGDistillCallback) for cb in cli.trainer.callbacks)
@@ -308,7 +332,9 @@ def test_per_token_scale_divides_logprobs_by_tokens_and_advantages_by_the_reward
     module, batch = _rollout(group_size=4)
     embedder = TokenHistogramEmbedder(32, ngram=1)
     callback = DiversityRewardCallback(
-        embedder, beta=3.0, baseline="other_pairs", advantage_norm=norm, beta_scale="per_token"
+        embedder,
+        beta=3.0,
+        gradient=DiversityGradientConfig(baseline="other_pairs", advantage_norm=norm, beta_scale="per_token"),
     )
     term = callback.loss_terms(module, batch)["diversity"]
     # the expectation in float64, written out: r_i, the other pairs' mean, the spread, log pi per token
@@ -324,15 +350,16 @@ def test_per_token_scale_divides_logprobs_by_tokens_and_advantages_by_the_reward
     # |term| ~ 3 * 2 * 0.1 * 3.5 ~ 2; float32 log-probs keep ~1e-6 relative precision per entry
     torch.testing.assert_close(term.double(), expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="advantage_norm='group' needs G >= 3"):
-        DiversityRewardCallback(embedder, advantage_norm="group").loss_terms(
-            module, _rollout(group_size=2)[1]
-        )
+        DiversityRewardCallback(
+            embedder, gradient=DiversityGradientConfig(advantage_norm="group")
+        ).loss_terms(module, _rollout(group_size=2)[1])
 
 
 def test_off_policy_rows_are_skipped_by_the_policy_gradient() -> None:
     module, batch = _rollout(group_size=4)
     embedder = TokenHistogramEmbedder(32, ngram=1)
-    alone = DiversityRewardCallback(embedder, beta=3.0, baseline="other_pairs").loss_terms(module, batch)
+    other_pairs = DiversityGradientConfig(baseline="other_pairs")
+    alone = DiversityRewardCallback(embedder, beta=3.0, gradient=other_pairs).loss_terms(module, batch)
     # the same rollout with 5 rows of other sequences appended (e.g. teacher samples)
     extra = sample(module.generator, SyntheticMusic().prompts[5:10], 16, SamplingConfig(), seed=9)
     steps = torch.cat([batch.steps, extra])
@@ -340,5 +367,5 @@ def test_off_policy_rows_are_skipped_by_the_policy_gradient() -> None:
     mask = module.generator.pattern.valid_mask(steps.shape[2]).expand_as(steps)
     mixed = RolloutBatch(steps, condition, mask, 4, module.generator(steps, condition), SamplingConfig(), 12)
     assert mixed.num_prompts == 3 and mixed.on_policy_rows() == slice(0, 12)
-    with_extra = DiversityRewardCallback(embedder, beta=3.0, baseline="other_pairs").loss_terms(module, mixed)
+    with_extra = DiversityRewardCallback(embedder, beta=3.0, gradient=other_pairs).loss_terms(module, mixed)
     torch.testing.assert_close(with_extra["diversity"], alone["diversity"], rtol=1e-6, atol=1e-6)

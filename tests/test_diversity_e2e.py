@@ -10,7 +10,7 @@ import pytest
 import torch
 from einops import rearrange
 
-from lightning_cfgrl import CFGDistillCallback, CFGRLModule, SamplingConfig
+from lightning_cfgrl import CFGDistillCallback, CFGRLModule, DiversityGradientConfig, SamplingConfig
 from lightning_cfgrl.core.condition import repeat_condition
 from lightning_cfgrl.core.sampling import sample
 from lightning_cfgrl.embedders import ContrastiveTokenEmbedder
@@ -57,7 +57,11 @@ def train(
     )
     callbacks = [
         CFGDistillCallback(guidance_scale=3.0),
-        DiversityRewardCallback(embedder, beta=beta, shuffle_rewards=shuffle_rewards, seed=seed),
+        DiversityRewardCallback(
+            embedder,
+            beta=beta,
+            gradient=DiversityGradientConfig(shuffle_rewards=shuffle_rewards, seed=seed),
+        ),
     ]
     quiet_trainer(max_steps=RL_STEPS, limit_val_batches=0, callbacks=callbacks).fit(
         module, SyntheticPromptDataModule(batch_size=8, split=PromptSplit(heldout_fraction=0.25))

@@ -41,7 +41,7 @@ def without_swap(config: dict) -> dict:
         if isinstance(args.get("embedder"), dict):  # the reward's embedder: a checkpoint of this domain
             args["embedder"].get("init_args", {}).pop("checkpoint", None)
         args.pop("anchor_checkpoint", None)
-        args.pop("teacher_checkpoint", None)
+        args.get("teacher", {}).pop("checkpoint", None)
     return config
 
 

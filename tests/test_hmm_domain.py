@@ -8,10 +8,16 @@ import pytest
 import torch
 
 from lightning_cfgrl.experiments import LogLikelihood, PromptAdherence, SyntheticMusicDataModule
-from lightning_cfgrl.experiments.hmm_music import HMMMusic
+from lightning_cfgrl.experiments.hmm_music import HMMMusic, HMMScales
 
 TINY = dict(
-    vocab_size=2, num_frames=2, num_states=2, num_modes=2, attribute_sizes=(2, 2), prompt_scale=1.0, seed=1
+    vocab_size=2,
+    num_frames=2,
+    num_states=2,
+    num_modes=2,
+    attribute_sizes=(2, 2),
+    scales=HMMScales(prompt_scale=1.0),
+    seed=1,
 )
 
 
@@ -71,7 +77,7 @@ def test_forward_algorithm_matches_sum_over_hidden_paths():
         num_states=3,
         num_modes=2,
         attribute_sizes=(2, 3),
-        prompt_scale=1.0,
+        scales=HMMScales(prompt_scale=1.0),
         seed=3,
     )
     prompts = domain.prompts[torch.tensor([0, 4, 5])]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_cfgrl import CFGDistillCallback, CFGRLModule, SamplingConfig, sample
+from lightning_cfgrl import CFGDistillCallback, CFGRLModule, SamplingConfig, TeacherConfig, sample
 from lightning_cfgrl.adapters.peft import AdapterDisabledTeacher, import_peft, wrap_peft
 from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.io.checkpoints import atomic_save_safetensors
@@ -197,10 +197,10 @@ def test_teacher_chunks_and_low_precision_teacher_match_the_plain_teacher(base_f
     teachers = {}
     for name, kwargs in {
         "plain": {},
-        "chunked": {"teacher_chunk_size": 4},
-        "bf16": {"teacher_dtype": "bfloat16"},
+        "chunked": {"chunk_size": 4},
+        "bf16": {"dtype": "bfloat16"},
     }.items():
-        callback = CFGDistillCallback(guidance_scale=3.0, **kwargs)
+        callback = CFGDistillCallback(guidance_scale=3.0, teacher=TeacherConfig(**kwargs))
         callback.teacher = AdapterDisabledTeacher(module.generator)
         teachers[name] = callback.teacher_logits(batch)
     assert teachers["plain"].dtype == teachers["bf16"].dtype == torch.float32
@@ -218,7 +218,7 @@ def test_teacher_chunks_and_low_precision_teacher_match_the_plain_teacher(base_f
 @pytest.mark.slow  # trains a model
 def test_full_copy_teacher_can_be_stored_in_bfloat16(base_file):
     module = CFGRLModule(tiny_generator(0), rollout={"num_frames": 8}, optimization={"learning_rate": 1e-2})
-    trainer, callback = _fit(module, steps=1, teacher_dtype="bfloat16")
+    trainer, callback = _fit(module, steps=1, teacher=TeacherConfig(dtype="bfloat16"))
     assert {p.dtype for p in callback.teacher.parameters()} == {torch.bfloat16}
     assert {p.dtype for p in module.generator.parameters()} == {torch.float32}
 
@@ -227,7 +227,9 @@ def test_full_copy_teacher_can_be_stored_in_bfloat16(base_file):
 def test_gradient_checkpointing_gives_the_same_gradients(dropout):
     grads = []
     for checkpointing in (False, True):
-        model = tiny_generator(0, dropout=dropout, gradient_checkpointing=checkpointing).train()
+        model = tiny_generator(
+            0, options={"dropout": dropout, "gradient_checkpointing": checkpointing}
+        ).train()
         steps = sample(tiny_generator(0), COND, 8, seed=3)
         calls = []
         # the block's first layer: recomputation may stop before the block's own hooks run
@@ -243,13 +245,12 @@ def test_gradient_checkpointing_gives_the_same_gradients(dropout):
         torch.testing.assert_close(
             grads[1][name], grads[0][name], rtol=0, atol=16 * torch.finfo(torch.float32).eps * scale
         )
-    assert (
-        tiny_generator(0, gradient_checkpointing=True).spec()["init_args"]["gradient_checkpointing"] is True
-    )
+    spec = tiny_generator(0, options={"gradient_checkpointing": True}).spec()
+    assert spec["init_args"]["options"]["gradient_checkpointing"] is True
 
 
 def test_gradient_checkpointing_under_lora_trains_adapters_only():
-    model = wrap_peft(tiny_generator(0, gradient_checkpointing=True), LORA).train()
+    model = wrap_peft(tiny_generator(0, options={"gradient_checkpointing": True}), LORA).train()
     steps = sample(tiny_generator(0), COND, 8, seed=3)
     model(steps, COND).float().logsumexp(-1).mean().backward()  # frozen embeddings: no input needs grad
     with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
@@ -281,13 +282,13 @@ def test_bad_peft_config(kwargs, error, message):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"teacher_dtype": "int8"}, "teacher_dtype must be one of"),
-        ({"teacher_chunk_size": 0}, "teacher_chunk_size must be an int >= 1 or None, got 0"),
+        ({"dtype": "int8"}, "teacher.dtype must be one of"),
+        ({"chunk_size": 0}, "teacher.chunk_size must be >= 1 or None"),
     ],
 )
 def test_bad_teacher_memory_options(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        CFGDistillCallback(**kwargs)
+        TeacherConfig(**kwargs)
 
 
 def test_already_wrapped_generator_is_accepted_and_recorded():

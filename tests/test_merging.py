@@ -22,6 +22,7 @@ from lightning_cfgrl.cli.merge import merge_main
 from lightning_cfgrl.merging import streaming as merging
 from lightning_cfgrl.merging.streaming import (
     MergeError,
+    MergeOutput,
     iter_merged,
     lambda_tag,
     lerp,
@@ -197,7 +198,9 @@ def test_lambda_tag() -> None:
 
 def test_write_merged_files_and_atomic_failure(tmp_path: Path, monkeypatch) -> None:
     anchor, current = _states()
-    files = write_merged(lambda: anchor, lambda: current, 0.5, tmp_path, sidecar={"sources": {"x": 1}})
+    files = write_merged(
+        lambda: anchor, lambda: current, 0.5, MergeOutput(tmp_path, sidecar={"sources": {"x": 1}})
+    )
     assert files.checkpoint is None and files.safetensors.name == "merged_lambda=0.50.safetensors"
     tensors = load_file(files.safetensors)
     expected = merge_state_dicts(anchor, current, 0.5)

@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import Tensor
 
-from lightning_cfgrl import CFGDistillCallback, CFGRLModule
+from lightning_cfgrl import CFGDistillCallback, CFGRLModule, DiversityGradientConfig
 from lightning_cfgrl.embedders import ContrastiveTokenEmbedder
 from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.io.checkpoint_io import AtomicCheckpointIO
@@ -25,6 +25,8 @@ from lightning_cfgrl.models import AudioTokenTransformer
 from lightning_cfgrl.training.diversity import DiversityRewardCallback
 from tests.helpers.models import quiet_trainer
 from tests.helpers.tiny_fit import TINY_ARGS, tiny_embedder
+
+RUNNING_MEAN = DiversityGradientConfig(baseline="running_mean")
 
 POISON_STEP = 2
 
@@ -88,7 +90,7 @@ def _fit_until_poisoned(
     objectives: list[Callback] = [CFGDistillCallback()]
     if with_diversity:
         # the running-mean baseline is the state a NaN reward could corrupt
-        objectives.append(DiversityRewardCallback(embedder, beta=1.0, baseline="running_mean"))
+        objectives.append(DiversityRewardCallback(embedder, beta=1.0, gradient=RUNNING_MEAN))
     checkpoint = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=1, save_last=True)
     trainer = quiet_trainer(
         max_steps=5,

@@ -56,7 +56,7 @@ def _eval_logprobs(generator, batch) -> torch.Tensor:
 @pytest.mark.slow  # trains a model
 def test_gradient_pass_reproduces_the_rollout_logprobs_exactly_with_dropout_disabled() -> None:
     torch.manual_seed(0)
-    generator = AudioTokenTransformer(**{**BASE_ARGS, "dropout": 0.3})
+    generator = AudioTokenTransformer(**BASE_ARGS, options={"dropout": 0.3})
     spy = Spy()
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # the first-step check finds nothing to warn about
@@ -71,7 +71,7 @@ def test_gradient_pass_reproduces_the_rollout_logprobs_exactly_with_dropout_disa
 
     # the same fit with dropout left on scores other log-probs: the check above can fail
     torch.manual_seed(0)
-    generator = AudioTokenTransformer(**{**BASE_ARGS, "dropout": 0.3})
+    generator = AudioTokenTransformer(**BASE_ARGS, options={"dropout": 0.3})
     spy = Spy()
     _fit(generator, [spy], steps=1, disable_dropout=False)
     gap = (spy.batches[0].token_logprobs.detach() - _eval_logprobs(generator, spy.batches[0])).abs().max()
@@ -83,7 +83,7 @@ def test_the_rollout_is_the_eval_mode_sampler_draw_of_the_same_weights() -> None
     """What the first test compares against is what was sampled: the rollout of step 0 is the seeded
     sampler's draw from the student in eval mode (the spy's zero loss leaves the weights unchanged)."""
     torch.manual_seed(0)
-    generator = AudioTokenTransformer(**{**BASE_ARGS, "dropout": 0.3})
+    generator = AudioTokenTransformer(**BASE_ARGS, options={"dropout": 0.3})
     spy = Spy()
     module, _ = _fit(generator, [spy], steps=1, seed=7)
     batch = spy.batches[0]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lightning_cfgrl import CFGDistillCallback, CFGRLModule
+from lightning_cfgrl import CFGDistillCallback, CFGRLModule, FrozenModelConfig, TeacherConfig
 from lightning_cfgrl.embedders import ContrastiveTokenEmbedder
 from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.io.checkpoints import file_sha256, load_checkpoint
@@ -46,9 +46,12 @@ def _fit(root: Path, module: CFGRLModule, callbacks: list, steps: int, resume: b
 
 def _callbacks(teacher: Path | None, embedder: Path, embed: bool = False) -> list:
     return [
-        CFGDistillCallback(teacher_checkpoint=str(teacher) if teacher else None, embed_in_checkpoint=embed),
+        CFGDistillCallback(
+            teacher=TeacherConfig(checkpoint=str(teacher) if teacher else None, embed_in_checkpoint=embed)
+        ),
         DiversityRewardCallback(
-            ContrastiveTokenEmbedder(checkpoint=str(embedder)), embed_in_checkpoint=embed
+            ContrastiveTokenEmbedder(checkpoint=str(embedder)),
+            embedding=FrozenModelConfig(embed_in_checkpoint=embed),
         ),
     ]
 

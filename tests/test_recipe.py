@@ -1,8 +1,8 @@
 """A short version of the shipped recipe on each built-in domain (``SyntheticMusic`` and ``HMMMusic``):
 from a briefly pretrained base, the beta = 0 student closes most of CFG g=3's adherence gain over
 chance, and the beta = 15 model is more diverse than its shuffled-reward placebo (bigram histograms,
-an embedder independent of the reward). Everything not set here is the package default, i.e. the
-recipe (``examples/recipe_study.py`` trains and evaluates exactly as the study does)."""
+an embedder independent of the reward). Every model is a ``cfgrl fit`` run of a shipped stage YAML with
+the study's few edits (``examples/recipe_study.py``: the same runs and evaluation as the study)."""
 
 from __future__ import annotations
 
@@ -10,22 +10,23 @@ import dataclasses
 import importlib.util
 import inspect
 import sys
-from dataclasses import replace
 from pathlib import Path
 
-import lightning.pytorch as pl
 import pytest
 import torch
 import yaml
 
-from lightning_cfgrl import CFGDistillCallback, CFGRLModule, DiversityRewardCallback
-from lightning_cfgrl.core.budget import QualityBudget
+from lightning_cfgrl import (
+    CFGDistillCallback,
+    CFGRLModule,
+    DiversityGradientConfig,
+    DiversityRewardCallback,
+    FrozenModelConfig,
+    TeacherConfig,
+)
 from lightning_cfgrl.core.sampling import SamplingConfig
-from lightning_cfgrl.embedders import ContrastiveEmbedderModule, ContrastiveTokenEmbedder
-from lightning_cfgrl.experiments import SyntheticMusicDataModule
+from lightning_cfgrl.io import load_generator
 from lightning_cfgrl.training.configs import RolloutConfig
-from lightning_cfgrl.training.pretrain import PretrainModule
-from tests.helpers.models import quiet_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,8 +41,9 @@ def load_study():
 
 study = load_study()
 
-# Shortened: fewer distillation steps than the shipped 300 (the schedule still warms up and decays to
-# 0 over them), a base and embedder pretrained for fewer steps on domain B, 2 evaluation seeds.
+# Shortened: fewer distillation steps than the claims' 300 (the schedule still warms up and decays to
+# 0 over them), a base and embedder pretrained for fewer steps (fixed lengths, no validation), 2
+# evaluation seeds.
 SHORT = {
     "music": dict(base_steps=600, embedder_steps=400, steps=150),
     "hmm": dict(base_steps=300, embedder_steps=200, steps=100),
@@ -49,48 +51,34 @@ SHORT = {
 EVAL_SEEDS = (0, 1)
 
 
-def short_base_and_embedder(name: str) -> tuple[dict[str, torch.Tensor], ContrastiveTokenEmbedder]:
-    spec, short = study.DOMAINS[name], SHORT[name]
-    pl.seed_everything(0)
-    generator = spec.generator()
-    data = SyntheticMusicDataModule(
-        spec.domain(), num_train=short["base_steps"] * 64, num_val=64, batch_size=64
-    )
-    quiet_trainer(max_steps=short["base_steps"], limit_val_batches=0).fit(
-        PretrainModule(generator, condition_dropout=0.2, learning_rate=spec.pretrain_lr), data
-    )
-    pl.seed_everything(0)
-    embedder = ContrastiveTokenEmbedder(**spec.embedder_args)
-    data = SyntheticMusicDataModule(spec.domain(), num_train=short["embedder_steps"] * 64, num_val=64, seed=1)
-    quiet_trainer(max_steps=short["embedder_steps"], limit_val_batches=0).fit(
-        ContrastiveEmbedderModule(embedder, chunk_frames=spec.chunk_frames), data
-    )
-    return generator.state_dict(), embedder.eval()
+def short_base_and_embedder(name: str) -> tuple[dict, dict]:
+    """The domain's pretrain and embedder stages through ``cfgrl fit``, shortened; their run records."""
+    short, fixed = SHORT[name], dict(num_val=64, no_validation=0, plateau=study.DROP)
+    runs = []
+    for stage, steps in (("pretrain", short["base_steps"]), ("embedder", short["embedder_steps"])):
+        runs.append(study.fit(name, stage, dict(fixed, steps=steps, num_train=steps * 64), f"short_{stage}"))
+    return runs[0], runs[1]
 
 
 def run_short_recipe(name: str, seed: int, base=None) -> dict[str, float]:
     """Train beta = 0, beta = 15 and the placebo from one base; return the fraction of CFG g=3's
     adherence gain over chance (held-out prompts) and the diversity margins over the placebo."""
-    spec = study.DOMAINS[name]
-    state, embedder = base or short_base_and_embedder(name)
-    recipe = study.Recipe(steps=SHORT[name]["steps"])
-    evaluator = study.Evaluator(spec, study.prompts_of(spec, "heldout"), EVAL_SEEDS, reward=embedder)
-    models = {
-        "beta0": study.train_student(spec, state, embedder, recipe, seed)[0],
-        "beta15": study.train_student(spec, state, embedder, replace(recipe, beta=15.0), seed)[0],
-        "placebo": study.train_student(
-            spec, state, embedder, replace(recipe, beta=15.0, shuffle_rewards=True), seed
-        )[0],
+    base, embedder = base or short_base_and_embedder(name)
+    kinds = study.claim_models(name, 15.0, {"steps": SHORT[name]["steps"]})
+    runs = {
+        key: study.train(name, stage, edits, f"short_{key.replace('=', '')}", seed, base, embedder)
+        for key, (stage, edits) in kinds.items()
     }
-    base_model = spec.generator()
-    base_model.load_state_dict(state)
-    cfg = evaluator.adherence(base_model, SamplingConfig(guidance_scale=3.0))
-    results = {key: evaluator(key, model).metrics for key, model in models.items()}
-    chance = evaluator.chance
+    evaluate = study.Protocol(name, "heldout", EVAL_SEEDS, reward=embedder["checkpoint"])
+    results = {key: evaluate(key, load_generator(run["checkpoint"])).metrics for key, run in runs.items()}
+    base_model = load_generator(base["checkpoint"])
+    cfg = evaluate("cfg", base_model, SamplingConfig(guidance_scale=3.0)).metrics["adherence"][0]
+    chance = evaluate.chance
     return {
-        "fraction": (results["beta0"]["adherence"][0] - chance) / (cfg - chance),
-        "margin": results["beta15"]["diversity"][0] - results["placebo"]["diversity"][0],
-        "reward_margin": results["beta15"]["reward_diversity"][0] - results["placebo"]["reward_diversity"][0],
+        "fraction": (results["beta=0"]["adherence"][0] - chance) / (cfg - chance),
+        "margin": results["beta=15"]["diversity"][0] - results["placebo"]["diversity"][0],
+        "reward_margin": results["beta=15"]["reward_diversity"][0]
+        - results["placebo"]["reward_diversity"][0],
     }
 
 
@@ -111,6 +99,12 @@ STAGE_CONFIGS = [
     "hmm/distill_beta15.yaml",
 ]
 STATED = {"beta"}
+# the callbacks' settings groups, whose fields a config states one by one (a quality budget is stated whole)
+CALLBACK_GROUPS = {
+    "teacher": TeacherConfig,
+    "gradient": DiversityGradientConfig,
+    "embedding": FrozenModelConfig,
+}
 
 
 def restated_defaults(config: dict) -> list[str]:
@@ -132,9 +126,14 @@ def restated_defaults(config: dict) -> list[str]:
         if name in classes:
             defaults = _defaults(classes[name])
             given = callback.get("init_args", {})
-            out += [
-                f"{name}.{k}: {v!r}" for k, v in given.items() if k not in STATED and defaults.get(k) == v
-            ]
+            for key, value in given.items():
+                if key in CALLBACK_GROUPS and isinstance(value, dict):
+                    fields = {f.name: f.default for f in dataclasses.fields(CALLBACK_GROUPS[key])}
+                    out += [
+                        f"{name}.{key}.{k}: {v!r}" for k, v in value.items() if fields.get(k, object()) == v
+                    ]
+                elif key not in STATED and defaults.get(key) == value:
+                    out.append(f"{name}.{key}: {value!r}")
     return out
 
 
@@ -148,50 +147,12 @@ def test_restated_defaults_are_found() -> None:
     config = yaml.safe_load((ROOT / "examples" / "configs" / "distill_beta15.yaml").read_text())
     config["model"]["init_args"]["rollout"] = {"num_samples_per_prompt": 4, "num_frames": 16}
     config["trainer"]["callbacks"][0]["init_args"] = {"guidance_scale": 3.0, "divergence": "forward_kl"}
+    config["trainer"]["callbacks"][1]["init_args"]["gradient"] = {"baseline": "other_pairs", "seed": 0}
     assert restated_defaults(config) == [
         "model.rollout.num_samples_per_prompt: 4",
         "CFGDistillCallback.guidance_scale: 3.0",
+        "DiversityRewardCallback.gradient.seed: 0",
     ]
-
-
-@pytest.mark.parametrize("name", ["distill_beta0.yaml", "distill_beta15.yaml", "distill_placebo.yaml"])
-def test_shipped_configs_are_the_recipe(name: str) -> None:
-    """The study trains with the class defaults too (it passes only what a Recipe sets), and with the
-    trainer settings of the stage configs (its SHIPPED_TRAINER: Trainer and data settings are not class
-    defaults). The quality (beta = 0) run stops by measurement (PlateauStopping on the per-token KL, a
-    constant rate after warm-up, max_steps a cap). The diversity and placebo runs start from it and hold
-    a quality budget (keep 75 % of the distillation's KL gain, a proportional controller, 400 steps),
-    chosen on domain A's training prompts (benchmarks/results/budget_selection_music.json); the study's
-    fixed beta = 15 from the base is the paper's form, measured in the recipe claims."""
-    config = yaml.safe_load((ROOT / "examples" / "configs" / name).read_text())
-    model = config["model"]["init_args"]
-    assert RolloutConfig().num_samples_per_prompt == study.SHIPPED_TRAINER["group_size"]
-    assert config["data"]["init_args"]["batch_size"] == study.SHIPPED_TRAINER["prompts_per_batch"]
-    assert config["trainer"].get("gradient_clip_val") == study.SHIPPED_TRAINER["gradient_clip_val"]
-    callbacks = {
-        c["class_path"].rsplit(".", 1)[1]: c.get("init_args", {}) for c in config["trainer"]["callbacks"]
-    }
-    if name == "distill_beta0.yaml":
-        assert model["optimization"] == {"lr_decay": "constant"}
-        assert config["trainer"]["max_steps"] >= study.SHIPPED_TRAINER["steps"]  # a cap, never below
-        assert callbacks["PlateauStopping"]["monitor"] == "train/distill_divergence_per_token"
-    else:
-        assert model["optimization"] == {"learning_rate": 0.0003, "lr_decay": "constant"}
-        assert config["trainer"]["max_steps"] == 400 and "PlateauStopping" not in callbacks
-        assert model["init_checkpoint"] == "runs/distill_beta0/checkpoints/last.ckpt"
-        assert callbacks["CFGDistillCallback"]["teacher_checkpoint"] == "runs/base/checkpoints/last.ckpt"
-        budget = QualityBudget(**callbacks["DiversityRewardCallback"]["quality_budget"])
-        assert (budget.max_increase, budget.relative, budget.relative_to, budget.controller) == (
-            0.25,
-            True,
-            "gain",
-            "proportional",
-        )
-    given = callbacks["DiversityRewardCallback"]
-    assert given.get("baseline", "auto") in ("auto", "other_pairs")  # "auto" is other_pairs at G = 4
-    assert _defaults(DiversityRewardCallback)["beta"] == 15.0  # the paper's fixed beta, without a budget
-    assert given["beta"] == (0.0 if name == "distill_beta0.yaml" else 1.0)
-    assert given.get("shuffle_rewards", False) == (name == "distill_placebo.yaml")
 
 
 # Calibrated over training seeds 0-3 (python -c "from tests.test_recipe import calibrate; calibrate()"),
@@ -226,7 +187,11 @@ RESEARCH = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["music", "hmm"])
-def test_short_recipe_closes_the_cfg_gap_and_beats_its_placebo(name, one_thread, outcome) -> None:
+def test_short_recipe_closes_the_cfg_gap_and_beats_its_placebo(
+    name, one_thread, outcome, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the runs go to tmp_path/runs: never reused from an earlier test run
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     measured = run_short_recipe(name, seed=0)
     for key, threshold in RESEARCH[name].items():
         outcome(f"{name}.{key}", measured[key], threshold, research=True)
@@ -273,8 +238,12 @@ def test_musicgen_diversity_yaml_uses_the_shipped_recipes_diversity_settings() -
     assert group == 4
     defaults = _defaults(DiversityRewardCallback)
     assert mg_reward["beta"] == defaults["beta"] and "quality_budget" not in mg_reward
+    gradient = DiversityGradientConfig()
     for key in ("baseline", "advantage_norm", "beta_scale"):
-        assert mg_reward.get(key, defaults[key]) == reward.get(key, defaults[key]), key
+        default = getattr(gradient, key)
+        assert mg_reward.get("gradient", {}).get(key, default) == reward.get("gradient", {}).get(
+            key, default
+        ), key
     distill_defaults = _defaults(CFGDistillCallback)
     for key in ("guidance_scale", "divergence", "reduction"):
         assert mg_distill.get(key, distill_defaults[key]) == distill.get(key, distill_defaults[key]), key

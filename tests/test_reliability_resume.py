@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import SingleDeviceStrategy
 
-from lightning_cfgrl import CFGDistillCallback, CFGRLModule
+from lightning_cfgrl import CFGDistillCallback, CFGRLModule, DiversityGradientConfig
 from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.io.checkpoints import CheckpointError, load_checkpoint, load_generator_state
 from lightning_cfgrl.training.configs import group_settings
@@ -37,7 +37,11 @@ BASE: dict[str, Any] = dict(
 def _callbacks(guidance: float = 3.0, beta: float | None = None) -> list:
     out: list = [CFGDistillCallback(guidance_scale=guidance)]
     if beta is not None:
-        out.append(DiversityRewardCallback(tiny_embedder(), beta=beta, baseline="running_mean"))
+        out.append(
+            DiversityRewardCallback(
+                tiny_embedder(), beta=beta, gradient=DiversityGradientConfig(baseline="running_mean")
+            )
+        )
     return out
 
 

@@ -40,7 +40,7 @@ def _launch(*args: str) -> subprocess.CompletedProcess:
 def _resumed(lr: float, beta: float) -> tuple[CFGRLModule, list]:
     """What tests.helpers.resume_fit builds, with a learning rate and beta of choice."""
     module = CFGRLModule(
-        tiny_generator(123, dropout=0.1),
+        tiny_generator(123, options={"dropout": 0.1}),
         rollout={"num_frames": 8, "num_samples_per_prompt": 2},
         optimization={"learning_rate": lr},
     )

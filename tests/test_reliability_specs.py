@@ -96,10 +96,10 @@ def _evaluate(path: Path) -> None:  # how `cfgrl evaluate` loads every candidate
 
 
 def _teacher(path: Path) -> None:
-    from lightning_cfgrl import CFGDistillCallback
+    from lightning_cfgrl import CFGDistillCallback, TeacherConfig
 
     module = CFGRLModule(tiny_generator(), rollout={"num_frames": 8})
-    CFGDistillCallback(teacher_checkpoint=str(path)).setup(None, module, "fit")  # type: ignore[arg-type]
+    CFGDistillCallback(teacher=TeacherConfig(checkpoint=str(path))).setup(None, module, "fit")  # type: ignore[arg-type]
 
 
 ENTRY_POINTS: dict[str, Callable[[Path], None]] = {

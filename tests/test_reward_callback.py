@@ -27,6 +27,7 @@ from lightning_cfgrl.embedders import TokenHistogramEmbedder
 from lightning_cfgrl.experiments import SyntheticMusic, SyntheticPromptDataModule
 from lightning_cfgrl.models import AudioTokenTransformer
 from lightning_cfgrl.training.diversity import DiversityRewardCallback
+from lightning_cfgrl.training.policy_gradient import DiversityGradientConfig
 from lightning_cfgrl.training.reward import PolicyGradientConfig, RewardCallback
 from tests.helpers.models import BASE_ARGS, quiet_trainer
 
@@ -110,7 +111,9 @@ def test_a_pairwise_group_reward_gives_the_diversity_callbacks_loss_term(shuffle
         gradient=PolicyGradientConfig(baseline="leave_one_out", shuffle_rewards=shuffle, seed=5),
     )
     diversity = DiversityRewardCallback(
-        HIST, beta=3.0, baseline="other_pairs", shuffle_rewards=shuffle, seed=5
+        HIST,
+        beta=3.0,
+        gradient=DiversityGradientConfig(baseline="other_pairs", shuffle_rewards=shuffle, seed=5),
     )
     ours = reward.loss_terms(module, batch)["reward"]
     theirs = diversity.loss_terms(module, batch)["diversity"]

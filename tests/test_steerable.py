@@ -17,6 +17,7 @@ from torch import nn
 from lightning_cfgrl import (
     CFGDistillCallback,
     CFGRLModule,
+    DiversityGradientConfig,
     DiversityRewardCallback,
     ModuleAdapter,
     ObjectiveCallback,
@@ -40,9 +41,10 @@ from lightning_cfgrl.embedders import (
     ContrastiveTokenEmbedder,
     TokenHistogramEmbedder,
 )
+from lightning_cfgrl.experimental import ControlFiLMTransformer
 from lightning_cfgrl.experiments import SyntheticMusicDataModule, SyntheticPromptDataModule
 from lightning_cfgrl.io.checkpoints import atomic_save, atomic_save_safetensors
-from lightning_cfgrl.models import AudioTokenTransformer
+from lightning_cfgrl.models import AudioTokenTransformer, TransformerOptions
 from lightning_cfgrl.training.pretrain import PretrainModule
 from lightning_cfgrl.training.rollout import RolloutBatch
 from tests.helpers.models import BASE_ARGS, quiet_trainer
@@ -52,9 +54,11 @@ BOTH = (GUIDANCE, DIVERSITY_WEIGHT)
 PROMPTS = torch.tensor([[1, 2, 3], [4, 1, 2], [2, 3, 1]])
 
 
-def _steerable(seed: int = 0, controls=BOTH, **overrides) -> AudioTokenTransformer:
+def _steerable(seed: int = 0, controls=BOTH, film: bool = False, **overrides) -> AudioTokenTransformer:
+    """A control-aware reference model; ``film``: the experimental one with FiLM in every layer."""
     torch.manual_seed(seed)
-    return AudioTokenTransformer(**{**BASE_ARGS, **overrides}, controls=controls).eval()
+    cls = ControlFiLMTransformer if film else AudioTokenTransformer
+    return cls(**{**BASE_ARGS, **overrides}, options=TransformerOptions(controls=controls)).eval()
 
 
 def _randomise_controls(model: nn.Module, seed: int = 1) -> None:
@@ -127,7 +131,8 @@ def _randomise(module: nn.Module, seed: int = 1) -> None:
 
 
 def test_controls_in_every_layer_load_a_base_unchanged_and_steer_every_layer():
-    """``control_layers="every"`` (FiLM per block and at the final norm): a base loads into it and gives
+    """The experimental ``ControlFiLMTransformer`` (FiLM per block and at the final norm; the old
+    ``control_layers="every"``): a base loads into it and gives
     exactly the base's logits in float64 whatever the controls; once moved, each layer's FiLM changes the
     logits, the controls change them, and cached decoding equals teacher forcing."""
     torch.manual_seed(0)
@@ -139,11 +144,11 @@ def test_controls_in_every_layer_load_a_base_unchanged_and_steer_every_layer():
         DIVERSITY_WEIGHT: torch.linspace(0, 15, 6, dtype=torch.float64),
     }
     # the base parameters are initialised exactly as without controls
-    same_init = _steerable(seed=0, control_layers="every").double()
+    same_init = _steerable(seed=0, film=True).double()
     assert all(torch.equal(same_init.state_dict()[k], v) for k, v in base.state_dict().items())
     assert len(same_init.control_film) == BASE_ARGS["num_layers"] + 1
 
-    steerable = _steerable(seed=7, control_layers="every").double()
+    steerable = _steerable(seed=7, film=True).double()
     _randomise(steerable.control_emb)
     _randomise(steerable.control_film)  # a trained control path is reset by a base load, not kept
     missing = load_base_weights(steerable, base.state_dict())
@@ -177,18 +182,19 @@ def test_controls_in_every_layer_load_a_base_unchanged_and_steer_every_layer():
     steerable.gradient_checkpointing = True
     assert torch.equal(steerable.train()(steps, condition, controls=controls), full)
 
-    # the spec records it (and only when set), so a checkpoint rebuilds it; bad settings are refused
-    assert steerable.spec()["init_args"]["control_layers"] == "every"
-    assert "control_layers" not in _steerable().spec()["init_args"]
-    with pytest.raises(ValueError, match="control_layers must be 'input' or 'every'"):
-        _steerable(control_layers="all")
-    with pytest.raises(ValueError, match="needs controls"):
-        AudioTokenTransformer(**BASE_ARGS, control_layers="every")
+    # the spec records its class, so a checkpoint rebuilds it; the library's model has no FiLM; it needs
+    # controls
+    assert (
+        steerable.spec()["class_path"] == "lightning_cfgrl.experimental.control_film.ControlFiLMTransformer"
+    )
+    assert not hasattr(_steerable(), "control_film")
+    with pytest.raises(ValueError, match=r"ControlFiLMTransformer needs options.controls=\[...\]"):
+        ControlFiLMTransformer(**BASE_ARGS)
 
 
 @pytest.mark.slow  # trains a model
 def test_training_moves_the_film_of_every_layer(pretrained_base, domain, tmp_path):
-    student = _steerable(control_layers="every")
+    student = _steerable(film=True)
     load_base_weights(student, pretrained_base.state_dict())
     module = CFGRLModule(student, rollout={"num_frames": 8}, optimization={"learning_rate": 1e-3})
     callback = CFGDistillCallback(guidance_scale=[1.0, 5.0])
@@ -207,7 +213,11 @@ def test_the_selection_script_never_sees_the_heldout_prompts_and_can_freeze_the_
     """examples/steerable_select.py: its inner split is carved out of the training prompts only (the
     evaluation's held-out prompts are in neither half), and its frozen-base candidate trains only the
     control path."""
-    from examples.steerable_select import ControlsOnlyTransformer, InnerSplitPromptDataModule
+    from examples.steerable_select import (
+        ControlsOnlyFiLMTransformer,
+        ControlsOnlyTransformer,
+        InnerSplitPromptDataModule,
+    )
 
     def rows(prompts: torch.Tensor) -> set[tuple[int, ...]]:
         return {tuple(r) for r in prompts.tolist()}
@@ -217,7 +227,10 @@ def test_the_selection_script_never_sees_the_heldout_prompts_and_can_freeze_the_
     assert not rows(inner.train_prompts) & rows(inner.heldout_prompts)
     assert not (rows(inner.train_prompts) | rows(inner.heldout_prompts)) & rows(outer.heldout_prompts)
     assert len(inner.heldout_prompts) == round(0.25 * len(outer.train_prompts))
-    model = ControlsOnlyTransformer(**BASE_ARGS, controls=BOTH, control_layers="every")
+    options = TransformerOptions(controls=BOTH)
+    model = ControlsOnlyTransformer(**BASE_ARGS, options=options)
+    assert {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} == {"control_emb"}
+    model = ControlsOnlyFiLMTransformer(**BASE_ARGS, options=options)
     trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"control_emb", "control_film"}
 
@@ -482,7 +495,7 @@ def test_diversity_term_weights_each_group_by_its_own_beta():
         trainer=SimpleNamespace(strategy=SimpleNamespace(reduce=lambda t, reduce_op: t)),
     )
     paper = dict(baseline="none", advantage_norm="none", beta_scale="paper")  # the literal form
-    callback = DiversityRewardCallback(embedder, beta=[0.0, 15.0], **paper)
+    callback = DiversityRewardCallback(embedder, beta=[0.0, 15.0], gradient=DiversityGradientConfig(**paper))
     term = callback.loss_terms(stub, batch)["diversity"]
     frames = generator.pattern.steps_to_frames(steps)
     rewards = diversity_rewards(pairwise_distances(grouped(embedder(frames), 4))).flatten().double()
@@ -494,7 +507,7 @@ def test_diversity_term_weights_each_group_by_its_own_beta():
     (grad,) = torch.autograd.grad(term, logits)
     assert float(grad[:4].abs().max()) == 0.0 and float(grad[4:].abs().max()) > 0.0
     # a fixed beta keeps the plain form
-    fixed = DiversityRewardCallback(embedder, beta=4.0, **paper)
+    fixed = DiversityRewardCallback(embedder, beta=4.0, gradient=DiversityGradientConfig(**paper))
     torch.testing.assert_close(
         fixed.loss_terms(stub, batch)["diversity"].double(),
         -4.0 * 2.0 * (rewards * logp).mean(),

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from lightning_cfgrl import CFGDistillCallback, CFGRLModule
+from lightning_cfgrl import CFGDistillCallback, CFGRLModule, DiversityGradientConfig
 from lightning_cfgrl.callbacks import RunCheckpoint
 from lightning_cfgrl.core.budget import QualityBudget
 from lightning_cfgrl.embedders import ContrastiveEmbedderModule, ContrastiveTokenEmbedder
@@ -24,6 +24,8 @@ from lightning_cfgrl.training.reward_gates import RewardGateError, RewardGates
 from lightning_cfgrl.training.stopping import Plateau, PlateauStopping, stopped_step
 from tests.helpers.models import quiet_trainer
 from tests.helpers.tiny_fit import NUM_FRAMES, tiny_embedder, tiny_generator
+
+NO_GRAD_NORM = DiversityGradientConfig(log_norm=False)
 
 
 class _Curve(pl.LightningModule):
@@ -147,7 +149,7 @@ def _diversity_fit(
         rollout={"num_frames": NUM_FRAMES, "num_samples_per_prompt": group_size},
         optimization={"lr_decay": "constant"},
     )
-    callbacks = [CFGDistillCallback(), DiversityRewardCallback(embedder, log_grad_norm=False, **kwargs)]
+    callbacks = [CFGDistillCallback(), DiversityRewardCallback(embedder, gradient=NO_GRAD_NORM, **kwargs)]
     trainer = quiet_trainer(max_steps=max_steps, callbacks=callbacks, limit_val_batches=0)
     trainer.fit(module, datamodule=SyntheticPromptDataModule(batch_size=2))
     return module, trainer
@@ -162,7 +164,7 @@ def test_chance_level_embedder_is_an_error_before_any_step_naming_the_override()
         optimization={"lr_decay": "constant"},
     )
     before = {k: v.clone() for k, v in module.state_dict().items()}
-    callbacks = [CFGDistillCallback(), DiversityRewardCallback(embedder, beta=1.0, log_grad_norm=False)]
+    callbacks = [CFGDistillCallback(), DiversityRewardCallback(embedder, beta=1.0, gradient=NO_GRAD_NORM)]
     trainer = quiet_trainer(max_steps=3, callbacks=callbacks, limit_val_batches=0)
     with pytest.raises(RewardGateError, match="triplet accuracy 0.520") as info:
         trainer.fit(module, datamodule=SyntheticPromptDataModule(batch_size=2))
@@ -284,7 +286,7 @@ def test_budget_needs_the_distillation_metric() -> None:
         optimization={"lr_decay": "constant"},
     )
     callback = DiversityRewardCallback(
-        embedder, beta=1.0, quality_budget=QualityBudget(), log_grad_norm=False
+        embedder, beta=1.0, quality_budget=QualityBudget(), gradient=NO_GRAD_NORM
     )
     trainer = quiet_trainer(max_steps=2, callbacks=[callback], limit_val_batches=0)
     with pytest.raises(ValueError, match="add CFGDistillCallback"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the cfgrl fit runs of the short recipe too
     out = ROOT / "benchmarks" / "results" / f"short_recipe_sweep_{args.domain}.json"
     old = json.loads(out.read_text()) if out.exists() else {}
     machine = describe_machine()

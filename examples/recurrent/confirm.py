@@ -63,9 +63,9 @@ def _swap(config: dict, name: str, seed: int, init: str, teacher: str | None) ->
     for callback in config["trainer"]["callbacks"]:
         args = callback.setdefault("init_args", {})
         if callback["class_path"].endswith("CFGDistillCallback") and teacher is not None:
-            args["teacher_checkpoint"] = teacher
+            args["teacher"] = {**args.get("teacher", {}), "checkpoint": teacher}
         if callback["class_path"].endswith("DiversityRewardCallback"):
-            args["seed"] = seed
+            args["gradient"] = {**args.get("gradient", {}), "seed": seed}
     return config
 
 

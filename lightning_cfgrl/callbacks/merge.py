@@ -19,6 +19,7 @@ from lightning_cfgrl.merging.consistency import check_specs_agree
 from lightning_cfgrl.merging.lora import DenseWeights, dense_template, is_peft_checkpoint, open_dense_sources
 from lightning_cfgrl.merging.streaming import (
     MergeError,
+    MergeOutput,
     check_lambdas,
     check_mergeable,
     check_method,
@@ -145,18 +146,21 @@ class ModelMergeCallback(Callback):
             },
         }
         written: dict[str, str] = {}
+        output = MergeOutput(
+            dirpath,
+            checkpoint_template=lambda: checkpoint,
+            prefix=GENERATOR_PREFIX,
+            sidecar={"sources": sources, "created_by": "ModelMergeCallback"},
+        )
         with merge_output_dir(dirpath):
             for lam in self.lambdas:
                 files = write_merged(
                     anchor=self._open_anchor,
                     current=lambda: current,
                     lam=lam,
-                    out_dir=dirpath,
+                    output=output,
                     method=self.method,
                     allow_extrapolation=self.allow_extrapolation,
-                    checkpoint_template=lambda: checkpoint,
-                    prefix=GENERATOR_PREFIX,
-                    sidecar={"sources": sources, "created_by": "ModelMergeCallback"},
                     validate=False,
                 )
                 written[lambda_tag(lam)] = str(files.checkpoint)

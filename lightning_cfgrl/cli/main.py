@@ -138,9 +138,25 @@ def parse_error_cause(report: str) -> str | None:
     keys = re.findall(r'Parser key "([^"]+)"', report)
     class_paths = re.findall(r"Problem with given class_path '([^']+)'", report)
     where = ".".join(dict.fromkeys(keys))
-    if class_paths and class_paths[-1] not in cause:
-        cause = f"class_path {class_paths[-1]!r}: {cause}"
+    if class_paths:
+        cause += moved_setting_hint(class_paths[-1], cause)
+        if class_paths[-1] not in cause:
+            cause = f"class_path {class_paths[-1]!r}: {cause}"
     return f"{where}: {cause}" if where and where not in cause else cause
+
+
+def moved_setting_hint(class_path: str, cause: str) -> str:
+    """``"; teacher_checkpoint is teacher.checkpoint now"`` when ``cause`` refuses an argument that the
+    class (already imported) lists in its ``moved_settings``; else ``""``."""
+    from lightning_cfgrl.io.specs import imported_class
+
+    found = re.search(r"Option '([^']+)' is not accepted", cause)
+    moved = getattr(imported_class(class_path), "moved_settings", None) or {}
+    if not found or found.group(1) not in moved:
+        return ""
+    old, new = found.group(1), moved[found.group(1)]
+    group, field = new.split(".", 1)
+    return f"; {old} is {new} now (init_args: {{{group}: {{{field}: ...}}}})"
 
 
 class CFGRLArgumentParser(LightningArgumentParser):

@@ -31,6 +31,7 @@ from lightning_cfgrl.merging.lora import dense_template, is_peft_checkpoint, ope
 from lightning_cfgrl.merging.streaming import (
     MergedFiles,
     MergeError,
+    MergeOutput,
     check_lambdas,
     check_method,
     check_outputs_are_not_inputs,
@@ -83,6 +84,12 @@ def merge_checkpoints(
         name: {"path": os.path.abspath(path), "sha256": file_sha256(path)}
         for name, path in (("quality", quality), ("diversity", diversity))
     }
+    output = MergeOutput(
+        out,
+        checkpoint_template=template,
+        prefix=GENERATOR_PREFIX,
+        sidecar={"sources": sources, "created_by": "cfgrl merge"},
+    )
     written = []
     with merge_output_dir(out):
         for lam in tqdm(lams, desc="cfgrl merge", unit="model", disable=not progress):
@@ -91,12 +98,9 @@ def merge_checkpoints(
                     anchor=open_quality,
                     current=open_diversity,
                     lam=lam,
-                    out_dir=out,
+                    output=output,
                     method=method,
                     allow_extrapolation=allow_extrapolation,
-                    checkpoint_template=template,
-                    prefix=GENERATOR_PREFIX,
-                    sidecar={"sources": sources, "created_by": "cfgrl merge"},
                     validate=False,
                 )
             )

@@ -45,7 +45,7 @@ class QualityBudget:
         reference_kl: the beta = 0 level (e.g. the quality model's final ``train/distill_divergence_per_token``).
             None: measured over the first ``reference_steps`` steps with beta held at 0, which is the
             beta = 0 level when the run starts from the quality model (``init_checkpoint``) and
-            distils towards the base's CFG (``teacher_checkpoint``).
+            distils towards the base's CFG (``teacher.checkpoint``).
         base_kl: with ``relative_to="gain"`` and a given ``reference_kl``: the base's own KL to the CFG
             teacher (``train/distill_base_divergence_per_token``). None: measured with the reference.
         reference_steps: steps averaged for the measured reference.

@@ -79,7 +79,7 @@ def check_controls(generator: object, controls: Mapping[str, Tensor], batch_size
                 f"its control_names are {accepted}"
                 if accepted
                 else "it takes no controls (a generator accepts them by listing control_names and taking a "
-                "controls= keyword in forward; the reference model: AudioTokenTransformer(controls=[...]))"
+                "controls= keyword in forward; the reference model: AudioTokenTransformer(options={'controls': [...]}))"
             )
             raise ValueError(f"{type(generator).__name__} does not accept the control {name!r}: {hint}")
         if not isinstance(value, Tensor) or value.dim() != 1 or value.shape[0] != batch_size:

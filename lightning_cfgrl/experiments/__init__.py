@@ -9,7 +9,7 @@ from lightning_cfgrl.experiments.datamodules import (
 )
 from lightning_cfgrl.experiments.domain import TokenDomain
 from lightning_cfgrl.experiments.exact_scorers import LatentModeEmbedder, LogLikelihood, PromptAdherence
-from lightning_cfgrl.experiments.hmm_music import HMM_ATTRIBUTE_NAMES, HMMMusic
+from lightning_cfgrl.experiments.hmm_music import HMM_ATTRIBUTE_NAMES, HMMMusic, HMMScales
 from lightning_cfgrl.experiments.judge import JudgeAdherence, JudgeModule, PromptClassifier
 from lightning_cfgrl.experiments.synthetic_music import ATTRIBUTE_NAMES, SyntheticMusic
 
@@ -17,6 +17,7 @@ __all__ = [
     "ATTRIBUTE_NAMES",
     "HMM_ATTRIBUTE_NAMES",
     "HMMMusic",
+    "HMMScales",
     "JudgeAdherence",
     "JudgeModule",
     "LatentModeEmbedder",

@@ -36,7 +36,9 @@ scores, by the forward algorithm over s and a sum over m (vectorised over ``[P, 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 from einops import rearrange
@@ -51,6 +53,44 @@ HMM_ATTRIBUTE_NAMES: dict[str, tuple[str, ...]] = {
 }
 
 
+@dataclass(frozen=True)
+class HMMScales:
+    """How strongly each part of :class:`HMMMusic`'s process speaks: the sizes of its random logits.
+
+    Args:
+        prior_scale: std of the shared section-transition and coarse-emission logits (the strong prior).
+        stay: extra logit of staying in the same section (sections last several frames).
+        prompt_scale: std of each attribute's section bias and token bias (the weak prompt signal).
+        residual_scale: std of codebooks 1 and 2's dependence on the codebook above in the same frame.
+    """
+
+    prior_scale: float = 3.0
+    stay: float = 4.0
+    prompt_scale: float = 0.25
+    residual_scale: float = 2.5
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"scales.{f.name} must be a finite number, got {value!r}")
+
+    @classmethod
+    def of(cls, value: Any) -> HMMScales:
+        """``value`` as scales: the object itself, its fields as a dict, or None (the defaults)."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, Mapping):
+            known = {f.name for f in fields(cls)}
+            unknown = sorted(set(value) - known)
+            if unknown:
+                raise ValueError(f"scales has no setting(s) {unknown}; its settings are {sorted(known)}")
+            return cls(**value)
+        raise TypeError(f"scales must be an HMMScales or a dict of its fields, got {type(value).__name__}")
+
+
 class HMMMusic(TokenDomain):
     """The hidden-section process and its exact scores (plain torch float64, CPU, deterministic from ``seed``).
 
@@ -60,10 +100,8 @@ class HMMMusic(TokenDomain):
         num_states: S hidden sections.
         num_modes: M latent grooves.
         attribute_sizes: values per attribute slot (style, harmony, density).
-        prior_scale: std of the shared section-transition and coarse-emission logits (the strong prior).
-        stay: extra logit of staying in the same section (sections last several frames).
-        prompt_scale: std of each attribute's section bias and token bias (the weak prompt signal).
-        residual_scale: std of codebooks 1 and 2's dependence on the codebook above in the same frame.
+        scales: the sizes of the prior, section-stay, prompt and residual logits (:class:`HMMScales`, or
+            its fields as a dict).
         seed: seeds the process parameters.
     """
 
@@ -77,12 +115,12 @@ class HMMMusic(TokenDomain):
         num_states: int = 10,
         num_modes: int = 3,
         attribute_sizes: Sequence[int] = (4, 4, 3),
-        prior_scale: float = 3.0,
-        stay: float = 4.0,
-        prompt_scale: float = 0.25,
-        residual_scale: float = 2.5,
+        scales: HMMScales = HMMScales(),
         seed: int = 0,
     ) -> None:
+        scales = HMMScales.of(scales)
+        prior_scale, stay = scales.prior_scale, scales.stay
+        prompt_scale, residual_scale = scales.prompt_scale, scales.residual_scale
         for name, value in (
             ("vocab_size", vocab_size),
             ("num_frames", num_frames),
@@ -239,4 +277,4 @@ class HMMMusic(TokenDomain):
         return torch.log_softmax(joint, dim=1)
 
 
-__all__ = ["HMM_ATTRIBUTE_NAMES", "HMMMusic"]
+__all__ = ["HMM_ATTRIBUTE_NAMES", "HMMMusic", "HMMScales"]

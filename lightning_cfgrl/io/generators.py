@@ -64,7 +64,7 @@ def load_pretrained_folder(path: str | Path) -> nn.Module:
 
 def load_generator_spec(path: str | Path, role: str = "checkpoint") -> dict | None:
     """The ``class_path``/``init_args`` spec a Lightning checkpoint recorded for its generator, if any;
-    ``role`` names the file in refusals (``"teacher_checkpoint"``)."""
+    ``role`` names the file in refusals (``"teacher.checkpoint"``)."""
     if is_safetensors_file(path):
         return None
     hparams = load_checkpoint(path).get("hyper_parameters", {})

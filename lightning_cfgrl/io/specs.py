@@ -11,6 +11,7 @@ construction. Live objects are never pickled into checkpoints.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 import weakref
@@ -22,6 +23,8 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import nn
 
 from lightning_cfgrl.io.checkpoints import load_checkpoint
+from lightning_cfgrl.models.options import upgrade_init_args
+from lightning_cfgrl.models.transformer import AudioTokenTransformer
 
 # A spec may import modules of this package that are not loaded yet (the MusicGen adapter is lazy);
 # their import has no side effects. Any other module must already be imported: importing runs the
@@ -110,6 +113,7 @@ def instantiate_spec(spec: Mapping[str, Any], source: str = "a spec") -> nn.Modu
     themselves (the module a ``ModuleAdapter`` wraps) are checked and built first, as LightningCLI does."""
     check_spec(spec, source)
     check_no_imports(spec, source)  # a spec nested at any depth of its init_args too
+    spec = upgrade_spec(spec)
     init_args = {
         name: instantiate_spec(value, f"{source} (init_args.{name})")
         if isinstance(value, Mapping) and "class_path" in value
@@ -119,6 +123,39 @@ def instantiate_spec(spec: Mapping[str, Any], source: str = "a spec") -> nn.Modu
     obj = resolve_module_class(spec["class_path"], source)(**init_args)
     _BUILT_FROM[obj] = {"class_path": spec["class_path"], "init_args": dict(spec.get("init_args") or {})}
     return obj
+
+
+def upgrade_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """``spec`` in today's layout, where an earlier version recorded it otherwise: the init_args of an
+    :class:`~lightning_cfgrl.models.AudioTokenTransformer` (or a subclass) that hold ``dropout``,
+    ``delays``, ``gradient_checkpointing``, ``controls`` flat get them grouped under ``options``
+    (:func:`lightning_cfgrl.models.options.upgrade_init_args`, the one conversion); nested specs too.
+    Other specs, and classes that are neither this package's nor imported, are returned as they are
+    (never imports a module outside this package)."""
+    out = dict(spec)
+    init_args = out.get("init_args")
+    if not isinstance(init_args, Mapping):
+        return out
+    init_args = {
+        name: upgrade_spec(value) if isinstance(value, Mapping) and "class_path" in value else value
+        for name, value in init_args.items()
+    }
+    cls = _known_class(out.get("class_path"))
+    if cls is not None and issubclass(cls, AudioTokenTransformer):
+        accepted = tuple(inspect.signature(cls.__init__).parameters)
+        init_args = upgrade_init_args(init_args, accepted)
+    out["init_args"] = init_args
+    return out
+
+
+def _known_class(class_path: Any) -> type | None:
+    """The class ``class_path`` names: this package's (imported if needed), or one already imported."""
+    if isinstance(class_path, str) and class_path.startswith(TRUSTED_PACKAGE + "."):
+        try:
+            return resolve_module_class(class_path)
+        except UnsafeSpecError:
+            return None
+    return imported_class(class_path)
 
 
 # Values jsonargparse imports when it rebuilds hyperparameters: a ``class_path`` anywhere, and a dotted
@@ -306,6 +343,4 @@ def _cli_given_hyperparameters() -> dict[str, Any]:
 
 
 def _caller_frame() -> Any:
-    import inspect
-
     return inspect.currentframe().f_back.f_back

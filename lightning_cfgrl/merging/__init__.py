@@ -3,6 +3,7 @@
 from lightning_cfgrl.merging.streaming import (
     METHODS,
     MergeError,
+    MergeOutput,
     lerp,
     merge_state_dicts,
     merge_tensor,
@@ -10,4 +11,13 @@ from lightning_cfgrl.merging.streaming import (
     write_merged,
 )
 
-__all__ = ["METHODS", "MergeError", "lerp", "merge_state_dicts", "merge_tensor", "slerp", "write_merged"]
+__all__ = [
+    "METHODS",
+    "MergeError",
+    "MergeOutput",
+    "lerp",
+    "merge_state_dicts",
+    "merge_tensor",
+    "slerp",
+    "write_merged",
+]

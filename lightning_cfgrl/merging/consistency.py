@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_cfgrl.io.checkpoints import CheckpointError, is_safetensors_file, load_checkpoint
+from lightning_cfgrl.io.specs import upgrade_spec
 
 
 def _plain(value: Any) -> Any:
@@ -35,16 +36,31 @@ def _same(a: Any, b: Any) -> bool:
     return False
 
 
+def _leaves(args: Mapping[str, Any], prefix: str = "init_args") -> dict[str, Any]:
+    """``{"init_args.options.dropout": 0.1, ...}``: a settings group (a plain dict, not a nested spec) is
+    compared field by field, so a neutral field inside it stays neutral."""
+    out: dict[str, Any] = {}
+    for key, value in args.items():
+        if isinstance(value, Mapping) and "class_path" not in value:
+            out.update(_leaves(value, f"{prefix}.{key}"))
+        else:
+            out[f"{prefix}.{key}"] = value
+    return out
+
+
 def spec_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
-    """``["init_args.num_heads: 2 vs 4", ...]``: where two ``class_path``/``init_args`` specs differ."""
-    a, b = _plain(a), _plain(b)
+    """``["init_args.num_heads: 2 vs 4", ...]``: where two ``class_path``/``init_args`` specs differ (a spec
+    recorded by an earlier version compared in today's layout, :func:`~lightning_cfgrl.io.specs.upgrade_spec`)."""
+    a, b = _plain(upgrade_spec(a)), _plain(upgrade_spec(b))
     out = []
     if a.get("class_path") != b.get("class_path"):
         out.append(f"class_path: {a.get('class_path')} vs {b.get('class_path')}")
-    args_a, args_b = a.get("init_args") or {}, b.get("init_args") or {}
-    for key in sorted((set(args_a) | set(args_b)) - NEUTRAL_ARGS):
+    args_a, args_b = _leaves(a.get("init_args") or {}), _leaves(b.get("init_args") or {})
+    for key in sorted(set(args_a) | set(args_b)):
+        if key.rpartition(".")[2] in NEUTRAL_ARGS:
+            continue
         if not _same(args_a.get(key, "<unset>"), args_b.get(key, "<unset>")):
-            out.append(f"init_args.{key}: {args_a.get(key, '<unset>')!r} vs {args_b.get(key, '<unset>')!r}")
+            out.append(f"{key}: {args_a.get(key, '<unset>')!r} vs {args_b.get(key, '<unset>')!r}")
     return out
 
 

@@ -388,24 +388,41 @@ def merged_checkpoint(
     return ckpt
 
 
+@dataclass(frozen=True)
+class MergeOutput:
+    """Where and what :func:`write_merged` writes, the same for every lambda of one merge.
+
+    Args:
+        out_dir: the folder of the merged sets (``merged_lambda=<tag>.{safetensors,ckpt,json}``).
+        checkpoint_template: returns the Lightning checkpoint whose ``prefix`` weights are replaced to
+            make the ``.ckpt`` (see :func:`merged_checkpoint`); None: no ``.ckpt`` is written.
+        prefix: where the generator's weights sit in the template's ``state_dict``.
+        sidecar: extra entries recorded in the sidecar JSON and in the ``.ckpt``'s ``cfgrl_merge``
+            (the sources, who made it).
+    """
+
+    out_dir: str | os.PathLike[str]
+    checkpoint_template: Callable[[], Mapping[str, Any]] | None = None
+    prefix: str = "generator."
+    sidecar: Mapping[str, Any] | None = None
+
+
 def write_merged(
     anchor: Callable[[], StateDict],
     current: Callable[[], StateDict],
     lam: float,
-    out_dir: str | Path,
+    output: MergeOutput | str | os.PathLike[str],
     method: str = "lerp",
     allow_extrapolation: bool = False,
-    checkpoint_template: Callable[[], Mapping[str, Any]] | None = None,
-    prefix: str = "generator.",
-    sidecar: Mapping[str, Any] | None = None,
     validate: bool = True,
 ) -> MergedFiles:
     """Write theta(lam) as safetensors (generator keys), Lightning ``.ckpt`` and JSON sidecar.
 
     ``anchor``/``current`` are called to open the sources (ideally lazily mapped) and are released
     before the ``.ckpt`` is built from the freshly written safetensors file, mapped; so peak memory is
-    about two models. ``checkpoint_template`` returns the Lightning checkpoint whose ``prefix`` weights
-    are replaced (see :func:`merged_checkpoint`); without it no ``.ckpt`` is written.
+    about two models. ``output``: the folder and the ``.ckpt`` template (:class:`MergeOutput`; a bare
+    folder writes the safetensors file and the sidecar only). ``validate=False`` skips the checks of
+    :func:`validate_merge`, for callers that ran it once for all their lambdas.
 
     The files appear as a set (:class:`~lightning_cfgrl.io.file_sets.StagedFileSet`): the sidecar,
     which records the sha256 of the other files, is removed first and written last, so an error or a
@@ -413,15 +430,18 @@ def write_merged(
     :func:`complete_merged_sets` skips), never a sidecar describing other files. Callers writing several
     lambdas hold :func:`merge_output_dir` around them.
     """
+    if not isinstance(output, MergeOutput):
+        output = MergeOutput(output)
     check_method(method)
     lam = check_lambda(lam, allow_extrapolation)
-    paths = merged_paths(out_dir, lam, with_checkpoint=checkpoint_template is not None)
+    checkpoint_template = output.checkpoint_template
+    paths = merged_paths(output.out_dir, lam, with_checkpoint=checkpoint_template is not None)
     info = {
         "lambda": lam,
         "method": method,
         "allow_extrapolation": allow_extrapolation,
         "package_version": _package_version(),
-        **(sidecar or {}),
+        **(output.sidecar or {}),
     }
     data_files = {"safetensors": paths.safetensors}
     if paths.checkpoint is not None:
@@ -448,7 +468,7 @@ def write_merged(
             # The sources are closed by now; map the merged weights back rather than keep a third copy.
             merged = load_safetensors(staged.staged(paths.safetensors), mmap=True)
             torch.save(
-                {**merged_checkpoint(checkpoint_template(), merged, prefix), "cfgrl_merge": info},
+                {**merged_checkpoint(checkpoint_template(), merged, output.prefix), "cfgrl_merge": info},
                 staged.open(paths.checkpoint),
             )
             del merged

@@ -4,7 +4,7 @@ Summed codebook embeddings in, K output heads out, the codebook delay pattern so
 is predicted after codebooks < k of that frame. The prompt is a few attribute ids ``[B, A]`` (id 0 =
 "no prompt" in every slot); each slot's embedding becomes one prefix position the tokens attend to.
 Implements :class:`~lightning_cfgrl.core.generator.TokenGenerator` with a static KV cache, and, when
-built with ``controls=[...]``, control inputs (:mod:`lightning_cfgrl.core.controls`).
+built with ``options={"controls": [...]}``, control inputs (:mod:`lightning_cfgrl.core.controls`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from lightning_cfgrl.core.controls import ControlEmbedding, Controls, check_cont
 from lightning_cfgrl.core.delay_pattern import DelayPattern
 from lightning_cfgrl.core.generator import check_condition_matches, check_steps, class_spec
 from lightning_cfgrl.models.kv_cache import KVCache, StaticStep
+from lightning_cfgrl.models.options import TransformerOptions
 
 
 class SelfAttention(nn.Module):
@@ -65,29 +66,14 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(
-        self, x: Tensor, cache: KVCache | StaticStep | None, layer: int, film: Tensor | None = None
-    ) -> Tensor:
-        """``film [B, 1, 4 D]`` (optional): per-sequence ``(scale1, shift1, scale2, shift2)`` applied to
-        the two normalised inputs, ``norm(x) * (1 + scale) + shift`` (zeros: exactly the block without)."""
+    def forward(self, x: Tensor, cache: KVCache | StaticStep | None, layer: int) -> Tensor:
         # dropout is the identity in eval and at p = 0 (no random numbers drawn): skip the module call
         # then, which is what a decode step sees. `p` is read at call time (disable_dropout sets it).
         if self.training and self.dropout.p > 0:
-            x = x + self.dropout(self.attn(modulate(self.norm1(x), film, 0), cache, layer))
-            return x + self.dropout(self.mlp(modulate(self.norm2(x), film, 1)))
-        x = x + self.attn(modulate(self.norm1(x), film, 0), cache, layer)
-        return x + self.mlp(modulate(self.norm2(x), film, 1))
-
-
-def modulate(h: Tensor, film: Tensor | None, index: int) -> Tensor:
-    """FiLM: ``h * (1 + scale) + shift`` with the ``index``-th (scale, shift) pair of ``film [..., 2 n D]``
-    (``h`` itself when ``film`` is None)."""
-    if film is None:
-        return h
-    dim = h.shape[-1]
-    scale = film[..., 2 * index * dim : (2 * index + 1) * dim]
-    shift = film[..., (2 * index + 1) * dim : (2 * index + 2) * dim]
-    return torch.addcmul(shift, h, 1 + scale)
+            x = x + self.dropout(self.attn(self.norm1(x), cache, layer))
+            return x + self.dropout(self.mlp(self.norm2(x)))
+        x = x + self.attn(self.norm1(x), cache, layer)
+        return x + self.mlp(self.norm2(x))
 
 
 class CodebookEmbedding(nn.Module):
@@ -167,21 +153,13 @@ class AudioTokenTransformer(nn.Module):
         num_codebooks: K.
         vocab_size: V tokens per codebook (id V is the pad/start id in step tensors).
         condition_sizes: number of values of each prompt attribute slot (ids 1..n; 0 = null).
-        dim, num_layers, num_heads: transformer size.
+        dim: model width D.
+        num_layers: transformer blocks.
+        num_heads: attention heads (they divide ``dim``).
         max_frames: longest sequence in frames (sets the positional table and cache size).
-        dropout: residual dropout.
-        delays: per-codebook delays; default ``(0, 1, ..., K-1)`` (MusicGen's delay pattern).
-        gradient_checkpointing: in training forwards with grad, keep only each block's input and
-            recompute the block in backward (less activation memory for one extra forward).
-        controls: control inputs the model accepts, e.g. ``["guidance_scale", "diversity_weight"]``: a
-            zero-initialised :class:`~lightning_cfgrl.core.controls.ControlEmbedding` added to every input
-            position (the condition prefix and the tokens), so a base checkpoint loaded with
-            :func:`~lightning_cfgrl.core.controls.load_base_weights` computes exactly the base's logits.
-            The other parameters are initialised exactly as without controls (same seed, same weights).
-        control_layers: where the controls enter. ``"input"`` (default): the input embedding above only.
-            ``"every"``: also FiLM in every layer, a zero-initialised ``ControlEmbedding`` per block giving
-            a per-sequence scale and shift of both of its normalised inputs (``norm(x) * (1 + s) + b``) and
-            one for the final norm; still exactly the base's logits after ``load_base_weights``.
+        options: dropout, delay pattern, gradient checkpointing and control inputs
+            (:class:`~lightning_cfgrl.models.options.TransformerOptions`, or its fields as a dict); the
+            defaults build the plain MusicGen-style model.
     """
 
     def __init__(
@@ -193,13 +171,10 @@ class AudioTokenTransformer(nn.Module):
         num_layers: int = 2,
         num_heads: int = 4,
         max_frames: int = 64,
-        dropout: float = 0.0,
-        delays: Sequence[int] | None = None,
-        gradient_checkpointing: bool = False,
-        controls: Sequence[str] = (),
-        control_layers: str = "input",
+        options: TransformerOptions = TransformerOptions(),
     ) -> None:
         super().__init__()
+        options = TransformerOptions.of(options)
         self._init_args = dict(
             num_codebooks=num_codebooks,
             vocab_size=vocab_size,
@@ -208,24 +183,15 @@ class AudioTokenTransformer(nn.Module):
             num_layers=num_layers,
             num_heads=num_heads,
             max_frames=max_frames,
-            dropout=dropout,
-            delays=list(delays) if delays is not None else None,
-            gradient_checkpointing=gradient_checkpointing,
+            options=options.record(),
         )
-        self.gradient_checkpointing = gradient_checkpointing
-        if controls:  # recorded only when set, so base checkpoints' specs stay as they were
-            self._init_args["controls"] = list(controls)
-        if control_layers not in ("input", "every"):
-            raise ValueError(f"control_layers must be 'input' or 'every', got {control_layers!r}")
-        if control_layers != "input":
-            if not controls:
-                raise ValueError(f"control_layers={control_layers!r} needs controls=[...]")
-            self._init_args["control_layers"] = control_layers
+        self.gradient_checkpointing = options.gradient_checkpointing
         if dim % num_heads:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.num_codebooks = num_codebooks
         self.vocab_size = vocab_size
         self.condition_sizes = tuple(int(n) for n in condition_sizes)
+        delays = options.delays
         self.pattern = DelayPattern(delays) if delays is not None else DelayPattern.musicgen(num_codebooks)
         self.max_steps = self.pattern.num_steps(max_frames)
         self.num_heads = num_heads
@@ -234,22 +200,13 @@ class AudioTokenTransformer(nn.Module):
         self.token_emb = CodebookEmbedding(num_codebooks, vocab_size + 1, dim)
         self.cond_emb = nn.ModuleList(nn.Embedding(n + 1, dim) for n in self.condition_sizes)
         self.pos_emb = nn.Embedding(num_slots + self.max_steps, dim)
-        self.blocks = nn.ModuleList(Block(dim, num_heads, dropout) for _ in range(num_layers))
+        self.blocks = nn.ModuleList(Block(dim, num_heads, options.dropout) for _ in range(num_layers))
         self.norm = nn.LayerNorm(dim)
         self.heads = nn.Linear(dim, num_codebooks * vocab_size)
         self.apply(self._init_weights)
         # built after the base init so the base parameters draw the same random numbers as without controls
-        self.control_names = tuple(controls)
-        self.control_emb = ControlEmbedding(self.control_names, dim) if controls else None
-        # FiLM in every layer: 4 D per block (scale and shift of norm1 and norm2), 2 D for the final norm
-        self.control_film = (
-            nn.ModuleList(
-                [ControlEmbedding(self.control_names, 4 * dim) for _ in range(num_layers)]
-                + [ControlEmbedding(self.control_names, 2 * dim)]
-            )
-            if control_layers == "every"
-            else None
-        )
+        self.control_names = tuple(options.controls)
+        self.control_emb = ControlEmbedding(self.control_names, dim) if options.controls else None
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -320,23 +277,15 @@ class AudioTokenTransformer(nn.Module):
             if self.control_emb is None:  # validated above on the first step; a cached step may skip it
                 check_controls(self, controls, steps.shape[0])
             x = x + self.control_emb(controls)[:, None]  # where the condition enters: every input position
-        films = self._films(controls)
         recompute = (
             self.gradient_checkpointing and self.training and cache is None and torch.is_grad_enabled()
         )
-        for layer, block in enumerate(self.blocks):
-            # non-reentrant: works when no input needs grad (frozen embeddings under LoRA) and replays
-            # the dropout masks of the forward
-            x = (
-                checkpoint(block, x, None, layer, films[layer], use_reentrant=False)
-                if recompute
-                else block(x, cache, layer, films[layer])
-            )
+        x = self._blocks(x, cache, controls, recompute)
         if cache is not None:
             cache.advance(x.shape[1], steps.shape[2] - start)
         if start == 0:
             x = x[:, num_slots:]
-        logits = self.heads(modulate(self.norm(x), films[-1], 0))
+        logits = self.heads(self._final_norm(x, controls))
         b, n = logits.shape[0], logits.shape[1]
         return logits.view(b, n, self.num_codebooks, self.vocab_size).transpose(1, 2)  # b s (k v) -> b k s v
 
@@ -354,19 +303,29 @@ class AudioTokenTransformer(nn.Module):
         x = self.token_emb(previous[:, :, None]) + self.pos_emb(slot)  # [B, 1, D]
         if controls:
             x = x + self.control_emb(controls)[:, None]
-        films = self._films(controls)
-        step = StaticStep.at(cache, slot)
-        for layer, block in enumerate(self.blocks):
-            x = block(x, step, layer, films[layer])
-        logits = self.heads(modulate(self.norm(x), films[-1], 0))[:, 0]  # [B, K * V]
+        x = self._blocks(x, StaticStep.at(cache, slot), controls, recompute=False)
+        logits = self.heads(self._final_norm(x, controls))[:, 0]  # [B, K * V]
         return logits.view(logits.shape[0], self.num_codebooks, self.vocab_size)
 
-    def _films(self, controls: Controls | None) -> list[Tensor | None]:
-        """Per-block FiLM ``[B, 1, 4 D]`` and the final norm's ``[B, 1, 2 D]`` (``control_layers="every"``),
-        else a ``None`` for each."""
-        if not controls or self.control_film is None:
-            return [None] * (len(self.blocks) + 1)
-        return [film(controls)[:, None] for film in self.control_film]
+    def _blocks(
+        self, x: Tensor, cache: KVCache | StaticStep | None, controls: Controls | None, recompute: bool
+    ) -> Tensor:
+        """The blocks over ``x [B, n, D]``; ``recompute``: gradient checkpointing (training, no cache).
+        ``controls`` is not read here: a subclass may feed it to every block
+        (``lightning_cfgrl.experimental.ControlFiLMTransformer``)."""
+        for layer, block in enumerate(self.blocks):
+            # non-reentrant: works when no input needs grad (frozen embeddings under LoRA) and replays
+            # the dropout masks of the forward
+            x = (
+                checkpoint(block, x, None, layer, use_reentrant=False)
+                if recompute
+                else block(x, cache, layer)
+            )
+        return x
+
+    def _final_norm(self, x: Tensor, controls: Controls | None) -> Tensor:
+        """The norm before the heads, ``[B, n, D]`` (``controls``: for a subclass, as in :meth:`_blocks`)."""
+        return self.norm(x)
 
     def _check_condition(self, condition: Tensor) -> None:
         if (

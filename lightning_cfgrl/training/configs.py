@@ -35,7 +35,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning_cfgrl.core.checks import check_int, check_real, check_settings
 from lightning_cfgrl.core.sampling import SamplingConfig
 from lightning_cfgrl.eval.scorers import Scorer
-from lightning_cfgrl.io.specs import is_config
+from lightning_cfgrl.io.specs import is_config, upgrade_spec
 from lightning_cfgrl.training.optimization import LR_DECAYS
 
 
@@ -197,8 +197,14 @@ def group_settings(settings: Mapping[str, Any], drop_live: bool = False) -> dict
 
 def upgrade_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
     """A checkpoint's hyperparameters in the grouped layout: flat ones (``num_frames``, ``learning_rate``,
-    ``val_samples_per_prompt``, ...) moved to their groups (:data:`FLAT_TO_GROUPED`); others unchanged."""
-    return group_settings(hparams, drop_live=True) if is_flat_layout(hparams) else dict(hparams)
+    ``val_samples_per_prompt``, ...) moved to their groups (:data:`FLAT_TO_GROUPED`), and the generator
+    spec in today's layout (:func:`~lightning_cfgrl.io.specs.upgrade_spec`: the transformer's
+    ``options``); others unchanged."""
+    out = group_settings(hparams, drop_live=True) if is_flat_layout(hparams) else dict(hparams)
+    generator = out.get("generator")
+    if isinstance(generator, Mapping) and "class_path" in generator:
+        out["generator"] = upgrade_spec(generator)
+    return out
 
 
 __all__ = [

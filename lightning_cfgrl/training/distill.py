@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -27,7 +28,13 @@ from lightning_cfgrl.core.guidance import cfg_logits, check_guidance_scale
 from lightning_cfgrl.io.generators import load_generator_spec, load_generator_state
 from lightning_cfgrl.io.provenance import file_source
 from lightning_cfgrl.io.specs import instantiate_spec
-from lightning_cfgrl.training.frozen import freeze, frozen_state, load_frozen_state, place_frozen
+from lightning_cfgrl.training.frozen import (
+    FrozenModelConfig,
+    freeze,
+    frozen_state,
+    load_frozen_state,
+    place_frozen,
+)
 from lightning_cfgrl.training.objective import ObjectiveCallback
 from lightning_cfgrl.training.rollout import RolloutBatch
 
@@ -38,20 +45,63 @@ TEACHER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16
 BASE_DIVERGENCE_METRIC = "train/distill_base_divergence_per_token"  # for a gain-relative quality budget
 
 
+@dataclass(frozen=True, kw_only=True)
+class TeacherConfig(FrozenModelConfig):
+    """The CFG teacher: where its weights come from, and how it runs and is saved
+    (``CFGDistillCallback(teacher=...)``)::
+
+        teacher: {checkpoint: runs/base.ckpt, dtype: bfloat16, chunk_size: 8}
+
+    Args:
+        checkpoint: a checkpoint or safetensors file with the teacher's generator weights. None: the
+            teacher is the student at fit start run without controls: the base, unless the student was
+            already trained on controls (then give the base here). For a LoRA/PEFT student it is then the
+            student itself with its adapters disabled.
+        dtype: run the teacher in ``"bfloat16"`` or ``"float16"`` (autocast; a copied teacher is also
+            stored in it, halving its memory). Its logits are mixed and compared in float32.
+        chunk_size: sequences per teacher forward (None: all N at once). Each chunk's ``[2n, K, S, V]``
+            logits are mixed before the next, so only the ``[N, K, S, V]`` float32 result is ever whole:
+            it caps the teacher's share of peak memory.
+        embed_in_checkpoint: store the teacher's weights in the callback's checkpoint state. By default
+            they are stored only when nothing else can rebuild them: a teacher loaded from ``checkpoint``,
+            or copied from a student loaded from the module's ``init_checkpoint``, is recorded as that
+            file's path and sha256, and a resumed run refuses a file that changed.
+    """
+
+    group: ClassVar[str] = "teacher"
+
+    checkpoint: str | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.checkpoint is not None and not isinstance(self.checkpoint, str):
+            raise TypeError(f"teacher.checkpoint must be a path (str) or None, got {self.checkpoint!r}")
+        if self.dtype is not None and self.dtype not in TEACHER_DTYPES:
+            raise ValueError(
+                f"teacher.dtype must be one of {sorted(TEACHER_DTYPES)} or None, got {self.dtype!r}"
+            )
+
+    @property
+    def torch_dtype(self) -> torch.dtype | None:
+        """``dtype`` as a ``torch.dtype`` (None: the module's own)."""
+        return TEACHER_DTYPES[self.dtype] if self.dtype is not None else None
+
+
 class CFGDistillCallback(ObjectiveCallback):
     """Adds ``weight * D(student || teacher_cfg)`` on the student's own samples (on-policy).
 
     The teacher is a frozen copy of the generator as it is when fit starts (the base weights), or the
-    generator weights of ``teacher_checkpoint``; for a LoRA/PEFT student it is the student itself with
+    generator weights of ``teacher.checkpoint``; for a LoRA/PEFT student it is the student itself with
     its adapters disabled (exactly the base, no second copy, nothing in checkpoints). Per step its cond
     and uncond logits come from one
     batched no-grad forward on ``[cond; null]``, are mixed with ``cfg_logits`` and compared per token
     with the student's logits (in float32). The per-token divergence is masked to generated positions,
-    then ``reduction="mean"`` (default) averages it per token, which pairs with
-    ``DiversityRewardCallback(beta_scale="per_token")`` so that beta means the same balance at any
-    sequence length; ``reduction="sum"`` sums it over a sequence's positions and averages over
-    sequences, as in the paper (pair it with ``beta_scale="paper"``). Under Adam the two give the same
-    updates for distillation alone (every sequence has the same number of generated tokens).
+    then ``reduction="mean"`` (default) averages it per token, which pairs with the diversity reward's
+    ``gradient.beta_scale="per_token"`` so that beta means the same balance at any sequence length;
+    ``reduction="sum"`` sums it over a sequence's positions and averages over sequences, as in the
+    paper (pair it with ``gradient.beta_scale="paper"``). Under Adam the two give the same updates
+    for distillation alone (every sequence has the same number of generated tokens).
 
     Steerable student: a list ``guidance_scale=[low, high]`` draws one g per prompt group each step
     (log-uniform by default; ``guidance_distribution="choice"`` takes a list of values instead), shared
@@ -67,19 +117,17 @@ class CFGDistillCallback(ObjectiveCallback):
         jsd_beta: the mixture weight of the generalized JSD.
         weight: multiplies the term.
         reduction: ``"mean"`` per token (default) or ``"sum"`` over a sequence's tokens (the paper's).
-        teacher_checkpoint: a checkpoint or safetensors file with the teacher's generator weights.
-            Without it the teacher is the student at fit start run without controls: the base, unless the
-            student was already trained on controls (then give the base here).
-        embed_in_checkpoint: store the teacher's weights in this callback's checkpoint state. By default
-            they are stored only when nothing else can rebuild them: a teacher loaded from
-            ``teacher_checkpoint``, or copied from a student loaded from the module's ``init_checkpoint``,
-            is recorded as that file's path and sha256, and a resumed run refuses a file that changed.
-        teacher_dtype: run the teacher in ``"bfloat16"`` or ``"float16"`` (autocast; a copied teacher is
-            also stored in it, halving its memory). Its logits are mixed and compared in float32.
-        teacher_chunk_size: sequences per teacher forward (None: all N at once). Each chunk's
-            ``[2n, K, S, V]`` logits are mixed before the next, so only the ``[N, K, S, V]`` float32
-            result is ever whole: it caps the teacher's share of peak memory.
+        teacher: the teacher's file, dtype, chunk size and checkpointing (:class:`TeacherConfig`;
+            None: the student at fit start, in the module's dtype, whole batches).
     """
+
+    # the flat arguments of earlier versions -> their place now (named when an old config gives them)
+    moved_settings: ClassVar[dict[str, str]] = {
+        "teacher_checkpoint": "teacher.checkpoint",
+        "teacher_dtype": "teacher.dtype",
+        "teacher_chunk_size": "teacher.chunk_size",
+        "embed_in_checkpoint": "teacher.embed_in_checkpoint",
+    }
 
     def __init__(
         self,
@@ -88,10 +136,7 @@ class CFGDistillCallback(ObjectiveCallback):
         jsd_beta: float = 0.5,
         weight: float = 1.0,
         reduction: Literal["sum", "mean"] = "mean",
-        teacher_checkpoint: str | None = None,
-        embed_in_checkpoint: bool = False,
-        teacher_dtype: Literal["float32", "bfloat16", "float16"] | None = None,
-        teacher_chunk_size: int | None = None,
+        teacher: TeacherConfig | None = None,
         guidance_distribution: Distribution = "log_uniform",
     ) -> None:
         setting = control_setting(GUIDANCE, guidance_scale, guidance_distribution)
@@ -112,18 +157,12 @@ class CFGDistillCallback(ObjectiveCallback):
         self.jsd_beta = jsd_beta
         self.weight = weight
         self.reduction = reduction
-        self.teacher_checkpoint = teacher_checkpoint
-        self.embed_in_checkpoint = embed_in_checkpoint
-        if teacher_dtype is not None and teacher_dtype not in TEACHER_DTYPES:
-            raise ValueError(
-                f"teacher_dtype must be one of {sorted(TEACHER_DTYPES)} or None, got {teacher_dtype!r}"
+        if teacher is not None and not isinstance(teacher, TeacherConfig):
+            raise TypeError(
+                "teacher must be a TeacherConfig (checkpoint, dtype, chunk_size, embed_in_checkpoint) or "
+                f"None, got {type(teacher).__name__}"
             )
-        if teacher_chunk_size is not None and (
-            isinstance(teacher_chunk_size, bool) or teacher_chunk_size < 1
-        ):
-            raise ValueError(f"teacher_chunk_size must be an int >= 1 or None, got {teacher_chunk_size!r}")
-        self.teacher_dtype = TEACHER_DTYPES[teacher_dtype] if teacher_dtype is not None else None
-        self.teacher_chunk_size = teacher_chunk_size
+        self.teacher_config = teacher if teacher is not None else TeacherConfig()
         self.teacher: torch.nn.Module | None = None
         self.teacher_source: dict[str, str] | None = None  # the file the teacher's weights are exactly
         # set by a gain-relative quality budget (DiversityRewardCallback) while it measures its reference:
@@ -136,11 +175,11 @@ class CFGDistillCallback(ObjectiveCallback):
         # `load_state_dict` then restores the saved teacher as well, whatever the module was built from.
         if stage != "fit" or self.teacher is not None:
             return
-        if self.teacher_checkpoint is None and is_peft_model(pl_module.generator):
+        if self.teacher_config.checkpoint is None and is_peft_model(pl_module.generator):
             # TRL's reference model for free: the student's own base, adapters disabled
             self.teacher = AdapterDisabledTeacher(pl_module.generator)
             return
-        if self.teacher_checkpoint:
+        if self.teacher_config.checkpoint:
             teacher = self._load_teacher(pl_module)
         else:
             teacher = copy.deepcopy(pl_module.generator)
@@ -151,28 +190,28 @@ class CFGDistillCallback(ObjectiveCallback):
         self.teacher = freeze(teacher)
 
     def _load_teacher(self, pl_module: CFGRLModule) -> torch.nn.Module:
-        """Teacher from ``teacher_checkpoint``: rebuilt from the checkpoint's generator spec when it has
+        """Teacher from ``teacher.checkpoint``: rebuilt from the checkpoint's generator spec when it has
         one (so a mismatched architecture is reported as such), else the student's architecture."""
         # hashed before it is read, so the record never describes newer bytes than the teacher's
+        path = self.teacher_config.checkpoint
         self.teacher_source = file_source(
-            self.teacher_checkpoint, "a Lightning .ckpt or a .safetensors file of generator weights"
+            path, "a Lightning .ckpt or a .safetensors file of generator weights"
         )
-        weights = load_generator_state(self.teacher_checkpoint)
-        spec = load_generator_spec(self.teacher_checkpoint, role="teacher_checkpoint")
-        source = f"the generator spec of teacher_checkpoint {self.teacher_checkpoint}"
+        weights = load_generator_state(path)
+        spec = load_generator_spec(path, role="teacher.checkpoint")
+        source = f"the generator spec of teacher.checkpoint {path}"
         teacher = instantiate_spec(spec, source) if spec is not None else copy.deepcopy(pl_module.generator)
         check_compatible(pl_module.generator, teacher)
         try:
             teacher.load_state_dict(weights)
         except RuntimeError as err:
-            raise ValueError(
-                f"teacher_checkpoint {self.teacher_checkpoint!r} does not fit the generator: {err}"
-            ) from err
+            raise ValueError(f"teacher.checkpoint {path!r} does not fit the generator: {err}") from err
         return teacher
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: CFGRLModule) -> None:
-        # teacher_dtype is a no-op for the adapter-disabled teacher (it owns no weights)
-        self.teacher = place_frozen(self.teacher, trainer, pl_module.device, self.teacher_dtype)
+        # teacher.dtype is a no-op for the adapter-disabled teacher (it owns no weights)
+        dtype = self.teacher_config.torch_dtype
+        self.teacher = place_frozen(self.teacher, trainer, pl_module.device, dtype)
 
     def hyperparameters(self) -> dict[str, Any]:
         settings = {
@@ -180,7 +219,7 @@ class CFGDistillCallback(ObjectiveCallback):
             "distill/divergence": self.divergence,
             "distill/reduction": self.reduction,
             "distill/weight": self.weight,
-            "distill/teacher": self.teacher_checkpoint or "the generator at fit start",
+            "distill/teacher": self.teacher_config.checkpoint or "the generator at fit start",
         }
         if self.guidance is not None:  # steerable: guidance_scale above is the range's reference value
             settings["distill/guidance_range"] = str(self.guidance)
@@ -190,7 +229,7 @@ class CFGDistillCallback(ObjectiveCallback):
 
     @torch.no_grad()
     def teacher_logits(self, batch: RolloutBatch) -> Tensor:
-        """``[N, K, S, V]`` CFG-mixed teacher logits (float32): per chunk of ``teacher_chunk_size``
+        """``[N, K, S, V]`` CFG-mixed teacher logits (float32): per chunk of ``teacher.chunk_size``
         sequences, one batched ``[cond; null]`` forward, mixed (at each sequence's own guidance scale
         when the scale is a control) before the next chunk runs."""
         return self._teacher_and_cond(batch, keep_cond=False)[0]
@@ -200,7 +239,7 @@ class CFGDistillCallback(ObjectiveCallback):
         """The mixed logits and (``keep_cond``) the teacher's own conditional logits ``[N, K, S, V]``,
         which the CFG forward computes anyway; None where the forward ran no conditional half."""
         n = batch.steps.shape[0]
-        size = self.teacher_chunk_size or n
+        size = self.teacher_config.chunk_size or n
         scale = batch.control(GUIDANCE) if self.guidance is not None else None
         if size >= n:
             return self._mixed_chunk(batch.steps, batch.condition, scale, keep_cond)
@@ -238,10 +277,11 @@ class CFGDistillCallback(ObjectiveCallback):
         )
 
     def _teacher_logits(self, steps: Tensor, condition: Condition) -> Tensor:
-        """The teacher's float32 logits ``[B, K, S, V]`` (in ``teacher_dtype`` inside)."""
+        """The teacher's float32 logits ``[B, K, S, V]`` (in ``teacher.dtype`` inside)."""
+        dtype = self.teacher_config.torch_dtype
         precision = (
-            torch.autocast(steps.device.type, dtype=self.teacher_dtype)
-            if self.teacher_dtype not in (None, torch.float32)
+            torch.autocast(steps.device.type, dtype=dtype)
+            if dtype not in (None, torch.float32)
             else contextlib.nullcontext()
         )
         with precision:
@@ -284,7 +324,8 @@ class CFGDistillCallback(ObjectiveCallback):
     def state_dict(self) -> dict[str, Any]:
         # a resumed run must get the original teacher back: from the file it was loaded from (verified
         # by hash), or from the checkpoint itself when nothing else can rebuild it
-        return frozen_state(self.teacher, "teacher", self.teacher_source, self.embed_in_checkpoint)
+        embed = self.teacher_config.embed_in_checkpoint
+        return frozen_state(self.teacher, "teacher", self.teacher_source, embed)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if self.teacher is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
@@ -13,10 +13,6 @@ from torch import Tensor, nn
 from lightning_cfgrl.core.budget import BudgetController, QualityBudget
 from lightning_cfgrl.core.controls import DIVERSITY_WEIGHT, ControlDistribution, Distribution, control_setting
 from lightning_cfgrl.core.diversity import (
-    ADVANTAGE_NORMS,
-    BASELINES,
-    AdvantageNorm,
-    Baseline,
     RunningMeanBaseline,
     compute_baseline,
     diversity_rewards,
@@ -29,9 +25,16 @@ from lightning_cfgrl.core.diversity import (
 from lightning_cfgrl.core.sampling import step_seed
 from lightning_cfgrl.training.distill import BASE_DIVERGENCE_METRIC
 from lightning_cfgrl.training.finite_guard import last_good_note
-from lightning_cfgrl.training.frozen import freeze, frozen_state, load_frozen_state, place_frozen
+from lightning_cfgrl.training.frozen import (
+    FrozenModelConfig,
+    freeze,
+    frozen_state,
+    load_frozen_state,
+    place_frozen,
+)
 from lightning_cfgrl.training.grad_norm import GradNormMonitor
 from lightning_cfgrl.training.objective import ObjectiveCallback
+from lightning_cfgrl.training.policy_gradient import DiversityGradientConfig
 from lightning_cfgrl.training.reward_gates import (
     DeadRewardMonitor,
     RewardGates,
@@ -45,28 +48,29 @@ if TYPE_CHECKING:
     from lightning_cfgrl.training.module import CFGRLModule
 
 BUDGET_METRIC = "train/distill_divergence_per_token"  # what CFGDistillCallback logs each step
+GRADIENT_FIELDS = ("baseline", "baseline_decay", "advantage_norm", "beta_scale", "shuffle_rewards", "seed")
 
 
 class DiversityRewardCallback(ObjectiveCallback):
     """Adds ``-beta * 2 * mean_i A_i * log pi(y_i | x)``, a policy gradient towards diverse samples:
-    with the paper's scale (``beta_scale="paper"``, ``advantage_norm="none"``) its gradient is
-    ``-beta`` times an unbiased estimate of the gradient of the expected pairwise diversity
+    with the paper's scale (``gradient.beta_scale="paper"``, ``gradient.advantage_norm="none"``) its
+    gradient is ``-beta`` times an unbiased estimate of the gradient of the expected pairwise diversity
     ``E[1 - cos(E(y), E(y'))]`` of two samples of a prompt (see :mod:`lightning_cfgrl.core.diversity`).
 
     r_i is sample i's mean ``1 - cos`` to the other samples of its prompt (the module's G >= 2 samples
     per prompt); the frozen ``embedder`` maps frames ``[N, K, T]`` (the rollout's steps through the
     generator's delay pattern) to ``[N, D]``. ``A_i = (r_i - b_i) / s``: ``b_i`` the baseline, ``s`` the
-    reward spread of ``advantage_norm``. ``log pi`` is ``batch.sequence_logprobs`` of the on-policy rows
-    only (off-policy rows contributed by other objectives are skipped), under the distribution actually
-    sampled from (temperature/top-k/top-p included).
+    reward spread of ``gradient.advantage_norm``. ``log pi`` is ``batch.sequence_logprobs`` of the
+    on-policy rows only (off-policy rows contributed by other objectives are skipped), under the
+    distribution actually sampled from (temperature/top-k/top-p included).
 
-    **The scale of beta.** ``beta_scale="per_token"`` (default) averages ``log pi`` over a sequence's
-    generated tokens, matching ``CFGDistillCallback(reduction="mean")`` (KL per token), and with
-    ``advantage_norm`` divides the advantages by the rewards' spread: beta is then the same balance of
-    the two terms whatever the sequence length and the embedder's distance scale. ``"paper"`` is the
-    paper's literal form: ``log pi`` summed over the sequence, against the KL summed per sequence
-    (``reduction="sum"``), with raw advantages (set ``advantage_norm="none"`` for the exact paper
-    estimator). The two scales give the same gradient directions; only beta's unit differs.
+    **The scale of beta.** ``gradient.beta_scale="per_token"`` (default) averages ``log pi`` over a
+    sequence's generated tokens, matching ``CFGDistillCallback(reduction="mean")`` (KL per token), and
+    ``gradient.advantage_norm`` rescales the advantages by the rewards' spread: beta is then the same
+    balance of the two terms whatever the sequence length and the embedder's distance scale. ``"paper"``
+    is the paper's literal form: ``log pi`` summed over the sequence, against the KL summed per sequence
+    (``reduction="sum"``), with raw advantages (set ``gradient.advantage_norm="none"`` for the exact
+    paper estimator). The two scales give the same gradient directions; only beta's unit differs.
 
     The embedder is put in eval mode with ``requires_grad=False``, is never a submodule of the
     LightningModule (so never in its optimizer), follows the module's device and precision from fit
@@ -77,7 +81,7 @@ class DiversityRewardCallback(ObjectiveCallback):
 
     Logs ``train/reward_mean``, ``train/reward_std``, ``train/group_diversity`` and
     ``train/reward_baseline`` (prefixed by ``name`` when it is not ``"diversity"``), and every
-    ``grad_norm_every_n_steps`` steps ``train/grad_norm/<name>``, ``train/grad_norm/total``,
+    ``gradient.log_norm_every_n_steps`` steps ``train/grad_norm/<name>``, ``train/grad_norm/total``,
     ``train/grad_norm/other_terms`` (total minus this term: the distillation term's when it is the
     only other one) and ``train/grad_norm/ratio`` (this term's norm over the other terms').
 
@@ -93,24 +97,12 @@ class DiversityRewardCallback(ObjectiveCallback):
             ``[low, high]`` / a list of values for a steerable student.
         beta_distribution: how a list is drawn from: ``"uniform"`` or ``"log_uniform"`` over
             ``[low, high]``, or ``"choice"`` among the values.
-        baseline: ``"running_mean"`` (EMA of past batches' mean reward; works with G = 2),
-            ``"other_pairs"`` (mean diversity of the prompt's pairs without i; G >= 3),
-            ``"other_prompts"`` (mean reward of the other prompts' samples; >= 2 prompts per batch),
-            ``"none"``, or ``"auto"`` (default): ``"other_pairs"`` when G >= 3, else ``"running_mean"``.
-        baseline_decay: EMA decay of ``"running_mean"``.
-        advantage_norm: divide advantages by the std of the batch's rewards (``"batch"``), of each
-            prompt's G rewards (``"group"``, as GRPO; G >= 3) or not at all (``"none"``).
-        beta_scale: ``"per_token"`` or ``"paper"`` (above).
-        shuffle_rewards: placebo: advantages are permuted across the whole batch before the surrogate,
-            which keeps the update's scale and noise but breaks the link between a sample and its
-            reward. Compare a real run with this to tell reward signal from REINFORCE noise.
-        log_grad_norm: log gradient norms (one extra backward of this term on the logged steps).
-            ``None``: on, except under FSDP sharding, where it is unsupported and skipped.
-        grad_norm_every_n_steps: log them every this many optimizer steps.
-        embed_batch_size: embed at most this many sequences at once (bounds memory of big embedders).
-        seed: seeds the placebo permutation (combined with the global step and rank).
+        gradient: how rewards become the policy gradient (baseline, advantage normalisation, beta's
+            scale, the placebo) and how often its norm is logged (:class:`DiversityGradientConfig`).
+        embedding: how the frozen embedder runs and is saved: sequences per forward (bounds the memory
+            of big embedders) and whether its weights are stored even when it came from a file
+            (:class:`~lightning_cfgrl.training.frozen.FrozenModelConfig`).
         name: the loss term's name (``train/<name>``).
-        embed_in_checkpoint: save the embedder's weights even when it came from a file.
         quality_budget: instead of a fixed beta, how much quality the run may give up
             (:class:`~lightning_cfgrl.core.budget.QualityBudget`): ``beta`` is then the starting weight,
             and a controller moves it each step so that the smoothed per-token KL to the CFG teacher
@@ -120,22 +112,23 @@ class DiversityRewardCallback(ObjectiveCallback):
             an embedder near chance, a dead reward, a budget exceeded although beta backed off.
     """
 
+    # the flat arguments of earlier versions -> their place now (named when an old config gives them)
+    moved_settings: ClassVar[dict[str, str]] = {
+        **{key: f"gradient.{key}" for key in GRADIENT_FIELDS},
+        "log_grad_norm": "gradient.log_norm",
+        "grad_norm_every_n_steps": "gradient.log_norm_every_n_steps",
+        "embed_batch_size": "embedding.chunk_size",
+        "embed_in_checkpoint": "embedding.embed_in_checkpoint",
+    }
+
     def __init__(
         self,
         embedder: nn.Module,
         beta: float | list[float] = 15.0,
-        baseline: Baseline | Literal["auto"] = "auto",
-        baseline_decay: float = 0.9,
-        advantage_norm: AdvantageNorm = "batch",
-        beta_scale: Literal["per_token", "paper"] = "per_token",
-        shuffle_rewards: bool = False,
-        log_grad_norm: bool | None = None,
-        grad_norm_every_n_steps: int = 25,
-        embed_batch_size: int | None = None,
-        seed: int = 0,
-        name: str = "diversity",
-        embed_in_checkpoint: bool = False,
         beta_distribution: Distribution = "uniform",
+        gradient: DiversityGradientConfig | None = None,
+        embedding: FrozenModelConfig | None = None,
+        name: str = "diversity",
         quality_budget: QualityBudget | None = None,
         gates: RewardGates | None = None,
     ) -> None:
@@ -150,28 +143,24 @@ class DiversityRewardCallback(ObjectiveCallback):
         beta = self.beta_range.reference if self.beta_range else setting
         if not (math.isfinite(beta) and beta >= 0):
             raise ValueError(f"beta must be a finite number >= 0, got {beta}")
-        if baseline not in (*BASELINES, "auto"):
-            raise ValueError(f"baseline must be one of {(*BASELINES, 'auto')}, got {baseline!r}")
-        if advantage_norm not in ADVANTAGE_NORMS:
-            raise ValueError(f"advantage_norm must be one of {ADVANTAGE_NORMS}, got {advantage_norm!r}")
-        if beta_scale not in ("per_token", "paper"):
-            raise ValueError(f"beta_scale must be 'per_token' or 'paper', got {beta_scale!r}")
-        if grad_norm_every_n_steps < 1:
-            raise ValueError(f"grad_norm_every_n_steps must be >= 1, got {grad_norm_every_n_steps}")
-        if embed_batch_size is not None and embed_batch_size < 1:
-            raise ValueError(f"embed_batch_size must be >= 1 or None, got {embed_batch_size}")
+        if gradient is not None and type(gradient) is not DiversityGradientConfig:
+            raise TypeError(
+                f"gradient must be a DiversityGradientConfig or None, got {type(gradient).__name__} (a "
+                "PolicyGradientConfig is RewardCallback's: its baselines are not the pairwise reward's)"
+            )
+        if embedding is not None and type(embedding) is not FrozenModelConfig:
+            raise TypeError(
+                f"embedding must be a FrozenModelConfig (chunk_size, embed_in_checkpoint) or None, got "
+                f"{type(embedding).__name__}"
+            )
         self.embedder = freeze(embedder)
         self.beta = float(beta)
-        self.baseline = baseline
-        self.running = RunningMeanBaseline(baseline_decay)
-        self.advantage_norm, self.beta_scale = advantage_norm, beta_scale
-        self.shuffle_rewards = shuffle_rewards
-        self.log_grad_norm = log_grad_norm
-        self.grad_norm_every_n_steps = grad_norm_every_n_steps
-        self.embed_batch_size = embed_batch_size
-        self.seed = seed
+        self.gradient = gradient if gradient is not None else DiversityGradientConfig()
+        self.embedding = embedding if embedding is not None else FrozenModelConfig()
+        self.running = RunningMeanBaseline(self.gradient.baseline_decay)
+        # gradient.log_norm resolved at fit start (None: on unless the student is FSDP-sharded)
+        self.log_norm = self.gradient.log_norm
         self.name = name
-        self.embed_in_checkpoint = embed_in_checkpoint
         self._prefix = "" if name == "diversity" else f"{name}_"
         ratio_key = f"train/grad_norm/{name}_ratio" if self._prefix else "train/grad_norm/ratio"
         self.grad_norm = GradNormMonitor(name, ratio_key)
@@ -200,24 +189,25 @@ class DiversityRewardCallback(ObjectiveCallback):
         group_size = getattr(pl_module, "group_size", None)
         if group_size is not None:
             self._check_group_size(group_size)
-        if self.baseline == "other_pairs" and group_size is not None and group_size < 3:
+        if self.gradient.baseline == "other_pairs" and group_size is not None and group_size < 3:
             raise ValueError(
-                f"baseline='other_pairs' needs rollout.num_samples_per_prompt >= 3, got {group_size}; "
+                f"gradient.baseline='other_pairs' needs rollout.num_samples_per_prompt >= 3, got {group_size}; "
                 "use 'running_mean' for pairs"
             )
-        if self.advantage_norm == "group" and group_size is not None and group_size < 3:
+        if self.gradient.advantage_norm == "group" and group_size is not None and group_size < 3:
             raise ValueError(
-                f"advantage_norm='group' needs rollout.num_samples_per_prompt >= 3, got {group_size}; use 'batch'"
+                f"gradient.advantage_norm='group' needs rollout.num_samples_per_prompt >= 3, got {group_size}; "
+                "use 'batch'"
             )
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: CFGRLModule) -> None:
-        if self.log_grad_norm is None:
-            self.log_grad_norm = not is_sharded(pl_module)
-        if self.log_grad_norm and is_sharded(pl_module):
+        if self.log_norm is None:
+            self.log_norm = not is_sharded(pl_module)
+        if self.log_norm and is_sharded(pl_module):
             raise ValueError(
-                "DiversityRewardCallback(log_grad_norm=True) does not support FSDP-sharded parameters "
+                "DiversityRewardCallback(gradient.log_norm=True) does not support FSDP-sharded parameters "
                 "(ModelParallelStrategy): this term's gradient would bypass FSDP's reduce-scatter. Expected "
-                "log_grad_norm=False under sharding (DDP and single-device runs support it)"
+                "gradient.log_norm=False under sharding (DDP and single-device runs support it)"
             )
         self.embedder = place_frozen(self.embedder, trainer, pl_module.device)
         if self.trains_on_reward:  # before any RL step: an embedder near chance is an error
@@ -247,10 +237,10 @@ class DiversityRewardCallback(ObjectiveCallback):
         return (
             {
                 f"{self.name}/beta": self.beta,
-                f"{self.name}/baseline": self.baseline,
-                f"{self.name}/advantage_norm": self.advantage_norm,
-                f"{self.name}/beta_scale": self.beta_scale,
-                f"{self.name}/shuffle_rewards": self.shuffle_rewards,
+                f"{self.name}/baseline": self.gradient.baseline,
+                f"{self.name}/advantage_norm": self.gradient.advantage_norm,
+                f"{self.name}/beta_scale": self.gradient.beta_scale,
+                f"{self.name}/shuffle_rewards": self.gradient.shuffle_rewards,
                 f"{self.name}/embedder": f"{embedder.__module__}.{embedder.__qualname__}",
             }
             | ({f"{self.name}/beta_range": str(self.beta_range)} if self.beta_range else {})
@@ -275,12 +265,12 @@ class DiversityRewardCallback(ObjectiveCallback):
     # -- the loss term --------------------------------------------------------------------------------
     @torch.no_grad()
     def embed(self, frames: Tensor) -> Tensor:
-        """``[N, K, T]`` frames -> ``[N, D]`` float32 embeddings (in chunks of ``embed_batch_size``)."""
+        """``[N, K, T]`` frames -> ``[N, D]`` float32 embeddings (in chunks of ``embedding.chunk_size``)."""
         if (
             self.embedder.training
         ):  # someone called .train() on it: a frozen reward must not use dropout/BN updates
             self.embedder.eval()
-        size = self.embed_batch_size or frames.shape[0]
+        size = self.embedding.chunk_size or frames.shape[0]
         out = torch.cat([self.embedder(chunk) for chunk in frames.split(size)]).float()
         if out.dim() != 2 or out.shape[0] != frames.shape[0]:
             raise ValueError(
@@ -310,18 +300,17 @@ class DiversityRewardCallback(ObjectiveCallback):
         self._check_finite(pl_module, rewards)
         kind = self.baseline_for(batch.group_size)
         baselines = compute_baseline(kind, distances, rewards, self.running)
-        batch_std = self._global_std(pl_module, rewards) if self.advantage_norm == "batch" else None
-        advantages = normalize_advantages(
-            rewards - baselines, rewards, self.advantage_norm, batch_std=batch_std
-        )
+        norm = self.gradient.advantage_norm
+        batch_std = self._global_std(pl_module, rewards) if norm == "batch" else None
+        advantages = normalize_advantages(rewards - baselines, rewards, norm, batch_std=batch_std)
         advantages = advantages.flatten()  # [N], prompt-major like the rollout
-        if self.shuffle_rewards:
+        if self.gradient.shuffle_rewards:
             advantages = advantages[self._permutation(pl_module, advantages.shape[0]).to(advantages.device)]
         batch.record(f"{self.name}/reward", rewards.flatten())  # per sample, for CompletionLogCallback
         batch.record(f"{self.name}/advantage", advantages)
         rows = batch.on_policy_rows()
         logprobs = batch.sequence_logprobs[rows]
-        if self.beta_scale == "per_token":
+        if self.gradient.beta_scale == "per_token":
             logprobs = logprobs / batch.mask[rows].sum(dim=(1, 2)).clamp(min=1)
         if self.beta_range is None:
             term = -self.beta * diversity_surrogate(advantages, logprobs)
@@ -345,7 +334,7 @@ class DiversityRewardCallback(ObjectiveCallback):
                 spread = rewards.flatten().std(correction=0)
             global_spread = pl_module.trainer.strategy.reduce(spread.detach(), reduce_op="mean")
             self.dead_reward.update(float(global_spread), pl_module.global_step)
-        if self.log_grad_norm and pl_module.global_step % self.grad_norm_every_n_steps == 0:
+        if self.log_norm and pl_module.global_step % self.gradient.log_norm_every_n_steps == 0:
             self.grad_norm.add_term(pl_module, term, self._params(pl_module))
         if kind == "running_mean":
             # after the loss is built, so the baseline of this batch never saw its rewards; averaged over
@@ -393,8 +382,8 @@ class DiversityRewardCallback(ObjectiveCallback):
 
     def baseline_for(self, group_size: int) -> str:
         """The baseline used with G = ``group_size`` samples per prompt (resolves ``"auto"``)."""
-        if self.baseline != "auto":
-            return self.baseline
+        if self.gradient.baseline != "auto":
+            return self.gradient.baseline
         return "other_pairs" if group_size >= 3 else "running_mean"
 
     def rollout_controls(
@@ -406,7 +395,7 @@ class DiversityRewardCallback(ObjectiveCallback):
         return {DIVERSITY_WEIGHT: self.beta_range.draw(num_prompts, rng).repeat_interleave(group_size)}
 
     def _permutation(self, pl_module: CFGRLModule, n: int) -> Tensor:
-        seed = step_seed(self.seed, pl_module.global_step, pl_module.global_rank)
+        seed = step_seed(self.gradient.seed, pl_module.global_step, pl_module.global_rank)
         return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
 
     # -- gradient norms -------------------------------------------------------------------------------
@@ -414,7 +403,7 @@ class DiversityRewardCallback(ObjectiveCallback):
         return [p for p in pl_module.generator.parameters() if p.requires_grad]
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: CFGRLModule, optimizer: Any) -> None:
-        if self.log_grad_norm:
+        if self.log_norm:
             self.grad_norm.log_at_optimizer_step(pl_module, self._params(pl_module))
 
     # -- checks ---------------------------------------------------------------------------------------
@@ -451,7 +440,7 @@ class DiversityRewardCallback(ObjectiveCallback):
         # a resumed run must score with the same reward: the embedder's file (verified by hash), or its
         # weights when nothing else can rebuild it
         source = getattr(self.embedder, "checkpoint_source", None)
-        state = frozen_state(self.embedder, "embedder", source, self.embed_in_checkpoint)
+        state = frozen_state(self.embedder, "embedder", source, self.embedding.embed_in_checkpoint)
         state["dead_reward_steps"] = self.dead_reward.dead_steps
         if self.controller is not None:  # beta, the reference and the smoothed KL resume where they were
             state["budget"] = self.controller.state_dict()

@@ -1,19 +1,53 @@
 """The lifecycle of a frozen model an objective holds beside the student (the CFG teacher, the reward
 embedder): frozen (eval mode, no gradients), placed on the module's device and converted by the precision
 plugin at fit start, and saved in the callback's state either as the file it came from (a ``{"path",
-"sha256"}`` record, checked again on resume) or as its weights (gathered whole when FSDP-sharded)."""
+"sha256"}`` record, checked again on resume) or as its weights (gathered whole when FSDP-sharded).
+
+:class:`FrozenModelConfig` holds the settings both share: how many sequences one forward takes and
+whether the weights are stored even when a file can rebuild them (the teacher's
+:class:`~lightning_cfgrl.training.distill.TeacherConfig` adds its file and dtype)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from lightning_cfgrl.core.checks import check_int
 from lightning_cfgrl.io.provenance import check_same_source
 from lightning_cfgrl.training.sharding import is_sharded
+
+
+@dataclass(frozen=True, kw_only=True)
+class FrozenModelConfig:
+    """How a frozen model beside the student runs and is saved (``DiversityRewardCallback(embedding=...)``
+    for the reward embedder).
+
+    Args:
+        chunk_size: sequences per forward of the frozen model (None: the whole batch at once); it caps
+            the frozen model's share of peak memory.
+        embed_in_checkpoint: store the model's weights in the callback's checkpoint state even when a
+            file can rebuild them. By default a model loaded from a file is recorded as that file's path
+            and sha256 only, and a resumed run refuses a file that changed.
+    """
+
+    group: ClassVar[str] = "embedding"  # the argument it is given as, named in its errors
+
+    chunk_size: int | None = None
+    embed_in_checkpoint: bool = False
+
+    def __post_init__(self) -> None:
+        size = check_int(f"{self.group}.chunk_size", self.chunk_size, allow_none=True)
+        if size is not None and size < 1:
+            raise ValueError(f"{self.group}.chunk_size must be >= 1 or None (the whole batch), got {size}")
+        if not isinstance(self.embed_in_checkpoint, bool):
+            raise TypeError(
+                f"{self.group}.embed_in_checkpoint must be True or False, got {self.embed_in_checkpoint!r}"
+            )
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -73,4 +107,4 @@ def load_frozen_state(
     set_model_state_dict(module, state[key], options=StateDictOptions(full_state_dict=True))
 
 
-__all__ = ["freeze", "frozen_state", "load_frozen_state", "place_frozen"]
+__all__ = ["FrozenModelConfig", "freeze", "frozen_state", "load_frozen_state", "place_frozen"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import torch
@@ -14,8 +14,6 @@ from torch import Tensor
 
 from lightning_cfgrl.core.condition import select_condition
 from lightning_cfgrl.core.diversity import (
-    ADVANTAGE_NORMS,
-    AdvantageNorm,
     RunningMeanBaseline,
     normalize_advantages,
     other_prompts_baseline,
@@ -32,40 +30,12 @@ from lightning_cfgrl.core.rewards import (
 from lightning_cfgrl.core.sampling import step_seed
 from lightning_cfgrl.eval.scorers import Scorer
 from lightning_cfgrl.training.objective import ObjectiveCallback
+from lightning_cfgrl.training.policy_gradient import DiversityGradientConfig, PolicyGradientConfig
 from lightning_cfgrl.training.rollout import RolloutBatch
 
 if TYPE_CHECKING:
     from lightning_cfgrl.core.decoder import AudioDecoder
     from lightning_cfgrl.training.module import CFGRLModule
-
-RewardBaseline = Literal["auto", "leave_one_out", "running_mean", "other_prompts", "none"]
-REWARD_BASELINES: tuple[str, ...] = ("auto", "leave_one_out", "running_mean", "other_prompts", "none")
-
-
-@dataclass
-class PolicyGradientConfig:
-    """How rewards become a policy gradient (the settings ``DiversityRewardCallback`` has too).
-
-    Attributes:
-        baseline: ``"leave_one_out"`` (each sample against its group without it; G >= 2, G >= 3 with a
-            per-group reward; unbiased), ``"running_mean"`` (EMA of past batches' mean reward),
-            ``"other_prompts"`` (the other prompts' mean reward; >= 2 prompts per batch), ``"none"``, or
-            ``"auto"`` (default): ``"leave_one_out"`` when the group is large enough, else ``"running_mean"``.
-        baseline_decay: EMA decay of ``"running_mean"``.
-        advantage_norm: rescale advantages to a spread of 0.1 by the std of the batch's rewards
-            (``"batch"``), of each prompt's rewards (``"group"``; G >= 3), or not (``"none"``).
-        beta_scale: ``"per_token"``: ``log pi`` averaged over a sequence's generated tokens (pairs with
-            ``CFGDistillCallback(reduction="mean")``); ``"paper"``: summed.
-        shuffle_rewards: placebo: advantages permuted across the batch (tells reward signal from noise).
-        seed: seeds the placebo permutation (with the step and rank).
-    """
-
-    baseline: RewardBaseline = "auto"
-    baseline_decay: float = 0.9
-    advantage_norm: AdvantageNorm = "batch"
-    beta_scale: Literal["per_token", "paper"] = "per_token"
-    shuffle_rewards: bool = False
-    seed: int = 0
 
 
 class RewardCallback(ObjectiveCallback):
@@ -110,14 +80,12 @@ class RewardCallback(ObjectiveCallback):
             or not (math.isfinite(beta) and beta >= 0)
         ):
             raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+        if isinstance(gradient, DiversityGradientConfig):  # its baselines are the pairwise reward's
+            raise TypeError(
+                "RewardCallback(gradient=...) takes a PolicyGradientConfig, got a DiversityGradientConfig "
+                "(DiversityRewardCallback's settings)"
+            )
         self.gradient = gradient if gradient is not None else PolicyGradientConfig()
-        g = self.gradient
-        if g.baseline not in REWARD_BASELINES:
-            raise ValueError(f"baseline must be one of {REWARD_BASELINES}, got {g.baseline!r}")
-        if g.advantage_norm not in ADVANTAGE_NORMS:
-            raise ValueError(f"advantage_norm must be one of {ADVANTAGE_NORMS}, got {g.advantage_norm!r}")
-        if g.beta_scale not in ("per_token", "paper"):
-            raise ValueError(f"beta_scale must be 'per_token' or 'paper', got {g.beta_scale!r}")
         self.functions: list[RewardFunction] = [
             _scorer_as_reward(resolve_reward(spec, i)) for i, spec in enumerate(rewards)
         ]
@@ -133,7 +101,7 @@ class RewardCallback(ObjectiveCallback):
         self.beta = float(beta)
         self.decoder = decoder
         self.name = name
-        self.running = RunningMeanBaseline(g.baseline_decay)
+        self.running = RunningMeanBaseline(self.gradient.baseline_decay)
         self._describe: Any = None
 
     @property

@@ -113,7 +113,7 @@ def over_budget_error(steps: int, smoothed: float, target: float, beta: float, s
         f"quality budget exceeded at step {step}: the smoothed per-token KL to the CFG teacher, {smoothed:.4g}, "
         f"stayed more than 20 % over its target {target:.4g} for {steps} steps although beta backed off to "
         f"{beta:.3g}. The reference level does not describe this run: start it from the quality (beta = 0) "
-        "model (model.init_checkpoint) with the base as CFGDistillCallback(teacher_checkpoint=...), give "
+        "model (model.init_checkpoint) with the base as CFGDistillCallback(teacher={checkpoint: ...}), give "
         "quality_budget.reference_kl explicitly, or lower the learning rate; gates={over_budget_steps: 0} "
         "disables this check"
     )

@@ -69,7 +69,7 @@ def run(out: Path, steps: int, mode: str, kill_at: int | None = None) -> None:
     pl.seed_everything(0, verbose=False)
     seed = 123 if mode == "resumed" else 0  # the resumed run must get everything from the checkpoint
     module = CFGRLModule(
-        tiny_generator(seed, dropout=0.1),
+        tiny_generator(seed, options={"dropout": 0.1}),
         rollout={"num_frames": 8, "num_samples_per_prompt": 2},
         optimization={"learning_rate": 1e-2},
     )

@@ -26,7 +26,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import Tensor
 
-from lightning_cfgrl import CFGDistillCallback, CFGRLModule
+from lightning_cfgrl import CFGDistillCallback, CFGRLModule, DiversityGradientConfig
 from lightning_cfgrl.core.condition import Condition
 from lightning_cfgrl.core.eval_mode import eval_mode
 from lightning_cfgrl.core.sampling import SamplingConfig, sample, step_seed
@@ -62,7 +62,9 @@ def objective_callbacks(
     return [
         CFGDistillCallback(guidance_scale=3.0),
         DiversityRewardCallback(
-            embedder if embedder is not None else tiny_embedder(), beta=beta, log_grad_norm=log_grad_norm
+            embedder if embedder is not None else tiny_embedder(),
+            beta=beta,
+            gradient=DiversityGradientConfig(log_norm=log_grad_norm),
         ),
     ]
 
