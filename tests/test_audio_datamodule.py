@@ -228,3 +228,26 @@ def test_errors_name_the_offending_value(folder, tmp_path_factory):
     with pytest.raises(ValueError, match="has no non-empty prompt"):
         (folder / "null.csv").write_text("file,genre\na.wav,\n")
         AudioPromptDataModule(str(folder / "null.csv"))
+
+
+@pytest.mark.parametrize(
+    "class_path, old, new",
+    [
+        ("lightning_cfgrl.audio.AudioTokenDataModule", "crops_per_file", "crops.per_file"),
+        ("lightning_cfgrl.audio.AudioTokenDataModule", "val_fraction", "split.val_fraction"),
+        ("lightning_cfgrl.audio.EncodecTokenizer", "pretrained", "weights.pretrained"),
+        ("lightning_cfgrl.AudioSampleLogger", "log_on_validation", "schedule.on_validation"),
+        ("lightning_cfgrl.AudioSampleLogger", "guidance_scale", "sampling.guidance_scale"),
+        ("lightning_cfgrl.AudioSampleLogger", "num_frames", "clips.num_frames"),
+        ("lightning_cfgrl.audio.TextPromptDataModule", "heldout_fraction", "split.heldout_fraction"),
+        ("lightning_cfgrl.experiments.SyntheticPromptDataModule", "shuffle_seed", "split.shuffle_seed"),
+    ],
+)
+def test_a_config_with_a_flat_setting_of_before_names_its_new_place(class_path, old, new):
+    from lightning_cfgrl.cli.main import parse_error_cause
+
+    report = f"Problem with given class_path '{class_path}':\n  Option '{old}' is not accepted"
+    group, field = new.split(".")
+    assert parse_error_cause(report).endswith(
+        f"{old} is {new} now (init_args: {{{group}: {{{field}: ...}}}})"
+    )

@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import lightning.pytorch as pl
 import torch
@@ -244,6 +245,14 @@ class AudioTokenDataModule(pl.LightningDataModule):
         split: the validation files (:class:`FileSplit`).
         batch_size, num_workers: DataLoader settings.
     """
+
+    # the flat arguments of earlier versions -> their place now (named when an old config gives them)
+    moved_settings: ClassVar[dict[str, str]] = {
+        "num_frames": "crops.num_frames",
+        "crops_per_file": "crops.per_file",
+        "val_fraction": "split.val_fraction",
+        "seed": "split.seed",
+    }
 
     def __init__(
         self,

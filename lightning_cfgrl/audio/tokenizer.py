@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -66,6 +66,11 @@ class EncodecTokenizer:
         device: where the codec runs.
         model_id: names the codec in cache keys; default: architecture + a hash of its weights.
     """
+
+    # the flat arguments of earlier versions -> their place now (named when an old config gives them)
+    moved_settings: ClassVar[dict[str, str]] = {
+        key: f"weights.{key}" for key in ("checkpoint", "model", "download", "pretrained")
+    }
 
     def __init__(
         self,

@@ -19,7 +19,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
@@ -105,6 +105,15 @@ class AudioSampleLogger(Callback):
         describe: one prompt's condition (``[A]`` ids) -> its text for the tag; default: the
             datamodule's ``describe_prompt``, if it has one.
     """
+
+    # the flat arguments of earlier versions -> their place now (named when an old config gives them)
+    moved_settings: ClassVar[dict[str, str]] = {
+        **{key: f"clips.{key}" for key in ("num_prompts", "num_samples", "num_frames", "seed")},
+        "guidance_scale": "sampling.guidance_scale",
+        "temperature": "sampling.temperature",
+        "every_n_steps": "schedule.every_n_steps",
+        "log_on_validation": "schedule.on_validation",
+    }
 
     def __init__(
         self,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
@@ -116,6 +116,12 @@ class PromptDataModule(pl.LightningDataModule):
         batch_size: prompts per training step.
         split: the held-out share, the seeds and the passes per epoch (:class:`PromptSplit`).
     """
+
+    # the flat arguments of earlier versions -> their place now (named when an old config gives them)
+    # (every subclass inherits it: the split settings are the same everywhere)
+    moved_settings: ClassVar[dict[str, str]] = {
+        key: f"split.{key}" for key in ("heldout_fraction", "split_seed", "repeats", "shuffle_seed")
+    }
 
     def __init__(self, prompts: Tensor, batch_size: int = 8, split: PromptSplit = PromptSplit()) -> None:
         super().__init__()

@@ -3,6 +3,8 @@ for distillation (the train prompts; the held-out prompts for validation)."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
@@ -48,6 +50,8 @@ class FolkTuneDataModule(pl.LightningDataModule):
 class FolkPromptDataModule(PromptDataModule):
     """The corpus's prompts ``{"condition": [3]}`` for distillation: its train split for training and its
     held-out split for validation (the split is the corpus's, so scorers and evaluations agree on it)."""
+
+    moved_settings: ClassVar[dict[str, str]] = {}  # its split is the corpus's: none moved to split.*
 
     def __init__(
         self,
