@@ -5,7 +5,7 @@ extra ``pip install -e ".[music]"``), judged by models and rules nobody trained 
     python examples/folk_study.py sweep                   # CFG vs temperature / top-p on the held-out prompts
     python examples/folk_study.py train --seeds 0 1 2     # cfgrl fit: beta=0 / beta=15 / placebo per seed
     python examples/folk_study.py train --seeds 0 --stages steerable   # the steerable student
-    python examples/folk_study.py claims --train_seeds 3  # held-out evaluation of those runs, the claims
+    python examples/folk_study.py claims --seeds 0 1 2    # held-out evaluation of those runs, the claims
     python examples/folk_study.py steerable               # the steerable student's claims (cfgrl merge too)
 
 Every model is trained by ``cfgrl fit --config examples/configs/folk/<stage>.yaml``: the shipped YAMLs of
@@ -511,7 +511,7 @@ def cmd_claims(args: argparse.Namespace) -> None:
     cfg, sampling, best = saved_sweep(data, base, evaluator, selector)
     students = {k: [] for k in KINDS}
     merged = {lam: [] for lam in rs.MERGE_LAMBDAS}
-    seeds = rs.TRAIN_SEEDS[: args.train_seeds]
+    seeds = tuple(args.seeds)
     runs = json.loads(TIMES.read_text()) if TIMES.exists() else {}
     for seed in seeds:
         states = {}
@@ -587,7 +587,7 @@ def cmd_claims(args: argparse.Namespace) -> None:
             "claims": [c.as_dict() for c in claims],
             **provenance(),
         },
-        RESULTS / "real_music_claims.json",
+        RESULTS / args.out,
     )
     log_audio(data, {"beta0": trained("distill_beta0", 0), "beta15": trained("distill_beta15", 0)}, {})
 
@@ -760,7 +760,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     train.add_argument("--retrain", action="store_true", help="train again even if the run exists")
     claims = sub.add_parser("claims")
-    claims.add_argument("--train_seeds", type=int, default=3, help="training seeds per student (1-3)")
+    claims.add_argument(
+        "--seeds", type=int, nargs="+", default=list(rs.TRAIN_SEEDS), help="training seeds of the students"
+    )
+    claims.add_argument("--out", default="real_music_claims.json", help="file name under benchmarks/results")
     audio = sub.add_parser("audio")
     audio.add_argument("--prompt", type=int, default=0, help="index of the held-out prompt")
     steer = sub.add_parser("steerable")

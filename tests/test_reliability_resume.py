@@ -301,3 +301,39 @@ def test_zero_work_is_still_an_error_when_the_strategy_restores_after_setup() ->
             SyntheticPromptDataModule(batch_size=64, split=PromptSplit(repeats=1)),
         )
     assert trainer.global_step == 0
+
+
+def test_cli_resume_rebuilds_a_teacher_copied_from_the_init_checkpoint(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    """``cfgrl fit --ckpt_path`` builds the student without reading ``init_checkpoint`` (the checkpoint
+    restores it); the teacher copied from the student in ``setup`` is still that file's weights (it was
+    refused as "not loaded from a file"), and 2 steps + a resume to 3 end where 3 steps in one go do (a constant rate: a cosine schedule
+    depends on max_steps)."""
+    from lightning_cfgrl.cli.main import main
+
+    def config(out: Path, steps: int) -> Path:
+        path = out / "c.yaml"
+        path.write_text(
+            "model:\n  class_path: lightning_cfgrl.CFGRLModule\n  init_args:\n"
+            "    generator: {class_path: lightning_cfgrl.models.AudioTokenTransformer, init_args: {num_codebooks: 2, "
+            "vocab_size: 32, condition_sizes: [4, 4, 3], dim: 32, num_layers: 1, num_heads: 2, max_frames: 8}}\n"
+            f"    init_checkpoint: {checkpoint}\n"
+            "    rollout: {num_frames: 8, num_samples_per_prompt: 2}\n"
+            "    optimization: {learning_rate: 0.01, lr_warmup_steps: 0, lr_decay: constant}\n"
+            "data: {class_path: lightning_cfgrl.experiments.SyntheticPromptDataModule, init_args: {batch_size: 4}}\n"
+            f"trainer: {{accelerator: cpu, max_steps: {steps}, logger: false, enable_progress_bar: false, "
+            "limit_val_batches: 0, callbacks: [{class_path: lightning_cfgrl.CFGDistillCallback}, "
+            "{class_path: lightning.pytorch.callbacks.ModelCheckpoint, "
+            f"init_args: {{dirpath: '{out}', save_last: true, every_n_train_steps: 1}}}}]}}\n"
+        )
+        return path
+
+    (once := tmp_path / "once").mkdir()
+    (resumed := tmp_path / "resumed").mkdir()
+    assert main(["fit", "--config", str(config(once, 3))]) == 0
+    assert main(["fit", "--config", str(config(resumed, 2))]) == 0
+    assert main(["fit", "--config", str(config(resumed, 3)), "--ckpt_path", str(resumed / "last.ckpt")]) == 0
+    a, b = load_generator_state(once / "last.ckpt"), load_generator_state(resumed / "last.ckpt")
+    assert load_checkpoint(resumed / "last.ckpt")["global_step"] == 3
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]

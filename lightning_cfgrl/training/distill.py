@@ -25,7 +25,7 @@ from lightning_cfgrl.core.controls import (
 from lightning_cfgrl.core.divergences import DIVERGENCES, token_divergence
 from lightning_cfgrl.core.generator import check_compatible
 from lightning_cfgrl.core.guidance import cfg_logits, check_guidance_scale
-from lightning_cfgrl.io.generators import load_generator_spec, load_generator_state
+from lightning_cfgrl.io.generators import load_generator_spec, load_generator_state, load_init_checkpoint
 from lightning_cfgrl.io.provenance import file_source
 from lightning_cfgrl.io.specs import instantiate_spec
 from lightning_cfgrl.training.frozen import (
@@ -106,8 +106,9 @@ class CFGDistillCallback(ObjectiveCallback):
     Steerable student: a list ``guidance_scale=[low, high]`` draws one g per prompt group each step
     (log-uniform by default; ``guidance_distribution="choice"`` takes a list of values instead), shared
     by the group's G samples so the diversity reward compares samples drawn under the same controls.
-    The student gets g as its ``"guidance_scale"`` control (build it with ``controls=[...]``), samples the
-    rollout with it, and is compared with the teacher's CFG mix at that g, sequence by sequence.
+    The student gets g as its ``"guidance_scale"`` control (an ``AudioTokenTransformer`` built with
+    ``options=TransformerOptions(controls=[...])``, a ``MusicgenGenerator`` with ``controls=[...]``), samples
+    the rollout with it, and is compared with the teacher's CFG mix at that g, sequence by sequence.
 
     Args:
         guidance_scale: the teacher's CFG scale g (paper: 3), or ``[low, high]`` / a list of values.
@@ -183,6 +184,8 @@ class CFGDistillCallback(ObjectiveCallback):
             teacher = self._load_teacher(pl_module)
         else:
             teacher = copy.deepcopy(pl_module.generator)
+            if getattr(pl_module, "init_checkpoint_deferred", False):
+                load_init_checkpoint(teacher, pl_module.init_checkpoint)  # the student is restored later
             self.teacher_source = _init_checkpoint_source(pl_module, teacher)
         check_compatible(pl_module.generator, teacher)
         if not callable(getattr(teacher, "null_condition", None)):

@@ -134,9 +134,15 @@ class CFGRLModule(SafeCheckpointLoading, FiniteGuard, pl.LightningModule):
             # plain values (weights-only loadable), in the logged copy too
             self.hparams[name] = self._hparams_initial[name] = group_record(name, config)
         self.generator = generator
-        if init_checkpoint is not None and init_weights_needed():  # not when a full checkpoint follows
+        loads_init = (
+            init_checkpoint is not None and init_weights_needed()
+        )  # not when a full checkpoint follows
+        if loads_init:
             load_init_checkpoint(self.generator, init_checkpoint)
         self.init_checkpoint = init_checkpoint  # a teacher copied from the student can be rebuilt from it
+        # `cfgrl fit --ckpt_path` builds the student without reading init_checkpoint (the checkpoint restores
+        # it); a teacher copied from the student in `setup` must then read that file itself
+        self.init_checkpoint_deferred = init_checkpoint is not None and not loads_init
         self.adapters: AdapterLayout | None = None
         if peft_config is not None:
             self._use_adapters(peft_config)
