@@ -105,8 +105,11 @@ def evaluate(num_samples: int, num_seeds: int) -> None:
     from lightning_cfgrl.eval.stats import mean_se
     from lightning_cfgrl.experiments import PromptAdherence, SyntheticPromptDataModule
     from lightning_cfgrl.io import load_generator
+    from lightning_cfgrl.training.prompts import PromptSplit
 
-    prompts = SyntheticPromptDataModule(heldout_fraction=0.25).train_prompts  # TRAIN prompts only
+    prompts = SyntheticPromptDataModule(
+        split=PromptSplit(heldout_fraction=0.25)
+    ).train_prompts  # TRAIN prompts only
     scorer = PromptAdherence()
     embedders = {
         "diversity": TokenHistogramEmbedder(vocab_size=32, ngram=2),
@@ -177,7 +180,7 @@ def evaluate(num_samples: int, num_seeds: int) -> None:
         "config": {
             "candidates": "examples/configs/budget/distill_{beta15,placebo}.yaml with quality_budget "
             "relative_to: gain, max_increase: <fraction>",
-            "eval_prompts": "train split (SyntheticPromptDataModule(heldout_fraction=0.25).train_prompts)",
+            "eval_prompts": "train split (SyntheticPromptDataModule(split=PromptSplit(heldout_fraction=0.25)).train_prompts)",
             "selection_seeds": seeds,
             "samples_per_prompt": num_samples,
         },

@@ -113,7 +113,7 @@ def swap(stage: str, shipped: dict) -> dict:
             continue
         if callback["class_path"].endswith("AudioSampleLogger"):
             args["decoder"] = copy.deepcopy(DECODER)
-            args["num_frames"] = NUM_FRAMES
+            args.setdefault("clips", {})["num_frames"] = NUM_FRAMES
         if isinstance(args.get("embedder"), dict):
             embedder_args = args["embedder"].get("init_args", {})
             if "checkpoint" in embedder_args:

@@ -70,7 +70,7 @@ from lightning_cfgrl.io import load_generator
 from lightning_cfgrl.io.checkpoints import atomic_save_json
 from lightning_cfgrl.merging.streaming import merge_state_dicts
 from lightning_cfgrl.training.configs import RolloutConfig
-from lightning_cfgrl.training.prompts import split_rows
+from lightning_cfgrl.training.prompts import PromptSplit, split_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fit_runner import RUNS, last, run_fit  # noqa: E402
@@ -83,7 +83,7 @@ REWARD = f"{CB}[DiversityRewardCallback]"
 KEYS = {
     "seed": "seed_everything",
     "module_seed": "model.init_args.seed",
-    "shuffle_seed": "data.init_args.shuffle_seed",
+    "shuffle_seed": "data.init_args.split.shuffle_seed",
     "data": "data.class_path",
     "reward_seed": f"{REWARD}.init_args.gradient.seed",
     "name": "trainer.logger.init_args.name",
@@ -292,7 +292,7 @@ class Protocol:
     def __init__(self, domain: str, split: str, seeds, smoke: bool = False, reward: str | None = None):
         spec = DOMAINS[domain]
         self.truth, self.frames = spec["truth"](), spec["frames"]
-        data = SyntheticPromptDataModule(self.truth, heldout_fraction=0.25)
+        data = SyntheticPromptDataModule(self.truth, split=PromptSplit(heldout_fraction=0.25))
         self.prompts = data.train_prompts if split == "train" else data.heldout_prompts
         if split == "nested_val":
             self.prompts = NestedPrompts(self.truth).heldout_prompts

@@ -49,6 +49,7 @@ _HOMES = {
     "PlateauStopping": "lightning_cfgrl.training",
     "PretrainModule": "lightning_cfgrl.training",
     "PromptDataModule": "lightning_cfgrl.training",
+    "PromptSplit": "lightning_cfgrl.training",
     "QualityBudget": "lightning_cfgrl.core",
     "RewardCallback": "lightning_cfgrl.training",
     "RewardGates": "lightning_cfgrl.training",

@@ -8,12 +8,15 @@ import pytest
 import torch
 
 from lightning_cfgrl.audio import (
+    AudioCrops,
     AudioPromptDataModule,
     AudioTokenDataModule,
     EncodecTokenizer,
+    FileSplit,
     PromptTable,
     write_audio,
 )
+from lightning_cfgrl.training.prompts import PromptSplit
 from tests.helpers.audio import small_codec, tones
 
 CSV = """file,genre,mood
@@ -71,7 +74,11 @@ def test_prompt_table_vocabularies_and_conditions(folder):
 def test_token_crops_for_pretraining(folder):
     tok = EncodecTokenizer(small_codec(), bandwidth=2.5)
     dm = AudioTokenDataModule(
-        str(folder), tok, num_frames=40, batch_size=2, val_fraction=0.34, crops_per_file=3
+        str(folder),
+        tok,
+        batch_size=2,
+        crops=AudioCrops(num_frames=40, per_file=3),
+        split=FileSplit(val_fraction=0.34),
     )
     dm.setup("fit")
     assert dm.condition_sizes == (3, 2)
@@ -105,7 +112,9 @@ def test_pretraining_runs_on_audio_tokens(folder):
     from lightning_cfgrl.training.pretrain import PretrainModule
 
     tok = EncodecTokenizer(small_codec(), bandwidth=2.5)
-    dm = AudioTokenDataModule(str(folder), tok, num_frames=16, batch_size=2, val_fraction=0.0)
+    dm = AudioTokenDataModule(
+        str(folder), tok, batch_size=2, crops=AudioCrops(num_frames=16), split=FileSplit(val_fraction=0.0)
+    )
     generator = AudioTokenTransformer(
         num_codebooks=tok.num_codebooks,
         vocab_size=tok.codebook_size,
@@ -133,7 +142,9 @@ def test_prepare_data_fills_the_cache_and_setup_reads_it(folder):
     tok = EncodecTokenizer(small_codec(), cache_dir=str(folder / "cache"))
     calls = []
     tok.codec.encoder.register_forward_hook(lambda *args: calls.append(1))
-    dm = AudioTokenDataModule(str(folder), tok, num_frames=16, val_fraction=0.2)
+    dm = AudioTokenDataModule(
+        str(folder), tok, crops=AudioCrops(num_frames=16), split=FileSplit(val_fraction=0.2)
+    )
     dm.prepare_data()
     assert calls and len(list((folder / "cache").rglob("*.pt"))) == 6
     calls.clear()
@@ -142,7 +153,9 @@ def test_prepare_data_fills_the_cache_and_setup_reads_it(folder):
 
 
 def test_prompt_datamodule_for_rl(folder):
-    dm = AudioPromptDataModule(str(folder / "prompts.csv"), batch_size=2, heldout_fraction=0.34, repeats=3)
+    dm = AudioPromptDataModule(
+        str(folder / "prompts.csv"), batch_size=2, split=PromptSplit(heldout_fraction=0.34, repeats=3)
+    )
     everything = torch.cat([dm.train_prompts, dm.heldout_prompts])
     assert sorted(map(tuple, everything.tolist())) == sorted({(2, 1), (3, 2), (2, 0), (1, 1), (3, 1), (2, 2)})
     assert (len(dm.train_prompts), len(dm.heldout_prompts)) == (4, 2)
@@ -153,6 +166,15 @@ def test_prompt_datamodule_for_rl(folder):
 
 def test_errors_name_the_offending_value(folder, tmp_path_factory):
     tok = EncodecTokenizer(small_codec())
+    # the settings objects name the field with its group, as YAML spells it
+    with pytest.raises(ValueError, match=r"crops.num_frames must be >= 1, got 0"):
+        AudioCrops(num_frames=0)
+    with pytest.raises(ValueError, match=r"split.val_fraction must be in \[0, 1\), got 1.0"):
+        FileSplit(val_fraction=1.0)
+    with pytest.raises(ValueError, match=r"crops has no setting\(s\) \['crops_per_file'\]; its settings are"):
+        AudioTokenDataModule(str(folder), tok, crops={"crops_per_file": 2})
+    with pytest.raises(TypeError, match="split must be a FileSplit or a dict of its fields, got float"):
+        AudioTokenDataModule(str(folder), tok, split=0.1)
     with pytest.raises(FileNotFoundError, match="audio_dir '.*nowhere' does not exist"):
         AudioTokenDataModule(str(folder / "nowhere"), tok)
     with pytest.raises(FileNotFoundError, match="prompt table .*other.csv' does not exist"):
@@ -186,19 +208,46 @@ def test_errors_name_the_offending_value(folder, tmp_path_factory):
         AudioTokenDataModule(str(folder), tok, prompts=str(folder / "junk.csv")).setup()
 
     with pytest.raises(
-        ValueError, match=r"no file .* has num_frames=500 token frames \(2.00 s\); the longest has 125"
+        ValueError, match=r"no file .* has crops.num_frames=500 token frames \(2.00 s\); the longest has 125"
     ):
-        AudioTokenDataModule(str(folder), tok, num_frames=500).setup()
+        AudioTokenDataModule(str(folder), tok, crops=AudioCrops(num_frames=500)).setup()
     write_audio(folder / "short.wav", tones(1, 0.1, sample_rate=8000)[0], 8000)
     (folder / "short.csv").write_text(CSV + "short.wav,jazz,calm\n")
     dm = AudioTokenDataModule(
-        str(folder), tok, prompts=str(folder / "short.csv"), num_frames=100, val_fraction=0.0
+        str(folder),
+        tok,
+        prompts=str(folder / "short.csv"),
+        crops=AudioCrops(num_frames=100),
+        split=FileSplit(val_fraction=0.0),
     )
     with pytest.warns(
-        UserWarning, match=r"skipping 1 file\(s\) shorter than num_frames=100 frames: \['short.wav'\]"
+        UserWarning, match=r"skipping 1 file\(s\) shorter than crops.num_frames=100 frames: \['short.wav'\]"
     ):
         dm.setup()
     assert len(dm.train_set) == 6
     with pytest.raises(ValueError, match="has no non-empty prompt"):
         (folder / "null.csv").write_text("file,genre\na.wav,\n")
         AudioPromptDataModule(str(folder / "null.csv"))
+
+
+@pytest.mark.parametrize(
+    "class_path, old, new",
+    [
+        ("lightning_cfgrl.audio.AudioTokenDataModule", "crops_per_file", "crops.per_file"),
+        ("lightning_cfgrl.audio.AudioTokenDataModule", "val_fraction", "split.val_fraction"),
+        ("lightning_cfgrl.audio.EncodecTokenizer", "pretrained", "weights.pretrained"),
+        ("lightning_cfgrl.AudioSampleLogger", "log_on_validation", "schedule.on_validation"),
+        ("lightning_cfgrl.AudioSampleLogger", "guidance_scale", "sampling.guidance_scale"),
+        ("lightning_cfgrl.AudioSampleLogger", "num_frames", "clips.num_frames"),
+        ("lightning_cfgrl.audio.TextPromptDataModule", "heldout_fraction", "split.heldout_fraction"),
+        ("lightning_cfgrl.experiments.SyntheticPromptDataModule", "shuffle_seed", "split.shuffle_seed"),
+    ],
+)
+def test_a_config_with_a_flat_setting_of_before_names_its_new_place(class_path, old, new):
+    from lightning_cfgrl.cli.main import parse_error_cause
+
+    report = f"Problem with given class_path '{class_path}':\n  Option '{old}' is not accepted"
+    group, field = new.split(".")
+    assert parse_error_cause(report).endswith(
+        f"{old} is {new} now (init_args: {{{group}: {{{field}: ...}}}})"
+    )

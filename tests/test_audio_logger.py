@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lightning_cfgrl import SamplingConfig, sample
 from lightning_cfgrl.audio import EncodecTokenizer, SyntheticSynth
-from lightning_cfgrl.callbacks.audio_logger import AudioSampleLogger
+from lightning_cfgrl.callbacks.audio_logger import AudioSampleLogger, LoggedClips, LogSchedule
 from lightning_cfgrl.eval.diversity import pairwise_cosine_diversity
 from lightning_cfgrl.experiments import SyntheticMusic, SyntheticMusicDataModule
 from lightning_cfgrl.io.audio import read_audio
@@ -117,21 +117,16 @@ def _pcm(event) -> np.ndarray:
 @pytest.mark.slow  # trains a model
 def test_logs_audio_and_diversity_to_tensorboard(tmp_path):
     every_step = AudioSampleLogger(
-        num_prompts=2,
-        num_samples=3,
-        num_frames=NUM_FRAMES,
-        every_n_steps=1,
-        log_on_validation=False,
-        seed=5,
         tag="train_audio",
+        clips=LoggedClips(num_prompts=2, num_samples=3, num_frames=NUM_FRAMES, seed=5),
+        schedule=LogSchedule(every_n_steps=1, on_validation=False),
     )
     at_validation = AudioSampleLogger(
         prompts=[[1, 2, 3]],
-        num_samples=2,
-        num_frames=NUM_FRAMES,
-        every_n_steps=0,
-        guidance_scale=3.0,
         tag="val_audio",
+        clips=LoggedClips(num_samples=2, num_frames=NUM_FRAMES),
+        schedule=LogSchedule(every_n_steps=0),
+        sampling=SamplingConfig(guidance_scale=3.0),
     )
     module = _module()
     logger = TensorBoardLogger(tmp_path, name="tb")
@@ -177,11 +172,8 @@ def test_encodec_decoder_and_other_loggers(tmp_path):
     tokenizer = EncodecTokenizer(small_codec(), bandwidth=2.5)  # 2 codebooks of 32, 4 kHz, hop 16
     callback = AudioSampleLogger(
         tokenizer,
-        num_prompts=1,
-        num_samples=2,
-        num_frames=NUM_FRAMES,
-        every_n_steps=1,
-        log_on_validation=False,
+        clips=LoggedClips(num_prompts=1, num_samples=2, num_frames=NUM_FRAMES),
+        schedule=LogSchedule(every_n_steps=1, on_validation=False),
         describe=lambda condition: f"my prompt: {condition.tolist()}",  # any text; made tag-safe
     )
     logger = TensorBoardLogger(tmp_path, name="tb")
@@ -194,22 +186,30 @@ def test_encodec_decoder_and_other_loggers(tmp_path):
     assert np.abs(_pcm(clip)).max() > 0
 
     with pytest.warns(UserWarning, match="no logger to write to") as record:
-        _trainer(tmp_path, [AudioSampleLogger(num_frames=NUM_FRAMES, every_n_steps=1)], False).fit(
-            _module(), _data()
-        )
+        _trainer(
+            tmp_path,
+            [
+                AudioSampleLogger(
+                    clips=LoggedClips(num_frames=NUM_FRAMES), schedule=LogSchedule(every_n_steps=1)
+                )
+            ],
+            False,
+        ).fit(_module(), _data())
     assert sum("no logger" in str(w.message) for w in record) == 1
     with pytest.raises(ValueError, match="codebook_size 32 differs from the generator's vocab_size 16"):
-        _trainer(tmp_path, [AudioSampleLogger(tokenizer, num_frames=NUM_FRAMES)], False).fit(
-            _module(16), _data()
-        )
-    with pytest.raises(ValueError, match="num_samples must be >= 1, got 0"):
-        AudioSampleLogger(num_samples=0)
+        _trainer(
+            tmp_path, [AudioSampleLogger(tokenizer, clips=LoggedClips(num_frames=NUM_FRAMES))], False
+        ).fit(_module(16), _data())
+    with pytest.raises(ValueError, match=r"clips.num_samples must be >= 1, got 0"):
+        AudioSampleLogger(clips=LoggedClips(num_samples=0))
 
 
 @pytest.mark.slow  # trains a model
 def test_other_loggers_get_wav_files_and_the_diversity_with_one_warning(tmp_path):
     callback = AudioSampleLogger(
-        prompts=[[1, 2, 3]], num_samples=2, num_frames=NUM_FRAMES, every_n_steps=1, log_on_validation=False
+        prompts=[[1, 2, 3]],
+        clips=LoggedClips(num_samples=2, num_frames=NUM_FRAMES),
+        schedule=LogSchedule(every_n_steps=1, on_validation=False),
     )
     csv = CSVLogger(tmp_path, name="csv")
     module = _module()

@@ -20,6 +20,7 @@ from lightning_cfgrl.audio.scorers import (  # noqa: E402
 from lightning_cfgrl.audio.synth import SyntheticSynth  # noqa: E402
 from lightning_cfgrl.eval.frechet import frechet_distance, gaussian_stats, psd_sqrt  # noqa: E402
 from lightning_cfgrl.io.audio import write_audio  # noqa: E402
+from lightning_cfgrl.training.prompts import PromptSplit  # noqa: E402
 from tests.helpers.clap import save_tiny_clap  # noqa: E402
 
 D = torch.float64
@@ -171,7 +172,7 @@ def test_fad_scorer_through_cfgrl_evaluate(clap_folder, tmp_path, monkeypatch) -
 prompts:
   datamodule:
     class_path: lightning_cfgrl.experiments.SyntheticPromptDataModule
-    init_args: {{heldout_fraction: 0.25, split_seed: 0}}
+    init_args: {{split: {{heldout_fraction: 0.25, split_seed: 0}}}}
   max_prompts: 2
 protocol: {{num_frames: 32, num_samples: 3, num_seeds: 2, num_selection_seeds: 1}}
 scorers:
@@ -245,7 +246,9 @@ def musicgen_rollout(musicgen_folder: Path, group_size: int = 3):
     from lightning_cfgrl.core.sampling import sample
 
     generator = MusicgenGenerator(str(musicgen_folder)).eval()
-    data = TextPromptDataModule(PROMPTS, tokenizer=str(musicgen_folder), batch_size=2, heldout_fraction=0)
+    data = TextPromptDataModule(
+        PROMPTS, tokenizer=str(musicgen_folder), batch_size=2, split=PromptSplit(heldout_fraction=0)
+    )
     data.setup("fit")
     prompts = next(iter(data.train_dataloader()))["condition"]
     steps = sample(generator, prompts, 16, SamplingConfig(), num_samples=group_size, seed=0)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_cfgrl.audio import EncodecTokenizer, read_audio, resample, write_audio
+from lightning_cfgrl.audio import EncodecTokenizer, EncodecWeights, read_audio, resample, write_audio
 from lightning_cfgrl.io import audio as audio_io
 from tests.helpers.audio import HOP, SR, invertible_codec, small_codec, tones
 
@@ -159,10 +159,15 @@ def test_cache_hit_returns_identical_tokens_without_encoding(tmp_path):
 
 
 def test_tokenizer_errors(tmp_path):
-    with pytest.raises(ValueError, match="checkpoint='/path/to/encodec_24khz-d7cc33bc.th'.*download=True"):
+    with pytest.raises(
+        ValueError,
+        match=r"weights=EncodecWeights\(checkpoint='/path/to/encodec_24khz-d7cc33bc.th'\).*EncodecWeights\(download=True\)",
+    ):
         EncodecTokenizer()
+    with pytest.raises(ValueError, match=r"give only one of codec, .*got \['codec', 'weights.download'\]"):
+        EncodecTokenizer(small_codec(), weights=EncodecWeights(download=True))
     with pytest.raises(FileNotFoundError, match="nope.th"):
-        EncodecTokenizer(checkpoint=str(tmp_path / "nope.th"))
+        EncodecTokenizer(weights=EncodecWeights(checkpoint=str(tmp_path / "nope.th")))
     with pytest.raises(ValueError, match=r"bandwidth 6.0 kbps is not one of .*\[1.25, 2.5\]"):
         EncodecTokenizer(small_codec(), bandwidth=6.0)
     tok = EncodecTokenizer(small_codec())

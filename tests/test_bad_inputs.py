@@ -42,6 +42,7 @@ from lightning_cfgrl.io.checkpoints import CheckpointError
 from lightning_cfgrl.models import AudioTokenTransformer
 from lightning_cfgrl.training.configs import group_settings
 from lightning_cfgrl.training.diversity import DiversityRewardCallback
+from lightning_cfgrl.training.prompts import PromptSplit
 from tests.helpers.tiny_fit import TINY_ARGS
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md"
@@ -593,19 +594,19 @@ CASES: list[Case] = [
     ),
     _c(
         "datamodule_repeats_zero",
-        "SyntheticPromptDataModule(repeats=0)",
+        "SyntheticPromptDataModule(split=PromptSplit(repeats=0))",
         CONSTRUCT,
-        lambda t: SyntheticPromptDataModule(repeats=0),
+        lambda t: SyntheticPromptDataModule(split=PromptSplit(repeats=0)),
         ValueError,
-        "repeats must be >= 1, got 0",
+        "split.repeats must be >= 1, got 0",
     ),
     _c(
         "heldout_fraction_one",
-        "SyntheticPromptDataModule(heldout_fraction=1.0)",
+        "SyntheticPromptDataModule(split=PromptSplit(heldout_fraction=1.0))",
         CONSTRUCT,
-        lambda t: SyntheticPromptDataModule(heldout_fraction=1.0),
+        lambda t: SyntheticPromptDataModule(split=PromptSplit(heldout_fraction=1.0)),
         ValueError,
-        "heldout_fraction must be in [0, 1), got 1.0",
+        "split.heldout_fraction must be in [0, 1), got 1.0",
     ),
     # -- shapes, ids and dtypes of conditions and tokens
     _c(

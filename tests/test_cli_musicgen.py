@@ -17,6 +17,7 @@ pytest.importorskip("transformers")
 from lightning_cfgrl.audio import TextPromptDataModule  # noqa: E402
 from lightning_cfgrl.cli.main import main  # noqa: E402
 from lightning_cfgrl.eval.prompts import load_prompts  # noqa: E402
+from lightning_cfgrl.training.prompts import PromptSplit  # noqa: E402
 from tests.helpers.musicgen import tiny_text_tokenizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +42,9 @@ SCORER = textwrap.dedent(
 
 
 def test_text_datamodule_gives_evaluation_tokenised_prompts_not_row_indices():
-    data = TextPromptDataModule(TEXTS, tokenizer=tiny_text_tokenizer(), heldout_fraction=0.5)
+    data = TextPromptDataModule(
+        TEXTS, tokenizer=tiny_text_tokenizer(), split=PromptSplit(heldout_fraction=0.5)
+    )
     prompts = load_prompts(datamodule=data)
     assert isinstance(prompts, dict) and set(prompts) == {"input_ids", "attention_mask"}
     held = data.prompt_texts("heldout")
@@ -98,7 +101,11 @@ def test_musicgen_end_to_end_through_the_cli(tmp_path, monkeypatch, capsys, one_
         "prompts": {
             "datamodule": {
                 "class_path": "lightning_cfgrl.audio.TextPromptDataModule",
-                "init_args": {"prompts": str(PROMPTS), "tokenizer": str(folder), "heldout_fraction": 0.25},
+                "init_args": {
+                    "prompts": str(PROMPTS),
+                    "tokenizer": str(folder),
+                    "split": {"heldout_fraction": 0.25},
+                },
             }
         },
         "scorers": [{"class_path": "mg_scorers.DistinctCodes"}],

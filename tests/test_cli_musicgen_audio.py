@@ -23,7 +23,7 @@ EVAL_YAML = """
 prompts:
   datamodule:
     class_path: lightning_cfgrl.audio.TextPromptDataModule
-    init_args: {{prompts: {prompts}, tokenizer: models/tiny-musicgen, heldout_fraction: 0.25}}
+    init_args: {{prompts: {prompts}, tokenizer: models/tiny-musicgen, split: {{heldout_fraction: 0.25}}}}
 protocol:
   num_frames: 4
   num_samples: 2
@@ -36,12 +36,12 @@ scorers:
     init_args:
       reference: ref/audio
       embedder: {{class_path: lightning_cfgrl.audio.clap.ClapEncoder, init_args: {{model: models/tiny-clap}}}}
-      decoder: {{class_path: lightning_cfgrl.audio.EncodecTokenizer, init_args: {{pretrained: models/tiny-musicgen}}}}
+      decoder: {{class_path: lightning_cfgrl.audio.EncodecTokenizer, init_args: {{weights: {{pretrained: models/tiny-musicgen}}}}}}
   - class_path: lightning_cfgrl.audio.scorers.ClapTextAdherence
     init_args:
       model: models/tiny-clap
       prompt_tokenizer: models/tiny-musicgen
-      decoder: {{class_path: lightning_cfgrl.audio.EncodecTokenizer, init_args: {{pretrained: models/tiny-musicgen}}}}
+      decoder: {{class_path: lightning_cfgrl.audio.EncodecTokenizer, init_args: {{weights: {{pretrained: models/tiny-musicgen}}}}}}
 embedder:
   class_path: lightning_cfgrl.embedders.TokenHistogramEmbedder
   init_args: {{vocab_size: 16}}

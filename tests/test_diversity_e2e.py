@@ -23,6 +23,7 @@ from lightning_cfgrl.experiments import (
 )
 from lightning_cfgrl.models import AudioTokenTransformer
 from lightning_cfgrl.training.diversity import DiversityRewardCallback
+from lightning_cfgrl.training.prompts import PromptSplit
 from tests.helpers.models import BASE_ARGS, quiet_trainer
 
 RL_STEPS = 150
@@ -63,7 +64,7 @@ def train(
         ),
     ]
     quiet_trainer(max_steps=RL_STEPS, limit_val_batches=0, callbacks=callbacks).fit(
-        module, SyntheticPromptDataModule(batch_size=8, heldout_fraction=0.25)
+        module, SyntheticPromptDataModule(batch_size=8, split=PromptSplit(heldout_fraction=0.25))
     )
     return generator.eval()
 
@@ -76,7 +77,7 @@ def evaluate(
     (adherence log p*(prompt | x), log-likelihood per frame)."""
     domain = SyntheticMusic()
     prompts = (
-        SyntheticPromptDataModule(domain, heldout_fraction=0.25).heldout_prompts
+        SyntheticPromptDataModule(domain, split=PromptSplit(heldout_fraction=0.25)).heldout_prompts
         if heldout_only
         else domain.prompts
     )

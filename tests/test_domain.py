@@ -8,6 +8,7 @@ import torch
 from lightning_cfgrl import SamplingConfig, sample
 from lightning_cfgrl.eval import group_pairwise_diversity
 from lightning_cfgrl.experiments import SyntheticMusic, SyntheticMusicDataModule, SyntheticPromptDataModule
+from lightning_cfgrl.training.prompts import PromptSplit
 
 
 def test_exact_likelihood_sums_to_one_and_posterior_normalises():
@@ -59,7 +60,7 @@ def test_datamodules_are_deterministic_and_split_prompts(domain):
     )
     a.setup(), b.setup()
     assert torch.equal(a.train_set.tensors["frames"], b.train_set.tensors["frames"])
-    prompts = SyntheticPromptDataModule(domain, heldout_fraction=0.25)
+    prompts = SyntheticPromptDataModule(domain, split=PromptSplit(heldout_fraction=0.25))
     assert len(prompts.heldout_prompts) == 12 and len(prompts.train_prompts) == 36
     seen = {tuple(p) for p in prompts.train_prompts.tolist()}
     assert not seen & {tuple(p) for p in prompts.heldout_prompts.tolist()}

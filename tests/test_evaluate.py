@@ -518,7 +518,7 @@ def test_help_is_one_page_that_documents_every_option(capsys, monkeypatch):
             ["--reward_embedder.help=lightning_cfgrl.embedders.TokenHistogramEmbedder"],
             "--reward_embedder.ngram",
         ),
-        (["--prompts.datamodule.help", "PromptDataModule"], "--prompts.datamodule.heldout_fraction"),
+        (["--prompts.datamodule.help", "PromptDataModule"], "--prompts.datamodule.split.heldout_fraction"),
         (["--scorers.help", "lightning_cfgrl.experiments.PromptAdherence"], "--scorers.domain"),
     ],
 )

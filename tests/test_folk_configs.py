@@ -37,7 +37,7 @@ def without_swap(config: dict) -> dict:
         args = callback.get("init_args", {})
         if callback["class_path"].endswith("AudioSampleLogger"):
             args.pop("decoder", None)
-            args.pop("num_frames", None)
+            args.get("clips", {}).pop("num_frames", None)
         if isinstance(args.get("embedder"), dict):  # the reward's embedder: a checkpoint of this domain
             args["embedder"].get("init_args", {}).pop("checkpoint", None)
         args.pop("anchor_checkpoint", None)

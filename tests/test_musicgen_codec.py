@@ -11,7 +11,7 @@ pytest.importorskip("transformers")
 from lightning_cfgrl.adapters import MusicgenGenerator  # noqa: E402
 from lightning_cfgrl.adapters.hf_codec import TransformersEncodec  # noqa: E402
 from lightning_cfgrl.adapters.musicgen import import_musicgen  # noqa: E402
-from lightning_cfgrl.audio import EncodecTokenizer  # noqa: E402
+from lightning_cfgrl.audio import EncodecTokenizer, EncodecWeights  # noqa: E402
 from lightning_cfgrl.embedders import EncodecAudioEmbedder  # noqa: E402
 from tests.helpers.musicgen import V, randomise_codebooks, save_tiny_musicgen, tiny_config  # noqa: E402
 
@@ -86,11 +86,11 @@ def test_codec_from_a_local_musicgen_folder(tmp_path):
     hf = import_musicgen()
     folder = save_tiny_musicgen(hf, tmp_path / "mg", num_codebooks=4, sample_rate=SR)
     embedder = EncodecAudioEmbedder(pretrained=str(folder))
-    tok = EncodecTokenizer(pretrained=str(folder))
+    tok = EncodecTokenizer(weights=EncodecWeights(pretrained=str(folder)))
     assert embedder.num_codebooks == tok.num_codebooks == 4 and tok.sample_rate == SR
     codes = tok.encode(_wave(1), SR)
     assert embedder(codes).shape[0] == 1
     with pytest.raises(ValueError, match="exactly one of codec"):
         EncodecAudioEmbedder(codec=tok.codec, pretrained=str(folder))
     with pytest.raises(FileNotFoundError, match="has no config.json"):
-        EncodecTokenizer(pretrained=str(tmp_path))
+        EncodecTokenizer(weights=EncodecWeights(pretrained=str(tmp_path)))

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from lightning_cfgrl import CFGDistillCallback, CFGRLModule, sample
+from lightning_cfgrl.training.prompts import PromptSplit
 
 pytest.importorskip("transformers")
 
@@ -52,7 +53,9 @@ def folder(hf, tmp_path_factory) -> Path:
 
 def _condition(folder: Path) -> dict[str, torch.Tensor]:
     data = TextPromptDataModule(
-        ["calm piano", "loud rock guitar drums", ""], tokenizer=str(folder), heldout_fraction=0
+        ["calm piano", "loud rock guitar drums", ""],
+        tokenizer=str(folder),
+        split=PromptSplit(heldout_fraction=0),
     )
     return data.collate([{"condition": torch.tensor([i])} for i in range(3)])["condition"]
 

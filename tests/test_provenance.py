@@ -15,6 +15,7 @@ from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.io.checkpoints import file_sha256, load_checkpoint
 from lightning_cfgrl.training.configs import group_settings
 from lightning_cfgrl.training.diversity import DiversityRewardCallback
+from lightning_cfgrl.training.prompts import PromptSplit
 from tests.helpers.models import quiet_trainer
 from tests.helpers.tiny_fit import tiny_embedder, tiny_generator
 
@@ -38,7 +39,7 @@ def _fit(root: Path, module: CFGRLModule, callbacks: list, steps: int, resume: b
     trainer = quiet_trainer(
         max_steps=steps, limit_val_batches=0, enable_checkpointing=True, callbacks=[*callbacks, checkpoints]
     )
-    data = SyntheticPromptDataModule(batch_size=4, repeats=1)
+    data = SyntheticPromptDataModule(batch_size=4, split=PromptSplit(repeats=1))
     trainer.fit(module, data, ckpt_path=root / "last.ckpt" if resume else None)
     return root / "last.ckpt"
 

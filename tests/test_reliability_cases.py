@@ -24,6 +24,7 @@ from lightning_cfgrl.io.checkpoints import CheckpointError, file_sha256, load_ch
 from lightning_cfgrl.io.specs import UnsafeSpecError
 from lightning_cfgrl.models import AudioTokenTransformer
 from lightning_cfgrl.training.objective import ObjectiveCallback
+from lightning_cfgrl.training.prompts import PromptSplit
 from tests.helpers.models import quiet_trainer
 from tests.helpers.tiny_fit import TINY_ARGS, tiny_generator
 from tests.test_bad_inputs import CONSTRUCT, LOAD, MERGE, RESUME, STEP, Case, _c, _describe
@@ -72,7 +73,9 @@ def _fit(
         rollout={"num_frames": 8, "num_samples_per_prompt": 2},
         optimization={"learning_rate": lr},
     )
-    trainer.fit(module, SyntheticPromptDataModule(batch_size=batch, repeats=1), ckpt_path=ckpt)
+    trainer.fit(
+        module, SyntheticPromptDataModule(batch_size=batch, split=PromptSplit(repeats=1)), ckpt_path=ckpt
+    )
 
 
 def _resume_with_new_lr(tmp: Path) -> None:

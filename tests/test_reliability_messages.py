@@ -18,6 +18,7 @@ import torch
 from lightning_cfgrl import CFGDistillCallback, CFGRLModule, SamplingConfig, sample
 from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.io.checkpoints import atomic_save, atomic_save_json
+from lightning_cfgrl.training.prompts import PromptSplit
 from tests.helpers.models import quiet_trainer
 from tests.helpers.tiny_fit import tiny_generator
 
@@ -52,7 +53,7 @@ def test_a_fit_of_zero_steps_fails_before_it_starts(how: str, named: str, tmp_pa
     with pytest.raises(ValueError, match="zero") as err:
         trainer.fit(
             CFGRLModule(tiny_generator(), rollout={"num_frames": 8}),
-            SyntheticPromptDataModule(batch_size=batch, repeats=1),
+            SyntheticPromptDataModule(batch_size=batch, split=PromptSplit(repeats=1)),
         )
     assert named in str(err.value), str(err.value)
     assert trainer.global_step == 0

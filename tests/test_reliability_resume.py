@@ -24,6 +24,7 @@ from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.io.checkpoints import CheckpointError, load_checkpoint, load_generator_state
 from lightning_cfgrl.training.configs import group_settings
 from lightning_cfgrl.training.diversity import DiversityRewardCallback
+from lightning_cfgrl.training.prompts import PromptSplit
 from tests.helpers.models import quiet_trainer
 from tests.helpers.tiny_fit import RecordPrompts, tiny_embedder, tiny_generator
 
@@ -215,7 +216,11 @@ def test_a_resume_with_zero_batches_is_an_error(checkpoint: Path, tmp_path: Path
     with pytest.raises(
         ValueError, match="the training data gives zero batches per epoch: a dataset of 36 item"
     ):
-        trainer.fit(module, SyntheticPromptDataModule(batch_size=64, repeats=1), ckpt_path=str(checkpoint))
+        trainer.fit(
+            module,
+            SyntheticPromptDataModule(batch_size=64, split=PromptSplit(repeats=1)),
+            ckpt_path=str(checkpoint),
+        )
     assert trainer.global_step == 2  # the checkpoint's step: nothing trained
 
 
@@ -275,7 +280,7 @@ def test_a_resume_continues_the_data_order_whenever_the_strategy_restores(
             default_root_dir=tmp_path,
             callbacks=[*_callbacks(beta=1.0), recorder, *([saver] if steps == 2 else [])],
         )
-        data = SyntheticPromptDataModule(batch_size=4, shuffle_seed=0)
+        data = SyntheticPromptDataModule(batch_size=4, split=PromptSplit(shuffle_seed=0))
         trainer.fit(CFGRLModule(tiny_generator(), **BASE), data, ckpt_path=str(ckpt) if ckpt else None)
         recorded.append(recorder.prompts)
     uninterrupted, _, resumed = recorded
@@ -292,7 +297,8 @@ def test_zero_work_is_still_an_error_when_the_strategy_restores_after_setup() ->
     )
     with pytest.raises(ValueError, match="a dataset of 36 item\\(s\\) in batches of 64 with drop_last=True"):
         trainer.fit(
-            CFGRLModule(tiny_generator(), **BASE), SyntheticPromptDataModule(batch_size=64, repeats=1)
+            CFGRLModule(tiny_generator(), **BASE),
+            SyntheticPromptDataModule(batch_size=64, split=PromptSplit(repeats=1)),
         )
     assert trainer.global_step == 0
 

@@ -15,6 +15,7 @@ import torch
 from lightning_cfgrl import CFGRLModule
 from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.io.checkpoints import atomic_save, load_checkpoint
+from lightning_cfgrl.training.prompts import PromptSplit
 from tests.helpers.models import quiet_trainer
 from tests.helpers.tiny_fit import objective_callbacks, tiny_embedder, tiny_generator
 
@@ -51,7 +52,7 @@ def test_a_killed_run_resumed_with_a_changed_config_is_refused_then_resumes(tmp_
     assert killed.returncode == -9, killed.stderr[-3000:]  # died by SIGKILL after step 3's checkpoint
     last = tmp_path / "checkpoints" / "last.ckpt"
     assert load_checkpoint(last)["global_step"] == 3
-    data = SyntheticPromptDataModule(batch_size=8, repeats=1)
+    data = SyntheticPromptDataModule(batch_size=8, split=PromptSplit(repeats=1))
     for lr, beta, named in [
         (5e-2, 1.0, "learning_rate: 0.01 (checkpoint) vs 0.05 (now)"),
         (1e-2, 2.0, "diversity/beta: 1.0 (checkpoint) vs 2.0 (now)"),

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.io.checkpoints import load_checkpoint
-from lightning_cfgrl.training.prompts import ResumableShuffle, TensorDictDataset
+from lightning_cfgrl.training.prompts import PromptSplit, ResumableShuffle, TensorDictDataset
 from tests.helpers.resume_fit import VAL_EVERY
 from tests.helpers.tiny_fit import launch
 
@@ -95,7 +95,7 @@ def test_resumable_shuffle_skips_into_the_epoch_and_reshuffles_per_epoch() -> No
 
 def test_fresh_prompt_order_is_unchanged_from_shuffle_true() -> None:
     # without a checkpoint the seed is drawn where RandomSampler drew it: seeded runs keep their order
-    prompts = SyntheticPromptDataModule(batch_size=8, repeats=2)
+    prompts = SyntheticPromptDataModule(batch_size=8, split=PromptSplit(repeats=2))
     torch.manual_seed(3)
     old = DataLoader(
         TensorDictDataset(condition=prompts.train_prompts.repeat(2, 1)),

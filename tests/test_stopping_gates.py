@@ -19,6 +19,7 @@ from lightning_cfgrl.embedders import ContrastiveEmbedderModule, ContrastiveToke
 from lightning_cfgrl.experiments import SyntheticMusicDataModule, SyntheticPromptDataModule
 from lightning_cfgrl.io.checkpoints import load_checkpoint
 from lightning_cfgrl.training.diversity import DiversityRewardCallback
+from lightning_cfgrl.training.prompts import PromptSplit
 from lightning_cfgrl.training.reward_gates import RewardGateError, RewardGates
 from lightning_cfgrl.training.stopping import Plateau, PlateauStopping, stopped_step
 from tests.helpers.models import quiet_trainer
@@ -93,7 +94,9 @@ def test_stopped_distillation_writes_its_stopping_step_into_last_ckpt(tmp_path: 
     trainer = quiet_trainer(
         max_steps=200, callbacks=[CFGDistillCallback(), stop, checkpoint], enable_checkpointing=True
     )
-    trainer.fit(module, datamodule=SyntheticPromptDataModule(batch_size=2, heldout_fraction=0.0))
+    trainer.fit(
+        module, datamodule=SyntheticPromptDataModule(batch_size=2, split=PromptSplit(heldout_fraction=0.0))
+    )
     assert stop.stopped_step is not None and stop.stopped_step < 200
     saved = load_checkpoint(tmp_path / "last.ckpt")
     assert saved["global_step"] == stop.stopped_step  # the final state, not the last periodic one

@@ -13,13 +13,16 @@ from lightning_cfgrl.adapters import MusicgenGenerator  # noqa: E402
 from lightning_cfgrl.adapters.musicgen import import_musicgen  # noqa: E402
 from lightning_cfgrl.audio import TextPromptDataModule  # noqa: E402
 from lightning_cfgrl.audio.text_prompts import read_text_prompts  # noqa: E402
+from lightning_cfgrl.training.prompts import PromptSplit  # noqa: E402
 from tests.helpers.musicgen import save_tiny_musicgen, tiny_text_tokenizer  # noqa: E402
 
 PROMPTS = ["calm piano", "loud rock guitar", "dark ambient", "fast techno drums", "soft jazz bass", ""]
 
 
 def test_prompts_are_tokenised_split_and_batched():
-    data = TextPromptDataModule(PROMPTS, tokenizer=tiny_text_tokenizer(), batch_size=2, heldout_fraction=0.34)
+    data = TextPromptDataModule(
+        PROMPTS, tokenizer=tiny_text_tokenizer(), batch_size=2, split=PromptSplit(heldout_fraction=0.34)
+    )
     assert data.input_ids.shape[0] == len(PROMPTS) == len(data.texts)
     # "calm piano" -> calm, piano, </s>; right-padded to the longest prompt (3 words + </s>)
     tok = tiny_text_tokenizer()
@@ -47,7 +50,9 @@ def test_empty_prompt_is_musicgens_null_condition(tmp_path):
     hf = import_musicgen()
     hf.logging.set_verbosity_error()
     folder = save_tiny_musicgen(hf, tmp_path / "mg")
-    data = TextPromptDataModule(["calm piano", ""], tokenizer=str(folder), heldout_fraction=0)
+    data = TextPromptDataModule(
+        ["calm piano", ""], tokenizer=str(folder), split=PromptSplit(heldout_fraction=0)
+    )
     cond = data.collate([{"condition": torch.tensor([0])}, {"condition": torch.tensor([1])}])["condition"]
     gen = MusicgenGenerator(str(folder)).eval()
     states, mask = gen.encoder_states(cond)

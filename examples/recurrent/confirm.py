@@ -7,7 +7,7 @@
 Each stage runs ``cfgrl fit`` on a copy of a shipped YAML (``examples/configs/``) in which only the
 generator, the checkpoints it reads, the run's name and the seed differ: nothing is tuned for this model.
 The reward embedder is the domain's (``runs/embedder``, from the quickstart or ``embedder.yaml``). The
-evaluation uses the held-out prompts of domain A (``SyntheticPromptDataModule(heldout_fraction=0.25)``),
+evaluation uses the held-out prompts of domain A (``SyntheticPromptDataModule(split=PromptSplit(heldout_fraction=0.25))``),
 the package's evaluation seeds, the exact adherence ``log p*(prompt | sample)`` and the diversity of an
 independent (bigram-histogram) embedder beside the reward embedder's own. Training runs are the unit of
 the statistics (mean and standard error over training seeds).
@@ -138,8 +138,9 @@ def evaluate(num_samples: int, num_seeds: int) -> None:
     from lightning_cfgrl.eval.stats import mean_se
     from lightning_cfgrl.experiments import PromptAdherence, SyntheticPromptDataModule
     from lightning_cfgrl.io import load_generator
+    from lightning_cfgrl.training.prompts import PromptSplit
 
-    prompts = SyntheticPromptDataModule(heldout_fraction=0.25).heldout_prompts
+    prompts = SyntheticPromptDataModule(split=PromptSplit(heldout_fraction=0.25)).heldout_prompts
     scorer = PromptAdherence()
     embedders = {
         "diversity": TokenHistogramEmbedder(vocab_size=32, ngram=2),

@@ -25,7 +25,9 @@ import json
 import os
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import lightning.pytorch as pl
 import torch
@@ -33,8 +35,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_cfgrl.audio.tokenizer import EncodecTokenizer
+from lightning_cfgrl.core.checks import check_int, check_real, check_seed, check_settings
 from lightning_cfgrl.io.audio import AudioFileError
-from lightning_cfgrl.training.prompts import PromptDataModule
+from lightning_cfgrl.training.prompts import PromptDataModule, PromptSplit
 
 FILE_COLUMN = "file"
 
@@ -184,48 +187,89 @@ class TokenCrops(Dataset):
         return {"frames": codes[:, start : start + self.num_frames], "condition": self.conditions[file]}
 
 
+@dataclass(frozen=True)
+class AudioCrops:
+    """How :class:`AudioTokenDataModule` cuts each encoded file into training items.
+
+    Args:
+        num_frames: crop length T in token frames (``tokenizer.frame_rate`` frames per second); files
+            shorter than this are skipped.
+        per_file: crops per file per epoch (random offsets for training, evenly spaced for validation).
+    """
+
+    num_frames: int = 250
+    per_file: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("num_frames", "per_file"):
+            value = check_int(f"crops.{name}", getattr(self, name))
+            if value < 1:
+                raise ValueError(f"crops.{name} must be >= 1, got {value}")
+
+
+@dataclass(frozen=True)
+class FileSplit:
+    """How :class:`AudioTokenDataModule` holds files out for validation (whole files, so no crop of a
+    validation file is trained on).
+
+    Args:
+        val_fraction: fraction of files held out for validation, at least one file when > 0
+            (0: no validation).
+        seed: seeds the train/val split.
+    """
+
+    val_fraction: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_real("split.val_fraction", self.val_fraction)
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"split.val_fraction must be in [0, 1), got {self.val_fraction}")
+        check_seed(self.seed, "split.seed")
+
+
 class AudioTokenDataModule(pl.LightningDataModule):
     """Pretraining data from real audio: ``{"frames": [K, num_frames], "condition": [A]}``.
 
     Files are encoded once by ``tokenizer`` (in ``prepare_data`` when it has a cache, so only one process
-    encodes), split by file into train/val, and cropped to ``num_frames`` (random crops for training,
-    fixed evenly spaced crops for validation). Files shorter than ``num_frames`` are skipped with a warning.
+    encodes), split by file into train/val, and cropped to ``crops.num_frames`` (random crops for
+    training, fixed evenly spaced crops for validation). Files shorter than that are skipped with a
+    warning.
 
     Args:
         audio_dir: folder of audio files (wav; flac etc. with soundfile).
-        prompts: the prompt table (CSV or JSON, see the module docs); default ``<audio_dir>/prompts.csv``.
         tokenizer: an :class:`EncodecTokenizer` (its bandwidth sets K, its codebook size V).
-        num_frames: crop length T in token frames (``tokenizer.frame_rate`` frames per second).
+        prompts: the prompt table (CSV or JSON, see the module docs); default ``<audio_dir>/prompts.csv``.
         prompt_columns: prompt columns to use (default: all but ``file``).
+        crops: crop length and crops per file (:class:`AudioCrops`).
+        split: the validation files (:class:`FileSplit`).
         batch_size, num_workers: DataLoader settings.
-        val_fraction: fraction of files held out for validation (0: no validation).
-        crops_per_file: items per file per epoch.
-        seed: seeds the train/val split.
     """
+
+    # the flat arguments of earlier versions -> their place now (named when an old config gives them)
+    moved_settings: ClassVar[dict[str, str]] = {
+        "num_frames": "crops.num_frames",
+        "crops_per_file": "crops.per_file",
+        "val_fraction": "split.val_fraction",
+        "seed": "split.seed",
+    }
 
     def __init__(
         self,
         audio_dir: str,
         tokenizer: EncodecTokenizer,
         prompts: str | None = None,
-        num_frames: int = 250,
         prompt_columns: list[str] | None = None,
+        crops: AudioCrops = AudioCrops(),
+        split: FileSplit = FileSplit(),
         batch_size: int = 16,
-        val_fraction: float = 0.1,
-        crops_per_file: int = 1,
-        seed: int = 0,
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("num_frames", num_frames),
-            ("batch_size", batch_size),
-            ("crops_per_file", crops_per_file),
-        ):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        crops = check_settings("crops", crops, AudioCrops)
+        split = check_settings("split", split, FileSplit)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.audio_dir = Path(audio_dir)
         if not self.audio_dir.is_dir():
             raise FileNotFoundError(f"audio_dir {str(self.audio_dir)!r} does not exist or is not a folder")
@@ -234,9 +278,8 @@ class AudioTokenDataModule(pl.LightningDataModule):
         )
         if len(self.table) == 0:
             raise ValueError(f"{self.table.source} lists no files: the dataset would be empty")
-        self.tokenizer, self.num_frames = tokenizer, num_frames
-        self.batch_size, self.num_workers, self.crops_per_file = batch_size, num_workers, crops_per_file
-        self.val_fraction, self.seed = val_fraction, seed
+        self.tokenizer, self.crops, self.split = tokenizer, crops, split
+        self.batch_size, self.num_workers = batch_size, num_workers
 
     @property
     def condition_sizes(self) -> tuple[int, ...]:
@@ -274,34 +317,34 @@ class AudioTokenDataModule(pl.LightningDataModule):
         if hasattr(self, "train_set"):
             return
         tokens, conditions = self._encode(), self.table.conditions()
-        keep = [i for i, codes in enumerate(tokens) if codes.shape[-1] >= self.num_frames]
+        num_frames, per_file = self.crops.num_frames, self.crops.per_file
+        keep = [i for i, codes in enumerate(tokens) if codes.shape[-1] >= num_frames]
         if not keep:
             longest = max(codes.shape[-1] for codes in tokens)
             raise ValueError(
-                f"no file in {self.table.source} has num_frames={self.num_frames} token frames "
-                f"({self.num_frames / self.tokenizer.frame_rate:.2f} s); the longest has {longest}: lower num_frames"
+                f"no file in {self.table.source} has crops.num_frames={num_frames} token frames "
+                f"({num_frames / self.tokenizer.frame_rate:.2f} s); the longest has {longest}: lower crops.num_frames"
             )
         if len(keep) < len(tokens):
             kept = set(keep)
             short = [self.table.files[i] for i in range(len(tokens)) if i not in kept]
             warnings.warn(
-                f"skipping {len(short)} file(s) shorter than num_frames={self.num_frames} frames: "
+                f"skipping {len(short)} file(s) shorter than crops.num_frames={num_frames} frames: "
                 f"{short[:5]}",
                 stacklevel=2,
             )
-        order = torch.randperm(len(keep), generator=torch.Generator().manual_seed(self.seed)).tolist()
-        num_val = max(1, round(self.val_fraction * len(keep))) if self.val_fraction > 0 else 0
+        val_fraction = self.split.val_fraction
+        order = torch.randperm(len(keep), generator=torch.Generator().manual_seed(self.split.seed)).tolist()
+        num_val = max(1, round(val_fraction * len(keep))) if val_fraction > 0 else 0
         if num_val >= len(keep):
             raise ValueError(
-                f"val_fraction={self.val_fraction} leaves no training file out of {len(keep)}; "
+                f"split.val_fraction={val_fraction} leaves no training file out of {len(keep)}; "
                 "lower it or add files"
             )
         val, train = [keep[i] for i in order[:num_val]], [keep[i] for i in order[num_val:]]
-        self.train_set = TokenCrops(
-            [tokens[i] for i in train], conditions[train], self.num_frames, self.crops_per_file
-        )
+        self.train_set = TokenCrops([tokens[i] for i in train], conditions[train], num_frames, per_file)
         self.val_set = TokenCrops(
-            [tokens[i] for i in val], conditions[val], self.num_frames, self.crops_per_file, random=False
+            [tokens[i] for i in val], conditions[val], num_frames, per_file, random=False
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -322,7 +365,7 @@ class AudioTokenDataModule(pl.LightningDataModule):
 class AudioPromptDataModule(PromptDataModule):
     """RL prompts from a prompt table: ``{"condition": [A]}``, each distinct prompt once per pass.
 
-    The distinct prompts are split into train (shuffled, ``repeats`` passes per epoch, resumable) and
+    The distinct prompts are split into train (shuffled, ``split.repeats`` passes per epoch, resumable) and
     held-out (validation); see :class:`~lightning_cfgrl.training.prompts.PromptDataModule`. No audio is
     read. Pass ``vocabularies`` (e.g. ``AudioTokenDataModule(...).table.vocabularies``) when the table
     differs from the pretraining one, so the ids match the model's.
@@ -334,17 +377,14 @@ class AudioPromptDataModule(PromptDataModule):
         prompt_columns: list[str] | None = None,
         vocabularies: dict[str, list[str]] | None = None,
         batch_size: int = 8,
-        heldout_fraction: float = 0.25,
-        repeats: int = 100,
-        split_seed: int = 0,
-        shuffle_seed: int | None = None,
+        split: PromptSplit = PromptSplit(),
     ) -> None:
         self.table = PromptTable.load(prompts, prompt_columns, vocabularies)
         distinct = torch.unique(self.table.conditions(), dim=0)
         distinct = distinct[(distinct != 0).any(-1)]  # an all-null row is not a prompt
         if len(distinct) == 0:
             raise ValueError(f"{self.table.source} has no non-empty prompt: nothing to train on")
-        super().__init__(distinct, batch_size, heldout_fraction, repeats, split_seed, shuffle_seed)
+        super().__init__(distinct, batch_size, split)
 
     @property
     def condition_sizes(self) -> tuple[int, ...]:
@@ -405,4 +445,11 @@ def _read_json(path: Path) -> tuple[list[dict[str, str]], list[str]]:
     return records, columns or [FILE_COLUMN]
 
 
-__all__ = ["AudioPromptDataModule", "AudioTokenDataModule", "PromptTable", "TokenCrops"]
+__all__ = [
+    "AudioCrops",
+    "AudioPromptDataModule",
+    "AudioTokenDataModule",
+    "FileSplit",
+    "PromptTable",
+    "TokenCrops",
+]

@@ -2,7 +2,7 @@
 reference set, and CLAP text adherence.
 
 Both decode the sampled tokens ``[N, K, T]`` with a ``decoder`` (``decode`` and ``sample_rate``: an
-``EncodecTokenizer(pretrained=<MusicGen folder>)``, a ``SyntheticSynth``, ...) and embed the audio with a
+``EncodecTokenizer(weights=EncodecWeights(pretrained=<MusicGen folder>))``, a ``SyntheticSynth``, ...) and embed the audio with a
 local model; nothing is downloaded.
 """
 
@@ -61,7 +61,7 @@ def _decode(decoder: Any, frames: Tensor, batch_size: int) -> Tensor:
 def _check_decoder(decoder: Any) -> None:
     if not (callable(getattr(decoder, "decode", None)) and hasattr(decoder, "sample_rate")):
         raise TypeError(
-            f"decoder must have .decode(tokens) and .sample_rate (e.g. EncodecTokenizer(pretrained=<MusicGen "
+            f"decoder must have .decode(tokens) and .sample_rate (e.g. EncodecTokenizer(weights=EncodecWeights(pretrained=<MusicGen "
             f"folder>)), got {type(decoder).__name__}"
         )
 

@@ -31,14 +31,14 @@ from lightning_cfgrl.io.text_prompts import (  # noqa: F401  (re-exported: their
     read_text_prompts,
     tokenize_prompts,
 )
-from lightning_cfgrl.training.prompts import PromptDataModule
+from lightning_cfgrl.training.prompts import PromptDataModule, PromptSplit
 
 
 class TextPromptDataModule(PromptDataModule):
     """RL prompts as text: batches ``{"condition": {"input_ids": [B, L], "attention_mask": [B, L]},
     "prompt_index": [B]}``, what :class:`~lightning_cfgrl.adapters.MusicgenGenerator` takes.
 
-    The prompts are split into train (shuffled, ``repeats`` passes per epoch, resumable) and held-out
+    The prompts are split into train (shuffled, ``split.repeats`` passes per epoch, resumable) and held-out
     (validation) as in :class:`~lightning_cfgrl.training.prompts.PromptDataModule`; each batch is cut to
     its longest prompt.
 
@@ -48,7 +48,9 @@ class TextPromptDataModule(PromptDataModule):
             with ``local_files_only=False``, or a tokenizer object.
         column: the prompt column (CSV) or key (JSON objects).
         max_length: truncate prompts to this many tokens (None: no truncation).
-        batch_size, heldout_fraction, repeats, split_seed, shuffle_seed: see ``PromptDataModule``.
+        batch_size: prompts per training step.
+        split: the held-out share, the seeds and the passes per epoch
+            (:class:`~lightning_cfgrl.training.prompts.PromptSplit`).
         local_files_only: never download the tokenizer.
     """
 
@@ -59,10 +61,7 @@ class TextPromptDataModule(PromptDataModule):
         column: str = PROMPT_COLUMN,
         max_length: int | None = None,
         batch_size: int = 8,
-        heldout_fraction: float = 0.25,
-        repeats: int = 100,
-        split_seed: int = 0,
-        shuffle_seed: int | None = None,
+        split: PromptSplit = PromptSplit(),
         local_files_only: bool = True,
     ) -> None:
         if max_length is not None and max_length < 1:
@@ -77,7 +76,7 @@ class TextPromptDataModule(PromptDataModule):
             for ids, mask, text in zip(self.input_ids, self.attention_mask, self.texts, strict=True)
         }
         rows = torch.arange(len(self.texts))[:, None]  # the base class splits and shuffles prompt indices
-        super().__init__(rows, batch_size, heldout_fraction, repeats, split_seed, shuffle_seed)
+        super().__init__(rows, batch_size, split)
 
     def collate(self, rows: list[dict[str, Tensor]]) -> dict[str, Any]:
         """``[{"condition": [1]}]`` prompt indices -> the batch of tokenised prompts, cut to its longest."""

@@ -6,7 +6,8 @@ near the end of the shorter clips, and a cached result must not depend on what i
 Encoded files are cached as ``<cache_dir>/<model_id>/bw<bandwidth>/<sha256 of the file>.pt``, written
 atomically (temporary file + ``os.replace``) and read back with ``torch.load(weights_only=True)``.
 
-Nothing downloads unless ``download=True``: weights come from a local checkpoint or a constructed codec.
+Nothing downloads unless ``weights.download=True``: weights come from a local checkpoint or a
+constructed codec.
 """
 
 from __future__ import annotations
@@ -14,17 +15,40 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
 from lightning_cfgrl.adapters.hf_codec import as_encodec
+from lightning_cfgrl.core.checks import check_settings
 from lightning_cfgrl.io.audio import AudioFileError, convert_channels, read_audio, resample
 
 _WEIGHTS_URL = "https://dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th"
 _CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class EncodecWeights:
+    """Where :class:`EncodecTokenizer` gets its codec's weights when no constructed ``codec`` is given:
+    set one of ``checkpoint``, ``pretrained`` or ``download``.
+
+    Args:
+        checkpoint: a local EnCodec state dict file (e.g. ``encodec_24khz-d7cc33bc.th``), loaded with
+            ``weights_only=True``.
+        model: the architecture ``checkpoint`` (or ``download``) holds. Only unsegmented models work
+            (``encodec_24khz``); ``encodec_48khz`` encodes overlapping 1 s chunks with per-chunk scales,
+            which a ``[K, T]`` tensor cannot hold.
+        download: let encodec fetch the pretrained weights (needs internet; cached by torch hub).
+        pretrained: a local transformers folder, EnCodec or MusicGen (its codec is used).
+    """
+
+    checkpoint: str | None = None
+    model: Literal["encodec_24khz", "encodec_48khz"] = "encodec_24khz"
+    download: bool = False
+    pretrained: str | None = None
 
 
 class EncodecTokenizer:
@@ -34,13 +58,8 @@ class EncodecTokenizer:
         codec: a constructed ``encodec.EncodecModel`` (trained, or with k-means-initialised codebooks), or a
             transformers ``EncodecModel`` such as MusicGen's own codec (``musicgen.audio_encoder``: 32 kHz,
             4 codebooks of 2048 at 2.2 kbps).
-        checkpoint: a local EnCodec state dict file (e.g. ``encodec_24khz-d7cc33bc.th``), loaded with
-            ``weights_only=True``.
-        model: the architecture ``checkpoint`` (or ``download``) holds. Only unsegmented models work
-            (``encodec_24khz``); ``encodec_48khz`` encodes overlapping 1 s chunks with per-chunk scales,
-            which a ``[K, T]`` tensor cannot hold.
-        download: let encodec fetch the pretrained weights (needs internet; cached by torch hub).
-        pretrained: a local transformers folder, EnCodec or MusicGen (its codec is used).
+        weights: where to load the codec from instead (:class:`EncodecWeights`: a local checkpoint, a
+            transformers folder, or a download).
         bandwidth: kbps, one of the codec's ``target_bandwidths``; sets K. Default: the smallest.
         cache_dir: where encoded files are cached; ``None`` disables the cache.
         batch_size: equal-length clips encoded per forward pass.
@@ -48,42 +67,49 @@ class EncodecTokenizer:
         model_id: names the codec in cache keys; default: architecture + a hash of its weights.
     """
 
+    # the flat arguments of earlier versions -> their place now (named when an old config gives them)
+    moved_settings: ClassVar[dict[str, str]] = {
+        key: f"weights.{key}" for key in ("checkpoint", "model", "download", "pretrained")
+    }
+
     def __init__(
         self,
         codec: nn.Module | None = None,
-        checkpoint: str | None = None,
-        model: Literal["encodec_24khz", "encodec_48khz"] = "encodec_24khz",
-        download: bool = False,
+        weights: EncodecWeights = EncodecWeights(),
         bandwidth: float | None = None,
         cache_dir: str | None = None,
         batch_size: int = 8,
         device: str = "cpu",
         model_id: str | None = None,
-        pretrained: str | None = None,
     ) -> None:
+        weights = check_settings("weights", weights, EncodecWeights)
         sources = {
             "codec": codec is not None,
-            "checkpoint": checkpoint is not None,
-            "download": download,
-            "pretrained": pretrained is not None,
+            "weights.checkpoint": weights.checkpoint is not None,
+            "weights.download": weights.download,
+            "weights.pretrained": weights.pretrained is not None,
         }
         given = [name for name, is_set in sources.items() if is_set]
         if len(given) > 1:
-            raise ValueError(f"give only one of codec, checkpoint, pretrained or download=True, got {given}")
+            raise ValueError(
+                "give only one of codec, weights.checkpoint, weights.pretrained or weights.download=True, "
+                f"got {given}"
+            )
         if not given:
             raise ValueError(
                 "EncodecTokenizer needs EnCodec weights and none were given (nothing is downloaded unless asked): "
-                f"pass checkpoint='/path/to/encodec_24khz-d7cc33bc.th' (a local copy of {_WEIGHTS_URL}), or "
-                "download=True on a machine with internet access, or codec=<a constructed encodec.EncodecModel>"
+                "pass weights=EncodecWeights(checkpoint='/path/to/encodec_24khz-d7cc33bc.th') (a local copy of "
+                f"{_WEIGHTS_URL}), or weights=EncodecWeights(download=True) on a machine with internet access, "
+                "or codec=<a constructed encodec.EncodecModel>"
             )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if pretrained is not None:
+        if weights.pretrained is not None:
             from lightning_cfgrl.adapters.hf_codec import load_transformers_codec
 
-            codec = load_transformers_codec(pretrained)
+            codec = load_transformers_codec(weights.pretrained)
         if codec is None:
-            codec = _load_codec(checkpoint, model, download)
+            codec = _load_codec(weights.checkpoint, weights.model, weights.download)
         codec = as_encodec(codec)
         for part in ("encoder", "decoder", "quantizer", "sample_rate", "channels", "target_bandwidths"):
             if not hasattr(codec, part):
@@ -226,7 +252,7 @@ class EncodecTokenizer:
         if not codebooks_initialised(self.codec):
             raise ValueError(
                 "the codec's codebooks are uninitialised (all zeros: every clip would encode to token 0): load "
-                "trained EnCodec weights (checkpoint=...) or run "
+                "trained EnCodec weights (weights=EncodecWeights(checkpoint=...)) or run "
                 "lightning_cfgrl.embedders.encodec_audio.init_codebooks(codec, audio) first"
             )
 
@@ -294,8 +320,8 @@ def _load_codec(checkpoint: str | None, model: str, download: bool) -> nn.Module
     except Exception as err:
         raise RuntimeError(
             f"downloading the {model} weights failed ({type(err).__name__}: {err}); without internet access, fetch "
-            f"{_WEIGHTS_URL} elsewhere and pass checkpoint='/path/to/encodec_24khz-d7cc33bc.th'"
+            f"{_WEIGHTS_URL} elsewhere and pass weights=EncodecWeights(checkpoint='/path/to/encodec_24khz-d7cc33bc.th')"
         ) from err
 
 
-__all__ = ["EncodecTokenizer"]
+__all__ = ["EncodecTokenizer", "EncodecWeights"]

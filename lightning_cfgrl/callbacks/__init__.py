@@ -2,7 +2,7 @@
 and run-named checkpoints, and the objective callbacks (re-exported from :mod:`lightning_cfgrl.training`,
 where they live)."""
 
-from lightning_cfgrl.callbacks.audio_logger import AudioSampleLogger
+from lightning_cfgrl.callbacks.audio_logger import AudioSampleLogger, LoggedClips, LogSchedule
 from lightning_cfgrl.callbacks.completion_log import CompletionLogCallback
 from lightning_cfgrl.callbacks.merge import ModelMergeCallback
 from lightning_cfgrl.callbacks.run_checkpoint import RunCheckpoint
@@ -15,6 +15,8 @@ __all__ = [
     "CFGDistillCallback",
     "CompletionLogCallback",
     "DiversityRewardCallback",
+    "LogSchedule",
+    "LoggedClips",
     "ModelMergeCallback",
     "ObjectiveCallback",
     "RunCheckpoint",

@@ -1,8 +1,8 @@
 """``AudioSampleLogger``: listen to the generator while it trains, in TensorBoard.
 
-Every ``every_n_steps`` training steps and at the end of each validation, samples ``num_samples``
-sequences for each of a few fixed prompts from ``pl_module.generator`` (same seed every time, so what
-changes between logs is the model), decodes them to audio and logs them with
+Every ``schedule.every_n_steps`` training steps and at the end of each validation, samples
+``clips.num_samples`` sequences for each of a few fixed prompts from ``pl_module.generator`` (same seed
+every time, so what changes between logs is the model), decodes them to audio and logs them with
 ``SummaryWriter.add_audio`` (``<tag>/prompt<p>_<prompt text>/sample<g>``), along with their
 within-prompt diversity (``<tag>/diversity``: mean pairwise ``1 - cos`` of ``embedder`` embeddings).
 Rank zero only.
@@ -18,7 +18,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
@@ -29,6 +30,7 @@ from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelP
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
+from lightning_cfgrl.core.checks import check_int, check_seed, check_settings
 from lightning_cfgrl.core.condition import Condition, condition_batch_size, condition_to, select_condition
 from lightning_cfgrl.core.decoder import AudioDecoder
 from lightning_cfgrl.core.eval_mode import eval_mode
@@ -39,6 +41,53 @@ from lightning_cfgrl.eval.diversity import pairwise_cosine_diversity
 _SAFE = re.compile(r"[^-\w.]+")
 
 
+@dataclass(frozen=True)
+class LoggedClips:
+    """What :class:`AudioSampleLogger` generates at each log: the same prompts and seed every time, so
+    what changes between logs is the model.
+
+    Args:
+        num_prompts: prompts taken from the first batch when the logger's ``prompts`` is not given.
+        num_samples: samples per prompt (the diversity needs >= 2).
+        num_frames: frames per sample; None: ``pl_module.num_frames`` (``CFGRLModule``'s rollout length).
+        seed: sampling seed, the same at every log.
+    """
+
+    num_prompts: int = 2
+    num_samples: int = 3
+    num_frames: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("num_prompts", "num_samples"):
+            value = check_int(f"clips.{name}", getattr(self, name))
+            if value < 1:
+                raise ValueError(f"clips.{name} must be >= 1, got {value}")
+        num_frames = check_int("clips.num_frames", self.num_frames, allow_none=True)
+        if num_frames is not None and num_frames < 1:
+            raise ValueError(f"clips.num_frames must be >= 1 or None, got {self.num_frames}")
+        check_seed(self.seed, "clips.seed")
+
+
+@dataclass(frozen=True)
+class LogSchedule:
+    """When :class:`AudioSampleLogger` logs.
+
+    Args:
+        every_n_steps: log every this many optimizer steps (0: never during training).
+        on_validation: also log at the end of each validation (not the sanity check).
+    """
+
+    every_n_steps: int = 500
+    on_validation: bool = True
+
+    def __post_init__(self) -> None:
+        if check_int("schedule.every_n_steps", self.every_n_steps) < 0:
+            raise ValueError(
+                f"schedule.every_n_steps must be >= 0 (0 = only at validation), got {self.every_n_steps}"
+            )
+
+
 class AudioSampleLogger(Callback):
     """Log generated audio and its diversity to TensorBoard.
 
@@ -46,44 +95,41 @@ class AudioSampleLogger(Callback):
         decoder: tokens -> audio. Default: the generator itself if it has ``decode`` and ``sample_rate``
             (``MusicgenGenerator``), else a ``SyntheticSynth`` for the generator's vocabulary.
         prompts: fixed prompt conditions ``[P, ...]`` (e.g. attribute ids ``[[1, 2, 3], [4, 1, 2]]``);
-            default: the first ``num_prompts`` conditions of the first batch seen.
-        num_prompts: prompts taken from the first batch when ``prompts`` is not given.
-        num_samples: samples per prompt (diversity needs >= 2).
-        num_frames: frames per sample; default ``pl_module.num_frames``.
-        every_n_steps: log every this many optimizer steps (0: never during training).
-        log_on_validation: also log at the end of each validation (not the sanity check).
-        guidance_scale, temperature: how to sample (default: the model's own distribution).
+            default: the first ``clips.num_prompts`` conditions of the first batch seen.
+        clips: how many prompts, samples and frames, and the seed (:class:`LoggedClips`).
+        sampling: how to sample (:class:`~lightning_cfgrl.core.sampling.SamplingConfig`: temperature,
+            top_k, top_p, guidance_scale); default: the model's own distribution.
+        schedule: when to log (:class:`LogSchedule`).
         embedder: tokens ``[N, K, T]`` -> ``[N, D]`` for the diversity; default token-bigram histograms.
-        seed: sampling seed, the same at every log.
         tag: TensorBoard tag prefix.
         describe: one prompt's condition (``[A]`` ids) -> its text for the tag; default: the
             datamodule's ``describe_prompt``, if it has one.
     """
 
+    # the flat arguments of earlier versions -> their place now (named when an old config gives them)
+    moved_settings: ClassVar[dict[str, str]] = {
+        **{key: f"clips.{key}" for key in ("num_prompts", "num_samples", "num_frames", "seed")},
+        "guidance_scale": "sampling.guidance_scale",
+        "temperature": "sampling.temperature",
+        "every_n_steps": "schedule.every_n_steps",
+        "log_on_validation": "schedule.on_validation",
+    }
+
     def __init__(
         self,
         decoder: AudioDecoder | None = None,
         prompts: list[list[int]] | Tensor | None = None,
-        num_prompts: int = 2,
-        num_samples: int = 3,
-        num_frames: int | None = None,
-        every_n_steps: int = 500,
-        log_on_validation: bool = True,
-        guidance_scale: float = 1.0,
-        temperature: float = 1.0,
+        clips: LoggedClips = LoggedClips(),
+        sampling: SamplingConfig = SamplingConfig(),
+        schedule: LogSchedule = LogSchedule(),
         embedder: nn.Module | None = None,
-        seed: int = 0,
         tag: str = "audio",
         describe: Callable[[Condition], str] | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("num_prompts", num_prompts), ("num_samples", num_samples)):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if every_n_steps < 0:
-            raise ValueError(f"every_n_steps must be >= 0 (0 = only at validation), got {every_n_steps}")
-        if num_frames is not None and num_frames < 1:
-            raise ValueError(f"num_frames must be >= 1 or None, got {num_frames}")
+        clips = check_settings("clips", clips, LoggedClips)
+        sampling = check_settings("sampling", sampling, SamplingConfig)
+        schedule = check_settings("schedule", schedule, LogSchedule)
         if decoder is not None and not isinstance(decoder, AudioDecoder):
             raise TypeError(
                 f"decoder must have .decode(tokens) and .sample_rate, got {type(decoder).__name__}"
@@ -92,10 +138,10 @@ class AudioSampleLogger(Callback):
         self.prompts: Condition | None = (
             torch.as_tensor(prompts, dtype=torch.long) if prompts is not None else None
         )
-        self.num_prompts, self.num_samples, self.num_frames = num_prompts, num_samples, num_frames
-        self.every_n_steps, self.log_on_validation = every_n_steps, log_on_validation
-        self.sampling = SamplingConfig(temperature=temperature, guidance_scale=guidance_scale)
-        self.seed, self.tag = seed, tag
+        self.clips, self.sampling, self.schedule = clips, sampling, schedule
+        # clips.num_frames, else pl_module.num_frames once setup has run
+        self.num_frames: int | None = clips.num_frames
+        self.tag = tag
         self.describe, self._describe_given = describe, describe
         self._disabled = False
         self._wav_dir: str | None = None  # set when no TensorBoardLogger: WAV files instead
@@ -126,7 +172,8 @@ class AudioSampleLogger(Callback):
             self.num_frames = getattr(pl_module, "num_frames", None)
             if self.num_frames is None:
                 raise ValueError(
-                    f"{type(pl_module).__name__} has no num_frames; pass AudioSampleLogger(num_frames=...)"
+                    f"{type(pl_module).__name__} has no num_frames; pass "
+                    "AudioSampleLogger(clips=LoggedClips(num_frames=...))"
                 )
         if self.embedder is None:
             from lightning_cfgrl.embedders.histogram import TokenHistogramEmbedder
@@ -171,11 +218,12 @@ class AudioSampleLogger(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         step = trainer.global_step
-        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0:
+        every = self.schedule.every_n_steps
+        if every and step > 0 and step % every == 0:
             self.log_samples(trainer, pl_module)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.log_on_validation and not trainer.sanity_checking:
+        if self.schedule.on_validation and not trainer.sanity_checking:
             self.log_samples(trainer, pl_module)
 
     # -- logging -------------------------------------------------------------------------------------
@@ -194,8 +242,8 @@ class AudioSampleLogger(Callback):
                 prompts,
                 self.num_frames,
                 self.sampling,
-                num_samples=self.num_samples,
-                seed=self.seed,
+                num_samples=self.clips.num_samples,
+                seed=self.clips.seed,
             )
         frames = generator.pattern.steps_to_frames(steps)  # [P * G, K, T]
         wav = self.decoder.decode(frames).float().cpu()  # [P * G, C, L]
@@ -206,7 +254,7 @@ class AudioSampleLogger(Callback):
         num_prompts = len(names)
         writer = next((lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
         for i, clip in enumerate(wav):
-            p, g = divmod(i, self.num_samples)
+            p, g = divmod(i, self.clips.num_samples)
             if writer is not None:
                 writer.add_audio(
                     f"{self.tag}/{names[p]}/sample{g}", clip, step, sample_rate=self.decoder.sample_rate
@@ -220,7 +268,7 @@ class AudioSampleLogger(Callback):
                 write_audio(partial, clip, self.decoder.sample_rate)
                 os.replace(partial, os.path.join(folder, f"sample{g}.wav"))
         logged = {"audio": rearrange(wav, "(p g) 1 l -> p g l", p=num_prompts)}
-        if self.num_samples >= 2:
+        if self.clips.num_samples >= 2:
             param = next(self.embedder.parameters(), None)  # a frozen embedder may live elsewhere
             embeddings = self.embedder(frames.to(param.device) if param is not None else frames).float().cpu()
             diversity = pairwise_cosine_diversity(rearrange(embeddings, "(p g) d -> p g d", p=num_prompts))
@@ -237,7 +285,7 @@ class AudioSampleLogger(Callback):
         if self.prompts is not None or not isinstance(batch, dict) or "condition" not in batch:
             return
         condition = batch["condition"]
-        count = min(self.num_prompts, condition_batch_size(condition))
+        count = min(self.clips.num_prompts, condition_batch_size(condition))
         self.prompts = condition_to(select_condition(condition, slice(0, count)), "cpu")
 
     def _clip_name(self, p: int) -> str:
@@ -271,4 +319,4 @@ class AudioSampleLogger(Callback):
         self._last_step = state_dict.get("last_step", -1)
 
 
-__all__ = ["AudioDecoder", "AudioSampleLogger"]
+__all__ = ["AudioDecoder", "AudioSampleLogger", "LogSchedule", "LoggedClips"]

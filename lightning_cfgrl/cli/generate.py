@@ -3,7 +3,7 @@
     cfgrl generate --checkpoint runs/distill_beta0/checkpoints/last.ckpt --prompts '[[1, 1, 1], [4, 3, 2]]' \\
         --num_samples 4 --decoder synth --out runs/samples
     cfgrl generate --checkpoint base.ckpt --prompts prompts.json --guidance 3 --out runs/cfg3 \\
-        --decoder.class_path lightning_cfgrl.audio.EncodecTokenizer --decoder.init_args.checkpoint encodec_24khz.th
+        --decoder.class_path lightning_cfgrl.audio.EncodecTokenizer --decoder.init_args.weights.checkpoint encodec_24khz.th
     cfgrl generate --checkpoint runs/musicgen_lora/checkpoints/last.ckpt --prompts '["calm piano", "loud rock"]' \\
         --num_frames 250 --decoder generator --out runs/musicgen_samples     # text prompts (MusicGen)
     cfgrl generate --checkpoint runs/steerable/checkpoints/last.ckpt --prompts '[[1, 1, 1]]' \\

@@ -3,7 +3,9 @@ the value and its type, instead of as a raw ``TypeError`` (or a silently truncat
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
+from collections.abc import Mapping
 from typing import Any
 
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
@@ -41,3 +43,17 @@ def check_seed(value: Any, name: str = "seed") -> int:
     if not low <= seed <= high:
         raise ValueError(f"{name} must be an integer in [-2**63, 2**64 - 1] (a torch seed), got {seed}")
     return seed
+
+
+def check_settings(name: str, value: Any, cls: type) -> Any:
+    """``value`` as the settings dataclass ``cls`` of argument ``name``: the object itself, or a dict of
+    its fields (a Python caller's shorthand), checked by ``cls``; anything else fails naming ``name``."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"{name} has no setting(s) {unknown}; its settings are {sorted(known)}")
+        return cls(**value)
+    raise TypeError(f"{name} must be a {cls.__name__} or a dict of its fields, got {type(value).__name__}")

@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 
 from lightning_cfgrl.experiments.domain import TokenDomain
 from lightning_cfgrl.experiments.synthetic_music import SyntheticMusic
-from lightning_cfgrl.training.prompts import PromptDataModule, TensorDictDataset, split_rows
+from lightning_cfgrl.training.prompts import PromptDataModule, PromptSplit, TensorDictDataset, split_rows
 
 
 def split_prompts(
@@ -66,13 +66,10 @@ class SyntheticPromptDataModule(PromptDataModule):
         self,
         domain: TokenDomain | None = None,
         batch_size: int = 8,
-        heldout_fraction: float = 0.25,
-        repeats: int = 100,
-        split_seed: int = 0,
-        shuffle_seed: int | None = None,
+        split: PromptSplit = PromptSplit(),
     ) -> None:
         self.domain = domain or SyntheticMusic()
-        super().__init__(self.domain.prompts, batch_size, heldout_fraction, repeats, split_seed, shuffle_seed)
+        super().__init__(self.domain.prompts, batch_size, split)
 
     def describe_prompt(self, condition: torch.Tensor) -> str:
         """A prompt's text, e.g. "jazz, dark, fast" (``AudioSampleLogger`` puts it in its tags)."""

@@ -9,7 +9,7 @@ from lightning_cfgrl.training.module import CFGRLModule
 from lightning_cfgrl.training.objective import ObjectiveCallback
 from lightning_cfgrl.training.policy_gradient import DiversityGradientConfig, PolicyGradientConfig
 from lightning_cfgrl.training.pretrain import PretrainModule
-from lightning_cfgrl.training.prompts import PromptDataModule
+from lightning_cfgrl.training.prompts import PromptDataModule, PromptSplit
 from lightning_cfgrl.training.reward import RewardCallback, RewardSpec
 from lightning_cfgrl.training.reward_gates import RewardGateError, RewardGates
 from lightning_cfgrl.training.rollout import RolloutBatch
@@ -27,6 +27,7 @@ __all__ = [
     "PolicyGradientConfig",
     "PretrainModule",
     "PromptDataModule",
+    "PromptSplit",
     "RewardCallback",
     "RewardGateError",
     "RewardGates",

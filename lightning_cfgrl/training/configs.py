@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
-from lightning_cfgrl.core.checks import check_int, check_real
+from lightning_cfgrl.core.checks import check_int, check_real, check_settings
 from lightning_cfgrl.core.sampling import SamplingConfig
 from lightning_cfgrl.eval.scorers import Scorer
 from lightning_cfgrl.io.specs import is_config, upgrade_spec
@@ -153,18 +153,7 @@ FLAT_TO_GROUPED = {
 def build_group(name: str, value: Any) -> Any:
     """``value`` as the settings object of group ``name``: the object itself, its fields as a dict (a
     checkpoint's record, Python callers), or None (the defaults)."""
-    cls = GROUPS[name]
-    if value is None:
-        return cls()
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, Mapping):
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ValueError(f"{name} has no setting(s) {unknown}; its settings are {sorted(known)}")
-        return cls(**value)
-    raise TypeError(f"{name} must be a {cls.__name__} or a dict of its fields, got {type(value).__name__}")
+    return GROUPS[name]() if value is None else check_settings(name, value, GROUPS[name])
 
 
 def group_record(name: str, config: Any) -> dict[str, Any]:

@@ -8,12 +8,15 @@ datamodule with :class:`PromptDataModule`; the built-in domains and the audio pr
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from lightning_cfgrl.core.checks import check_int, check_real, check_seed, check_settings
 
 
 class TensorDictDataset(Dataset):
@@ -70,50 +73,73 @@ class ResumableShuffle(DistributedSampler):
         return iter(indices[skip:])
 
 
+@dataclass(frozen=True)
+class PromptSplit:
+    """How a prompt datamodule splits its prompts into train and held-out, and serves the train ones.
+    The same settings for every prompt datamodule (``PromptDataModule`` and its subclasses).
+
+    Args:
+        heldout_fraction: share of the prompts held out of training (``round(fraction * P)`` of them).
+        split_seed: seeds the split.
+        repeats: passes over the train prompts per epoch (so short prompt lists make long epochs).
+        shuffle_seed: seeds the train order; ``None`` draws it from torch's global RNG when the train
+            loader is built (as ``shuffle=True`` does, so ``seed_everything`` fixes it).
+    """
+
+    heldout_fraction: float = 0.25
+    split_seed: int = 0
+    repeats: int = 100
+    shuffle_seed: int | None = None
+
+    def __post_init__(self) -> None:
+        check_real("split.heldout_fraction", self.heldout_fraction)
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise ValueError(f"split.heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
+        check_seed(self.split_seed, "split.split_seed")
+        if check_int("split.repeats", self.repeats) < 1:
+            raise ValueError(f"split.repeats must be >= 1, got {self.repeats}")
+        if self.shuffle_seed is not None:
+            check_seed(self.shuffle_seed, "split.shuffle_seed")
+
+
 class PromptDataModule(pl.LightningDataModule):
-    """Prompts ``{"condition": [A]}`` for RL: a fixed train split (shuffled, ``repeats`` passes per
+    """Prompts ``{"condition": [A]}`` for RL: a fixed train split (shuffled, ``split.repeats`` passes per
     epoch) and the held-out split for validation (and evaluation: keep it out of training).
 
-    The train order is resumable: epoch e is a permutation seeded by ``shuffle_seed + e`` (split across
-    processes under DDP), the seed is saved in the checkpoint, and a run resumed mid-epoch skips the
-    batches its checkpoint had already trained on. Lightning 2.6 would otherwise restart a plain
+    The train order is resumable: epoch e is a permutation seeded by ``split.shuffle_seed + e`` (split
+    across processes under DDP), the seed is saved in the checkpoint, and a run resumed mid-epoch skips
+    the batches its checkpoint had already trained on. Lightning 2.6 would otherwise restart a plain
     ``DataLoader`` at the epoch's first batch with a fresh shuffle.
 
     Args:
         prompts: every prompt row ``[P, A]`` (int64).
         batch_size: prompts per training step.
-        heldout_fraction: share of the rows held out of training.
-        repeats: passes over the train prompts per epoch (so short prompt lists make long epochs).
-        split_seed: seeds the split.
-        shuffle_seed: seeds the train order; ``None`` draws it from torch's global RNG when the train
-            loader is built (as ``shuffle=True`` does, so ``seed_everything`` fixes it).
+        split: the held-out share, the seeds and the passes per epoch (:class:`PromptSplit`).
     """
 
-    def __init__(
-        self,
-        prompts: Tensor,
-        batch_size: int = 8,
-        heldout_fraction: float = 0.25,
-        repeats: int = 100,
-        split_seed: int = 0,
-        shuffle_seed: int | None = None,
-    ) -> None:
+    # the flat arguments of earlier versions -> their place now (named when an old config gives them)
+    # (every subclass inherits it: the split settings are the same everywhere)
+    moved_settings: ClassVar[dict[str, str]] = {
+        key: f"split.{key}" for key in ("heldout_fraction", "split_seed", "repeats", "shuffle_seed")
+    }
+
+    def __init__(self, prompts: Tensor, batch_size: int = 8, split: PromptSplit = PromptSplit()) -> None:
         super().__init__()
+        split = check_settings("split", split, PromptSplit)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if repeats < 1:
-            raise ValueError(f"repeats must be >= 1, got {repeats}")
         if not isinstance(prompts, Tensor) or prompts.dim() != 2 or len(prompts) == 0:
             shape = tuple(prompts.shape) if isinstance(prompts, Tensor) else type(prompts).__name__
             raise ValueError(f"prompts must be a non-empty [P, A] tensor of attribute ids, got {shape}")
-        self.train_prompts, self.heldout_prompts = split_rows(prompts, heldout_fraction, split_seed)
-        self.batch_size, self.repeats = batch_size, repeats
-        self.shuffle_seed = shuffle_seed
+        self.train_prompts, self.heldout_prompts = split_rows(
+            prompts, split.heldout_fraction, split.split_seed
+        )
+        self.batch_size, self.split = batch_size, split
         self._sampler: ResumableShuffle | None = None
         self._restored_seed: int | None = None
 
     def train_dataloader(self) -> DataLoader:
-        dataset = TensorDictDataset(condition=self.train_prompts.repeat(self.repeats, 1))
+        dataset = TensorDictDataset(condition=self.train_prompts.repeat(self.split.repeats, 1))
         trainer = self.trainer
         num_replicas, rank, epoch, skip = 1, 0, 0, 0
         if trainer is not None:
@@ -133,8 +159,8 @@ class PromptDataModule(pl.LightningDataModule):
         mid_fit = trainer is not None and (trainer.fit_loop.epoch_loop.restarting or trainer.global_step > 0)
         if mid_fit and self._seed_in_use is not None:  # resumed (the checkpoint's seed) or reloaded
             return self._seed_in_use
-        if self.shuffle_seed is not None or num_replicas == 1 or trainer is None:
-            return self.shuffle_seed  # None: drawn lazily, like RandomSampler
+        if self.split.shuffle_seed is not None or num_replicas == 1 or trainer is None:
+            return self.split.shuffle_seed  # None: drawn lazily, like RandomSampler
         # several processes must shuffle alike: rank 0 draws, the others take its seed
         return trainer.strategy.broadcast(int(torch.empty((), dtype=torch.int64).random_().item()))
 
@@ -161,4 +187,4 @@ class PromptDataModule(pl.LightningDataModule):
         return self.heldout_prompts
 
 
-__all__ = ["PromptDataModule", "ResumableShuffle", "TensorDictDataset", "split_rows"]
+__all__ = ["PromptDataModule", "PromptSplit", "ResumableShuffle", "TensorDictDataset", "split_rows"]

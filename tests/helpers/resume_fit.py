@@ -33,6 +33,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning_cfgrl import CFGRLModule
 from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.training.diversity import DiversityRewardCallback
+from lightning_cfgrl.training.prompts import PromptSplit
 from tests.helpers.tiny_fit import RecordPrompts, objective_callbacks, tiny_embedder, tiny_generator
 
 VAL_EVERY = 5
@@ -94,7 +95,9 @@ def run(out: Path, steps: int, mode: str, kill_at: int | None = None) -> None:
         enable_checkpointing=mode == "killed",
         callbacks=[*callbacks, *extra],
     )
-    data = SyntheticPromptDataModule(batch_size=8, repeats=1)  # 36 train prompts: 4 batches per epoch
+    data = SyntheticPromptDataModule(
+        batch_size=8, split=PromptSplit(repeats=1)
+    )  # 36 train prompts: 4 batches per epoch
     ckpt = out / "checkpoints" / "last.ckpt" if mode == "resumed" else None
     trainer.fit(module, data, ckpt_path=ckpt)
     diversity = callbacks[1]

@@ -34,6 +34,7 @@ from lightning_cfgrl.embedders import ContrastiveTokenEmbedder
 from lightning_cfgrl.experiments import SyntheticPromptDataModule
 from lightning_cfgrl.models import AudioTokenTransformer
 from lightning_cfgrl.training.diversity import DiversityRewardCallback
+from lightning_cfgrl.training.prompts import PromptSplit
 
 TINY_ARGS: dict[str, Any] = dict(
     num_codebooks=2, vocab_size=32, condition_sizes=(4, 4, 3), dim=32, num_layers=1, num_heads=2, max_frames=8
@@ -138,7 +139,9 @@ class RecordPrompts(Callback):
 
 
 def prompt_data(processes: int) -> SyntheticPromptDataModule:
-    return SyntheticPromptDataModule(batch_size=GLOBAL_BATCH // processes, shuffle_seed=0, repeats=4)
+    return SyntheticPromptDataModule(
+        batch_size=GLOBAL_BATCH // processes, split=PromptSplit(shuffle_seed=0, repeats=4)
+    )
 
 
 def build_module(strategy: str, seed: int = 0, learning_rate: float = 0.05) -> CFGRLModule:

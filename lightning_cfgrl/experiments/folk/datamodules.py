@@ -3,12 +3,14 @@ for distillation (the train prompts; the held-out prompts for validation)."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
 from lightning_cfgrl.experiments.folk.domain import FolkCorpus
-from lightning_cfgrl.training.prompts import PromptDataModule, TensorDictDataset
+from lightning_cfgrl.training.prompts import PromptDataModule, PromptSplit, TensorDictDataset
 
 
 class FolkTuneDataModule(pl.LightningDataModule):
@@ -49,6 +51,8 @@ class FolkPromptDataModule(PromptDataModule):
     """The corpus's prompts ``{"condition": [3]}`` for distillation: its train split for training and its
     held-out split for validation (the split is the corpus's, so scorers and evaluations agree on it)."""
 
+    moved_settings: ClassVar[dict[str, str]] = {}  # its split is the corpus's: none moved to split.*
+
     def __init__(
         self,
         corpus: FolkCorpus | None = None,
@@ -57,7 +61,10 @@ class FolkPromptDataModule(PromptDataModule):
         shuffle_seed: int | None = None,
     ) -> None:
         self.corpus = corpus or FolkCorpus()
-        super().__init__(self.corpus.prompts, batch_size, 0.25, repeats, 0, shuffle_seed)
+        # the split below is the corpus's; the base class's default split is replaced
+        super().__init__(
+            self.corpus.prompts, batch_size, PromptSplit(repeats=repeats, shuffle_seed=shuffle_seed)
+        )
         self.train_prompts, self.heldout_prompts = self.corpus.train_prompts, self.corpus.heldout_prompts
 
     def describe_prompt(self, condition: torch.Tensor) -> str:
