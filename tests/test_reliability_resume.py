@@ -323,6 +323,7 @@ def test_cli_resume_rebuilds_a_teacher_copied_from_the_init_checkpoint(
             "    optimization: {learning_rate: 0.01, lr_warmup_steps: 0, lr_decay: constant}\n"
             "data: {class_path: lightning_cfgrl.experiments.SyntheticPromptDataModule, init_args: {batch_size: 4}}\n"
             f"trainer: {{accelerator: cpu, max_steps: {steps}, logger: false, enable_progress_bar: false, "
+            f"default_root_dir: '{out}', "
             "limit_val_batches: 0, callbacks: [{class_path: lightning_cfgrl.CFGDistillCallback}, "
             "{class_path: lightning.pytorch.callbacks.ModelCheckpoint, "
             f"init_args: {{dirpath: '{out}', save_last: true, every_n_train_steps: 1}}}}]}}\n"
