@@ -20,8 +20,8 @@ hypervolumes and claims, and writes the outputs (:mod:`lightning_cfgrl.eval.repo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from lightning_cfgrl.core.checks import check_settings
 from lightning_cfgrl.core.condition import Condition, condition_batch_size, condition_to
 from lightning_cfgrl.eval.candidates import DIVERSITY, CandidateResult, Measurement, evaluate_candidate
 from lightning_cfgrl.eval.claims import Claim, ClaimInputs, check_claims
@@ -98,9 +99,9 @@ class Evaluation:
         output: EvaluationOutput = EvaluationOutput(),
         device: str = "cpu",
     ) -> None:
-        protocol = _group("protocol", EvaluationProtocol, protocol)
-        prompts = _group("prompts", PromptSource, prompts)
-        output = _group("output", EvaluationOutput, output)
+        protocol = check_settings("protocol", protocol, EvaluationProtocol)
+        prompts = check_settings("prompts", prompts, PromptSource)
+        output = check_settings("output", output, EvaluationOutput)
         self.protocol = protocol
         self.scorers = _check_scorers(scorers)
         names = [s.name for s in self.scorers]
@@ -303,20 +304,6 @@ def _check_scorers(scorers: Sequence[Scorer]) -> list[Scorer]:
             f"scorer names must be unique and differ from {DIVERSITY!r}/{REWARD_DIVERSITY!r}, got {names}"
         )
     return scorers
-
-
-def _group(name: str, cls: type, value: Any) -> Any:
-    """``value`` as the settings object ``cls`` of argument ``name``: the object itself or its fields as a
-    dict (Python callers)."""
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, Mapping):
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ValueError(f"{name} has no setting(s) {unknown}; its settings are {sorted(known)}")
-        return cls(**value)
-    raise TypeError(f"{name} must be a {cls.__name__} or a dict of its fields, got {type(value).__name__}")
 
 
 def _reference(scorer: Scorer, reference: Sequence[float] | None) -> tuple[float, float]:

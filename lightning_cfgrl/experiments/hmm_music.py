@@ -36,14 +36,14 @@ scores, by the forward algorithm over s and a sum over m (vectorised over ``[P, 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any
 
 import torch
 from einops import rearrange
 from torch import Tensor
 
+from lightning_cfgrl.core.checks import check_settings
 from lightning_cfgrl.experiments.domain import TokenDomain
 
 HMM_ATTRIBUTE_NAMES: dict[str, tuple[str, ...]] = {
@@ -75,21 +75,6 @@ class HMMScales:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"scales.{f.name} must be a finite number, got {value!r}")
 
-    @classmethod
-    def of(cls, value: Any) -> HMMScales:
-        """``value`` as scales: the object itself, its fields as a dict, or None (the defaults)."""
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, Mapping):
-            known = {f.name for f in fields(cls)}
-            unknown = sorted(set(value) - known)
-            if unknown:
-                raise ValueError(f"scales has no setting(s) {unknown}; its settings are {sorted(known)}")
-            return cls(**value)
-        raise TypeError(f"scales must be an HMMScales or a dict of its fields, got {type(value).__name__}")
-
 
 class HMMMusic(TokenDomain):
     """The hidden-section process and its exact scores (plain torch float64, CPU, deterministic from ``seed``).
@@ -118,7 +103,7 @@ class HMMMusic(TokenDomain):
         scales: HMMScales = HMMScales(),
         seed: int = 0,
     ) -> None:
-        scales = HMMScales.of(scales)
+        scales = check_settings("scales", HMMScales() if scales is None else scales, HMMScales)
         prior_scale, stay = scales.prior_scale, scales.stay
         prompt_scale, residual_scale = scales.prompt_scale, scales.residual_scale
         for name, value in (

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 # Where control FiLM in every layer (the old ``control_layers="every"``) lives now: it did not help
@@ -64,24 +64,6 @@ class TransformerOptions:
                 f"options.controls must be a list of control names, got the string {self.controls!r} "
                 f"(write [{self.controls}])"
             )
-
-    @classmethod
-    def of(cls, value: Any) -> TransformerOptions:
-        """``value`` as options: the object itself, its fields as a dict (a checkpoint's spec, YAML), or
-        None (the defaults)."""
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, Mapping):
-            known = {f.name for f in fields(cls)}
-            unknown = sorted(set(value) - known)
-            if unknown:
-                raise ValueError(f"options has no setting(s) {unknown}; its settings are {sorted(known)}")
-            return cls(**value)
-        raise TypeError(
-            f"options must be a TransformerOptions or a dict of its fields, got {type(value).__name__}"
-        )
 
     def record(self) -> dict[str, Any]:
         """The plain dict a checkpoint's spec records: ``controls`` only when set, so a base model's spec

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from lightning_cfgrl.core.checks import check_settings
 from lightning_cfgrl.core.controls import ControlEmbedding, Controls, check_controls
 from lightning_cfgrl.core.delay_pattern import DelayPattern
 from lightning_cfgrl.core.generator import check_condition_matches, check_steps, class_spec
@@ -174,7 +175,9 @@ class AudioTokenTransformer(nn.Module):
         options: TransformerOptions = TransformerOptions(),
     ) -> None:
         super().__init__()
-        options = TransformerOptions.of(options)
+        options = check_settings(
+            "options", TransformerOptions() if options is None else options, TransformerOptions
+        )
         self._init_args = dict(
             num_codebooks=num_codebooks,
             vocab_size=vocab_size,
