@@ -22,13 +22,14 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from configs_bit_identity import export  # noqa: E402  (one home for the old-code runner)
+
 CSV = "file,genre,mood\na.wav,jazz,calm\nb.wav,techno,dark\nc.wav,jazz,\nd.wav,ambient,calm\ne.wav,techno,calm\nf.wav,jazz,dark\n"
 TEXTS = ["calm piano", "loud rock guitar drums", "lo-fi beat", "jazz trio", "ambient pad", "techno kick"]
 
@@ -199,15 +200,6 @@ def same(a: Any, b: Any) -> bool:
     if isinstance(a, (list, tuple)):
         return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     return a == b
-
-
-def export(commit: str, into: Path) -> Path:
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit], capture_output=True, check=True)
-    with tempfile.TemporaryFile() as f:
-        f.write(archive.stdout)
-        f.seek(0)
-        tarfile.open(fileobj=f).extractall(into, filter="data")
-    return into
 
 
 def main() -> None:

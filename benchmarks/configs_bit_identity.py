@@ -28,11 +28,13 @@ GENERATIONS = {"plain": [], "cfg3_top_k8": ["--guidance", "3", "--top_k", "8"]}
 
 
 def cfgrl(code: Path, work: Path, *args: str) -> None:
-    env = dict(os.environ, PYTHONPATH=str(code), OMP_NUM_THREADS="1")
+    """``cfgrl ARGS`` with the package of ``code``, in ``work`` (importable too: a test domain's module)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(work), str(code)]), OMP_NUM_THREADS="1")
     subprocess.run([PY, "-m", "lightning_cfgrl.cli.main", *args], cwd=work, env=env, check=True)
 
 
 def export(commit: str, into: Path) -> Path:
+    """The tree of ``commit`` (``git archive``) extracted into ``into``: the code to compare against."""
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit], capture_output=True, check=True)
     with tempfile.TemporaryFile() as f:
         f.write(archive.stdout)

@@ -13,16 +13,14 @@ every number of ``results.json`` but the timings (tokens/s, the machine) and the
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
-import subprocess
 import sys
-import tarfile
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from configs_bit_identity import cfgrl, export, sha256  # noqa: E402  (one home for the old-code runner)
+
 sys.path.insert(0, str(ROOT))
 PY = sys.executable
 GENERATIONS = {
@@ -60,24 +58,6 @@ out: out
 log_dir: out/tb
 progress: false
 """
-
-
-def cfgrl(code: Path, work: Path, *args: str) -> None:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(work), str(code)]), OMP_NUM_THREADS="1")
-    subprocess.run([PY, "-m", "lightning_cfgrl.cli.main", *args], cwd=work, env=env, check=True)
-
-
-def export(commit: str, into: Path) -> Path:
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit], capture_output=True, check=True)
-    with tempfile.TemporaryFile() as f:
-        f.write(archive.stdout)
-        f.seek(0)
-        tarfile.open(fileobj=f).extractall(into, filter="data")
-    return into
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def numbers(path: Path) -> dict:
