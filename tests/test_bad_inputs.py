@@ -289,7 +289,7 @@ def _merge_onto_input(tmp: Path) -> None:
 
 def _mixed_merged_set(tmp: Path) -> None:
     from lightning_cfgrl.cli.merge import merge_checkpoints
-    from lightning_cfgrl.merging.streaming import complete_merged_sets
+    from lightning_cfgrl.merging.merged_sets import complete_merged_sets
 
     quality, diversity = _generator_ckpt(tmp / "q.ckpt"), _generator_ckpt(tmp / "d.ckpt", seed=3)
     merge_checkpoints(str(quality), str(diversity), [0.25, 0.5], str(tmp / "out"))

@@ -26,7 +26,7 @@ from lightning_cfgrl.callbacks.merge import ModelMergeCallback
 from lightning_cfgrl.cli.merge import merge_checkpoints, merge_main
 from lightning_cfgrl.io.checkpoints import CheckpointError, file_sha256
 from lightning_cfgrl.io.file_sets import verify_manifest
-from lightning_cfgrl.merging.streaming import MergeError, complete_merged_sets
+from lightning_cfgrl.merging.merged_sets import MergeError, complete_merged_sets
 
 ROOT = Path(__file__).resolve().parents[1]
 LAMBDAS = (0.25, 0.5, 0.75)

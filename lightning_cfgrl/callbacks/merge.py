@@ -17,15 +17,13 @@ from lightning_cfgrl.io.checkpoints import GENERATOR_PREFIX, file_sha256, load_g
 from lightning_cfgrl.io.generators import load_generator_spec
 from lightning_cfgrl.merging.consistency import check_specs_agree
 from lightning_cfgrl.merging.lora import DenseWeights, dense_template, is_peft_checkpoint, open_dense_sources
+from lightning_cfgrl.merging.merged_sets import check_outputs_are_not_inputs, lambda_tag, merge_output_dir
 from lightning_cfgrl.merging.streaming import (
     MergeError,
     MergeOutput,
     check_lambdas,
     check_mergeable,
     check_method,
-    check_outputs_are_not_inputs,
-    lambda_tag,
-    merge_output_dir,
     validate_merge,
     write_merged,
 )

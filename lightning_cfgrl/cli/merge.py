@@ -28,14 +28,12 @@ from lightning_cfgrl.io.checkpoints import (
 from lightning_cfgrl.io.generators import load_generator_spec
 from lightning_cfgrl.merging.consistency import check_specs_agree
 from lightning_cfgrl.merging.lora import dense_template, is_peft_checkpoint, open_dense_sources
+from lightning_cfgrl.merging.merged_sets import MergedFiles, check_outputs_are_not_inputs, merge_output_dir
 from lightning_cfgrl.merging.streaming import (
-    MergedFiles,
     MergeError,
     MergeOutput,
     check_lambdas,
     check_method,
-    check_outputs_are_not_inputs,
-    merge_output_dir,
     validate_merge,
     write_merged,
 )

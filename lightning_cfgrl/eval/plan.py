@@ -20,7 +20,7 @@ from lightning_cfgrl.core.sampling import SamplingConfig
 from lightning_cfgrl.eval.protocol import DEFAULT_CFG_REFERENCE
 from lightning_cfgrl.io.checkpoints import CheckpointError
 from lightning_cfgrl.io.generators import is_pretrained_folder, load_generator, load_pretrained_folder
-from lightning_cfgrl.merging.streaming import complete_merged_sets
+from lightning_cfgrl.merging.merged_sets import complete_merged_sets
 
 SAMPLING_FAMILIES = ("temperature", "top_p")  # what a user could do instead of CFG, at one pass per token
 

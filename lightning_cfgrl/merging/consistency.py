@@ -18,6 +18,10 @@ from lightning_cfgrl.io.checkpoints import CheckpointError, is_safetensors_file,
 from lightning_cfgrl.io.specs import upgrade_spec
 
 
+class MergeError(ValueError):
+    """Two state dicts cannot be merged, or a merge argument is out of range."""
+
+
 def _plain(value: Any) -> Any:
     """A spec as comparable JSON values (tuples -> lists)."""
     return json.loads(json.dumps(value, sort_keys=True, default=str))
