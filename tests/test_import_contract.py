@@ -228,3 +228,14 @@ def test_an_edge_against_the_order_is_reported(source, target):
     edges = [*package_edges(), Edge(source, 1, target)]
     bad = violations(edges, facade_homes(), ALLOWED)
     assert len(bad) == 1 and bad[0].startswith(f"{source}:1 imports {target}"), bad
+
+
+def test_no_library_file_is_over_500_lines() -> None:
+    """One concept per file: a library module past 500 lines holds more than one; split it."""
+    package = Path(__file__).resolve().parents[1] / "lightning_cfgrl"
+    long = {
+        str(p.relative_to(package)): n
+        for p in package.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 500
+    }
+    assert not long, f"{long}: split each into modules of one concept (at most 500 lines)"
