@@ -150,7 +150,7 @@ def sampler_runner(
 ) -> Callable[[], None]:
     config = config_class(guidance_scale=GUIDANCE if guided else 1.0)
     seed = iter(range(1, 10**9))
-    extra = {"compile": compiled} if compiled else {}
+    extra = {"decoding": DecodeConfig(compile=compiled)} if compiled else {}
 
     def run() -> None:
         sample_fn(model, cond, frames, config, seed=next(seed), **extra)
