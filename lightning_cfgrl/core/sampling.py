@@ -290,7 +290,7 @@ def check_compilable(generator: TokenGenerator) -> None:
     static shapes (:meth:`~lightning_cfgrl.models.AudioTokenTransformer.decode_step` documents it)."""
     if not callable(getattr(generator, "decode_step", None)):
         raise ValueError(
-            f"compile=True needs a generator with a static-shape decode_step; {type(generator).__name__} has "
+            f"decoding.compile=True needs a generator with a static-shape decode_step; {type(generator).__name__} has "
             "none (AudioTokenTransformer has one); sample with compile=False"
         )
 
@@ -317,7 +317,9 @@ def compiled_decode_step(
         )
     check_compilable(generator)
     if cache is None:
-        raise ValueError(f"compile=True needs a KV cache; {type(generator).__name__}.new_cache returned None")
+        raise ValueError(
+            f"decoding.compile=True needs a KV cache; {type(generator).__name__}.new_cache returned None"
+        )
     if mode == "reduce-overhead":
         for tensor in _cache_tensors(cache):
             if tensor.is_cuda:
