@@ -39,7 +39,15 @@ MIN_TEMPERATURE = torch.finfo(torch.float32).tiny
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """How to turn logits into tokens. ``guidance_scale = 1`` means no CFG (one pass, no null batch)."""
+    """How to turn logits ``[B, K, V]`` into tokens. ``guidance_scale = 1`` means no CFG (one pass, no
+    null batch).
+
+    Args:
+        temperature: logits are divided by it (> 0; 1 samples the model's own distribution).
+        top_k: keep the k most likely tokens of each codebook (None: all).
+        top_p: keep the smallest set of tokens whose probability reaches p, in (0, 1] (None: all).
+        guidance_scale: CFG's g, mixing ``uncond + g * (cond - uncond)`` (1: no guidance, one pass).
+    """
 
     temperature: float = 1.0
     top_k: int | None = None
