@@ -152,12 +152,29 @@ def test_each_callback_takes_only_its_own_settings_objects() -> None:
         RewardCallback(
             [lambda inputs: inputs.tokens.float().mean((1, 2))], gradient=DiversityGradientConfig()
         )
-    with pytest.raises(TypeError, match="gradient must be a DiversityGradientConfig or None, got Policy"):
+    with pytest.raises(
+        TypeError,
+        match="gradient must be a DiversityGradientConfig, a dict of its fields or None, got Policy",
+    ):
         DiversityRewardCallback(torch.nn.Identity(), gradient=PolicyGradientConfig())
     with pytest.raises(TypeError, match="embedding must be a FrozenModelConfig"):
         DiversityRewardCallback(torch.nn.Identity(), embedding=TeacherConfig())
     with pytest.raises(TypeError, match="teacher must be a TeacherConfig"):
-        CFGDistillCallback(teacher={"checkpoint": "base.ckpt"})  # type: ignore[arg-type]
+        CFGDistillCallback(teacher=FrozenModelConfig())  # type: ignore[arg-type]
+
+
+def test_a_dict_of_a_groups_fields_builds_the_group_and_an_unknown_field_is_named() -> None:
+    """The Python shorthand of CFGRLModule's groups holds for the callbacks' groups too."""
+    assert CFGDistillCallback(teacher={"checkpoint": "base.ckpt"}).teacher_config == TeacherConfig(
+        checkpoint="base.ckpt"
+    )
+    reward = DiversityRewardCallback(
+        torch.nn.Identity(), gradient={"baseline": "running_mean"}, embedding={"chunk_size": 4}
+    )
+    assert reward.gradient == DiversityGradientConfig(baseline="running_mean")
+    assert reward.embedding == FrozenModelConfig(chunk_size=4)
+    with pytest.raises(ValueError, match=r"teacher has no setting\(s\) \['checkpoints'\]"):
+        CFGDistillCallback(teacher={"checkpoints": "base.ckpt"})
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -14,6 +15,7 @@ from einops import rearrange
 from torch import Tensor
 
 from lightning_cfgrl.adapters.peft import AdapterDisabledTeacher, is_peft_model
+from lightning_cfgrl.core.checks import check_settings
 from lightning_cfgrl.core.condition import Condition, cat_conditions, select_condition
 from lightning_cfgrl.core.controls import (
     GUIDANCE,
@@ -118,8 +120,8 @@ class CFGDistillCallback(ObjectiveCallback):
         jsd_beta: the mixture weight of the generalized JSD.
         weight: multiplies the term.
         reduction: ``"mean"`` per token (default) or ``"sum"`` over a sequence's tokens (the paper's).
-        teacher: the teacher's file, dtype, chunk size and checkpointing (:class:`TeacherConfig`;
-            None: the student at fit start, in the module's dtype, whole batches).
+        teacher: the teacher's file, dtype, chunk size and checkpointing (:class:`TeacherConfig`, or
+            a dict of its fields; None: the student at fit start, in the module's dtype, whole batches).
     """
 
     # the flat arguments of earlier versions -> their place now (named when an old config gives them)
@@ -158,10 +160,12 @@ class CFGDistillCallback(ObjectiveCallback):
         self.jsd_beta = jsd_beta
         self.weight = weight
         self.reduction = reduction
+        if isinstance(teacher, Mapping):  # a dict of its fields is the Python shorthand
+            teacher = check_settings("teacher", teacher, TeacherConfig)
         if teacher is not None and not isinstance(teacher, TeacherConfig):
             raise TypeError(
-                "teacher must be a TeacherConfig (checkpoint, dtype, chunk_size, embed_in_checkpoint) or "
-                f"None, got {type(teacher).__name__}"
+                "teacher must be a TeacherConfig (checkpoint, dtype, chunk_size, embed_in_checkpoint), a dict "
+                f"of its fields or None, got {type(teacher).__name__}"
             )
         self.teacher_config = teacher if teacher is not None else TeacherConfig()
         self.teacher: torch.nn.Module | None = None

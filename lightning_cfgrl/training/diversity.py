@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import lightning.pytorch as pl
@@ -11,6 +12,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_cfgrl.core.budget import BudgetController, QualityBudget
+from lightning_cfgrl.core.checks import check_settings
 from lightning_cfgrl.core.controls import DIVERSITY_WEIGHT, ControlDistribution, Distribution, control_setting
 from lightning_cfgrl.core.diversity import (
     RunningMeanBaseline,
@@ -98,10 +100,11 @@ class DiversityRewardCallback(ObjectiveCallback):
         beta_distribution: how a list is drawn from: ``"uniform"`` or ``"log_uniform"`` over
             ``[low, high]``, or ``"choice"`` among the values.
         gradient: how rewards become the policy gradient (baseline, advantage normalisation, beta's
-            scale, the placebo) and how often its norm is logged (:class:`DiversityGradientConfig`).
+            scale, the placebo) and how often its norm is logged (:class:`DiversityGradientConfig`, or a
+            dict of its fields).
         embedding: how the frozen embedder runs and is saved: sequences per forward (bounds the memory
             of big embedders) and whether its weights are stored even when it came from a file
-            (:class:`~lightning_cfgrl.training.frozen.FrozenModelConfig`).
+            (:class:`~lightning_cfgrl.training.frozen.FrozenModelConfig`, or a dict of its fields).
         name: the loss term's name (``train/<name>``).
         quality_budget: instead of a fixed beta, how much quality the run may give up
             (:class:`~lightning_cfgrl.core.budget.QualityBudget`): ``beta`` is then the starting weight,
@@ -143,14 +146,20 @@ class DiversityRewardCallback(ObjectiveCallback):
         beta = self.beta_range.reference if self.beta_range else setting
         if not (math.isfinite(beta) and beta >= 0):
             raise ValueError(f"beta must be a finite number >= 0, got {beta}")
+        # a dict of a group's fields is the Python shorthand (as for CFGRLModule's groups)
+        if isinstance(gradient, Mapping):
+            gradient = check_settings("gradient", gradient, DiversityGradientConfig)
+        if isinstance(embedding, Mapping):
+            embedding = check_settings("embedding", embedding, FrozenModelConfig)
         if gradient is not None and type(gradient) is not DiversityGradientConfig:
             raise TypeError(
-                f"gradient must be a DiversityGradientConfig or None, got {type(gradient).__name__} (a "
+                f"gradient must be a DiversityGradientConfig, a dict of its fields or None, got {type(gradient).__name__} (a "
                 "PolicyGradientConfig is RewardCallback's: its baselines are not the pairwise reward's)"
             )
         if embedding is not None and type(embedding) is not FrozenModelConfig:
             raise TypeError(
-                f"embedding must be a FrozenModelConfig (chunk_size, embed_in_checkpoint) or None, got "
+                f"embedding must be a FrozenModelConfig (chunk_size, embed_in_checkpoint), a dict of its fields "
+                f"or None, got "
                 f"{type(embedding).__name__}"
             )
         self.embedder = freeze(embedder)
