@@ -47,20 +47,20 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", required=True, help="a commit with the flat CFGRLModule arguments")
-    parser.add_argument("--work", type=Path, required=True, help="an empty folder for the runs")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/configs_bit_identity.json")
-    args = parser.parse_args()
-    work = args.work
+SHORT = ["--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false"]
+
+
+def train_and_sample(before: str, work: Path) -> tuple[Path, dict[str, str]]:
+    """With the code of ``before`` (exported to ``work/before_src``): ``pretrain.yaml`` 5 steps
+    (``runs/base``) and ``distill.yaml`` 3 steps (``runs/distill``); that checkpoint sampled by ``cfgrl
+    generate`` with both codes; ``distill.yaml`` 3 steps again with this tree's code and config
+    (``runs/distill_after``). Returns the old code's folder and ``{"<side>_<generation>": tokens sha256}``."""
     work.mkdir(parents=True, exist_ok=True)
-    old = export(args.before, work / "before_src")
-    short = ["--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false"]
+    old = export(before, work / "before_src")
     cfgrl(old, work, "fit", "--config", str(old / "examples/configs/pretrain.yaml"), "--trainer.max_steps", "5",
           "--trainer.val_check_interval", "5", "--data.init_args.num_train", "512", "--data.init_args.num_val", "64",
-          *short)  # fmt: skip
-    distill = ["--trainer.max_steps", "3", "--trainer.val_check_interval", "3", *short]
+          *SHORT)  # fmt: skip
+    distill = ["--trainer.max_steps", "3", "--trainer.val_check_interval", "3", *SHORT]
     cfgrl(old, work, "fit", "--config", str(old / "examples/configs/distill.yaml"), *distill)
     checkpoint = work / "runs/distill/checkpoints/last.ckpt"
     tokens = {}
@@ -72,6 +72,18 @@ def main() -> None:
             tokens[f"{side}_{name}"] = sha256(out / "tokens.safetensors")
     cfgrl(ROOT, work, "fit", "--config", str(ROOT / "examples/configs/distill.yaml"), *distill,
           "--trainer.logger.init_args.name", "distill_after")  # fmt: skip
+    return old, tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", required=True, help="a commit with the flat CFGRLModule arguments")
+    parser.add_argument("--work", type=Path, required=True, help="an empty folder for the runs")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/configs_bit_identity.json")
+    args = parser.parse_args()
+    work = args.work
+    old, tokens = train_and_sample(args.before, work)
+    checkpoint = work / "runs/distill/checkpoints/last.ckpt"
 
     sys.path.insert(0, str(ROOT))
     import torch

@@ -3,7 +3,7 @@
 With the code of ``--before`` (a commit from before the grouping, exported with ``git archive``) and with
 this tree's code, in the same folder: ``cfgrl evaluate`` of the custom domain of ``tests/test_evaluate.py``
 (two tiny checkpoints and their merge: CFG, temperature and top-p sweeps, the selection seeds, distilled,
-merged and placebo candidates, claims), from its flat YAML before and its grouped YAML after; and
+merged and placebo candidates, claims), from its flat YAML (the old tree's) before and its grouped YAML after; and
 ``cfgrl generate`` of one tiny checkpoint (plain; CFG 3 with top-k 8; several prompt batches). Compared:
 every number of ``results.json`` but the timings (tokens/s, the machine) and the token files' sha256.
 
@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -28,35 +30,17 @@ GENERATIONS = {
     "cfg3_top_k8": ["--guidance", "3", "--top_k", "8", "--num_samples", "2"],
     "batches_seed5": ["--batch_size", "1", "--seed", "5", "--temperature", "0.7", "--num_frames", "6"],
 }
-# the flat layout of tests/test_evaluate.py's CONFIG, as it was before the grouping
-FLAT_CONFIG = """
-datamodule:
-  class_path: my_domain.ParityPrompts
-num_frames: 6
-num_samples: 3
-num_seeds: 2
-num_selection_seeds: 2
-scorers:
-  - class_path: my_domain.Distance
-  - class_path: my_domain.ParityMatch
-embedder:
-  class_path: my_domain.CountEmbedder
-reward_embedder:
-  class_path: lightning_cfgrl.embedders.TokenHistogramEmbedder
-  init_args: {vocab_size: 8}
-candidates:
-  base: base.ckpt
-  guidance_scales: [1.0, 3.0]
-  temperatures: [0.7]
-  top_ps: [0.9]
-  distilled: {q: other.ckpt, d: base.ckpt}
-  quality_model: q
-  diversity_model: d
-  merged_dir: merged
-  placebo: other.ckpt
-out: out
-log_dir: out/tb
-progress: false
+# With --before's code: its tests/test_evaluate.py writes the domain, the flat-layout YAML and the
+# checkpoints (so both codes read files of the old layout; this tree upgrades them on read).
+SETUP = """
+from pathlib import Path
+from lightning_cfgrl.cli.merge import merge_checkpoints
+from tests.test_evaluate import CONFIG, DOMAIN, tiny_checkpoint
+Path("my_domain.py").write_text(DOMAIN)
+Path("flat.yaml").write_text(CONFIG)
+tiny_checkpoint(Path("base.ckpt"), 0)
+tiny_checkpoint(Path("other.ckpt"), 1)
+merge_checkpoints("other.ckpt", "base.ckpt", [0.0, 0.5, 1.0], "merged")
 """
 
 
@@ -77,21 +61,14 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="an empty folder for the runs")
     parser.add_argument("--out", type=Path, default=None, help="also write the comparison to this JSON file")
     args = parser.parse_args()
-    from lightning_cfgrl.cli.merge import merge_checkpoints
-    from tests.test_evaluate import CONFIG, DOMAIN, tiny_checkpoint
+    from tests.test_evaluate import CONFIG
 
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     old = export(args.before, work / "before_src")
-    (work / "my_domain.py").write_text(DOMAIN)
-    (work / "flat.yaml").write_text(FLAT_CONFIG)
+    subprocess.run([PY, "-c", SETUP], cwd=work, env=dict(os.environ, PYTHONPATH=str(old)), check=True)
     (work / "grouped.yaml").write_text(
         CONFIG.replace("out: out\n", "out: out_after\n").replace("out/tb", "out_after/tb")
-    )
-    tiny_checkpoint(work / "base.ckpt", 0)
-    tiny_checkpoint(work / "other.ckpt", 1)
-    merge_checkpoints(
-        str(work / "other.ckpt"), str(work / "base.ckpt"), [0.0, 0.5, 1.0], str(work / "merged")
     )
 
     cfgrl(old, work, "evaluate", "--config", "flat.yaml")

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from configs_bit_identity import GENERATIONS, PROMPTS, cfgrl, export, sha256  # noqa: E402
+from configs_bit_identity import GENERATIONS, SHORT, cfgrl, sha256, train_and_sample  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -68,11 +68,19 @@ def worker(kind: str, base: Path, out: Path, checkpoint: Path | None) -> None:
 
             student = AudioTokenTransformer(**size, dropout=dropout, controls=names, control_layers=kind)
         load_base_weights(student, load_generator_state(base))
+        try:  # this tree: the teacher group
+            from lightning_cfgrl import TeacherConfig
+
+            distill = CFGDistillCallback(
+                guidance_scale=[1.0, 5.0], teacher=TeacherConfig(checkpoint=str(base))
+            )
+        except ImportError:  # --before: the flat argument
+            distill = CFGDistillCallback(guidance_scale=[1.0, 5.0], teacher_checkpoint=str(base))
         module = CFGRLModule(student, rollout={"num_frames": 8}, optimization={"learning_rate": 1e-3})
         trainer = pl.Trainer(
             accelerator="cpu", max_steps=2, limit_val_batches=0, logger=False, enable_checkpointing=False,
             enable_progress_bar=False, enable_model_summary=False,
-            callbacks=[CFGDistillCallback(guidance_scale=[1.0, 5.0], teacher_checkpoint=str(base))],
+            callbacks=[distill],
         )  # fmt: skip
         trainer.fit(module, SyntheticPromptDataModule(SyntheticMusic(), batch_size=4))
         checkpoint = out / f"{kind}.ckpt"
@@ -124,31 +132,15 @@ def main() -> None:
         worker(args.kind, args.base, args.out, args.checkpoint)
         return
     work = args.work
-    work.mkdir(parents=True, exist_ok=True)
-    old = export(args.before, work / "before_src")
-    short = ["--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false"]
-    cfgrl(old, work, "fit", "--config", str(old / "examples/configs/pretrain.yaml"), "--trainer.max_steps", "5",
-          "--trainer.val_check_interval", "5", "--data.init_args.num_train", "512", "--data.init_args.num_val", "64",
-          *short)  # fmt: skip
-    distill = ["--trainer.max_steps", "3", "--trainer.val_check_interval", "3", *short]
-    cfgrl(old, work, "fit", "--config", str(old / "examples/configs/distill.yaml"), *distill)
+    old, tokens = train_and_sample(args.before, work)
     base = work / "runs/base/checkpoints/last.ckpt"
     checkpoint = work / "runs/distill/checkpoints/last.ckpt"
-    tokens = {}
-    for name, extra in GENERATIONS.items():
-        for side, code in (("before", old), ("after", ROOT)):
-            out = work / f"{side}_{name}"
-            cfgrl(code, work, "generate", "--checkpoint", str(checkpoint), "--prompts", PROMPTS,
-                  "--num_samples", "4", "--seed", "123", "--out", str(out), *extra)  # fmt: skip
-            tokens[f"{side}_{name}"] = sha256(out / "tokens.safetensors")
-    cfgrl(ROOT, work, "fit", "--config", str(ROOT / "examples/configs/distill.yaml"), *distill,
-          "--trainer.logger.init_args.name", "distill_after")  # fmt: skip
     weights = {"distill_yaml": same_weights(checkpoint, work / "runs/distill_after/checkpoints/last.ckpt")}
     # `cfgrl fit --ckpt_path` of the flat base checkpoint: 2 more steps with each code
     for side, code in (("before", old), ("after", ROOT)):
         cfgrl(code, work, "fit", "--config", str(code / "examples/configs/pretrain.yaml"), "--ckpt_path", str(base),
               "--trainer.max_steps", "7", "--trainer.val_check_interval", "7", "--data.init_args.num_train", "512",
-              "--data.init_args.num_val", "64", "--trainer.logger.init_args.name", f"resume_{side}", *short)  # fmt: skip
+              "--data.init_args.num_val", "64", "--trainer.logger.init_args.name", f"resume_{side}", *SHORT)  # fmt: skip
     weights["pretrain_yaml_resumed"] = same_weights(
         *(work / f"runs/resume_{side}/checkpoints/last.ckpt" for side in ("before", "after"))
     )
