@@ -153,14 +153,14 @@ class DiversityRewardCallback(ObjectiveCallback):
             embedding = check_settings("embedding", embedding, FrozenModelConfig)
         if gradient is not None and type(gradient) is not DiversityGradientConfig:
             raise TypeError(
-                f"gradient must be a DiversityGradientConfig, a dict of its fields or None, got {type(gradient).__name__} (a "
-                "PolicyGradientConfig is RewardCallback's: its baselines are not the pairwise reward's)"
+                "gradient must be a DiversityGradientConfig, a dict of its fields or None, got "
+                f"{type(gradient).__name__} (a PolicyGradientConfig is RewardCallback's: its baselines are not "
+                "the pairwise reward's)"
             )
         if embedding is not None and type(embedding) is not FrozenModelConfig:
             raise TypeError(
-                f"embedding must be a FrozenModelConfig (chunk_size, embed_in_checkpoint), a dict of its fields "
-                f"or None, got "
-                f"{type(embedding).__name__}"
+                "embedding must be a FrozenModelConfig (chunk_size, embed_in_checkpoint), a dict of its fields "
+                f"or None, got {type(embedding).__name__}"
             )
         self.embedder = freeze(embedder)
         self.beta = float(beta)
