@@ -42,7 +42,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 import recipe_study as rs  # noqa: E402  (the protocol, pooling and per-seed claims)
-from fit_runner import run_fit  # noqa: E402
+from fit_runner import budget_readout, run_fit  # noqa: E402
 
 from lightning_cfgrl.core.sampling import SamplingConfig  # noqa: E402
 from lightning_cfgrl.embedders import ContrastiveTokenEmbedder  # noqa: E402
@@ -580,6 +580,12 @@ def cmd_claims(args: argparse.Namespace) -> None:
             "configs": {k: f"examples/configs/folk/{v}.yaml" for k, v in KINDS.items()},
             "fit_table": fit_table(runs),
             "fit_runs": {k: [runs.get(f"{v}/seed{s}", {}) for s in seeds] for k, v in KINDS.items()},
+            # where each quality budget ended: beta, the reference / base / last smoothed KL ({} without one)
+            "budget": {
+                k: [budget_readout(load_checkpoint(last(v, s), mmap=True)) for s in seeds]
+                for k, v in KINDS.items()
+                if k != "beta=0"
+            },
             "results": [r.as_dict() for r in everything],
             "per_training_seed": {k: [r.as_dict() for r in v] for k, v in students.items()},
             "best_sampling": sampling[best].name,
